@@ -1,0 +1,306 @@
+//! Appending records with group commit.
+
+use std::{collections::BTreeMap, thread};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use truc_store::{Store, WriteBatch};
+
+use crate::{
+    AuditError, AuditRecord, CountKey, RECORD_PREFIX, RECORD_VERSION, Receipt,
+    day_of, sha256,
+};
+
+/// A completed transaction, as its process saw it.
+#[derive(Clone, Debug, Default)]
+pub struct Transaction {
+    /// Transaction id assigned by the client's node.
+    pub transaction_id: String,
+    /// Transaction kind: `call`.
+    pub kind: String,
+    /// Client agency code.
+    pub client_agency: String,
+    /// Provider agency code.
+    pub provider_agency: String,
+    /// Service id.
+    pub service: String,
+    /// Start, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// End, in milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Request payload size.
+    pub request_bytes: u64,
+    /// Response payload size (0 on error).
+    pub response_bytes: u64,
+    /// SHA-256 of the request payload.
+    pub request_sha256: [u8; 32],
+    /// SHA-256 of the response payload (of nothing, on error).
+    pub response_sha256: [u8; 32],
+    /// gRPC code name of the outcome.
+    pub outcome: String,
+    /// Time spent, in microseconds.
+    pub latency_us: u64,
+    /// The hub's receipt, on a node.
+    pub receipt: Option<Receipt>,
+}
+
+/// Where a record landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Position in the log.
+    pub index: u64,
+    /// SHA-256 of the stored record.
+    pub hash: [u8; 32],
+}
+
+/// How the log commits.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Flush (and `fdatasync`) before acknowledging. Off only for benchmarks
+    /// that measure what durability costs.
+    pub durable: bool,
+    /// Most records committed by one flush.
+    pub max_group: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durable: true,
+            max_group: 1024,
+        }
+    }
+}
+
+struct Job {
+    tx: Transaction,
+    reply: oneshot::Sender<Result<Appended, AuditError>>,
+}
+
+/// The audit log of one process. Cheap to clone; one writer thread behind it.
+#[derive(Clone)]
+pub struct AuditLog {
+    jobs: mpsc::Sender<Job>,
+    store: Store,
+}
+
+impl AuditLog {
+    /// Opens the log kept in `store`, written by `recorded_by` (`hub` or a
+    /// node id), and starts its writer thread.
+    pub fn open(store: Store, recorded_by: &str, options: Options) -> Result<AuditLog, AuditError> {
+        let head = match store.last_with_prefix(RECORD_PREFIX)? {
+            Some((key, value)) => {
+                let record = decode_record(&key, &value)?;
+                Head {
+                    next: record.index + 1,
+                    prev_hash: sha256(&value),
+                }
+            }
+            None => Head {
+                next: 0,
+                prev_hash: [0; 32],
+            },
+        };
+        let (jobs, rx) = mpsc::channel(options.max_group.max(1) * 4);
+        let writer = Writer {
+            store: store.clone(),
+            recorded_by: recorded_by.to_string(),
+            options,
+            head,
+        };
+        thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Corrupt {
+                key: String::new(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(AuditLog { jobs, store })
+    }
+
+    /// Appends a record and waits until it (and its counter) is durable.
+    pub async fn append(&self, tx: Transaction) -> Result<Appended, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { tx, reply })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// The store behind the log.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+struct Head {
+    next: u64,
+    prev_hash: [u8; 32],
+}
+
+struct Writer {
+    store: Store,
+    recorded_by: String,
+    options: Options,
+    head: Head,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(self.options.max_group);
+        while let Some(job) = rx.blocking_recv() {
+            group.push(job);
+            while group.len() < self.options.max_group {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let results = self.commit(&group);
+            for (job, result) in group.drain(..).zip(results) {
+                // The caller may have given up waiting; the record stays.
+                let _ = job.reply.send(result);
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush of the audit log failed");
+        }
+    }
+
+    /// Writes a group in one atomic batch and one flush; one result per job.
+    fn commit(&mut self, group: &[Job]) -> Vec<Result<Appended, AuditError>> {
+        let mut batch = WriteBatch::default();
+        let mut deltas: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut next = self.head.next;
+        let mut prev_hash = self.head.prev_hash;
+        let mut appended = Vec::with_capacity(group.len());
+        for job in group {
+            let record = to_record(&job.tx, next, prev_hash, &self.recorded_by);
+            let bytes = record.encode_to_vec();
+            let hash = sha256(&bytes);
+            batch.insert(record_key(next), &bytes);
+            *deltas.entry(count_key(&job.tx).encode()).or_default() += 1;
+            appended.push(Appended { index: next, hash });
+            next += 1;
+            prev_hash = hash;
+        }
+        // The writer is the only one to touch counters, so reading them here
+        // and writing them in the same batch is race free.
+        for (key, delta) in deltas {
+            let current = match self.store.get(&key) {
+                Ok(v) => v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()),
+                Err(e) => return fail_all(group.len(), &e),
+            };
+            let value = current.map_or(0, u64::from_be_bytes) + delta;
+            batch.insert(&key, value.to_be_bytes());
+        }
+        if let Err(e) = self.store.apply(batch) {
+            return fail_all(group.len(), &e);
+        }
+        // Applied: the next records chain onto these whatever the flush says.
+        self.head = Head { next, prev_hash };
+        if self.options.durable {
+            if let Err(e) = self.store.flush() {
+                tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
+                return fail_all(group.len(), &e);
+            }
+        }
+        appended.into_iter().map(Ok).collect()
+    }
+}
+
+fn fail_all(n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditError>> {
+    tracing::error!(error = %e, "audit commit failed");
+    (0..n)
+        .map(|_| {
+            Err(AuditError::Corrupt {
+                key: String::new(),
+                reason: format!("commit failed: {e}"),
+            })
+        })
+        .collect()
+}
+
+fn to_record(tx: &Transaction, index: u64, prev_hash: [u8; 32], by: &str) -> AuditRecord {
+    AuditRecord {
+        version: RECORD_VERSION,
+        index,
+        prev_hash: Bytes::copy_from_slice(&prev_hash),
+        transaction_id: tx.transaction_id.clone(),
+        kind: tx.kind.clone(),
+        client_agency: tx.client_agency.clone(),
+        provider_agency: tx.provider_agency.clone(),
+        service: tx.service.clone(),
+        started_unix_ms: tx.started_unix_ms,
+        finished_unix_ms: tx.finished_unix_ms,
+        request_bytes: tx.request_bytes,
+        response_bytes: tx.response_bytes,
+        request_sha256: Bytes::copy_from_slice(&tx.request_sha256),
+        response_sha256: Bytes::copy_from_slice(&tx.response_sha256),
+        outcome: tx.outcome.clone(),
+        latency_us: tx.latency_us,
+        recorded_by: by.to_string(),
+        receipt: tx.receipt.clone(),
+    }
+}
+
+pub(crate) fn count_key_of_record(r: &AuditRecord) -> CountKey {
+    CountKey {
+        day: day_of(r.finished_unix_ms),
+        client: r.client_agency.clone(),
+        provider: r.provider_agency.clone(),
+        service: r.service.clone(),
+        kind: r.kind.clone(),
+        outcome: r.outcome.clone(),
+    }
+}
+
+fn count_key(tx: &Transaction) -> CountKey {
+    CountKey {
+        day: day_of(tx.finished_unix_ms),
+        client: tx.client_agency.clone(),
+        provider: tx.provider_agency.clone(),
+        service: tx.service.clone(),
+        kind: tx.kind.clone(),
+        outcome: tx.outcome.clone(),
+    }
+}
+
+pub(crate) fn record_key(index: u64) -> Vec<u8> {
+    let mut key = RECORD_PREFIX.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub(crate) fn decode_record(key: &[u8], value: &[u8]) -> Result<AuditRecord, AuditError> {
+    AuditRecord::decode(value).map_err(|e| AuditError::Corrupt {
+        key: hex::encode(key),
+        reason: format!("undecodable record: {e}"),
+    })
+}
+
+/// Every stored record from `from` on, in order, with its stored bytes'
+/// hash. Stops at the first that cannot be decoded.
+pub fn read_records(
+    store: &Store,
+    from: u64,
+) -> impl Iterator<Item = Result<(AuditRecord, [u8; 32]), AuditError>> + use<> {
+    store
+        .scan_prefix(RECORD_PREFIX)
+        .skip_while(move |e| match e {
+            Ok((k, _)) => index_of_key(k).is_some_and(|i| i < from),
+            Err(_) => false,
+        })
+        .map(|e| {
+            let (k, v) = e?;
+            let record = decode_record(&k, &v)?;
+            Ok((record, sha256(&v)))
+        })
+}
+
+pub(crate) fn index_of_key(key: &[u8]) -> Option<u64> {
+    let tail = key.strip_prefix(RECORD_PREFIX)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}

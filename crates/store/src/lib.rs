@@ -1,0 +1,207 @@
+//! The one place truc touches its storage engine. Every crate keeps its data in
+//! a [`Store`]: one ordered key space with prefixes per concern, atomic
+//! batches, and a flush that is durable against both a killed process and a
+//! power cut. It knows nothing about what the keys mean; that is for its
+//! callers (audit log, counters, outbox). Keeping the surface this small is
+//! what lets the engine be swapped (redb, fjall) if sled's known problems bite.
+//!
+//! sled 0.34 caveats designed around here: writes are durable only after a
+//! flush, and sled's own flush uses `sync_file_range`, which does not reach the
+//! disk's cache nor the file's metadata; [`Store::flush`] therefore follows it
+//! with `fdatasync` on the database file. A database that refuses to open
+//! after a crash is reported with a recovery hint, never unwrapped.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error(
+        "cannot open the database in {path}: {source}; if another truc process uses this \
+         directory, stop it first; if the database is damaged, move the directory aside and \
+         restore it from a backup"
+    )]
+    Open {
+        /// Directory of the database.
+        path: PathBuf,
+        /// What sled reported.
+        #[source]
+        source: sled::Error,
+    },
+    /// A read, write or flush failed.
+    #[error("storage error: {0}")]
+    Engine(#[from] sled::Error),
+    /// The durable sync of the database file failed.
+    #[error("cannot sync the database file {path}: {source}")]
+    Sync {
+        /// The file that failed to sync.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An ordered key-value store with atomic batches and durable flushes.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: PathBuf,
+}
+
+/// Writes applied together: all of them, or none after a crash.
+#[derive(Default)]
+pub struct WriteBatch {
+    inner: sled::Batch,
+    len: usize,
+}
+
+impl WriteBatch {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.inner.insert(key.as_ref(), value.as_ref());
+        self.len += 1;
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.inner.remove(key.as_ref());
+        self.len += 1;
+    }
+
+    /// Number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+impl Store {
+    /// Opens (or creates) the database in `dir`, with a bounded page cache.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            // Durability is ours to decide (group commit); no timed flushes.
+            .flush_every_ms(None)
+            .open()
+            .map_err(open_err)?;
+        let tree = db.open_tree("truc").map_err(open_err)?;
+        Ok(Store {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Directory of the database.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Sets one key (not durable until [`Store::flush`]).
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.tree.insert(key.as_ref(), value.as_ref())?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically (not durable until [`Store::flush`]).
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.tree.apply_batch(batch.inner)?;
+        Ok(())
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> + use<> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+    }
+
+    /// The entry with the greatest key starting with `prefix`.
+    pub fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.scan_prefix(prefix).next_back().transpose()
+    }
+
+    /// Makes every write so far durable: sled's flush, then `fdatasync` of the
+    /// database file so that the data survives a power cut, not only a kill.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let path = self.dir.join("db");
+        let sync_err = |source| StoreError::Sync {
+            path: path.clone(),
+            source,
+        };
+        // Any handle of the file flushes the inode's data.
+        File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(sync_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_is_applied_and_survives_reopen() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open(dir.path())?;
+            let mut batch = WriteBatch::default();
+            batch.insert(b"a/1", b"one");
+            batch.insert(b"a/2", b"two");
+            batch.insert(b"b/1", b"other");
+            assert_eq!(batch.len(), 3);
+            store.apply(batch)?;
+            store.flush()?;
+        }
+        let store = Store::open(dir.path())?;
+        let keys: Vec<Vec<u8>> = store
+            .scan_prefix(b"a/")
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec()]);
+        assert_eq!(
+            store.last_with_prefix(b"a/")?.map(|(_, v)| v),
+            Some(b"two".to_vec())
+        );
+        assert_eq!(store.get(b"b/1")?, Some(b"other".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn open_error_names_the_directory() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        // A regular file is not a database directory.
+        let msg = Store::open(file.path()).err().expect("must fail").to_string();
+        assert!(msg.contains("cannot open the database in"), "{msg}");
+    }
+}
