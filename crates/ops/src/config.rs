@@ -1,0 +1,139 @@
+//! Loading a server's TOML config: every error names the file, and the line
+//! and field where it can.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::de::DeserializeOwned;
+
+/// A config that cannot be used. Processes exit with code 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}{}: {field}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    /// The field at fault (`listen`, `tls.cert`, …).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `field` of `file`.
+    pub fn new(file: &Path, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and parses `path`.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().to_string();
+        // toml names the missing or unknown field in its message.
+        let field = field_in(&message).unwrap_or_else(|| "(syntax)".to_string());
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            field,
+            message,
+        }
+    })
+}
+
+fn field_in(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// `addr` as a socket address, or an error naming `field`.
+pub fn socket_addr(file: &Path, field: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+    addr.parse().map_err(|_| {
+        ConfigError::new(
+            file,
+            field,
+            format!("{addr:?} is not an ip:port address, e.g. 127.0.0.1:7000"),
+        )
+    })
+}
+
+/// `path` resolved against the directory of the config `file`; the file must
+/// exist when `must_exist`.
+pub fn resolve(
+    file: &Path,
+    field: &str,
+    path: &Path,
+    must_exist: bool,
+) -> Result<PathBuf, ConfigError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let resolved = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    if must_exist && !resolved.exists() {
+        return Err(ConfigError::new(
+            file,
+            field,
+            format!("{} does not exist", resolved.display()),
+        ));
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        listen: String,
+        port: u16,
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(f.path(), text).expect("write");
+        f
+    }
+
+    #[test]
+    fn missing_unknown_and_mistyped_fields_are_named() {
+        let f = write("port = 1\n");
+        let e = load_toml::<Sample>(f.path()).expect_err("missing");
+        assert_eq!(e.field, "listen", "{e}");
+        let f = write("listen = \"a\"\nport = 1\nextra = 2\n");
+        let e = load_toml::<Sample>(f.path()).expect_err("unknown");
+        assert_eq!(e.field, "extra", "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        let f = write("listen = \"a\"\nport = \"x\"\n");
+        let e = load_toml::<Sample>(f.path()).expect_err("type");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains(&f.path().display().to_string()));
+    }
+
+    #[test]
+    fn bad_address_names_the_field() {
+        let e = socket_addr(Path::new("hub.toml"), "listen", "nowhere").expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "config hub.toml: listen: \"nowhere\" is not an ip:port address, e.g. 127.0.0.1:7000"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Deadline propagation: the time a caller gave us, less what we have spent,
+//! goes with every call we make on its behalf.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+
+/// The `grpc-timeout` the caller sent, if any and well formed.
+pub fn incoming_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    // At most 8 digits and one unit letter (gRPC over HTTP/2 spec).
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Wraps `message` in a request whose deadline is what remains of the
+/// caller's (`incoming`, measured from `started`), capped by `cap`.
+pub fn with_deadline<M>(
+    message: M,
+    incoming: Option<Duration>,
+    started: std::time::Instant,
+    cap: Duration,
+) -> tonic::Request<M> {
+    let mut req = tonic::Request::new(message);
+    let remaining = incoming
+        .map(|d| d.saturating_sub(started.elapsed()))
+        .map_or(cap, |d| d.min(cap));
+    req.set_timeout(remaining);
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(v: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", v.parse().expect("ascii"));
+        m
+    }
+
+    #[test]
+    fn parses_every_unit_and_rejects_garbage() {
+        assert_eq!(incoming_timeout(&md("2S")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            incoming_timeout(&md("150m")),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(incoming_timeout(&md("1H")), Some(Duration::from_secs(3600)));
+        assert_eq!(incoming_timeout(&md("3M")), Some(Duration::from_secs(180)));
+        assert_eq!(incoming_timeout(&md("7u")), Some(Duration::from_micros(7)));
+        assert_eq!(incoming_timeout(&md("9n")), Some(Duration::from_nanos(9)));
+        assert_eq!(incoming_timeout(&md("S")), None);
+        assert_eq!(incoming_timeout(&md("12x")), None);
+        assert_eq!(incoming_timeout(&md("123456789S")), None);
+        assert_eq!(incoming_timeout(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn outgoing_deadline_is_the_remainder_capped() {
+        let started = std::time::Instant::now();
+        let req = with_deadline(
+            (),
+            Some(Duration::from_secs(5)),
+            started,
+            Duration::from_secs(1),
+        );
+        let t = incoming_timeout(req.metadata()).expect("timeout set");
+        assert!(t <= Duration::from_secs(1));
+        let req = with_deadline(
+            (),
+            Some(Duration::from_millis(300)),
+            started,
+            Duration::from_secs(30),
+        );
+        let t = incoming_timeout(req.metadata()).expect("timeout set");
+        assert!(t <= Duration::from_millis(300) && t > Duration::from_millis(100));
+    }
+}

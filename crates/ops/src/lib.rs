@@ -1,0 +1,40 @@
+//! What every truc server process shares, so that the hub and the nodes serve
+//! alike: gRPC over mutual TLS 1.3 with `grpc.health.v1`, server reflection
+//! and a bounded drain on shutdown; the ops HTTP port (`/metrics`,
+//! `/healthz`); transaction metrics; deadline propagation; the clock.
+//!
+//! It holds no business rules: those are in `truc-hub` and `truc-node`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod deadline;
+mod metrics;
+mod serve;
+
+pub use deadline::{incoming_timeout, with_deadline};
+pub use metrics::{Metrics, code_name};
+pub use serve::{GrpcServer, Shutdown, serve_ops};
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Errors of starting a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server stopped with an error.
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The ops HTTP server failed.
+    #[error("ops server failed: {0}")]
+    Ops(#[from] std::io::Error),
+}

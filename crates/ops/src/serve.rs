@@ -1,0 +1,147 @@
+//! Serving gRPC over mutual TLS, and the ops HTTP port.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::server::Router as GrpcRouter;
+use tonic_health::server::HealthReporter;
+
+use crate::{Metrics, ServeError};
+
+/// A shutdown signal shared by every task of a process.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        Shutdown {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+
+    /// Fires the signal.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Completes once the signal has fired.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        async move {
+            // An error means every sender is gone: treat as fired.
+            let _ = rx.wait_for(|fired| *fired).await;
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+/// The common gRPC server set-up: limits, keepalive, health and reflection.
+pub struct GrpcServer {
+    /// Report the serving status of each service here.
+    pub health: HealthReporter,
+    router: GrpcRouter,
+}
+
+impl GrpcServer {
+    /// A server with `grpc.health.v1` and server reflection (for every
+    /// `truc.v1` service and health) already added.
+    pub fn new() -> Result<GrpcServer, ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(truc_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(1024))
+            .add_service(health_service)
+            .add_service(reflection);
+        Ok(GrpcServer { health, router })
+    }
+
+    /// Adds a service.
+    pub fn add<S>(mut self, service: S) -> GrpcServer
+    where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+                Response = http::Response<tonic::body::Body>,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.router = self.router.add_service(service);
+        self
+    }
+
+    /// Serves on `listener` over TLS until `shutdown` fires, then lets open
+    /// calls finish for at most `drain`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: Shutdown,
+        drain: Duration,
+    ) -> Result<(), ServeError> {
+        let incoming = truc_pki::tls_incoming(listener, tls);
+        let serve = self
+            .router
+            .serve_with_incoming_shutdown(incoming, shutdown.wait());
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result.map_err(ServeError::from),
+            () = shutdown.wait() => {}
+        }
+        // Open streams would hold the server forever: bound the drain.
+        match tokio::time::timeout(drain, serve).await {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(_) => {
+                tracing::warn!(?drain, "calls still open after the drain deadline; closing");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until
+/// `shutdown` fires.
+pub async fn serve_ops(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.wait())
+        .await?;
+    Ok(())
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}

@@ -1,0 +1,348 @@
+//! The development CA: `init` writes a CA, one certificate per participant and the hub's
+//! audit signing key; `issue` adds one more certificate later.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom;
+
+use crate::{Identity, PkiError, Role, TlsFiles};
+
+const CA_COMMON_NAME: &str = "truc development CA";
+const MAX_VALIDITY_DAYS: u32 = 36_500;
+
+/// What `init` issues: the hub, nodes, admin and clients by name.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// The hub's name (also its DNS name).
+    pub hub: String,
+    /// Node names (also their DNS names).
+    pub nodes: Vec<String>,
+    /// The administrator's name.
+    pub admin: String,
+    /// Client names.
+    pub clients: Vec<String>,
+    /// Validity of every certificate, in days from now.
+    pub validity_days: u32,
+}
+
+/// Where the files of a development PKI are in its directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    /// A layout rooted at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Layout { dir: dir.into() }
+    }
+
+    /// The CA certificate, `dir/ca.crt`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The CA private key, `dir/ca.key`.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    /// The CA, certificate and key files of one participant.
+    pub fn files(&self, id: &Identity) -> TlsFiles {
+        let stem = id.stem();
+        TlsFiles {
+            ca: self.ca_cert(),
+            cert: self.dir.join(format!("{stem}.crt")),
+            key: self.dir.join(format!("{stem}.key")),
+        }
+    }
+
+    /// The hub's Ed25519 audit signing key (PKCS#8 PEM), `dir/audit-signing.key`.
+    pub fn audit_key(&self) -> PathBuf {
+        self.dir.join("audit-signing.key")
+    }
+
+    /// The audit public key (lowercase hex of the raw 32 bytes), `dir/audit-signing.pub`.
+    pub fn audit_public_key(&self) -> PathBuf {
+        self.dir.join("audit-signing.pub")
+    }
+}
+
+/// Creates a development CA and every participant's certificate in `dir`; never overwrites a CA.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
+    check_validity(opts.validity_days)?;
+    let mut ids = vec![Identity::new(Role::Hub, &opts.hub)?];
+    for n in &opts.nodes {
+        let id = Identity::new(Role::Node, n)?;
+        // Clients verify servers by DNS name, so two servers must not share a name.
+        if ids.iter().any(|other| other.name == id.name) {
+            return Err(PkiError::DuplicateName(id.name));
+        }
+        ids.push(id);
+    }
+    ids.push(Identity::new(Role::Admin, &opts.admin)?);
+    for c in &opts.clients {
+        ids.push(Identity::new(Role::Client, c)?);
+    }
+
+    let layout = Layout::new(dir);
+    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let ca_cert_path = layout.ca_cert();
+    if ca_cert_path.exists() {
+        return Err(PkiError::CaExists(ca_cert_path));
+    }
+    for id in &ids {
+        let files = layout.files(id);
+        for p in [files.cert, files.key] {
+            if p.exists() {
+                return Err(PkiError::FileExists(p));
+            }
+        }
+    }
+
+    let gen_err = |source| PkiError::Generate {
+        path: ca_cert_path.clone(),
+        source,
+    };
+    let ca_key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = ca_params();
+    set_validity(&mut params, opts.validity_days);
+    params.serial_number = Some(random_serial());
+    let ca_cert = params.self_signed(&ca_key).map_err(gen_err)?;
+    write_file(&layout.ca_key(), ca_key.serialize_pem().as_bytes(), true)?;
+    write_file(&ca_cert_path, ca_cert.pem().as_bytes(), false)?;
+
+    for id in &ids {
+        issue_with(&layout, &ca_cert, &ca_key, id, opts.validity_days)?;
+    }
+    write_audit_key(&layout)?;
+    tracing::info!(dir = %dir.display(), certificates = ids.len(), "development pki initialised");
+    Ok(layout)
+}
+
+/// Issues one more participant certificate from the CA files in `layout`; never overwrites.
+pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFiles, PkiError> {
+    check_validity(validity_days)?;
+    let ca_cert_path = layout.ca_cert();
+    let ca_key_path = layout.ca_key();
+    let ca_pem = read_string(&ca_cert_path)?;
+    let key_pem = read_string(&ca_key_path)?;
+    let ca_key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadKey {
+        path: ca_key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let ca_der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                PkiError::NoCertificate(ca_cert_path.clone())
+            }
+            e => PkiError::BadCertificate {
+                path: ca_cert_path.clone(),
+                reason: e.to_string(),
+            },
+        })?
+    };
+    let bad_ca = |reason: String| PkiError::BadCertificate {
+        path: ca_cert_path.clone(),
+        reason,
+    };
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&ca_der).map_err(|e| bad_ca(e.to_string()))?;
+    if parsed.public_key().subject_public_key.data.as_ref() != ca_key.public_key_raw() {
+        return Err(bad_ca(format!(
+            "does not match the key in {}",
+            ca_key_path.display()
+        )));
+    }
+    // Rebuild an in-memory issuer with the same subject and key; leaves it signs chain to
+    // the CA certificate on disk (same issuer name, same key, same key identifier).
+    let issuer = ca_params()
+        .self_signed(&ca_key)
+        .map_err(|source| PkiError::Generate {
+            path: ca_cert_path.clone(),
+            source,
+        })?;
+    let (_, rebuilt) =
+        x509_parser::parse_x509_certificate(issuer.der()).map_err(|e| bad_ca(e.to_string()))?;
+    if rebuilt.subject().as_raw() != parsed.subject().as_raw() {
+        return Err(bad_ca(format!(
+            "subject is not {CA_COMMON_NAME:?}: {}",
+            parsed.subject()
+        )));
+    }
+    issue_with(layout, &issuer, &ca_key, id, validity_days)
+}
+
+/// Loads the Ed25519 audit signing key written by `init`.
+pub fn load_audit_key(path: &Path) -> Result<ring::signature::Ed25519KeyPair, PkiError> {
+    use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
+    let bytes = read_bytes(path)?;
+    let bad = |reason: String| PkiError::BadKey {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = PrivatePkcs8KeyDer::from_pem_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
+        .map_err(|e| bad(format!("not an ed25519 pkcs#8 key: {e}")))
+}
+
+fn check_validity(days: u32) -> Result<(), PkiError> {
+    if (1..=MAX_VALIDITY_DAYS).contains(&days) {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidValidity(days))
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// Sets not_before = now - 1 h and not_after = now + `days`.
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + now.saturating_sub(Duration::from_secs(3600));
+    params.not_after = epoch + now + Duration::from_secs(u64::from(days) * 86_400);
+}
+
+/// A random positive 16-byte serial number.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    // SystemRandom only fails if the OS has no randomness; fall back to the clock then.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = nanos.to_be_bytes();
+    }
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn issue_with(
+    layout: &Layout,
+    ca_cert: &rcgen::Certificate,
+    ca_key: &KeyPair,
+    id: &Identity,
+    validity_days: u32,
+) -> Result<TlsFiles, PkiError> {
+    let files = layout.files(id);
+    for p in [&files.cert, &files.key] {
+        if p.exists() {
+            return Err(PkiError::FileExists(p.clone()));
+        }
+    }
+    let gen_err = |source| PkiError::Generate {
+        path: files.cert.clone(),
+        source,
+    };
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id.to_string());
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(id.uri().try_into().map_err(gen_err)?)];
+    if id.role.is_server() {
+        params.subject_alt_names.push(SanType::DnsName(
+            id.name.clone().try_into().map_err(gen_err)?,
+        ));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    } else {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, validity_days);
+    let cert = params.signed_by(&key, ca_cert, ca_key).map_err(gen_err)?;
+    write_file(&files.key, key.serialize_pem().as_bytes(), true)?;
+    write_file(&files.cert, cert.pem().as_bytes(), false)?;
+    tracing::debug!(identity = %id, cert = %files.cert.display(), "issued certificate");
+    Ok(files)
+}
+
+fn write_audit_key(layout: &Layout) -> Result<(), PkiError> {
+    use ring::signature::KeyPair as _;
+    let path = layout.audit_key();
+    let bad = |reason: String| PkiError::BadKey {
+        path: path.clone(),
+        reason,
+    };
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map_err(|e| bad(format!("cannot generate ed25519 key: {e}")))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|e| bad(e.to_string()))?;
+    let pem = KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref()),
+        &rcgen::PKCS_ED25519,
+    )
+    .map_err(|e| bad(e.to_string()))?
+    .serialize_pem();
+    write_file(&path, pem.as_bytes(), true)?;
+    let public = format!("{}\n", hex::encode(pair.public_key().as_ref()));
+    write_file(&layout.audit_public_key(), public.as_bytes(), false)
+}
+
+/// Writes a new file (never overwriting); private files get mode 0600.
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 });
+    let mut file = opts.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            PkiError::FileExists(path.to_path_buf())
+        } else {
+            PkiError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| PkiError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, PkiError> {
+    fs::read(path).map_err(|source| PkiError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_string(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,427 @@
+//! Tests: the CA files, identities, and TLS / tonic end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::StreamExt;
+
+use crate::*;
+
+fn opts() -> InitOptions {
+    InitOptions {
+        hub: "hub".into(),
+        nodes: vec!["lgsp-langson".into(), "node2".into()],
+        admin: "root-admin".into(),
+        clients: vec!["app1".into()],
+        validity_days: 30,
+    }
+}
+
+fn ids() -> Vec<Identity> {
+    vec![
+        Identity::new(Role::Hub, "hub").unwrap(),
+        Identity::new(Role::Node, "lgsp-langson").unwrap(),
+        Identity::new(Role::Node, "node2").unwrap(),
+        Identity::new(Role::Admin, "root-admin").unwrap(),
+        Identity::new(Role::Client, "app1").unwrap(),
+    ]
+}
+
+fn cert_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_file(path).unwrap().to_vec()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_writes_files_and_refuses_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pki");
+    let layout = init(&root, &opts()).unwrap();
+    assert!(layout.ca_cert().is_file());
+    assert_eq!(mode(&layout.ca_key()), 0o600);
+    assert_eq!(mode(&layout.audit_key()), 0o600);
+    for id in ids() {
+        let files = layout.files(&id);
+        assert_eq!(files.ca, layout.ca_cert());
+        assert!(files.cert.ends_with(format!("{}-{}.crt", id.role, id.name)));
+        assert_eq!(mode(&files.key), 0o600, "{}", files.key.display());
+        assert_eq!(Identity::from_cert_der(&cert_der(&files.cert)).unwrap(), id);
+    }
+    // The CA certificate has no identity.
+    assert!(Identity::from_cert_der(&cert_der(&layout.ca_cert())).is_err());
+
+    let err = init(&root, &opts()).unwrap_err();
+    assert!(matches!(err, PkiError::CaExists(_)), "{err}");
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+}
+
+#[test]
+fn init_rejects_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.nodes.push("Bad_Name".into());
+    assert!(matches!(
+        init(dir.path(), &o),
+        Err(PkiError::InvalidName(_))
+    ));
+    let mut o = opts();
+    o.nodes.push("hub".into());
+    assert!(matches!(
+        init(dir.path(), &o),
+        Err(PkiError::DuplicateName(_))
+    ));
+    let mut o = opts();
+    o.validity_days = 0;
+    assert!(init(dir.path(), &o).is_err());
+    assert!(!Layout::new(dir.path()).ca_cert().exists());
+}
+
+#[test]
+fn audit_key_round_trip() {
+    use ring::signature::KeyPair;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let key = load_audit_key(&layout.audit_key()).unwrap();
+    let public = std::fs::read_to_string(layout.audit_public_key()).unwrap();
+    assert_eq!(
+        public,
+        format!("{}\n", hex::encode(key.public_key().as_ref()))
+    );
+    let sig = key.sign(b"entry");
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        hex::decode(public.trim()).unwrap(),
+    )
+    .verify(b"entry", sig.as_ref())
+    .unwrap();
+    let err = load_audit_key(&layout.ca_cert()).unwrap_err();
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let good = layout.files(&ids()[1]);
+    let missing = TlsFiles {
+        cert: dir.path().join("nope.crt"),
+        ..good.clone()
+    };
+    let err = server_config(&missing).unwrap_err();
+    assert!(matches!(err, PkiError::Read { .. }) && err.to_string().contains("nope.crt"));
+    let no_cert = TlsFiles {
+        cert: good.key.clone(),
+        ..good.clone()
+    };
+    let err = client_config(&no_cert).unwrap_err();
+    assert!(matches!(err, PkiError::NoCertificate(_)), "{err}");
+    let bad_key = TlsFiles {
+        key: good.cert.clone(),
+        ..good.clone()
+    };
+    let err = client_config(&bad_key).unwrap_err();
+    assert!(matches!(err, PkiError::BadKey { .. }), "{err}");
+    assert!(err.to_string().contains("node-lgsp-langson.crt"), "{err}");
+    server_config(&good).unwrap();
+    client_config(&good).unwrap();
+}
+
+async fn tls_server(
+    files: &TlsFiles,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TlsConn>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = Box::pin(tls_incoming(listener, server_config(files).unwrap()));
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Some(conn) = incoming.next().await {
+            let mut conn = conn.unwrap();
+            // Echo one chunk so the client can see the connection works.
+            let mut buf = [0u8; 16];
+            let n = conn.read(&mut buf).await.unwrap();
+            conn.write_all(&buf[..n]).await.unwrap();
+            conn.flush().await.unwrap();
+            if tx.send(conn).await.is_err() {
+                break;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// Connects with `config`, writes "ping" and reads the echo.
+async fn tls_ping(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<Vec<u8>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(b"ping").await?;
+    tls.flush().await?;
+    let mut buf = [0u8; 16];
+    let n = tls.read(&mut buf).await?;
+    Ok(buf[..n].to_vec())
+}
+
+#[tokio::test]
+async fn tls_handshake_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(&dir.path().join("a"), &opts()).unwrap();
+    let other = init(&dir.path().join("b"), &opts()).unwrap();
+    let hub = Identity::new(Role::Hub, "hub").unwrap();
+    let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
+    let (addr, mut conns) = tls_server(&layout.files(&hub)).await;
+
+    // A node of this CA connects; the server sees its identity.
+    let cfg = client_config(&layout.files(&node)).unwrap();
+    assert_eq!(tls_ping(addr, "hub", cfg.clone()).await.unwrap(), b"ping");
+    let conn = conns.recv().await.unwrap();
+    assert_eq!(conn.peer_info().identity, node);
+    assert!(conn.peer_info().remote_addr.is_some());
+
+    // The server must present a certificate for the expected name.
+    assert!(tls_ping(addr, "lgsp-langson", cfg).await.is_err());
+
+    // A client certificate from another CA (trusting our CA for the server) is refused.
+    let foreign = TlsFiles {
+        ca: layout.ca_cert(),
+        ..other.files(&node)
+    };
+    let res = tls_ping(addr, "hub", client_config(&foreign).unwrap()).await;
+    // Both CAs share a subject name, so the signature check is what fails.
+    let err = res.unwrap_err();
+    assert!(err.to_string().contains("alert"), "{err}");
+
+    // A client that only trusts the other CA refuses our server.
+    let res = tls_ping(addr, "hub", client_config(&other.files(&node)).unwrap()).await;
+    assert!(res.is_err());
+
+    // A TLS 1.2-only ClientHello gets an alert.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&tls12_client_hello()).await.unwrap();
+    let mut buf = [0u8; 7];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    // Alert record, fatal, protocol_version.
+    assert_eq!(&buf[..n], &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+
+    // None of the failures produced a connection, and the stream still works.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), conns.recv())
+            .await
+            .is_err()
+    );
+    let admin = Identity::new(Role::Admin, "root-admin").unwrap();
+    let cfg = client_config(&layout.files(&admin)).unwrap();
+    assert_eq!(tls_ping(addr, "hub", cfg).await.unwrap(), b"ping");
+    assert_eq!(conns.recv().await.unwrap().peer_info().identity, admin);
+}
+
+/// A ClientHello offering only TLS 1.2 (no supported_versions extension).
+fn tls12_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x2f]);
+    body.extend_from_slice(&[0x01, 0x00]);
+    let ext: &[u8] = &[
+        0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, // supported_groups: secp256r1
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats
+        0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03, // signature_algorithms
+    ];
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(ext);
+    let mut hs = vec![0x01, 0x00];
+    hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+// ---- tonic over rustls, with a hand-written service and a UTF-8 string codec ----
+
+#[derive(Clone, Copy, Default)]
+struct StringCodec;
+struct StringCoder;
+
+impl tonic::codec::Codec for StringCodec {
+    type Encode = String;
+    type Decode = String;
+    type Encoder = StringCoder;
+    type Decoder = StringCoder;
+    fn encoder(&mut self) -> StringCoder {
+        StringCoder
+    }
+    fn decoder(&mut self) -> StringCoder {
+        StringCoder
+    }
+}
+
+impl tonic::codec::Encoder for StringCoder {
+    type Item = String;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: String,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, item.as_bytes());
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for StringCoder {
+    type Item = String;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<String>, tonic::Status> {
+        let bytes = bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src));
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+    }
+}
+
+/// Answers `/truc.test.Whoami/Get` with the caller's identity.
+#[derive(Clone)]
+struct Whoami;
+
+impl tonic::server::NamedService for Whoami {
+    const NAME: &'static str = "truc.test.Whoami";
+}
+
+struct GetSvc;
+
+impl tonic::server::UnaryService<String> for GetSvc {
+    type Response = String;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<String>, tonic::Status>;
+    fn call(&mut self, req: tonic::Request<String>) -> Self::Future {
+        let res =
+            peer(&req).map(|p| tonic::Response::new(format!("{}:{}", p.identity, req.get_ref())));
+        Box::pin(async move { res })
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Whoami
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        Box::pin(async move {
+            if req.uri().path() == "/truc.test.Whoami/Get" {
+                Ok(tonic::server::Grpc::new(StringCodec)
+                    .unary(GetSvc, req)
+                    .await)
+            } else {
+                Ok(tonic::Status::unimplemented("no such method").into_http())
+            }
+        })
+    }
+}
+
+async fn whoami(channel: tonic::transport::Channel, msg: &str) -> Result<String, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/truc.test.Whoami/Get");
+    Ok(grpc
+        .unary(tonic::Request::new(msg.to_owned()), path, StringCodec)
+        .await?
+        .into_inner())
+}
+
+#[tokio::test]
+async fn tonic_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let hub = Identity::new(Role::Hub, "hub").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = tls_incoming(listener, server_config(&layout.files(&hub)).unwrap());
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Whoami)
+            .serve_with_incoming(incoming),
+    );
+
+    let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
+    let ch = channel(&addr, "hub", client_config(&layout.files(&node)).unwrap()).unwrap();
+    assert_eq!(
+        whoami(ch.clone(), "hi").await.unwrap(),
+        "node/lgsp-langson:hi"
+    );
+    assert_eq!(
+        whoami(ch, "again").await.unwrap(),
+        "node/lgsp-langson:again"
+    );
+
+    // A client issued later by the same CA works; issuing it twice is refused.
+    let late = Identity::new(Role::Client, "late-app").unwrap();
+    let files = issue(&layout, &late, 5).unwrap();
+    assert_eq!(
+        Identity::from_cert_der(&cert_der(&files.cert)).unwrap(),
+        late
+    );
+    assert!(matches!(
+        issue(&layout, &late, 5),
+        Err(PkiError::FileExists(_))
+    ));
+    let ch = channel(&addr, "hub", client_config(&files).unwrap()).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "client/late-app:x");
+
+    // Wrong expected server name: the connection fails.
+    let ch = channel(&addr, "node2", client_config(&layout.files(&node)).unwrap()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    assert!(
+        channel(
+            &addr,
+            "not a name",
+            client_config(&layout.files(&node)).unwrap()
+        )
+        .is_err()
+    );
+    server.abort();
+}
+
+#[test]
+fn issue_refuses_a_foreign_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(&dir.path().join("a"), &opts()).unwrap();
+    let b = init(&dir.path().join("b"), &opts()).unwrap();
+    std::fs::remove_file(a.ca_key()).unwrap();
+    std::fs::copy(b.ca_key(), a.ca_key()).unwrap();
+    let id = Identity::new(Role::Client, "x").unwrap();
+    let err = issue(&a, &id, 1).unwrap_err();
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+}

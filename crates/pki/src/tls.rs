@@ -1,0 +1,329 @@
+//! TLS 1.3 configurations, and tonic served and connected over rustls.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::ca::read_bytes;
+use crate::{Identity, PkiError};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const ALPN_H2: &[u8] = b"h2";
+
+/// The CA certificate, own certificate and own private key (PEM files) of a participant.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate that peers must chain to.
+    pub ca: PathBuf,
+    /// This participant's certificate.
+    pub cert: PathBuf,
+    /// This participant's private key.
+    pub key: PathBuf,
+}
+
+/// Installs rustls' ring provider as the process default; does nothing if one is installed.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let bytes = read_bytes(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::BadCertificate {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(PkiError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(certs)
+}
+
+fn load_key(
+    path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<PrivateKeyDer<'static>, PkiError> {
+    let bytes = read_bytes(path)?;
+    let bad = |reason: String| PkiError::BadKey {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => bad("no private key".into()),
+        e => bad(e.to_string()),
+    })?;
+    provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(key)
+}
+
+fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| PkiError::BadCertificate {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn tls_err(path: &Path) -> impl Fn(rustls::Error) -> PkiError + '_ {
+    move |e| PkiError::Tls {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// A TLS 1.3 server config (ALPN h2) that requires a client certificate issued by `files.ca`.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let provider = provider();
+    let roots = load_roots(&files.ca)?;
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key, &provider)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| PkiError::Tls {
+        path: files.ca.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err(&files.cert))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(tls_err(&files.cert))?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client config (ALPN h2) trusting only `files.ca` and presenting `files.cert`.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let provider = provider();
+    let roots = load_roots(&files.ca)?;
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key, &provider)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err(&files.cert))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(tls_err(&files.cert))?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What a handler learns about the peer of its connection; inserted by tonic into each request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The identity from the peer's verified client certificate.
+    pub identity: Identity,
+    /// The peer's TCP address, if known.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// An established server-side TLS connection with a verified peer identity.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl TlsConn {
+    /// The peer of this connection.
+    pub fn peer_info(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn").field("peer", &self.peer).finish()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+/// Accepts TCP connections, runs TLS handshakes concurrently (each with a 10 s timeout, in its own task), reads the peer identity from the client certificate, and yields established connections. Failed handshakes or certificates without a valid identity are logged (tracing::debug/warn) and dropped, never ending the stream.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl tokio_stream::Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, io::Error>>(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote_addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a tcp connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%remote_addr, error = %e, "cannot set tcp_nodelay");
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(conn) = handshake(acceptor, tcp, remote_addr).await {
+                    // The receiver is gone only when the server stopped.
+                    let _ = tx.send(Ok(conn)).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+) -> Option<TlsConn> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote_addr, error = %e, "tls handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%remote_addr, "tls handshake timed out");
+            return None;
+        }
+    };
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => Identity::from_cert_der(cert),
+        None => Err(PkiError::NoIdentity("no client certificate".into())),
+    };
+    match identity {
+        Ok(identity) => {
+            tracing::debug!(%remote_addr, %identity, "tls connection established");
+            Some(TlsConn {
+                inner: tls,
+                peer: PeerInfo {
+                    identity,
+                    remote_addr: Some(remote_addr),
+                },
+            })
+        }
+        Err(e) => {
+            tracing::warn!(%remote_addr, error = %e, "rejecting tls peer");
+            None
+        }
+    }
+}
+
+/// The identity of the caller of a request, from its connection (UNAUTHENTICATED Status if absent).
+pub fn peer<T>(req: &tonic::Request<T>) -> Result<&PeerInfo, tonic::Status> {
+    req.extensions().get::<PeerInfo>().ok_or_else(|| {
+        tonic::Status::unauthenticated("no verified peer identity on this connection")
+    })
+}
+
+/// A lazily connecting channel to `addr` ("host:port") whose server certificate must carry DNS name `server_name`, over TLS 1.3 with the client certificate in `config`. TCP_NODELAY, HTTP/2 keepalive (30 s interval, 10 s timeout), connect timeout 5 s.
+pub fn channel(
+    addr: &str,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tonic::transport::Channel, PkiError> {
+    let endpoint_err = |reason: String| PkiError::Endpoint {
+        addr: addr.to_owned(),
+        server_name: server_name.to_owned(),
+        reason,
+    };
+    let name =
+        ServerName::try_from(server_name.to_owned()).map_err(|e| endpoint_err(e.to_string()))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| endpoint_err(e.to_string()))?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(5));
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let addr = addr.to_owned();
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
+            let addr = addr.clone();
+            let name = name.clone();
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr.as_str()).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        })),
+    )
+}

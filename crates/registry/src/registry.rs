@@ -1,0 +1,451 @@
+//! The registry model and its loading and validation from TOML.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use truc_proto::v1 as pb;
+
+use crate::{AgencyCode, IdError, NodeId, ServiceId};
+
+/// An error loading a registry file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The file could not be read.
+    #[error("cannot read registry {path}: {source}")]
+    Read {
+        /// The path as given.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or breaks a registry rule.
+    #[error("registry {origin}{}, {field}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Invalid {
+        /// Where the text came from (usually the file path).
+        origin: String,
+        /// The 1-based line of the offending value, when known.
+        line: Option<usize>,
+        /// The field path, e.g. `service[1].id` (`toml` for syntax errors).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An agency (government organ).
+#[derive(Clone, Debug)]
+pub struct Agency {
+    /// Its electronic organ code.
+    pub code: AgencyCode,
+    /// Its display name.
+    pub name: String,
+    /// The agency it belongs to, if any.
+    pub parent: Option<AgencyCode>,
+}
+
+/// A node: a gateway hosting one or more agencies.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Its id.
+    pub id: NodeId,
+    /// Where it listens, `host:port`.
+    pub address: String,
+    /// The agencies it hosts, in file order.
+    pub agencies: Vec<AgencyCode>,
+}
+
+/// A service offered by a provider agency.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// Its id (which names the provider).
+    pub id: ServiceId,
+    /// What it does.
+    pub description: String,
+}
+
+/// A validated registry: agencies, nodes, services and grants.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    agencies: BTreeMap<AgencyCode, Agency>,
+    nodes: BTreeMap<NodeId, Node>,
+    hosting: BTreeMap<AgencyCode, NodeId>,
+    services: BTreeMap<ServiceId, Service>,
+    grants: BTreeMap<AgencyCode, BTreeSet<ServiceId>>,
+    sha256: [u8; 32],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    agency: Vec<RawAgency>,
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    service: Vec<RawService>,
+    #[serde(default)]
+    grant: Vec<RawGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgency {
+    code: Spanned<String>,
+    name: Spanned<String>,
+    parent: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    agencies: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    id: Spanned<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    client: Spanned<String>,
+    services: Vec<Spanned<String>>,
+}
+
+/// Builds `Invalid` errors for one text.
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        let upto = self.text.as_bytes().get(..span.start).unwrap_or_default();
+        upto.iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn err(&self, span: Option<Range<usize>>, field: String, message: String) -> RegistryError {
+        RegistryError::Invalid {
+            origin: self.origin.to_owned(),
+            line: span.map(|s| self.line(s)),
+            field,
+            message,
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, field: String, message: String) -> RegistryError {
+        self.err(Some(value.span()), field, message)
+    }
+
+    fn parse<T>(
+        &self,
+        value: &Spanned<String>,
+        field: String,
+        parse: fn(&str) -> Result<T, IdError>,
+    ) -> Result<T, RegistryError> {
+        parse(value.get_ref()).map_err(|e| self.at(value, field, e.to_string()))
+    }
+}
+
+/// Checks `host:port`: a non-empty host without whitespace and a non-zero u16 port.
+fn address_ok(address: &str) -> bool {
+    address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+    })
+}
+
+impl Registry {
+    /// Reads and validates a registry file.
+    pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates registry TOML; `origin` names the source in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Registry, RegistryError> {
+        let cx = Ctx { text, origin };
+        let raw: RawFile = toml::from_str(text)
+            .map_err(|e| cx.err(e.span(), "toml".into(), e.message().trim_end().to_owned()))?;
+
+        // Agencies.
+        let mut agencies = BTreeMap::new();
+        let mut codes = Vec::new();
+        for (i, a) in raw.agency.iter().enumerate() {
+            let code = cx.parse(&a.code, format!("agency[{i}].code"), AgencyCode::parse)?;
+            if a.name.get_ref().trim().is_empty() {
+                return Err(cx.at(&a.name, format!("agency[{i}].name"), "name is empty".into()));
+            }
+            let parent = match &a.parent {
+                Some(p) => Some(cx.parse(p, format!("agency[{i}].parent"), AgencyCode::parse)?),
+                None => None,
+            };
+            if agencies.contains_key(&code) {
+                return Err(cx.at(
+                    &a.code,
+                    format!("agency[{i}].code"),
+                    format!("duplicate agency code {code}"),
+                ));
+            }
+            codes.push(code.clone());
+            agencies.insert(
+                code.clone(),
+                Agency {
+                    code,
+                    name: a.name.get_ref().clone(),
+                    parent,
+                },
+            );
+        }
+        for (i, (a, code)) in raw.agency.iter().zip(&codes).enumerate() {
+            let Some(p) = &a.parent else { continue };
+            let field = format!("agency[{i}].parent");
+            let parent = agencies.get(code).and_then(|x| x.parent.as_ref());
+            let Some(parent) = parent else { continue };
+            if parent == code {
+                return Err(cx.at(p, field, format!("agency {code} is its own parent")));
+            }
+            if !agencies.contains_key(parent) {
+                return Err(cx.at(p, field, format!("unknown parent agency {parent}")));
+            }
+            // Walk up; a chain longer than the number of agencies must loop.
+            let mut cur = Some(parent);
+            for _ in 0..agencies.len() {
+                cur = cur
+                    .and_then(|c| agencies.get(c))
+                    .and_then(|x| x.parent.as_ref());
+                if cur == Some(code) {
+                    return Err(cx.at(
+                        p,
+                        field,
+                        format!("parent chain of agency {code} forms a cycle"),
+                    ));
+                }
+            }
+        }
+
+        // Nodes.
+        let mut nodes = BTreeMap::new();
+        let mut hosting = BTreeMap::new();
+        let mut addresses = BTreeSet::new();
+        for (i, n) in raw.node.iter().enumerate() {
+            let id = cx.parse(&n.id, format!("node[{i}].id"), NodeId::parse)?;
+            if nodes.contains_key(&id) {
+                return Err(cx.at(
+                    &n.id,
+                    format!("node[{i}].id"),
+                    format!("duplicate node id {id}"),
+                ));
+            }
+            let address = n.address.get_ref();
+            if !address_ok(address) {
+                return Err(cx.at(
+                    &n.address,
+                    format!("node[{i}].address"),
+                    format!("invalid address {address:?}: expected host:port, e.g. 127.0.0.1:7101"),
+                ));
+            }
+            if !addresses.insert(address.clone()) {
+                return Err(cx.at(
+                    &n.address,
+                    format!("node[{i}].address"),
+                    format!("duplicate node address {address}"),
+                ));
+            }
+            let mut hosted = Vec::new();
+            for (j, a) in n.agencies.iter().enumerate() {
+                let field = format!("node[{i}].agencies[{j}]");
+                let code = cx.parse(a, field.clone(), AgencyCode::parse)?;
+                if !agencies.contains_key(&code) {
+                    return Err(cx.at(a, field, format!("unknown agency {code}")));
+                }
+                if let Some(other) = hosting.get(&code) {
+                    return Err(cx.at(
+                        a,
+                        field,
+                        format!("agency {code} is already hosted by node {other}"),
+                    ));
+                }
+                hosting.insert(code.clone(), id.clone());
+                hosted.push(code);
+            }
+            nodes.insert(
+                id.clone(),
+                Node {
+                    id,
+                    address: address.clone(),
+                    agencies: hosted,
+                },
+            );
+        }
+
+        // Services.
+        let mut services = BTreeMap::new();
+        for (i, s) in raw.service.iter().enumerate() {
+            let field = format!("service[{i}].id");
+            let id = cx.parse(&s.id, field.clone(), ServiceId::parse)?;
+            if services.contains_key(&id) {
+                return Err(cx.at(&s.id, field, format!("duplicate service id {id}")));
+            }
+            let provider = id.provider();
+            if !agencies.contains_key(provider) {
+                return Err(cx.at(&s.id, field, format!("unknown provider agency {provider}")));
+            }
+            if !hosting.contains_key(provider) {
+                return Err(cx.at(
+                    &s.id,
+                    field,
+                    format!("provider agency {provider} is not hosted by any node"),
+                ));
+            }
+            services.insert(
+                id.clone(),
+                Service {
+                    id,
+                    description: s.description.clone(),
+                },
+            );
+        }
+
+        // Grants.
+        let mut grants: BTreeMap<AgencyCode, BTreeSet<ServiceId>> = BTreeMap::new();
+        for (i, g) in raw.grant.iter().enumerate() {
+            let field = format!("grant[{i}].client");
+            let client = cx.parse(&g.client, field.clone(), AgencyCode::parse)?;
+            if !agencies.contains_key(&client) {
+                return Err(cx.at(&g.client, field, format!("unknown client agency {client}")));
+            }
+            for (j, s) in g.services.iter().enumerate() {
+                let field = format!("grant[{i}].services[{j}]");
+                let id = cx.parse(s, field.clone(), ServiceId::parse)?;
+                if !services.contains_key(&id) {
+                    return Err(cx.at(s, field, format!("unknown service {id}")));
+                }
+                grants.entry(client.clone()).or_default().insert(id);
+            }
+        }
+
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(digest.as_ref());
+        Ok(Registry {
+            agencies,
+            nodes,
+            hosting,
+            services,
+            grants,
+            sha256,
+        })
+    }
+
+    /// The agency with this code.
+    pub fn agency(&self, code: &AgencyCode) -> Option<&Agency> {
+        self.agencies.get(code)
+    }
+
+    /// All agencies, ordered by code.
+    pub fn agencies(&self) -> impl Iterator<Item = &Agency> {
+        self.agencies.values()
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &NodeId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// All nodes, ordered by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// The node hosting this agency (at most one, by validation).
+    pub fn node_hosting(&self, agency: &AgencyCode) -> Option<&Node> {
+        self.hosting.get(agency).and_then(|id| self.nodes.get(id))
+    }
+
+    /// Whether `node` hosts `agency`.
+    pub fn hosts(&self, node: &NodeId, agency: &AgencyCode) -> bool {
+        self.hosting.get(agency) == Some(node)
+    }
+
+    /// The service with this id.
+    pub fn service(&self, id: &ServiceId) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    /// All services, ordered by id.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// Whether `client` itself is granted `service`; grants to a parent agency
+    /// are not inherited by its children (nor the reverse).
+    pub fn is_granted(&self, client: &AgencyCode, service: &ServiceId) -> bool {
+        self.grants.get(client).is_some_and(|s| s.contains(service))
+    }
+
+    /// All grants as (client, service), ordered by client then service.
+    pub fn grants(&self) -> impl Iterator<Item = (&AgencyCode, &ServiceId)> {
+        self.grants
+            .iter()
+            .flat_map(|(c, ss)| ss.iter().map(move |s| (c, s)))
+    }
+
+    /// SHA-256 of the registry text this was loaded from.
+    pub fn source_sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// The registry as a protobuf snapshot (entries in sorted order).
+    pub fn to_snapshot(&self) -> pb::RegistrySnapshot {
+        pb::RegistrySnapshot {
+            source_sha256: bytes::Bytes::copy_from_slice(&self.sha256),
+            agencies: self
+                .agencies()
+                .map(|a| pb::AgencyEntry {
+                    code: a.code.to_string(),
+                    name: a.name.clone(),
+                    parent: a.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+            nodes: self
+                .nodes()
+                .map(|n| pb::NodeEntry {
+                    id: n.id.to_string(),
+                    address: n.address.clone(),
+                    agencies: n.agencies.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+            services: self
+                .services()
+                .map(|s| pb::ServiceEntry {
+                    id: s.id.to_string(),
+                    provider: s.id.provider().to_string(),
+                    description: s.description.clone(),
+                })
+                .collect(),
+            grants: self
+                .grants()
+                .map(|(c, s)| pb::GrantEntry {
+                    client: c.to_string(),
+                    service: s.to_string(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,455 @@
+#![allow(clippy::unwrap_used)]
+
+use truc_registry::{AgencyCode, NodeId, Registry, RegistryError, ServiceId};
+
+const VALID: &str = r#"[[agency]]
+code = "000.00.00.G22"
+name = "Văn phòng Chính phủ"
+
+[[agency]]
+code = "000.00.00.H37"
+name = "UBND tỉnh Lạng Sơn"
+
+[[agency]]
+code = "000.01.37.H37"           # hypothetical department of Lạng Sơn
+name = "Sở Tư pháp tỉnh Lạng Sơn"
+parent = "000.00.00.H37"
+
+[[node]]
+id = "ministry"
+address = "127.0.0.1:7101"
+agencies = ["000.00.00.G22"]
+
+[[node]]
+id = "lgsp-langson"
+address = "127.0.0.1:7201"
+agencies = ["000.00.00.H37", "000.01.37.H37"]
+
+[[service]]
+id = "000.00.00.G22/citizen-lookup/v1"
+description = "Look up a citizen record"
+
+[[grant]]
+client = "000.00.00.H37"
+services = ["000.00.00.G22/citizen-lookup/v1"]
+"#;
+
+fn a(s: &str) -> AgencyCode {
+    AgencyCode::parse(s).unwrap()
+}
+
+fn n(s: &str) -> NodeId {
+    NodeId::parse(s).unwrap()
+}
+
+fn s(x: &str) -> ServiceId {
+    ServiceId::parse(x).unwrap()
+}
+
+/// Loads `text`, expecting an `Invalid` error; returns (field, line, full message).
+fn invalid(text: &str) -> (String, Option<usize>, String) {
+    match Registry::from_toml_str(text, "test.toml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e @ RegistryError::Invalid { .. }) => {
+            let msg = e.to_string();
+            let RegistryError::Invalid { field, line, .. } = e else {
+                unreachable!()
+            };
+            (field, line, msg)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// Replaces exactly one occurrence of `from` in VALID.
+fn edit(from: &str, to: &str) -> String {
+    assert_eq!(VALID.matches(from).count(), 1, "{from}");
+    VALID.replacen(from, to, 1)
+}
+
+fn expect(text: &str, field: &str, line: usize, needle: &str) {
+    let (f, l, msg) = invalid(text);
+    assert_eq!(f, field, "{msg}");
+    assert_eq!(l, Some(line), "{msg}");
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    assert!(
+        msg.starts_with(&format!("registry test.toml, line {line}, {field}: ")),
+        "{msg}"
+    );
+}
+
+#[test]
+fn valid_example_and_queries() {
+    let reg = Registry::from_toml_str(VALID, "test.toml").unwrap();
+    assert_eq!(reg.agencies().count(), 3);
+    assert_eq!(reg.nodes().count(), 2);
+    assert_eq!(reg.services().count(), 1);
+    let dept = reg.agency(&a("000.01.37.H37")).unwrap();
+    assert_eq!(dept.parent, Some(a("000.00.00.H37")));
+    assert_eq!(dept.name, "Sở Tư pháp tỉnh Lạng Sơn");
+
+    assert!(reg.hosts(&n("lgsp-langson"), &a("000.01.37.H37")));
+    assert!(!reg.hosts(&n("ministry"), &a("000.01.37.H37")));
+    assert!(!reg.hosts(&n("nobody"), &a("000.00.00.G22")));
+    assert_eq!(
+        reg.node_hosting(&a("000.00.00.G22"))
+            .map(|x| x.address.as_str()),
+        Some("127.0.0.1:7101")
+    );
+    assert!(reg.node_hosting(&a("999.00.00.Z99")).is_none());
+    assert_eq!(
+        reg.node(&n("lgsp-langson")).unwrap().agencies,
+        vec![a("000.00.00.H37"), a("000.01.37.H37")]
+    );
+
+    let svc = s("000.00.00.G22/citizen-lookup/v1");
+    assert!(reg.is_granted(&a("000.00.00.H37"), &svc));
+    // No inheritance: the department is not granted through its parent.
+    assert!(!reg.is_granted(&a("000.01.37.H37"), &svc));
+    assert!(!reg.is_granted(&a("000.00.00.G22"), &svc));
+    assert!(!reg.is_granted(&a("000.00.00.H37"), &s("000.00.00.G22/other/v1")));
+    assert_eq!(
+        reg.service(&svc).unwrap().description,
+        "Look up a citizen record"
+    );
+    assert_eq!(
+        reg.grants().collect::<Vec<_>>(),
+        vec![(&a("000.00.00.H37"), &svc)]
+    );
+
+    let expected: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, VALID.as_bytes())
+        .as_ref()
+        .try_into()
+        .unwrap();
+    assert_eq!(reg.source_sha256(), expected);
+
+    let snap = reg.to_snapshot();
+    assert_eq!(snap.source_sha256.as_ref(), expected.as_slice());
+    let agencies: Vec<_> = snap
+        .agencies
+        .iter()
+        .map(|x| (x.code.as_str(), x.parent.as_str()))
+        .collect();
+    assert_eq!(
+        agencies,
+        vec![
+            ("000.00.00.G22", ""),
+            ("000.00.00.H37", ""),
+            ("000.01.37.H37", "000.00.00.H37")
+        ]
+    );
+    assert_eq!(snap.agencies[0].name, "Văn phòng Chính phủ");
+    let nodes: Vec<_> = snap.nodes.iter().map(|x| x.id.as_str()).collect();
+    assert_eq!(nodes, vec!["lgsp-langson", "ministry"]);
+    assert_eq!(snap.nodes[0].address, "127.0.0.1:7201");
+    assert_eq!(
+        snap.nodes[0].agencies,
+        vec!["000.00.00.H37", "000.01.37.H37"]
+    );
+    assert_eq!(snap.services.len(), 1);
+    assert_eq!(snap.services[0].id, "000.00.00.G22/citizen-lookup/v1");
+    assert_eq!(snap.services[0].provider, "000.00.00.G22");
+    assert_eq!(snap.services[0].description, "Look up a citizen record");
+    assert_eq!(snap.grants.len(), 1);
+    assert_eq!(snap.grants[0].client, "000.00.00.H37");
+    assert_eq!(snap.grants[0].service, "000.00.00.G22/citizen-lookup/v1");
+}
+
+#[test]
+fn empty_file_is_an_empty_registry() {
+    let reg = Registry::from_toml_str("", "empty.toml").unwrap();
+    assert_eq!(reg.agencies().count(), 0);
+    assert_eq!(reg.grants().count(), 0);
+}
+
+#[test]
+fn load_from_file_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let reg = Registry::load(&path).unwrap();
+    assert_eq!(reg.nodes().count(), 2);
+
+    std::fs::write(
+        &path,
+        VALID.replace("000.00.00.G22/citizen-lookup/v1\"\nd", "x\"\nd"),
+    )
+    .unwrap();
+    let err = Registry::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "registry {}, line 25, service[0].id: invalid service id \"x\": expected {{provider}}/{{code}}/v{{N}}, e.g. 000.00.00.G22/citizen-lookup/v1",
+            path.display()
+        )
+    );
+
+    let missing = dir.path().join("nope.toml");
+    let err = Registry::load(&missing).unwrap_err();
+    assert!(matches!(err, RegistryError::Read { .. }));
+    assert!(
+        err.to_string().starts_with("cannot read registry "),
+        "{err}"
+    );
+}
+
+#[test]
+fn toml_syntax_and_unknown_keys() {
+    let (field, line, msg) = invalid(&edit("name = \"UBND", "name = UBND"));
+    assert_eq!((field.as_str(), line), ("toml", Some(7)), "{msg}");
+
+    let (field, line, msg) = invalid(&edit("parent = ", "color = \"red\"\nparent = "));
+    assert_eq!((field.as_str(), line), ("toml", Some(12)), "{msg}");
+    assert!(msg.contains("color"), "{msg}");
+
+    let (_, line, msg) = invalid(&format!("{VALID}\n[[widget]]\nx = 1\n"));
+    assert!(msg.contains("widget"), "{msg}");
+    assert!(line.is_some(), "{msg}");
+
+    let (_, _, msg) = invalid(&edit("address = \"127.0.0.1:7101\"\n", ""));
+    assert!(msg.contains("address"), "{msg}");
+}
+
+#[test]
+fn bad_ids() {
+    expect(
+        &edit("\"000.00.00.G22\"\nname", "\"000.00.00.g22\"\nname"),
+        "agency[0].code",
+        2,
+        "invalid agency code \"000.00.00.g22\"",
+    );
+    expect(
+        &edit("parent = \"000.00.00.H37\"", "parent = \"H37\""),
+        "agency[2].parent",
+        12,
+        "invalid agency code",
+    );
+    expect(
+        &edit("id = \"lgsp-langson\"", "id = \"LGSP\""),
+        "node[1].id",
+        20,
+        "invalid node id \"LGSP\"",
+    );
+    expect(
+        &edit("[\"000.00.00.H37\", ", "[\"000.00.00.H37\", \"x\", "),
+        "node[1].agencies[1]",
+        22,
+        "invalid agency code \"x\"",
+    );
+    expect(
+        &edit("id = \"000.00.00.G22/citizen-lookup/v1\"", "id = \"x\""),
+        "service[0].id",
+        25,
+        "invalid service id \"x\"",
+    );
+    expect(
+        &edit("client = \"000.00.00.H37\"", "client = \"nope\""),
+        "grant[0].client",
+        29,
+        "invalid agency code \"nope\"",
+    );
+    expect(
+        &edit(
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]",
+            "services = [\n  \"000.00.00.G22/citizen-lookup/v1\",\n  \"bad\",\n]",
+        ),
+        "grant[0].services[1]",
+        32,
+        "invalid service id \"bad\"",
+    );
+}
+
+#[test]
+fn duplicate_agency_code() {
+    expect(
+        &edit("code = \"000.01.37.H37\"", "code = \"000.00.00.G22\""),
+        "agency[2].code",
+        10,
+        "duplicate agency code 000.00.00.G22",
+    );
+}
+
+#[test]
+fn duplicate_node_id() {
+    expect(
+        &edit("id = \"lgsp-langson\"", "id = \"ministry\""),
+        "node[1].id",
+        20,
+        "duplicate node id ministry",
+    );
+}
+
+#[test]
+fn duplicate_node_address() {
+    expect(
+        &edit("127.0.0.1:7201", "127.0.0.1:7101"),
+        "node[1].address",
+        21,
+        "duplicate node address 127.0.0.1:7101",
+    );
+}
+
+#[test]
+fn bad_node_address() {
+    for bad in [
+        "",
+        "127.0.0.1",
+        ":7201",
+        "host:99999",
+        "host:0",
+        "host:x",
+        "a b:1",
+    ] {
+        expect(
+            &edit("\"127.0.0.1:7201\"", &format!("{bad:?}")),
+            "node[1].address",
+            21,
+            "invalid address",
+        );
+    }
+    let ok = edit("\"127.0.0.1:7201\"", "\"gw.langson.gov.vn:443\"");
+    assert!(Registry::from_toml_str(&ok, "t").is_ok());
+    let ok = edit("\"127.0.0.1:7201\"", "\"[::1]:7201\"");
+    assert!(Registry::from_toml_str(&ok, "t").is_ok());
+}
+
+#[test]
+fn duplicate_service_id() {
+    let text = edit(
+        "[[grant]]",
+        "[[service]]\nid = \"000.00.00.G22/citizen-lookup/v1\"\n\n[[grant]]",
+    );
+    expect(&text, "service[1].id", 29, "duplicate service id");
+}
+
+#[test]
+fn unknown_parent() {
+    expect(
+        &edit("parent = \"000.00.00.H37\"", "parent = \"000.00.00.H99\""),
+        "agency[2].parent",
+        12,
+        "unknown parent agency 000.00.00.H99",
+    );
+}
+
+#[test]
+fn own_parent() {
+    expect(
+        &edit("parent = \"000.00.00.H37\"", "parent = \"000.01.37.H37\""),
+        "agency[2].parent",
+        12,
+        "is its own parent",
+    );
+}
+
+#[test]
+fn parent_cycle() {
+    let text = edit(
+        "name = \"UBND tỉnh Lạng Sơn\"",
+        "name = \"UBND tỉnh Lạng Sơn\"\nparent = \"000.01.37.H37\"",
+    );
+    expect(&text, "agency[1].parent", 8, "forms a cycle");
+
+    // A longer cycle: G22 -> dept -> H37 -> G22.
+    let text = edit(
+        "name = \"Văn phòng Chính phủ\"",
+        "name = \"Văn phòng Chính phủ\"\nparent = \"000.01.37.H37\"",
+    )
+    .replacen(
+        "name = \"UBND tỉnh Lạng Sơn\"",
+        "name = \"UBND tỉnh Lạng Sơn\"\nparent = \"000.00.00.G22\"",
+        1,
+    );
+    expect(&text, "agency[0].parent", 4, "forms a cycle");
+}
+
+#[test]
+fn node_agency_must_exist() {
+    expect(
+        &edit(
+            "agencies = [\"000.00.00.G22\"]",
+            "agencies = [\"000.00.00.G23\"]",
+        ),
+        "node[0].agencies[0]",
+        17,
+        "unknown agency 000.00.00.G23",
+    );
+}
+
+#[test]
+fn agency_hosted_once() {
+    expect(
+        &edit(
+            "agencies = [\"000.00.00.G22\"]",
+            "agencies = [\"000.00.00.G22\", \"000.00.00.H37\"]",
+        ),
+        "node[1].agencies[0]",
+        22,
+        "already hosted by node ministry",
+    );
+    expect(
+        &edit(
+            "[\"000.00.00.H37\", \"000.01.37.H37\"]",
+            "[\"000.00.00.H37\", \"000.00.00.H37\"]",
+        ),
+        "node[1].agencies[1]",
+        22,
+        "already hosted by node lgsp-langson",
+    );
+}
+
+#[test]
+fn service_provider_must_exist() {
+    expect(
+        &edit(
+            "id = \"000.00.00.G22/citizen-lookup/v1\"",
+            "id = \"000.00.00.G99/citizen-lookup/v1\"",
+        ),
+        "service[0].id",
+        25,
+        "unknown provider agency 000.00.00.G99",
+    );
+}
+
+#[test]
+fn service_provider_must_be_hosted() {
+    expect(
+        &edit("agencies = [\"000.00.00.G22\"]", "agencies = []"),
+        "service[0].id",
+        25,
+        "provider agency 000.00.00.G22 is not hosted by any node",
+    );
+}
+
+#[test]
+fn grant_client_must_exist() {
+    expect(
+        &edit("client = \"000.00.00.H37\"", "client = \"000.00.00.H38\""),
+        "grant[0].client",
+        29,
+        "unknown client agency 000.00.00.H38",
+    );
+}
+
+#[test]
+fn grant_service_must_exist() {
+    expect(
+        &edit(
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]",
+            "services = [\"000.00.00.G22/citizen-lookup/v1\", \"000.00.00.G22/citizen-lookup/v2\"]",
+        ),
+        "grant[0].services[1]",
+        30,
+        "unknown service 000.00.00.G22/citizen-lookup/v2",
+    );
+}
+
+#[test]
+fn agency_name_non_empty() {
+    expect(
+        &edit("name = \"UBND tỉnh Lạng Sơn\"", "name = \"  \""),
+        "agency[1].name",
+        7,
+        "name is empty",
+    );
+}
