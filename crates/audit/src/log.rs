@@ -8,8 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use truc_store::{Store, WriteBatch};
 
 use crate::{
-    AuditError, AuditRecord, CountKey, RECORD_PREFIX, RECORD_VERSION, Receipt,
-    day_of, sha256,
+    AuditError, AuditRecord, CountKey, RECORD_PREFIX, RECORD_VERSION, Receipt, day_of, sha256,
 };
 
 /// A completed transaction, as its process saw it.
@@ -43,6 +42,48 @@ pub struct Transaction {
     pub latency_us: u64,
     /// The hub's receipt, on a node.
     pub receipt: Option<Receipt>,
+}
+
+impl Transaction {
+    /// A data call from `client` to `service` of `provider`, started at
+    /// `started_unix_ms` with `request` as its payload.
+    pub fn call(
+        transaction_id: &str,
+        client: &str,
+        provider: &str,
+        service: &str,
+        request: &[u8],
+        started_unix_ms: u64,
+    ) -> Transaction {
+        Transaction {
+            transaction_id: transaction_id.to_string(),
+            kind: "call".into(),
+            client_agency: client.to_string(),
+            provider_agency: provider.to_string(),
+            service: service.to_string(),
+            started_unix_ms,
+            request_bytes: request.len() as u64,
+            request_sha256: sha256(request),
+            ..Transaction::default()
+        }
+    }
+
+    /// Completes the transaction: its outcome (a gRPC code name), the
+    /// response payload (empty on error), when it ended and how long it took.
+    pub fn finish(
+        mut self,
+        outcome: &str,
+        response: &[u8],
+        finished_unix_ms: u64,
+        latency: std::time::Duration,
+    ) -> Transaction {
+        self.outcome = outcome.to_string();
+        self.response_bytes = response.len() as u64;
+        self.response_sha256 = sha256(response);
+        self.finished_unix_ms = finished_unix_ms;
+        self.latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self
+    }
 }
 
 /// Where a record landed.

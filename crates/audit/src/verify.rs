@@ -120,7 +120,10 @@ pub fn verify(store: &Store) -> Result<VerifyReport, AuditError> {
         prev = sha256(&value);
         report.records += 1;
         report.head_hash = Some(prev);
-        *report.counts.entry(count_key_of_record(&record)).or_default() += 1;
+        *report
+            .counts
+            .entry(count_key_of_record(&record))
+            .or_default() += 1;
     }
     let stored = read_counts(store)?;
     let keys: std::collections::BTreeSet<&CountKey> =
@@ -172,14 +175,20 @@ mod tests {
         for i in 0..n {
             let log = log.clone();
             let outcome = if i % 3 == 0 { "NOT_FOUND" } else { "OK" };
-            tasks.push(tokio::spawn(async move { log.append(tx(i, outcome)).await }));
+            tasks.push(tokio::spawn(
+                async move { log.append(tx(i, outcome)).await },
+            ));
         }
         let mut indexes = Vec::new();
         for t in tasks {
             indexes.push(t.await.expect("join").expect("append").index);
         }
         indexes.sort_unstable();
-        assert_eq!(indexes, (0..n).collect::<Vec<_>>(), "no gaps, no duplicates");
+        assert_eq!(
+            indexes,
+            (0..n).collect::<Vec<_>>(),
+            "no gaps, no duplicates"
+        );
         (dir, store)
     }
 

@@ -6,7 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
+use truc_pki::TlsFiles;
 
 /// A config that cannot be used. Processes exit with code 2 on it.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,73 @@ pub fn resolve(
         ));
     }
     Ok(resolved)
+}
+
+/// The `[tls]` section of a server config.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsSection {
+    /// The files, resolved against the config `file`'s directory; each must exist.
+    pub fn resolve(&self, file: &Path) -> Result<TlsFiles, ConfigError> {
+        Ok(TlsFiles {
+            ca: resolve(file, "tls.ca", &self.ca, true)?,
+            cert: resolve(file, "tls.cert", &self.cert, true)?,
+            key: resolve(file, "tls.key", &self.key, true)?,
+        })
+    }
+}
+
+/// Limits on what callers may send.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest payload of a data call, in bytes (default 4 MiB).
+    pub max_payload_bytes: usize,
+    /// Longest a routed call may take when its caller sets no deadline, in
+    /// milliseconds (default 30 s).
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 4 * 1024 * 1024,
+            call_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the ranges.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > 1 << 30 {
+            return Err(ConfigError::new(
+                file,
+                "limits.max_payload_bytes",
+                "must be between 1 and 1073741824",
+            ));
+        }
+        if self.call_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                file,
+                "limits.call_timeout_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The gRPC message limit that lets a payload of the maximum size through
+    /// with its envelope, and nothing much larger.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_payload_bytes.saturating_add(64 * 1024)
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,16 @@ pub fn with_deadline<M>(
     req
 }
 
+/// True for a status made by our own client transport (no peer answered:
+/// connection refused, reset, TLS failure) rather than returned by a peer,
+/// which always sends response headers with its status.
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
+    ) && status.metadata().is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ mod deadline;
 mod metrics;
 mod serve;
 
-pub use deadline::{incoming_timeout, with_deadline};
+pub use deadline::{incoming_timeout, is_transport_failure, with_deadline};
 pub use metrics::{Metrics, code_name};
 pub use serve::{GrpcServer, Shutdown, serve_ops};
 

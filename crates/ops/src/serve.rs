@@ -73,7 +73,7 @@ impl GrpcServer {
     }
 
     /// Adds a service.
-    pub fn add<S>(mut self, service: S) -> GrpcServer
+    pub fn add_service<S>(mut self, service: S) -> GrpcServer
     where
         S: tower_service::Service<
                 http::Request<tonic::body::Body>,

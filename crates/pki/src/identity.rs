@@ -122,6 +122,16 @@ impl Identity {
         }
     }
 
+    /// Reads the identity from the first certificate of a PEM file's contents.
+    pub fn from_cert_pem(pem: &[u8]) -> Result<Self, PkiError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let der = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .ok_or_else(|| PkiError::NoIdentity("no certificate in the pem data".into()))?
+            .map_err(|e| PkiError::NoIdentity(format!("bad pem: {e}")))?;
+        Identity::from_cert_der(&der)
+    }
+
     /// The file-name stem `{role}-{name}`.
     pub(crate) fn stem(&self) -> String {
         format!("{}-{}", self.role, self.name)

@@ -11,4 +11,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every `truc.v1` proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/truc_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/truc_descriptor.bin"));

@@ -139,9 +139,10 @@ impl Store {
         &self,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> + use<> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from))
+        self.tree.scan_prefix(prefix).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
     }
 
     /// The entry with the greatest key starting with `prefix`.
@@ -201,7 +202,10 @@ mod tests {
     fn open_error_names_the_directory() {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         // A regular file is not a database directory.
-        let msg = Store::open(file.path()).err().expect("must fail").to_string();
+        let msg = Store::open(file.path())
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(msg.contains("cannot open the database in"), "{msg}");
     }
 }

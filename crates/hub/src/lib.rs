@@ -1,0 +1,174 @@
+//! The hub: the national exchange axis. It holds the registry, checks every
+//! routed call against it (the calling node must host the client agency, the
+//! service must exist, a grant must allow the call), relays the call to the
+//! provider's node over pooled mutual-TLS connections, writes every
+//! transaction to its audit log and counts it, and answers reports.
+//!
+//! It never decodes payloads and keeps no queue: durable queues live at the
+//! edges, in the nodes.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod reporting;
+mod route;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+pub use config::HubConfig;
+use tokio::{net::TcpListener, task::JoinHandle};
+use truc_audit::{AuditLog, Options};
+use truc_ops::{GrpcServer, Metrics, ServeError, Shutdown};
+use truc_proto::v1::{hub_server::HubServer, reporting_server::ReportingServer};
+use truc_registry::Registry;
+use truc_store::Store;
+
+/// Why the hub could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The registry file is invalid.
+    #[error(transparent)]
+    Registry(#[from] truc_registry::RegistryError),
+    /// Certificates or keys are unusable.
+    #[error(transparent)]
+    Pki(#[from] truc_pki::PkiError),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Store(#[from] truc_store::StoreError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] truc_audit::AuditError),
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Options that are not in the config file, for tests and benchmarks.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How the audit log commits.
+    pub audit: Options,
+    /// How long open calls may run after shutdown.
+    pub drain: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            audit: Options::default(),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running hub.
+pub struct RunningHub {
+    addr: SocketAddr,
+    ops_addr: SocketAddr,
+    shutdown: Shutdown,
+    tasks: Vec<JoinHandle<Result<(), ServeError>>>,
+    store: Store,
+}
+
+impl RunningHub {
+    /// The gRPC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The ops HTTP address.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    /// Stops serving, lets open calls finish (up to the drain deadline) and
+    /// flushes the audit log.
+    pub async fn stop(self) -> Result<(), HubError> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the servers stop (after [`Shutdown::trigger`] on the
+    /// signal given to [`start`], or a failure).
+    pub async fn wait(self) -> Result<(), HubError> {
+        let mut first_err = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(HubError::Serve(e));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(HubError::Join(e));
+                }
+            }
+        }
+        self.store.flush()?;
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Starts the hub on listeners the caller has bound (so tests can use port 0).
+pub async fn start(
+    config: HubConfig,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: Shutdown,
+    options: RunOptions,
+) -> Result<RunningHub, HubError> {
+    truc_pki::install_crypto_provider();
+    let registry = Arc::new(Registry::load(&config.registry)?);
+    let server_tls = truc_pki::server_config(&config.tls)?;
+    let client_tls = truc_pki::client_config(&config.tls)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| truc_store::StoreError::Sync {
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
+    let store = Store::open(&config.data_dir)?;
+    let audit = AuditLog::open(store.clone(), "hub", options.audit.clone())?;
+    let metrics = Arc::new(Metrics::new());
+    let addr = listener.local_addr().map_err(ServeError::Ops)?;
+    let ops_addr = ops_listener.local_addr().map_err(ServeError::Ops)?;
+
+    let limit = config.limits.max_message_bytes();
+    let router = route::HubService::new(
+        registry.clone(),
+        audit,
+        client_tls,
+        metrics.clone(),
+        config.limits.clone(),
+    );
+    let reporting = reporting::ReportingService::new(registry.clone(), store.clone());
+    let server = GrpcServer::new()?;
+    server
+        .health
+        .set_serving::<HubServer<route::HubService>>()
+        .await;
+    server
+        .health
+        .set_serving::<ReportingServer<reporting::ReportingService>>()
+        .await;
+    let server = server
+        .add_service(
+            HubServer::new(router)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(ReportingServer::new(reporting));
+
+    let tasks = vec![
+        tokio::spawn(server.serve(listener, server_tls, shutdown.clone(), options.drain)),
+        tokio::spawn(truc_ops::serve_ops(ops_listener, metrics, shutdown.clone())),
+    ];
+    tracing::info!(%addr, %ops_addr, agencies = registry.agencies().count(), "hub serving");
+    Ok(RunningHub {
+        addr,
+        ops_addr,
+        shutdown,
+        tasks,
+        store,
+    })
+}

@@ -1,0 +1,142 @@
+//! `truc.v1.Agency`: what agency systems call.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use tonic::{Code, Request, Response, Status, transport::Channel};
+use truc_audit::{AuditLog, Transaction};
+use truc_ops::{Metrics, code_name, incoming_timeout, is_transport_failure, now_ms, with_deadline};
+use truc_pki::{Role, peer};
+use truc_proto::v1::{
+    CallRequest, CallResponse, DataRequest, agency_server::Agency, hub_client::HubClient,
+};
+use truc_registry::{AgencyCode, ServiceId};
+
+use crate::{NodeConfig, new_transaction_id, tag};
+
+/// The Agency service.
+#[derive(Clone)]
+pub struct AgencyService {
+    config: Arc<NodeConfig>,
+    hub: HubClient<Channel>,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+}
+
+impl AgencyService {
+    pub(crate) fn new(
+        config: Arc<NodeConfig>,
+        channel: Channel,
+        audit: AuditLog,
+        metrics: Arc<Metrics>,
+    ) -> AgencyService {
+        let limit = config.limits.max_message_bytes();
+        let hub = HubClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        AgencyService {
+            config,
+            hub,
+            audit,
+            metrics,
+        }
+    }
+
+    /// The agency the caller acts for, if its certificate allows it.
+    fn authorize<T>(&self, request: &Request<T>, claimed: &str) -> Result<AgencyCode, Status> {
+        let caller = &peer(request)?.identity;
+        if caller.role != Role::Client {
+            return Err(Status::permission_denied(format!(
+                "{caller} is not an agency system"
+            )));
+        }
+        let client = AgencyCode::parse(claimed)
+            .map_err(|e| Status::invalid_argument(format!("client_agency: {e}")))?;
+        let allowed = self
+            .config
+            .clients
+            .get(&caller.name)
+            .is_some_and(|agencies| agencies.contains(&client));
+        if !allowed {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not act for agency {client} on node {}",
+                self.config.id
+            )));
+        }
+        Ok(client)
+    }
+}
+
+#[tonic::async_trait]
+impl Agency for AgencyService {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let client = self.authorize(&request, &request.get_ref().client_agency)?;
+        let deadline = incoming_timeout(request.metadata());
+        let req = request.into_inner();
+        let service = ServiceId::parse(&req.service)
+            .map_err(|e| Status::invalid_argument(format!("service: {e}")))?;
+        let max = self.config.limits.max_payload_bytes;
+        if req.payload.len() > max {
+            return Err(Status::resource_exhausted(format!(
+                "payload of {} bytes exceeds the limit of {max} bytes",
+                req.payload.len()
+            )));
+        }
+        let tx_id = new_transaction_id()?;
+        let tx = Transaction::call(
+            &tx_id,
+            client.as_str(),
+            service.provider().as_str(),
+            service.as_str(),
+            &req.payload,
+            started_ms,
+        );
+        let routed = DataRequest {
+            transaction_id: tx_id.clone(),
+            client_agency: client.to_string(),
+            service: service.to_string(),
+            content_type: req.content_type,
+            payload: req.payload,
+        };
+        let cap = std::time::Duration::from_millis(self.config.limits.call_timeout_ms);
+        let result = self
+            .hub
+            .clone()
+            .route(with_deadline(routed, deadline, started, cap))
+            .await
+            .map(Response::into_inner);
+        let (outcome, response, receipt) = match &result {
+            Ok(r) => (Code::Ok, r.payload.clone(), r.receipt.clone()),
+            Err(s) => (s.code(), Bytes::new(), None),
+        };
+        let mut tx = tx.finish(code_name(outcome), &response, now_ms(), started.elapsed());
+        tx.receipt = receipt;
+        self.audit.append(tx).await.map_err(|e| {
+            tracing::error!(error = %e, tx = %tx_id, "audit append failed");
+            tag(
+                Status::internal("the transaction could not be audited"),
+                &tx_id,
+            )
+        })?;
+        self.metrics
+            .observe("call", outcome, started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => Ok(Response::new(CallResponse {
+                content_type: r.content_type,
+                payload: r.payload,
+                receipt: r.receipt,
+            })),
+            Err(status) => {
+                tracing::debug!(tx = %tx_id, %status, "call failed");
+                let status = if is_transport_failure(&status) {
+                    Status::unavailable("the hub is unreachable")
+                } else {
+                    status
+                };
+                Err(tag(status, &tx_id))
+            }
+        }
+    }
+}
