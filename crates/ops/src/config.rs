@@ -163,6 +163,45 @@ impl Limits {
     }
 }
 
+/// A client's config file (`truc call`, `truc report`): where to connect and
+/// with which certificate.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `host:port` of the node (or, for reports, the hub).
+    pub address: String,
+    /// The name in the server's certificate.
+    pub server_name: String,
+    /// The client's certificate, key and CA.
+    pub tls: TlsFiles,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    address: String,
+    server_name: String,
+    tls: TlsSection,
+}
+
+impl ClientConfig {
+    /// Loads `path`.
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let raw: RawClient = load_toml(path)?;
+        Ok(ClientConfig {
+            address: raw.address,
+            server_name: raw.server_name,
+            tls: raw.tls.resolve(path)?,
+        })
+    }
+
+    /// A lazily connecting channel to the server.
+    pub fn channel(&self) -> Result<tonic::transport::Channel, truc_pki::PkiError> {
+        truc_pki::install_crypto_provider();
+        let tls = truc_pki::client_config(&self.tls)?;
+        truc_pki::channel(&self.address, &self.server_name, tls)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

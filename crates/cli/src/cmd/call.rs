@@ -1,0 +1,103 @@
+//! `truc call`: a data call as an agency system.
+
+use std::{io::Read, io::Write, path::PathBuf, process::ExitCode, time::Duration};
+
+use bytes::Bytes;
+use clap::Args;
+use truc_ops::config::ClientConfig;
+use truc_proto::v1::{CallRequest, agency_client::AgencyClient};
+
+use super::{CliError, failed};
+
+#[derive(Args)]
+pub struct CallArgs {
+    /// Client config: the node's address and this system's certificate.
+    #[arg(long)]
+    config: PathBuf,
+    /// The agency the call is made for (electronic organ code).
+    #[arg(long = "as")]
+    agency: String,
+    /// Service id, e.g. 000.00.00.G22/citizen-lookup/v1.
+    #[arg(long)]
+    service: String,
+    /// The request body: @FILE, or - for standard input, or the text itself.
+    #[arg(long)]
+    data: String,
+    /// Content type of the request body.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// Deadline for the whole call, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+fn read_data(data: &str) -> Result<Vec<u8>, CliError> {
+    if data == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| failed(format!("cannot read standard input: {e}")))?;
+        Ok(buf)
+    } else if let Some(path) = data.strip_prefix('@') {
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {path}: {e}")))
+    } else {
+        Ok(data.as_bytes().to_vec())
+    }
+}
+
+pub async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
+    let config = ClientConfig::load(&args.config)?;
+    let payload = read_data(&args.data)?;
+    if !(args.timeout > 0.0 && args.timeout < 86_400.0) {
+        return Err(CliError::Usage(
+            "--timeout must be between 0 and 86400 seconds".into(),
+        ));
+    }
+    let channel = config.channel().map_err(failed)?;
+    let mut client = AgencyClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let mut request = tonic::Request::new(CallRequest {
+        client_agency: args.agency,
+        service: args.service,
+        content_type: args.content_type,
+        payload: Bytes::from(payload),
+    });
+    request.set_timeout(Duration::from_secs_f64(args.timeout));
+    match client.call(request).await {
+        Ok(response) => {
+            let r = response.into_inner();
+            let mut out = std::io::stdout().lock();
+            out.write_all(&r.payload)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(failed)?;
+            if let Some(receipt) = r.receipt {
+                eprintln!(
+                    "receipt: transaction {} recorded by the hub as record {} (sha256 {}), content type {}",
+                    receipt.transaction_id,
+                    receipt.record_index,
+                    hex(&receipt.record_hash),
+                    r.content_type
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) => {
+            let tx = status
+                .metadata()
+                .get(truc_node::TRANSACTION_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|t| format!(" (transaction {t})"))
+                .unwrap_or_default();
+            Err(CliError::Failed(format!(
+                "{:?}: {}{tx}",
+                status.code(),
+                status.message()
+            )))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

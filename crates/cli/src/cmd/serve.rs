@@ -1,0 +1,76 @@
+//! `truc hub` and `truc node`: the long-running servers.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Args;
+use tokio::net::TcpListener;
+use truc_hub::HubConfig;
+use truc_node::NodeConfig;
+use truc_ops::Shutdown;
+
+use super::{CliError, failed, interrupted};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The config file.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+async fn bind(addr: std::net::SocketAddr, field: &str) -> Result<TcpListener, CliError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| failed(format!("cannot listen on {addr} ({field}): {e}")))
+}
+
+pub async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = HubConfig::load(&args.config)?;
+    let listener = bind(config.listen, "listen").await?;
+    let ops = bind(config.ops_listen, "ops_listen").await?;
+    let shutdown = Shutdown::new();
+    let hub = truc_hub::start(
+        config,
+        listener,
+        ops,
+        shutdown.clone(),
+        truc_hub::RunOptions::default(),
+    )
+    .await
+    .map_err(failed)?;
+    println!("hub listening on {} (ops {})", hub.addr(), hub.ops_addr());
+    tokio::spawn(async move {
+        interrupted().await;
+        tracing::info!("shutting down");
+        shutdown.trigger();
+    });
+    hub.wait().await.map_err(failed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = NodeConfig::load(&args.config)?;
+    let listener = bind(config.listen, "listen").await?;
+    let ops = bind(config.ops_listen, "ops_listen").await?;
+    let shutdown = Shutdown::new();
+    let node = truc_node::start(
+        config,
+        listener,
+        ops,
+        shutdown.clone(),
+        truc_node::RunOptions::default(),
+    )
+    .await
+    .map_err(failed)?;
+    println!(
+        "node listening on {} (ops {})",
+        node.addr(),
+        node.ops_addr()
+    );
+    tokio::spawn(async move {
+        interrupted().await;
+        tracing::info!("shutting down");
+        shutdown.trigger();
+    });
+    node.wait().await.map_err(failed)?;
+    Ok(ExitCode::SUCCESS)
+}

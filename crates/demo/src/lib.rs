@@ -1,0 +1,569 @@
+//! A whole truc deployment on one machine, for `truc demo`, the integration
+//! tests and the benchmarks: a development PKI, a registry, config files for
+//! a hub and two nodes, demo backends, all on loopback ports chosen by the OS,
+//! started in this process.
+//!
+//! The files it writes are ordinary truc config files: the same hub and nodes
+//! can be run as separate processes with `truc hub --config` and
+//! `truc node --config`. It is not a deployment tool for production.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tonic::transport::Channel;
+use truc_hub::{HubConfig, RunningHub};
+use truc_node::{NodeConfig, RunningNode, backend};
+use truc_ops::{Shutdown, config::ConfigError};
+use truc_pki::{Identity, InitOptions, Layout, Role};
+use truc_proto::v1::{
+    DataRequest, DataResponse, agency_client::AgencyClient, backend_server::Backend,
+};
+
+/// Văn phòng Chính phủ (the Government Office).
+pub const G22: &str = "000.00.00.G22";
+/// UBND tỉnh Lạng Sơn (People's Committee of Lạng Sơn province).
+pub const H37: &str = "000.00.00.H37";
+/// A department of Lạng Sơn province (illustrative code).
+pub const H37_DEPT: &str = "000.01.37.H37";
+/// The ministry node, hosting G22.
+pub const MINISTRY_NODE: &str = "vpcp";
+/// The province node, hosting H37 and its department.
+pub const PROVINCE_NODE: &str = "lgsp-langson";
+/// The agency system (client certificate) on the ministry node.
+pub const MINISTRY_CLIENT: &str = "vpcp-dms";
+/// The agency system (client certificate) on the province node.
+pub const PROVINCE_CLIENT: &str = "langson-dms";
+/// G22's citizen-lookup service.
+pub const CITIZEN_LOOKUP: &str = "000.00.00.G22/citizen-lookup/v1";
+/// H37's household-registry service.
+pub const HOUSEHOLD_REGISTRY: &str = "000.00.00.H37/household-registry/v1";
+
+/// What can go wrong setting up or running the deployment.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Writing or binding failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates could not be made.
+    #[error(transparent)]
+    Pki(#[from] truc_pki::PkiError),
+    /// A written config does not load (a bug here).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hub failed.
+    #[error(transparent)]
+    Hub(#[from] truc_hub::HubError),
+    /// A node failed.
+    #[error(transparent)]
+    Node(#[from] truc_node::NodeError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
+    let what = what.into();
+    move |source| DemoError::Io { what, source }
+}
+
+/// Which backend answers the demo services.
+#[derive(Clone)]
+pub enum BackendKind {
+    /// Made-up citizen records (the demo).
+    CitizenLookup,
+    /// The request payload back (benchmarks).
+    Echo,
+    /// Nothing listens at the backend addresses (tests of a backend down).
+    Down,
+    /// A backend of the caller's (tests).
+    Custom(Arc<dyn Backend>),
+}
+
+impl std::fmt::Debug for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::CitizenLookup => "CitizenLookup",
+            BackendKind::Echo => "Echo",
+            BackendKind::Down => "Down",
+            BackendKind::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// Serves a shared trait object as a backend.
+#[derive(Clone)]
+struct Shared(Arc<dyn Backend>);
+
+#[tonic::async_trait]
+impl Backend for Shared {
+    async fn invoke(
+        &self,
+        request: tonic::Request<DataRequest>,
+    ) -> Result<tonic::Response<DataResponse>, tonic::Status> {
+        self.0.invoke(request).await
+    }
+}
+
+/// How to start.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Where certificates, configs, data and `demo.json` go.
+    pub dir: PathBuf,
+    /// Which backend answers calls.
+    pub backend: BackendKind,
+    /// Hub and node run options (audit durability, drain).
+    pub durable: bool,
+    /// Largest payload, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl DemoOptions {
+    /// Defaults for `dir`: demo backends, durable audit, 4 MiB payloads.
+    pub fn new(dir: impl Into<PathBuf>) -> DemoOptions {
+        DemoOptions {
+            dir: dir.into(),
+            backend: BackendKind::CitizenLookup,
+            durable: true,
+            max_payload_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The files of a deployment.
+#[derive(Clone, Debug)]
+pub struct Files {
+    /// The PKI directory.
+    pub pki: Layout,
+    /// The registry.
+    pub registry: PathBuf,
+    /// The hub's config.
+    pub hub_config: PathBuf,
+    /// Config per node id.
+    pub node_configs: Vec<(String, PathBuf)>,
+    /// Client config (for `truc call`) per client name.
+    pub client_configs: Vec<(String, PathBuf)>,
+    /// Admin client config (for `truc report`).
+    pub admin_config: PathBuf,
+}
+
+/// Addresses bound for a deployment.
+struct Bound {
+    hub: (TcpListener, TcpListener),
+    nodes: Vec<(TcpListener, TcpListener)>,
+    backends: Vec<(TcpListener, SocketAddr)>,
+}
+
+async fn bind() -> Result<TcpListener, DemoError> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("binding a loopback port"))
+}
+
+fn addr(l: &TcpListener) -> Result<SocketAddr, DemoError> {
+    l.local_addr().map_err(io("reading a bound address"))
+}
+
+/// A running deployment.
+pub struct Deployment {
+    /// Its files.
+    pub files: Files,
+    /// The hub.
+    pub hub: RunningHub,
+    /// The nodes: ministry first, then province.
+    pub nodes: Vec<(String, RunningNode)>,
+    backends: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    backend_addrs: Vec<SocketAddr>,
+    backend_shutdown: Shutdown,
+}
+
+impl Deployment {
+    /// Writes (or reuses) everything under `options.dir` and starts the hub,
+    /// the nodes and the backends.
+    pub async fn start(options: DemoOptions) -> Result<Deployment, DemoError> {
+        let bound = Bound {
+            hub: (bind().await?, bind().await?),
+            nodes: vec![
+                (bind().await?, bind().await?),
+                (bind().await?, bind().await?),
+            ],
+            backends: {
+                let mut v = Vec::new();
+                for _ in 0..2 {
+                    let l = bind().await?;
+                    let a = addr(&l)?;
+                    v.push((l, a));
+                }
+                v
+            },
+        };
+        let files = write_files(&options, &bound)?;
+        let backend_shutdown = Shutdown::new();
+        let max_message = options.max_payload_bytes + 64 * 1024;
+        let mut backends = Vec::new();
+        let mut backend_addrs = Vec::new();
+        for (listener, a) in bound.backends {
+            backend_addrs.push(a);
+            let stop = backend_shutdown.wait();
+            let serve = |b| tokio::spawn(backend::serve_backend(b, listener, max_message, stop));
+            backends.push(match &options.backend {
+                BackendKind::CitizenLookup => serve(Shared(Arc::new(backend::CitizenLookup))),
+                BackendKind::Echo => serve(Shared(Arc::new(backend::Echo))),
+                BackendKind::Custom(b) => serve(Shared(b.clone())),
+                // The listener is dropped: connections to it are refused.
+                BackendKind::Down => continue,
+            });
+        }
+        let audit = truc_audit::Options {
+            durable: options.durable,
+            ..truc_audit::Options::default()
+        };
+        let hub = truc_hub::start(
+            HubConfig::load(&files.hub_config)?,
+            bound.hub.0,
+            bound.hub.1,
+            Shutdown::new(),
+            truc_hub::RunOptions {
+                audit: audit.clone(),
+                ..truc_hub::RunOptions::default()
+            },
+        )
+        .await?;
+        let mut nodes = Vec::new();
+        for ((id, path), (l, ops)) in files.node_configs.iter().zip(bound.nodes) {
+            let node = truc_node::start(
+                NodeConfig::load(path)?,
+                l,
+                ops,
+                Shutdown::new(),
+                truc_node::RunOptions {
+                    audit: audit.clone(),
+                    ..truc_node::RunOptions::default()
+                },
+            )
+            .await?;
+            nodes.push((id.clone(), node));
+        }
+        Ok(Deployment {
+            files,
+            hub,
+            nodes,
+            backends,
+            backend_addrs,
+            backend_shutdown,
+        })
+    }
+
+    /// The running node `id`.
+    pub fn node(&self, id: &str) -> Option<&RunningNode> {
+        self.nodes.iter().find(|(n, _)| n == id).map(|(_, n)| n)
+    }
+
+    /// An Agency API client on node `node_id`, authenticated as agency system
+    /// `client` (its certificate must exist in the deployment's PKI).
+    pub fn agency_client(
+        &self,
+        node_id: &str,
+        client: &str,
+    ) -> Result<AgencyClient<Channel>, DemoError> {
+        let node = self.node(node_id).ok_or_else(|| DemoError::Io {
+            what: format!("no node {node_id}"),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let files = self.files.pki.files(&Identity::new(Role::Client, client)?);
+        let tls = truc_pki::client_config(&files)?;
+        let channel = truc_pki::channel(&node.addr().to_string(), node_id, tls)?;
+        Ok(AgencyClient::new(channel))
+    }
+
+    /// A summary for `demo.json`: every endpoint and certificate path.
+    pub fn describe(&self) -> serde_json::Value {
+        let pki = &self.files.pki;
+        let tls = |role: Role, name: &str| match Identity::new(role, name) {
+            Ok(id) => {
+                let f = pki.files(&id);
+                serde_json::json!({"ca": f.ca, "cert": f.cert, "key": f.key})
+            }
+            Err(_) => serde_json::Value::Null,
+        };
+        let nodes: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                serde_json::json!({
+                    "id": id,
+                    "grpc": n.addr().to_string(),
+                    "tls_server_name": id,
+                    "ops": format!("http://{}", n.ops_addr()),
+                    "config": self.files.node_configs.iter().find(|(i, _)| i == id).map(|(_, p)| p),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "hub": {
+                "grpc": self.hub.addr().to_string(),
+                "tls_server_name": "hub",
+                "ops": format!("http://{}", self.hub.ops_addr()),
+                "config": self.files.hub_config,
+                "data_dir": self.files.pki.dir.parent().map(|d| d.join("hub")),
+            },
+            "nodes": nodes,
+            "backends": self.backend_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "registry": self.files.registry,
+            "clients": {
+                MINISTRY_CLIENT: {
+                    "node": MINISTRY_NODE,
+                    "agencies": [G22],
+                    "tls": tls(Role::Client, MINISTRY_CLIENT),
+                    "config": self.files.client_configs.iter().find(|(c, _)| c == MINISTRY_CLIENT).map(|(_, p)| p),
+                },
+                PROVINCE_CLIENT: {
+                    "node": PROVINCE_NODE,
+                    "agencies": [H37, H37_DEPT],
+                    "tls": tls(Role::Client, PROVINCE_CLIENT),
+                    "config": self.files.client_configs.iter().find(|(c, _)| c == PROVINCE_CLIENT).map(|(_, p)| p),
+                },
+            },
+            "admin": {
+                "tls": tls(Role::Admin, "admin"),
+                "config": self.files.admin_config,
+            },
+            "services": [CITIZEN_LOOKUP, HOUSEHOLD_REGISTRY],
+        })
+    }
+
+    /// Stops node `id` alone (tests of a node down); false if there is none.
+    pub async fn stop_node(&mut self, id: &str) -> Result<bool, DemoError> {
+        match self.nodes.iter().position(|(n, _)| n == id) {
+            Some(i) => {
+                let (_, node) = self.nodes.remove(i);
+                node.stop().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stops everything (nodes first, so their last calls reach the hub) and
+    /// waits for it.
+    pub async fn stop(self) -> Result<(), DemoError> {
+        let mut node_result = Ok(());
+        for (_, node) in self.nodes {
+            if let Err(e) = node.stop().await {
+                node_result = Err(e);
+            }
+        }
+        let hub = self.hub.stop().await;
+        self.backend_shutdown.trigger();
+        for b in self.backends {
+            // A backend that failed has already shown it in the calls.
+            let _ = b.await;
+        }
+        hub?;
+        node_result?;
+        Ok(())
+    }
+}
+
+/// Writes the PKI (once), the registry and the configs for the bound ports.
+fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError> {
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let pki = Layout::new(dir.join("pki"));
+    if !pki.ca_cert().exists() {
+        truc_pki::init(
+            &pki.dir,
+            &InitOptions {
+                hub: "hub".into(),
+                nodes: vec![MINISTRY_NODE.into(), PROVINCE_NODE.into()],
+                admin: "admin".into(),
+                clients: vec![MINISTRY_CLIENT.into(), PROVINCE_CLIENT.into()],
+                validity_days: 365,
+            },
+        )?;
+    }
+    let node_addrs = [addr(&bound.nodes[0].0)?, addr(&bound.nodes[1].0)?];
+    let registry = dir.join("registry.toml");
+    write(
+        &registry,
+        &format!(
+            r#"# The demo registry: who exists, where they are hosted, what they offer, who may call what.
+
+[[agency]]
+code = "{G22}"
+name = "Văn phòng Chính phủ"
+
+[[agency]]
+code = "{H37}"
+name = "UBND tỉnh Lạng Sơn"
+
+[[agency]]
+code = "{H37_DEPT}"
+name = "Sở Tư pháp tỉnh Lạng Sơn"
+parent = "{H37}"
+
+[[node]]
+id = "{MINISTRY_NODE}"
+address = "{}"
+agencies = ["{G22}"]
+
+[[node]]
+id = "{PROVINCE_NODE}"
+address = "{}"
+agencies = ["{H37}", "{H37_DEPT}"]
+
+[[service]]
+id = "{CITIZEN_LOOKUP}"
+description = "Look up a citizen record by citizen id"
+
+[[service]]
+id = "{HOUSEHOLD_REGISTRY}"
+description = "Look up a household registration in Lạng Sơn"
+
+[[grant]]
+client = "{H37}"
+services = ["{CITIZEN_LOOKUP}"]
+
+[[grant]]
+client = "{H37_DEPT}"
+services = ["{CITIZEN_LOOKUP}"]
+
+[[grant]]
+client = "{G22}"
+services = ["{HOUSEHOLD_REGISTRY}"]
+"#,
+            node_addrs[0], node_addrs[1]
+        ),
+    )?;
+    let hub_files = pki.files(&Identity::new(Role::Hub, "hub")?);
+    let hub_config = dir.join("hub.toml");
+    write(
+        &hub_config,
+        &format!(
+            r#"listen = "{}"
+ops_listen = "{}"
+data_dir = "hub"
+registry = "registry.toml"
+
+[tls]
+{}
+[limits]
+max_payload_bytes = {}
+"#,
+            addr(&bound.hub.0)?,
+            addr(&bound.hub.1)?,
+            tls_section(dir, &hub_files),
+            options.max_payload_bytes,
+        ),
+    )?;
+    let hub_addr = addr(&bound.hub.0)?;
+    let mut node_configs = Vec::new();
+    let mut client_configs = Vec::new();
+    let nodes = [
+        (MINISTRY_NODE, MINISTRY_CLIENT, vec![G22], CITIZEN_LOOKUP),
+        (
+            PROVINCE_NODE,
+            PROVINCE_CLIENT,
+            vec![H37, H37_DEPT],
+            HOUSEHOLD_REGISTRY,
+        ),
+    ];
+    for (i, (id, client, agencies, service)) in nodes.iter().enumerate() {
+        let files = pki.files(&Identity::new(Role::Node, id)?);
+        let path = dir.join(format!("node-{id}.toml"));
+        let agencies_list = agencies
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        write(
+            &path,
+            &format!(
+                r#"id = "{id}"
+listen = "{}"
+ops_listen = "{}"
+data_dir = "nodes/{id}"
+
+[hub]
+address = "{hub_addr}"
+name = "hub"
+
+[tls]
+{}
+[limits]
+max_payload_bytes = {}
+
+# Agency systems allowed to use this node, by client certificate name.
+[[client]]
+name = "{client}"
+agencies = [{agencies_list}]
+
+# Where this node's provider backends listen.
+[[backend]]
+service = "{service}"
+address = "{}"
+"#,
+                node_addrs[i],
+                addr(&bound.nodes[i].1)?,
+                tls_section(dir, &files),
+                options.max_payload_bytes,
+                bound.backends[i].1,
+            ),
+        )?;
+        node_configs.push((id.to_string(), path));
+        let client_files = pki.files(&Identity::new(Role::Client, client)?);
+        let cpath = dir.join(format!("client-{client}.toml"));
+        write(
+            &cpath,
+            &format!(
+                "# For `truc call --config`: an agency system of node {id}.\naddress = \"{}\"\nserver_name = \"{id}\"\n\n[tls]\n{}",
+                node_addrs[i],
+                tls_section(dir, &client_files)
+            ),
+        )?;
+        client_configs.push((client.to_string(), cpath));
+    }
+    let admin_files = pki.files(&Identity::new(Role::Admin, "admin")?);
+    let admin_config = dir.join("admin.toml");
+    write(
+        &admin_config,
+        &format!(
+            "# For `truc report --config`: the hub's operator.\naddress = \"{hub_addr}\"\nserver_name = \"hub\"\n\n[tls]\n{}",
+            tls_section(dir, &admin_files)
+        ),
+    )?;
+    Ok(Files {
+        pki,
+        registry,
+        hub_config,
+        node_configs,
+        client_configs,
+        admin_config,
+    })
+}
+
+fn tls_section(dir: &Path, files: &truc_pki::TlsFiles) -> String {
+    let rel = |p: &Path| {
+        p.strip_prefix(dir)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "ca = \"{}\"", rel(&files.ca));
+    let _ = writeln!(s, "cert = \"{}\"", rel(&files.cert));
+    let _ = writeln!(s, "key = \"{}\"", rel(&files.key));
+    s
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
+}
