@@ -1,1 +1,93 @@
-//! placeholder
+//! The fixture the integration tests share: a whole deployment (hub, two
+//! nodes, backends) in this process on 127.0.0.1 ports chosen by the OS, in a
+//! temporary directory with freshly generated certificates.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+pub use truc_demo::*;
+use truc_pki::{Identity, Role};
+use truc_proto::v1::CallRequest;
+
+/// A started deployment and the directory it lives in.
+pub struct Cluster {
+    /// Keeps the directory alive as long as the cluster.
+    pub dir: TempDir,
+    /// The deployment.
+    pub deployment: Deployment,
+}
+
+/// Starts a deployment with `backend` and payloads limited to `max_payload`.
+pub async fn start_with(backend: BackendKind, max_payload: usize) -> Cluster {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let mut options = DemoOptions::new(dir.path());
+    options.backend = backend;
+    options.max_payload_bytes = max_payload;
+    let deployment = Deployment::start(options)
+        .await
+        .unwrap_or_else(|e| panic!("deployment: {e}"));
+    Cluster { dir, deployment }
+}
+
+/// Starts the demo deployment.
+pub async fn start() -> Cluster {
+    start_with(BackendKind::CitizenLookup, 4 * 1024 * 1024).await
+}
+
+/// A data call request.
+pub fn call(agency: &str, service: &str, payload: &str) -> CallRequest {
+    CallRequest {
+        client_agency: agency.into(),
+        service: service.into(),
+        content_type: "application/json".into(),
+        payload: Bytes::from(payload.to_string()),
+    }
+}
+
+impl Cluster {
+    /// TLS files of an identity of this cluster's PKI.
+    pub fn tls(&self, role: Role, name: &str) -> truc_pki::TlsFiles {
+        let id = Identity::new(role, name).unwrap_or_else(|e| panic!("identity: {e}"));
+        self.deployment.files.pki.files(&id)
+    }
+
+    /// A channel to the hub with the certificate of `role`/`name`.
+    pub fn hub_channel(&self, role: Role, name: &str) -> tonic::transport::Channel {
+        let tls = truc_pki::client_config(&self.tls(role, name))
+            .unwrap_or_else(|e| panic!("client config: {e}"));
+        truc_pki::channel(&self.deployment.hub.addr().to_string(), "hub", tls)
+            .unwrap_or_else(|e| panic!("channel: {e}"))
+    }
+}
+
+/// GET `path` over plain HTTP/1.1; returns the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

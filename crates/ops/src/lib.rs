@@ -9,6 +9,7 @@
 
 pub mod config;
 mod deadline;
+mod limits;
 mod metrics;
 mod serve;
 

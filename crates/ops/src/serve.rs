@@ -7,7 +7,15 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
-use crate::{Metrics, ServeError};
+use crate::{
+    Metrics, ServeError,
+    limits::{GrpcResponse, size_limit_as_resource_exhausted},
+};
+
+type Layers = tower::layer::util::Stack<
+    tower::util::MapResponseLayer<fn(GrpcResponse) -> GrpcResponse>,
+    tower::layer::util::Identity,
+>;
 
 /// A shutdown signal shared by every task of a process.
 #[derive(Clone)]
@@ -51,7 +59,7 @@ impl Default for Shutdown {
 pub struct GrpcServer {
     /// Report the serving status of each service here.
     pub health: HealthReporter,
-    router: GrpcRouter,
+    router: GrpcRouter<Layers>,
 }
 
 impl GrpcServer {
@@ -67,6 +75,9 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(1024))
+            .layer(tower::util::MapResponseLayer::new(
+                size_limit_as_resource_exhausted as fn(GrpcResponse) -> GrpcResponse,
+            ))
             .add_service(health_service)
             .add_service(reflection);
         Ok(GrpcServer { health, router })
