@@ -48,6 +48,8 @@ pub enum Command {
     Hub(serve::ServeArgs),
     /// Runs a node.
     Node(serve::ServeArgs),
+    /// Runs the demo's citizen-lookup backend (plaintext gRPC `truc.v1.Backend`).
+    DemoBackend(serve::BackendArgs),
     /// Runs a hub, two nodes and demo backends on this machine, with sample traffic.
     Demo(demo::DemoArgs),
     /// Calls a data service as an agency system.
@@ -114,6 +116,7 @@ pub async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Pki(c) => pki::run(c),
         Command::Hub(a) => serve::hub(a).await,
         Command::Node(a) => serve::node(a).await,
+        Command::DemoBackend(a) => serve::backend(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Call(a) => call::run(a).await,
         Command::Audit(c) => audit::run(c),

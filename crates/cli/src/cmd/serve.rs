@@ -74,3 +74,24 @@ pub async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     node.wait().await.map_err(failed)?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+}
+
+pub async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
+    let listener = bind(args.listen, "--listen").await?;
+    println!("demo backend listening on {}", args.listen);
+    truc_node::backend::serve_backend(
+        truc_node::backend::CitizenLookup,
+        listener,
+        4 * 1024 * 1024,
+        interrupted(),
+    )
+    .await
+    .map_err(failed)?;
+    Ok(ExitCode::SUCCESS)
+}

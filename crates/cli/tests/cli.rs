@@ -1,0 +1,340 @@
+//! Tests of the real `truc` binary: exit codes, messages, the demo, and a
+//! deployment of separate processes.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn truc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_truc"));
+    c.env_remove("RUST_LOG").arg("--log-level=warn");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    truc().args(args).output().expect("run truc")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn pki_init_writes_certificates_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().join("pki");
+    let d = d.to_str().expect("utf-8");
+    let out = run(&[
+        "pki",
+        "init",
+        "--dir",
+        d,
+        "--node",
+        "vpcp",
+        "--node",
+        "lgsp-langson",
+        "--client",
+        "dms",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in [
+        "ca.crt",
+        "hub-hub.crt",
+        "node-vpcp.crt",
+        "node-lgsp-langson.key",
+        "admin-admin.crt",
+        "client-dms.crt",
+        "audit-signing.key",
+        "audit-signing.pub",
+    ] {
+        assert!(Path::new(d).join(f).exists(), "{f} missing");
+    }
+    let again = run(&["pki", "init", "--dir", d, "--node", "vpcp"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("refusing to overwrite"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad = run(&[
+        "pki",
+        "init",
+        "--dir",
+        dir.path().join("x").to_str().expect("utf-8"),
+        "--node",
+        "Bad Name",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn bad_configs_exit_2_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("dir");
+    let hub = dir.path().join("hub.toml");
+    std::fs::write(
+        &hub,
+        "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let out = run(&["hub", "--config", hub.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hub.toml") && err.contains("data_dir"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &hub,
+        "listen = \"nowhere\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nregistry = \"r.toml\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+    )
+    .expect("write");
+    let out = run(&["hub", "--config", hub.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
+
+    let out = run(&[
+        "node",
+        "--config",
+        dir.path().join("missing.toml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn audit_verify_on_nothing_cannot_check() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run(&[
+        "audit",
+        "verify",
+        "--data",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+/// The table rows (without the header) that `truc demo` and `truc audit
+/// verify` print.
+fn table_rows(stdout: &str) -> Vec<String> {
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in stdout.lines() {
+        if line.starts_with("CLIENT") {
+            inside = true;
+            rows.clear();
+        } else if line.starts_with("total transactions:") {
+            rows.push(line.to_string());
+            inside = false;
+        } else if inside {
+            rows.push(line.to_string());
+        }
+    }
+    rows
+}
+
+#[test]
+fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("demo");
+    let data_s = data.to_str().expect("utf-8");
+    let out = run(&["demo", "--data", data_s, "--duration", "0", "--calls", "5"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let demo_rows = table_rows(&stdout);
+    assert_eq!(
+        demo_rows.last().map(String::as_str),
+        Some("total transactions: 15"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
+    assert!(stdout.contains("NOT_FOUND"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("demo.json")).expect("demo.json"))
+            .expect("json");
+    assert!(
+        json["hub"]["grpc"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(json["nodes"].as_array().map(Vec::len), Some(2));
+    assert!(
+        json["clients"]["langson-dms"]["tls"]["cert"]
+            .as_str()
+            .is_some()
+    );
+
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data",
+        data.join("hub").to_str().expect("utf-8"),
+    ]);
+    let vout = text(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(0), "{vout}");
+    assert_eq!(
+        table_rows(&vout),
+        demo_rows,
+        "demo table and audit log differ"
+    );
+    assert!(vout.contains("verified: 15 records"), "{vout}");
+
+    // A node config whose certificate is another node's: exit 2 naming tls.cert.
+    let config = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");
+    let swapped = config.replace("node-vpcp.", "node-lgsp-langson.");
+    let bad = data.join("node-bad.toml");
+    std::fs::write(&bad, swapped).expect("write");
+    let out = run(&["node", "--config", bad.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tls.cert") && err.contains("node/lgsp-langson"),
+        "{err}"
+    );
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Process {
+    Process(
+        truc()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn truc"),
+    )
+}
+
+fn toml_value(config: &str, key: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{key} not in config"))
+        .to_string()
+}
+
+/// Polls `truc call` until it gets an answer other than UNAVAILABLE.
+fn call_until_up(client: &Path, agency: &str, service: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(&[
+            "call",
+            "--config",
+            client.to_str().expect("utf-8"),
+            "--as",
+            agency,
+            "--service",
+            service,
+            "--data",
+            r#"{"id":"001089012345"}"#,
+            "--timeout",
+            "5",
+        ]);
+        let unavailable = text(&out.stderr).contains("Unavailable");
+        if !unavailable || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("d");
+    // The demo writes the PKI, registry and configs; then each part runs as its own process.
+    let out = run(&[
+        "demo",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--duration",
+        "0",
+        "--calls",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
+    let ministry = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");
+    let backend_addr = toml_value(&ministry, "address");
+    // The first `address` in the node config is the hub's; the backend's is the last.
+    let backend_addr = ministry
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("address = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(str::to_string)
+        .unwrap_or(backend_addr);
+
+    let mut hub = spawn(&["hub", "--config", &p("hub.toml")]);
+    let _ministry = spawn(&["node", "--config", &p("node-vpcp.toml")]);
+    let _province = spawn(&["node", "--config", &p("node-lgsp-langson.toml")]);
+    let _backend = spawn(&["demo-backend", "--listen", &backend_addr]);
+
+    let client = data.join("client-langson-dms.toml");
+    let out = call_until_up(&client, "000.00.00.H37", "000.00.00.G22/citizen-lookup/v1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Nguyễn Văn A"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("receipt: transaction"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let denied = call_until_up(
+        &client,
+        "000.01.37.H37",
+        "000.00.00.H37/household-registry/v1",
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        text(&denied.stderr).contains("PermissionDenied"),
+        "{}",
+        text(&denied.stderr)
+    );
+
+    // SIGTERM: the hub drains, flushes and exits 0.
+    let pid = hub.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = hub.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "hub did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let verify = run(&["audit", "verify", "--data", &p("hub")]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    // 3 demo calls + 1 OK + 1 denied through the processes.
+    assert!(
+        text(&verify.stdout).contains("verified: 5 records"),
+        "{}",
+        text(&verify.stdout)
+    );
+}
