@@ -1,0 +1,55 @@
+//! The example files in `deploy/` load: registry, hub, nodes, clients.
+
+use std::path::Path;
+
+use truc_pki::InitOptions;
+
+fn deploy_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"))
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = tempfile::tempdir().expect("dir");
+    for entry in std::fs::read_dir(deploy_dir()).expect("deploy/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_name().expect("name");
+            std::fs::copy(&path, dir.path().join(name)).expect("copy");
+        }
+    }
+    truc_pki::init(
+        &dir.path().join("pki"),
+        &InitOptions {
+            hub: "hub".into(),
+            nodes: vec!["vpcp".into(), "lgsp-langson".into()],
+            admin: "admin".into(),
+            clients: vec!["vpcp-dms".into(), "langson-dms".into()],
+            validity_days: 1,
+        },
+    )
+    .expect("pki");
+    let registry =
+        truc_registry::Registry::load(&dir.path().join("registry.toml")).expect("registry");
+    let hub = truc_hub::HubConfig::load(&dir.path().join("hub.toml")).expect("hub.toml");
+    assert_eq!(hub.registry, dir.path().join("registry.toml"));
+    for node in ["vpcp", "lgsp-langson"] {
+        let config = truc_node::NodeConfig::load(&dir.path().join(format!("node-{node}.toml")))
+            .unwrap_or_else(|e| panic!("node-{node}.toml: {e}"));
+        let in_registry = registry.node(&config.id).expect("node in registry");
+        assert_eq!(in_registry.address, config.listen.to_string());
+        // Every agency a client may act for is hosted by this node.
+        for agencies in config.clients.values() {
+            for a in agencies {
+                assert!(registry.hosts(&config.id, a), "{a} not hosted by {node}");
+            }
+        }
+        for service in config.backends.keys() {
+            assert!(registry.service(service).is_some(), "{service}");
+        }
+    }
+    for client in ["client-langson-dms.toml", "admin.toml"] {
+        truc_ops::config::ClientConfig::load(&dir.path().join(client))
+            .unwrap_or_else(|e| panic!("{client}: {e}"));
+    }
+}
