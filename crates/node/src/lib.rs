@@ -149,6 +149,7 @@ pub async fn start(
     let limit = config.limits.max_message_bytes();
 
     let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, client_tls)?;
+    let hub_channel_for_check = hub_channel.clone();
     let agency =
         agency::AgencyService::new(config.clone(), hub_channel, audit.clone(), metrics.clone());
     let invoke = invoke::NodeService::new(config.clone(), audit, metrics.clone())
@@ -173,6 +174,11 @@ pub async fn start(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
+    tokio::spawn(registry_check(
+        hub_channel_for_check,
+        config.clone(),
+        shutdown.clone(),
+    ));
     let tasks = vec![
         tokio::spawn(server.serve(listener, server_tls, shutdown.clone(), options.drain)),
         tokio::spawn(truc_ops::serve_ops(ops_listener, metrics, shutdown.clone())),
@@ -203,4 +209,130 @@ pub(crate) fn tag(mut status: tonic::Status, tx_id: &str) -> tonic::Status {
         status.metadata_mut().insert(TRANSACTION_ID_HEADER, v);
     }
     status
+}
+
+/// Fetches the registry from the hub once it is reachable and warns about
+/// config entries the hub will refuse: a client mapped to an agency this node
+/// does not host, a backend for a service the registry does not know.
+async fn registry_check(
+    channel: tonic::transport::Channel,
+    config: Arc<NodeConfig>,
+    shutdown: Shutdown,
+) {
+    let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
+    let mut wait = Duration::from_millis(200);
+    let snapshot = loop {
+        let attempt = hub.get_registry(truc_proto::v1::GetRegistryRequest {});
+        tokio::select! {
+            result = attempt => match result {
+                Ok(r) => break r.into_inner(),
+                Err(e) => tracing::debug!(error = %e, "registry not fetched yet"),
+            },
+            () = shutdown.wait() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.wait() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    };
+    for warning in registry_mismatches(&config, &snapshot) {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        agencies = snapshot.agencies.len(),
+        services = snapshot.services.len(),
+        "registry fetched from the hub"
+    );
+}
+
+/// What in `config` disagrees with the hub's registry.
+fn registry_mismatches(
+    config: &NodeConfig,
+    snapshot: &truc_proto::v1::RegistrySnapshot,
+) -> Vec<String> {
+    let hosted: Vec<&str> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.id == config.id.as_str())
+        .flat_map(|n| n.agencies.iter().map(String::as_str))
+        .collect();
+    let mut out = Vec::new();
+    for (client, agencies) in &config.clients {
+        for a in agencies {
+            if !hosted.contains(&a.as_str()) {
+                out.push(format!(
+                    "client {client} may act for {a}, but the registry does not host {a} on node {}: the hub will refuse its calls",
+                    config.id
+                ));
+            }
+        }
+    }
+    for service in config.backends.keys() {
+        if !snapshot.services.iter().any(|s| s.id == service.as_str()) {
+            out.push(format!(
+                "backend for {service}, which the registry does not list"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truc_proto::v1::{NodeEntry, RegistrySnapshot, ServiceEntry};
+    use truc_registry::{AgencyCode, NodeId, ServiceId};
+
+    #[test]
+    fn mismatches_with_the_registry_are_reported() {
+        let code = |s: &str| AgencyCode::parse(s).expect("code");
+        let config = NodeConfig {
+            id: NodeId::parse("lgsp-langson").expect("id"),
+            listen: "127.0.0.1:1".parse().expect("addr"),
+            ops_listen: "127.0.0.1:2".parse().expect("addr"),
+            data_dir: "d".into(),
+            hub_address: "127.0.0.1:3".into(),
+            hub_name: "hub".into(),
+            tls: truc_pki::TlsFiles {
+                ca: "a".into(),
+                cert: "b".into(),
+                key: "c".into(),
+            },
+            limits: truc_ops::config::Limits::default(),
+            clients: [(
+                "dms".to_string(),
+                [code("000.00.00.H37"), code("000.00.00.G22")].into(),
+            )]
+            .into(),
+            backends: [
+                (
+                    ServiceId::parse("000.00.00.H37/known/v1").expect("id"),
+                    "127.0.0.1:4".to_string(),
+                ),
+                (
+                    ServiceId::parse("000.00.00.H37/unknown/v1").expect("id"),
+                    "127.0.0.1:5".to_string(),
+                ),
+            ]
+            .into(),
+        };
+        let snapshot = RegistrySnapshot {
+            nodes: vec![NodeEntry {
+                id: "lgsp-langson".into(),
+                address: "127.0.0.1:1".into(),
+                agencies: vec!["000.00.00.H37".into()],
+            }],
+            services: vec![ServiceEntry {
+                id: "000.00.00.H37/known/v1".into(),
+                provider: "000.00.00.H37".into(),
+                description: String::new(),
+            }],
+            ..RegistrySnapshot::default()
+        };
+        let found = registry_mismatches(&config, &snapshot);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("000.00.00.G22"), "{found:?}");
+        assert!(found[1].contains("unknown"), "{found:?}");
+    }
 }

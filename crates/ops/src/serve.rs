@@ -75,6 +75,9 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(1024))
+            // Connections are long-lived but not forever: peers reconnect
+            // (and re-handshake, picking up reissued certificates) hourly.
+            .max_connection_age(Duration::from_secs(3600))
             .layer(tower::util::MapResponseLayer::new(
                 size_limit_as_resource_exhausted as fn(GrpcResponse) -> GrpcResponse,
             ))
