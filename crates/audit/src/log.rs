@@ -114,9 +114,13 @@ impl Default for Options {
     }
 }
 
-struct Job {
-    tx: Transaction,
-    reply: oneshot::Sender<Result<Appended, AuditError>>,
+enum Job {
+    Append {
+        tx: Transaction,
+        reply: oneshot::Sender<Result<Appended, AuditError>>,
+    },
+    /// Commit what is queued, flush, and stop the writer.
+    Close { done: oneshot::Sender<()> },
 }
 
 /// The audit log of one process. Cheap to clone; one writer thread behind it.
@@ -164,10 +168,21 @@ impl AuditLog {
     pub async fn append(&self, tx: Transaction) -> Result<Appended, AuditError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { tx, reply })
+            .send(Job::Append { tx, reply })
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Commits what is queued, flushes, and stops the writer thread, so that
+    /// the log's hold on the store ends now rather than when the last clone
+    /// is dropped. Appends after this fail with [`AuditError::Closed`].
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.jobs.send(Job::Close { done }).await.is_ok() {
+            // An error means the writer is already gone.
+            let _ = rx.await;
+        }
     }
 
     /// The store behind the log.
@@ -175,6 +190,8 @@ impl AuditLog {
         &self.store
     }
 }
+
+type Pending = (Transaction, oneshot::Sender<Result<Appended, AuditError>>);
 
 struct Head {
     next: u64,
@@ -191,38 +208,54 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(self.options.max_group);
-        while let Some(job) = rx.blocking_recv() {
-            group.push(job);
-            while group.len() < self.options.max_group {
-                match rx.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(job) = rx.blocking_recv() else { break };
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append { tx, reply } => group.push((tx, reply)),
+                    Job::Close { done } => {
+                        closing = Some(done);
+                        break;
+                    }
+                }
+                if group.len() < self.options.max_group {
+                    next = rx.try_recv().ok();
                 }
             }
+            if group.is_empty() {
+                continue;
+            }
             let results = self.commit(&group);
-            for (job, result) in group.drain(..).zip(results) {
+            for ((_, reply), result) in group.drain(..).zip(results) {
                 // The caller may have given up waiting; the record stays.
-                let _ = job.reply.send(result);
+                let _ = reply.send(result);
             }
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush of the audit log failed");
         }
+        // Drop the store before saying so: the caller may reopen it.
+        drop(self);
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
     }
 
     /// Writes a group in one atomic batch and one flush; one result per job.
-    fn commit(&mut self, group: &[Job]) -> Vec<Result<Appended, AuditError>> {
+    fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
         let mut batch = WriteBatch::default();
         let mut deltas: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         let mut next = self.head.next;
         let mut prev_hash = self.head.prev_hash;
         let mut appended = Vec::with_capacity(group.len());
-        for job in group {
-            let record = to_record(&job.tx, next, prev_hash, &self.recorded_by);
+        for (tx, _) in group {
+            let record = to_record(tx, next, prev_hash, &self.recorded_by);
             let bytes = record.encode_to_vec();
             let hash = sha256(&bytes);
             batch.insert(record_key(next), &bytes);
-            *deltas.entry(count_key(&job.tx).encode()).or_default() += 1;
+            *deltas.entry(count_key(tx).encode()).or_default() += 1;
             appended.push(Appended { index: next, hash });
             next += 1;
             prev_hash = hash;

@@ -16,9 +16,9 @@ mod route;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use config::HubConfig;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
-use truc_ops::{GrpcServer, Metrics, ServeError, Shutdown};
+use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
 use truc_proto::v1::{hub_server::HubServer, reporting_server::ReportingServer};
 use truc_registry::Registry;
 use truc_store::Store;
@@ -41,9 +41,6 @@ pub enum HubError {
     /// A server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
-    /// A server task panicked.
-    #[error("server task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -66,48 +63,36 @@ impl Default for RunOptions {
 
 /// A running hub.
 pub struct RunningHub {
-    addr: SocketAddr,
-    ops_addr: SocketAddr,
-    shutdown: Shutdown,
-    tasks: Vec<JoinHandle<Result<(), ServeError>>>,
-    store: Store,
+    servers: Servers,
+    audit: AuditLog,
 }
 
 impl RunningHub {
     /// The gRPC address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.servers.addr()
     }
 
     /// The ops HTTP address.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr
+        self.servers.ops_addr()
     }
 
     /// Stops serving, lets open calls finish (up to the drain deadline) and
     /// flushes the audit log.
     pub async fn stop(self) -> Result<(), HubError> {
-        self.shutdown.trigger();
+        self.servers.shutdown();
         self.wait().await
     }
 
-    /// Waits until the servers stop (after [`Shutdown::trigger`] on the
-    /// signal given to [`start`], or a failure).
+    /// Waits until the servers stop (after the shutdown signal given at
+    /// start fires, or a failure), then flushes the audit log.
     pub async fn wait(self) -> Result<(), HubError> {
-        let mut first_err = None;
-        for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(HubError::Serve(e));
-                }
-                Err(e) => {
-                    first_err.get_or_insert(HubError::Join(e));
-                }
-            }
-        }
-        self.store.flush()?;
-        first_err.map_or(Ok(()), Err)
+        let served = self.servers.wait().await;
+        // Flushes and releases the store, so the data directory can be
+        // reopened (a restart in the same process, `truc audit verify`).
+        self.audit.close().await;
+        Ok(served?)
     }
 }
 
@@ -129,9 +114,8 @@ pub async fn start(
     })?;
     let store = Store::open(&config.data_dir)?;
     let audit = AuditLog::open(store.clone(), "hub", options.audit.clone())?;
+    let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
-    let addr = listener.local_addr().map_err(ServeError::Ops)?;
-    let ops_addr = ops_listener.local_addr().map_err(ServeError::Ops)?;
 
     let limit = config.limits.max_message_bytes();
     let router = route::HubService::new(
@@ -159,16 +143,18 @@ pub async fn start(
         )
         .add_service(ReportingServer::new(reporting));
 
-    let tasks = vec![
-        tokio::spawn(server.serve(listener, server_tls, shutdown.clone(), options.drain)),
-        tokio::spawn(truc_ops::serve_ops(ops_listener, metrics, shutdown.clone())),
-    ];
-    tracing::info!(%addr, %ops_addr, agencies = registry.agencies().count(), "hub serving");
-    Ok(RunningHub {
-        addr,
-        ops_addr,
+    let servers = Servers::start(
+        server,
+        listener,
+        server_tls,
+        ops_listener,
+        metrics,
         shutdown,
-        tasks,
-        store,
+        options.drain,
+    )?;
+    tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
+    Ok(RunningHub {
+        servers,
+        audit: audit_handle,
     })
 }

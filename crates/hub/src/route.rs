@@ -7,10 +7,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status, transport::Channel};
 use truc_audit::{AuditLog, Receipt, Transaction};
 use truc_ops::{
-    Metrics, code_name, config::Limits, incoming_timeout, is_transport_failure, now_ms,
+    Metrics, config::Limits, incoming_timeout, is_transport_failure, now_ms, record_call, tag,
     with_deadline,
 };
 use truc_pki::{Role, peer};
@@ -19,9 +19,6 @@ use truc_proto::v1::{
     node_client::NodeClient,
 };
 use truc_registry::{AgencyCode, NodeId, Registry, ServiceId};
-
-/// Metadata key carrying the transaction id on error responses.
-pub const TRANSACTION_ID_HEADER: &str = "x-truc-transaction-id";
 
 /// The Hub service.
 #[derive(Clone)]
@@ -198,42 +195,21 @@ impl Hub for HubService {
             Err(s) => Err(s),
         };
 
-        let (outcome, response) = match &result {
-            Ok(r) => (Code::Ok, r.payload.clone()),
-            Err(s) => (s.code(), Bytes::new()),
-        };
-        let finished_ms = now_ms();
-        let tx = tx.finish(
-            code_name(outcome),
-            &response,
-            finished_ms,
-            started.elapsed(),
-        );
         // Nothing is answered before the record is durable.
-        let appended = inner.audit.append(tx).await.map_err(|e| {
-            tracing::error!(error = %e, tx = %checked.tx_id, "audit append failed");
-            Status::internal("the transaction could not be audited")
-        })?;
-        inner
-            .metrics
-            .observe("call", outcome, started.elapsed().as_secs_f64());
+        let appended =
+            record_call(&inner.audit, &inner.metrics, tx, &result, None, started).await?;
         let receipt = Receipt {
             transaction_id: checked.tx_id.clone(),
             record_index: appended.index,
             record_hash: Bytes::copy_from_slice(&appended.hash),
-            recorded_unix_ms: finished_ms,
+            recorded_unix_ms: now_ms(),
         };
         match result {
             Ok(mut response) => {
                 response.receipt = Some(receipt);
                 Ok(Response::new(response))
             }
-            Err(mut status) => {
-                if let Ok(v) = checked.tx_id.parse() {
-                    status.metadata_mut().insert(TRANSACTION_ID_HEADER, v);
-                }
-                Err(status)
-            }
+            Err(status) => Err(tag(status, &checked.tx_id)),
         }
     }
 

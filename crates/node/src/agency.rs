@@ -2,17 +2,18 @@
 
 use std::{sync::Arc, time::Instant};
 
-use bytes::Bytes;
-use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status, transport::Channel};
 use truc_audit::{AuditLog, Transaction};
-use truc_ops::{Metrics, code_name, incoming_timeout, is_transport_failure, now_ms, with_deadline};
+use truc_ops::{
+    Metrics, incoming_timeout, is_transport_failure, now_ms, record_call, tag, with_deadline,
+};
 use truc_pki::{Role, peer};
 use truc_proto::v1::{
     CallRequest, CallResponse, DataRequest, agency_server::Agency, hub_client::HubClient,
 };
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::{NodeConfig, new_transaction_id, tag};
+use crate::{NodeConfig, new_transaction_id};
 
 /// The Agency service.
 #[derive(Clone)]
@@ -107,21 +108,8 @@ impl Agency for AgencyService {
             .route(with_deadline(routed, deadline, started, cap))
             .await
             .map(Response::into_inner);
-        let (outcome, response, receipt) = match &result {
-            Ok(r) => (Code::Ok, r.payload.clone(), r.receipt.clone()),
-            Err(s) => (s.code(), Bytes::new(), None),
-        };
-        let mut tx = tx.finish(code_name(outcome), &response, now_ms(), started.elapsed());
-        tx.receipt = receipt;
-        self.audit.append(tx).await.map_err(|e| {
-            tracing::error!(error = %e, tx = %tx_id, "audit append failed");
-            tag(
-                Status::internal("the transaction could not be audited"),
-                &tx_id,
-            )
-        })?;
-        self.metrics
-            .observe("call", outcome, started.elapsed().as_secs_f64());
+        let receipt = result.as_ref().ok().and_then(|r| r.receipt.clone());
+        record_call(&self.audit, &self.metrics, tx, &result, receipt, started).await?;
         match result {
             Ok(r) => Ok(Response::new(CallResponse {
                 content_type: r.content_type,

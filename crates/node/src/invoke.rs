@@ -2,18 +2,19 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use bytes::Bytes;
 use tonic::{
-    Code, Request, Response, Status,
+    Request, Response, Status,
     transport::{Channel, Endpoint},
 };
 use truc_audit::{AuditLog, Transaction};
-use truc_ops::{Metrics, code_name, incoming_timeout, is_transport_failure, now_ms, with_deadline};
+use truc_ops::{
+    Metrics, incoming_timeout, is_transport_failure, now_ms, record_call, tag, with_deadline,
+};
 use truc_pki::{Role, peer};
 use truc_proto::v1::{DataRequest, DataResponse, backend_client::BackendClient, node_server::Node};
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::{NodeConfig, tag};
+use crate::NodeConfig;
 
 /// The Node service.
 #[derive(Clone)]
@@ -102,20 +103,7 @@ impl Node for NodeService {
                     })
             }
         };
-        let (outcome, response) = match &result {
-            Ok(r) => (Code::Ok, r.payload.clone()),
-            Err(s) => (s.code(), Bytes::new()),
-        };
-        let tx = tx.finish(code_name(outcome), &response, now_ms(), started.elapsed());
-        self.audit.append(tx).await.map_err(|e| {
-            tracing::error!(error = %e, tx = %tx_id, "audit append failed");
-            tag(
-                Status::internal("the transaction could not be audited"),
-                &tx_id,
-            )
-        })?;
-        self.metrics
-            .observe("call", outcome, started.elapsed().as_secs_f64());
+        record_call(&self.audit, &self.metrics, tx, &result, None, started).await?;
         match result {
             Ok(r) => Ok(Response::new(DataResponse {
                 content_type: r.content_type,

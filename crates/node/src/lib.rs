@@ -20,14 +20,13 @@ mod invoke;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub use config::NodeConfig;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
-use truc_ops::{GrpcServer, Metrics, ServeError, Shutdown};
+use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
 use truc_proto::v1::{agency_server::AgencyServer, node_server::NodeServer};
 use truc_store::Store;
 
-/// Metadata key carrying the transaction id on error responses.
-pub const TRANSACTION_ID_HEADER: &str = "x-truc-transaction-id";
+pub use truc_ops::TRANSACTION_ID_HEADER;
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +43,6 @@ pub enum NodeError {
     /// A server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
-    /// A server task panicked.
-    #[error("server task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
     /// A backend address is unusable.
     #[error("bad backend: {0}")]
     Backend(String),
@@ -81,47 +77,36 @@ impl Default for RunOptions {
 
 /// A running node.
 pub struct RunningNode {
-    addr: SocketAddr,
-    ops_addr: SocketAddr,
-    shutdown: Shutdown,
-    tasks: Vec<JoinHandle<Result<(), ServeError>>>,
-    store: Store,
+    servers: Servers,
+    audit: AuditLog,
 }
 
 impl RunningNode {
     /// The gRPC address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.servers.addr()
     }
 
     /// The ops HTTP address.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr
+        self.servers.ops_addr()
     }
 
     /// Stops serving, lets open calls finish (up to the drain deadline) and
     /// flushes the audit log.
     pub async fn stop(self) -> Result<(), NodeError> {
-        self.shutdown.trigger();
+        self.servers.shutdown();
         self.wait().await
     }
 
-    /// Waits until the servers stop.
+    /// Waits until the servers stop (after the shutdown signal given at
+    /// start fires, or a failure), then flushes the audit log.
     pub async fn wait(self) -> Result<(), NodeError> {
-        let mut first_err = None;
-        for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(NodeError::Serve(e));
-                }
-                Err(e) => {
-                    first_err.get_or_insert(NodeError::Join(e));
-                }
-            }
-        }
-        self.store.flush()?;
-        first_err.map_or(Ok(()), Err)
+        let served = self.servers.wait().await;
+        // Flushes and releases the store, so the data directory can be
+        // reopened (a restart in the same process, `truc audit verify`).
+        self.audit.close().await;
+        Ok(served?)
     }
 }
 
@@ -142,9 +127,8 @@ pub async fn start(
     })?;
     let store = Store::open(&config.data_dir)?;
     let audit = AuditLog::open(store.clone(), config.id.as_str(), options.audit.clone())?;
+    let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
-    let addr = listener.local_addr().map_err(ServeError::Ops)?;
-    let ops_addr = ops_listener.local_addr().map_err(ServeError::Ops)?;
     let config = Arc::new(config);
     let limit = config.limits.max_message_bytes();
 
@@ -179,17 +163,19 @@ pub async fn start(
         config.clone(),
         shutdown.clone(),
     ));
-    let tasks = vec![
-        tokio::spawn(server.serve(listener, server_tls, shutdown.clone(), options.drain)),
-        tokio::spawn(truc_ops::serve_ops(ops_listener, metrics, shutdown.clone())),
-    ];
-    tracing::info!(node = %config.id, %addr, %ops_addr, "node serving");
-    Ok(RunningNode {
-        addr,
-        ops_addr,
+    let servers = Servers::start(
+        server,
+        listener,
+        server_tls,
+        ops_listener,
+        metrics,
         shutdown,
-        tasks,
-        store,
+        options.drain,
+    )?;
+    tracing::info!(node = %config.id, addr = %servers.addr(), ops_addr = %servers.ops_addr(), "node serving");
+    Ok(RunningNode {
+        servers,
+        audit: audit_handle,
     })
 }
 
@@ -201,14 +187,6 @@ pub(crate) fn new_transaction_id() -> Result<String, tonic::Status> {
         .fill(&mut bytes)
         .map_err(|_| tonic::Status::internal("no randomness available"))?;
     Ok(hex::encode(bytes))
-}
-
-/// Adds the transaction id to an error for the caller to quote.
-pub(crate) fn tag(mut status: tonic::Status, tx_id: &str) -> tonic::Status {
-    if let Ok(v) = tx_id.parse() {
-        status.metadata_mut().insert(TRANSACTION_ID_HEADER, v);
-    }
-    status
 }
 
 /// Fetches the registry from the hub once it is reachable and warns about

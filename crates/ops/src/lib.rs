@@ -11,11 +11,13 @@ pub mod config;
 mod deadline;
 mod limits;
 mod metrics;
+mod record;
 mod serve;
 
 pub use deadline::{incoming_timeout, is_transport_failure, with_deadline};
 pub use metrics::{Metrics, code_name};
-pub use serve::{GrpcServer, Shutdown, serve_ops};
+pub use record::{TRANSACTION_ID_HEADER, record_call, tag};
+pub use serve::{GrpcServer, Servers, Shutdown, serve_ops};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +37,9 @@ pub enum ServeError {
     /// The gRPC server stopped with an error.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Join(String),
     /// The ops HTTP server failed.
     #[error("ops server failed: {0}")]
     Ops(#[from] std::io::Error),

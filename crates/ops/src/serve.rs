@@ -159,3 +159,68 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
         metrics.encode(),
     )
 }
+
+/// The servers of one process, started: its gRPC port and its ops port.
+pub struct Servers {
+    addr: std::net::SocketAddr,
+    ops_addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Servers {
+    /// Starts `grpc` on `listener` over TLS and the ops HTTP port on
+    /// `ops_listener`, both stopping when `shutdown` fires.
+    pub fn start(
+        grpc: GrpcServer,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        ops_listener: TcpListener,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+        drain: Duration,
+    ) -> Result<Servers, ServeError> {
+        let addr = listener.local_addr()?;
+        let ops_addr = ops_listener.local_addr()?;
+        let tasks = vec![
+            tokio::spawn(grpc.serve(listener, tls, shutdown.clone(), drain)),
+            tokio::spawn(serve_ops(ops_listener, metrics, shutdown.clone())),
+        ];
+        Ok(Servers {
+            addr,
+            ops_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The gRPC address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The ops HTTP address.
+    pub fn ops_addr(&self) -> std::net::SocketAddr {
+        self.ops_addr
+    }
+
+    /// Fires the shutdown signal.
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until both servers stop; the first error, if any.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let mut first_err = None;
+        for task in self.tasks {
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(ServeError::Join(e.to_string())),
+            };
+            if let Err(e) = result {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
