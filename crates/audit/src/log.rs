@@ -114,6 +114,8 @@ impl Default for Options {
     }
 }
 
+// Nearly every job is an append: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Append {
         tx: Transaction,

@@ -21,7 +21,17 @@ pub async fn serve_backend<B: Backend>(
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small calls must not wait for delayed ACKs (Nagle's algorithm).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.inspect(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set tcp_nodelay");
+                }
+            })
+        },
+    );
     tonic::transport::Server::builder()
         .add_service(
             BackendServer::new(backend)
