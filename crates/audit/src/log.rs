@@ -152,6 +152,7 @@ impl AuditLog {
         let (jobs, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
             store: store.clone(),
+            counters: std::collections::HashMap::new(),
             recorded_by: recorded_by.to_string(),
             options,
             head,
@@ -202,6 +203,8 @@ struct Head {
 
 struct Writer {
     store: Store,
+    /// Counter values as last written, to spare a read per group.
+    counters: std::collections::HashMap<Vec<u8>, u64>,
     recorded_by: String,
     options: Options,
     head: Head,
@@ -263,18 +266,31 @@ impl Writer {
             prev_hash = hash;
         }
         // The writer is the only one to touch counters, so reading them here
-        // and writing them in the same batch is race free.
+        // (from its cache, or the store) and writing them in the same batch
+        // is race free.
+        let mut updated = Vec::with_capacity(deltas.len());
         for (key, delta) in deltas {
-            let current = match self.store.get(&key) {
-                Ok(v) => v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()),
-                Err(e) => return fail_all(group.len(), &e),
+            let current = match self.counters.get(&key) {
+                Some(v) => *v,
+                None => match self.store.get(&key) {
+                    Ok(v) => v
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                        .map_or(0, u64::from_be_bytes),
+                    Err(e) => return fail_all(group.len(), &e),
+                },
             };
-            let value = current.map_or(0, u64::from_be_bytes) + delta;
+            let value = current + delta;
             batch.insert(&key, value.to_be_bytes());
+            updated.push((key, value));
         }
         if let Err(e) = self.store.apply(batch) {
             return fail_all(group.len(), &e);
         }
+        // Counters of past days are seldom touched again: keep the cache small.
+        if self.counters.len() > 100_000 {
+            self.counters.clear();
+        }
+        self.counters.extend(updated);
         // Applied: the next records chain onto these whatever the flush says.
         self.head = Head { next, prev_hash };
         if self.options.durable {
