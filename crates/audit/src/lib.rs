@@ -1,10 +1,14 @@
 //! The audit log and transaction counters of a hub or a node.
 //!
 //! Every transaction becomes one [`AuditRecord`]: metadata, sizes and SHA-256
-//! digests of the payloads (never the payloads), its outcome and latency. Each
-//! stored record holds the hash of the one before it, so that removing,
-//! reordering or editing a record breaks the chain at a position that
-//! [`verify`] reports. The counters (per day × client × provider × service ×
+//! digests of the payloads (never the payloads), its outcome and latency.
+//! Records are the leaves of an append-only Merkle tree in the style of
+//! RFC 9162 (certificate transparency): the hub signs a tree head at every
+//! commit, hands it out in receipts, and serves inclusion and consistency
+//! proofs, so that anyone with the hub's public key can check that a record
+//! is in the log and that the log was never rewritten. Each record also holds
+//! the leaf hash of the one before it. Removing, reordering or editing a
+//! record is reported by [`verify`] at its position. The counters (per day × client × provider × service ×
 //! kind × outcome) are written in the same atomic batch as the record, so the
 //! counts always equal what the log says.
 //!
@@ -12,27 +16,37 @@
 //! concurrent transactions share one durable flush, and none is acknowledged
 //! before its record and counters are on disk.
 //!
-//! This crate does not know about gRPC services or the registry; a later
-//! format version turns the chain into a Merkle tree with signed tree heads.
+//! This crate does not know about gRPC services or the registry.
 
 #![forbid(unsafe_code)]
 
 mod counts;
 mod log;
+pub mod merkle;
+mod proofs;
+pub use proofs::QueryError;
+pub mod sth;
 mod verify;
 
 pub use counts::{CountKey, day_of, read_counts};
-pub use log::{Appended, AuditLog, Options, Transaction, read_records};
+pub use log::{Appended, AuditLog, LogReader, Options, Transaction, read_records};
 pub use truc_proto::v1::{AuditRecord, Receipt};
 pub use verify::{Problem, VerifyReport, verify};
 
-/// The record format this build writes and verifies.
-pub const RECORD_VERSION: u32 = 1;
+/// The record format this build writes and verifies: 2 = Merkle-tree leaves.
+pub const RECORD_VERSION: u32 = 2;
 
 /// Key prefix of audit records, followed by the big-endian index.
 pub(crate) const RECORD_PREFIX: &[u8] = b"audit/r/";
 /// Key prefix of counters, followed by the encoded [`CountKey`].
 pub(crate) const COUNT_PREFIX: &[u8] = b"audit/c/";
+/// Key prefix of Merkle tree nodes (complete subtrees), followed by the
+/// level (one byte) and the big-endian index at that level.
+pub(crate) const NODE_PREFIX: &[u8] = b"audit/t/";
+/// Key prefix of signed tree heads, followed by the big-endian tree size.
+pub(crate) const HEAD_PREFIX: &[u8] = b"audit/h/";
+/// Key prefix of the transaction-id index, followed by the id.
+pub(crate) const TX_PREFIX: &[u8] = b"audit/x/";
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]

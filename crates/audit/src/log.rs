@@ -1,14 +1,26 @@
 //! Appending records with group commit.
 
-use std::{collections::BTreeMap, thread};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+};
 
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
+use truc_proto::v1::SignedTreeHead;
 use truc_store::{Store, WriteBatch};
 
 use crate::{
-    AuditError, AuditRecord, CountKey, RECORD_PREFIX, RECORD_VERSION, Receipt, day_of, sha256,
+    AuditError, AuditRecord, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
+    Receipt, TX_PREFIX, day_of,
+    merkle::{Frontier, Hash, leaf_hash},
+    sha256,
+    sth::Signer,
 };
 
 /// A completed transaction, as its process saw it.
@@ -42,6 +54,8 @@ pub struct Transaction {
     pub latency_us: u64,
     /// The hub's receipt, on a node.
     pub receipt: Option<Receipt>,
+    /// Whether the receipt's tree head verified with the hub's key.
+    pub receipt_verified: bool,
 }
 
 impl Transaction {
@@ -87,12 +101,15 @@ impl Transaction {
 }
 
 /// Where a record landed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Appended {
-    /// Position in the log.
+    /// Leaf index in the log's Merkle tree.
     pub index: u64,
-    /// SHA-256 of the stored record.
-    pub hash: [u8; 32],
+    /// Leaf hash: SHA-256(0x00 || stored record).
+    pub leaf_hash: Hash,
+    /// The signed head of the tree that first included the record (on a
+    /// log with a signing key).
+    pub tree_head: Option<SignedTreeHead>,
 }
 
 /// How the log commits.
@@ -129,25 +146,69 @@ enum Job {
 #[derive(Clone)]
 pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
-    store: Store,
+    reader: LogReader,
+}
+
+/// Read access to a log while it is being written: proofs and records up
+/// to the committed size.
+#[derive(Clone)]
+pub struct LogReader {
+    pub(crate) store: Store,
+    size: Arc<AtomicU64>,
+    latest_head: Arc<RwLock<Option<SignedTreeHead>>>,
+}
+
+impl LogReader {
+    /// A reader of a log that is not being written (offline tools).
+    pub fn offline(store: Store) -> Result<LogReader, AuditError> {
+        let size = match store.last_with_prefix(RECORD_PREFIX)? {
+            Some((key, _)) => index_of_key(&key).map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let latest = match store.last_with_prefix(HEAD_PREFIX)? {
+            Some((key, value)) => Some(decode_head(&key, &value)?),
+            None => None,
+        };
+        Ok(LogReader {
+            store,
+            size: Arc::new(AtomicU64::new(size)),
+            latest_head: Arc::new(RwLock::new(latest)),
+        })
+    }
+
+    /// Records committed so far.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// The latest signed tree head.
+    pub fn latest_head(&self) -> Option<SignedTreeHead> {
+        self.latest_head.read().ok().and_then(|h| h.clone())
+    }
+
+    /// The store behind the log.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 impl AuditLog {
     /// Opens the log kept in `store`, written by `recorded_by` (`hub` or a
-    /// node id), and starts its writer thread.
-    pub fn open(store: Store, recorded_by: &str, options: Options) -> Result<AuditLog, AuditError> {
-        let head = match store.last_with_prefix(RECORD_PREFIX)? {
-            Some((key, value)) => {
-                let record = decode_record(&key, &value)?;
-                Head {
-                    next: record.index + 1,
-                    prev_hash: sha256(&value),
-                }
-            }
-            None => Head {
-                next: 0,
-                prev_hash: [0; 32],
-            },
+    /// node id), and starts its writer thread. With a `signer`, every commit
+    /// also signs and stores a tree head.
+    pub fn open(
+        store: Store,
+        recorded_by: &str,
+        options: Options,
+        signer: Option<Signer>,
+    ) -> Result<AuditLog, AuditError> {
+        let reader = LogReader::offline(store.clone())?;
+        let size = reader.size();
+        let frontier =
+            Frontier::restore(size, &mut |level, index| read_node(&store, level, index))?;
+        let prev_hash = match size {
+            0 => [0; 32],
+            n => read_node(&store, 0, n - 1)?,
         };
         let (jobs, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
@@ -155,7 +216,10 @@ impl AuditLog {
             counters: std::collections::HashMap::new(),
             recorded_by: recorded_by.to_string(),
             options,
-            head,
+            frontier,
+            prev_hash,
+            signer,
+            reader: reader.clone(),
         };
         thread::Builder::new()
             .name("audit-writer".into())
@@ -164,7 +228,12 @@ impl AuditLog {
                 key: String::new(),
                 reason: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(AuditLog { jobs, store })
+        Ok(AuditLog { jobs, reader })
+    }
+
+    /// Read access to the log.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
     }
 
     /// Appends a record and waits until it (and its counter) is durable.
@@ -190,16 +259,11 @@ impl AuditLog {
 
     /// The store behind the log.
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.reader.store
     }
 }
 
 type Pending = (Transaction, oneshot::Sender<Result<Appended, AuditError>>);
-
-struct Head {
-    next: u64,
-    prev_hash: [u8; 32],
-}
 
 struct Writer {
     store: Store,
@@ -207,7 +271,12 @@ struct Writer {
     counters: std::collections::HashMap<Vec<u8>, u64>,
     recorded_by: String,
     options: Options,
-    head: Head,
+    /// The right edge of the Merkle tree of committed records.
+    frontier: Frontier,
+    /// Leaf hash of the last committed record.
+    prev_hash: Hash,
+    signer: Option<Signer>,
+    reader: LogReader,
 }
 
 impl Writer {
@@ -252,18 +321,29 @@ impl Writer {
     fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
         let mut batch = WriteBatch::default();
         let mut deltas: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut next = self.head.next;
-        let mut prev_hash = self.head.prev_hash;
+        // Work on copies: nothing changes unless the batch is applied.
+        let mut frontier = self.frontier.clone();
+        let mut prev_hash = self.prev_hash;
         let mut appended = Vec::with_capacity(group.len());
         for (tx, _) in group {
-            let record = to_record(tx, next, prev_hash, &self.recorded_by);
+            let index = frontier.size();
+            let record = to_record(tx, index, prev_hash, &self.recorded_by);
             let bytes = record.encode_to_vec();
-            let hash = sha256(&bytes);
-            batch.insert(record_key(next), &bytes);
+            let leaf = leaf_hash(&bytes);
+            batch.insert(record_key(index), &bytes);
+            for (level, at, hash) in frontier.push(leaf) {
+                batch.insert(node_key(level, at), hash);
+            }
+            if !tx.transaction_id.is_empty() {
+                batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes());
+            }
             *deltas.entry(count_key(tx).encode()).or_default() += 1;
-            appended.push(Appended { index: next, hash });
-            next += 1;
-            prev_hash = hash;
+            appended.push(Appended {
+                index,
+                leaf_hash: leaf,
+                tree_head: None,
+            });
+            prev_hash = leaf;
         }
         // The writer is the only one to touch counters, so reading them here
         // (from its cache, or the store) and writing them in the same batch
@@ -283,23 +363,45 @@ impl Writer {
             batch.insert(&key, value.to_be_bytes());
             updated.push((key, value));
         }
+        // One signed head per commit, stored with the records it covers.
+        let head = self.signer.as_ref().map(|signer| {
+            let head = signer.sign(frontier.size(), &frontier.root(), now_ms());
+            batch.insert(head_key(head.tree_size), head.encode_to_vec());
+            head
+        });
         if let Err(e) = self.store.apply(batch) {
             return fail_all(group.len(), &e);
         }
-        // Counters of past days are seldom touched again: keep the cache small.
+        // Applied: later records build on these whatever the flush says.
+        self.frontier = frontier;
+        self.prev_hash = prev_hash;
         if self.counters.len() > 100_000 {
+            // Counters of past days are seldom touched again.
             self.counters.clear();
         }
         self.counters.extend(updated);
-        // Applied: the next records chain onto these whatever the flush says.
-        self.head = Head { next, prev_hash };
         if self.options.durable {
             if let Err(e) = self.store.flush() {
                 tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
                 return fail_all(group.len(), &e);
             }
         }
-        appended.into_iter().map(Ok).collect()
+        // Readers see the new size only once it is durable.
+        self.reader
+            .size
+            .store(self.frontier.size(), Ordering::Release);
+        if let Some(head) = &head {
+            if let Ok(mut latest) = self.reader.latest_head.write() {
+                *latest = Some(head.clone());
+            }
+        }
+        appended
+            .into_iter()
+            .map(|mut a| {
+                a.tree_head = head.clone();
+                Ok(a)
+            })
+            .collect()
     }
 }
 
@@ -315,7 +417,7 @@ fn fail_all(n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditE
         .collect()
 }
 
-fn to_record(tx: &Transaction, index: u64, prev_hash: [u8; 32], by: &str) -> AuditRecord {
+fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRecord {
     AuditRecord {
         version: RECORD_VERSION,
         index,
@@ -335,6 +437,7 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: [u8; 32], by: &str) -> Aud
         latency_us: tx.latency_us,
         recorded_by: by.to_string(),
         receipt: tx.receipt.clone(),
+        receipt_verified: tx.receipt_verified,
     }
 }
 
@@ -373,8 +476,7 @@ pub(crate) fn decode_record(key: &[u8], value: &[u8]) -> Result<AuditRecord, Aud
     })
 }
 
-/// Every stored record from `from` on, in order, with its stored bytes'
-/// hash. Stops at the first that cannot be decoded.
+/// Every stored record from `from` on, in order, with its leaf hash.
 pub fn read_records(
     store: &Store,
     from: u64,
@@ -388,11 +490,59 @@ pub fn read_records(
         .map(|e| {
             let (k, v) = e?;
             let record = decode_record(&k, &v)?;
-            Ok((record, sha256(&v)))
+            Ok((record, leaf_hash(&v)))
         })
 }
 
 pub(crate) fn index_of_key(key: &[u8]) -> Option<u64> {
     let tail = key.strip_prefix(RECORD_PREFIX)?;
     Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+pub(crate) fn node_key(level: u8, index: u64) -> Vec<u8> {
+    let mut key = NODE_PREFIX.to_vec();
+    key.push(level);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub(crate) fn head_key(size: u64) -> Vec<u8> {
+    let mut key = HEAD_PREFIX.to_vec();
+    key.extend_from_slice(&size.to_be_bytes());
+    key
+}
+
+pub(crate) fn tx_key(transaction_id: &str) -> Vec<u8> {
+    let mut key = TX_PREFIX.to_vec();
+    key.extend_from_slice(transaction_id.as_bytes());
+    key
+}
+
+/// The stored hash of the complete subtree at `level` number `index`.
+pub(crate) fn read_node(store: &Store, level: u8, index: u64) -> Result<Hash, AuditError> {
+    let key = node_key(level, index);
+    let value = store.get(&key)?.ok_or_else(|| AuditError::Corrupt {
+        key: hex::encode(&key),
+        reason: format!("missing tree node (level {level}, index {index})"),
+    })?;
+    value
+        .as_slice()
+        .try_into()
+        .map_err(|_| AuditError::Corrupt {
+            key: hex::encode(&key),
+            reason: "tree node is not 32 bytes".into(),
+        })
+}
+
+pub(crate) fn decode_head(key: &[u8], value: &[u8]) -> Result<SignedTreeHead, AuditError> {
+    SignedTreeHead::decode(value).map_err(|e| AuditError::Corrupt {
+        key: hex::encode(key),
+        reason: format!("undecodable tree head: {e}"),
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

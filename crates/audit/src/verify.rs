@@ -1,13 +1,16 @@
-//! Offline verification of a log and its counters.
+//! Offline verification of a log: its records, Merkle tree, signed tree
+//! heads, receipts and counters.
 
 use std::collections::BTreeMap;
 
 use truc_store::Store;
 
 use crate::{
-    AuditError, CountKey, RECORD_PREFIX, RECORD_VERSION,
-    log::{count_key_of_record, decode_record, index_of_key},
-    read_counts, sha256,
+    AuditError, CountKey, LogReader, RECORD_PREFIX, RECORD_VERSION,
+    log::{count_key_of_record, decode_record, index_of_key, node_key},
+    merkle::{Frontier, Hash, leaf_hash},
+    read_counts,
+    sth::{root_of, verify_tree_head},
 };
 
 /// The first thing found wrong.
@@ -18,6 +21,20 @@ pub enum Problem {
         /// Position of the record in the log.
         position: u64,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A signed tree head does not match the records, or its signature fails.
+    TreeHead {
+        /// The head's tree size.
+        size: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A node's record holds a hub receipt that does not verify.
+    Receipt {
+        /// Position of the record.
+        position: u64,
+        /// What is wrong.
         reason: String,
     },
     /// A counter differs from the count of records.
@@ -35,6 +52,10 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Problem::Record { position, reason } => write!(f, "record {position}: {reason}"),
+            Problem::TreeHead { size, reason } => write!(f, "tree head of size {size}: {reason}"),
+            Problem::Receipt { position, reason } => {
+                write!(f, "receipt in record {position}: {reason}")
+            }
             Problem::Count {
                 key,
                 stored,
@@ -53,8 +74,14 @@ impl std::fmt::Display for Problem {
 pub struct VerifyReport {
     /// Records checked (up to the first broken one).
     pub records: u64,
-    /// Hash of the last good record.
-    pub head_hash: Option<[u8; 32]>,
+    /// Merkle root of the records checked.
+    pub root: Hash,
+    /// Signed tree heads whose root was checked against the records.
+    pub tree_heads: u64,
+    /// Whether head and receipt signatures were checked (a public key was given).
+    pub signatures_checked: bool,
+    /// Hub receipts found in records (on a node's log).
+    pub receipts: u64,
     /// Counts recomputed from the records.
     pub counts: BTreeMap<CountKey, u64>,
     /// The first problem, if any.
@@ -62,37 +89,46 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// True when the chain and the counters are intact.
+    /// True when nothing was found wrong.
     pub fn is_ok(&self) -> bool {
         self.problem.is_none()
     }
 }
 
-/// Checks every record (version, position, chain of hashes) and that the
-/// stored counters equal the counts of the records. Stops at the first broken
-/// record; an undecodable store is an error, not a report.
-pub fn verify(store: &Store) -> Result<VerifyReport, AuditError> {
+/// Recomputes the log from its records and checks everything stored against
+/// it: record positions, versions and chain; every stored Merkle tree node;
+/// every signed tree head's root (and, with the hub's `public_key`, its
+/// signature); on a node, the hub receipts; and the counters. Stops at the
+/// first problem. An unreadable store is an error, not a report.
+pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
     let mut report = VerifyReport {
         records: 0,
-        head_hash: None,
+        root: crate::merkle::empty_root(),
+        tree_heads: 0,
+        signatures_checked: public_key.is_some(),
+        receipts: 0,
         counts: BTreeMap::new(),
         problem: None,
     };
+    let reader = LogReader::offline(store.clone())?;
+    let heads = reader.tree_heads()?;
+    let mut heads = heads.into_iter().peekable();
+    let mut frontier = Frontier::new();
     let mut prev = [0u8; 32];
     for (position, entry) in (0u64..).zip(store.scan_prefix(RECORD_PREFIX)) {
         let (key, value) = entry?;
-        let broken = |reason: String| Problem::Record { position, reason };
+        let broken = |reason: String| Some(Problem::Record { position, reason });
         if index_of_key(&key) != Some(position) {
-            report.problem = Some(broken(format!(
+            report.problem = broken(format!(
                 "stored under key {} where index {position} was expected (a record is missing or out of place)",
                 hex::encode(&key)
-            )));
+            ));
             return Ok(report);
         }
         let record = match decode_record(&key, &value) {
             Ok(r) => r,
             Err(e) => {
-                report.problem = Some(broken(e.to_string()));
+                report.problem = broken(e.to_string());
                 return Ok(report);
             }
         };
@@ -105,7 +141,7 @@ pub fn verify(store: &Store) -> Result<VerifyReport, AuditError> {
             ))
         } else if record.prev_hash.as_ref() != prev {
             Some(format!(
-                "previous-hash {} does not match the hash {} of record {} (the previous record was changed, removed or reordered)",
+                "previous-hash {} does not match the leaf hash {} of record {} (the previous record was changed, removed or reordered)",
                 hex::encode(&record.prev_hash),
                 hex::encode(prev),
                 position.wrapping_sub(1)
@@ -114,16 +150,66 @@ pub fn verify(store: &Store) -> Result<VerifyReport, AuditError> {
             None
         };
         if let Some(reason) = problem {
-            report.problem = Some(broken(reason));
+            report.problem = broken(reason);
             return Ok(report);
         }
-        prev = sha256(&value);
+        let leaf = leaf_hash(&value);
+        for (level, index, hash) in frontier.push(leaf) {
+            let stored = store.get(node_key(level, index))?;
+            if stored.as_deref() != Some(&hash[..]) {
+                report.problem = broken(format!(
+                    "the stored Merkle tree node (level {level}, index {index}) {} the records (a record was changed, or the tree was)",
+                    if stored.is_some() {
+                        "does not match"
+                    } else {
+                        "is missing for"
+                    }
+                ));
+                return Ok(report);
+            }
+        }
+        if let (Some(receipt), Some(key)) = (&record.receipt, public_key) {
+            report.receipts += 1;
+            let reason = match &receipt.tree_head {
+                None => Some("no tree head".to_string()),
+                Some(head) => match verify_tree_head(head, key) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) if head.tree_size <= receipt.record_index => Some(format!(
+                        "tree head of size {} cannot include leaf {}",
+                        head.tree_size, receipt.record_index
+                    )),
+                    Ok(()) => None,
+                },
+            };
+            if let Some(reason) = reason {
+                report.problem = Some(Problem::Receipt { position, reason });
+                return Ok(report);
+            }
+        }
+        prev = leaf;
         report.records += 1;
-        report.head_hash = Some(prev);
+        report.root = frontier.root();
         *report
             .counts
             .entry(count_key_of_record(&record))
             .or_default() += 1;
+        while let Some(head) = heads.next_if(|h| h.tree_size == frontier.size()) {
+            if let Some(problem) = check_head(&head, &report.root, public_key) {
+                report.problem = Some(problem);
+                return Ok(report);
+            }
+            report.tree_heads += 1;
+        }
+    }
+    if let Some(head) = heads.next() {
+        report.problem = Some(Problem::TreeHead {
+            size: head.tree_size,
+            reason: format!(
+                "signed for {} records but the log holds {}: records were removed from its end, or a head is out of place",
+                head.tree_size, report.records
+            ),
+        });
+        return Ok(report);
     }
     let stored = read_counts(store)?;
     let keys: std::collections::BTreeSet<&CountKey> =
@@ -143,10 +229,36 @@ pub fn verify(store: &Store) -> Result<VerifyReport, AuditError> {
     Ok(report)
 }
 
+fn check_head(
+    head: &truc_proto::v1::SignedTreeHead,
+    root: &Hash,
+    public_key: Option<&[u8]>,
+) -> Option<Problem> {
+    let problem = |reason: String| {
+        Some(Problem::TreeHead {
+            size: head.tree_size,
+            reason,
+        })
+    };
+    if root_of(head).as_ref() != Some(root) {
+        return problem(format!(
+            "signed root {} differs from the records' root {}",
+            hex::encode(&head.root_hash),
+            hex::encode(root)
+        ));
+    }
+    if let Some(key) = public_key {
+        if let Err(e) = verify_tree_head(head, key) {
+            return problem(e.to_string());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditLog, Options, Transaction, log::record_key};
+    use crate::{AuditLog, Options, Transaction, log::record_key, sha256, sth::Signer};
 
     fn tx(i: u64, outcome: &str) -> Transaction {
         Transaction {
@@ -164,13 +276,33 @@ mod tests {
             outcome: outcome.into(),
             latency_us: 5,
             receipt: None,
+            receipt_verified: false,
         }
     }
 
-    async fn filled(n: u64) -> (tempfile::TempDir, Store) {
+    fn signer() -> (Signer, Vec<u8>) {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("key");
+        let s = Signer::new(
+            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"),
+        );
+        let public = s.public_key();
+        (s, public)
+    }
+
+    struct Filled {
+        _dir: tempfile::TempDir,
+        store: Store,
+        key: Vec<u8>,
+    }
+
+    async fn filled(n: u64) -> Filled {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");
-        let log = AuditLog::open(store.clone(), "hub", Options::default()).expect("log");
+        let (signer, key) = signer();
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer)).expect("log");
         let mut tasks = Vec::new();
         for i in 0..n {
             let log = log.clone();
@@ -181,7 +313,13 @@ mod tests {
         }
         let mut indexes = Vec::new();
         for t in tasks {
-            indexes.push(t.await.expect("join").expect("append").index);
+            let appended = t.await.expect("join").expect("append");
+            let head = appended.tree_head.expect("signed head");
+            assert!(
+                head.tree_size > appended.index,
+                "the head includes the record"
+            );
+            indexes.push(appended.index);
         }
         indexes.sort_unstable();
         assert_eq!(
@@ -189,16 +327,26 @@ mod tests {
             (0..n).collect::<Vec<_>>(),
             "no gaps, no duplicates"
         );
-        (dir, store)
+        log.close().await;
+        Filled {
+            _dir: dir,
+            store,
+            key,
+        }
+    }
+
+    fn problem(f: &Filled) -> Option<Problem> {
+        verify(&f.store, Some(&f.key)).expect("verify").problem
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_verify_and_counts_match() {
-        let (_dir, store) = filled(200).await;
-        let report = verify(&store).expect("verify");
+        let f = filled(200).await;
+        let report = verify(&f.store, Some(&f.key)).expect("verify");
         assert!(report.is_ok(), "{:?}", report.problem);
         assert_eq!(report.records, 200);
-        let counts = read_counts(&store).expect("counts");
+        assert!(report.tree_heads >= 1);
+        let counts = read_counts(&f.store).expect("counts");
         assert_eq!(counts, report.counts);
         let not_found: u64 = counts
             .iter()
@@ -206,89 +354,144 @@ mod tests {
             .map(|(_, v)| v)
             .sum();
         assert_eq!(not_found, 67);
+        // The last head covers everything and its root is the records' root.
+        let reader = LogReader::offline(f.store.clone()).expect("reader");
+        let head = reader.tree_head(0).expect("latest head");
+        assert_eq!(head.tree_size, 200);
+        assert_eq!(head.root_hash.as_ref(), report.root);
     }
 
     #[tokio::test]
-    async fn reopened_log_continues_the_chain() {
-        let (dir, store) = filled(5).await;
-        drop(store);
-        // The writer thread holds the store until its channel closes.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let store = loop {
-            match Store::open(dir.path()) {
-                Ok(s) => break s,
-                Err(e) if std::time::Instant::now() > deadline => panic!("reopen: {e}"),
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-            }
-        };
-        let log = AuditLog::open(store.clone(), "hub", Options::default()).expect("log");
-        assert_eq!(log.append(tx(99, "OK")).await.expect("append").index, 5);
-        assert!(verify(&store).expect("verify").is_ok());
+    async fn reopened_log_continues_the_tree() {
+        let f = filled(5).await;
+        let (signer, key) = signer();
+        let log =
+            AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer)).expect("log");
+        let appended = log.append(tx(99, "OK")).await.expect("append");
+        assert_eq!(appended.index, 5);
+        log.close().await;
+        // Heads signed by two keys: the old ones fail with the new key alone.
+        let report = verify(&f.store, None).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(report.records, 6);
+        assert!(matches!(
+            verify(&f.store, Some(&key)).expect("verify").problem,
+            Some(Problem::TreeHead { .. })
+        ));
     }
 
     #[tokio::test]
-    async fn flipped_byte_is_reported_at_the_next_record() {
-        let (_dir, store) = filled(10).await;
-        let mut value = store.get(record_key(4)).expect("get").expect("record 4");
-        // Flip a byte of the transaction id: still decodes, but hashes differently.
-        let pos = value
-            .windows(4)
-            .position(|w| w == b"0000")
-            .expect("tx id bytes");
-        value[pos] ^= 0x01;
-        store.insert(record_key(4), &value).expect("tamper");
-        let report = verify(&store).expect("verify");
-        assert!(
-            matches!(&report.problem, Some(Problem::Record { position: 5, .. })),
-            "{:?}",
-            report.problem
-        );
-        assert_eq!(report.records, 5);
+    async fn flipped_byte_is_reported_at_its_record() {
+        for position in [4, 9] {
+            let f = filled(10).await;
+            let mut value = f
+                .store
+                .get(record_key(position))
+                .expect("get")
+                .expect("record");
+            // Flip a byte of the transaction id: still decodes, hashes differently.
+            let pos = value
+                .windows(4)
+                .position(|w| w == b"0000")
+                .expect("tx id bytes");
+            value[pos] ^= 0x01;
+            f.store
+                .insert(record_key(position), &value)
+                .expect("tamper");
+            assert!(
+                matches!(&problem(&f), Some(Problem::Record { position: p, .. }) if *p == position),
+                "{:?}",
+                problem(&f)
+            );
+        }
     }
 
     #[tokio::test]
     async fn removed_record_is_reported_at_its_position() {
-        let (_dir, store) = filled(10).await;
+        let f = filled(10).await;
         let mut batch = truc_store::WriteBatch::default();
         batch.remove(record_key(3));
-        store.apply(batch).expect("tamper");
-        let report = verify(&store).expect("verify");
+        f.store.apply(batch).expect("tamper");
         assert!(
-            matches!(&report.problem, Some(Problem::Record { position: 3, .. })),
+            matches!(&problem(&f), Some(Problem::Record { position: 3, .. })),
             "{:?}",
-            report.problem
+            problem(&f)
+        );
+    }
+
+    #[tokio::test]
+    async fn truncated_log_is_reported_by_its_tree_heads() {
+        let f = filled(10).await;
+        let mut batch = truc_store::WriteBatch::default();
+        batch.remove(record_key(9));
+        f.store.apply(batch).expect("tamper");
+        assert!(
+            matches!(&problem(&f), Some(Problem::TreeHead { size: 10, .. })),
+            "{:?}",
+            problem(&f)
         );
     }
 
     #[tokio::test]
     async fn reordered_records_are_reported() {
-        let (_dir, store) = filled(10).await;
-        let a = store.get(record_key(6)).expect("get").expect("6");
-        let b = store.get(record_key(7)).expect("get").expect("7");
-        store.insert(record_key(6), &b).expect("swap");
-        store.insert(record_key(7), &a).expect("swap");
-        let report = verify(&store).expect("verify");
+        let f = filled(10).await;
+        let a = f.store.get(record_key(6)).expect("get").expect("6");
+        let b = f.store.get(record_key(7)).expect("get").expect("7");
+        f.store.insert(record_key(6), &b).expect("swap");
+        f.store.insert(record_key(7), &a).expect("swap");
         assert!(
-            matches!(&report.problem, Some(Problem::Record { position: 6, .. })),
+            matches!(&problem(&f), Some(Problem::Record { position: 6, .. })),
             "{:?}",
-            report.problem
+            problem(&f)
         );
     }
 
     #[tokio::test]
     async fn changed_counter_is_reported() {
-        let (_dir, store) = filled(4).await;
-        let (key, _) = store
+        let f = filled(4).await;
+        let (key, _) = f
+            .store
             .scan_prefix(crate::COUNT_PREFIX)
             .next()
             .expect("a counter")
             .expect("read");
-        store.insert(&key, 1000u64.to_be_bytes()).expect("tamper");
-        let report = verify(&store).expect("verify");
+        f.store.insert(&key, 1000u64.to_be_bytes()).expect("tamper");
         assert!(
-            matches!(&report.problem, Some(Problem::Count { stored: 1000, .. })),
+            matches!(&problem(&f), Some(Problem::Count { stored: 1000, .. })),
             "{:?}",
-            report.problem
+            problem(&f)
+        );
+    }
+
+    #[tokio::test]
+    async fn proofs_from_the_store_verify() {
+        let f = filled(37).await;
+        let reader = LogReader::offline(f.store.clone()).expect("reader");
+        let root = reader.root(37).expect("root");
+        for index in [0, 1, 17, 36] {
+            let (leaf, path) = reader.inclusion_proof(index, 37).expect("proof");
+            assert!(crate::merkle::verify_inclusion(
+                &leaf, index, 37, &path, &root
+            ));
+        }
+        for old in [1, 8, 20, 37] {
+            let old_root = reader.root(old).expect("old root");
+            let path = reader.consistency_proof(old, 37).expect("proof");
+            assert!(crate::merkle::verify_consistency(
+                old, 37, &old_root, &root, &path
+            ));
+        }
+        assert!(reader.inclusion_proof(37, 37).is_err());
+        assert!(reader.consistency_proof(5, 38).is_err());
+        let index = reader.index_of(&format!("{:032x}", 12)).expect("index");
+        let (bytes, record) = reader
+            .record(index.expect("found"))
+            .expect("read")
+            .expect("record");
+        assert_eq!(record.transaction_id, format!("{:032x}", 12));
+        assert_eq!(
+            leaf_hash(&bytes),
+            reader.inclusion_proof(record.index, 37).expect("proof").0
         );
     }
 }

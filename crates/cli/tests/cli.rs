@@ -88,7 +88,7 @@ fn bad_configs_exit_2_naming_file_and_field() {
 
     std::fs::write(
         &hub,
-        "listen = \"nowhere\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nregistry = \"r.toml\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        "listen = \"nowhere\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nregistry = \"r.toml\"\naudit_key = \"k\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
     )
     .expect("write");
     let out = run(&["hub", "--config", hub.to_str().expect("utf-8")]);

@@ -453,6 +453,7 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 ops_listen = "{}"
 data_dir = "hub"
 registry = "registry.toml"
+audit_key = "pki/audit-signing.key"
 
 [tls]
 {}

@@ -16,6 +16,7 @@ struct Raw {
     ops_listen: String,
     data_dir: PathBuf,
     registry: PathBuf,
+    audit_key: PathBuf,
     tls: TlsSection,
     #[serde(default)]
     limits: Limits,
@@ -32,6 +33,8 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     /// The registry file.
     pub registry: PathBuf,
+    /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
+    pub audit_key: PathBuf,
     /// The hub's certificate, key and CA.
     pub tls: TlsFiles,
     /// Limits.
@@ -49,6 +52,7 @@ impl HubConfig {
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
             registry: resolve(path, "registry", &raw.registry, true)?,
+            audit_key: resolve(path, "audit_key", &raw.audit_key, true)?,
             tls: raw.tls.resolve(path)?,
             limits,
         })

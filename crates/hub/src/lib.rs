@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
+mod audit_service;
 mod config;
 mod reporting;
 mod route;
@@ -19,7 +21,9 @@ pub use config::HubConfig;
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
-use truc_proto::v1::{hub_server::HubServer, reporting_server::ReportingServer};
+use truc_proto::v1::{
+    audit_server::AuditServer, hub_server::HubServer, reporting_server::ReportingServer,
+};
 use truc_registry::Registry;
 use truc_store::Store;
 
@@ -113,13 +117,17 @@ pub async fn start(
         source: e,
     })?;
     let store = Store::open(&config.data_dir)?;
-    let audit = AuditLog::open(store.clone(), "hub", options.audit.clone())?;
+    let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
+    let audit_public_key = signer.public_key();
+    let audit = AuditLog::open(store.clone(), "hub", options.audit.clone(), Some(signer))?;
     let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
 
     let limit = config.limits.max_message_bytes();
+    let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
     let router = route::HubService::new(
         registry.clone(),
+        audit_public_key,
         audit,
         client_tls,
         metrics.clone(),
@@ -135,13 +143,18 @@ pub async fn start(
         .health
         .set_serving::<ReportingServer<reporting::ReportingService>>()
         .await;
+    server
+        .health
+        .set_serving::<AuditServer<audit_service::AuditService>>()
+        .await;
     let server = server
         .add_service(
             HubServer::new(router)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-        .add_service(ReportingServer::new(reporting));
+        .add_service(ReportingServer::new(reporting))
+        .add_service(AuditServer::new(audit_service));
 
     let servers = Servers::start(
         server,

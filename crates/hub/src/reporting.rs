@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use truc_audit::read_counts;
-use truc_pki::{Role, peer};
+use truc_pki::peer;
 use truc_proto::v1::{CountRow, GetCountsRequest, GetCountsResponse, reporting_server::Reporting};
-use truc_registry::{AgencyCode, NodeId, Registry};
+use truc_registry::Registry;
+
+use crate::access::Visibility;
 use truc_store::Store;
 
 /// The Reporting service.
@@ -28,26 +30,7 @@ impl Reporting for ReportingService {
         &self,
         request: Request<GetCountsRequest>,
     ) -> Result<Response<GetCountsResponse>, Status> {
-        let caller = peer(&request)?.identity.clone();
-        // Admins see every row; a node sees the rows where one of its agencies is a party.
-        let visible: Box<dyn Fn(&str, &str) -> bool + Send> = match caller.role {
-            Role::Admin => Box::new(|_, _| true),
-            Role::Node => {
-                let registry = self.registry.clone();
-                let node = NodeId::parse(&caller.name)
-                    .map_err(|_| Status::permission_denied("unknown node"))?;
-                Box::new(move |client: &str, provider: &str| {
-                    [client, provider]
-                        .iter()
-                        .any(|a| AgencyCode::parse(a).is_ok_and(|a| registry.hosts(&node, &a)))
-                })
-            }
-            _ => {
-                return Err(Status::permission_denied(format!(
-                    "{caller} may not read reports"
-                )));
-            }
-        };
+        let visibility = Visibility::of(&peer(&request)?.identity, "reports")?;
         let req = request.into_inner();
         for (field, day) in [("from_day", &req.from_day), ("to_day", &req.to_day)] {
             if !day.is_empty() && !is_day(day) {
@@ -69,7 +52,7 @@ impl Reporting for ReportingService {
                     && matches(&req.client_agency, &k.client)
                     && matches(&req.provider_agency, &k.provider)
                     && matches(&req.service, &k.service)
-                    && visible(&k.client, &k.provider)
+                    && visibility.sees(&self.registry, &k.client, &k.provider)
             })
             .map(|(k, count)| CountRow {
                 day: k.day,

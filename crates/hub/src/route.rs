@@ -28,6 +28,8 @@ pub struct HubService {
 
 struct Inner {
     registry: Arc<Registry>,
+    /// Served with the registry, so nodes can verify receipts.
+    audit_public_key: Bytes,
     audit: AuditLog,
     client_tls: Arc<rustls::ClientConfig>,
     // One long-lived HTTP/2 channel per provider node, made on first use.
@@ -46,6 +48,7 @@ struct Checked {
 impl HubService {
     pub(crate) fn new(
         registry: Arc<Registry>,
+        audit_public_key: Vec<u8>,
         audit: AuditLog,
         client_tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
@@ -54,6 +57,7 @@ impl HubService {
         HubService {
             inner: Arc::new(Inner {
                 registry,
+                audit_public_key: Bytes::from(audit_public_key),
                 audit,
                 client_tls,
                 nodes: Mutex::new(HashMap::new()),
@@ -196,13 +200,22 @@ impl Hub for HubService {
         };
 
         // Nothing is answered before the record is durable.
-        let appended =
-            record_call(&inner.audit, &inner.metrics, tx, &result, None, started).await?;
+        let appended = record_call(
+            &inner.audit,
+            &inner.metrics,
+            tx,
+            &result,
+            None,
+            false,
+            started,
+        )
+        .await?;
         let receipt = Receipt {
             transaction_id: checked.tx_id.clone(),
             record_index: appended.index,
-            record_hash: Bytes::copy_from_slice(&appended.hash),
+            leaf_hash: Bytes::copy_from_slice(&appended.leaf_hash),
             recorded_unix_ms: now_ms(),
+            tree_head: appended.tree_head,
         };
         match result {
             Ok(mut response) => {
@@ -224,7 +237,9 @@ impl Hub for HubService {
                 caller.identity
             )));
         }
-        Ok(Response::new(self.inner.registry.to_snapshot()))
+        let mut snapshot = self.inner.registry.to_snapshot();
+        snapshot.audit_public_key = self.inner.audit_public_key.clone();
+        Ok(Response::new(snapshot))
     }
 }
 

@@ -9,11 +9,12 @@ use truc_ops::{
 };
 use truc_pki::{Role, peer};
 use truc_proto::v1::{
-    CallRequest, CallResponse, DataRequest, agency_server::Agency, hub_client::HubClient,
+    CallRequest, CallResponse, DataRequest, GetRegistryRequest, agency_server::Agency,
+    hub_client::HubClient,
 };
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::{NodeConfig, new_transaction_id};
+use crate::{HubKey, NodeConfig, new_transaction_id};
 
 /// The Agency service.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AgencyService {
     hub: HubClient<Channel>,
     audit: AuditLog,
     metrics: Arc<Metrics>,
+    hub_key: HubKey,
 }
 
 impl AgencyService {
@@ -30,6 +32,7 @@ impl AgencyService {
         channel: Channel,
         audit: AuditLog,
         metrics: Arc<Metrics>,
+        hub_key: HubKey,
     ) -> AgencyService {
         let limit = config.limits.max_message_bytes();
         let hub = HubClient::new(channel)
@@ -40,6 +43,7 @@ impl AgencyService {
             hub,
             audit,
             metrics,
+            hub_key,
         }
     }
 
@@ -109,7 +113,27 @@ impl Agency for AgencyService {
             .await
             .map(Response::into_inner);
         let receipt = result.as_ref().ok().and_then(|r| r.receipt.clone());
-        record_call(&self.audit, &self.metrics, tx, &result, receipt, started).await?;
+        if receipt.is_some() && !self.hub_key.known() {
+            // The first receipts may come before the start-up fetch of the
+            // registry: fetch the hub's key now.
+            if let Ok(r) = self.hub.clone().get_registry(GetRegistryRequest {}).await {
+                self.hub_key.learn(r.get_ref());
+            }
+        }
+        let verified = receipt.as_ref().is_some_and(|r| self.hub_key.verifies(r));
+        if receipt.is_some() && !verified {
+            tracing::warn!(tx = %tx_id, "the hub's receipt did not verify (or the hub key is not known yet)");
+        }
+        record_call(
+            &self.audit,
+            &self.metrics,
+            tx,
+            &result,
+            receipt,
+            verified,
+            started,
+        )
+        .await?;
         match result {
             Ok(r) => Ok(Response::new(CallResponse {
                 content_type: r.content_type,

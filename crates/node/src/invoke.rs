@@ -103,7 +103,16 @@ impl Node for NodeService {
                     })
             }
         };
-        record_call(&self.audit, &self.metrics, tx, &result, None, started).await?;
+        record_call(
+            &self.audit,
+            &self.metrics,
+            tx,
+            &result,
+            None,
+            false,
+            started,
+        )
+        .await?;
         match result {
             Ok(r) => Ok(Response::new(DataResponse {
                 content_type: r.content_type,

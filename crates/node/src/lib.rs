@@ -126,7 +126,12 @@ pub async fn start(
         source,
     })?;
     let store = Store::open(&config.data_dir)?;
-    let audit = AuditLog::open(store.clone(), config.id.as_str(), options.audit.clone())?;
+    let audit = AuditLog::open(
+        store.clone(),
+        config.id.as_str(),
+        options.audit.clone(),
+        None,
+    )?;
     let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
     let config = Arc::new(config);
@@ -134,8 +139,14 @@ pub async fn start(
 
     let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, client_tls)?;
     let hub_channel_for_check = hub_channel.clone();
-    let agency =
-        agency::AgencyService::new(config.clone(), hub_channel, audit.clone(), metrics.clone());
+    let hub_key = HubKey::default();
+    let agency = agency::AgencyService::new(
+        config.clone(),
+        hub_channel,
+        audit.clone(),
+        metrics.clone(),
+        hub_key.clone(),
+    );
     let invoke = invoke::NodeService::new(config.clone(), audit, metrics.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
     let server = GrpcServer::new()?;
@@ -161,6 +172,7 @@ pub async fn start(
     tokio::spawn(registry_check(
         hub_channel_for_check,
         config.clone(),
+        hub_key,
         shutdown.clone(),
     ));
     let servers = Servers::start(
@@ -189,12 +201,51 @@ pub(crate) fn new_transaction_id() -> Result<String, tonic::Status> {
     Ok(hex::encode(bytes))
 }
 
+/// The hub's audit public key, learnt from the registry it serves.
+#[derive(Clone, Default)]
+pub(crate) struct HubKey(Arc<std::sync::RwLock<Option<Vec<u8>>>>);
+
+impl HubKey {
+    /// Whether the key is known.
+    pub(crate) fn known(&self) -> bool {
+        self.0.read().is_ok_and(|k| k.is_some())
+    }
+
+    /// Learns the key from a registry snapshot; false if it carries none.
+    pub(crate) fn learn(&self, snapshot: &truc_proto::v1::RegistrySnapshot) -> bool {
+        if snapshot.audit_public_key.len() == 32 {
+            self.set(snapshot.audit_public_key.to_vec());
+            true
+        } else {
+            false
+        }
+    }
+
+    fn set(&self, key: Vec<u8>) {
+        if let Ok(mut k) = self.0.write() {
+            *k = Some(key);
+        }
+    }
+
+    /// Whether `receipt` carries a tree head signed by the hub that covers
+    /// its record. False while the key is not known yet.
+    pub(crate) fn verifies(&self, receipt: &truc_audit::Receipt) -> bool {
+        let Ok(key) = self.0.read() else { return false };
+        let (Some(key), Some(head)) = (key.as_ref(), receipt.tree_head.as_ref()) else {
+            return false;
+        };
+        truc_audit::sth::verify_tree_head(head, key).is_ok()
+            && head.tree_size > receipt.record_index
+    }
+}
+
 /// Fetches the registry from the hub once it is reachable and warns about
 /// config entries the hub will refuse: a client mapped to an agency this node
 /// does not host, a backend for a service the registry does not know.
 async fn registry_check(
     channel: tonic::transport::Channel,
     config: Arc<NodeConfig>,
+    hub_key: HubKey,
     shutdown: Shutdown,
 ) {
     let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
@@ -216,6 +267,9 @@ async fn registry_check(
     };
     for warning in registry_mismatches(&config, &snapshot) {
         tracing::warn!("{warning}");
+    }
+    if !hub_key.learn(&snapshot) {
+        tracing::warn!("the registry carries no hub audit key: receipts cannot be verified");
     }
     tracing::info!(
         agencies = snapshot.agencies.len(),

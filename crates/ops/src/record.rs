@@ -21,14 +21,16 @@ pub fn tag(mut status: Status, transaction_id: &str) -> Status {
 }
 
 /// Finishes `tx` with the outcome of `result`, appends it to `audit`
-/// (waiting for the flush), with the hub's `receipt` on a node, and counts it.
-/// An audit failure is INTERNAL: the call must not be acknowledged.
+/// (waiting for the flush), with the hub's `receipt` on a node (and whether
+/// it verified), and counts it. An audit failure is INTERNAL: the call must
+/// not be acknowledged.
 pub async fn record_call(
     audit: &AuditLog,
     metrics: &Metrics,
     tx: Transaction,
     result: &Result<DataResponse, Status>,
     receipt: Option<Receipt>,
+    receipt_verified: bool,
     started: Instant,
 ) -> Result<Appended, Status> {
     let (outcome, response) = match result {
@@ -38,6 +40,7 @@ pub async fn record_call(
     let tx_id = tx.transaction_id.clone();
     let mut tx = tx.finish(code_name(outcome), response, now_ms(), started.elapsed());
     tx.receipt = receipt;
+    tx.receipt_verified = receipt_verified;
     let appended = audit.append(tx).await.map_err(|e| {
         tracing::error!(error = %e, tx = %tx_id, "audit append failed");
         tag(

@@ -1,18 +1,35 @@
-//! `truc audit verify`: offline check of a hub's or a node's audit log.
+//! `truc audit`: checks of the audit log, offline (`verify`) and against a
+//! running hub (`prove`, `consistency`). Exit codes: 0 verified, 1 tampered
+//! (or a proof that does not verify), 3 could not check.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
+use truc_audit::{
+    merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion},
+    sth::{read_public_key, root_of, verify_tree_head},
+};
+use truc_ops::config::ClientConfig;
+use truc_proto::v1::{
+    GetConsistencyProofRequest, GetInclusionProofRequest, GetTreeHeadRequest, ListRecordsRequest,
+    SignedTreeHead, audit_client::AuditClient, get_inclusion_proof_request::Leaf,
+};
 use truc_store::Store;
 
 use super::{CliError, table};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Checks the chain of records and that the counters equal them. Exit 0:
-    /// verified; 1: tampered (the first broken position is named); 3: could
-    /// not check.
+    /// Recomputes a stopped hub's or node's log from its data directory: the
+    /// records, the Merkle tree, every signed tree head, the hub receipts a
+    /// node holds, and the counters. Names the first broken position.
     Verify(VerifyArgs),
+    /// Fetches a transaction's record and an inclusion proof from the hub
+    /// and verifies them against the latest signed tree head.
+    Prove(ProveArgs),
+    /// Verifies that the hub's log at one size is a prefix of the log at a
+    /// later size (both sizes must have signed tree heads).
+    Consistency(ConsistencyArgs),
 }
 
 #[derive(Args)]
@@ -20,35 +37,245 @@ pub struct VerifyArgs {
     /// The data directory of a hub or a node (the process must be stopped).
     #[arg(long)]
     data: PathBuf,
+    /// The hub's audit public key (hex), to check signatures; by default
+    /// `pki/audit-signing.pub` beside the data directory, if present.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
 }
 
-pub fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
-    let AuditCommand::Verify(args) = command;
+#[derive(Args)]
+pub struct ProveArgs {
+    /// Client config for the hub (a node's or the admin's certificate).
+    #[arg(long)]
+    config: PathBuf,
+    /// The transaction id (from a receipt or `x-truc-transaction-id`).
+    #[arg(long)]
+    tx: String,
+    /// The hub's audit public key (hex).
+    #[arg(long)]
+    public_key: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConsistencyArgs {
+    /// Client config for the hub (a node's or the admin's certificate).
+    #[arg(long)]
+    config: PathBuf,
+    /// The earlier tree size.
+    #[arg(long)]
+    from: u64,
+    /// The later tree size (default: the latest).
+    #[arg(long, default_value_t = 0)]
+    to: u64,
+    /// The hub's audit public key (hex).
+    #[arg(long)]
+    public_key: PathBuf,
+}
+
+pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
+    match command {
+        AuditCommand::Verify(a) => verify(a),
+        AuditCommand::Prove(a) => prove(a).await,
+        AuditCommand::Consistency(a) => consistency(a).await,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    read_public_key(path).map_err(CliError::Usage)
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     if !args.data.join("db").exists() {
         return Err(CliError::CannotCheck(format!(
             "{} holds no truc database",
             args.data.display()
         )));
     }
+    let key_path = args.public_key.clone().or_else(|| {
+        let guess = args.data.parent()?.join("pki/audit-signing.pub");
+        let guess = if guess.exists() {
+            guess
+        } else {
+            // A node's directory sits one level deeper (nodes/ID).
+            args.data.parent()?.parent()?.join("pki/audit-signing.pub")
+        };
+        guess.exists().then_some(guess)
+    });
+    let public_key = key_path.as_deref().map(key).transpose()?;
     let store = Store::open(&args.data).map_err(|e| CliError::CannotCheck(e.to_string()))?;
-    let report = truc_audit::verify(&store).map_err(|e| CliError::CannotCheck(e.to_string()))?;
+    let report = truc_audit::verify(&store, public_key.as_deref())
+        .map_err(|e| CliError::CannotCheck(e.to_string()))?;
     table::print(&table::from_counts(&report.counts));
-    match &report.problem {
-        None => {
-            println!(
-                "verified: {} records, chain intact, counters equal the records; head {}",
-                report.records,
-                report
-                    .head_hash
-                    .map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>())
-                    .unwrap_or_else(|| "(empty log)".into())
-            );
+    if let Some(problem) = &report.problem {
+        println!("TAMPERED: {problem}");
+        println!("{} records verified before it", report.records);
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "verified: {} records, Merkle root {}, {} signed tree heads, {} hub receipts, counters equal the records",
+        report.records,
+        hex(&report.root),
+        report.tree_heads,
+        report.receipts
+    );
+    match key_path {
+        Some(path) => {
+            println!("signatures checked with {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Some(problem) => {
-            println!("TAMPERED: {problem}");
-            println!("{} records verified before it", report.records);
-            Ok(ExitCode::from(1))
+        None if report.tree_heads == 0 => Ok(ExitCode::SUCCESS),
+        None => Err(CliError::CannotCheck(
+            "tree head and receipt signatures not checked: give --public-key".into(),
+        )),
+    }
+}
+
+/// Any failure to ask is "could not check".
+fn unreachable(s: tonic::Status) -> CliError {
+    CliError::CannotCheck(format!("{:?}: {}", s.code(), s.message()))
+}
+
+fn client(path: &std::path::Path) -> Result<AuditClient<tonic::transport::Channel>, CliError> {
+    let config = ClientConfig::load(path)?;
+    let channel = config
+        .channel()
+        .map_err(|e| CliError::CannotCheck(e.to_string()))?;
+    Ok(AuditClient::new(channel))
+}
+
+/// A head that verifies with `key`, or the verdict "tampered".
+fn checked_head(head: SignedTreeHead, key: &[u8]) -> Result<(SignedTreeHead, Hash), ExitCode> {
+    if let Err(e) = verify_tree_head(&head, key) {
+        println!("TAMPERED: tree head of size {}: {e}", head.tree_size);
+        return Err(ExitCode::from(1));
+    }
+    match root_of(&head) {
+        Some(root) => Ok((head, root)),
+        None => {
+            println!(
+                "TAMPERED: tree head of size {} has a malformed root",
+                head.tree_size
+            );
+            Err(ExitCode::from(1))
         }
+    }
+}
+
+fn hashes(path: &[bytes::Bytes]) -> Option<Vec<Hash>> {
+    path.iter().map(|h| h.as_ref().try_into().ok()).collect()
+}
+
+async fn prove(args: ProveArgs) -> Result<ExitCode, CliError> {
+    let key = key(&args.public_key)?;
+    let mut audit = client(&args.config)?;
+    let records = audit
+        .list_records(ListRecordsRequest {
+            transaction_id: args.tx.clone(),
+            ..ListRecordsRequest::default()
+        })
+        .await
+        .map_err(unreachable)?
+        .into_inner()
+        .records;
+    let Some(stored) = records.into_iter().next() else {
+        return Err(CliError::CannotCheck(format!(
+            "the hub shows no record of transaction {} to this certificate",
+            args.tx
+        )));
+    };
+    let leaf = leaf_hash(&stored.record_bytes);
+    let head = audit
+        .get_tree_head(GetTreeHeadRequest { tree_size: 0 })
+        .await
+        .map_err(unreachable)?
+        .into_inner();
+    let (head, root) = match checked_head(head, &key) {
+        Ok(h) => h,
+        Err(code) => return Ok(code),
+    };
+    let proof = audit
+        .get_inclusion_proof(GetInclusionProofRequest {
+            leaf: Some(Leaf::TransactionId(args.tx.clone())),
+            tree_size: head.tree_size,
+        })
+        .await
+        .map_err(unreachable)?
+        .into_inner();
+    let path = hashes(&proof.path);
+    let ok = proof.leaf_index == stored.index
+        && path
+            .is_some_and(|p| verify_inclusion(&leaf, proof.leaf_index, head.tree_size, &p, &root));
+    if ok {
+        println!(
+            "verified: transaction {} is leaf {} (hash {}) of the hub's log, included in the signed tree of size {} with root {}",
+            args.tx,
+            stored.index,
+            hex(&leaf),
+            head.tree_size,
+            hex(&root)
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "TAMPERED: the inclusion proof of transaction {} (leaf {}) does not verify against the signed tree of size {}",
+            args.tx, stored.index, head.tree_size
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn consistency(args: ConsistencyArgs) -> Result<ExitCode, CliError> {
+    let key = key(&args.public_key)?;
+    let mut audit = client(&args.config)?;
+    let head = |size: u64| {
+        let mut audit = audit.clone();
+        async move {
+            audit
+                .get_tree_head(GetTreeHeadRequest { tree_size: size })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(unreachable)
+        }
+    };
+    let old = head(args.from).await?;
+    let new = head(args.to).await?;
+    let (old, old_root) = match checked_head(old, &key) {
+        Ok(h) => h,
+        Err(code) => return Ok(code),
+    };
+    let (new, new_root) = match checked_head(new, &key) {
+        Ok(h) => h,
+        Err(code) => return Ok(code),
+    };
+    let proof = audit
+        .get_consistency_proof(GetConsistencyProofRequest {
+            from_size: old.tree_size,
+            to_size: new.tree_size,
+        })
+        .await
+        .map_err(unreachable)?
+        .into_inner();
+    let ok = hashes(&proof.path).is_some_and(|p| {
+        verify_consistency(old.tree_size, new.tree_size, &old_root, &new_root, &p)
+    });
+    if ok {
+        println!(
+            "verified: the log of size {} (root {}) is a prefix of the log of size {} (root {})",
+            old.tree_size,
+            hex(&old_root),
+            new.tree_size,
+            hex(&new_root)
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "TAMPERED: no valid consistency proof from size {} to size {}: the log was rewritten",
+            old.tree_size, new.tree_size
+        );
+        Ok(ExitCode::from(1))
     }
 }

@@ -72,12 +72,22 @@ pub async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
                 .and_then(|()| out.write_all(b"\n"))
                 .map_err(failed)?;
             if let Some(receipt) = r.receipt {
+                let head = receipt
+                    .tree_head
+                    .as_ref()
+                    .map(|h| {
+                        format!(
+                            "; signed tree head: size {} root {}",
+                            h.tree_size,
+                            hex(&h.root_hash)
+                        )
+                    })
+                    .unwrap_or_default();
                 eprintln!(
-                    "receipt: transaction {} recorded by the hub as record {} (sha256 {}), content type {}",
+                    "receipt: transaction {} is leaf {} of the hub's audit log (leaf hash {}){head}",
                     receipt.transaction_id,
                     receipt.record_index,
-                    hex(&receipt.record_hash),
-                    r.content_type
+                    hex(&receipt.leaf_hash),
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -119,7 +119,7 @@ pub async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::DemoBackend(a) => serve::backend(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Call(a) => call::run(a).await,
-        Command::Audit(c) => audit::run(c),
+        Command::Audit(c) => audit::run(c).await,
         Command::Report(a) => report::run(a).await,
     }
 }

@@ -1,0 +1,143 @@
+//! Answers about a log: tree heads, inclusion and consistency proofs,
+//! records by index or transaction id.
+
+use truc_proto::v1::SignedTreeHead;
+
+use crate::{
+    AuditError, AuditRecord, HEAD_PREFIX, LogReader,
+    log::{decode_head, decode_record, head_key, read_node, record_key, tx_key},
+    merkle::{self, Hash, ProofError},
+};
+
+/// A question the log cannot answer as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Sizes or indexes beyond the log, or in the wrong order.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// No such record or head.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed or holds bad data.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl From<ProofError<AuditError>> for QueryError {
+    fn from(e: ProofError<AuditError>) -> Self {
+        match e {
+            ProofError::OutOfRange => QueryError::OutOfRange("index out of range".into()),
+            ProofError::Source(e) => QueryError::Audit(e),
+        }
+    }
+}
+
+impl LogReader {
+    /// MTH of leaves `start..end`, from the stored complete subtrees.
+    pub fn subtree(&self, start: u64, end: u64) -> Result<Hash, AuditError> {
+        let hashes = merkle::tiles(start, end)
+            .into_iter()
+            .map(|(level, index)| read_node(&self.store, level, index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merkle::combine_tiles(&hashes).unwrap_or_else(merkle::empty_root))
+    }
+
+    /// The root of the tree of `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, QueryError> {
+        self.check_size(size)?;
+        if size == 0 {
+            return Ok(merkle::empty_root());
+        }
+        Ok(self.subtree(0, size)?)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), QueryError> {
+        let committed = self.size();
+        if size > committed {
+            return Err(QueryError::OutOfRange(format!(
+                "tree size {size} is beyond the log's {committed} records"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The head signed at exactly `size` (0: the latest).
+    pub fn tree_head(&self, size: u64) -> Result<SignedTreeHead, QueryError> {
+        if size == 0 {
+            return self
+                .latest_head()
+                .ok_or_else(|| QueryError::NotFound("no tree head signed yet".into()));
+        }
+        self.check_size(size)?;
+        let key = head_key(size);
+        match self.store.get(&key).map_err(AuditError::from)? {
+            Some(v) => Ok(decode_head(&key, &v)?),
+            None => Err(QueryError::NotFound(format!(
+                "no tree head was signed at size {size}"
+            ))),
+        }
+    }
+
+    /// Every stored tree head, by size.
+    pub fn tree_heads(&self) -> Result<Vec<SignedTreeHead>, AuditError> {
+        self.store
+            .scan_prefix(HEAD_PREFIX)
+            .map(|e| {
+                let (k, v) = e?;
+                decode_head(&k, &v)
+            })
+            .collect()
+    }
+
+    /// The leaf hash and audit path of leaf `index` in the tree of `size`.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), QueryError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(QueryError::OutOfRange(format!(
+                "leaf {index} is not in a tree of size {size}"
+            )));
+        }
+        let leaf = read_node(&self.store, 0, index)?;
+        let path = merkle::inclusion_path(index, size, &mut |a, b| self.subtree(a, b))?;
+        Ok((leaf, path))
+    }
+
+    /// The proof that the tree of `old` leaves is a prefix of the tree of `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, QueryError> {
+        self.check_size(new)?;
+        if old == 0 || old > new {
+            return Err(QueryError::OutOfRange(format!(
+                "no consistency proof from size {old} to size {new}: need 0 < from <= to"
+            )));
+        }
+        Ok(merkle::consistency_path(old, new, &mut |a, b| {
+            self.subtree(a, b)
+        })?)
+    }
+
+    /// The leaf index of the record of a transaction.
+    pub fn index_of(&self, transaction_id: &str) -> Result<Option<u64>, AuditError> {
+        let key = tx_key(transaction_id);
+        Ok(self
+            .store
+            .get(&key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .filter(|i| *i < self.size()))
+    }
+
+    /// The stored bytes and the decoded record at `index`.
+    pub fn record(&self, index: u64) -> Result<Option<(Vec<u8>, AuditRecord)>, AuditError> {
+        if index >= self.size() {
+            return Ok(None);
+        }
+        let key = record_key(index);
+        match self.store.get(&key)? {
+            Some(bytes) => {
+                let record = decode_record(&key, &bytes)?;
+                Ok(Some((bytes, record)))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Who may read what on the hub: the admin sees everything, a node sees the
+//! transactions where one of the agencies it hosts is a party.
+
+use tonic::Status;
+use truc_pki::{Identity, Role};
+use truc_registry::{AgencyCode, NodeId, Registry};
+
+/// What a caller may read.
+pub(crate) enum Visibility {
+    /// Everything (the admin certificate).
+    All,
+    /// Transactions where an agency of this node is client or provider.
+    Node(NodeId),
+}
+
+impl Visibility {
+    /// The visibility of `caller`; other roles are refused.
+    pub(crate) fn of(caller: &Identity, what: &str) -> Result<Visibility, Status> {
+        match caller.role {
+            Role::Admin => Ok(Visibility::All),
+            Role::Node => NodeId::parse(&caller.name)
+                .map(Visibility::Node)
+                .map_err(|_| Status::permission_denied("unknown node")),
+            _ => Err(Status::permission_denied(format!(
+                "{caller} may not read {what}"
+            ))),
+        }
+    }
+
+    /// Whether a transaction between `client` and `provider` is visible.
+    pub(crate) fn sees(&self, registry: &Registry, client: &str, provider: &str) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Node(node) => [client, provider]
+                .iter()
+                .any(|a| AgencyCode::parse(a).is_ok_and(|a| registry.hosts(node, &a))),
+        }
+    }
+}
