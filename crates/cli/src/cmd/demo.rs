@@ -56,6 +56,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let admin = ClientConfig::load(&deployment.files.admin_config)?;
     let rows = report::fetch(&admin, "", "").await?;
     table::print(&rows);
+    print_tree_head(&admin).await?;
 
     println!("\nendpoints and certificates: {}", demo_json.display());
     println!("hub metrics: http://{}/metrics", deployment.hub.ops_addr());
@@ -70,6 +71,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             .unwrap_or_default()
     );
     let pki = &deployment.files.pki;
+    println!(
+        "prove a transaction is in the hub's log: truc audit prove --config {} --public-key {} --tx TX",
+        deployment.files.admin_config.display(),
+        deployment.files.pki.audit_public_key().display()
+    );
     println!(
         "or:  grpcurl -cacert {0}/ca.crt -cert {0}/admin-admin.crt -key {0}/admin-admin.key -servername hub {1} list",
         pki.dir.display(),
@@ -156,4 +162,24 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
         }
     }
     Ok(made)
+}
+
+/// Prints the hub's latest signed tree head, and how to check it.
+async fn print_tree_head(admin: &ClientConfig) -> Result<(), CliError> {
+    let mut audit =
+        truc_proto::v1::audit_client::AuditClient::new(admin.channel().map_err(failed)?);
+    let head = audit
+        .get_tree_head(truc_proto::v1::GetTreeHeadRequest { tree_size: 0 })
+        .await
+        .map_err(|s| failed(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    println!(
+        "\nhub audit log, signed tree head: size {}, root {}, at {} ms since the epoch, key {}",
+        head.tree_size,
+        hex(&head.root_hash),
+        head.timestamp_unix_ms,
+        hex(&head.key_id)
+    );
+    Ok(())
 }
