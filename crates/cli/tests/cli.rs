@@ -348,7 +348,8 @@ fn audit_verify_reports_tampering_by_position() {
         k.extend_from_slice(&index.to_be_bytes());
         k
     }
-    let cases: [(&str, fn(&truc_store::Store)); 3] = [
+    type Tamper = fn(&truc_store::Store);
+    let cases: [(&str, Tamper); 3] = [
         ("record 4", |s| {
             let mut v = s.get(record_key(4)).expect("get").expect("record 4");
             let at = v.iter().position(|b| *b == b'.').expect("an agency code");
