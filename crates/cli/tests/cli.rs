@@ -1,25 +1,15 @@
 //! Tests of the real `truc` binary: exit codes, messages, the demo, and a
 //! deployment of separate processes.
 
+mod common;
+
 use std::{
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-fn truc() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_truc"));
-    c.env_remove("RUST_LOG").arg("--log-level=warn");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    truc().args(args).output().expect("run truc")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::*;
 
 #[test]
 fn pki_init_writes_certificates_once() {
@@ -201,60 +191,6 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     );
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Process {
-    Process(
-        truc()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn truc"),
-    )
-}
-
-fn toml_value(config: &str, key: &str) -> String {
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{key} not in config"))
-        .to_string()
-}
-
-/// Polls `truc call` until it gets an answer other than UNAVAILABLE.
-fn call_until_up(client: &Path, agency: &str, service: &str) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = run(&[
-            "call",
-            "--config",
-            client.to_str().expect("utf-8"),
-            "--as",
-            agency,
-            "--service",
-            service,
-            "--data",
-            r#"{"id":"001089012345"}"#,
-            "--timeout",
-            "5",
-        ]);
-        let unavailable = text(&out.stderr).contains("Unavailable");
-        if !unavailable || Instant::now() > deadline {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
@@ -271,21 +207,12 @@ fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
-    let ministry = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");
-    let backend_addr = toml_value(&ministry, "address");
-    // The first `address` in the node config is the hub's; the backend's is the last.
-    let backend_addr = ministry
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("address = \""))
-        .and_then(|v| v.strip_suffix('"'))
-        .map(str::to_string)
-        .unwrap_or(backend_addr);
-
-    let mut hub = spawn(&["hub", "--config", &p("hub.toml")]);
-    let _ministry = spawn(&["node", "--config", &p("node-vpcp.toml")]);
-    let _province = spawn(&["node", "--config", &p("node-lgsp-langson.toml")]);
-    let _backend = spawn(&["demo-backend", "--listen", &backend_addr]);
+    let Deployment {
+        mut hub,
+        ministry: _ministry,
+        province: _province,
+        backend: _backend,
+    } = Deployment::spawn(&data);
 
     let client = data.join("client-langson-dms.toml");
     let out = call_until_up(&client, "000.00.00.H37", "000.00.00.G22/citizen-lookup/v1");
