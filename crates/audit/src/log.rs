@@ -204,11 +204,21 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let reader = LogReader::offline(store.clone())?;
         let size = reader.size();
-        let frontier =
-            Frontier::restore(size, &mut |level, index| read_node(&store, level, index))?;
+        // Only a log that signs heads (the hub's) keeps the Merkle tree and
+        // the transaction index that proofs need; a node's log is a hash
+        // chain whose integrity its hub receipts anchor.
+        let frontier = match signer {
+            Some(_) => Some(Frontier::restore(size, &mut |level, index| {
+                read_node(&store, level, index)
+            })?),
+            None => None,
+        };
         let prev_hash = match size {
             0 => [0; 32],
-            n => read_node(&store, 0, n - 1)?,
+            n => match store.get(record_key(n - 1))? {
+                Some(bytes) => leaf_hash(&bytes),
+                None => read_node(&store, 0, n - 1)?,
+            },
         };
         let (jobs, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
@@ -216,6 +226,7 @@ impl AuditLog {
             counters: std::collections::HashMap::new(),
             recorded_by: recorded_by.to_string(),
             options,
+            next: size,
             frontier,
             prev_hash,
             signer,
@@ -271,8 +282,10 @@ struct Writer {
     counters: std::collections::HashMap<Vec<u8>, u64>,
     recorded_by: String,
     options: Options,
-    /// The right edge of the Merkle tree of committed records.
-    frontier: Frontier,
+    /// Index of the next record.
+    next: u64,
+    /// The right edge of the Merkle tree of committed records (hub only).
+    frontier: Option<Frontier>,
     /// Leaf hash of the last committed record.
     prev_hash: Hash,
     signer: Option<Signer>,
@@ -323,19 +336,23 @@ impl Writer {
         let mut deltas: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         // Work on copies: nothing changes unless the batch is applied.
         let mut frontier = self.frontier.clone();
+        let mut next = self.next;
         let mut prev_hash = self.prev_hash;
         let mut appended = Vec::with_capacity(group.len());
         for (tx, _) in group {
-            let index = frontier.size();
+            let index = next;
+            next += 1;
             let record = to_record(tx, index, prev_hash, &self.recorded_by);
             let bytes = record.encode_to_vec();
             let leaf = leaf_hash(&bytes);
             batch.insert(record_key(index), &bytes);
-            for (level, at, hash) in frontier.push(leaf) {
-                batch.insert(node_key(level, at), hash);
-            }
-            if !tx.transaction_id.is_empty() {
-                batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes());
+            if let Some(frontier) = frontier.as_mut() {
+                for (level, at, hash) in frontier.push(leaf) {
+                    batch.insert(node_key(level, at), hash);
+                }
+                if !tx.transaction_id.is_empty() {
+                    batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes());
+                }
             }
             *deltas.entry(count_key(tx).encode()).or_default() += 1;
             appended.push(Appended {
@@ -364,16 +381,21 @@ impl Writer {
             updated.push((key, value));
         }
         // One signed head per commit, stored with the records it covers.
-        let head = self.signer.as_ref().map(|signer| {
-            let head = signer.sign(frontier.size(), &frontier.root(), now_ms());
-            batch.insert(head_key(head.tree_size), head.encode_to_vec());
-            head
-        });
+        let head = self
+            .signer
+            .as_ref()
+            .zip(frontier.as_ref())
+            .map(|(signer, frontier)| {
+                let head = signer.sign(frontier.size(), &frontier.root(), now_ms());
+                batch.insert(head_key(head.tree_size), head.encode_to_vec());
+                head
+            });
         if let Err(e) = self.store.apply(batch) {
             return fail_all(group.len(), &e);
         }
         // Applied: later records build on these whatever the flush says.
         self.frontier = frontier;
+        self.next = next;
         self.prev_hash = prev_hash;
         if self.counters.len() > 100_000 {
             // Counters of past days are seldom touched again.
@@ -387,9 +409,7 @@ impl Writer {
             }
         }
         // Readers see the new size only once it is durable.
-        self.reader
-            .size
-            .store(self.frontier.size(), Ordering::Release);
+        self.reader.size.store(self.next, Ordering::Release);
         if let Some(head) = &head {
             if let Ok(mut latest) = self.reader.latest_head.write() {
                 *latest = Some(head.clone());

@@ -201,9 +201,34 @@ pub(crate) fn new_transaction_id() -> Result<String, tonic::Status> {
     Ok(hex::encode(bytes))
 }
 
-/// The hub's audit public key, learnt from the registry it serves.
+/// The hub's audit public key, learnt from the registry it serves, and the
+/// tree heads already verified with it: the hub signs one head per group
+/// commit, so concurrent calls share heads, and an Ed25519 verification
+/// costs more than the rest of a node's work on a call.
 #[derive(Clone, Default)]
-pub(crate) struct HubKey(Arc<std::sync::RwLock<Option<Vec<u8>>>>);
+pub(crate) struct HubKey(
+    Arc<std::sync::RwLock<Option<Vec<u8>>>>,
+    Arc<std::sync::Mutex<VerifiedHeads>>,
+);
+
+/// The last heads verified, whole (size, time, root, key id, signature).
+#[derive(Default)]
+pub(crate) struct VerifiedHeads(std::collections::VecDeque<truc_proto::v1::SignedTreeHead>);
+
+impl VerifiedHeads {
+    const KEEP: usize = 64;
+
+    fn contains(&self, head: &truc_proto::v1::SignedTreeHead) -> bool {
+        self.0.iter().rev().any(|h| h == head)
+    }
+
+    fn insert(&mut self, head: truc_proto::v1::SignedTreeHead) {
+        if self.0.len() == Self::KEEP {
+            self.0.pop_front();
+        }
+        self.0.push_back(head);
+    }
+}
 
 impl HubKey {
     /// Whether the key is known.
@@ -225,6 +250,9 @@ impl HubKey {
         if let Ok(mut k) = self.0.write() {
             *k = Some(key);
         }
+        if let Ok(mut v) = self.1.lock() {
+            *v = VerifiedHeads::default();
+        }
     }
 
     /// Whether `receipt` carries a tree head signed by the hub that covers
@@ -234,8 +262,20 @@ impl HubKey {
         let (Some(key), Some(head)) = (key.as_ref(), receipt.tree_head.as_ref()) else {
             return false;
         };
-        truc_audit::sth::verify_tree_head(head, key).is_ok()
-            && head.tree_size > receipt.record_index
+        if head.tree_size <= receipt.record_index {
+            return false;
+        }
+        let cached = self.1.lock().is_ok_and(|v| v.contains(head));
+        if cached {
+            return true;
+        }
+        let ok = truc_audit::sth::verify_tree_head(head, key).is_ok();
+        if ok {
+            if let Ok(mut v) = self.1.lock() {
+                v.insert(head.clone());
+            }
+        }
+        ok
     }
 }
 
