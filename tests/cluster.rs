@@ -59,7 +59,7 @@ impl Cluster {
     pub fn hub_channel(&self, role: Role, name: &str) -> tonic::transport::Channel {
         let tls = truc_pki::client_config(&self.tls(role, name))
             .unwrap_or_else(|e| panic!("client config: {e}"));
-        truc_pki::channel(&self.deployment.hub.addr().to_string(), "hub", tls)
+        truc_pki::channel(&self.deployment.hub().addr().to_string(), "hub", tls)
             .unwrap_or_else(|e| panic!("channel: {e}"))
     }
 }

@@ -97,7 +97,7 @@ async fn ops_port_serves_metrics_and_healthz() {
         .await
         .expect_err("no grant");
 
-    let hub_ops = c.deployment.hub.ops_addr();
+    let hub_ops = c.deployment.hub().ops_addr();
     let (status, body) = http_get(hub_ops, "/healthz").await;
     assert_eq!((status, body.trim()), (200, "ok"));
     let (status, metrics) = http_get(hub_ops, "/metrics").await;

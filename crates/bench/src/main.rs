@@ -562,6 +562,7 @@ async fn bench(args: Args) -> Result<(), String> {
         max_payload_bytes: usize::try_from(args.payload)
             .unwrap_or(usize::MAX)
             .max(4 * 1024 * 1024),
+        ..DemoOptions::new(dir.path())
     })
     .await
     .map_err(|e| format!("cannot start the deployment: {e}"))?;

@@ -125,6 +125,8 @@ pub struct DemoOptions {
     pub durable: bool,
     /// Largest payload, in bytes.
     pub max_payload_bytes: usize,
+    /// Document delivery retries: first delay and cap.
+    pub retry: (std::time::Duration, std::time::Duration),
 }
 
 impl DemoOptions {
@@ -135,6 +137,7 @@ impl DemoOptions {
             backend: BackendKind::CitizenLookup,
             durable: true,
             max_payload_bytes: 4 * 1024 * 1024,
+            retry: truc_node::RunOptions::default().retry,
         }
     }
 }
@@ -177,13 +180,13 @@ fn addr(l: &TcpListener) -> Result<SocketAddr, DemoError> {
 pub struct Deployment {
     /// Its files.
     pub files: Files,
-    /// The hub.
-    pub hub: RunningHub,
+    hub: Option<RunningHub>,
     /// The nodes: ministry first, then province.
     pub nodes: Vec<(String, RunningNode)>,
     backends: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     backend_addrs: Vec<SocketAddr>,
     backend_shutdown: Shutdown,
+    options: DemoOptions,
 }
 
 impl Deployment {
@@ -247,6 +250,7 @@ impl Deployment {
                 Shutdown::new(),
                 truc_node::RunOptions {
                     audit: audit.clone(),
+                    retry: options.retry,
                     ..truc_node::RunOptions::default()
                 },
             )
@@ -255,11 +259,12 @@ impl Deployment {
         }
         Ok(Deployment {
             files,
-            hub,
+            hub: Some(hub),
             nodes,
             backends,
             backend_addrs,
             backend_shutdown,
+            options,
         })
     }
 
@@ -310,9 +315,9 @@ impl Deployment {
             .collect();
         serde_json::json!({
             "hub": {
-                "grpc": self.hub.addr().to_string(),
+                "grpc": self.hub().addr().to_string(),
                 "tls_server_name": "hub",
-                "ops": format!("http://{}", self.hub.ops_addr()),
+                "ops": format!("http://{}", self.hub().ops_addr()),
                 "config": self.files.hub_config,
                 "data_dir": self.files.pki.dir.parent().map(|d| d.join("hub")),
             },
@@ -353,6 +358,78 @@ impl Deployment {
         }
     }
 
+    /// Starts node `id` again from its config file, on the same address.
+    pub async fn restart_node(&mut self, id: &str) -> Result<(), DemoError> {
+        let path = self
+            .files
+            .node_configs
+            .iter()
+            .find(|(n, _)| n == id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| DemoError::Io {
+                what: format!("no node {id}"),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+        let config = NodeConfig::load(&path)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("binding {}", config.listen)))?;
+        let ops = bind().await?;
+        let node = truc_node::start(
+            config,
+            listener,
+            ops,
+            Shutdown::new(),
+            truc_node::RunOptions {
+                audit: self.audit_options(),
+                retry: self.options.retry,
+                ..truc_node::RunOptions::default()
+            },
+        )
+        .await?;
+        self.nodes.push((id.to_string(), node));
+        Ok(())
+    }
+
+    /// Stops the hub, runs `between` while it is down, and starts it again
+    /// from its config on the same address.
+    pub async fn restart_hub(&mut self, between: impl AsyncFnOnce()) -> Result<(), DemoError> {
+        if let Some(hub) = self.hub.take() {
+            hub.stop().await?;
+        }
+        between().await;
+        let config = HubConfig::load(&self.files.hub_config)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("binding {}", config.listen)))?;
+        let hub = truc_hub::start(
+            config,
+            listener,
+            bind().await?,
+            Shutdown::new(),
+            truc_hub::RunOptions {
+                audit: self.audit_options(),
+                ..truc_hub::RunOptions::default()
+            },
+        )
+        .await?;
+        self.hub = Some(hub);
+        Ok(())
+    }
+
+    fn audit_options(&self) -> truc_audit::Options {
+        truc_audit::Options {
+            durable: self.options.durable,
+            ..truc_audit::Options::default()
+        }
+    }
+
+    /// The running hub.
+    pub fn hub(&self) -> &RunningHub {
+        // Only `restart_hub`, which holds `&mut self`, leaves it empty.
+        self.hub.as_ref().expect("the hub runs outside restart_hub")
+    }
+
     /// Stops everything (nodes first, so their last calls reach the hub) and
     /// waits for it.
     pub async fn stop(self) -> Result<(), DemoError> {
@@ -362,7 +439,10 @@ impl Deployment {
                 node_result = Err(e);
             }
         }
-        let hub = self.hub.stop().await;
+        let hub = match self.hub {
+            Some(hub) => hub.stop().await,
+            None => Ok(()),
+        };
         self.backend_shutdown.trigger();
         for b in self.backends {
             // A backend that failed has already shown it in the calls.

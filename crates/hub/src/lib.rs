@@ -12,6 +12,7 @@
 mod access;
 mod audit_service;
 mod config;
+mod relay;
 mod reporting;
 mod route;
 

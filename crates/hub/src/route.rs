@@ -26,15 +26,15 @@ pub struct HubService {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    registry: Arc<Registry>,
+pub(crate) struct Inner {
+    pub(crate) registry: Arc<Registry>,
     /// Served with the registry, so nodes can verify receipts.
     audit_public_key: Bytes,
-    audit: AuditLog,
+    pub(crate) audit: AuditLog,
     client_tls: Arc<rustls::ClientConfig>,
     // One long-lived HTTP/2 channel per provider node, made on first use.
     nodes: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     limits: Limits,
 }
 
@@ -68,8 +68,14 @@ impl HubService {
     }
 }
 
+impl HubService {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
 impl Inner {
-    fn node_client(&self, id: &NodeId) -> Result<NodeClient<Channel>, Status> {
+    pub(crate) fn node_client(&self, id: &NodeId) -> Result<NodeClient<Channel>, Status> {
         let mut nodes = self
             .nodes
             .lock()
@@ -224,6 +230,20 @@ impl Hub for HubService {
             }
             Err(status) => Err(tag(status, &checked.tx_id)),
         }
+    }
+
+    async fn relay(
+        &self,
+        request: Request<tonic::Streaming<truc_proto::v1::RelayRequest>>,
+    ) -> Result<Response<truc_proto::v1::RelayResponse>, Status> {
+        self.relay_document(request).await
+    }
+
+    async fn relay_status(
+        &self,
+        request: Request<truc_proto::v1::StatusUpdate>,
+    ) -> Result<Response<truc_proto::v1::StatusAck>, Status> {
+        self.relay_status_update(request).await
     }
 
     async fn get_registry(

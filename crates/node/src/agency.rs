@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::{Request, Response, Status, transport::Channel};
 use truc_audit::{AuditLog, Transaction};
 use truc_ops::{
@@ -9,12 +11,18 @@ use truc_ops::{
 };
 use truc_pki::{Role, peer};
 use truc_proto::v1::{
-    CallRequest, CallResponse, DataRequest, GetRegistryRequest, agency_server::Agency,
-    hub_client::HubClient,
+    CallRequest, CallResponse, DataRequest, FetchDocumentRequest, FetchDocumentResponse,
+    GetRegistryRequest, GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse,
+    SendDocumentRequest, SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse,
+    WatchInboxRequest, agency_server::Agency, hub_client::HubClient,
 };
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::{HubKey, NodeConfig, new_transaction_id};
+use crate::{
+    HubKey, NodeConfig,
+    docs::{Caller, Documents},
+    new_transaction_id,
+};
 
 /// The Agency service.
 #[derive(Clone)]
@@ -24,6 +32,7 @@ pub struct AgencyService {
     audit: AuditLog,
     metrics: Arc<Metrics>,
     hub_key: HubKey,
+    docs: Arc<Documents>,
 }
 
 impl AgencyService {
@@ -33,6 +42,7 @@ impl AgencyService {
         audit: AuditLog,
         metrics: Arc<Metrics>,
         hub_key: HubKey,
+        docs: Arc<Documents>,
     ) -> AgencyService {
         let limit = config.limits.max_message_bytes();
         let hub = HubClient::new(channel)
@@ -44,31 +54,33 @@ impl AgencyService {
             audit,
             metrics,
             hub_key,
+            docs,
         }
     }
 
-    /// The agency the caller acts for, if its certificate allows it.
-    fn authorize<T>(&self, request: &Request<T>, claimed: &str) -> Result<AgencyCode, Status> {
+    /// The agency system calling, from its certificate.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = &peer(request)?.identity;
         if caller.role != Role::Client {
             return Err(Status::permission_denied(format!(
                 "{caller} is not an agency system"
             )));
         }
-        let client = AgencyCode::parse(claimed)
-            .map_err(|e| Status::invalid_argument(format!("client_agency: {e}")))?;
-        let allowed = self
-            .config
-            .clients
-            .get(&caller.name)
-            .is_some_and(|agencies| agencies.contains(&client));
-        if !allowed {
-            return Err(Status::permission_denied(format!(
-                "{caller} may not act for agency {client} on node {}",
-                self.config.id
-            )));
-        }
-        Ok(client)
+        Ok(Caller {
+            identity: caller.clone(),
+            agencies: self
+                .config
+                .clients
+                .get(&caller.name)
+                .cloned()
+                .unwrap_or_default(),
+            node: self.config.id.clone(),
+        })
+    }
+
+    /// The agency the caller acts for, if its certificate allows it.
+    fn authorize<T>(&self, request: &Request<T>, claimed: &str) -> Result<AgencyCode, Status> {
+        self.caller(request)?.may_act_for(claimed)
     }
 }
 
@@ -150,5 +162,69 @@ impl Agency for AgencyService {
                 Err(tag(status, &tx_id))
             }
         }
+    }
+
+    async fn send_document(
+        &self,
+        request: Request<Streaming<SendDocumentRequest>>,
+    ) -> Result<Response<SendDocumentResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let response = self.docs.send(&caller, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<ListInboxRequest>,
+    ) -> Result<Response<ListInboxResponse>, Status> {
+        let recipient = self.authorize(&request, &request.get_ref().recipient)?;
+        Ok(Response::new(
+            self.docs.list_inbox(&recipient, request.get_ref())?,
+        ))
+    }
+
+    type WatchInboxStream = ReceiverStream<Result<InboxEvent, Status>>;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
+        let recipient = self.authorize(&request, &request.get_ref().recipient)?;
+        Ok(Response::new(self.docs.watch_inbox(recipient)))
+    }
+
+    type FetchDocumentStream = ReceiverStream<Result<FetchDocumentResponse, Status>>;
+
+    async fn fetch_document(
+        &self,
+        request: Request<FetchDocumentRequest>,
+    ) -> Result<Response<Self::FetchDocumentStream>, Status> {
+        let recipient = self.authorize(&request, &request.get_ref().recipient)?;
+        Ok(Response::new(
+            self.docs.fetch(&recipient, request.get_ref())?,
+        ))
+    }
+
+    async fn update_status(
+        &self,
+        request: Request<UpdateStatusRequest>,
+    ) -> Result<Response<UpdateStatusResponse>, Status> {
+        let recipient = self.authorize(&request, &request.get_ref().recipient)?;
+        let response = self
+            .docs
+            .update_status(&recipient, request.into_inner())
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_tracking(
+        &self,
+        request: Request<GetTrackingRequest>,
+    ) -> Result<Response<Tracking>, Status> {
+        let sender = self.authorize(&request, &request.get_ref().sender)?;
+        Ok(Response::new(
+            self.docs
+                .tracking(&sender, &request.get_ref().document_id)?,
+        ))
     }
 }

@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use tonic::Streaming;
 use tonic::{
     Request, Response, Status,
     transport::{Channel, Endpoint},
@@ -11,10 +12,13 @@ use truc_ops::{
     Metrics, incoming_timeout, is_transport_failure, now_ms, record_call, tag, with_deadline,
 };
 use truc_pki::{Role, peer};
-use truc_proto::v1::{DataRequest, DataResponse, backend_client::BackendClient, node_server::Node};
+use truc_proto::v1::{
+    DataRequest, DataResponse, RelayRequest, RelayResponse, StatusAck, StatusUpdate,
+    backend_client::BackendClient, node_server::Node,
+};
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::NodeConfig;
+use crate::{NodeConfig, docs::Documents};
 
 /// The Node service.
 #[derive(Clone)]
@@ -23,6 +27,7 @@ pub struct NodeService {
     backends: Arc<HashMap<ServiceId, BackendClient<Channel>>>,
     audit: AuditLog,
     metrics: Arc<Metrics>,
+    docs: Arc<Documents>,
 }
 
 impl NodeService {
@@ -30,6 +35,7 @@ impl NodeService {
         config: Arc<NodeConfig>,
         audit: AuditLog,
         metrics: Arc<Metrics>,
+        docs: Arc<Documents>,
     ) -> Result<NodeService, Status> {
         let limit = config.limits.max_message_bytes();
         let mut backends = HashMap::new();
@@ -48,6 +54,7 @@ impl NodeService {
             backends: Arc::new(backends),
             audit,
             metrics,
+            docs,
         })
     }
 }
@@ -60,12 +67,7 @@ impl Node for NodeService {
     ) -> Result<Response<DataResponse>, Status> {
         let started = Instant::now();
         let started_ms = now_ms();
-        let caller = &peer(&request)?.identity;
-        if caller.role != Role::Hub || caller.name != self.config.hub_name {
-            return Err(Status::permission_denied(format!(
-                "{caller} may not deliver calls; only the hub may"
-            )));
-        }
+        self.require_hub(&request)?;
         let deadline = incoming_timeout(request.metadata());
         let req = request.into_inner();
         let client = AgencyCode::parse(&req.client_agency)
@@ -121,5 +123,37 @@ impl Node for NodeService {
             })),
             Err(status) => Err(tag(status, &tx_id)),
         }
+    }
+
+    async fn deliver(
+        &self,
+        request: Request<Streaming<RelayRequest>>,
+    ) -> Result<Response<RelayResponse>, Status> {
+        self.require_hub(&request)?;
+        let response = self.docs.deliver(request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn deliver_status(
+        &self,
+        request: Request<StatusUpdate>,
+    ) -> Result<Response<StatusAck>, Status> {
+        self.require_hub(&request)?;
+        Ok(Response::new(
+            self.docs.deliver_status(request.into_inner()).await?,
+        ))
+    }
+}
+
+impl NodeService {
+    /// Only the hub may call the Node API.
+    fn require_hub<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = &peer(request)?.identity;
+        if caller.role != Role::Hub || caller.name != self.config.hub_name {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not call the node API; only the hub may"
+            )));
+        }
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@
 mod agency;
 pub mod backend;
 mod config;
+mod docs;
 mod invoke;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -64,6 +65,8 @@ pub struct RunOptions {
     pub audit: Options,
     /// How long open calls may run after shutdown.
     pub drain: Duration,
+    /// Document and status delivery retries: the first delay and the cap.
+    pub retry: (Duration, Duration),
 }
 
 impl Default for RunOptions {
@@ -71,6 +74,7 @@ impl Default for RunOptions {
         RunOptions {
             audit: Options::default(),
             drain: Duration::from_secs(10),
+            retry: (Duration::from_millis(500), Duration::from_secs(60)),
         }
     }
 }
@@ -140,14 +144,26 @@ pub async fn start(
     let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, client_tls)?;
     let hub_channel_for_check = hub_channel.clone();
     let hub_key = HubKey::default();
+    let documents = docs::Documents::open(
+        store.clone(),
+        &config.data_dir.join("blobs"),
+        hub_channel.clone(),
+        options.retry,
+    )
+    .map_err(|source| NodeError::DataDir {
+        path: config.data_dir.join("blobs"),
+        source,
+    })?;
+    docs::spawn_workers(documents.clone(), shutdown.clone());
     let agency = agency::AgencyService::new(
         config.clone(),
         hub_channel,
         audit.clone(),
         metrics.clone(),
         hub_key.clone(),
+        documents.clone(),
     );
-    let invoke = invoke::NodeService::new(config.clone(), audit, metrics.clone())
+    let invoke = invoke::NodeService::new(config.clone(), audit, metrics.clone(), documents)
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
     let server = GrpcServer::new()?;
     server

@@ -75,6 +75,9 @@ pub struct Registry {
     hosting: BTreeMap<AgencyCode, NodeId>,
     services: BTreeMap<ServiceId, Service>,
     grants: BTreeMap<AgencyCode, BTreeSet<ServiceId>>,
+    /// Whether documents may go between any two agencies without a grant.
+    documents_by_default: bool,
+    document_grants: BTreeMap<AgencyCode, BTreeSet<AgencyCode>>,
     sha256: [u8; 32],
 }
 
@@ -89,6 +92,35 @@ struct RawFile {
     service: Vec<RawService>,
     #[serde(default)]
     grant: Vec<RawGrant>,
+    #[serde(default)]
+    documents: RawDocuments,
+    #[serde(default)]
+    document_grant: Vec<RawDocumentGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocuments {
+    /// "allow" (the default) or "deny".
+    #[serde(default = "allow")]
+    default: Spanned<String>,
+}
+
+impl Default for RawDocuments {
+    fn default() -> Self {
+        RawDocuments { default: allow() }
+    }
+}
+
+fn allow() -> Spanned<String> {
+    Spanned::new(0..0, "allow".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocumentGrant {
+    sender: Spanned<String>,
+    recipients: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +372,38 @@ impl Registry {
             }
         }
 
+        // Documents.
+        let documents_by_default = match raw.documents.default.get_ref().as_str() {
+            "allow" => true,
+            "deny" => false,
+            other => {
+                return Err(cx.at(
+                    &raw.documents.default,
+                    "documents.default".into(),
+                    format!("{other:?}: expected \"allow\" or \"deny\""),
+                ));
+            }
+        };
+        let mut document_grants: BTreeMap<AgencyCode, BTreeSet<AgencyCode>> = BTreeMap::new();
+        for (i, g) in raw.document_grant.iter().enumerate() {
+            let field = format!("document_grant[{i}].sender");
+            let sender = cx.parse(&g.sender, field.clone(), AgencyCode::parse)?;
+            if !agencies.contains_key(&sender) {
+                return Err(cx.at(&g.sender, field, format!("unknown agency {sender}")));
+            }
+            for (j, r) in g.recipients.iter().enumerate() {
+                let field = format!("document_grant[{i}].recipients[{j}]");
+                let recipient = cx.parse(r, field.clone(), AgencyCode::parse)?;
+                if !agencies.contains_key(&recipient) {
+                    return Err(cx.at(r, field, format!("unknown agency {recipient}")));
+                }
+                document_grants
+                    .entry(sender.clone())
+                    .or_default()
+                    .insert(recipient);
+            }
+        }
+
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(digest.as_ref());
@@ -349,6 +413,8 @@ impl Registry {
             hosting,
             services,
             grants,
+            documents_by_default,
+            document_grants,
             sha256,
         })
     }
@@ -397,6 +463,19 @@ impl Registry {
     /// are not inherited by its children (nor the reverse).
     pub fn is_granted(&self, client: &AgencyCode, service: &ServiceId) -> bool {
         self.grants.get(client).is_some_and(|s| s.contains(service))
+    }
+
+    /// Whether `sender` may send documents to `recipient`: both must exist,
+    /// and either `[documents] default = "allow"` (the default) or a
+    /// `[[document_grant]]` names the pair.
+    pub fn may_send_document(&self, sender: &AgencyCode, recipient: &AgencyCode) -> bool {
+        self.agencies.contains_key(sender)
+            && self.agencies.contains_key(recipient)
+            && (self.documents_by_default
+                || self
+                    .document_grants
+                    .get(sender)
+                    .is_some_and(|r| r.contains(recipient)))
     }
 
     /// All grants as (client, service), ordered by client then service.

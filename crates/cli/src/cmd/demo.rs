@@ -37,7 +37,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| failed(format!("cannot write {}: {e}", demo_json.display())))?;
     println!(
         "truc demo: hub on {}, node {MINISTRY_NODE} ({G22}) on {}, node {PROVINCE_NODE} ({H37}, {H37_DEPT}) on {}",
-        deployment.hub.addr(),
+        deployment.hub().addr(),
         deployment
             .node(MINISTRY_NODE)
             .map(|n| n.addr().to_string())
@@ -59,7 +59,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     print_tree_head(&admin).await?;
 
     println!("\nendpoints and certificates: {}", demo_json.display());
-    println!("hub metrics: http://{}/metrics", deployment.hub.ops_addr());
+    println!(
+        "hub metrics: http://{}/metrics",
+        deployment.hub().ops_addr()
+    );
     println!(
         "try: truc call --config {} --as {H37} --service {CITIZEN_LOOKUP} --data '{{\"id\":\"001089012345\"}}'",
         deployment
@@ -79,7 +82,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     println!(
         "or:  grpcurl -cacert {0}/ca.crt -cert {0}/admin-admin.crt -key {0}/admin-admin.key -servername hub {1} list",
         pki.dir.display(),
-        deployment.hub.addr()
+        deployment.hub().addr()
     );
 
     match args.duration {

@@ -3,6 +3,7 @@
 mod audit;
 mod call;
 mod demo;
+mod doc;
 mod pki;
 mod report;
 mod serve;
@@ -59,6 +60,16 @@ pub enum Command {
     Audit(audit::AuditCommand),
     /// Transaction counts from the hub.
     Report(report::ReportArgs),
+    /// Sends an official document, with attachments, to other agencies.
+    Send(doc::SendArgs),
+    /// Lists the documents received by an agency; --watch follows new ones.
+    Inbox(doc::InboxArgs),
+    /// Downloads a received document's attachments and envelope.
+    Fetch(doc::FetchArgs),
+    /// Sets the processing status of a received document.
+    Status(doc::StatusArgs),
+    /// Shows where a sent document stands with each recipient.
+    Track(doc::TrackArgs),
 }
 
 /// A failed command, with the exit code it maps to.
@@ -121,6 +132,11 @@ pub async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Call(a) => call::run(a).await,
         Command::Audit(c) => audit::run(c).await,
         Command::Report(a) => report::run(a).await,
+        Command::Send(a) => doc::send(a).await,
+        Command::Inbox(a) => doc::inbox(a).await,
+        Command::Fetch(a) => doc::fetch(a).await,
+        Command::Status(a) => doc::status(a).await,
+        Command::Track(a) => doc::track(a).await,
     }
 }
 

@@ -1,0 +1,603 @@
+//! Documents at a node: the sender's outbox and tracking, the recipient's
+//! inbox, attachment blobs on disk, and the workers that deliver documents
+//! and statuses through the hub until they are on the other side's disk.
+//!
+//! Durability: a send is acknowledged once its blobs are `fsync`ed and its
+//! outbox entry flushed; a relayed document is acknowledged once it is in the
+//! inbox on disk; a status once it is queued on disk. Deliveries and statuses
+//! are retried (exponential backoff with jitter) until the other side has
+//! them; both sides are idempotent, so a retry never makes a second entry.
+
+mod blobs;
+mod keys;
+mod worker;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming, transport::Channel};
+use truc_doc::{ChangeKind, DocState, StatusCode, envelope_digest};
+use truc_pki::Identity;
+use truc_proto::v1::{
+    BusinessKind, Envelope, FetchDocumentResponse, InboxEntry, InboxEvent, ListInboxRequest,
+    ListInboxResponse, RecipientTracking, RelayRequest, RelayResponse, SendDocumentRequest,
+    SendDocumentResponse, StatusAck, StatusEvent, StatusUpdate, Tracking, UpdateStatusRequest,
+    UpdateStatusResponse, fetch_document_response, relay_request, send_document_request,
+};
+use truc_registry::{AgencyCode, NodeId};
+use truc_store::{Store, WriteBatch};
+
+use self::{blobs::Blobs, keys::storage};
+pub(crate) use worker::spawn_workers;
+
+/// An agency system calling the node, and the agencies it may act for.
+pub(crate) struct Caller {
+    pub(crate) identity: Identity,
+    pub(crate) agencies: BTreeSet<AgencyCode>,
+    pub(crate) node: NodeId,
+}
+
+impl Caller {
+    /// `claimed` as an agency code, if this caller may act for it.
+    pub(crate) fn may_act_for(&self, claimed: &str) -> Result<AgencyCode, Status> {
+        let agency = AgencyCode::parse(claimed)
+            .map_err(|e| Status::invalid_argument(format!("agency: {e}")))?;
+        if !self.agencies.contains(&agency) {
+            return Err(Status::permission_denied(format!(
+                "{} may not act for agency {agency} on node {}",
+                self.identity, self.node
+            )));
+        }
+        Ok(agency)
+    }
+}
+
+/// The document side of a node.
+pub(crate) struct Documents {
+    store: Store,
+    blobs: Blobs,
+    limits: truc_doc::Limits,
+    hub: Channel,
+    /// Wakes the delivery worker.
+    deliveries: Notify,
+    /// Wakes the status worker.
+    statuses: Notify,
+    next_status: AtomicU64,
+    events: broadcast::Sender<InboxEvent>,
+    /// Retry delays: the first, and the cap.
+    pub(crate) backoff: (std::time::Duration, std::time::Duration),
+    /// Held while a tracking entry is read, changed and written back:
+    /// deliveries to several recipients of one document finish concurrently.
+    pub(crate) tracking_lock: tokio::sync::Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    truc_ops::now_ms()
+}
+
+fn kind_of(envelope: &Envelope) -> i32 {
+    envelope.business_kind
+}
+
+fn event(code: StatusCode, description: &str, by: &str) -> StatusEvent {
+    StatusEvent {
+        code: code.code().to_string(),
+        description: description.to_string(),
+        unix_ms: now_ms(),
+        by: by.to_string(),
+        staff: None,
+    }
+}
+
+impl Documents {
+    /// Documents kept in `store`, blobs under `blob_dir`, relayed through `hub`.
+    pub(crate) fn open(
+        store: Store,
+        blob_dir: &std::path::Path,
+        hub: Channel,
+        backoff: (std::time::Duration, std::time::Duration),
+    ) -> std::io::Result<Arc<Documents>> {
+        let next_status = store
+            .last_with_prefix(keys::STATUS_QUEUE)
+            .ok()
+            .flatten()
+            .and_then(|(k, _)| k.last_chunk::<8>().map(|b| u64::from_be_bytes(*b) + 1))
+            .unwrap_or(0);
+        Ok(Arc::new(Documents {
+            store,
+            blobs: Blobs::open(blob_dir)?,
+            limits: truc_doc::Limits::default(),
+            hub,
+            deliveries: Notify::new(),
+            statuses: Notify::new(),
+            next_status: AtomicU64::new(next_status),
+            events: broadcast::channel(1024).0,
+            backoff,
+            tracking_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn flush(&self) -> Result<(), Status> {
+        self.store.flush().map_err(storage)
+    }
+
+    /// SendDocument: checks, stores the attachments and the outbox entry
+    /// durably, then acknowledges; delivery follows in the background.
+    pub(crate) async fn send(
+        &self,
+        caller: &Caller,
+        mut stream: Streaming<SendDocumentRequest>,
+    ) -> Result<SendDocumentResponse, Status> {
+        let envelope = match stream.message().await?.and_then(|m| m.part) {
+            Some(send_document_request::Part::Envelope(e)) => e,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the envelope",
+                ));
+            }
+        };
+        let from = envelope
+            .from
+            .as_ref()
+            .map(|o| o.organ_id.as_str())
+            .unwrap_or("");
+        let sender = caller.may_act_for(from)?;
+        truc_doc::check(&envelope, &self.limits)?;
+        let kind = kind_of(&envelope);
+        let key = keys::outbox(sender.as_str(), &envelope.document_id, kind);
+        let digest = envelope_digest(&envelope);
+        let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
+            Some(send_document_request::Part::Chunk(c)) => Ok(c),
+            _ => Err(Status::invalid_argument(
+                "only chunks may follow the envelope",
+            )),
+        });
+        if let Some(existing) = keys::load::<Tracking>(&self.store, &key)? {
+            let same = existing
+                .envelope
+                .as_ref()
+                .is_some_and(|e| envelope_digest(e) == digest);
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "{} already sent a different document with id {}",
+                    sender, envelope.document_id
+                )));
+            }
+            // A repeated send: check what comes, store nothing new.
+            blobs::check_only(&envelope, &mut chunks).await?;
+            return Ok(SendDocumentResponse {
+                sender: sender.to_string(),
+                document_id: envelope.document_id.clone(),
+                duplicate: true,
+                accepted_unix_ms: existing.accepted_unix_ms,
+            });
+        }
+        if kind != BusinessKind::New as i32 {
+            let original = keys::outbox(sender.as_str(), &envelope.document_id, 0);
+            if self.store.get(&original).map_err(storage)?.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "a recall, update or replace needs document {} sent first",
+                    envelope.document_id
+                )));
+            }
+        }
+        self.blobs.receive(&envelope, &mut chunks).await?;
+
+        let accepted = now_ms();
+        let recipients: Vec<String> = envelope.to.iter().map(|o| o.organ_id.clone()).collect();
+        let tracking = Tracking {
+            sender: sender.to_string(),
+            document_id: envelope.document_id.clone(),
+            accepted_unix_ms: accepted,
+            recipients: recipients
+                .iter()
+                .map(|r| RecipientTracking {
+                    recipient: r.clone(),
+                    delivery: "pending".into(),
+                    ..RecipientTracking::default()
+                })
+                .collect(),
+            envelope: Some(envelope.clone()),
+        };
+        let mut batch = WriteBatch::default();
+        batch.insert(&key, prost::Message::encode_to_vec(&tracking));
+        for r in &recipients {
+            batch.insert(
+                keys::queue(sender.as_str(), &envelope.document_id, kind, r),
+                0u64.to_be_bytes(),
+            );
+        }
+        self.store.apply(batch).map_err(storage)?;
+        self.flush()?;
+        self.deliveries.notify_one();
+        Ok(SendDocumentResponse {
+            sender: sender.to_string(),
+            document_id: envelope.document_id,
+            duplicate: false,
+            accepted_unix_ms: accepted,
+        })
+    }
+
+    /// Node.Deliver: a document relayed by the hub for one of this node's
+    /// agencies. Answers once it is in the inbox on disk.
+    pub(crate) async fn deliver(
+        &self,
+        mut stream: Streaming<RelayRequest>,
+    ) -> Result<RelayResponse, Status> {
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(relay_request::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header",
+                ));
+            }
+        };
+        let envelope = header
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("header.envelope is required"))?;
+        truc_doc::check(&envelope, &self.limits)?;
+        let key = keys::inbox(&header.recipient, &header.sender, &envelope.document_id);
+        let digest = envelope_digest(&envelope);
+        let existing = keys::load::<InboxEntry>(&self.store, &key)?;
+        let change = ChangeKind::of(
+            BusinessKind::try_from(envelope.business_kind).unwrap_or(BusinessKind::New),
+        );
+        let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
+            Some(relay_request::Part::Chunk(c)) => Ok(c),
+            _ => Err(Status::invalid_argument(
+                "only chunks may follow the header",
+            )),
+        });
+        // Idempotency: the same envelope again is acknowledged as it was.
+        let duplicate = existing.as_ref().is_some_and(|e| match change {
+            None => e
+                .envelope
+                .as_ref()
+                .is_some_and(|x| envelope_digest(x) == digest),
+            Some(_) => e
+                .pending_change
+                .as_ref()
+                .is_some_and(|x| envelope_digest(x) == digest),
+        });
+        if duplicate {
+            blobs::check_only(&envelope, &mut chunks).await?;
+            return Ok(RelayResponse {
+                arrived_unix_ms: existing.map_or(0, |e| e.arrived_unix_ms),
+                duplicate: true,
+                receipt: None,
+            });
+        }
+        let mut entry = match (change, existing) {
+            (None, Some(_)) => {
+                return Err(Status::already_exists(format!(
+                    "another document with id {} from {} is already here",
+                    envelope.document_id, header.sender
+                )));
+            }
+            (None, None) => {
+                let arrived = now_ms();
+                InboxEntry {
+                    sender: header.sender.clone(),
+                    document_id: envelope.document_id.clone(),
+                    recipient: header.recipient.clone(),
+                    envelope: None,
+                    status: StatusCode::Arrived.code().into(),
+                    arrived_unix_ms: arrived,
+                    updated_unix_ms: arrived,
+                    history: vec![event(StatusCode::Arrived, "arrived", &header.recipient)],
+                    pending_change: None,
+                }
+            }
+            (Some(_), None) => {
+                return Err(Status::failed_precondition(format!(
+                    "document {} has not arrived here yet",
+                    envelope.document_id
+                )));
+            }
+            (Some(kind), Some(mut entry)) => {
+                let state = state_of(&entry)?;
+                let next_state = state
+                    .request_change(kind)
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                entry.status = next_state.status.code().into();
+                entry.updated_unix_ms = now_ms();
+                entry.history.push(event(
+                    next_state.status,
+                    &format!("{kind:?} requested: {}", envelope.business_reason),
+                    &header.sender,
+                ));
+                entry
+            }
+        };
+        self.blobs.receive(&envelope, &mut chunks).await?;
+        let mut batch = WriteBatch::default();
+        let kind_label = match change {
+            None => {
+                entry.envelope = Some(envelope);
+                "arrived"
+            }
+            Some(_) => {
+                entry.pending_change = Some(envelope);
+                // The sender learns of the 13 like of any status.
+                let update = self.status_update(&entry)?;
+                batch.insert(keys::status(update.0), update.1);
+                "change"
+            }
+        };
+        batch.insert(&key, prost::Message::encode_to_vec(&entry));
+        self.store.apply(batch).map_err(storage)?;
+        self.flush()?;
+        self.statuses.notify_one();
+        let arrived = entry.arrived_unix_ms;
+        let _ = self.events.send(InboxEvent {
+            kind: kind_label.into(),
+            entry: Some(entry),
+        });
+        Ok(RelayResponse {
+            arrived_unix_ms: arrived,
+            duplicate: false,
+            receipt: None,
+        })
+    }
+
+    /// The next status-queue slot and the encoded update for `entry`'s
+    /// latest status.
+    fn status_update(&self, entry: &InboxEntry) -> Result<(u64, Vec<u8>), Status> {
+        let seq = self.next_status.fetch_add(1, Ordering::SeqCst);
+        let update = StatusUpdate {
+            transaction_id: String::new(),
+            sender: entry.sender.clone(),
+            document_id: entry.document_id.clone(),
+            recipient: entry.recipient.clone(),
+            event: entry.history.last().cloned(),
+        };
+        Ok((seq, prost::Message::encode_to_vec(&update)))
+    }
+
+    /// UpdateStatus: the recipient's processing status, enforced by the
+    /// state machine, stored, and queued to travel back to the sender.
+    pub(crate) async fn update_status(
+        &self,
+        recipient: &AgencyCode,
+        req: UpdateStatusRequest,
+    ) -> Result<UpdateStatusResponse, Status> {
+        let to =
+            StatusCode::parse(&req.status).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
+        let mut entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no document {} from {} in the inbox of {recipient}",
+                req.document_id, req.sender
+            ))
+        })?;
+        let state = state_of(&entry)?;
+        let next = state
+            .set_by_recipient(to)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        // An accepted update or replace becomes the current version.
+        if to == StatusCode::ChangeAccepted
+            && matches!(next.change, Some(ChangeKind::Update | ChangeKind::Replace))
+        {
+            if let Some(new) = entry.pending_change.clone() {
+                entry.envelope = Some(new);
+            }
+        }
+        entry.status = next.status.code().into();
+        entry.updated_unix_ms = now_ms();
+        let mut ev = event(next.status, &req.description, recipient.as_str());
+        ev.staff = req.staff;
+        entry.history.push(ev);
+        let (seq, update) = self.status_update(&entry)?;
+        let mut batch = WriteBatch::default();
+        batch.insert(&key, prost::Message::encode_to_vec(&entry));
+        batch.insert(keys::status(seq), update);
+        self.store.apply(batch).map_err(storage)?;
+        self.flush()?;
+        self.statuses.notify_one();
+        let _ = self.events.send(InboxEvent {
+            kind: "status".into(),
+            entry: Some(entry.clone()),
+        });
+        Ok(UpdateStatusResponse { entry: Some(entry) })
+    }
+
+    /// Node.DeliverStatus: a recipient's status arriving at the sender's
+    /// node, recorded in the tracking once.
+    pub(crate) async fn deliver_status(&self, update: StatusUpdate) -> Result<StatusAck, Status> {
+        let _guard = self.tracking_lock.lock().await;
+        let key = keys::outbox(&update.sender, &update.document_id, 0);
+        let mut tracking = keys::load::<Tracking>(&self.store, &key)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no document {} sent by {} here",
+                update.document_id, update.sender
+            ))
+        })?;
+        let ev = update
+            .event
+            .ok_or_else(|| Status::invalid_argument("event is required"))?;
+        StatusCode::parse(&ev.code).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        let r = tracking
+            .recipients
+            .iter_mut()
+            .find(|r| r.recipient == update.recipient)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "{} is not a recipient of document {}",
+                    update.recipient, update.document_id
+                ))
+            })?;
+        let seen = r
+            .history
+            .iter()
+            .any(|h| h.code == ev.code && h.unix_ms == ev.unix_ms && h.by == ev.by);
+        if !seen {
+            r.status = ev.code.clone();
+            r.history.push(ev);
+            self.store
+                .insert(&key, prost::Message::encode_to_vec(&tracking))
+                .map_err(storage)?;
+            self.flush()?;
+        }
+        Ok(StatusAck { receipt: None })
+    }
+
+    /// ListInbox.
+    pub(crate) fn list_inbox(
+        &self,
+        recipient: &AgencyCode,
+        req: &ListInboxRequest,
+    ) -> Result<ListInboxResponse, Status> {
+        let page = match req.page_size {
+            0 => 50,
+            n => n.min(500),
+        } as usize;
+        let prefix = keys::inbox_of(recipient.as_str());
+        let after = hex::decode(&req.page_token)
+            .map_err(|_| Status::invalid_argument("page_token: not one this node gave"))?;
+        let mut entries = Vec::new();
+        let mut next_page_token = String::new();
+        for item in self.store.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(storage)?;
+            if !after.is_empty() && k <= after {
+                continue;
+            }
+            let entry: InboxEntry = prost::Message::decode(v.as_slice()).map_err(storage)?;
+            let matches = (req.status.is_empty() || entry.status == req.status)
+                && (req.sender.is_empty() || entry.sender == req.sender)
+                && entry.updated_unix_ms >= req.since_unix_ms;
+            if !matches {
+                continue;
+            }
+            if entries.len() == page {
+                next_page_token = hex::encode(entries_last_key(&prefix, &entries));
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(ListInboxResponse {
+            entries,
+            next_page_token,
+        })
+    }
+
+    /// WatchInbox: arrivals and status changes of one recipient's inbox.
+    pub(crate) fn watch_inbox(
+        &self,
+        recipient: AgencyCode,
+    ) -> ReceiverStream<Result<InboxEvent, Status>> {
+        let mut events = self.events.subscribe();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ev) => {
+                        let mine = ev
+                            .entry
+                            .as_ref()
+                            .is_some_and(|e| e.recipient == recipient.as_str());
+                        if mine && tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let lost = Status::data_loss(format!(
+                            "{n} events were missed; list the inbox and watch again"
+                        ));
+                        let _ = tx.send(Err(lost)).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    /// FetchDocument: the entry, then every attachment's chunks.
+    pub(crate) fn fetch(
+        self: &Arc<Self>,
+        recipient: &AgencyCode,
+        req: &truc_proto::v1::FetchDocumentRequest,
+    ) -> Result<ReceiverStream<Result<FetchDocumentResponse, Status>>, Status> {
+        let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
+        let entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no document {} from {} in the inbox of {recipient}",
+                req.document_id, req.sender
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        let docs = self.clone();
+        tokio::spawn(async move {
+            let attachments = entry
+                .envelope
+                .as_ref()
+                .map(|e| e.attachments.clone())
+                .unwrap_or_default();
+            let first = FetchDocumentResponse {
+                part: Some(fetch_document_response::Part::Entry(entry)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for (i, a) in attachments.iter().enumerate() {
+                let sent = docs
+                    .blobs
+                    .send_chunks(&a.sha256, i as u32, &tx, |chunk| {
+                        Ok(FetchDocumentResponse {
+                            part: Some(fetch_document_response::Part::Chunk(chunk)),
+                        })
+                    })
+                    .await;
+                if let Err(e) = sent {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// GetTracking.
+    pub(crate) fn tracking(
+        &self,
+        sender: &AgencyCode,
+        document_id: &str,
+    ) -> Result<Tracking, Status> {
+        keys::load::<Tracking>(&self.store, &keys::outbox(sender.as_str(), document_id, 0))?
+            .ok_or_else(|| Status::not_found(format!("{sender} sent no document {document_id}")))
+    }
+}
+
+fn entries_last_key(prefix: &[u8], entries: &[InboxEntry]) -> Vec<u8> {
+    let _ = prefix;
+    entries
+        .last()
+        .map(|e| keys::inbox(&e.recipient, &e.sender, &e.document_id))
+        .unwrap_or_default()
+}
+
+/// The state machine's view of an inbox entry.
+fn state_of(entry: &InboxEntry) -> Result<DocState, Status> {
+    let status = StatusCode::parse(&entry.status).map_err(storage)?;
+    // The last change matters only while it is pending or just answered.
+    let answered = matches!(
+        status,
+        StatusCode::ChangeRequested | StatusCode::ChangeAccepted | StatusCode::ChangeRefused
+    );
+    let change = entry
+        .pending_change
+        .as_ref()
+        .filter(|_| answered)
+        .and_then(|e| {
+            ChangeKind::of(BusinessKind::try_from(e.business_kind).unwrap_or(BusinessKind::New))
+        });
+    Ok(DocState { status, change })
+}

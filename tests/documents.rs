@@ -1,0 +1,521 @@
+//! Documents between agencies: store and forward through the hub, exactly
+//! once, with statuses travelling back, across nodes and hub going down.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_stream::StreamExt;
+use tonic::{Code, transport::Channel};
+use truc_pki::Role;
+use truc_proto::v1::{
+    Attachment, BusinessKind, DocumentCode, Envelope, FetchDocumentRequest, GetTrackingRequest,
+    ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest, SendDocumentRequest,
+    Tracking, UpdateStatusRequest, WatchInboxRequest, agency_client::AgencyClient,
+    fetch_document_response, hub_client::HubClient, relay_request, send_document_request,
+};
+use truc_tests::*;
+
+const CHUNK: usize = 256 * 1024;
+
+fn sha(data: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+fn envelope(from: &str, to: &[&str], number: &str, files: &[(&str, &[u8])]) -> Envelope {
+    Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            organ_name: "UBND tỉnh Lạng Sơn".into(),
+            ..Organ::default()
+        }),
+        to: to
+            .iter()
+            .map(|t| Organ {
+                organ_id: (*t).into(),
+                ..Organ::default()
+            })
+            .collect(),
+        code: Some(DocumentCode {
+            code_number: number.into(),
+            code_notation: "UBND-VP".into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: "Lạng Sơn".into(),
+            promulgation_date: "2026/11/28".into(),
+        }),
+        subject: "V/v báo cáo tình hình kinh tế - xã hội tháng 11".into(),
+        document_id: format!("{from},2026/11/28,{number}/UBND-VP"),
+        attachments: files
+            .iter()
+            .map(|(name, data)| Attachment {
+                name: (*name).into(),
+                content_type: "application/pdf".into(),
+                size: data.len() as u64,
+                sha256: sha(data),
+                description: String::new(),
+            })
+            .collect(),
+        ..Envelope::default()
+    }
+}
+
+fn messages(envelope: &Envelope, files: &[(&str, &[u8])]) -> Vec<SendDocumentRequest> {
+    let mut out = vec![SendDocumentRequest {
+        part: Some(send_document_request::Part::Envelope(envelope.clone())),
+    }];
+    for (i, (_, data)) in files.iter().enumerate() {
+        for (j, piece) in data.chunks(CHUNK).enumerate() {
+            out.push(SendDocumentRequest {
+                part: Some(send_document_request::Part::Chunk(truc_doc::chunks::chunk(
+                    i as u32,
+                    (j * CHUNK) as u64,
+                    Bytes::copy_from_slice(piece),
+                ))),
+            });
+        }
+    }
+    out
+}
+
+async fn send(
+    client: &mut AgencyClient<Channel>,
+    envelope: &Envelope,
+    files: &[(&str, &[u8])],
+) -> Result<truc_proto::v1::SendDocumentResponse, tonic::Status> {
+    client
+        .send_document(tokio_stream::iter(messages(envelope, files)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls the sender's tracking until `done` holds (or 20 s pass).
+async fn tracking_until(
+    client: &mut AgencyClient<Channel>,
+    sender: &str,
+    document_id: &str,
+    done: impl Fn(&Tracking) -> bool,
+) -> Tracking {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = client
+            .get_tracking(GetTrackingRequest {
+                sender: sender.into(),
+                document_id: document_id.into(),
+            })
+            .await
+            .expect("tracking")
+            .into_inner();
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracking never got there: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status_of<'a>(t: &'a Tracking, recipient: &str) -> &'a str {
+    t.recipients
+        .iter()
+        .find(|r| r.recipient == recipient)
+        .map_or("", |r| r.status.as_str())
+}
+
+async fn fast_cluster() -> Cluster {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut options = DemoOptions::new(dir.path());
+    options.retry = (Duration::from_millis(20), Duration::from_millis(200));
+    let deployment = Deployment::start(options).await.expect("deployment");
+    Cluster { dir, deployment }
+}
+
+fn clients(c: &Cluster) -> (AgencyClient<Channel>, AgencyClient<Channel>) {
+    let big = 8 * 1024 * 1024;
+    let p = c
+        .deployment
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .expect("province")
+        .max_decoding_message_size(big);
+    let m = c
+        .deployment
+        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+        .expect("ministry")
+        .max_decoding_message_size(big);
+    (p, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_reaches_recipients_on_two_nodes_with_its_attachment() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let pdf: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let files: [(&str, &[u8]); 2] = [("bao-cao.pdf", &pdf), ("empty.txt", b"")];
+    let env = envelope(H37, &[G22, H37_DEPT], "101", &files);
+    let mut watch = ministry
+        .watch_inbox(WatchInboxRequest {
+            recipient: G22.into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let sent = send(&mut province, &env, &files).await.expect("send");
+    assert!(!sent.duplicate);
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01" && status_of(t, H37_DEPT) == "01"
+    })
+    .await;
+    assert!(
+        t.recipients
+            .iter()
+            .all(|r| r.delivery == "delivered" && r.receipt.is_some())
+    );
+
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(event.kind, "arrived");
+    assert_eq!(event.entry.expect("entry").document_id, env.document_id);
+
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(inbox.entries.len(), 1);
+    assert_eq!(inbox.entries[0].status, "01");
+
+    let mut fetched = ministry
+        .fetch_document(FetchDocumentRequest {
+            recipient: G22.into(),
+            sender: H37.into(),
+            document_id: env.document_id.clone(),
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    let mut got = [Vec::new(), Vec::new()];
+    while let Some(part) = fetched.next().await {
+        if let Some(fetch_document_response::Part::Chunk(chunk)) = part.expect("part").part {
+            got[chunk.attachment as usize].extend_from_slice(&chunk.data);
+        }
+    }
+    assert_eq!(got[0], pdf);
+    assert!(got[1].is_empty());
+
+    // The department, on the sender's own node, got it through the hub too.
+    let dept = province
+        .list_inbox(ListInboxRequest {
+            recipient: H37_DEPT.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(dept.entries.len(), 1);
+}
+
+#[tokio::test]
+async fn repeated_send_makes_one_entry_and_another_envelope_is_refused() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let files: [(&str, &[u8]); 1] = [("a.pdf", b"%PDF-1.7 test")];
+    let env = envelope(H37, &[G22], "102", &files);
+    assert!(
+        !send(&mut province, &env, &files)
+            .await
+            .expect("first")
+            .duplicate
+    );
+    assert!(
+        send(&mut province, &env, &files)
+            .await
+            .expect("again")
+            .duplicate
+    );
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    let mut other = env.clone();
+    other.subject = "another subject".into();
+    let e = send(&mut province, &other, &files)
+        .await
+        .expect_err("same id");
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(inbox.entries.len(), 1);
+}
+
+#[tokio::test]
+async fn statuses_travel_back_and_invalid_transitions_change_nothing() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let env = envelope(H37, &[G22], "103", &[]);
+    send(&mut province, &env, &[]).await.expect("send");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    let set = |status: &str| UpdateStatusRequest {
+        recipient: G22.into(),
+        sender: H37.into(),
+        document_id: env.document_id.clone(),
+        status: status.into(),
+        description: "Văn thư".into(),
+        staff: None,
+    };
+    for invalid in ["04", "05", "06", "13", "15", "16", "01"] {
+        let e = ministry
+            .update_status(set(invalid))
+            .await
+            .expect_err(invalid);
+        assert_eq!(e.code(), Code::FailedPrecondition, "01 → {invalid}");
+    }
+    let e = ministry
+        .update_status(set("99"))
+        .await
+        .expect_err("unknown code");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for next in ["03", "04", "05", "06"] {
+        let entry = ministry
+            .update_status(set(next))
+            .await
+            .expect(next)
+            .into_inner()
+            .entry
+            .expect("entry");
+        assert_eq!(entry.status, next);
+    }
+    let e = ministry
+        .update_status(set("02"))
+        .await
+        .expect_err("06 → 02");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(
+        inbox.entries[0].status, "06",
+        "a refused transition changed nothing"
+    );
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "06"
+    })
+    .await;
+    let codes: Vec<&str> = t.recipients[0]
+        .history
+        .iter()
+        .map(|h| h.code.as_str())
+        .collect();
+    assert_eq!(codes, ["01", "03", "04", "05", "06"]);
+}
+
+#[tokio::test]
+async fn recall_is_requested_and_answered() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let env = envelope(H37, &[G22], "104", &[]);
+    send(&mut province, &env, &[]).await.expect("send");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    let mut recall = env.clone();
+    recall.business_kind = BusinessKind::Recall as i32;
+    recall.business_reason = "Sai số liệu".into();
+    send(&mut province, &recall, &[]).await.expect("recall");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "13"
+    })
+    .await;
+    ministry
+        .update_status(UpdateStatusRequest {
+            recipient: G22.into(),
+            sender: H37.into(),
+            document_id: env.document_id.clone(),
+            status: "15".into(),
+            ..UpdateStatusRequest::default()
+        })
+        .await
+        .expect("accept recall");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "15"
+    })
+    .await;
+    // Withdrawn: nothing more may happen to it.
+    let e = ministry
+        .update_status(UpdateStatusRequest {
+            recipient: G22.into(),
+            sender: H37.into(),
+            document_id: env.document_id.clone(),
+            status: "03".into(),
+            ..UpdateStatusRequest::default()
+        })
+        .await
+        .expect_err("withdrawn");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // A recall of a document never sent is refused.
+    let mut orphan = envelope(H37, &[G22], "999", &[]);
+    orphan.business_kind = BusinessKind::Recall as i32;
+    orphan.business_reason = "x".into();
+    let e = send(&mut province, &orphan, &[])
+        .await
+        .expect_err("nothing to recall");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_node_down_then_back_gets_it_once() {
+    let mut c = fast_cluster().await;
+    let (mut province, _) = clients(&c);
+    assert!(c.deployment.stop_node(MINISTRY_NODE).await.expect("stop"));
+    let env = envelope(H37, &[G22], "105", &[("x.pdf", b"content")]);
+    send(&mut province, &env, &[("x.pdf", b"content")])
+        .await
+        .expect("send while down");
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        t.recipients[0].attempts >= 2 && !t.recipients[0].last_error.is_empty()
+    })
+    .await;
+    assert_eq!(t.recipients[0].delivery, "retrying");
+    assert!(t.recipients[0].last_error.contains("Unavailable"), "{t:#?}");
+    c.deployment
+        .restart_node(MINISTRY_NODE)
+        .await
+        .expect("restart");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    let (_, mut ministry) = clients(&c);
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(inbox.entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_restart_mid_delivery_loses_nothing() {
+    let mut c = fast_cluster().await;
+    let (mut province, _) = clients(&c);
+    let env = envelope(H37, &[G22, H37_DEPT], "106", &[]);
+    let mut client = province.clone();
+    let env2 = env.clone();
+    c.deployment
+        .restart_hub(async move || {
+            // Accepted while the hub is down; delivered once it is back.
+            send(&mut client, &env2, &[])
+                .await
+                .expect("send while the hub is down");
+        })
+        .await
+        .expect("restart hub");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01" && status_of(t, H37_DEPT) == "01"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn corrupted_chunks_are_refused_at_the_node_and_at_the_hub() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let data = b"the real content".to_vec();
+    let files: [(&str, &[u8]); 1] = [("a.pdf", &data)];
+    let env = envelope(H37, &[G22], "107", &files);
+    let mut msgs = messages(&env, &files);
+    if let Some(send_document_request::Part::Chunk(chunk)) = msgs[1].part.as_mut() {
+        chunk.data = Bytes::from_static(b"the fake content");
+    }
+    let e = province
+        .send_document(tokio_stream::iter(msgs))
+        .await
+        .expect_err("corrupt chunk");
+    assert_eq!(e.code(), Code::DataLoss);
+    let e = province
+        .get_tracking(GetTrackingRequest {
+            sender: H37.into(),
+            document_id: env.document_id.clone(),
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(e.code(), Code::NotFound);
+
+    // A node relaying a corrupted chunk: the hub refuses it, the recipient keeps nothing.
+    let mut hub = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE));
+    let relay = vec![
+        RelayRequest {
+            part: Some(relay_request::Part::Header(RelayHeader {
+                transaction_id: "ab".repeat(16),
+                sender: H37.into(),
+                recipient: G22.into(),
+                envelope: Some(env.clone()),
+            })),
+        },
+        RelayRequest {
+            part: Some(relay_request::Part::Chunk(truc_proto::v1::Chunk {
+                sha256: sha(&data),
+                ..truc_doc::chunks::chunk(0, 0, Bytes::from_static(b"the fake content"))
+            })),
+        },
+    ];
+    let e = hub
+        .relay(tokio_stream::iter(relay))
+        .await
+        .expect_err("hub check");
+    assert_eq!(e.code(), Code::DataLoss);
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert!(inbox.entries.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_envelopes_are_refused_with_the_rule() {
+    let c = fast_cluster().await;
+    let (mut province, _) = clients(&c);
+    let mut env = envelope(H37, &[G22], "108", &[]);
+    env.subject.clear();
+    let e = send(&mut province, &env, &[])
+        .await
+        .expect_err("no subject");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("N.Subject"), "{}", e.message());
+    let mut env = envelope(H37, &[G22], "109", &[]);
+    env.document_id = "not a document id".into();
+    let e = send(&mut province, &env, &[]).await.expect_err("bad id");
+    assert!(e.message().contains("R.DocumentId"), "{}", e.message());
+    // Sending for an agency the certificate is not mapped to.
+    let env = envelope(G22, &[H37], "110", &[]);
+    let e = send(&mut province, &env, &[]).await.expect_err("not mine");
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
