@@ -519,3 +519,74 @@ async fn invalid_envelopes_are_refused_with_the_rule() {
     let e = send(&mut province, &env, &[]).await.expect_err("not mine");
     assert_eq!(e.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    // A node relaying for an agency it does not host.
+    let env = envelope(H37, &[G22], "111", &[]);
+    let mut as_ministry = HubClient::new(c.hub_channel(Role::Node, MINISTRY_NODE));
+    let e = as_ministry
+        .relay(tokio_stream::iter(vec![RelayRequest {
+            part: Some(relay_request::Part::Header(RelayHeader {
+                transaction_id: "cd".repeat(16),
+                sender: H37.into(),
+                recipient: G22.into(),
+                envelope: Some(env.clone()),
+            })),
+        }]))
+        .await
+        .expect_err("not its agency");
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A recipient the registry does not know: refused for good, visible in tracking.
+    let stranger = envelope(H37, &["000.00.00.H41"], "112", &[]);
+    send(&mut province, &stranger, &[])
+        .await
+        .expect("accepted by the node");
+    let t = tracking_until(&mut province, H37, &stranger.document_id, |t| {
+        t.recipients[0].delivery == "failed"
+    })
+    .await;
+    assert!(t.recipients[0].last_error.contains("NotFound"), "{t:#?}");
+
+    // A delivery and a status are transactions of the hub, counted by kind.
+    send(&mut province, &env, &[]).await.expect("send");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    ministry
+        .update_status(UpdateStatusRequest {
+            recipient: G22.into(),
+            sender: H37.into(),
+            document_id: env.document_id.clone(),
+            status: "03".into(),
+            ..UpdateStatusRequest::default()
+        })
+        .await
+        .expect("03");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "03"
+    })
+    .await;
+    let counts =
+        truc_proto::v1::reporting_client::ReportingClient::new(c.hub_channel(Role::Admin, "admin"))
+            .get_counts(truc_proto::v1::GetCountsRequest::default())
+            .await
+            .expect("counts")
+            .into_inner();
+    let count = |kind: &str, outcome: &str| -> u64 {
+        counts
+            .rows
+            .iter()
+            .filter(|r| r.kind == kind && r.outcome == outcome)
+            .map(|r| r.count)
+            .sum()
+    };
+    assert_eq!(count("document", "OK"), 1);
+    assert_eq!(count("document", "NOT_FOUND"), 1);
+    assert_eq!(count("document", "PERMISSION_DENIED"), 1);
+    assert_eq!(count("status", "OK"), 1);
+}

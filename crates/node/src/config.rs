@@ -26,6 +26,30 @@ struct Raw {
     clients: Vec<RawClient>,
     #[serde(default, rename = "backend")]
     backends: Vec<RawBackend>,
+    #[serde(default)]
+    documents: RawDocuments,
+}
+
+/// `[documents]`: limits on what agency systems may send.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDocuments {
+    max_attachments: usize,
+    max_attachment_bytes: u64,
+    max_total_bytes: u64,
+    max_recipients: usize,
+}
+
+impl Default for RawDocuments {
+    fn default() -> Self {
+        let d = truc_doc::Limits::default();
+        RawDocuments {
+            max_attachments: d.max_attachments,
+            max_attachment_bytes: d.max_attachment_bytes,
+            max_total_bytes: d.max_total_bytes,
+            max_recipients: d.max_recipients,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,6 +103,8 @@ pub struct NodeConfig {
     /// Backend address (`host:port`, plaintext gRPC on a trusted network)
     /// per provided service.
     pub backends: BTreeMap<ServiceId, String>,
+    /// Limits on documents sent through this node.
+    pub documents: truc_doc::Limits,
 }
 
 impl NodeConfig {
@@ -147,6 +173,22 @@ impl NodeConfig {
             limits: raw.limits,
             clients,
             backends,
+            documents: {
+                let d = &raw.documents;
+                if d.max_attachments == 0 || d.max_recipients == 0 || d.max_total_bytes == 0 {
+                    return Err(ConfigError::new(
+                        path,
+                        "documents",
+                        "limits must be positive",
+                    ));
+                }
+                truc_doc::Limits {
+                    max_attachments: d.max_attachments,
+                    max_attachment_bytes: d.max_attachment_bytes,
+                    max_total_bytes: d.max_total_bytes,
+                    max_recipients: d.max_recipients,
+                }
+            },
         })
     }
 }

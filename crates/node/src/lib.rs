@@ -148,6 +148,7 @@ pub async fn start(
         store.clone(),
         &config.data_dir.join("blobs"),
         hub_channel.clone(),
+        config.documents.clone(),
         options.retry,
     )
     .map_err(|source| NodeError::DataDir {
@@ -388,6 +389,7 @@ mod tests {
                 key: "c".into(),
             },
             limits: truc_ops::config::Limits::default(),
+            documents: truc_doc::Limits::default(),
             clients: [(
                 "dms".to_string(),
                 [code("000.00.00.H37"), code("000.00.00.G22")].into(),

@@ -453,3 +453,43 @@ fn agency_name_non_empty() {
         "name is empty",
     );
 }
+
+#[test]
+fn documents_flow_freely_by_default() {
+    let r = Registry::from_toml_str(VALID, "t.toml").unwrap();
+    assert!(r.may_send_document(&a("000.00.00.H37"), &a("000.00.00.G22")));
+    assert!(
+        !r.may_send_document(&a("000.00.00.H37"), &a("000.00.00.H41")),
+        "unknown recipient"
+    );
+}
+
+#[test]
+fn document_grants_apply_when_the_default_is_deny() {
+    let text = format!(
+        "{VALID}\n[documents]\ndefault = \"deny\"\n\n[[document_grant]]\nsender = \"000.00.00.H37\"\nrecipients = [\"000.00.00.G22\"]\n"
+    );
+    let r = Registry::from_toml_str(&text, "t.toml").unwrap();
+    assert!(r.may_send_document(&a("000.00.00.H37"), &a("000.00.00.G22")));
+    assert!(!r.may_send_document(&a("000.00.00.G22"), &a("000.00.00.H37")));
+    assert!(!r.may_send_document(&a("000.01.37.H37"), &a("000.00.00.G22")));
+}
+
+#[test]
+fn document_policy_errors_name_the_field() {
+    let text = format!("{VALID}\n[documents]\ndefault = \"maybe\"\n");
+    let e = Registry::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("documents.default"), "{e}");
+    let text = format!(
+        "{VALID}\n[[document_grant]]\nsender = \"000.00.00.H37\"\nrecipients = [\"000.00.00.H41\"]\n"
+    );
+    let e = Registry::from_toml_str(&text, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("document_grant[0].recipients[0]") && e.contains("line"),
+        "{e}"
+    );
+}

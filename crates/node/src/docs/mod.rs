@@ -102,6 +102,7 @@ impl Documents {
         store: Store,
         blob_dir: &std::path::Path,
         hub: Channel,
+        limits: truc_doc::Limits,
         backoff: (std::time::Duration, std::time::Duration),
     ) -> std::io::Result<Arc<Documents>> {
         let next_status = store
@@ -113,7 +114,7 @@ impl Documents {
         Ok(Arc::new(Documents {
             store,
             blobs: Blobs::open(blob_dir)?,
-            limits: truc_doc::Limits::default(),
+            limits,
             hub,
             deliveries: Notify::new(),
             statuses: Notify::new(),
