@@ -141,7 +141,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     let demo_rows = table_rows(&stdout);
     assert_eq!(
         demo_rows.last().map(String::as_str),
-        Some("total transactions: 15"),
+        Some("total transactions: 21"),
         "{stdout}"
     );
     assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
@@ -175,7 +175,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
         demo_rows,
         "demo table and audit log differ"
     );
-    assert!(vout.contains("verified: 15 records"), "{vout}");
+    assert!(vout.contains("verified: 21 records"), "{vout}");
 
     // A node config whose certificate is another node's: exit 2 naming tls.cert.
     let config = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");
@@ -258,9 +258,9 @@ fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let verify = run(&["audit", "verify", "--data", &p("hub")]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
-    // 3 demo calls + 1 OK + 1 denied through the processes.
+    // 3 demo calls and 6 document transactions, + 1 OK + 1 denied through the processes.
     assert!(
-        text(&verify.stdout).contains("verified: 5 records"),
+        text(&verify.stdout).contains("verified: 11 records"),
         "{}",
         text(&verify.stdout)
     );

@@ -12,7 +12,9 @@ fn track(data: &std::path::Path, doc: &str) -> String {
     let out = run(&[
         "track",
         "--config",
-        data.join("client-langson-dms.toml").to_str().expect("utf-8"),
+        data.join("client-langson-dms.toml")
+            .to_str()
+            .expect("utf-8"),
         "--as",
         "000.00.00.H37",
         "--document-id",
@@ -25,11 +27,23 @@ fn track(data: &std::path::Path, doc: &str) -> String {
 fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("d");
-    let out = run(&["demo", "--data", data.to_str().expect("utf-8"), "--duration", "0", "--calls", "1"]);
+    let out = run(&[
+        "demo",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--duration",
+        "0",
+        "--calls",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
     let mut d = Deployment::spawn(&data);
-    let up = call_until_up(&data.join("client-langson-dms.toml"), "000.00.00.H37", "000.00.00.G22/citizen-lookup/v1");
+    let up = call_until_up(
+        &data.join("client-langson-dms.toml"),
+        "000.00.00.H37",
+        "000.00.00.G22/citizen-lookup/v1",
+    );
     assert!(up.status.success(), "{}", text(&up.stderr));
 
     // The recipient's node is down, so the document cannot leave yet.
@@ -52,7 +66,12 @@ fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
         "--attach",
         attachment.to_str().expect("utf-8"),
     ]);
-    assert!(sent.status.success(), "{}{}", text(&sent.stdout), text(&sent.stderr));
+    assert!(
+        sent.status.success(),
+        "{}{}",
+        text(&sent.stdout),
+        text(&sent.stderr)
+    );
     // Acknowledged: now the sender's node dies without any chance to flush.
     d.province.signal_and_wait("KILL");
 
@@ -83,7 +102,11 @@ fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
         "--attach",
         attachment.to_str().expect("utf-8"),
     ]);
-    assert!(text(&again.stdout).contains("duplicate"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stdout).contains("duplicate"),
+        "{}",
+        text(&again.stdout)
+    );
     let inbox = run(&[
         "inbox",
         "--config",

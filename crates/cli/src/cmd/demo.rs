@@ -49,8 +49,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     );
 
     let sent = drive_traffic(&deployment, args.calls).await?;
+    let documents = drive_documents(&deployment).await?;
     println!(
-        "\nsent {sent} sample calls; the hub counts (all runs kept in {}):\n",
+        "\nsent {sent} sample calls and {documents} documents (delivered, statuses returned); the hub counts (all runs kept in {}):\n",
         args.data.display()
     );
     let admin = ClientConfig::load(&deployment.files.admin_config)?;
@@ -185,4 +186,121 @@ async fn print_tree_head(admin: &ClientConfig) -> Result<(), CliError> {
         hex(&head.key_id)
     );
     Ok(())
+}
+
+/// Documents both ways: Lạng Sơn sends a report to the Government Office,
+/// which sends a directive back; each recipient accepts (03) and starts
+/// processing (05), and the statuses travel back to the senders. Waits until
+/// the senders' tracking shows it. Returns how many documents were sent.
+async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
+    use truc_proto::v1::{
+        DocumentCode, Envelope, GetTrackingRequest, Organ, PromulgationInfo, SendDocumentRequest,
+        UpdateStatusRequest, send_document_request,
+    };
+    let mut province = d
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .map_err(failed)?;
+    let mut ministry = d
+        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+        .map_err(failed)?;
+    let now = truc_ops::now_ms();
+    let date = truc_audit::day_of(now).replace('-', "/");
+    // A number per run, so a demo kept between runs sends new documents.
+    let number = (now / 1000 % 1_000_000).to_string();
+    let envelope = |from: &str, to: &str, notation: &str, subject: &str| Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            ..Organ::default()
+        }),
+        to: vec![Organ {
+            organ_id: to.into(),
+            ..Organ::default()
+        }],
+        code: Some(DocumentCode {
+            code_number: number.clone(),
+            code_notation: notation.into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: String::new(),
+            promulgation_date: date.clone(),
+        }),
+        subject: subject.into(),
+        document_id: format!("{from},{date},{number}/{notation}"),
+        ..Envelope::default()
+    };
+    let plan = [
+        (
+            H37,
+            G22,
+            "UBND-VP",
+            "Báo cáo tình hình kinh tế - xã hội tháng 11",
+        ),
+        (
+            G22,
+            H37,
+            "VPCP-TTĐT",
+            "Thông báo ý kiến chỉ đạo của Thủ tướng Chính phủ",
+        ),
+    ];
+    let mut sent = 0;
+    for (from, to, notation, subject) in plan {
+        let env = envelope(from, to, notation, subject);
+        let client = if from == H37 {
+            &mut province
+        } else {
+            &mut ministry
+        };
+        let message = SendDocumentRequest {
+            part: Some(send_document_request::Part::Envelope(env.clone())),
+        };
+        client
+            .send_document(tokio_stream::iter(vec![message]))
+            .await
+            .map_err(|s| failed(format!("sending a sample document: {}", s.message())))?;
+        sent += 1;
+        let (sender_client, recipient_client) = if from == H37 {
+            (&mut province, &mut ministry)
+        } else {
+            (&mut ministry, &mut province)
+        };
+        let status = |want: &'static str| {
+            let mut sc = sender_client.clone();
+            let doc = env.document_id.clone();
+            async move {
+                for _ in 0..500 {
+                    let t = sc
+                        .get_tracking(GetTrackingRequest {
+                            sender: from.into(),
+                            document_id: doc.clone(),
+                        })
+                        .await
+                        .map_err(|s| failed(s.message()))?
+                        .into_inner();
+                    if t.recipients.iter().all(|r| r.status == want) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(failed(format!(
+                    "document {doc} did not reach status {want}"
+                )))
+            }
+        };
+        status("01").await?;
+        for code in ["03", "05"] {
+            recipient_client
+                .update_status(UpdateStatusRequest {
+                    recipient: to.into(),
+                    sender: from.into(),
+                    document_id: env.document_id.clone(),
+                    status: code.into(),
+                    description: "demo".into(),
+                    staff: None,
+                })
+                .await
+                .map_err(|s| failed(s.message()))?;
+        }
+        status("05").await?;
+    }
+    Ok(sent)
 }
