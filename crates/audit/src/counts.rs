@@ -73,23 +73,12 @@ impl CountKey {
     }
 }
 
-/// Every stored counter.
+/// Every stored counter's transaction count.
 pub fn read_counts(store: &Store) -> Result<BTreeMap<CountKey, u64>, AuditError> {
-    let mut out = BTreeMap::new();
-    for entry in store.scan_prefix(COUNT_PREFIX) {
-        let (key, value) = entry?;
-        let corrupt = |reason: &str| AuditError::Corrupt {
-            key: hex::encode(&key),
-            reason: reason.to_string(),
-        };
-        let count_key = CountKey::decode(&key).ok_or_else(|| corrupt("bad counter key"))?;
-        let value: [u8; 8] = value
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("counter value is not 8 bytes"))?;
-        out.insert(count_key, u64::from_be_bytes(value));
-    }
-    Ok(out)
+    Ok(read_stats(store)?
+        .into_iter()
+        .map(|(k, s)| (k, s.count))
+        .collect())
 }
 
 /// The UTC day (`YYYY-MM-DD`) of a time in milliseconds since the Unix epoch.
@@ -137,5 +126,193 @@ mod tests {
         let mut bad = key.encode();
         bad.push(0);
         assert_eq!(CountKey::decode(&bad), None);
+    }
+}
+
+/// Latency buckets: bucket `i` counts latencies below 2^(i+1) µs (the last
+/// one everything slower), from 2 µs to about 4.5 minutes.
+pub const LATENCY_BUCKETS: usize = 28;
+
+/// What one counter holds: how many transactions, their payload bytes, and
+/// a histogram of their latencies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transactions.
+    pub count: u64,
+    /// Request payload bytes.
+    pub request_bytes: u64,
+    /// Response payload bytes.
+    pub response_bytes: u64,
+    /// Latency histogram (see [`LATENCY_BUCKETS`]).
+    pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl Stats {
+    /// One transaction.
+    pub fn one(request_bytes: u64, response_bytes: u64, latency_us: u64) -> Stats {
+        let mut s = Stats {
+            count: 1,
+            request_bytes,
+            response_bytes,
+            latency: [0; LATENCY_BUCKETS],
+        };
+        s.latency[bucket(latency_us)] = 1;
+        s
+    }
+
+    /// Adds `other` in.
+    pub fn add(&mut self, other: &Stats) {
+        self.count += other.count;
+        self.request_bytes += other.request_bytes;
+        self.response_bytes += other.response_bytes;
+        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The latency below which a `q` share (0..=1) of transactions fall, in
+    /// milliseconds: the upper bound of the bucket (so an overestimate by at
+    /// most a factor of two). None without transactions.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some((1u64 << (i + 1)) as f64 / 1000.0);
+            }
+        }
+        None
+    }
+
+    /// The stored form: 8 big-endian bytes per field.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * (3 + LATENCY_BUCKETS));
+        for v in [self.count, self.request_bytes, self.response_bytes]
+            .iter()
+            .chain(self.latency.iter())
+        {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    /// Reads the stored form; a bare 8-byte count (the first format) too.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Stats> {
+        let words: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        match words.len() {
+            1 => Some(Stats {
+                count: words[0],
+                ..Stats::default()
+            }),
+            n if n == 3 + LATENCY_BUCKETS => {
+                let mut latency = [0; LATENCY_BUCKETS];
+                latency.copy_from_slice(&words[3..]);
+                Some(Stats {
+                    count: words[0],
+                    request_bytes: words[1],
+                    response_bytes: words[2],
+                    latency,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn bucket(latency_us: u64) -> usize {
+    // 0 and 1 µs land in bucket 0; 2^k..2^(k+1)-1 in bucket k.
+    let k = 63 - latency_us.max(1).leading_zeros() as usize;
+    k.min(LATENCY_BUCKETS - 1)
+}
+
+/// Every stored counter with its statistics.
+pub fn read_stats(store: &Store) -> Result<BTreeMap<CountKey, Stats>, AuditError> {
+    let mut out = BTreeMap::new();
+    for entry in store.scan_prefix(COUNT_PREFIX) {
+        let (key, value) = entry?;
+        let corrupt = |reason: &str| AuditError::Corrupt {
+            key: hex::encode(&key),
+            reason: reason.to_string(),
+        };
+        let count_key = CountKey::decode(&key).ok_or_else(|| corrupt("bad counter key"))?;
+        let stats = Stats::decode(&value).ok_or_else(|| corrupt("bad counter value"))?;
+        out.insert(count_key, stats);
+    }
+    Ok(out)
+}
+
+/// A time zone as a fixed offset from UTC (Vietnam has kept UTC+7 without
+/// daylight saving since 1975). Accepts `UTC`, `Asia/Ho_Chi_Minh`,
+/// `Asia/Bangkok`, `Asia/Jakarta` (all fixed offsets), or `+HH:MM` / `-HH:MM`.
+pub fn parse_time_zone(name: &str) -> Option<i32> {
+    match name {
+        "UTC" | "Etc/UTC" => Some(0),
+        "Asia/Ho_Chi_Minh" | "Asia/Saigon" | "Asia/Bangkok" | "Asia/Jakarta" => Some(7 * 60),
+        _ => {
+            let (sign, rest) = match name.as_bytes().first()? {
+                b'+' => (1, &name[1..]),
+                b'-' => (-1, &name[1..]),
+                _ => return None,
+            };
+            let (h, m) = rest.split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
+        }
+    }
+}
+
+/// The local day (`YYYY-MM-DD`) at `offset_minutes` from UTC.
+pub fn day_in(unix_ms: u64, offset_minutes: i32) -> String {
+    let shifted = i128::from(unix_ms) + i128::from(offset_minutes) * 60_000;
+    day_of(u64::try_from(shifted.max(0)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn stats_round_trip_add_and_quantiles() {
+        let mut s = Stats::one(100, 10, 1500);
+        s.add(&Stats::one(50, 5, 3));
+        s.add(&Stats::one(0, 0, 40_000));
+        assert_eq!(s.count, 3);
+        assert_eq!(s.request_bytes, 150);
+        assert_eq!(Stats::decode(&s.encode()), Some(s.clone()));
+        assert_eq!(Stats::decode(&7u64.to_be_bytes()).map(|s| s.count), Some(7));
+        assert_eq!(Stats::decode(&[0; 12]), None);
+        // 3 µs ≤ 0.004 ms, 1500 µs ≤ 2.048 ms, 40 ms ≤ 65.536 ms.
+        assert_eq!(s.latency_quantile_ms(0.3), Some(0.004));
+        assert_eq!(s.latency_quantile_ms(0.5), Some(2.048));
+        assert_eq!(s.latency_quantile_ms(0.99), Some(65.536));
+        assert_eq!(Stats::default().latency_quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn days_are_cut_in_the_time_zone() {
+        let hcm = parse_time_zone("Asia/Ho_Chi_Minh").expect("zone");
+        assert_eq!(hcm, 420);
+        // 2026-11-28T17:30:00Z is 00:30 on the 29th in Hà Nội.
+        let t = 1_795_887_000_000;
+        assert_eq!(day_in(t, 0), "2026-11-28");
+        assert_eq!(day_in(t, hcm), "2026-11-29");
+        assert_eq!(parse_time_zone("+05:30"), Some(330));
+        assert_eq!(parse_time_zone("-03:00"), Some(-180));
+        assert_eq!(parse_time_zone("Mars/Olympus"), None);
+        assert_eq!(parse_time_zone("+7"), None);
     }
 }

@@ -28,8 +28,10 @@ pub use proofs::QueryError;
 pub mod sth;
 mod verify;
 
-pub use counts::{CountKey, day_of, read_counts};
-pub use log::{Appended, AuditLog, LogReader, Options, Transaction, read_records};
+pub use counts::{
+    CountKey, LATENCY_BUCKETS, Stats, day_in, day_of, parse_time_zone, read_counts, read_stats,
+};
+pub use log::{Appended, AuditLog, LogReader, Options, Transaction, read_records, stored_offset};
 pub use truc_proto::v1::{AuditRecord, Receipt};
 pub use verify::{Problem, VerifyReport, verify};
 
@@ -61,6 +63,16 @@ pub enum AuditError {
         key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The log was started in another time zone than configured.
+    #[error(
+        "this log cuts days at UTC{stored:+} minutes but UTC{configured:+} minutes is configured; a log keeps its time zone"
+    )]
+    TimeZone {
+        /// Minutes east of UTC the log was created with.
+        stored: i32,
+        /// Minutes east of UTC configured now.
+        configured: i32,
     },
     /// The writer thread has stopped (the process is shutting down).
     #[error("the audit log is closed")]

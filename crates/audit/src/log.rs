@@ -17,7 +17,8 @@ use truc_store::{Store, WriteBatch};
 
 use crate::{
     AuditError, AuditRecord, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
-    Receipt, TX_PREFIX, day_of,
+    Receipt, TX_PREFIX,
+    counts::{Stats, day_in},
     merkle::{Frontier, Hash, leaf_hash},
     sha256,
     sth::Signer,
@@ -120,6 +121,9 @@ pub struct Options {
     pub durable: bool,
     /// Most records committed by one flush.
     pub max_group: usize,
+    /// The time zone days are cut in, as minutes east of UTC (default
+    /// Asia/Ho_Chi_Minh, +07:00). Fixed for a log once it has records.
+    pub utc_offset_minutes: i32,
 }
 
 impl Default for Options {
@@ -127,6 +131,7 @@ impl Default for Options {
         Options {
             durable: true,
             max_group: 1024,
+            utc_offset_minutes: 7 * 60,
         }
     }
 }
@@ -204,6 +209,19 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let reader = LogReader::offline(store.clone())?;
         let size = reader.size();
+        match stored_offset(&store)? {
+            Some(o) if o != options.utc_offset_minutes => {
+                return Err(AuditError::TimeZone {
+                    stored: o,
+                    configured: options.utc_offset_minutes,
+                });
+            }
+            Some(_) => {}
+            None => {
+                store.insert(TZ_KEY, options.utc_offset_minutes.to_be_bytes())?;
+                store.flush()?;
+            }
+        }
         // Only a log that signs heads (the hub's) keeps the Merkle tree and
         // the transaction index that proofs need; a node's log is a hash
         // chain whose integrity its hub receipts anchor.
@@ -279,7 +297,7 @@ type Pending = (Transaction, oneshot::Sender<Result<Appended, AuditError>>);
 struct Writer {
     store: Store,
     /// Counter values as last written, to spare a read per group.
-    counters: std::collections::HashMap<Vec<u8>, u64>,
+    counters: std::collections::HashMap<Vec<u8>, Stats>,
     recorded_by: String,
     options: Options,
     /// Index of the next record.
@@ -333,7 +351,7 @@ impl Writer {
     /// Writes a group in one atomic batch and one flush; one result per job.
     fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
         let mut batch = WriteBatch::default();
-        let mut deltas: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut deltas: BTreeMap<Vec<u8>, Stats> = BTreeMap::new();
         // Work on copies: nothing changes unless the batch is applied.
         let mut frontier = self.frontier.clone();
         let mut next = self.next;
@@ -354,7 +372,14 @@ impl Writer {
                     batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes());
                 }
             }
-            *deltas.entry(count_key(tx).encode()).or_default() += 1;
+            deltas
+                .entry(count_key(tx, self.options.utc_offset_minutes).encode())
+                .or_default()
+                .add(&Stats::one(
+                    tx.request_bytes,
+                    tx.response_bytes,
+                    tx.latency_us,
+                ));
             appended.push(Appended {
                 index,
                 leaf_hash: leaf,
@@ -367,17 +392,15 @@ impl Writer {
         // is race free.
         let mut updated = Vec::with_capacity(deltas.len());
         for (key, delta) in deltas {
-            let current = match self.counters.get(&key) {
-                Some(v) => *v,
+            let mut value = match self.counters.get(&key) {
+                Some(v) => v.clone(),
                 None => match self.store.get(&key) {
-                    Ok(v) => v
-                        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                        .map_or(0, u64::from_be_bytes),
+                    Ok(v) => v.and_then(|v| Stats::decode(&v)).unwrap_or_default(),
                     Err(e) => return fail_all(group.len(), &e),
                 },
             };
-            let value = current + delta;
-            batch.insert(&key, value.to_be_bytes());
+            value.add(&delta);
+            batch.insert(&key, value.encode());
             updated.push((key, value));
         }
         // One signed head per commit, stored with the records it covers.
@@ -461,9 +484,9 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
     }
 }
 
-pub(crate) fn count_key_of_record(r: &AuditRecord) -> CountKey {
+pub(crate) fn count_key_of_record(r: &AuditRecord, offset: i32) -> CountKey {
     CountKey {
-        day: day_of(r.finished_unix_ms),
+        day: day_in(r.finished_unix_ms, offset),
         client: r.client_agency.clone(),
         provider: r.provider_agency.clone(),
         service: r.service.clone(),
@@ -472,9 +495,9 @@ pub(crate) fn count_key_of_record(r: &AuditRecord) -> CountKey {
     }
 }
 
-fn count_key(tx: &Transaction) -> CountKey {
+fn count_key(tx: &Transaction, offset: i32) -> CountKey {
     CountKey {
-        day: day_of(tx.finished_unix_ms),
+        day: day_in(tx.finished_unix_ms, offset),
         client: tx.client_agency.clone(),
         provider: tx.provider_agency.clone(),
         service: tx.service.clone(),
@@ -565,4 +588,15 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where the log's time zone is kept.
+pub(crate) const TZ_KEY: &[u8] = b"audit/m/tz";
+
+/// The time zone a log's days are cut in, once it has been opened.
+pub fn stored_offset(store: &Store) -> Result<Option<i32>, AuditError> {
+    Ok(store
+        .get(TZ_KEY)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(i32::from_be_bytes))
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use truc_store::Store;
 
 use crate::{
-    AuditError, CountKey, LogReader, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
+    AuditError, CountKey, LogReader, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION, Stats,
     log::{count_key_of_record, decode_record, index_of_key, node_key},
     merkle::{Frontier, Hash, leaf_hash},
-    read_counts,
+    read_stats,
     sth::{root_of, verify_tree_head},
 };
 
@@ -62,7 +62,7 @@ impl std::fmt::Display for Problem {
                 recomputed,
             } => write!(
                 f,
-                "counter {} {} → {} {} {} {}: stored {stored}, records say {recomputed}",
+                "statistics {} {} → {} {} {} {}: stored {stored} transactions (with their bytes and latencies), records say {recomputed}",
                 key.day, key.client, key.provider, key.service, key.kind, key.outcome
             ),
         }
@@ -82,6 +82,8 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Hub receipts found in records (on a node's log).
     pub receipts: u64,
+    /// Statistics recomputed from the records.
+    pub stats: BTreeMap<CountKey, Stats>,
     /// Counts recomputed from the records.
     pub counts: BTreeMap<CountKey, u64>,
     /// The first problem, if any.
@@ -107,9 +109,11 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         tree_heads: 0,
         signatures_checked: public_key.is_some(),
         receipts: 0,
+        stats: BTreeMap::new(),
         counts: BTreeMap::new(),
         problem: None,
     };
+    let offset = crate::stored_offset(store)?.unwrap_or(7 * 60);
     let reader = LogReader::offline(store.clone())?;
     let heads = reader.tree_heads()?;
     let mut heads = heads.into_iter().peekable();
@@ -194,10 +198,17 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         prev = leaf;
         report.records += 1;
         report.root = frontier.root();
-        *report
-            .counts
-            .entry(count_key_of_record(&record))
-            .or_default() += 1;
+        let key = count_key_of_record(&record, offset);
+        report
+            .stats
+            .entry(key.clone())
+            .or_default()
+            .add(&Stats::one(
+                record.request_bytes,
+                record.response_bytes,
+                record.latency_us,
+            ));
+        *report.counts.entry(key).or_default() += 1;
         while let Some(head) = heads.next_if(|h| h.tree_size == frontier.size()) {
             if let Some(problem) = check_head(&head, &report.root, public_key) {
                 report.problem = Some(problem);
@@ -216,17 +227,18 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         });
         return Ok(report);
     }
-    let stored = read_counts(store)?;
+    let stored = read_stats(store)?;
     let keys: std::collections::BTreeSet<&CountKey> =
-        stored.keys().chain(report.counts.keys()).collect();
+        stored.keys().chain(report.stats.keys()).collect();
+    let none = Stats::default();
     for key in keys {
-        let s = stored.get(key).copied().unwrap_or(0);
-        let r = report.counts.get(key).copied().unwrap_or(0);
+        let s = stored.get(key).unwrap_or(&none);
+        let r = report.stats.get(key).unwrap_or(&none);
         if s != r {
             report.problem = Some(Problem::Count {
                 key: key.clone(),
-                stored: s,
-                recomputed: r,
+                stored: s.count,
+                recomputed: r.count,
             });
             break;
         }
@@ -351,7 +363,7 @@ mod tests {
         assert!(report.is_ok(), "{:?}", report.problem);
         assert_eq!(report.records, 200);
         assert!(report.tree_heads >= 1);
-        let counts = read_counts(&f.store).expect("counts");
+        let counts = crate::read_counts(&f.store).expect("counts");
         assert_eq!(counts, report.counts);
         let not_found: u64 = counts
             .iter()

@@ -10,8 +10,14 @@
 //! the servers share the machine's cores, the network is loopback and the
 //! backend does no work. The figures compare the two paths on one machine;
 //! they do not predict throughput between agencies.
+//!
+//! `truc-bench docs` measures documents instead (see [`docs`]): small
+//! documents per second end to end, one large attachment's MB/s, and a raw
+//! tonic streaming baseline of the same bytes.
 
 #![forbid(unsafe_code)]
+
+mod docs;
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +31,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 use truc_demo::{BackendKind, CITIZEN_LOOKUP, DemoOptions, Deployment, H37};
@@ -51,10 +57,13 @@ enum Mode {
     Both,
 }
 
-/// Load generator for truc: direct and routed data calls, latency percentiles.
+/// Load generator for truc: direct and routed data calls, latency
+/// percentiles; `truc-bench docs` for documents.
 #[derive(Parser, Debug)]
-#[command(name = "truc-bench", version)]
+#[command(name = "truc-bench", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Calls in flight: the number of sending tasks.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     concurrency: u64,
@@ -85,6 +94,13 @@ struct Args {
     /// Also print the results as one JSON line.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Documents: small documents per second end to end, one large
+    /// attachment's MB/s, and a raw tonic streaming baseline of the same bytes.
+    Docs(docs::DocsArgs),
 }
 
 /// A client of one path, cheap to clone (clones share the connection).
@@ -589,8 +605,12 @@ async fn bench(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match bench(args).await {
+    let mut args = Args::parse();
+    let result = match args.command.take() {
+        Some(Command::Docs(docs)) => docs::run(docs).await,
+        None => bench(args).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("truc-bench: {e}");
