@@ -103,11 +103,32 @@ async fn ops_port_serves_metrics_and_healthz() {
     let (status, metrics) = http_get(hub_ops, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.contains(r#"truc_transactions_total{kind="call",outcome="OK"} 1"#),
+        metrics.contains(r#"truc_transactions_total{kind="call",client="000.00.00.H37",provider="000.00.00.G22",service="000.00.00.G22/citizen-lookup/v1",outcome="OK"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"truc_transactions_total{kind="call",outcome="PERMISSION_DENIED"} 1"#),
+        metrics.contains(r#"truc_transactions_total{kind="call",client="000.01.37.H37",provider="000.00.00.H37",service="000.00.00.H37/household-registry/v1",outcome="PERMISSION_DENIED"} 1"#),
+        "{metrics}"
+    );
+    // The names existing gRPC dashboards expect, and process metrics.
+    assert!(
+        metrics.contains(r#"grpc_server_handled_total{grpc_service="truc.v1.Hub",grpc_method="Route",grpc_code="OK"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"grpc_server_handled_total{grpc_service="truc.v1.Hub",grpc_method="Route",grpc_code="PermissionDenied"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("grpc_server_handling_seconds_bucket{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("truc_audit_flush_failures_total 0"),
         "{metrics}"
     );
     assert!(
@@ -118,7 +139,12 @@ async fn ops_port_serves_metrics_and_healthz() {
     let (status, metrics) = http_get(node_ops, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.contains(r#"truc_transactions_total{kind="call",outcome="OK"} 1"#),
+        metrics.contains(r#"outcome="OK"} 1"#)
+            && metrics.contains("truc_transactions_total{kind=\"call\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"truc_document_queue{queue="deliveries"} 0"#),
         "{metrics}"
     );
     let (status, _) = http_get(hub_ops, "/nothing").await;

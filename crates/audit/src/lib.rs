@@ -24,6 +24,7 @@ mod counts;
 mod log;
 pub mod merkle;
 mod proofs;
+pub mod report;
 pub use proofs::QueryError;
 pub mod sth;
 mod verify;

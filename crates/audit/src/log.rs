@@ -152,6 +152,7 @@ enum Job {
 pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
     reader: LogReader,
+    committed: tokio::sync::broadcast::Sender<Arc<(u64, AuditRecord)>>,
 }
 
 /// Read access to a log while it is being written: proofs and records up
@@ -159,6 +160,7 @@ pub struct AuditLog {
 #[derive(Clone)]
 pub struct LogReader {
     pub(crate) store: Store,
+    flush_failures: Arc<AtomicU64>,
     size: Arc<AtomicU64>,
     latest_head: Arc<RwLock<Option<SignedTreeHead>>>,
 }
@@ -176,9 +178,15 @@ impl LogReader {
         };
         Ok(LogReader {
             store,
+            flush_failures: Arc::new(AtomicU64::new(0)),
             size: Arc::new(AtomicU64::new(size)),
             latest_head: Arc::new(RwLock::new(latest)),
         })
+    }
+
+    /// Commits whose flush failed since the process started.
+    pub fn flush_failures(&self) -> u64 {
+        self.flush_failures.load(Ordering::Relaxed)
     }
 
     /// Records committed so far.
@@ -239,6 +247,7 @@ impl AuditLog {
             },
         };
         let (jobs, rx) = mpsc::channel(options.max_group.max(1) * 4);
+        let committed = tokio::sync::broadcast::channel(4096).0;
         let writer = Writer {
             store: store.clone(),
             counters: std::collections::HashMap::new(),
@@ -249,6 +258,7 @@ impl AuditLog {
             prev_hash,
             signer,
             reader: reader.clone(),
+            committed: committed.clone(),
         };
         thread::Builder::new()
             .name("audit-writer".into())
@@ -257,7 +267,17 @@ impl AuditLog {
                 key: String::new(),
                 reason: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(AuditLog { jobs, reader })
+        Ok(AuditLog {
+            jobs,
+            reader,
+            committed,
+        })
+    }
+
+    /// Every record from now on, once it is durable (a slow subscriber
+    /// misses records and is told how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<(u64, AuditRecord)>> {
+        self.committed.subscribe()
     }
 
     /// Read access to the log.
@@ -308,6 +328,7 @@ struct Writer {
     prev_hash: Hash,
     signer: Option<Signer>,
     reader: LogReader,
+    committed: tokio::sync::broadcast::Sender<Arc<(u64, AuditRecord)>>,
 }
 
 impl Writer {
@@ -357,11 +378,13 @@ impl Writer {
         let mut next = self.next;
         let mut prev_hash = self.prev_hash;
         let mut appended = Vec::with_capacity(group.len());
+        let mut records = Vec::with_capacity(group.len());
         for (tx, _) in group {
             let index = next;
             next += 1;
             let record = to_record(tx, index, prev_hash, &self.recorded_by);
             let bytes = record.encode_to_vec();
+            records.push((index, record));
             let leaf = leaf_hash(&bytes);
             batch.insert(record_key(index), &bytes);
             if let Some(frontier) = frontier.as_mut() {
@@ -428,11 +451,17 @@ impl Writer {
         if self.options.durable {
             if let Err(e) = self.store.flush() {
                 tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
+                self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
                 return fail_all(group.len(), &e);
             }
         }
         // Readers see the new size only once it is durable.
         self.reader.size.store(self.next, Ordering::Release);
+        if self.committed.receiver_count() > 0 {
+            for r in records {
+                let _ = self.committed.send(Arc::new(r));
+            }
+        }
         if let Some(head) = &head {
             if let Ok(mut latest) = self.reader.latest_head.write() {
                 *latest = Some(head.clone());

@@ -126,6 +126,19 @@ impl LogReader {
             .filter(|i| *i < self.size()))
     }
 
+    /// The latest `n` records, newest first.
+    pub fn recent(&self, n: usize) -> Result<Vec<(u64, AuditRecord)>, AuditError> {
+        let size = self.size();
+        (size.saturating_sub(n as u64)..size)
+            .rev()
+            .filter_map(|i| {
+                self.record(i)
+                    .transpose()
+                    .map(|r| r.map(|(_, rec)| (i, rec)))
+            })
+            .collect()
+    }
+
     /// The stored bytes and the decoded record at `index`.
     pub fn record(&self, index: u64) -> Result<Option<(Vec<u8>, AuditRecord)>, AuditError> {
         if index >= self.size() {

@@ -34,7 +34,10 @@ use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use ring::digest::{Context, SHA256};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{
+    StreamExt,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
 use tonic::{
     Request, Response, Status, Streaming,
     transport::{Channel, Endpoint, Server},
@@ -652,6 +655,12 @@ async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| format!("raw: cannot read the bound address: {e}"))?;
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream {
+            let _ = s.set_nodelay(true);
+        }
+        stream
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         Server::builder()
@@ -660,7 +669,9 @@ async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            // TCP_NODELAY on accepted connections, as truc's servers do:
+            // without it, small HTTP/2 frames (WINDOW_UPDATE) wait for Nagle.
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),
     );

@@ -17,9 +17,26 @@ struct Raw {
     data_dir: PathBuf,
     registry: PathBuf,
     audit_key: PathBuf,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
+    #[serde(default)]
+    dashboard: Dashboard,
     tls: TlsSection,
     #[serde(default)]
     limits: Limits,
+}
+
+fn default_time_zone() -> String {
+    "Asia/Ho_Chi_Minh".into()
+}
+
+/// `[dashboard]`: who may see the web dashboard on the ops port.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dashboard {
+    /// Serve the dashboard even when the ops port is not on loopback (put
+    /// it behind an authenticating proxy then). Off by default.
+    pub public: bool,
 }
 
 /// A validated hub config, paths resolved against the file's directory.
@@ -35,6 +52,10 @@ pub struct HubConfig {
     pub registry: PathBuf,
     /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
     pub audit_key: PathBuf,
+    /// The time zone days are cut in, as minutes east of UTC.
+    pub utc_offset_minutes: i32,
+    /// Dashboard access.
+    pub dashboard: Dashboard,
     /// The hub's certificate, key and CA.
     pub tls: TlsFiles,
     /// Limits.
@@ -53,6 +74,17 @@ impl HubConfig {
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
             registry: resolve(path, "registry", &raw.registry, true)?,
             audit_key: resolve(path, "audit_key", &raw.audit_key, true)?,
+            utc_offset_minutes: truc_audit::parse_time_zone(&raw.time_zone).ok_or_else(|| {
+                ConfigError::new(
+                    path,
+                    "time_zone",
+                    format!(
+                        "{:?}: expected UTC, Asia/Ho_Chi_Minh or a fixed offset like +07:00",
+                        raw.time_zone
+                    ),
+                )
+            })?,
+            dashboard: raw.dashboard,
             tls: raw.tls.resolve(path)?,
             limits,
         })

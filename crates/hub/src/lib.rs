@@ -120,12 +120,38 @@ pub async fn start(
     let store = Store::open(&config.data_dir)?;
     let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
     let audit_public_key = signer.public_key();
-    let audit = AuditLog::open(store.clone(), "hub", options.audit.clone(), Some(signer))?;
+    let audit_options = truc_audit::Options {
+        utc_offset_minutes: config.utc_offset_minutes,
+        ..options.audit.clone()
+    };
+    let audit = AuditLog::open(store.clone(), "hub", audit_options, Some(signer))?;
     let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
+    metrics.set_known(
+        registry.agencies().map(|a| a.code.to_string()).collect(),
+        registry.services().map(|s| s.id.to_string()).collect(),
+    );
+    {
+        let reader = audit.reader().clone();
+        metrics.add_source(Box::new(move |out| {
+            truc_ops::write_metric(
+                out,
+                "truc_audit_flush_failures",
+                "counter",
+                "Audit commits that could not be made durable",
+                &[("", reader.flush_failures() as f64)],
+            );
+        }));
+    }
 
     let limit = config.limits.max_message_bytes();
     let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
+    let reporting = reporting::ReportingService::new(
+        registry.clone(),
+        store.clone(),
+        audit.clone(),
+        config.utc_offset_minutes,
+    );
     let router = route::HubService::new(
         registry.clone(),
         audit_public_key,
@@ -134,8 +160,7 @@ pub async fn start(
         metrics.clone(),
         config.limits.clone(),
     );
-    let reporting = reporting::ReportingService::new(registry.clone(), store.clone());
-    let server = GrpcServer::new()?;
+    let server = GrpcServer::new(metrics.clone())?;
     server
         .health
         .set_serving::<HubServer<route::HubService>>()

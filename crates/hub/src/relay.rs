@@ -46,6 +46,11 @@ impl HubService {
             "status"
         };
         let tx_id = tx.transaction_id.clone();
+        let parties = (
+            tx.client_agency.clone(),
+            tx.provider_agency.clone(),
+            tx.service.clone(),
+        );
         let mut tx = tx;
         tx.outcome = code_name(outcome).to_string();
         tx.finished_unix_ms = now_ms();
@@ -57,9 +62,12 @@ impl HubService {
                 &tx_id,
             )
         })?;
-        inner
-            .metrics
-            .observe(kind, outcome, started.elapsed().as_secs_f64());
+        inner.metrics.observe(
+            kind,
+            outcome,
+            (&parties.0, &parties.1, &parties.2),
+            started.elapsed().as_secs_f64(),
+        );
         Ok(Receipt {
             transaction_id: tx_id,
             record_index: appended.index,

@@ -2,10 +2,18 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use truc_audit::read_counts;
+use truc_audit::{
+    AuditLog, read_counts, read_stats,
+    report::{Dim, Filter, Group, aggregate},
+};
 use truc_pki::peer;
-use truc_proto::v1::{CountRow, GetCountsRequest, GetCountsResponse, reporting_server::Reporting};
+use truc_proto::v1::{
+    CountRow, GetCountsRequest, GetCountsResponse, GetStatsRequest, GetStatsResponse, StatsRow,
+    TransactionEvent, WatchTransactionsRequest, reporting_server::Reporting,
+};
 use truc_registry::Registry;
 
 use crate::access::Visibility;
@@ -16,16 +24,137 @@ use truc_store::Store;
 pub struct ReportingService {
     registry: Arc<Registry>,
     store: Store,
+    audit: AuditLog,
+    utc_offset_minutes: i32,
 }
 
 impl ReportingService {
-    pub(crate) fn new(registry: Arc<Registry>, store: Store) -> ReportingService {
-        ReportingService { registry, store }
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        store: Store,
+        audit: AuditLog,
+        utc_offset_minutes: i32,
+    ) -> ReportingService {
+        ReportingService {
+            registry,
+            store,
+            audit,
+            utc_offset_minutes,
+        }
+    }
+}
+
+/// A time zone offset as `+HH:MM`.
+pub(crate) fn offset_name(minutes: i32) -> String {
+    let sign = if minutes < 0 { '-' } else { '+' };
+    let m = minutes.unsigned_abs();
+    format!("{sign}{:02}:{:02}", m / 60, m % 60)
+}
+
+fn row(g: &Group) -> StatsRow {
+    let q = |p| g.stats.latency_quantile_ms(p).unwrap_or(0.0);
+    StatsRow {
+        keys: g.keys.clone(),
+        count: g.stats.count,
+        errors: g.errors,
+        request_bytes: g.stats.request_bytes,
+        response_bytes: g.stats.response_bytes,
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
     }
 }
 
 #[tonic::async_trait]
 impl Reporting for ReportingService {
+    async fn get_stats(
+        &self,
+        request: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
+        let visibility = Visibility::of(&peer(&request)?.identity, "reports")?;
+        let req = request.into_inner();
+        let dims = req
+            .group_by
+            .iter()
+            .map(|d| {
+                Dim::parse(d).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "group_by: {d:?} is not one of client, provider, service, kind, outcome, day, month, year"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (field, day) in [("from_day", &req.from_day), ("to_day", &req.to_day)] {
+            if !day.is_empty() && !is_day(day) {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: expected YYYY-MM-DD, got {day:?}"
+                )));
+            }
+        }
+        let stats = read_stats(&self.store).map_err(|e| {
+            tracing::error!(error = %e, "cannot read statistics");
+            Status::internal("cannot read statistics")
+        })?;
+        let filter = Filter {
+            from_day: req.from_day,
+            to_day: req.to_day,
+            client: req.client,
+            provider: req.provider,
+            service: req.service,
+            kind: req.kind,
+            outcome: req.outcome,
+        };
+        let (groups, total) = aggregate(&stats, &dims, &filter, |k| {
+            visibility.sees(&self.registry, &k.client, &k.provider)
+        });
+        Ok(Response::new(GetStatsResponse {
+            group_by: req.group_by,
+            rows: groups.iter().map(row).collect(),
+            total: Some(row(&total)),
+            time_zone: offset_name(self.utc_offset_minutes),
+        }))
+    }
+
+    type WatchTransactionsStream = ReceiverStream<Result<TransactionEvent, Status>>;
+
+    async fn watch_transactions(
+        &self,
+        request: Request<WatchTransactionsRequest>,
+    ) -> Result<Response<Self::WatchTransactionsStream>, Status> {
+        let visibility = Visibility::of(&peer(&request)?.identity, "transactions")?;
+        let mut committed = self.audit.subscribe();
+        let registry = self.registry.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let event = match committed.recv().await {
+                    Ok(r) => r,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "{n} transactions were missed; watch again"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let (index, record) = &*event;
+                if !visibility.sees(&registry, &record.client_agency, &record.provider_agency) {
+                    continue;
+                }
+                let message = TransactionEvent {
+                    index: *index,
+                    record: Some(record.clone()),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn get_counts(
         &self,
         request: Request<GetCountsRequest>,

@@ -164,9 +164,10 @@ pub async fn start(
         hub_key.clone(),
         documents.clone(),
     );
-    let invoke = invoke::NodeService::new(config.clone(), audit, metrics.clone(), documents)
-        .map_err(|s| NodeError::Backend(s.message().to_string()))?;
-    let server = GrpcServer::new()?;
+    let invoke =
+        invoke::NodeService::new(config.clone(), audit, metrics.clone(), documents.clone())
+            .map_err(|s| NodeError::Backend(s.message().to_string()))?;
+    let server = GrpcServer::new(metrics.clone())?;
     server
         .health
         .set_serving::<AgencyServer<agency::AgencyService>>()
@@ -190,8 +191,35 @@ pub async fn start(
         hub_channel_for_check,
         config.clone(),
         hub_key,
+        metrics.clone(),
         shutdown.clone(),
     ));
+    {
+        let audit = audit_handle.reader().clone();
+        metrics.add_source(Box::new(move |out| {
+            truc_ops::write_metric(
+                out,
+                "truc_audit_flush_failures",
+                "counter",
+                "Audit commits that could not be made durable",
+                &[("", audit.flush_failures() as f64)],
+            );
+        }));
+        let docs = documents.clone();
+        metrics.add_source(Box::new(move |out| {
+            let (deliveries, statuses) = docs.queue_lengths();
+            truc_ops::write_metric(
+                out,
+                "truc_document_queue",
+                "gauge",
+                "Documents waiting to be delivered, and statuses waiting to be sent back",
+                &[
+                    ("{queue=\"deliveries\"}", deliveries as f64),
+                    ("{queue=\"statuses\"}", statuses as f64),
+                ],
+            );
+        }));
+    }
     let servers = Servers::start(
         server,
         listener,
@@ -303,6 +331,7 @@ async fn registry_check(
     channel: tonic::transport::Channel,
     config: Arc<NodeConfig>,
     hub_key: HubKey,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
     let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
@@ -325,6 +354,10 @@ async fn registry_check(
     for warning in registry_mismatches(&config, &snapshot) {
         tracing::warn!("{warning}");
     }
+    metrics.set_known(
+        snapshot.agencies.iter().map(|a| a.code.clone()).collect(),
+        snapshot.services.iter().map(|s| s.id.clone()).collect(),
+    );
     if !hub_key.learn(&snapshot) {
         tracing::warn!("the registry carries no hub audit key: receipts cannot be verified");
     }

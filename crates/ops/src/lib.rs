@@ -9,13 +9,14 @@
 
 pub mod config;
 mod deadline;
+mod layer;
 mod limits;
 mod metrics;
 mod record;
 mod serve;
 
 pub use deadline::{incoming_timeout, is_transport_failure, with_deadline};
-pub use metrics::{Metrics, code_name};
+pub use metrics::{Metrics, code_name, write_metric};
 pub use record::{TRANSACTION_ID_HEADER, record_call, tag};
 pub use serve::{GrpcServer, Servers, Shutdown, serve_ops};
 

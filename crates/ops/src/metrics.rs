@@ -1,4 +1,10 @@
-//! Transaction metrics in Prometheus text format.
+//! Metrics in Prometheus text format: transactions (by kind, parties,
+//! service and outcome), gRPC requests (by service, method and code, the
+//! names existing dashboards expect), and process metrics. Label values for
+//! agencies and services come from a known set (the registry on the hub, the
+//! config on a node); anything else is `other`, so cardinality stays bounded.
+
+use std::{collections::HashSet, sync::RwLock};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -9,6 +15,9 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TxLabels {
     kind: &'static str,
+    client: String,
+    provider: String,
+    service: String,
     outcome: &'static str,
 }
 
@@ -17,11 +26,31 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcMethodLabels {
+    grpc_service: String,
+    grpc_method: String,
+}
+
+/// Writes more metric families into the exposition at scrape time.
+pub type Source = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Registry,
     transactions: Family<TxLabels, Counter>,
     latency: Family<KindLabels, Histogram>,
+    grpc_handled: Family<GrpcLabels, Counter>,
+    grpc_seconds: Family<GrpcMethodLabels, Histogram>,
+    known: RwLock<(HashSet<String>, HashSet<String>)>,
+    sources: RwLock<Vec<Source>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -32,39 +61,122 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Metrics with every family registered under the `truc_` prefix.
+    /// Metrics with every family registered.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("truc");
+        let mut registry = Registry::default();
         let transactions = Family::<TxLabels, Counter>::default();
         registry.register(
-            "transactions",
-            "Transactions completed, by kind and outcome (gRPC code)",
+            "truc_transactions",
+            "Transactions completed, by kind, client and provider agency, service and outcome (gRPC code)",
             transactions.clone(),
         );
         let latency =
             Family::<KindLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         registry.register(
-            "transaction_duration_seconds",
+            "truc_transaction_duration_seconds",
             "Time to complete a transaction, as this process saw it",
             latency.clone(),
+        );
+        let grpc_handled = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_server_handled",
+            "gRPC requests completed on the server, by service, method and code",
+            grpc_handled.clone(),
+        );
+        let grpc_seconds = Family::<GrpcMethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time to handle a gRPC request, until its status",
+            grpc_seconds.clone(),
         );
         Metrics {
             registry,
             transactions,
             latency,
+            grpc_handled,
+            grpc_seconds,
+            known: RwLock::new((HashSet::new(), HashSet::new())),
+            sources: RwLock::new(vec![Box::new(process_metrics)]),
         }
     }
 
-    /// Counts one transaction. `outcome` is a gRPC code name.
-    pub fn observe(&self, kind: &'static str, outcome: tonic::Code, seconds: f64) {
+    /// The agencies and services that may appear as label values.
+    pub fn set_known(&self, agencies: HashSet<String>, services: HashSet<String>) {
+        if let Ok(mut k) = self.known.write() {
+            *k = (agencies, services);
+        }
+    }
+
+    /// Adds families computed at scrape time.
+    pub fn add_source(&self, source: Source) {
+        if let Ok(mut s) = self.sources.write() {
+            s.push(source);
+        }
+    }
+
+    fn bounded(&self, value: &str, services: bool) -> String {
+        let known = self.known.read().is_ok_and(|k| {
+            if services {
+                k.1.contains(value)
+                    || value
+                        .strip_prefix("document/")
+                        .is_some_and(|r| r.len() < 10)
+                    || value.strip_prefix("status/").is_some_and(|r| r.len() == 2)
+            } else {
+                k.0.contains(value)
+            }
+        });
+        if known {
+            value.to_string()
+        } else {
+            "other".into()
+        }
+    }
+
+    /// Counts one transaction. `outcome` is its gRPC code.
+    pub fn observe(
+        &self,
+        kind: &'static str,
+        outcome: tonic::Code,
+        parties: (&str, &str, &str),
+        seconds: f64,
+    ) {
+        let (client, provider, service) = parties;
         self.transactions
             .get_or_create(&TxLabels {
                 kind,
+                client: self.bounded(client, false),
+                provider: self.bounded(provider, false),
+                service: self.bounded(service, true),
                 outcome: code_name(outcome),
             })
             .inc();
         self.latency
             .get_or_create(&KindLabels { kind })
+            .observe(seconds);
+    }
+
+    /// Counts one gRPC request handled (`path` is `/package.Service/Method`).
+    pub fn observe_grpc(&self, path: &str, code: tonic::Code, seconds: f64) {
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("unknown", "unknown"));
+        let (service, method) = (service.to_string(), method.to_string());
+        self.grpc_handled
+            .get_or_create(&GrpcLabels {
+                grpc_service: service.clone(),
+                grpc_method: method.clone(),
+                grpc_code: grpc_code_name(code),
+            })
+            .inc();
+        self.grpc_seconds
+            .get_or_create(&GrpcMethodLabels {
+                grpc_service: service,
+                grpc_method: method,
+            })
             .observe(seconds);
     }
 
@@ -74,6 +186,14 @@ impl Metrics {
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        let mut out = body;
+        if let Ok(sources) = self.sources.read() {
+            for source in sources.iter() {
+                source(&mut out);
+            }
+        }
+        out.push_str("# EOF\n");
         out
     }
 }
@@ -81,6 +201,101 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Writes one gauge or counter family with a single sample.
+pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let sample = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_string()
+        };
+        let _ = writeln!(out, "{sample}{labels} {value}");
+    }
+}
+
+/// process_* metrics from /proc (Linux); nothing elsewhere.
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')': state is field 0; utime 11, stime 12, starttime 19, rss 21.
+    let ticks = 100.0;
+    let cpu = (num(11) + num(12)) / ticks;
+    let page = 4096.0;
+    let rss = num(21) * page;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let start = boot + num(19) / ticks;
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
+    write_metric(
+        out,
+        "process_cpu_seconds",
+        "counter",
+        "User and system CPU time spent in seconds.",
+        &[("", cpu)],
+    );
+    write_metric(
+        out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        &[("", rss)],
+    );
+    write_metric(
+        out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        &[("", start)],
+    );
+    write_metric(
+        out,
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        &[("", fds)],
+    );
+}
+
+/// gRPC code names as go-grpc-prometheus writes them.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -114,24 +329,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposition_has_counts_and_histogram() {
+    fn exposition_has_bounded_labels_grpc_and_process_metrics() {
         let m = Metrics::new();
-        m.observe("call", tonic::Code::Ok, 0.002);
-        m.observe("call", tonic::Code::Ok, 0.003);
-        m.observe("call", tonic::Code::NotFound, 0.001);
+        m.set_known(
+            ["000.00.00.H37".to_string(), "000.00.00.G22".to_string()].into(),
+            ["000.00.00.G22/citizen-lookup/v1".to_string()].into(),
+        );
+        let known = (
+            "000.00.00.H37",
+            "000.00.00.G22",
+            "000.00.00.G22/citizen-lookup/v1",
+        );
+        m.observe("call", tonic::Code::Ok, known, 0.002);
+        m.observe("call", tonic::Code::Ok, known, 0.003);
+        m.observe(
+            "call",
+            tonic::Code::NotFound,
+            ("000.00.00.H37", "999.99.99.X99", "999.99.99.X99/x/v1"),
+            0.001,
+        );
+        m.observe_grpc("/truc.v1.Hub/Route", tonic::Code::Ok, 0.004);
         let text = m.encode();
         assert!(
-            text.contains(r#"truc_transactions_total{kind="call",outcome="OK"} 2"#),
+            text.contains(r#"truc_transactions_total{kind="call",client="000.00.00.H37",provider="000.00.00.G22",service="000.00.00.G22/citizen-lookup/v1",outcome="OK"} 2"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"truc_transactions_total{kind="call",outcome="NOT_FOUND"} 1"#),
+            text.contains(r#"truc_transactions_total{kind="call",client="000.00.00.H37",provider="other",service="other",outcome="NOT_FOUND"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grpc_server_handled_total{grpc_service="truc.v1.Hub",grpc_method="Route",grpc_code="OK"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("grpc_server_handling_seconds_bucket"),
             "{text}"
         );
         assert!(
             text.contains(r#"truc_transaction_duration_seconds_count{kind="call"} 3"#),
             "{text}"
         );
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -38,6 +38,11 @@ pub async fn record_call(
         Err(s) => (s.code(), &[][..]),
     };
     let tx_id = tx.transaction_id.clone();
+    let parties = (
+        tx.client_agency.clone(),
+        tx.provider_agency.clone(),
+        tx.service.clone(),
+    );
     let mut tx = tx.finish(code_name(outcome), response, now_ms(), started.elapsed());
     tx.receipt = receipt;
     tx.receipt_verified = receipt_verified;
@@ -48,6 +53,11 @@ pub async fn record_call(
             &tx_id,
         )
     })?;
-    metrics.observe("call", outcome, started.elapsed().as_secs_f64());
+    metrics.observe(
+        "call",
+        outcome,
+        (&parties.0, &parties.1, &parties.2),
+        started.elapsed().as_secs_f64(),
+    );
     Ok(appended)
 }

@@ -7,15 +7,9 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
-use crate::{
-    Metrics, ServeError,
-    limits::{GrpcResponse, size_limit_as_resource_exhausted},
-};
+use crate::{Metrics, ServeError, layer::GrpcLayer};
 
-type Layers = tower::layer::util::Stack<
-    tower::util::MapResponseLayer<fn(GrpcResponse) -> GrpcResponse>,
-    tower::layer::util::Identity,
->;
+type Layers = tower::layer::util::Stack<GrpcLayer, tower::layer::util::Identity>;
 
 /// A shutdown signal shared by every task of a process.
 #[derive(Clone)]
@@ -64,8 +58,9 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// A server with `grpc.health.v1` and server reflection (for every
-    /// `truc.v1` service and health) already added.
-    pub fn new() -> Result<GrpcServer, ServeError> {
+    /// `truc.v1` service and health) already added, recording gRPC metrics
+    /// into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Result<GrpcServer, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(truc_proto::FILE_DESCRIPTOR_SET)
@@ -78,9 +73,7 @@ impl GrpcServer {
             // Connections are long-lived but not forever: peers reconnect
             // (and re-handshake, picking up reissued certificates) hourly.
             .max_connection_age(Duration::from_secs(3600))
-            .layer(tower::util::MapResponseLayer::new(
-                size_limit_as_resource_exhausted as fn(GrpcResponse) -> GrpcResponse,
-            ))
+            .layer(GrpcLayer::new(metrics))
             .add_service(health_service)
             .add_service(reflection);
         Ok(GrpcServer { health, router })

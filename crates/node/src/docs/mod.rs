@@ -129,6 +129,14 @@ impl Documents {
         self.store.flush().map_err(storage)
     }
 
+    /// How many deliveries and statuses are waiting.
+    pub(crate) fn queue_lengths(&self) -> (usize, usize) {
+        (
+            self.store.scan_prefix(keys::QUEUE).count(),
+            self.store.scan_prefix(keys::STATUS_QUEUE).count(),
+        )
+    }
+
     /// SendDocument: checks, stores the attachments and the outbox entry
     /// durably, then acknowledges; delivery follows in the background.
     pub(crate) async fn send(
