@@ -109,7 +109,8 @@ impl Store {
             match config.open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -220,5 +221,21 @@ mod tests {
             .expect("must fail")
             .to_string();
         assert!(msg.contains("cannot open the database in"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_database_in_use_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _first = Store::open(dir.path()).expect("open");
+        let started = std::time::Instant::now();
+        let msg = Store::open(dir.path()).err().expect("in use").to_string();
+        assert!(msg.contains("stop it first"), "{msg}");
+        // It waited for the lock before giving up.
+        assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{msg}");
     }
 }
