@@ -12,6 +12,7 @@
 mod access;
 mod audit_service;
 mod config;
+mod dashboard;
 mod relay;
 mod reporting;
 mod route;
@@ -182,12 +183,19 @@ pub async fn start(
         .add_service(ReportingServer::new(reporting))
         .add_service(AuditServer::new(audit_service));
 
+    let dashboard = dashboard::router(
+        registry.clone(),
+        audit_handle.clone(),
+        config.utc_offset_minutes,
+        config.dashboard.public,
+    );
     let servers = Servers::start(
         server,
         listener,
         server_tls,
         ops_listener,
         metrics,
+        dashboard,
         shutdown,
         options.drain,
     )?;

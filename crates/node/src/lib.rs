@@ -226,6 +226,7 @@ pub async fn start(
         server_tls,
         ops_listener,
         metrics,
+        axum::Router::new(),
         shutdown,
         options.drain,
     )?;

@@ -126,20 +126,25 @@ impl GrpcServer {
     }
 }
 
-/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until
-/// `shutdown` fires.
+/// Serves `/metrics` (Prometheus text), `/healthz` and the routes of
+/// `extra` on `listener` until `shutdown` fires.
 pub async fn serve_ops(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    extra: Router,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.wait())
-        .await?;
+        .with_state(metrics)
+        .merge(extra);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.wait())
+    .await?;
     Ok(())
 }
 
@@ -170,6 +175,7 @@ impl Servers {
         tls: Arc<rustls::ServerConfig>,
         ops_listener: TcpListener,
         metrics: Arc<Metrics>,
+        extra: Router,
         shutdown: Shutdown,
         drain: Duration,
     ) -> Result<Servers, ServeError> {
@@ -177,7 +183,7 @@ impl Servers {
         let ops_addr = ops_listener.local_addr()?;
         let tasks = vec![
             tokio::spawn(grpc.serve(listener, tls, shutdown.clone(), drain)),
-            tokio::spawn(serve_ops(ops_listener, metrics, shutdown.clone())),
+            tokio::spawn(serve_ops(ops_listener, metrics, extra, shutdown.clone())),
         ];
         Ok(Servers {
             addr,

@@ -236,6 +236,9 @@ mod lock_tests {
         let msg = Store::open(dir.path()).err().expect("in use").to_string();
         assert!(msg.contains("stop it first"), "{msg}");
         // It waited for the lock before giving up.
-        assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{msg}");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(2),
+            "{msg}"
+        );
     }
 }
