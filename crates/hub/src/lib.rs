@@ -193,9 +193,11 @@ pub async fn start(
         server,
         listener,
         server_tls,
-        ops_listener,
-        metrics,
-        dashboard,
+        truc_ops::OpsPort {
+            listener: ops_listener,
+            metrics,
+            routes: dashboard,
+        },
         shutdown,
         options.drain,
     )?;

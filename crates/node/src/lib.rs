@@ -224,9 +224,11 @@ pub async fn start(
         server,
         listener,
         server_tls,
-        ops_listener,
-        metrics,
-        axum::Router::new(),
+        truc_ops::OpsPort {
+            listener: ops_listener,
+            metrics,
+            routes: axum::Router::new(),
+        },
         shutdown,
         options.drain,
     )?;

@@ -158,6 +158,17 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
     )
 }
 
+/// The ops HTTP port of a process: where, its metrics, and any routes of
+/// its own (the hub's dashboard).
+pub struct OpsPort {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// More routes.
+    pub routes: Router,
+}
+
 /// The servers of one process, started: its gRPC port and its ops port.
 pub struct Servers {
     addr: std::net::SocketAddr,
@@ -173,12 +184,15 @@ impl Servers {
         grpc: GrpcServer,
         listener: TcpListener,
         tls: Arc<rustls::ServerConfig>,
-        ops_listener: TcpListener,
-        metrics: Arc<Metrics>,
-        extra: Router,
+        ops: OpsPort,
         shutdown: Shutdown,
         drain: Duration,
     ) -> Result<Servers, ServeError> {
+        let OpsPort {
+            listener: ops_listener,
+            metrics,
+            routes: extra,
+        } = ops;
         let addr = listener.local_addr()?;
         let ops_addr = ops_listener.local_addr()?;
         let tasks = vec![
