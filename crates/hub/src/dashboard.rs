@@ -53,16 +53,16 @@ pub(crate) fn router(
         })
 }
 
-fn allowed(d: &Dash, peer: SocketAddr) -> Result<(), Response> {
-    if d.public || peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            "the dashboard is served to loopback only; set [dashboard] public = true in the hub config to serve it behind an authenticating proxy\n",
-        )
-            .into_response())
-    }
+fn allowed(d: &Dash, peer: SocketAddr) -> bool {
+    d.public || peer.ip().is_loopback()
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "the dashboard is served to loopback only; set [dashboard] public = true in the hub config to serve it behind an authenticating proxy\n",
+    )
+        .into_response()
 }
 
 fn json_response(v: &Value) -> Response {
@@ -74,8 +74,8 @@ fn json_response(v: &Value) -> Response {
 }
 
 async fn page(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(r) = allowed(&d, peer) {
-        return r;
+    if !allowed(&d, peer) {
+        return forbidden();
     }
     (
         [
@@ -163,8 +163,8 @@ pub(crate) fn summary_json(
 }
 
 async fn summary(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(r) = allowed(&d, peer) {
-        return r;
+    if !allowed(&d, peer) {
+        return forbidden();
     }
     match summary_json(&d.registry, &d.audit, d.offset, truc_ops::now_ms()) {
         Ok(v) => json_response(&v),
@@ -180,8 +180,8 @@ async fn summary(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAdd
 }
 
 async fn recent(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(r) = allowed(&d, peer) {
-        return r;
+    if !allowed(&d, peer) {
+        return forbidden();
     }
     match d.audit.reader().recent(50) {
         Ok(records) => json_response(&Value::Array(
@@ -198,8 +198,8 @@ async fn recent(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
 }
 
 async fn events(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(r) = allowed(&d, peer) {
-        return r;
+    if !allowed(&d, peer) {
+        return forbidden();
     }
     let stream =
         tokio_stream::wrappers::BroadcastStream::new(d.audit.subscribe()).filter_map(|item| {
