@@ -98,13 +98,14 @@ BACKEND_ADDR=$(sed -n 's/^address = "\(.*\)"$/\1/p' "$DATA/node-vpcp.toml" | tai
 PROVINCE_CLIENT=$DATA/client-langson-dms.toml
 MINISTRY_CLIENT=$DATA/client-vpcp-dms.toml
 
-truc hub --config "$DATA/hub.toml" >"$LOGS/hub.log" 2>&1 &
+# "$TRUC" itself, not the truc function: $! must be the server's own pid.
+"$TRUC" --log-level=warn hub --config "$DATA/hub.toml" >"$LOGS/hub.log" 2>&1 &
 PID[hub]=$!
-truc node --config "$DATA/node-lgsp-langson.toml" >"$LOGS/province.log" 2>&1 &
+"$TRUC" --log-level=warn node --config "$DATA/node-lgsp-langson.toml" >"$LOGS/province.log" 2>&1 &
 PID[province]=$!
-truc node --config "$DATA/node-vpcp.toml" >"$LOGS/ministry.log" 2>&1 &
+"$TRUC" --log-level=warn node --config "$DATA/node-vpcp.toml" >"$LOGS/ministry.log" 2>&1 &
 PID[ministry]=$!
-truc demo-backend --listen "$BACKEND_ADDR" >"$LOGS/backend.log" 2>&1 &
+"$TRUC" --log-level=warn demo-backend --listen "$BACKEND_ADDR" >"$LOGS/backend.log" 2>&1 &
 PID[backend]=$!
 
 # Both nodes answer their agency systems (30 s at most).

@@ -176,6 +176,18 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
         "demo table and audit log differ"
     );
     assert!(vout.contains("verified: 21 records"), "{vout}");
+    let stats = run(&[
+        "report",
+        "--verify",
+        "--data",
+        data.join("hub").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(stats.status.code(), Some(0), "{}", text(&stats.stdout));
+    assert!(
+        text(&stats.stdout).contains("21 transactions"),
+        "{}",
+        text(&stats.stdout)
+    );
 
     // A node config whose certificate is another node's: exit 2 naming tls.cert.
     let config = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");

@@ -1,0 +1,219 @@
+//! Durable statistics and the operator's view: GetStats slices, the live
+//! transaction stream, statistics equal to the audit log across a hub
+//! restart, and the web dashboard in headless Chromium.
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::Code;
+use truc_pki::Role;
+use truc_proto::v1::{
+    GetStatsRequest, WatchTransactionsRequest, reporting_client::ReportingClient,
+};
+use truc_tests::*;
+
+const ID: &str = r#"{"id":"001089012345"}"#;
+
+async fn traffic(c: &Cluster, n: u32) {
+    let province = c
+        .deployment
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .expect("client");
+    let ministry = c
+        .deployment
+        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+        .expect("client");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (mut client, agency, service) = match i % 3 {
+            0 => (province.clone(), H37, CITIZEN_LOOKUP),
+            1 => (ministry.clone(), G22, HOUSEHOLD_REGISTRY),
+            _ => (province.clone(), H37_DEPT, HOUSEHOLD_REGISTRY),
+        };
+        tasks.push(tokio::spawn(async move {
+            let _ = client.call(call(agency, service, ID)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
+    let mut c = start().await;
+    traffic(&c, 30).await;
+    c.deployment
+        .restart_hub(async || {})
+        .await
+        .expect("restart");
+    traffic(&c, 30).await;
+
+    let mut admin = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
+    let by = |dims: &[&str]| GetStatsRequest {
+        group_by: dims.iter().map(|d| d.to_string()).collect(),
+        ..GetStatsRequest::default()
+    };
+    let all = admin.get_stats(by(&[])).await.expect("stats").into_inner();
+    let total = all.total.expect("total");
+    assert_eq!(total.count, 60);
+    assert_eq!(total.errors, 20, "the department has no grant");
+    assert!(total.request_bytes >= 40 * ID.len() as u64);
+    assert!(total.p50_ms > 0.0 && total.p50_ms <= total.p99_ms);
+    assert_eq!(all.time_zone, "+07:00");
+    let per = admin
+        .get_stats(by(&["provider", "outcome"]))
+        .await
+        .expect("stats")
+        .into_inner();
+    let sum: u64 = per.rows.iter().map(|r| r.count).sum();
+    assert_eq!(sum, 60);
+    assert!(
+        per.rows
+            .iter()
+            .any(|r| r.keys == ["000.00.00.H37", "PERMISSION_DENIED"] && r.count == 20)
+    );
+    let filtered = admin
+        .get_stats(GetStatsRequest {
+            client: H37.into(),
+            group_by: vec!["year".into()],
+            ..GetStatsRequest::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(filtered.total.expect("total").count, 20);
+    let e = admin
+        .get_stats(by(&["week"]))
+        .await
+        .expect_err("no such dimension");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // A node sees the rows where its agencies are a party.
+    let mut ministry = ReportingClient::new(c.hub_channel(Role::Node, MINISTRY_NODE));
+    let seen = ministry
+        .get_stats(by(&[]))
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(seen.total.expect("total").count, 40);
+
+    let hub_dir = c.dir.path().join("hub");
+    c.deployment.stop().await.expect("stop");
+    let store = truc_store::Store::open(&hub_dir).expect("store");
+    let report = truc_audit::verify(&store, None).expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problem);
+    assert_eq!(report.stats, truc_audit::read_stats(&store).expect("stats"));
+    let recomputed: u64 = report.stats.values().map(|s| s.count).sum();
+    assert_eq!(recomputed, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_streamed_as_they_complete() {
+    let c = start().await;
+    let mut admin = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
+    let mut stream = admin
+        .watch_transactions(WatchTransactionsRequest {})
+        .await
+        .expect("watch")
+        .into_inner();
+    traffic(&c, 3).await;
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .expect("event");
+        kinds.push(event.record.expect("record").outcome);
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["OK", "OK", "PERMISSION_DENIED"]);
+    let mut client = ReportingClient::new(c.hub_channel(Role::Client, PROVINCE_CLIENT));
+    let e = client
+        .watch_transactions(WatchTransactionsRequest {})
+        .await
+        .expect_err("agency systems do not read the hub's reports");
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// The number inside the element with `id` in a dumped DOM.
+fn number_in(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')? + start;
+    Some(rest[start..end].trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_chromium_shows_what_the_report_says() {
+    let Some(browser) = chromium() else {
+        // CI installs Debian's chromium; a developer machine may not have it.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is required in CI (apt-get install chromium)"
+        );
+        eprintln!("skipped: no chromium on this machine");
+        return;
+    };
+    let c = start().await;
+    traffic(&c, 9).await;
+    let mut admin = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
+    let today = admin
+        .get_stats(GetStatsRequest {
+            group_by: vec!["day".into()],
+            ..GetStatsRequest::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    let row = today.rows.last().expect("a day with traffic").clone();
+    let url = format!("http://{}/", c.deployment.hub().ops_addr());
+    let profile = tempfile::tempdir().expect("profile");
+    let out = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium ran");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "page never rendered:\n{dom}"
+    );
+    assert_eq!(
+        number_in(&dom, "total-today"),
+        Some(row.count.to_string()),
+        "{dom}"
+    );
+    assert_eq!(
+        number_in(&dom, "errors-today"),
+        Some(row.errors.to_string())
+    );
+    assert_eq!(number_in(&dom, "total-year"), Some(row.count.to_string()));
+    assert!(
+        dom.contains("Văn phòng Chính phủ"),
+        "agency names from the registry"
+    );
+}
