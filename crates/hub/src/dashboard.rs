@@ -214,3 +214,34 @@ async fn events(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_unless_public() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = truc_store::Store::open(dir.path()).expect("store");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let _guard = rt.enter();
+        let audit =
+            AuditLog::open(store, "hub", truc_audit::Options::default(), None).expect("log");
+        let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
+        let mut d = Dash {
+            registry,
+            audit,
+            offset: 420,
+            public: false,
+        };
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
+        assert!(allowed(&d, local));
+        assert!(!allowed(&d, remote));
+        d.public = true;
+        assert!(allowed(&d, remote));
+        let summary = summary_json(&d.registry, &d.audit, 420, 1_795_887_000_000).expect("summary");
+        assert_eq!(summary["today"]["day"], "2026-11-29");
+        assert_eq!(summary["today"]["count"], 0);
+    }
+}
