@@ -69,6 +69,9 @@ pub enum DemoError {
     /// A node failed.
     #[error(transparent)]
     Node(#[from] truc_node::NodeError),
+    /// A server failed while running or stopping.
+    #[error(transparent)]
+    Serve(#[from] truc_ops::ServeError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {

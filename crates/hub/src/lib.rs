@@ -17,7 +17,7 @@ mod relay;
 mod reporting;
 mod route;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 pub use config::HubConfig;
 use tokio::net::TcpListener;
@@ -68,39 +68,7 @@ impl Default for RunOptions {
 }
 
 /// A running hub.
-pub struct RunningHub {
-    servers: Servers,
-    audit: AuditLog,
-}
-
-impl RunningHub {
-    /// The gRPC address.
-    pub fn addr(&self) -> SocketAddr {
-        self.servers.addr()
-    }
-
-    /// The ops HTTP address.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.servers.ops_addr()
-    }
-
-    /// Stops serving, lets open calls finish (up to the drain deadline) and
-    /// flushes the audit log.
-    pub async fn stop(self) -> Result<(), HubError> {
-        self.servers.shutdown();
-        self.wait().await
-    }
-
-    /// Waits until the servers stop (after the shutdown signal given at
-    /// start fires, or a failure), then flushes the audit log.
-    pub async fn wait(self) -> Result<(), HubError> {
-        let served = self.servers.wait().await;
-        // Flushes and releases the store, so the data directory can be
-        // reopened (a restart in the same process, `truc audit verify`).
-        self.audit.close().await;
-        Ok(served?)
-    }
-}
+pub type RunningHub = truc_ops::Running;
 
 /// Starts the hub on listeners the caller has bound (so tests can use port 0).
 pub async fn start(
@@ -202,8 +170,5 @@ pub async fn start(
         options.drain,
     )?;
     tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
-    Ok(RunningHub {
-        servers,
-        audit: audit_handle,
-    })
+    Ok(truc_ops::Running::new(servers, audit_handle))
 }

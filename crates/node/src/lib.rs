@@ -18,7 +18,7 @@ mod config;
 mod docs;
 mod invoke;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 pub use config::NodeConfig;
 use tokio::net::TcpListener;
@@ -80,39 +80,7 @@ impl Default for RunOptions {
 }
 
 /// A running node.
-pub struct RunningNode {
-    servers: Servers,
-    audit: AuditLog,
-}
-
-impl RunningNode {
-    /// The gRPC address.
-    pub fn addr(&self) -> SocketAddr {
-        self.servers.addr()
-    }
-
-    /// The ops HTTP address.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.servers.ops_addr()
-    }
-
-    /// Stops serving, lets open calls finish (up to the drain deadline) and
-    /// flushes the audit log.
-    pub async fn stop(self) -> Result<(), NodeError> {
-        self.servers.shutdown();
-        self.wait().await
-    }
-
-    /// Waits until the servers stop (after the shutdown signal given at
-    /// start fires, or a failure), then flushes the audit log.
-    pub async fn wait(self) -> Result<(), NodeError> {
-        let served = self.servers.wait().await;
-        // Flushes and releases the store, so the data directory can be
-        // reopened (a restart in the same process, `truc audit verify`).
-        self.audit.close().await;
-        Ok(served?)
-    }
-}
+pub type RunningNode = truc_ops::Running;
 
 /// Starts the node on listeners the caller has bound.
 pub async fn start(
@@ -233,10 +201,7 @@ pub async fn start(
         options.drain,
     )?;
     tracing::info!(node = %config.id, addr = %servers.addr(), ops_addr = %servers.ops_addr(), "node serving");
-    Ok(RunningNode {
-        servers,
-        audit: audit_handle,
-    })
+    Ok(truc_ops::Running::new(servers, audit_handle))
 }
 
 /// A new transaction id: 128 random bits as 32 lowercase hex digits.

@@ -18,7 +18,7 @@ mod serve;
 pub use deadline::{incoming_timeout, is_transport_failure, with_deadline};
 pub use metrics::{Metrics, code_name, write_metric};
 pub use record::{TRANSACTION_ID_HEADER, record_call, tag};
-pub use serve::{GrpcServer, OpsPort, Servers, Shutdown, serve_ops};
+pub use serve::{GrpcServer, OpsPort, Running, Servers, Shutdown, serve_ops};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -237,3 +237,43 @@ impl Servers {
         first_err.map_or(Ok(()), Err)
     }
 }
+
+/// A running hub or node: its servers and its audit log.
+pub struct Running {
+    servers: Servers,
+    audit: truc_audit::AuditLog,
+}
+
+impl Running {
+    /// Servers and the audit log they write.
+    pub fn new(servers: Servers, audit: truc_audit::AuditLog) -> Running {
+        Running { servers, audit }
+    }
+
+    /// The gRPC address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.servers.addr()
+    }
+
+    /// The ops HTTP address.
+    pub fn ops_addr(&self) -> std::net::SocketAddr {
+        self.servers.ops_addr()
+    }
+
+    /// Stops serving, lets open calls finish (up to the drain deadline) and
+    /// flushes the audit log.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.servers.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the servers stop (after the shutdown signal given at
+    /// start fires, or a failure), then flushes and closes the audit log,
+    /// so the data directory can be reopened (a restart in the same
+    /// process, `truc audit verify`).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let served = self.servers.wait().await;
+        self.audit.close().await;
+        served
+    }
+}
