@@ -189,45 +189,75 @@ impl Stats {
         None
     }
 
-    /// The stored form: 8 big-endian bytes per field.
+    /// The stored form, compact because counters are rewritten on every
+    /// commit: a marker byte, then varints for the count and byte sums, the
+    /// number of non-empty latency buckets, and (bucket, count) for each.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * (3 + LATENCY_BUCKETS));
-        for v in [self.count, self.request_bytes, self.response_bytes]
-            .iter()
-            .chain(self.latency.iter())
-        {
-            out.extend_from_slice(&v.to_be_bytes());
+        let mut out = Vec::with_capacity(32);
+        out.push(COMPACT);
+        for v in [self.count, self.request_bytes, self.response_bytes] {
+            put_varint(&mut out, v);
+        }
+        let used = self.latency.iter().filter(|n| **n > 0).count() as u64;
+        put_varint(&mut out, used);
+        for (i, n) in self.latency.iter().enumerate() {
+            if *n > 0 {
+                out.push(i as u8);
+                put_varint(&mut out, *n);
+            }
         }
         out
     }
 
     /// Reads the stored form; a bare 8-byte count (the first format) too.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Stats> {
-        let words: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        if bytes.len() % 8 != 0 {
-            return None;
-        }
-        match words.len() {
-            1 => Some(Stats {
-                count: words[0],
-                ..Stats::default()
-            }),
-            n if n == 3 + LATENCY_BUCKETS => {
-                let mut latency = [0; LATENCY_BUCKETS];
-                latency.copy_from_slice(&words[3..]);
-                Some(Stats {
-                    count: words[0],
-                    request_bytes: words[1],
-                    response_bytes: words[2],
-                    latency,
-                })
+        if let Some(rest) = bytes.strip_prefix(&[COMPACT]) {
+            let mut rest = rest;
+            let mut s = Stats {
+                count: get_varint(&mut rest)?,
+                request_bytes: get_varint(&mut rest)?,
+                response_bytes: get_varint(&mut rest)?,
+                latency: [0; LATENCY_BUCKETS],
+            };
+            for _ in 0..get_varint(&mut rest)? {
+                let (i, tail) = rest.split_first()?;
+                rest = tail;
+                *s.latency.get_mut(usize::from(*i))? = get_varint(&mut rest)?;
             }
-            _ => None,
+            return rest.is_empty().then_some(s);
+        }
+        // A bare count: 8 bytes, big-endian (never starts with the marker).
+        let count: [u8; 8] = bytes.try_into().ok()?;
+        Some(Stats {
+            count: u64::from_be_bytes(count),
+            ..Stats::default()
+        })
+    }
+}
+
+/// First byte of the compact stats encoding (a bare count below 2^56 never
+/// starts with it).
+const COMPACT: u8 = 0xFE;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (b, rest) = input.split_first()?;
+        *input = rest;
+        v |= u64::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
         }
     }
+    None
 }
 
 fn bucket(latency_us: u64) -> usize {
@@ -295,6 +325,12 @@ mod stats_tests {
         assert_eq!(Stats::decode(&s.encode()), Some(s.clone()));
         assert_eq!(Stats::decode(&7u64.to_be_bytes()).map(|s| s.count), Some(7));
         assert_eq!(Stats::decode(&[0; 12]), None);
+        assert!(s.encode().len() < 24, "compact: {}", s.encode().len());
+        let big = Stats::one(u64::MAX, 1 << 40, 300_000_000_000);
+        assert_eq!(Stats::decode(&big.encode()), Some(big));
+        let mut truncated = s.encode();
+        truncated.pop();
+        assert_eq!(Stats::decode(&truncated), None);
         // 3 µs ≤ 0.004 ms, 1500 µs ≤ 2.048 ms, 40 ms ≤ 65.536 ms.
         assert_eq!(s.latency_quantile_ms(0.3), Some(0.004));
         assert_eq!(s.latency_quantile_ms(0.5), Some(2.048));
