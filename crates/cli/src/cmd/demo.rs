@@ -61,7 +61,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 
     println!("\nendpoints and certificates: {}", demo_json.display());
     println!(
-        "hub metrics: http://{}/metrics",
+        "hub dashboard: http://{0}/  (Prometheus metrics: http://{0}/metrics)",
         deployment.hub().ops_addr()
     );
     println!(
