@@ -6,7 +6,9 @@ use std::{
 };
 
 use serde::Deserialize;
-use truc_ops::config::{ConfigError, Limits, TlsSection, load_toml, resolve, socket_addr};
+use truc_ops::config::{
+    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
+};
 use truc_pki::TlsFiles;
 
 #[derive(Deserialize)]
@@ -21,6 +23,8 @@ struct Raw {
     time_zone: String,
     #[serde(default)]
     dashboard: Dashboard,
+    #[serde(default)]
+    documents: DocumentsSection,
     tls: TlsSection,
     #[serde(default)]
     limits: Limits,
@@ -56,6 +60,8 @@ pub struct HubConfig {
     pub utc_offset_minutes: i32,
     /// Dashboard access.
     pub dashboard: Dashboard,
+    /// Limits on relayed documents.
+    pub documents: truc_doc::Limits,
     /// The hub's certificate, key and CA.
     pub tls: TlsFiles,
     /// Limits.
@@ -85,6 +91,7 @@ impl HubConfig {
                 )
             })?,
             dashboard: raw.dashboard,
+            documents: raw.documents.limits(path)?,
             tls: raw.tls.resolve(path)?,
             limits,
         })

@@ -128,6 +128,7 @@ pub async fn start(
         client_tls,
         metrics.clone(),
         config.limits.clone(),
+        config.documents.clone(),
     );
     let server = GrpcServer::new(metrics.clone())?;
     server

@@ -119,7 +119,7 @@ impl HubService {
                     "node {node} does not host agency {sender}"
                 )));
             }
-            truc_doc::check(&envelope, &truc_doc::Limits::default())?;
+            truc_doc::check(&envelope, &self.inner().documents)?;
             if envelope.from.as_ref().map(|o| o.organ_id.as_str()) != Some(sender.as_str()) {
                 return Err(Status::invalid_argument(
                     "the envelope is not from the sender",

@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     nodes: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
     pub(crate) metrics: Arc<Metrics>,
     limits: Limits,
+    /// Limits on relayed documents.
+    pub(crate) documents: truc_doc::Limits,
 }
 
 /// A routed call that passed the shape checks: what the audit record needs.
@@ -53,6 +55,7 @@ impl HubService {
         client_tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         limits: Limits,
+        documents: truc_doc::Limits,
     ) -> HubService {
         HubService {
             inner: Arc::new(Inner {
@@ -63,6 +66,7 @@ impl HubService {
                 nodes: Mutex::new(HashMap::new()),
                 metrics,
                 limits,
+                documents,
             }),
         }
     }

@@ -7,7 +7,9 @@ use std::{
 };
 
 use serde::Deserialize;
-use truc_ops::config::{ConfigError, Limits, TlsSection, load_toml, resolve, socket_addr};
+use truc_ops::config::{
+    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
+};
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 
@@ -27,29 +29,7 @@ struct Raw {
     #[serde(default, rename = "backend")]
     backends: Vec<RawBackend>,
     #[serde(default)]
-    documents: RawDocuments,
-}
-
-/// `[documents]`: limits on what agency systems may send.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawDocuments {
-    max_attachments: usize,
-    max_attachment_bytes: u64,
-    max_total_bytes: u64,
-    max_recipients: usize,
-}
-
-impl Default for RawDocuments {
-    fn default() -> Self {
-        let d = truc_doc::Limits::default();
-        RawDocuments {
-            max_attachments: d.max_attachments,
-            max_attachment_bytes: d.max_attachment_bytes,
-            max_total_bytes: d.max_total_bytes,
-            max_recipients: d.max_recipients,
-        }
-    }
+    documents: DocumentsSection,
 }
 
 #[derive(Deserialize)]
@@ -173,22 +153,7 @@ impl NodeConfig {
             limits: raw.limits,
             clients,
             backends,
-            documents: {
-                let d = &raw.documents;
-                if d.max_attachments == 0 || d.max_recipients == 0 || d.max_total_bytes == 0 {
-                    return Err(ConfigError::new(
-                        path,
-                        "documents",
-                        "limits must be positive",
-                    ));
-                }
-                truc_doc::Limits {
-                    max_attachments: d.max_attachments,
-                    max_attachment_bytes: d.max_attachment_bytes,
-                    max_total_bytes: d.max_total_bytes,
-                    max_recipients: d.max_recipients,
-                }
-            },
+            documents: raw.documents.limits(path)?,
         })
     }
 }
