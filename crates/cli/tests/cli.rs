@@ -206,18 +206,8 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
 #[test]
 fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("d");
     // The demo writes the PKI, registry and configs; then each part runs as its own process.
-    let out = run(&[
-        "demo",
-        "--data",
-        data.to_str().expect("utf-8"),
-        "--duration",
-        "0",
-        "--calls",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = demo_files(dir.path(), "1");
     let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
     let Deployment {
         mut hub,

@@ -25,17 +25,7 @@ use truc_proto::v1::{CallRequest, Receipt, agency_client::AgencyClient};
 #[test]
 fn hub_killed_under_load_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("d");
-    let out = run(&[
-        "demo",
-        "--data",
-        data.to_str().expect("utf-8"),
-        "--duration",
-        "0",
-        "--calls",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = demo_files(dir.path(), "1");
     let client_config = data.join("client-langson-dms.toml");
     let mut deployment = Deployment::spawn(&data);
     let up = call_until_up(

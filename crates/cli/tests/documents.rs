@@ -26,17 +26,7 @@ fn track(data: &std::path::Path, doc: &str) -> String {
 #[test]
 fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
     let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("d");
-    let out = run(&[
-        "demo",
-        "--data",
-        data.to_str().expect("utf-8"),
-        "--duration",
-        "0",
-        "--calls",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = demo_files(dir.path(), "1");
     let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
     let mut d = Deployment::spawn(&data);
     let up = call_until_up(

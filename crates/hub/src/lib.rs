@@ -100,18 +100,7 @@ pub async fn start(
         registry.agencies().map(|a| a.code.to_string()).collect(),
         registry.services().map(|s| s.id.to_string()).collect(),
     );
-    {
-        let reader = audit.reader().clone();
-        metrics.add_source(Box::new(move |out| {
-            truc_ops::write_metric(
-                out,
-                "truc_audit_flush_failures",
-                "counter",
-                "Audit commits that could not be made durable",
-                &[("", reader.flush_failures() as f64)],
-            );
-        }));
-    }
+    metrics.watch_audit(audit.reader().clone());
 
     let limit = config.limits.max_message_bytes();
     let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());

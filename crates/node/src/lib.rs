@@ -163,16 +163,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     {
-        let audit = audit_handle.reader().clone();
-        metrics.add_source(Box::new(move |out| {
-            truc_ops::write_metric(
-                out,
-                "truc_audit_flush_failures",
-                "counter",
-                "Audit commits that could not be made durable",
-                &[("", audit.flush_failures() as f64)],
-            );
-        }));
+        metrics.watch_audit(audit_handle.reader().clone());
         let docs = documents.clone();
         metrics.add_source(Box::new(move |out| {
             let (deliveries, statuses) = docs.queue_lengths();

@@ -116,3 +116,20 @@ impl Deployment {
         }
     }
 }
+
+/// Lays out a deployment with `truc demo` (PKI, registry, configs, a few
+/// sample transactions) in `dir/d` and returns that directory.
+pub fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
+    let data = dir.join("d");
+    let out = run(&[
+        "demo",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--duration",
+        "0",
+        "--calls",
+        calls,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    data
+}
