@@ -590,3 +590,51 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
     assert_eq!(count("document", "PERMISSION_DENIED"), 1);
     assert_eq!(count("status", "OK"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_of_one_id_keep_one_envelope() {
+    let c = fast_cluster().await;
+    let (province, mut ministry) = clients(&c);
+    let files: [(&str, &[u8]); 1] = [("a.pdf", &[5u8; 600_000])];
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let mut client = province.clone();
+        let mut env = envelope(H37, &[G22], "113", &files);
+        env.subject = format!("version {}", i % 2);
+        tasks.push(tokio::spawn(async move {
+            send(&mut client, &env, &files)
+                .await
+                .map(|r| (env.subject, r.duplicate))
+        }));
+    }
+    let mut accepted = Vec::new();
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok((subject, false)) => accepted.push(subject),
+            Ok((_, true)) => {}
+            Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "exactly one send stored: {accepted:?}");
+    let mut province = province;
+    let doc = "000.00.00.H37,2026/11/28,113/UBND-VP";
+    let t = tracking_until(&mut province, H37, doc, |t| status_of(t, G22) == "01").await;
+    assert_eq!(t.envelope.expect("envelope").subject, accepted[0]);
+    let inbox = ministry
+        .list_inbox(ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(inbox.entries.len(), 1);
+    assert_eq!(
+        inbox.entries[0]
+            .envelope
+            .as_ref()
+            .expect("envelope")
+            .subject,
+        accepted[0]
+    );
+}

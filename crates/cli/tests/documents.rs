@@ -41,21 +41,24 @@ fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
     let attachment = dir.path().join("bao-cao.pdf");
     std::fs::write(&attachment, vec![7u8; 300_000]).expect("write");
     let doc = "000.00.00.H37,2026/11/28,501/UBND-VP";
-    let sent = run(&[
-        "send",
-        "--config",
-        &p("client-langson-dms.toml"),
-        "--as",
-        "000.00.00.H37",
-        "--to",
-        "000.00.00.G22",
-        "--subject",
-        "Báo cáo tháng 11",
-        "--document-id",
-        doc,
-        "--attach",
-        attachment.to_str().expect("utf-8"),
-    ]);
+    let send = || {
+        run(&[
+            "send",
+            "--config",
+            &p("client-langson-dms.toml"),
+            "--as",
+            "000.00.00.H37",
+            "--to",
+            "000.00.00.G22",
+            "--subject",
+            "Báo cáo tháng 11",
+            "--document-id",
+            doc,
+            "--attach",
+            attachment.to_str().expect("utf-8"),
+        ])
+    };
+    let sent = send();
     assert!(
         sent.status.success(),
         "{}{}",
@@ -77,21 +80,7 @@ fn send_acknowledged_then_sender_node_killed_is_still_delivered_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Sent again after the restart: recognised, not stored twice.
-    let again = run(&[
-        "send",
-        "--config",
-        &p("client-langson-dms.toml"),
-        "--as",
-        "000.00.00.H37",
-        "--to",
-        "000.00.00.G22",
-        "--subject",
-        "Báo cáo tháng 11",
-        "--document-id",
-        doc,
-        "--attach",
-        attachment.to_str().expect("utf-8"),
-    ]);
+    let again = send();
     assert!(
         text(&again.stdout).contains("duplicate"),
         "{}",

@@ -73,9 +73,11 @@ pub(crate) struct Documents {
     events: broadcast::Sender<InboxEvent>,
     /// Retry delays: the first, and the cap.
     pub(crate) backoff: (std::time::Duration, std::time::Duration),
-    /// Held while a tracking entry is read, changed and written back:
-    /// deliveries to several recipients of one document finish concurrently.
-    pub(crate) tracking_lock: tokio::sync::Mutex<()>,
+    /// Held while an outbox, tracking or inbox entry is read, checked,
+    /// changed and written back: deliveries to several recipients of one
+    /// document finish concurrently, a retried delivery can overlap the
+    /// first, and a status can be set while a change arrives.
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -121,7 +123,7 @@ impl Documents {
             next_status: AtomicU64::new(next_status),
             events: broadcast::channel(1024).0,
             backoff,
-            tracking_lock: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -168,25 +170,32 @@ impl Documents {
                 "only chunks may follow the envelope",
             )),
         });
-        if let Some(existing) = keys::load::<Tracking>(&self.store, &key)? {
-            let same = existing
-                .envelope
-                .as_ref()
-                .is_some_and(|e| envelope_digest(e) == digest);
-            if !same {
-                return Err(Status::already_exists(format!(
-                    "{} already sent a different document with id {}",
-                    sender, envelope.document_id
-                )));
+        let repeat = |existing: Option<Tracking>| -> Result<Option<u64>, Status> {
+            match existing {
+                None => Ok(None),
+                Some(t)
+                    if t.envelope
+                        .as_ref()
+                        .is_some_and(|e| envelope_digest(e) == digest) =>
+                {
+                    Ok(Some(t.accepted_unix_ms))
+                }
+                Some(_) => Err(Status::already_exists(format!(
+                    "{sender} already sent a different document with id {}",
+                    envelope.document_id
+                ))),
             }
+        };
+        let repeated = |accepted_unix_ms| SendDocumentResponse {
+            sender: sender.to_string(),
+            document_id: envelope.document_id.clone(),
+            duplicate: true,
+            accepted_unix_ms,
+        };
+        if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
             // A repeated send: check what comes, store nothing new.
             blobs::check_only(&envelope, &mut chunks).await?;
-            return Ok(SendDocumentResponse {
-                sender: sender.to_string(),
-                document_id: envelope.document_id.clone(),
-                duplicate: true,
-                accepted_unix_ms: existing.accepted_unix_ms,
-            });
+            return Ok(repeated(accepted));
         }
         if kind != BusinessKind::New as i32 {
             let original = keys::outbox(sender.as_str(), &envelope.document_id, 0);
@@ -198,7 +207,11 @@ impl Documents {
             }
         }
         self.blobs.receive(&envelope, &mut chunks).await?;
-
+        // The same id may have been sent concurrently: decide under the lock.
+        let _guard = self.write_lock.lock().await;
+        if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
+            return Ok(repeated(accepted));
+        }
         let accepted = now_ms();
         let recipients: Vec<String> = envelope.to.iter().map(|o| o.organ_id.clone()).collect();
         let tracking = Tracking {
@@ -248,12 +261,13 @@ impl Documents {
                 ));
             }
         };
+        let mut header = header;
         let envelope = header
             .envelope
+            .take()
             .ok_or_else(|| Status::invalid_argument("header.envelope is required"))?;
         truc_doc::check(&envelope, &self.limits)?;
         let key = keys::inbox(&header.recipient, &header.sender, &envelope.document_id);
-        let digest = envelope_digest(&envelope);
         let existing = keys::load::<InboxEntry>(&self.store, &key)?;
         let change = ChangeKind::of(
             BusinessKind::try_from(envelope.business_kind).unwrap_or(BusinessKind::New),
@@ -264,68 +278,20 @@ impl Documents {
                 "only chunks may follow the header",
             )),
         });
-        // Idempotency: the same envelope again is acknowledged as it was.
-        let duplicate = existing.as_ref().is_some_and(|e| match change {
-            None => e
-                .envelope
-                .as_ref()
-                .is_some_and(|x| envelope_digest(x) == digest),
-            Some(_) => e
-                .pending_change
-                .as_ref()
-                .is_some_and(|x| envelope_digest(x) == digest),
-        });
-        if duplicate {
+        // Checked before the attachments stream in (early refusals), and
+        // again under the lock before writing (a concurrent delivery of the
+        // same document may have landed meanwhile).
+        if let Admission::Duplicate(arrived) = admit(&header, &envelope, change, existing)? {
             blobs::check_only(&envelope, &mut chunks).await?;
-            return Ok(RelayResponse {
-                arrived_unix_ms: existing.map_or(0, |e| e.arrived_unix_ms),
-                duplicate: true,
-                receipt: None,
-            });
+            return Ok(duplicate(arrived));
         }
-        let mut entry = match (change, existing) {
-            (None, Some(_)) => {
-                return Err(Status::already_exists(format!(
-                    "another document with id {} from {} is already here",
-                    envelope.document_id, header.sender
-                )));
-            }
-            (None, None) => {
-                let arrived = now_ms();
-                InboxEntry {
-                    sender: header.sender.clone(),
-                    document_id: envelope.document_id.clone(),
-                    recipient: header.recipient.clone(),
-                    envelope: None,
-                    status: StatusCode::Arrived.code().into(),
-                    arrived_unix_ms: arrived,
-                    updated_unix_ms: arrived,
-                    history: vec![event(StatusCode::Arrived, "arrived", &header.recipient)],
-                    pending_change: None,
-                }
-            }
-            (Some(_), None) => {
-                return Err(Status::failed_precondition(format!(
-                    "document {} has not arrived here yet",
-                    envelope.document_id
-                )));
-            }
-            (Some(kind), Some(mut entry)) => {
-                let state = state_of(&entry)?;
-                let next_state = state
-                    .request_change(kind)
-                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                entry.status = next_state.status.code().into();
-                entry.updated_unix_ms = now_ms();
-                entry.history.push(event(
-                    next_state.status,
-                    &format!("{kind:?} requested: {}", envelope.business_reason),
-                    &header.sender,
-                ));
-                entry
-            }
-        };
         self.blobs.receive(&envelope, &mut chunks).await?;
+        let _guard = self.write_lock.lock().await;
+        let existing = keys::load::<InboxEntry>(&self.store, &key)?;
+        let mut entry = match admit(&header, &envelope, change, existing)? {
+            Admission::Duplicate(arrived) => return Ok(duplicate(arrived)),
+            Admission::Store(entry) => *entry,
+        };
         let mut batch = WriteBatch::default();
         let kind_label = match change {
             None => {
@@ -380,6 +346,7 @@ impl Documents {
         let to =
             StatusCode::parse(&req.status).map_err(|v| Status::invalid_argument(v.to_string()))?;
         let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
+        let _guard = self.write_lock.lock().await;
         let mut entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
             Status::not_found(format!(
                 "no document {} from {} in the inbox of {recipient}",
@@ -420,7 +387,7 @@ impl Documents {
     /// Node.DeliverStatus: a recipient's status arriving at the sender's
     /// node, recorded in the tracking once.
     pub(crate) async fn deliver_status(&self, update: StatusUpdate) -> Result<StatusAck, Status> {
-        let _guard = self.tracking_lock.lock().await;
+        let _guard = self.write_lock.lock().await;
         let key = keys::outbox(&update.sender, &update.document_id, 0);
         let mut tracking = keys::load::<Tracking>(&self.store, &key)?.ok_or_else(|| {
             Status::not_found(format!(
@@ -485,7 +452,7 @@ impl Documents {
                 continue;
             }
             if entries.len() == page {
-                next_page_token = hex::encode(entries_last_key(&prefix, &entries));
+                next_page_token = hex::encode(entries_last_key(&entries));
                 break;
             }
             entries.push(entry);
@@ -585,12 +552,80 @@ impl Documents {
     }
 }
 
-fn entries_last_key(prefix: &[u8], entries: &[InboxEntry]) -> Vec<u8> {
-    let _ = prefix;
+fn entries_last_key(entries: &[InboxEntry]) -> Vec<u8> {
     entries
         .last()
         .map(|e| keys::inbox(&e.recipient, &e.sender, &e.document_id))
         .unwrap_or_default()
+}
+
+/// What a relayed document does to an inbox.
+enum Admission {
+    /// The same envelope is already here (arrived at this time).
+    Duplicate(u64),
+    /// The entry to store.
+    Store(Box<InboxEntry>),
+}
+
+fn duplicate(arrived_unix_ms: u64) -> RelayResponse {
+    RelayResponse {
+        arrived_unix_ms,
+        duplicate: true,
+        receipt: None,
+    }
+}
+
+/// Whether a relayed document is new, a repeat, a change the state machine
+/// allows, or refused; `existing` is the recipient's entry for its id.
+fn admit(
+    header: &truc_proto::v1::RelayHeader,
+    envelope: &Envelope,
+    change: Option<ChangeKind>,
+    existing: Option<InboxEntry>,
+) -> Result<Admission, Status> {
+    let digest = envelope_digest(envelope);
+    let same = |e: Option<&Envelope>| e.is_some_and(|x| envelope_digest(x) == digest);
+    match (change, existing) {
+        (None, Some(e)) if same(e.envelope.as_ref()) => Ok(Admission::Duplicate(e.arrived_unix_ms)),
+        (Some(_), Some(e)) if same(e.pending_change.as_ref()) => {
+            Ok(Admission::Duplicate(e.arrived_unix_ms))
+        }
+        (None, Some(_)) => Err(Status::already_exists(format!(
+            "another document with id {} from {} is already here",
+            envelope.document_id, header.sender
+        ))),
+        (None, None) => {
+            let arrived = now_ms();
+            Ok(Admission::Store(Box::new(InboxEntry {
+                sender: header.sender.clone(),
+                document_id: envelope.document_id.clone(),
+                recipient: header.recipient.clone(),
+                envelope: None,
+                status: StatusCode::Arrived.code().into(),
+                arrived_unix_ms: arrived,
+                updated_unix_ms: arrived,
+                history: vec![event(StatusCode::Arrived, "arrived", &header.recipient)],
+                pending_change: None,
+            })))
+        }
+        (Some(_), None) => Err(Status::failed_precondition(format!(
+            "document {} has not arrived here yet",
+            envelope.document_id
+        ))),
+        (Some(kind), Some(mut entry)) => {
+            let next = state_of(&entry)?
+                .request_change(kind)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            entry.status = next.status.code().into();
+            entry.updated_unix_ms = now_ms();
+            entry.history.push(event(
+                next.status,
+                &format!("{kind:?} requested: {}", envelope.business_reason),
+                &header.sender,
+            ));
+            Ok(Admission::Store(Box::new(entry)))
+        }
+    }
 }
 
 /// The state machine's view of an inbox entry.

@@ -137,7 +137,7 @@ async fn deliver_one(
     };
     let (result, ()) = tokio::join!(hub.relay(ReceiverStream::new(rx)), feeder);
     // Record the outcome on a fresh copy, under the lock.
-    let _guard = docs.tracking_lock.lock().await;
+    let _guard = docs.write_lock.lock().await;
     let Ok(Some(mut tracking)) = keys::load::<Tracking>(&docs.store, &out_key) else {
         return;
     };
