@@ -57,6 +57,9 @@ pub struct Transaction {
     pub receipt: Option<Receipt>,
     /// Whether the receipt's tree head verified with the hub's key.
     pub receipt_verified: bool,
+    /// Who sent the request, from its certificate (the calling node on the
+    /// hub); never from a request field.
+    pub caller: String,
 }
 
 impl Transaction {
@@ -510,6 +513,7 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
         recorded_by: by.to_string(),
         receipt: tx.receipt.clone(),
         receipt_verified: tx.receipt_verified,
+        caller: tx.caller.clone(),
     }
 }
 
