@@ -294,6 +294,7 @@ mod tests {
             latency_us: 5,
             receipt: None,
             receipt_verified: false,
+            caller: "lgsp-langson".into(),
         }
     }
 
