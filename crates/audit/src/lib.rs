@@ -32,7 +32,9 @@ mod verify;
 pub use counts::{
     CountKey, LATENCY_BUCKETS, Stats, day_in, day_of, parse_time_zone, read_counts, read_stats,
 };
-pub use log::{Appended, AuditLog, LogReader, Options, Transaction, read_records, stored_offset};
+pub use log::{
+    Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_offset,
+};
 pub use truc_proto::v1::{AuditRecord, Receipt};
 pub use verify::{Problem, VerifyReport, verify};
 
@@ -78,6 +80,11 @@ pub enum AuditError {
     /// The writer thread has stopped (the process is shutting down).
     #[error("the audit log is closed")]
     Closed,
+    /// A commit failed to reach the disk earlier: the log acknowledges
+    /// nothing more until the process is restarted and has reread what is
+    /// really on disk (fail-stop, as PostgreSQL does after a failed fsync).
+    #[error("the audit log stopped after a failed commit; restart the process")]
+    Stopped,
 }
 
 /// SHA-256 of `data`.

@@ -24,13 +24,43 @@ use crate::{
     sth::Signer,
 };
 
+/// What kind of transaction a record is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A data call routed to a provider's service.
+    #[default]
+    Call,
+    /// A document relayed to one recipient.
+    Document,
+    /// A status relayed back to a document's sender.
+    Status,
+}
+
+impl Kind {
+    /// The name stored in records and statistics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Call => "call",
+            Kind::Document => "document",
+            Kind::Status => "status",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        [Kind::Call, Kind::Document, Kind::Status]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
 /// A completed transaction, as its process saw it.
 #[derive(Clone, Debug, Default)]
 pub struct Transaction {
     /// Transaction id assigned by the client's node.
     pub transaction_id: String,
-    /// Transaction kind: `call`.
-    pub kind: String,
+    /// Transaction kind.
+    pub kind: Kind,
     /// Client agency code.
     pub client_agency: String,
     /// Provider agency code.
@@ -75,7 +105,7 @@ impl Transaction {
     ) -> Transaction {
         Transaction {
             transaction_id: transaction_id.to_string(),
-            kind: "call".into(),
+            kind: Kind::Call,
             client_agency: client.to_string(),
             provider_agency: provider.to_string(),
             service: service.to_string(),
@@ -164,6 +194,8 @@ pub struct AuditLog {
 pub struct LogReader {
     pub(crate) store: Store,
     flush_failures: Arc<AtomicU64>,
+    /// Set once a commit failed: the writer acknowledges nothing more.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     size: Arc<AtomicU64>,
     latest_head: Arc<RwLock<Option<SignedTreeHead>>>,
 }
@@ -182,6 +214,7 @@ impl LogReader {
         Ok(LogReader {
             store,
             flush_failures: Arc::new(AtomicU64::new(0)),
+            stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
             latest_head: Arc::new(RwLock::new(latest)),
         })
@@ -190,6 +223,12 @@ impl LogReader {
     /// Commits whose flush failed since the process started.
     pub fn flush_failures(&self) -> u64 {
         self.flush_failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer has stopped acknowledging after a failed commit
+    /// (the process must be restarted).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Records committed so far.
@@ -217,6 +256,18 @@ impl AuditLog {
         recorded_by: &str,
         options: Options,
         signer: Option<Signer>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(store, recorded_by, options, signer, Box::new(Store::flush))
+    }
+
+    /// [`AuditLog::open`] with the durable flush given, so that tests can
+    /// make it fail.
+    pub(crate) fn open_with(
+        store: Store,
+        recorded_by: &str,
+        options: Options,
+        signer: Option<Signer>,
+        flush: FlushFn,
     ) -> Result<AuditLog, AuditError> {
         let reader = LogReader::offline(store.clone())?;
         let size = reader.size();
@@ -262,6 +313,7 @@ impl AuditLog {
             signer,
             reader: reader.clone(),
             committed: committed.clone(),
+            flush,
         };
         thread::Builder::new()
             .name("audit-writer".into())
@@ -317,6 +369,9 @@ impl AuditLog {
 
 type Pending = (Transaction, oneshot::Sender<Result<Appended, AuditError>>);
 
+/// The durable flush of the store.
+pub(crate) type FlushFn = Box<dyn FnMut(&Store) -> Result<(), truc_store::StoreError> + Send>;
+
 struct Writer {
     store: Store,
     /// Counter values as last written, to spare a read per group.
@@ -332,6 +387,7 @@ struct Writer {
     signer: Option<Signer>,
     reader: LogReader,
     committed: tokio::sync::broadcast::Sender<Arc<(u64, AuditRecord)>>,
+    flush: FlushFn,
 }
 
 impl Writer {
@@ -374,6 +430,9 @@ impl Writer {
 
     /// Writes a group in one atomic batch and one flush; one result per job.
     fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
+        if self.reader.stopped() {
+            return group.iter().map(|_| Err(AuditError::Stopped)).collect();
+        }
         let mut batch = WriteBatch::default();
         let mut deltas: BTreeMap<Vec<u8>, Stats> = BTreeMap::new();
         // Work on copies: nothing changes unless the batch is applied.
@@ -382,6 +441,7 @@ impl Writer {
         let mut prev_hash = self.prev_hash;
         let mut appended = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
+        let mut ids = std::collections::HashSet::new();
         for (tx, _) in group {
             let index = next;
             next += 1;
@@ -394,8 +454,18 @@ impl Writer {
                 for (level, at, hash) in frontier.push(leaf) {
                     batch.insert(node_key(level, at), hash);
                 }
-                if !tx.transaction_id.is_empty() {
-                    batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes());
+                // The index keeps the first record of an id: a later one
+                // (refused upstream, or a bug) can never redirect proofs.
+                if !tx.transaction_id.is_empty() && ids.insert(tx.transaction_id.as_str()) {
+                    match self.store.get(tx_key(&tx.transaction_id)) {
+                        Ok(None) => batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes()),
+                        Ok(Some(_)) => tracing::warn!(
+                            tx = %tx.transaction_id,
+                            index,
+                            "a second record of a transaction id; the index keeps the first"
+                        ),
+                        Err(e) => return self.fail_all(group.len(), &e),
+                    }
                 }
             }
             deltas
@@ -422,7 +492,7 @@ impl Writer {
                 Some(v) => v.clone(),
                 None => match self.store.get(&key) {
                     Ok(v) => v.and_then(|v| Stats::decode(&v)).unwrap_or_default(),
-                    Err(e) => return fail_all(group.len(), &e),
+                    Err(e) => return self.fail_all(group.len(), &e),
                 },
             };
             value.add(&delta);
@@ -440,7 +510,7 @@ impl Writer {
                 head
             });
         if let Err(e) = self.store.apply(batch) {
-            return fail_all(group.len(), &e);
+            return self.fail_all(group.len(), &e);
         }
         // Applied: later records build on these whatever the flush says.
         self.frontier = frontier;
@@ -452,10 +522,10 @@ impl Writer {
         }
         self.counters.extend(updated);
         if self.options.durable {
-            if let Err(e) = self.store.flush() {
+            if let Err(e) = (self.flush)(&self.store) {
                 tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
                 self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
-                return fail_all(group.len(), &e);
+                return self.fail_all(group.len(), &e);
             }
         }
         // Readers see the new size only once it is durable.
@@ -480,8 +550,18 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Fails a whole group and stops the writer: after a failed write or
+    /// flush, what is on disk is unknown until the process restarts and
+    /// reads it back, so nothing more may be acknowledged.
+    fn fail_all(&self, n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditError>> {
+        tracing::error!(error = %e, "audit commit failed; the log acknowledges nothing more until restarted");
+        self.reader.stopped.store(true, Ordering::Release);
+        fail_all(n, e)
+    }
+}
+
 fn fail_all(n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditError>> {
-    tracing::error!(error = %e, "audit commit failed");
     (0..n)
         .map(|_| {
             Err(AuditError::Corrupt {
@@ -498,7 +578,7 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
         index,
         prev_hash: Bytes::copy_from_slice(&prev_hash),
         transaction_id: tx.transaction_id.clone(),
-        kind: tx.kind.clone(),
+        kind: tx.kind.as_str().to_string(),
         client_agency: tx.client_agency.clone(),
         provider_agency: tx.provider_agency.clone(),
         service: tx.service.clone(),
@@ -534,7 +614,7 @@ fn count_key(tx: &Transaction, offset: i32) -> CountKey {
         client: tx.client_agency.clone(),
         provider: tx.provider_agency.clone(),
         service: tx.service.clone(),
-        kind: tx.kind.clone(),
+        kind: tx.kind.as_str().to_string(),
         outcome: tx.outcome.clone(),
     }
 }
@@ -632,4 +712,65 @@ pub fn stored_offset(store: &Store) -> Result<Option<i32>, AuditError> {
         .get(TZ_KEY)?
         .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
         .map(i32::from_be_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("key");
+        Signer::new(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"))
+    }
+
+    fn tx(id: &str) -> Transaction {
+        Transaction::call(id, "000.00.00.H37", "000.00.00.G22", "s", b"x", 1)
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_stops_the_log_for_good() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let flushes = Arc::new(AtomicU64::new(0));
+        let seen = flushes.clone();
+        // The second flush fails; every later one would succeed.
+        let flush: FlushFn = Box::new(move |s: &Store| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(truc_store::StoreError::Sync {
+                    path: "db".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            s.flush()
+        });
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        log.append(tx(&format!("{:032x}", 1))).await.expect("first");
+        assert!(log.append(tx(&format!("{:032x}", 2))).await.is_err());
+        assert!(log.reader().stopped());
+        let third = log.append(tx(&format!("{:032x}", 3))).await;
+        assert!(
+            matches!(third, Err(AuditError::Stopped)),
+            "nothing is acknowledged after a failed flush: {third:?}"
+        );
+        assert_eq!(flushes.load(Ordering::SeqCst), 2, "no flush is tried again");
+    }
+
+    #[tokio::test]
+    async fn the_id_index_keeps_the_first_record_of_an_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let log = AuditLog::open(store, "hub", Options::default(), Some(signer())).expect("log");
+        let id = format!("{:032x}", 7);
+        let first = log.append(tx(&id)).await.expect("first");
+        let (a, b) = tokio::join!(log.append(tx(&id)), log.append(tx(&id)));
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(
+            log.reader().index_of(&id).expect("read"),
+            Some(first.index),
+            "a later record of the same id never takes over the index"
+        );
+    }
 }

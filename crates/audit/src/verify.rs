@@ -280,7 +280,7 @@ mod tests {
     fn tx(i: u64, outcome: &str) -> Transaction {
         Transaction {
             transaction_id: format!("{i:032x}"),
-            kind: "call".into(),
+            kind: crate::Kind::Call,
             client_agency: "000.00.00.H37".into(),
             provider_agency: "000.00.00.G22".into(),
             service: "000.00.00.G22/citizen-lookup/v1".into(),
