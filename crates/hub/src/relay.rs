@@ -1,204 +1,168 @@
 //! `Hub.Relay` and `Hub.RelayStatus`: documents and statuses between nodes.
 //! The hub streams attachments through (bounded memory), checks every chunk,
 //! answers only once the recipient's node has the document on disk, and
-//! audits and counts each delivery and status.
+//! audits and counts each delivery and status, through the same pipeline as
+//! data calls.
 
-use std::time::Instant;
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
-use tonic::{Code, Request, Response, Status, Streaming};
-use truc_audit::{Receipt, Transaction};
-use truc_ops::{code_name, is_transport_failure, now_ms, tag};
-use truc_pki::{Role, peer};
-use truc_proto::v1::{RelayRequest, RelayResponse, StatusAck, StatusUpdate, relay_request};
-use truc_registry::{AgencyCode, NodeId};
+use tonic::{Status, Streaming};
+use truc_audit::Receipt;
+use truc_pipeline::{Deadline, Kind, Step, Transaction, TxError, fields};
+use truc_pki::Identity;
+use truc_proto::v1::{
+    Envelope, RelayHeader, RelayRequest, RelayResponse, StatusAck, StatusUpdate, relay_request,
+};
+use truc_registry::NodeId;
 
-use crate::route::HubService;
+use crate::route::{Inner, only_nodes};
 
-impl HubService {
-    fn calling_node<T>(request: &Request<T>) -> Result<NodeId, Status> {
-        let caller = &peer(request)?.identity;
-        if caller.role != Role::Node {
-            return Err(Status::permission_denied(format!(
-                "{caller} may not relay; only nodes may"
-            )));
-        }
-        NodeId::parse(&caller.name).map_err(|_| Status::permission_denied("unknown node"))
+/// A document from a sender hosted by the calling node to one recipient's
+/// node, with its attachments streamed through.
+pub(crate) struct Relay<'a>(pub(crate) &'a Inner);
+
+/// What an admitted relay carries on.
+pub(crate) struct AdmittedRelay {
+    target: NodeId,
+    header: RelayHeader,
+    envelope: Envelope,
+    incoming: Streaming<RelayRequest>,
+}
+
+impl Step for Relay<'_> {
+    type Request = Streaming<RelayRequest>;
+    type Admitted = AdmittedRelay;
+    type Response = RelayResponse;
+    const KIND: Kind = Kind::Document;
+
+    fn cap(&self) -> Duration {
+        Duration::from_millis(self.0.limits.relay_timeout_ms)
     }
 
-    fn agency(field: &str, code: &str) -> Result<AgencyCode, Status> {
-        AgencyCode::parse(code).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+    fn authenticate(&self, caller: &Identity) -> Result<(), TxError> {
+        only_nodes(caller, "relay documents")
     }
 
-    /// Audits a document or status transaction; its receipt.
-    async fn audit(
+    /// The rules: the calling node hosts the sender, the envelope is valid,
+    /// names the sender and this recipient, and the registry lets them
+    /// exchange.
+    async fn admit(
         &self,
-        tx: Transaction,
-        outcome: Code,
-        started: Instant,
-    ) -> Result<Receipt, Status> {
-        let inner = self.inner();
-        let kind = if tx.kind == "document" {
-            "document"
-        } else {
-            "status"
-        };
-        let tx_id = tx.transaction_id.clone();
-        let parties = (
-            tx.client_agency.clone(),
-            tx.provider_agency.clone(),
-            tx.service.clone(),
-        );
-        let mut tx = tx;
-        tx.outcome = code_name(outcome).to_string();
-        tx.finished_unix_ms = now_ms();
-        tx.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let appended = inner.audit.append(tx).await.map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            tag(
-                Status::internal("the transaction could not be audited"),
-                &tx_id,
-            )
-        })?;
-        inner.metrics.observe(
-            kind,
-            outcome,
-            (&parties.0, &parties.1, &parties.2),
-            started.elapsed().as_secs_f64(),
-        );
-        Ok(Receipt {
-            transaction_id: tx_id,
-            record_index: appended.index,
-            leaf_hash: Bytes::copy_from_slice(&appended.leaf_hash),
-            recorded_unix_ms: now_ms(),
-            tree_head: appended.tree_head,
-        })
-    }
-
-    pub(crate) async fn relay_document(
-        &self,
-        request: Request<Streaming<RelayRequest>>,
-    ) -> Result<Response<RelayResponse>, Status> {
-        let started = Instant::now();
-        let node = Self::calling_node(&request)?;
-        let mut incoming = request.into_inner();
+        caller: &Identity,
+        mut incoming: Streaming<RelayRequest>,
+        tx: &mut Transaction,
+    ) -> Result<AdmittedRelay, TxError> {
+        let registry = &self.0.registry;
+        let node = Inner::calling_node(caller)?;
         let header = match incoming.message().await?.and_then(|m| m.part) {
             Some(relay_request::Part::Header(h)) => h,
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(TxError::invalid(
+                    "header",
                     "the first message must be the header",
                 ));
             }
         };
+        let id = fields::transaction_id("header.transaction_id", &header.transaction_id)?;
+        let sender = fields::agency("header.sender", &header.sender)?;
+        if !registry.hosts(&node, &sender) {
+            return Err(TxError::Denied(format!(
+                "node {node} does not host agency {sender}"
+            )));
+        }
+        tx.transaction_id = id;
+        tx.client_agency = sender.to_string();
+        let recipient = fields::agency("header.recipient", &header.recipient)?;
+        if registry.agency(&recipient).is_none() {
+            return Err(TxError::NotFound(format!(
+                "no agency {recipient} in the registry"
+            )));
+        }
+        tx.provider_agency = recipient.to_string();
         let envelope = header
             .envelope
             .clone()
-            .ok_or_else(|| Status::invalid_argument("header.envelope is required"))?;
-        let sender = Self::agency("header.sender", &header.sender)?;
-        let recipient = Self::agency("header.recipient", &header.recipient)?;
-        let tx_id = header.transaction_id.clone();
-        let registry = &self.inner().registry;
-        let mut tx = Transaction {
-            transaction_id: tx_id.clone(),
-            kind: "document".into(),
-            client_agency: sender.to_string(),
-            provider_agency: recipient.to_string(),
-            service: format!("document/{}", business_kind_name(envelope.business_kind)),
-            started_unix_ms: now_ms(),
-            request_bytes: envelope.attachments.iter().map(|a| a.size).sum(),
-            request_sha256: truc_doc::envelope_digest(&envelope),
-            ..Transaction::default()
-        };
-        // The rules: the calling node hosts the sender, the envelope names
-        // the sender and this recipient, and the registry lets them exchange.
-        let checked = (|| {
-            if !registry.hosts(&node, &sender) {
-                return Err(Status::permission_denied(format!(
-                    "node {node} does not host agency {sender}"
-                )));
-            }
-            truc_doc::check(&envelope, &self.inner().documents)?;
-            if envelope.from.as_ref().map(|o| o.organ_id.as_str()) != Some(sender.as_str()) {
-                return Err(Status::invalid_argument(
-                    "the envelope is not from the sender",
-                ));
-            }
-            if !envelope.to.iter().any(|o| o.organ_id == recipient.as_str()) {
-                return Err(Status::invalid_argument(
-                    "the recipient is not among the envelope's recipients",
-                ));
-            }
-            if registry.agency(&recipient).is_none() {
-                return Err(Status::not_found(format!(
-                    "no agency {recipient} in the registry"
-                )));
-            }
-            if !registry.may_send_document(&sender, &recipient) {
-                return Err(Status::permission_denied(format!(
-                    "{sender} may not send documents to {recipient}"
-                )));
-            }
-            registry
-                .node_hosting(&recipient)
-                .map(|n| n.id.clone())
-                .ok_or_else(|| Status::unavailable(format!("no node hosts {recipient}")))
-        })();
-        let target = match checked {
-            Ok(t) => t,
-            Err(status) => {
-                self.audit(tx, status.code(), started).await?;
-                return Err(tag(status, &tx_id));
-            }
-        };
-        let result = self.forward(&target, header, envelope, &mut incoming).await;
-        let outcome = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        if let Ok(r) = &result {
-            tx.response_bytes = u64::from(r.duplicate);
+            .ok_or_else(|| TxError::invalid("header.envelope", "required"))?;
+        truc_doc::check(&envelope, &self.0.documents)?;
+        tx.service = format!("document/{}", business_kind_name(envelope.business_kind));
+        tx.request_sha256 = truc_doc::envelope_digest(&envelope);
+        if envelope.from.as_ref().map(|o| o.organ_id.as_str()) != Some(sender.as_str()) {
+            return Err(TxError::invalid(
+                "header.envelope.from",
+                "the envelope is not from the sender",
+            ));
         }
-        let receipt = self.audit(tx, outcome, started).await?;
-        match result {
-            Ok(mut response) => {
-                response.receipt = Some(receipt);
-                Ok(Response::new(response))
-            }
-            Err(status) => Err(tag(status, &tx_id)),
+        if !envelope.to.iter().any(|o| o.organ_id == recipient.as_str()) {
+            return Err(TxError::invalid(
+                "header.envelope.to",
+                "the recipient is not among the envelope's recipients",
+            ));
         }
+        if !registry.may_send_document(&sender, &recipient) {
+            return Err(TxError::Denied(format!(
+                "{sender} may not send documents to {recipient}"
+            )));
+        }
+        let target = registry
+            .node_hosting(&recipient)
+            .map(|n| n.id.clone())
+            .ok_or_else(|| TxError::Unreachable {
+                peer: format!("recipient {recipient} (no node hosts it)"),
+            })?;
+        Ok(AdmittedRelay {
+            target,
+            header,
+            envelope,
+            incoming,
+        })
     }
 
     /// Streams the document to the recipient's node, checking every chunk
     /// on the way; a bad chunk ends the stream early, and the recipient's
-    /// node, finding its attachments incomplete, stores nothing.
+    /// node, finding its attachments incomplete, stores nothing. The record
+    /// counts the bytes that really passed, not what the envelope declared.
     async fn forward(
         &self,
-        target: &NodeId,
-        header: truc_proto::v1::RelayHeader,
-        envelope: truc_proto::v1::Envelope,
-        incoming: &mut Streaming<RelayRequest>,
-    ) -> Result<RelayResponse, Status> {
-        let mut client = self.inner().node_client(target)?;
-        let (tx, rx) = mpsc::channel::<RelayRequest>(4);
-        let call = tokio::spawn(async move { client.deliver(ReceiverStream::new(rx)).await });
+        relay: AdmittedRelay,
+        deadline: &Deadline,
+        tx: &mut Transaction,
+    ) -> Result<RelayResponse, TxError> {
+        let AdmittedRelay {
+            target,
+            header,
+            envelope,
+            mut incoming,
+        } = relay;
+        let mut client = self.0.node_client(&target)?;
+        let (to_node, rx) = mpsc::channel::<RelayRequest>(4);
+        let request = deadline.request(ReceiverStream::new(rx));
+        // Aborted when dropped: a relay cut by its deadline leaves no task.
+        let mut call = AbortOnDrop(tokio::spawn(async move { client.deliver(request).await }));
         let mut check = truc_doc::chunks::AttachmentCheck::new(&envelope)?;
+        let mut passed: u64 = 0;
         let pump = async {
             let first = RelayRequest {
                 part: Some(relay_request::Part::Header(header)),
             };
-            if tx.send(first).await.is_err() {
+            if to_node.send(first).await.is_err() {
                 return Ok(());
             }
             while let Some(message) = incoming.next().await {
                 let message = message?;
                 match &message.part {
-                    Some(relay_request::Part::Chunk(c)) => check.check(c)?,
+                    Some(relay_request::Part::Chunk(c)) => {
+                        check.check(c)?;
+                        passed = passed.saturating_add(c.data.len() as u64);
+                    }
                     _ => {
                         return Err(Status::invalid_argument(
                             "only chunks may follow the header",
                         ));
                     }
                 }
-                if tx.send(message).await.is_err() {
+                if to_node.send(message).await.is_err() {
                     // The recipient's node ended the call; its answer says why.
                     return Ok(());
                 }
@@ -206,85 +170,120 @@ impl HubService {
             check.finish()
         };
         let pumped: Result<(), Status> = pump.await;
-        drop(tx);
-        if let Err(status) = pumped {
-            call.abort();
-            return Err(status);
-        }
-        let answer = call
+        tx.request_bytes = passed;
+        drop(to_node);
+        pumped?;
+        let answer = (&mut call.0)
             .await
-            .map_err(|_| Status::internal("relay task failed"))?;
-        answer.map(Response::into_inner).map_err(|s| {
-            if is_transport_failure(&s) {
-                Status::unavailable(format!("recipient node {target} is unreachable"))
-            } else {
-                s
-            }
-        })
+            .map_err(|e| TxError::Internal(format!("relay task failed: {e}")))?;
+        let response = answer
+            .map_err(|s| TxError::from_peer(s, format!("recipient node {target}")))?
+            .into_inner();
+        tx.response_bytes = u64::from(response.duplicate);
+        Ok(response)
     }
 
-    pub(crate) async fn relay_status_update(
+    fn respond(mut response: RelayResponse, receipt: Option<Receipt>) -> RelayResponse {
+        response.receipt = receipt;
+        response
+    }
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A recipient's status, from the recipient's node to the sender's.
+pub(crate) struct RelayStatus<'a>(pub(crate) &'a Inner);
+
+/// Longest text in a status event.
+const MAX_STATUS_TEXT: usize = 2000;
+
+impl Step for RelayStatus<'_> {
+    type Request = StatusUpdate;
+    type Admitted = (NodeId, StatusUpdate);
+    type Response = StatusAck;
+    const KIND: Kind = Kind::Status;
+
+    fn cap(&self) -> Duration {
+        Duration::from_millis(self.0.limits.call_timeout_ms)
+    }
+
+    fn authenticate(&self, caller: &Identity) -> Result<(), TxError> {
+        only_nodes(caller, "relay statuses")
+    }
+
+    async fn admit(
         &self,
-        request: Request<StatusUpdate>,
-    ) -> Result<Response<StatusAck>, Status> {
-        let started = Instant::now();
-        let node = Self::calling_node(&request)?;
-        let update = request.into_inner();
-        let recipient = Self::agency("recipient", &update.recipient)?;
-        let sender = Self::agency("sender", &update.sender)?;
-        let code = update
+        caller: &Identity,
+        update: StatusUpdate,
+        tx: &mut Transaction,
+    ) -> Result<Self::Admitted, TxError> {
+        let registry = &self.0.registry;
+        let node = Inner::calling_node(caller)?;
+        let id = fields::transaction_id("transaction_id", &update.transaction_id)?;
+        let recipient = fields::agency("recipient", &update.recipient)?;
+        if !registry.hosts(&node, &recipient) {
+            return Err(TxError::Denied(format!(
+                "node {node} does not host agency {recipient}"
+            )));
+        }
+        tx.transaction_id = id;
+        tx.client_agency = recipient.to_string();
+        let sender = fields::agency("sender", &update.sender)?;
+        let target = registry
+            .node_hosting(&sender)
+            .map(|n| n.id.clone())
+            .ok_or_else(|| TxError::NotFound(format!("no node hosts {sender}")))?;
+        tx.provider_agency = sender.to_string();
+        truc_doc::DocumentId::parse(&update.document_id)
+            .map_err(|v| TxError::invalid("document_id", v))?;
+        let event = update
             .event
             .as_ref()
-            .map(|e| e.code.clone())
-            .unwrap_or_default();
-        let registry = &self.inner().registry;
-        let tx = Transaction {
-            transaction_id: update.transaction_id.clone(),
-            kind: "status".into(),
-            client_agency: recipient.to_string(),
-            provider_agency: sender.to_string(),
-            service: format!("status/{code}"),
-            started_unix_ms: now_ms(),
-            ..Transaction::default()
-        };
-        let checked = (|| {
-            if !registry.hosts(&node, &recipient) {
-                return Err(Status::permission_denied(format!(
-                    "node {node} does not host agency {recipient}"
-                )));
-            }
-            truc_doc::StatusCode::parse(&code)
-                .map_err(|v| Status::invalid_argument(v.to_string()))?;
-            registry
-                .node_hosting(&sender)
-                .map(|n| n.id.clone())
-                .ok_or_else(|| Status::not_found(format!("no node hosts {sender}")))
-        })();
-        let result = match checked {
-            Ok(target) => match self.inner().node_client(&target) {
-                Ok(mut client) => client
-                    .deliver_status(update.clone())
-                    .await
-                    .map(Response::into_inner)
-                    .map_err(|s| {
-                        if is_transport_failure(&s) {
-                            Status::unavailable(format!("sender node {target} is unreachable"))
-                        } else {
-                            s
-                        }
-                    }),
-                Err(s) => Err(s),
-            },
-            Err(s) => Err(s),
-        };
-        let outcome = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        let receipt = self.audit(tx, outcome, started).await?;
-        match result {
-            Ok(_) => Ok(Response::new(StatusAck {
-                receipt: Some(receipt),
-            })),
-            Err(s) => Err(tag(s, &update.transaction_id)),
+            .ok_or_else(|| TxError::invalid("event", "required"))?;
+        let code = truc_doc::StatusCode::parse(&event.code)
+            .map_err(|v| TxError::invalid("event.code", v))?;
+        tx.service = format!("status/{}", code.code());
+        // A recipient sets statuses; a change request (13) is the sender's.
+        if event.by != recipient.as_str() && event.by != sender.as_str() {
+            return Err(TxError::invalid(
+                "event.by",
+                "a status is set by the document's recipient or sender",
+            ));
         }
+        if event.description.chars().count() > MAX_STATUS_TEXT
+            || event.description.chars().any(char::is_control)
+        {
+            return Err(TxError::invalid(
+                "event.description",
+                format!("at most {MAX_STATUS_TEXT} characters, no control characters"),
+            ));
+        }
+        Ok((target, update))
+    }
+
+    async fn forward(
+        &self,
+        (target, update): Self::Admitted,
+        deadline: &Deadline,
+        _tx: &mut Transaction,
+    ) -> Result<StatusAck, TxError> {
+        self.0
+            .node_client(&target)?
+            .deliver_status(deadline.request(update))
+            .await
+            .map_err(|s| TxError::from_peer(s, format!("sender node {target}")))?;
+        Ok(StatusAck { receipt: None })
+    }
+
+    fn respond(_: StatusAck, receipt: Option<Receipt>) -> StatusAck {
+        StatusAck { receipt }
     }
 }
 

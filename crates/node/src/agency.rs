@@ -1,22 +1,19 @@
 //! `truc.v1.Agency`: what agency systems call.
 
-use std::{sync::Arc, time::Instant};
+use std::{sync::Arc, time::Duration};
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::{Request, Response, Status, transport::Channel};
-use truc_audit::{AuditLog, Transaction};
-use truc_ops::{
-    Metrics, incoming_timeout, is_transport_failure, now_ms, record_call, tag, with_deadline,
-};
-use truc_pki::{Role, peer};
+use truc_pipeline::{Deadline, Kind, Pipeline, Step, Transaction, TxError, fields};
+use truc_pki::{Identity, Role, peer};
 use truc_proto::v1::{
     CallRequest, CallResponse, DataRequest, FetchDocumentRequest, FetchDocumentResponse,
     GetRegistryRequest, GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse,
     SendDocumentRequest, SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse,
     WatchInboxRequest, agency_server::Agency, hub_client::HubClient,
 };
-use truc_registry::{AgencyCode, ServiceId};
+use truc_registry::AgencyCode;
 
 use crate::{
     HubKey, NodeConfig,
@@ -29,8 +26,7 @@ use crate::{
 pub struct AgencyService {
     config: Arc<NodeConfig>,
     hub: HubClient<Channel>,
-    audit: AuditLog,
-    metrics: Arc<Metrics>,
+    pipeline: Arc<Pipeline>,
     hub_key: HubKey,
     docs: Arc<Documents>,
 }
@@ -39,8 +35,7 @@ impl AgencyService {
     pub(crate) fn new(
         config: Arc<NodeConfig>,
         channel: Channel,
-        audit: AuditLog,
-        metrics: Arc<Metrics>,
+        pipeline: Arc<Pipeline>,
         hub_key: HubKey,
         docs: Arc<Documents>,
     ) -> AgencyService {
@@ -51,21 +46,34 @@ impl AgencyService {
         AgencyService {
             config,
             hub,
-            audit,
-            metrics,
+            pipeline,
             hub_key,
             docs,
         }
     }
 
+    /// The agency `claimed` as an agency code, if the agency system
+    /// `caller` may act for it.
+    fn acting_for(&self, caller: &Identity, claimed: &str) -> Result<AgencyCode, TxError> {
+        let agency = fields::agency("client_agency", claimed)?;
+        let allowed = self
+            .config
+            .clients
+            .get(&caller.name)
+            .is_some_and(|agencies| agencies.contains(&agency));
+        if !allowed {
+            return Err(TxError::Denied(format!(
+                "{caller} may not act for agency {agency} on node {}",
+                self.config.id
+            )));
+        }
+        Ok(agency)
+    }
+
     /// The agency system calling, from its certificate.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = &peer(request)?.identity;
-        if caller.role != Role::Client {
-            return Err(Status::permission_denied(format!(
-                "{caller} is not an agency system"
-            )));
-        }
+        only_agency_systems(caller)?;
         Ok(Caller {
             identity: caller.clone(),
             agencies: self
@@ -84,84 +92,103 @@ impl AgencyService {
     }
 }
 
-#[tonic::async_trait]
-impl Agency for AgencyService {
-    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
-        let started = Instant::now();
-        let started_ms = now_ms();
-        let client = self.authorize(&request, &request.get_ref().client_agency)?;
-        let deadline = incoming_timeout(request.metadata());
-        let req = request.into_inner();
-        let service = ServiceId::parse(&req.service)
-            .map_err(|e| Status::invalid_argument(format!("service: {e}")))?;
-        let max = self.config.limits.max_payload_bytes;
-        if req.payload.len() > max {
-            return Err(Status::resource_exhausted(format!(
-                "payload of {} bytes exceeds the limit of {max} bytes",
-                req.payload.len()
-            )));
-        }
-        let tx_id = new_transaction_id()?;
-        let tx = Transaction::call(
-            &tx_id,
-            client.as_str(),
-            service.provider().as_str(),
-            service.as_str(),
-            &req.payload,
-            started_ms,
-        );
-        let routed = DataRequest {
-            transaction_id: tx_id.clone(),
+/// A data call from an agency system to another agency's service, through
+/// the hub.
+struct Call<'a>(&'a AgencyService);
+
+impl Step for Call<'_> {
+    type Request = CallRequest;
+    type Admitted = DataRequest;
+    type Response = CallResponse;
+    const KIND: Kind = Kind::Call;
+
+    fn cap(&self) -> Duration {
+        Duration::from_millis(self.0.config.limits.call_timeout_ms)
+    }
+
+    fn authenticate(&self, caller: &Identity) -> Result<(), TxError> {
+        only_agency_systems(caller)
+    }
+
+    async fn admit(
+        &self,
+        caller: &Identity,
+        req: CallRequest,
+        tx: &mut Transaction,
+    ) -> Result<DataRequest, TxError> {
+        let client = self.0.acting_for(caller, &req.client_agency)?;
+        tx.client_agency = client.to_string();
+        let service = fields::service("service", &req.service)?;
+        tx.service = service.to_string();
+        tx.provider_agency = service.provider().to_string();
+        fields::content_type("content_type", &req.content_type)?;
+        tx.request_bytes = req.payload.len() as u64;
+        tx.request_sha256 = truc_audit::sha256(&req.payload);
+        fields::payload(req.payload.len(), self.0.config.limits.max_payload_bytes)?;
+        tx.transaction_id = new_transaction_id()?;
+        Ok(DataRequest {
+            transaction_id: tx.transaction_id.clone(),
             client_agency: client.to_string(),
             service: service.to_string(),
             content_type: req.content_type,
             payload: req.payload,
-        };
-        let cap = std::time::Duration::from_millis(self.config.limits.call_timeout_ms);
-        let result = self
-            .hub
+        })
+    }
+
+    async fn forward(
+        &self,
+        routed: DataRequest,
+        deadline: &Deadline,
+        tx: &mut Transaction,
+    ) -> Result<CallResponse, TxError> {
+        let hub = &self.0.hub;
+        let response = hub
             .clone()
-            .route(with_deadline(routed, deadline, started, cap))
+            .route(deadline.request(routed))
             .await
-            .map(Response::into_inner);
-        let receipt = result.as_ref().ok().and_then(|r| r.receipt.clone());
-        if receipt.is_some() && !self.hub_key.known() {
+            .map_err(|s| TxError::from_peer(s, "the hub"))?
+            .into_inner();
+        if response.receipt.is_some() && !self.0.hub_key.known() {
             // The first receipts may come before the start-up fetch of the
             // registry: fetch the hub's key now.
-            if let Ok(r) = self.hub.clone().get_registry(GetRegistryRequest {}).await {
-                self.hub_key.learn(r.get_ref());
+            if let Ok(r) = hub.clone().get_registry(GetRegistryRequest {}).await {
+                self.0.hub_key.learn(r.get_ref());
             }
         }
-        let verified = receipt.as_ref().is_some_and(|r| self.hub_key.verifies(r));
-        if receipt.is_some() && !verified {
-            tracing::warn!(tx = %tx_id, "the hub's receipt did not verify (or the hub key is not known yet)");
+        let verified = response
+            .receipt
+            .as_ref()
+            .is_some_and(|r| self.0.hub_key.verifies(r));
+        if !verified {
+            tracing::warn!(tx = %tx.transaction_id, "the hub's receipt did not verify (or the hub key is not known yet)");
         }
-        record_call(
-            &self.audit,
-            &self.metrics,
-            tx,
-            &result,
-            receipt,
-            verified,
-            started,
-        )
-        .await?;
-        match result {
-            Ok(r) => Ok(Response::new(CallResponse {
-                content_type: r.content_type,
-                payload: r.payload,
-                receipt: r.receipt,
-            })),
-            Err(status) => {
-                tracing::debug!(tx = %tx_id, %status, "call failed");
-                let status = if is_transport_failure(&status) {
-                    Status::unavailable("the hub is unreachable")
-                } else {
-                    status
-                };
-                Err(tag(status, &tx_id))
-            }
-        }
+        tx.receipt = response.receipt.clone();
+        tx.receipt_verified = verified;
+        tx.response_bytes = response.payload.len() as u64;
+        tx.response_sha256 = truc_audit::sha256(&response.payload);
+        Ok(CallResponse {
+            content_type: response.content_type,
+            payload: response.payload,
+            receipt: response.receipt,
+        })
+    }
+}
+
+/// Only agency systems (client certificates) use the Agency API.
+fn only_agency_systems(caller: &Identity) -> Result<(), TxError> {
+    if caller.role != Role::Client {
+        return Err(TxError::Denied(format!("{caller} is not an agency system")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Agency for AgencyService {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
+        self.pipeline
+            .run(&Call(self), request)
+            .await
+            .map(Response::new)
     }
 
     async fn send_document(

@@ -1,22 +1,19 @@
 //! `truc.v1.Node`: routed calls arriving from the hub for this node's backends.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tonic::Streaming;
 use tonic::{
     Request, Response, Status,
     transport::{Channel, Endpoint},
 };
-use truc_audit::{AuditLog, Transaction};
-use truc_ops::{
-    Metrics, incoming_timeout, is_transport_failure, now_ms, record_call, tag, with_deadline,
-};
-use truc_pki::{Role, peer};
+use truc_pipeline::{Deadline, Kind, Pipeline, Step, Transaction, TxError, fields};
+use truc_pki::{Identity, Role, peer};
 use truc_proto::v1::{
     DataRequest, DataResponse, RelayRequest, RelayResponse, StatusAck, StatusUpdate,
     backend_client::BackendClient, node_server::Node,
 };
-use truc_registry::{AgencyCode, ServiceId};
+use truc_registry::ServiceId;
 
 use crate::{NodeConfig, docs::Documents};
 
@@ -25,16 +22,14 @@ use crate::{NodeConfig, docs::Documents};
 pub struct NodeService {
     config: Arc<NodeConfig>,
     backends: Arc<HashMap<ServiceId, BackendClient<Channel>>>,
-    audit: AuditLog,
-    metrics: Arc<Metrics>,
+    pipeline: Arc<Pipeline>,
     docs: Arc<Documents>,
 }
 
 impl NodeService {
     pub(crate) fn new(
         config: Arc<NodeConfig>,
-        audit: AuditLog,
-        metrics: Arc<Metrics>,
+        pipeline: Arc<Pipeline>,
         docs: Arc<Documents>,
     ) -> Result<NodeService, Status> {
         let limit = config.limits.max_message_bytes();
@@ -43,7 +38,7 @@ impl NodeService {
             let endpoint = Endpoint::from_shared(format!("http://{address}"))
                 .map_err(|e| Status::internal(format!("backend {address}: {e}")))?
                 .tcp_nodelay(true)
-                .connect_timeout(std::time::Duration::from_secs(5));
+                .connect_timeout(Duration::from_secs(5));
             let client = BackendClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit);
@@ -52,9 +47,89 @@ impl NodeService {
         Ok(NodeService {
             config,
             backends: Arc::new(backends),
-            audit,
-            metrics,
+            pipeline,
             docs,
+        })
+    }
+}
+
+/// Only the hub may call the Node API.
+fn only_the_hub(config: &NodeConfig, caller: &Identity) -> Result<(), TxError> {
+    if caller.role != Role::Hub || caller.name != config.hub_name {
+        return Err(TxError::Denied(format!(
+            "{caller} may not call the node API; only the hub may"
+        )));
+    }
+    Ok(())
+}
+
+/// A data call the hub routed to one of this node's services.
+struct Invoke<'a>(&'a NodeService);
+
+impl Step for Invoke<'_> {
+    type Request = DataRequest;
+    type Admitted = (BackendClient<Channel>, DataRequest);
+    type Response = DataResponse;
+    const KIND: Kind = Kind::Call;
+
+    fn cap(&self) -> Duration {
+        Duration::from_millis(self.0.config.limits.call_timeout_ms)
+    }
+
+    fn authenticate(&self, caller: &Identity) -> Result<(), TxError> {
+        only_the_hub(&self.0.config, caller)
+    }
+
+    async fn admit(
+        &self,
+        _caller: &Identity,
+        req: DataRequest,
+        tx: &mut Transaction,
+    ) -> Result<Self::Admitted, TxError> {
+        // The hub checked the parties and the grant; the fields are checked
+        // again, for the record this node keeps.
+        tx.transaction_id = fields::transaction_id("transaction_id", &req.transaction_id)?;
+        tx.client_agency = fields::agency("client_agency", &req.client_agency)?.to_string();
+        let service = fields::service("service", &req.service)?;
+        let backend = self.0.backends.get(&service).cloned().ok_or_else(|| {
+            TxError::NotFound(format!(
+                "node {} has no backend for service {service}",
+                self.0.config.id
+            ))
+        })?;
+        tx.service = service.to_string();
+        tx.provider_agency = service.provider().to_string();
+        fields::content_type("content_type", &req.content_type)?;
+        tx.request_bytes = req.payload.len() as u64;
+        tx.request_sha256 = truc_audit::sha256(&req.payload);
+        fields::payload(req.payload.len(), self.0.config.limits.max_payload_bytes)?;
+        Ok((backend, req))
+    }
+
+    async fn forward(
+        &self,
+        (mut backend, req): Self::Admitted,
+        deadline: &Deadline,
+        tx: &mut Transaction,
+    ) -> Result<DataResponse, TxError> {
+        let peer = format!("the backend of {}", req.service);
+        let response = backend
+            .invoke(deadline.request(req))
+            .await
+            .map_err(|s| TxError::from_peer(s, &peer))?
+            .into_inner();
+        fields::content_type("content_type", &response.content_type).map_err(|e| {
+            TxError::BadAnswer {
+                peer,
+                reason: e.to_string(),
+            }
+        })?;
+        tx.response_bytes = response.payload.len() as u64;
+        tx.response_sha256 = truc_audit::sha256(&response.payload);
+        Ok(DataResponse {
+            content_type: response.content_type,
+            payload: response.payload,
+            receipt: None,
         })
     }
 }
@@ -65,64 +140,10 @@ impl Node for NodeService {
         &self,
         request: Request<DataRequest>,
     ) -> Result<Response<DataResponse>, Status> {
-        let started = Instant::now();
-        let started_ms = now_ms();
-        self.require_hub(&request)?;
-        let deadline = incoming_timeout(request.metadata());
-        let req = request.into_inner();
-        let client = AgencyCode::parse(&req.client_agency)
-            .map_err(|e| Status::invalid_argument(format!("client_agency: {e}")))?;
-        let service = ServiceId::parse(&req.service)
-            .map_err(|e| Status::invalid_argument(format!("service: {e}")))?;
-        let tx_id = req.transaction_id.clone();
-        let tx = Transaction::call(
-            &tx_id,
-            client.as_str(),
-            service.provider().as_str(),
-            service.as_str(),
-            &req.payload,
-            started_ms,
-        );
-        let result = match self.backends.get(&service) {
-            None => Err(Status::not_found(format!(
-                "node {} has no backend for service {service}",
-                self.config.id
-            ))),
-            Some(backend) => {
-                let cap = std::time::Duration::from_millis(self.config.limits.call_timeout_ms);
-                backend
-                    .clone()
-                    .invoke(with_deadline(req, deadline, started, cap))
-                    .await
-                    .map(Response::into_inner)
-                    .map_err(|status| {
-                        if is_transport_failure(&status) {
-                            tracing::warn!(%service, error = %status, "backend unreachable");
-                            Status::unavailable(format!("the backend of {service} is unavailable"))
-                        } else {
-                            status
-                        }
-                    })
-            }
-        };
-        record_call(
-            &self.audit,
-            &self.metrics,
-            tx,
-            &result,
-            None,
-            false,
-            started,
-        )
-        .await?;
-        match result {
-            Ok(r) => Ok(Response::new(DataResponse {
-                content_type: r.content_type,
-                payload: r.payload,
-                receipt: None,
-            })),
-            Err(status) => Err(tag(status, &tx_id)),
-        }
+        self.pipeline
+            .run(&Invoke(self), request)
+            .await
+            .map(Response::new)
     }
 
     async fn deliver(
@@ -148,12 +169,6 @@ impl Node for NodeService {
 impl NodeService {
     /// Only the hub may call the Node API.
     fn require_hub<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let caller = &peer(request)?.identity;
-        if caller.role != Role::Hub || caller.name != self.config.hub_name {
-            return Err(Status::permission_denied(format!(
-                "{caller} may not call the node API; only the hub may"
-            )));
-        }
-        Ok(())
+        Ok(only_the_hub(&self.config, &peer(request)?.identity)?)
     }
 }

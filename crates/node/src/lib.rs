@@ -124,17 +124,16 @@ pub async fn start(
         source,
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
+    let pipeline = Arc::new(truc_pipeline::Pipeline::new(audit, metrics.clone()));
     let agency = agency::AgencyService::new(
         config.clone(),
         hub_channel,
-        audit.clone(),
-        metrics.clone(),
+        pipeline.clone(),
         hub_key.clone(),
         documents.clone(),
     );
-    let invoke =
-        invoke::NodeService::new(config.clone(), audit, metrics.clone(), documents.clone())
-            .map_err(|s| NodeError::Backend(s.message().to_string()))?;
+    let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
+        .map_err(|s| NodeError::Backend(s.message().to_string()))?;
     let server = GrpcServer::new(metrics.clone())?;
     server
         .health
@@ -196,12 +195,12 @@ pub async fn start(
 }
 
 /// A new transaction id: 128 random bits as 32 lowercase hex digits.
-pub(crate) fn new_transaction_id() -> Result<String, tonic::Status> {
+pub(crate) fn new_transaction_id() -> Result<String, truc_pipeline::TxError> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| tonic::Status::internal("no randomness available"))?;
+        .map_err(|_| truc_pipeline::TxError::Internal("no randomness available".into()))?;
     Ok(hex::encode(bytes))
 }
 

@@ -125,6 +125,10 @@ pub struct Limits {
     /// Longest a routed call may take when its caller sets no deadline, in
     /// milliseconds (default 30 s).
     pub call_timeout_ms: u64,
+    /// Longest a document relay (envelope and every attachment byte) may
+    /// take through the hub, in milliseconds (default 10 min: 200 MiB at
+    /// 0.35 MB/s).
+    pub relay_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -132,6 +136,7 @@ impl Default for Limits {
         Limits {
             max_payload_bytes: 4 * 1024 * 1024,
             call_timeout_ms: 30_000,
+            relay_timeout_ms: 600_000,
         }
     }
 }
@@ -146,12 +151,13 @@ impl Limits {
                 "must be between 1 and 1073741824",
             ));
         }
-        if self.call_timeout_ms == 0 {
-            return Err(ConfigError::new(
-                file,
-                "limits.call_timeout_ms",
-                "must be positive",
-            ));
+        for (key, value) in [
+            ("limits.call_timeout_ms", self.call_timeout_ms),
+            ("limits.relay_timeout_ms", self.relay_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(file, key, "must be positive"));
+            }
         }
         Ok(())
     }

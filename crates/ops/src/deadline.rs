@@ -25,22 +25,6 @@ pub fn incoming_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
-/// Wraps `message` in a request whose deadline is what remains of the
-/// caller's (`incoming`, measured from `started`), capped by `cap`.
-pub fn with_deadline<M>(
-    message: M,
-    incoming: Option<Duration>,
-    started: std::time::Instant,
-    cap: Duration,
-) -> tonic::Request<M> {
-    let mut req = tonic::Request::new(message);
-    let remaining = incoming
-        .map(|d| d.saturating_sub(started.elapsed()))
-        .map_or(cap, |d| d.min(cap));
-    req.set_timeout(remaining);
-    req
-}
-
 /// True for a status made by our own client transport (no peer answered:
 /// connection refused, reset, TLS failure) rather than returned by a peer,
 /// which always sends response headers with its status.
@@ -76,26 +60,5 @@ mod tests {
         assert_eq!(incoming_timeout(&md("12x")), None);
         assert_eq!(incoming_timeout(&md("123456789S")), None);
         assert_eq!(incoming_timeout(&MetadataMap::new()), None);
-    }
-
-    #[test]
-    fn outgoing_deadline_is_the_remainder_capped() {
-        let started = std::time::Instant::now();
-        let req = with_deadline(
-            (),
-            Some(Duration::from_secs(5)),
-            started,
-            Duration::from_secs(1),
-        );
-        let t = incoming_timeout(req.metadata()).expect("timeout set");
-        assert!(t <= Duration::from_secs(1));
-        let req = with_deadline(
-            (),
-            Some(Duration::from_millis(300)),
-            started,
-            Duration::from_secs(30),
-        );
-        let t = incoming_timeout(req.metadata()).expect("timeout set");
-        assert!(t <= Duration::from_millis(300) && t > Duration::from_millis(100));
     }
 }

@@ -15,9 +15,9 @@ mod metrics;
 mod record;
 mod serve;
 
-pub use deadline::{incoming_timeout, is_transport_failure, with_deadline};
+pub use deadline::{incoming_timeout, is_transport_failure};
 pub use metrics::{Metrics, code_name, write_metric};
-pub use record::{TRANSACTION_ID_HEADER, record_call, tag};
+pub use record::{TRANSACTION_ID_HEADER, tag};
 pub use serve::{GrpcServer, OpsPort, Running, Servers, Shutdown, serve_ops};
 
 use std::time::{SystemTime, UNIX_EPOCH};

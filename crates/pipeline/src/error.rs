@@ -1,0 +1,188 @@
+//! The errors of a transaction, and the one place they become gRPC statuses.
+//!
+//! | error | code |
+//! | --- | --- |
+//! | [`TxError::Unauthenticated`] | UNAUTHENTICATED |
+//! | [`TxError::Denied`] | PERMISSION_DENIED |
+//! | [`TxError::Invalid`] | INVALID_ARGUMENT |
+//! | [`TxError::NotFound`] | NOT_FOUND |
+//! | [`TxError::AlreadyExists`] | ALREADY_EXISTS |
+//! | [`TxError::Precondition`] | FAILED_PRECONDITION |
+//! | [`TxError::TooLarge`] | RESOURCE_EXHAUSTED |
+//! | [`TxError::Unreachable`] | UNAVAILABLE |
+//! | [`TxError::Deadline`] | DEADLINE_EXCEEDED |
+//! | [`TxError::Peer`] | the peer's own code, kept |
+//! | [`TxError::BadAnswer`] | INTERNAL, naming the peer |
+//! | [`TxError::Audit`], [`TxError::Internal`] | INTERNAL, with a generic message (the cause is logged) |
+
+use std::fmt::Display;
+
+use tonic::{Code, Status};
+
+/// Why a transaction did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum TxError {
+    /// The caller's certificate is missing or of a role that may not call.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The registry or a node's config does not allow it.
+    #[error("{0}")]
+    Denied(String),
+    /// A field is malformed or out of bounds; the caller can fix it.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as named in the proto.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The transaction (or the document) exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Not allowed in the current state.
+    #[error("{0}")]
+    Precondition(String),
+    /// Over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The next hop did not answer (connection refused, reset, TLS failure).
+    #[error("{peer} is unreachable")]
+    Unreachable {
+        /// Who, for the message.
+        peer: String,
+    },
+    /// The deadline passed before the next hop answered.
+    #[error("the deadline passed before {peer} answered")]
+    Deadline {
+        /// Who, for the message.
+        peer: String,
+    },
+    /// The next hop answered something malformed.
+    #[error("{peer} answered a malformed response: {reason}")]
+    BadAnswer {
+        /// Who.
+        peer: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The next hop answered with an error: its code and message are kept.
+    #[error("{}", .0.message())]
+    Peer(Status),
+    /// The transaction could not be written to the audit log.
+    #[error("the transaction could not be audited")]
+    Audit(#[source] truc_audit::AuditError),
+    /// A bug or a local failure; the cause is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TxError {
+    /// A field that failed validation.
+    pub fn invalid(field: &'static str, reason: impl Display) -> TxError {
+        TxError::Invalid {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// What a status from the next hop means: a transport failure (no
+    /// peer answered, so there are no response headers) is that peer being
+    /// unreachable; a status the peer sent keeps its code. The one rule for
+    /// every outgoing call.
+    pub fn from_peer(status: Status, peer: impl Display) -> TxError {
+        if truc_ops::is_transport_failure(&status) {
+            tracing::warn!(%peer, error = %status, "peer unreachable");
+            TxError::Unreachable {
+                peer: peer.to_string(),
+            }
+        } else if status.code() == Code::DeadlineExceeded && status.metadata().is_empty() {
+            TxError::Deadline {
+                peer: peer.to_string(),
+            }
+        } else {
+            TxError::Peer(status)
+        }
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            TxError::Unauthenticated(_) => Code::Unauthenticated,
+            TxError::Denied(_) => Code::PermissionDenied,
+            TxError::Invalid { .. } => Code::InvalidArgument,
+            TxError::NotFound(_) => Code::NotFound,
+            TxError::AlreadyExists(_) => Code::AlreadyExists,
+            TxError::Precondition(_) => Code::FailedPrecondition,
+            TxError::TooLarge(_) => Code::ResourceExhausted,
+            TxError::Unreachable { .. } => Code::Unavailable,
+            TxError::Deadline { .. } => Code::DeadlineExceeded,
+            TxError::Peer(s) => s.code(),
+            TxError::BadAnswer { .. } | TxError::Audit(_) | TxError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<TxError> for Status {
+    fn from(e: TxError) -> Status {
+        match e {
+            TxError::Peer(status) => status,
+            TxError::Audit(ref cause) => {
+                tracing::error!(error = %cause, "audit append failed");
+                Status::internal(e.to_string())
+            }
+            TxError::Internal(ref cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Status::internal("internal error")
+            }
+            other => Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+/// A status a handler already made (a peer's, or tonic's own stream error)
+/// keeps its code.
+impl From<Status> for TxError {
+    fn from(status: Status) -> TxError {
+        TxError::Peer(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_failure_is_unreachable_and_a_peer_status_keeps_its_code() {
+        // Made by our own client: no metadata.
+        let local = Status::unavailable("connection refused");
+        assert_eq!(
+            TxError::from_peer(local, "node x").code(),
+            Code::Unavailable
+        );
+        assert!(matches!(
+            TxError::from_peer(Status::unknown("h2 reset"), "node x"),
+            TxError::Unreachable { .. }
+        ));
+        // Sent by the peer: it came with response headers.
+        let mut sent = Status::unavailable("backend down");
+        sent.metadata_mut()
+            .insert("content-type", "application/grpc".parse().expect("ascii"));
+        let e = TxError::from_peer(sent, "node x");
+        assert!(matches!(e, TxError::Peer(_)));
+        let sent = Status::not_found("no such citizen");
+        assert_eq!(
+            Status::from(TxError::from_peer(sent, "node x")).code(),
+            Code::NotFound
+        );
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        let s = Status::from(TxError::Internal("disk /dev/sda1 on fire".into()));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("sda1"));
+    }
+}

@@ -1,0 +1,91 @@
+//! Validation of the fields every transaction carries, before anything is
+//! stored, counted, labelled or used as a key.
+
+use truc_registry::{AgencyCode, ServiceId};
+
+use crate::TxError;
+
+/// Length of a transaction id: 32 lowercase hex digits (128 random bits).
+pub const TRANSACTION_ID_LEN: usize = 32;
+/// Longest content type accepted (RFC 6838 names are at most 127 + 127).
+pub const MAX_CONTENT_TYPE: usize = 255;
+
+/// A transaction id: exactly 32 lowercase hex digits.
+pub fn transaction_id(field: &'static str, id: &str) -> Result<String, TxError> {
+    if id.len() == TRANSACTION_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(id.to_string())
+    } else {
+        Err(TxError::invalid(
+            field,
+            format!("expected {TRANSACTION_ID_LEN} lowercase hex digits"),
+        ))
+    }
+}
+
+/// An agency code (`NNN.NN.NN.XNN`).
+pub fn agency(field: &'static str, code: &str) -> Result<AgencyCode, TxError> {
+    AgencyCode::parse(code).map_err(|e| TxError::invalid(field, e))
+}
+
+/// A service id (`{provider}/{code}/{version}`).
+pub fn service(field: &'static str, id: &str) -> Result<ServiceId, TxError> {
+    ServiceId::parse(id).map_err(|e| TxError::invalid(field, e))
+}
+
+/// A content type: printable ASCII, at most [`MAX_CONTENT_TYPE`] bytes;
+/// empty is allowed (opaque bytes).
+pub fn content_type(field: &'static str, value: &str) -> Result<(), TxError> {
+    if value.len() > MAX_CONTENT_TYPE {
+        return Err(TxError::invalid(
+            field,
+            format!("at most {MAX_CONTENT_TYPE} bytes"),
+        ));
+    }
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(TxError::invalid(field, "printable ASCII only"));
+    }
+    Ok(())
+}
+
+/// A payload of `len` bytes against the limit of `max`.
+pub fn payload(len: usize, max: usize) -> Result<(), TxError> {
+    if len > max {
+        return Err(TxError::TooLarge(format!(
+            "payload of {len} bytes exceeds the limit of {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_have_one_format() {
+        assert!(transaction_id("id", &"a1".repeat(16)).is_ok());
+        for bad in [
+            String::new(),
+            "A1".repeat(16),
+            "a1".repeat(17),
+            format!("{}\0", "a".repeat(31)),
+            "é".repeat(16),
+        ] {
+            assert!(transaction_id("id", &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn content_types_are_short_printable_ascii() {
+        assert!(content_type("ct", "application/json; charset=utf-8").is_ok());
+        assert!(content_type("ct", "").is_ok());
+        assert!(content_type("ct", "text/plain\n").is_err());
+        assert!(content_type("ct", "a\0b").is_err());
+        assert!(content_type("ct", &"x".repeat(256)).is_err());
+        assert!(content_type("ct", "tệp").is_err());
+    }
+}
