@@ -162,3 +162,6 @@ pub async fn start(
     tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
     Ok(truc_ops::Running::new(servers, audit_handle))
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,6 +23,16 @@ pub enum IdError {
     ServiceId(String),
 }
 
+/// The start of a refused value, for an error message: a hostile caller's
+/// megabyte is not echoed back whole.
+fn quoted(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
 /// Implements `as_str`, `Display`, `FromStr`, `TryFrom<String>` and `From<Self> for String`.
 macro_rules! string_id {
     ($ty:ident, $field:tt) => {
@@ -79,7 +89,7 @@ impl AgencyCode {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::AgencyCode(s.to_owned()))
+            Err(IdError::AgencyCode(quoted(s)))
         }
     }
 }
@@ -102,7 +112,7 @@ impl NodeId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::NodeId(s.to_owned()))
+            Err(IdError::NodeId(quoted(s)))
         }
     }
 }
@@ -119,7 +129,7 @@ pub struct ServiceId {
 impl ServiceId {
     /// Parses and validates a service id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let bad = || IdError::ServiceId(s.to_owned());
+        let bad = || IdError::ServiceId(quoted(s));
         let mut parts = s.split('/');
         let (Some(provider), Some(code), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -133,7 +143,7 @@ impl ServiceId {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
         // "v" then digits without a leading zero (so v1 and v01 cannot both exist).
         let version_ok = version.strip_prefix('v').is_some_and(|n| {
-            !n.is_empty()
+            (1..=9).contains(&n.len())
                 && n.bytes().all(|c| c.is_ascii_digit())
                 && (n == "0" || !n.starts_with('0'))
         });
@@ -226,8 +236,13 @@ mod tests {
             "000.00.00.g22/a/v1",
             &format!("000.00.00.G22/{}/v2", "a".repeat(65)),
         ] {
-            assert_eq!(ServiceId::parse(bad), Err(IdError::ServiceId(bad.into())));
+            assert_eq!(ServiceId::parse(bad), Err(IdError::ServiceId(quoted(bad))));
         }
+        let huge = format!("000.00.00.G22/citizen-lookup/v1{}", "9".repeat(80_000));
+        let msg = ServiceId::parse(&huge)
+            .expect_err("unbounded version")
+            .to_string();
+        assert!(msg.len() < 300, "the refused value is not echoed whole");
         let msg = IdError::ServiceId("x".into()).to_string();
         assert_eq!(
             msg,
