@@ -295,7 +295,9 @@ async fn registry_check(
     let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
     let mut wait = Duration::from_millis(200);
     let snapshot = loop {
-        let attempt = hub.get_registry(truc_proto::v1::GetRegistryRequest {});
+        let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest {});
+        request.set_timeout(Duration::from_millis(config.limits.call_timeout_ms));
+        let attempt = hub.get_registry(request);
         tokio::select! {
             result = attempt => match result {
                 Ok(r) => break r.into_inner(),
@@ -417,3 +419,6 @@ mod tests {
         assert!(found[1].contains("unknown"), "{found:?}");
     }
 }
+
+#[cfg(test)]
+mod handler_tests;

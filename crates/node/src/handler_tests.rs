@@ -1,0 +1,236 @@
+//! The node's data-call handlers called directly, as a hostile hub-lookalike,
+//! node or agency system holding a valid certificate would call them.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tonic::{Code, transport::Endpoint};
+use truc_audit::{AuditLog, Options};
+use truc_pipeline::{Pipeline, request_from};
+use truc_pki::{Identity, Role};
+use truc_proto::v1::{CallRequest, DataRequest, agency_server::Agency, node_server::Node};
+use truc_registry::{AgencyCode, NodeId, ServiceId};
+use truc_store::Store;
+
+use crate::{HubKey, NodeConfig, agency::AgencyService, docs::Documents, invoke::NodeService};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    node: NodeService,
+    agency: AgencyService,
+}
+
+const SERVICE: &str = "000.00.00.H37/household-registry/v1";
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("db")).expect("store");
+    let code = |s: &str| AgencyCode::parse(s).expect("code");
+    let config = Arc::new(NodeConfig {
+        id: NodeId::parse("lgsp-langson").expect("id"),
+        listen: "127.0.0.1:1".parse().expect("addr"),
+        ops_listen: "127.0.0.1:2".parse().expect("addr"),
+        data_dir: dir.path().into(),
+        hub_address: "127.0.0.1:9".into(),
+        hub_name: "hub".into(),
+        tls: truc_pki::TlsFiles {
+            ca: "a".into(),
+            cert: "b".into(),
+            key: "c".into(),
+        },
+        limits: truc_ops::config::Limits::default(),
+        documents: truc_doc::Limits::default(),
+        clients: [("dms".to_string(), [code("000.00.00.H37")].into())].into(),
+        // Nothing listens there: the backend is down.
+        backends: [(ServiceId::parse(SERVICE).expect("id"), "127.0.0.1:9".into())].into(),
+    });
+    let audit =
+        AuditLog::open(store.clone(), "lgsp-langson", Options::default(), None).expect("log");
+    let pipeline = Arc::new(Pipeline::new(audit, Arc::new(truc_ops::Metrics::new())));
+    // Nothing listens there either: the hub is down.
+    let hub = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let docs = Documents::open(
+        store.clone(),
+        &dir.path().join("attachments"),
+        hub.clone(),
+        truc_doc::Limits::default(),
+        (Duration::from_millis(10), Duration::from_millis(100)),
+    )
+    .expect("documents");
+    let node = NodeService::new(config.clone(), pipeline.clone(), docs.clone()).expect("node");
+    let agency = AgencyService::new(config, hub, pipeline, HubKey::default(), docs);
+    Fixture {
+        _dir: dir,
+        store,
+        node,
+        agency,
+    }
+}
+
+impl Fixture {
+    fn last(&self) -> truc_audit::AuditRecord {
+        truc_audit::read_records(&self.store, 0)
+            .last()
+            .expect("a record")
+            .expect("readable")
+            .0
+    }
+}
+
+fn routed(id: &str) -> DataRequest {
+    DataRequest {
+        transaction_id: id.into(),
+        client_agency: "000.00.00.G22".into(),
+        service: SERVICE.into(),
+        content_type: "application/json".into(),
+        payload: Bytes::from_static(b"{}"),
+    }
+}
+
+fn who(role: Role, name: &str) -> Identity {
+    Identity::new(role, name).expect("identity")
+}
+
+#[tokio::test]
+async fn only_the_hub_invokes_backends() {
+    let f = fixture();
+    for caller in [
+        who(Role::Node, "vpcp"),
+        who(Role::Node, "hub"),
+        who(Role::Client, "dms"),
+        who(Role::Hub, "another-hub"),
+    ] {
+        let err = f
+            .node
+            .invoke(request_from(caller.clone(), routed(&format!("{:032x}", 1))))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{caller}");
+        let r = f.last();
+        assert_eq!(r.caller, caller.to_string());
+        assert_eq!(r.outcome, "PERMISSION_DENIED");
+        assert_eq!((r.client_agency.as_str(), r.service.as_str()), ("", ""));
+    }
+}
+
+#[tokio::test]
+async fn invoke_fields_are_checked_even_from_the_hub() {
+    let f = fixture();
+    let hub = who(Role::Hub, "hub");
+    let bad = [
+        routed("not-an-id"),
+        DataRequest {
+            client_agency: "000.00.00.G22\0".into(),
+            ..routed(&format!("{:032x}", 2))
+        },
+        DataRequest {
+            content_type: "text/plain\r\nx: y".into(),
+            ..routed(&format!("{:032x}", 3))
+        },
+    ];
+    for req in bad {
+        let err = f
+            .node
+            .invoke(request_from(hub.clone(), req))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+    // A well-formed call to a backend that is down.
+    let err = f
+        .node
+        .invoke(request_from(hub, routed(&format!("{:032x}", 4))))
+        .await
+        .expect_err("backend down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(f.last().outcome, "UNAVAILABLE");
+}
+
+fn call(agency: &str) -> CallRequest {
+    CallRequest {
+        client_agency: agency.into(),
+        service: "000.00.00.G22/citizen-lookup/v1".into(),
+        content_type: "application/json".into(),
+        payload: Bytes::from_static(b"{}"),
+    }
+}
+
+#[tokio::test]
+async fn an_agency_system_acts_only_for_its_agencies() {
+    let f = fixture();
+    let err = f
+        .agency
+        .call(request_from(
+            who(Role::Client, "dms"),
+            call("000.00.00.G22"),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let r = f.last();
+    assert_eq!(
+        (r.caller.as_str(), r.client_agency.as_str()),
+        ("client/dms", "")
+    );
+    // A client certificate this node does not know acts for no one.
+    let err = f
+        .agency
+        .call(request_from(
+            who(Role::Client, "stranger"),
+            call("000.00.00.H37"),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Nodes and the hub are not agency systems.
+    let err = f
+        .agency
+        .call(request_from(who(Role::Node, "vpcp"), call("000.00.00.H37")))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_call_with_bad_fields_never_leaves_the_node() {
+    let f = fixture();
+    let dms = who(Role::Client, "dms");
+    let huge = CallRequest {
+        service: format!("000.00.00.G22/citizen-lookup/v1{}", "9".repeat(100_000)),
+        ..call("000.00.00.H37")
+    };
+    let control = CallRequest {
+        content_type: "a\0b".into(),
+        ..call("000.00.00.H37")
+    };
+    for req in [huge, control] {
+        let err = f
+            .agency
+            .call(request_from(dms.clone(), req))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let r = f.last();
+        assert_eq!(r.transaction_id, "", "no id was spent on it");
+    }
+}
+
+#[tokio::test]
+async fn a_hub_that_is_down_is_unavailable_and_the_call_is_recorded() {
+    let f = fixture();
+    let err = f
+        .agency
+        .call(request_from(
+            who(Role::Client, "dms"),
+            call("000.00.00.H37"),
+        ))
+        .await
+        .expect_err("hub down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("the hub"), "{err:?}");
+    let r = f.last();
+    assert_eq!(r.outcome, "UNAVAILABLE");
+    assert_eq!(r.client_agency, "000.00.00.H37");
+    assert_eq!(r.transaction_id.len(), 32);
+}
