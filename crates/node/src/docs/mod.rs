@@ -845,7 +845,7 @@ fn business_kind(change: ChangeKind) -> BusinessKind {
 
 /// Events a watcher may leave unread before it is dropped (plus one slot
 /// for the reason).
-const WATCH_BUFFER: usize = 17;
+const WATCH_BUFFER: usize = 65;
 
 /// Moves tracking stored by earlier versions (every recipient inside the
 /// outbox value) to one key per recipient and per status event.
@@ -983,4 +983,331 @@ fn state_of(entry: &InboxEntry) -> Result<DocState, Status> {
             ChangeKind::of(BusinessKind::try_from(e.business_kind).unwrap_or(BusinessKind::New))
         });
     Ok(DocState { status, change })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt;
+    use tonic::Code;
+    use truc_proto::v1::Organ;
+
+    use super::*;
+
+    const S: &str = "000.00.00.H37";
+    const R: &str = "000.00.00.G22";
+    const DOC: &str = "000.00.00.H37,2026/11/28,1/UBND-VP";
+
+    async fn docs_with(service: DocumentService) -> (tempfile::TempDir, Arc<Documents>) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let docs = Documents::open(
+            store,
+            dir.path(),
+            hub,
+            truc_doc::Limits::default(),
+            service,
+            (Duration::from_millis(10), Duration::from_millis(100)),
+        )
+        .expect("open");
+        (dir, docs)
+    }
+
+    /// The outbox as a send of `kind` to R leaves it.
+    fn sent(docs: &Documents, kind: i32) {
+        let envelope = Envelope {
+            to: vec![Organ {
+                organ_id: R.into(),
+                ..Organ::default()
+            }],
+            document_id: DOC.into(),
+            business_kind: kind,
+            ..Envelope::default()
+        };
+        let tracking = Tracking {
+            sender: S.into(),
+            document_id: DOC.into(),
+            envelope: Some(envelope),
+            ..Tracking::default()
+        };
+        let mut record = RecipientTracking {
+            recipient: R.into(),
+            ..RecipientTracking::default()
+        };
+        Delivery::Pending.set(&mut record);
+        let mut b = WriteBatch::default();
+        b.insert(
+            keys::outbox(S, DOC, kind),
+            prost::Message::encode_to_vec(&tracking),
+        );
+        b.insert(
+            keys::recipient(S, DOC, kind, R),
+            prost::Message::encode_to_vec(&record),
+        );
+        docs.store.apply(b).expect("apply");
+    }
+
+    fn status(code: &str, unix_ms: u64) -> StatusUpdate {
+        StatusUpdate {
+            transaction_id: "ab".repeat(16),
+            sender: S.into(),
+            document_id: DOC.into(),
+            recipient: R.into(),
+            event: Some(StatusEvent {
+                code: code.into(),
+                description: String::new(),
+                unix_ms,
+                by: R.into(),
+                staff: None,
+            }),
+            change: 0,
+        }
+    }
+
+    fn codes(docs: &Documents) -> (String, Vec<String>) {
+        let sender = AgencyCode::parse(S).expect("code");
+        let t = docs.tracking(&sender, DOC).expect("tracking");
+        let r = &t.recipients[0];
+        (
+            r.status.clone(),
+            r.history.iter().map(|h| h.code.clone()).collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn statuses_at_the_sender_follow_the_state_machine_once_each() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        sent(&docs, 0);
+        // 01 → 05 is not a transition.
+        let e = docs
+            .deliver_status(status("05", 1))
+            .await
+            .expect_err("01 → 05");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // A status before the delivery's answer implies the arrival.
+        docs.deliver_status(status("03", 2)).await.expect("03");
+        docs.deliver_status(status("03", 2))
+            .await
+            .expect("the same event again is acknowledged");
+        assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
+        let e = docs
+            .deliver_status(status("02", 3))
+            .await
+            .expect_err("03 → 02");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        let e = docs
+            .deliver_status(status("99", 3))
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A 13 needs the change the sender really sent.
+        let mut recall = status("13", 4);
+        if let Some(ev) = recall.event.as_mut() {
+            ev.by = S.into();
+        }
+        recall.change = BusinessKind::Recall as i32;
+        let e = docs
+            .deliver_status(recall.clone())
+            .await
+            .expect_err("no recall sent");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        sent(&docs, BusinessKind::Recall as i32);
+        docs.deliver_status(recall).await.expect("13");
+        docs.deliver_status(status("15", 5)).await.expect("15");
+        let e = docs
+            .deliver_status(status("04", 6))
+            .await
+            .expect_err("withdrawn");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert_eq!(
+            codes(&docs),
+            (
+                "15".into(),
+                vec!["01".into(), "03".into(), "13".into(), "15".into()]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn statuses_come_only_from_a_recipient_of_the_document() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        sent(&docs, 0);
+        let mut other = status("03", 1);
+        other.recipient = "000.01.37.H37".into();
+        if let Some(ev) = other.event.as_mut() {
+            ev.by = other.recipient.clone();
+        }
+        let e = docs
+            .deliver_status(other)
+            .await
+            .expect_err("not a recipient");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let mut forged = status("03", 1);
+        if let Some(ev) = forged.event.as_mut() {
+            ev.by = "000.00.00.H41".into();
+        }
+        let e = docs
+            .deliver_status(forged)
+            .await
+            .expect_err("set by another");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let mut unknown = status("03", 1);
+        unknown.document_id = "000.00.00.H37,2026/11/28,2/UBND-VP".into();
+        let e = docs
+            .deliver_status(unknown)
+            .await
+            .expect_err("no such document");
+        assert_eq!(e.code(), Code::NotFound);
+        let mut nul = status("03", 1);
+        nul.document_id = "a\0b".into();
+        let e = docs.deliver_status(nul).await.expect_err("NUL");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(codes(&docs), (String::new(), vec![]));
+    }
+
+    #[tokio::test]
+    async fn the_history_at_the_sender_is_bounded() {
+        let (_dir, docs) = docs_with(DocumentService {
+            max_history: 3,
+            ..DocumentService::default()
+        })
+        .await;
+        sent(&docs, 0);
+        docs.deliver_status(status("03", 1)).await.expect("01, 03");
+        docs.deliver_status(status("04", 2)).await.expect("04");
+        let e = docs
+            .deliver_status(status("05", 3))
+            .await
+            .expect_err("full");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_eq!(codes(&docs).1.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn watchers_are_limited_and_a_dropped_one_frees_its_slot() {
+        let (_dir, docs) = docs_with(DocumentService {
+            max_watchers_per_agency: 2,
+            max_watchers: 3,
+            ..DocumentService::default()
+        })
+        .await;
+        let code = |s: &str| AgencyCode::parse(s).expect("code");
+        let a = docs.watch_inbox(code(R)).expect("1");
+        let _b = docs.watch_inbox(code(R)).expect("2");
+        let e = docs.watch_inbox(code(R)).expect_err("per agency");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        let _c = docs.watch_inbox(code(S)).expect("another agency");
+        let e = docs
+            .watch_inbox(code("000.01.37.H37"))
+            .expect_err("in total");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match docs.watch_inbox(code(R)) {
+                Ok(_) => break,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("the slot was never freed: {e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_is_dropped_with_a_reason() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        let mut watch = docs
+            .watch_inbox(AgencyCode::parse(R).expect("code"))
+            .expect("watch");
+        let n = WATCH_BUFFER + 10;
+        for i in 0..n {
+            let entry = InboxEntry {
+                recipient: R.into(),
+                document_id: format!("{i}"),
+                ..InboxEntry::default()
+            };
+            docs.events
+                .send(InboxEvent {
+                    kind: "arrived".into(),
+                    entry: Some(entry),
+                })
+                .expect("subscribed");
+        }
+        let mut delivered = 0;
+        let ended = loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .expect("the stream goes on or ends");
+            match next {
+                Some(Ok(_)) => delivered += 1,
+                Some(Err(status)) => break status,
+                None => panic!("ended without a reason after {delivered} events"),
+            }
+        };
+        assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+        assert!(delivered < n, "{delivered}");
+    }
+
+    #[tokio::test]
+    async fn tracking_stored_in_one_value_is_split_at_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(&dir.path().join("db")).expect("store");
+            let old = Tracking {
+                sender: S.into(),
+                document_id: DOC.into(),
+                envelope: Some(Envelope {
+                    to: vec![Organ {
+                        organ_id: R.into(),
+                        ..Organ::default()
+                    }],
+                    document_id: DOC.into(),
+                    ..Envelope::default()
+                }),
+                accepted_unix_ms: 7,
+                recipients: vec![RecipientTracking {
+                    recipient: R.into(),
+                    delivery: "delivered".into(),
+                    attempts: 2,
+                    status: "03".into(),
+                    history: vec![
+                        event(StatusCode::Arrived, "", R),
+                        event(StatusCode::Accepted, "", R),
+                    ],
+                    ..RecipientTracking::default()
+                }],
+            };
+            store
+                .insert(keys::outbox(S, DOC, 0), prost::Message::encode_to_vec(&old))
+                .expect("insert");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let docs = Documents::open(
+            store,
+            dir.path(),
+            hub,
+            truc_doc::Limits::default(),
+            DocumentService::default(),
+            (Duration::from_millis(10), Duration::from_millis(100)),
+        )
+        .expect("open");
+        let stored: Tracking = keys::load(&docs.store, &keys::outbox(S, DOC, 0))
+            .expect("load")
+            .expect("kept");
+        assert!(
+            stored.recipients.is_empty(),
+            "the outbox value holds no recipients"
+        );
+        assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
+        let t = docs
+            .tracking(&AgencyCode::parse(S).expect("code"), DOC)
+            .expect("tracking");
+        assert_eq!(t.recipients[0].attempts, 2);
+        assert_eq!(t.recipients[0].delivery, "delivered");
+    }
 }
