@@ -783,15 +783,12 @@ async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
     send(&mut province, &env, &[("x.pdf", b"content")])
         .await
         .expect("send");
+    // (An attempt may first meet the hub's connection to the stopped node.)
     let t = tracking_until(&mut province, H37, &env.document_id, |t| {
-        t.recipients[0].attempts >= 2
+        t.recipients[0].last_error.contains("DeadlineExceeded")
     })
     .await;
     assert_eq!(t.recipients[0].delivery, "retrying", "{t:#?}");
-    assert!(
-        t.recipients[0].last_error.contains("DeadlineExceeded"),
-        "{t:#?}"
-    );
     hung.release().await;
     c.deployment
         .restart_node(MINISTRY_NODE)
