@@ -638,3 +638,270 @@ async fn concurrent_sends_of_one_id_keep_one_envelope() {
         accepted[0]
     );
 }
+
+/// The config file of node `id`.
+fn node_config_path(c: &Cluster, id: &str) -> std::path::PathBuf {
+    c.deployment
+        .files
+        .node_configs
+        .iter()
+        .find(|(n, _)| n == id)
+        .map(|(_, p)| p.clone())
+        .expect("node config")
+}
+
+/// Restarts node `id` with `section` added to its config file.
+async fn restart_with(c: &mut Cluster, id: &str, section: &str) {
+    assert!(c.deployment.stop_node(id).await.expect("stop"));
+    let path = node_config_path(c, id);
+    let mut text = std::fs::read_to_string(&path).expect("read config");
+    text.push_str(section);
+    std::fs::write(&path, text).expect("write config");
+    c.deployment.restart_node(id).await.expect("restart");
+}
+
+/// A node that accepts connections, completes the TLS handshake with the
+/// real node's certificate, and then never answers anything. Dropping it
+/// closes every connection.
+struct HungNode(tokio::task::JoinHandle<()>);
+
+impl HungNode {
+    /// Closes every connection and frees the address.
+    async fn release(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
+}
+
+/// Stops node `id` and puts a peer that never answers on its address.
+async fn hang_node(c: &mut Cluster, id: &str) -> HungNode {
+    assert!(c.deployment.stop_node(id).await.expect("stop"));
+    let config = truc_node::NodeConfig::load(&node_config_path(c, id)).expect("config");
+    let tls = truc_pki::server_config(&config.tls).expect("tls");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind the node's address");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    HungNode(tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(stream) = acceptor.accept(tcp).await {
+                held.push(stream);
+            }
+        }
+    }))
+}
+
+fn status(recipient: &str, sender: &str, document_id: &str, code: &str) -> UpdateStatusRequest {
+    UpdateStatusRequest {
+        recipient: recipient.into(),
+        sender: sender.into(),
+        document_id: document_id.into(),
+        status: code.into(),
+        ..UpdateStatusRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
+    let mut c = fast_cluster().await;
+    // Long deadlines: what follows must not depend on them firing.
+    restart_with(
+        &mut c,
+        PROVINCE_NODE,
+        "\n[document_service]\nrelay_deadline_ms = 600000\nstatus_deadline_ms = 600000\n",
+    )
+    .await;
+    let (mut province, mut ministry) = clients(&c);
+    // A document from the ministry, there before its node hangs.
+    let from_ministry = envelope(G22, &[H37], "201", &[]);
+    send(&mut ministry, &from_ministry, &[])
+        .await
+        .expect("send");
+    tracking_until(&mut ministry, G22, &from_ministry.document_id, |t| {
+        status_of(t, H37) == "01"
+    })
+    .await;
+    let hung = hang_node(&mut c, MINISTRY_NODE).await;
+    // A status and a delivery bound for the hung node, first in their queues.
+    province
+        .update_status(status(H37, G22, &from_ministry.document_id, "03"))
+        .await
+        .expect("03 at the recipient");
+    let to_ministry = envelope(H37, &[G22], "202", &[]);
+    send(&mut province, &to_ministry, &[]).await.expect("send");
+    // Another document, and its status, between live agencies: not held back.
+    let local = envelope(H37_DEPT, &[H37], "203", &[]);
+    send(&mut province, &local, &[]).await.expect("send");
+    tracking_until(&mut province, H37_DEPT, &local.document_id, |t| {
+        status_of(t, H37) == "01"
+    })
+    .await;
+    province
+        .update_status(status(H37, H37_DEPT, &local.document_id, "03"))
+        .await
+        .expect("03");
+    tracking_until(&mut province, H37_DEPT, &local.document_id, |t| {
+        status_of(t, H37) == "03"
+    })
+    .await;
+    // The hung delivery's first attempt is still waiting.
+    let t = tracking_until(&mut province, H37, &to_ministry.document_id, |_| true).await;
+    assert_eq!(t.recipients[0].attempts, 0, "{t:#?}");
+    // Once the node answers again, what waited for it goes through.
+    hung.release().await;
+    c.deployment
+        .restart_node(MINISTRY_NODE)
+        .await
+        .expect("restart");
+    let (mut province, mut ministry) = clients(&c);
+    tracking_until(&mut province, H37, &to_ministry.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    tracking_until(&mut ministry, G22, &from_ministry.document_id, |t| {
+        status_of(t, H37) == "03"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
+    let mut c = fast_cluster().await;
+    restart_with(
+        &mut c,
+        PROVINCE_NODE,
+        "\n[document_service]\nrelay_deadline_ms = 300\n",
+    )
+    .await;
+    let hung = hang_node(&mut c, MINISTRY_NODE).await;
+    let mut province = c
+        .deployment
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .expect("province");
+    let env = envelope(H37, &[G22], "204", &[("x.pdf", b"content")]);
+    send(&mut province, &env, &[("x.pdf", b"content")])
+        .await
+        .expect("send");
+    // (An attempt may first meet the hub's connection to the stopped node.)
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        t.recipients[0].last_error.contains("DeadlineExceeded")
+    })
+    .await;
+    assert_eq!(t.recipients[0].delivery, "retrying", "{t:#?}");
+    hung.release().await;
+    c.deployment
+        .restart_node(MINISTRY_NODE)
+        .await
+        .expect("restart");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+}
+
+/// The node's queue lengths from its metrics: (deliveries, statuses).
+async fn queues(c: &Cluster, id: &str) -> (f64, f64) {
+    let node = c.deployment.node(id).expect("node");
+    let (code, body) = http_get(node.ops_addr(), "/metrics").await;
+    assert_eq!(code, 200);
+    let value = |queue: &str| {
+        body.lines()
+            .find(|l| l.starts_with(&format!("truc_document_queue{{queue=\"{queue}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (value("deliveries"), value("statuses"))
+}
+
+#[tokio::test]
+async fn a_refusal_no_retry_can_fix_ends_the_delivery() {
+    let c = fast_cluster().await;
+    let (mut province, mut ministry) = clients(&c);
+    let env = envelope(H37, &[G22], "205", &[]);
+    send(&mut province, &env, &[]).await.expect("send");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    ministry
+        .update_status(status(G22, H37, &env.document_id, "02"))
+        .await
+        .expect("rejected");
+    tracking_until(&mut province, H37, &env.document_id, |t| {
+        status_of(t, G22) == "02"
+    })
+    .await;
+    // A recall of a rejected document: the recipient's node refuses it
+    // (FAILED_PRECONDITION), and no retry can change that.
+    let mut recall = env.clone();
+    recall.business_kind = BusinessKind::Recall as i32;
+    recall.business_reason = "Sai số liệu".into();
+    send(&mut province, &recall, &[]).await.expect("recall");
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        t.recipients[0].last_error.contains("FailedPrecondition")
+    })
+    .await;
+    assert_eq!(status_of(&t, G22), "02");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (deliveries, _) = queues(&c, PROVINCE_NODE).await;
+        if deliveries == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused recall is still queued: {deliveries}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_many_recipients_keeps_every_stored_value_small() {
+    let mut c = fast_cluster().await;
+    let (mut province, _) = clients(&c);
+    // G22 and 99 agencies unknown to the registry: each delivery ends,
+    // delivered or refused, with its receipt or error.
+    let codes: Vec<String> = (0..100).map(|i| format!("000.00.{i:02}.G22")).collect();
+    let to: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let pdf: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+    let files: [(&str, &[u8]); 1] = [("big.pdf", &pdf)];
+    let env = envelope(H37, &to, "206", &files);
+    send(&mut province, &env, &files).await.expect("send");
+    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
+        t.recipients.len() == 100
+            && t.recipients[1..].iter().all(|r| r.delivery == "failed")
+            && status_of(t, G22) == "01"
+    })
+    .await;
+    assert!(t.recipients[1].last_error.contains("NotFound"), "{t:#?}");
+    let data_dir = truc_node::NodeConfig::load(&node_config_path(&c, PROVINCE_NODE))
+        .expect("config")
+        .data_dir;
+    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stop"));
+    let store = truc_store::Store::open(&data_dir).expect("store");
+    let mut largest = (0, Vec::new());
+    for item in store.scan_prefix(b"") {
+        let (k, v) = item.expect("entry");
+        if v.len() > largest.0 {
+            largest = (v.len(), k);
+        }
+    }
+    assert!(
+        largest.0 <= 8 * 1024,
+        "a stored value of {} bytes under {:?}",
+        largest.0,
+        String::from_utf8_lossy(&largest.1)
+    );
+    let sled_blobs: Vec<_> = std::fs::read_dir(data_dir.join("blobs"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(sled_blobs.is_empty(), "{sled_blobs:?}");
+    let name: String = sha(&pdf).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        std::fs::read(data_dir.join("attachments").join(name)).expect("attachment"),
+        pdf
+    );
+}

@@ -217,7 +217,7 @@ impl Agency for AgencyService {
         request: Request<WatchInboxRequest>,
     ) -> Result<Response<Self::WatchInboxStream>, Status> {
         let recipient = self.authorize(&request, &request.get_ref().recipient)?;
-        Ok(Response::new(self.docs.watch_inbox(recipient)))
+        Ok(Response::new(self.docs.watch_inbox(recipient)?))
     }
 
     type FetchDocumentStream = ReceiverStream<Result<FetchDocumentResponse, Status>>;

@@ -30,6 +30,8 @@ struct Raw {
     backends: Vec<RawBackend>,
     #[serde(default)]
     documents: DocumentsSection,
+    #[serde(default)]
+    document_service: DocumentService,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +87,92 @@ pub struct NodeConfig {
     pub backends: BTreeMap<ServiceId, String>,
     /// Limits on documents sent through this node.
     pub documents: truc_doc::Limits,
+    /// How this node delivers documents and statuses, and what it holds for them.
+    pub document_service: DocumentService,
+}
+
+/// `[document_service]`: deadlines of the document workers' calls, how many
+/// run at once, and the resources documents may hold at this node.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentService {
+    /// Deadline of one `Hub.Relay` call before its attachments are counted,
+    /// in milliseconds (default 30 s).
+    pub relay_deadline_ms: u64,
+    /// The slowest transfer a relay may make: the deadline grows by the
+    /// attachments' size over this rate (default 1 MiB/s, so a 1 GiB document
+    /// gets 30 s + 1024 s).
+    pub relay_min_bytes_per_sec: u64,
+    /// Deadline of one `Hub.RelayStatus` call, in milliseconds (default 10 s).
+    pub status_deadline_ms: u64,
+    /// Deliveries (and, separately, statuses) in flight at once (default 64).
+    pub max_in_flight: usize,
+    /// Deliveries to one recipient, or statuses to one sender, in flight at
+    /// once (default 4): one stuck destination holds no more than this.
+    pub max_in_flight_per_destination: usize,
+    /// Entries in one recipient's status history at the sender (default 100);
+    /// a status beyond it is refused with RESOURCE_EXHAUSTED.
+    pub max_history: usize,
+    /// Attachment files being received at once on this node (default 256);
+    /// a stream needing one more is refused with RESOURCE_EXHAUSTED. One
+    /// stream holds one open file at a time (attachments arrive in order).
+    pub max_open_attachment_files: usize,
+    /// `WatchInbox` subscribers of one agency (default 8).
+    pub max_watchers_per_agency: usize,
+    /// `WatchInbox` subscribers on this node (default 256).
+    pub max_watchers: usize,
+}
+
+impl Default for DocumentService {
+    fn default() -> Self {
+        DocumentService {
+            relay_deadline_ms: 30_000,
+            relay_min_bytes_per_sec: 1024 * 1024,
+            status_deadline_ms: 10_000,
+            max_in_flight: 64,
+            max_in_flight_per_destination: 4,
+            max_history: 100,
+            max_open_attachment_files: 256,
+            max_watchers_per_agency: 8,
+            max_watchers: 256,
+        }
+    }
+}
+
+impl DocumentService {
+    /// Every value must be positive.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let fields = [
+            ("relay_deadline_ms", self.relay_deadline_ms),
+            ("relay_min_bytes_per_sec", self.relay_min_bytes_per_sec),
+            ("status_deadline_ms", self.status_deadline_ms),
+            ("max_in_flight", self.max_in_flight as u64),
+            (
+                "max_in_flight_per_destination",
+                self.max_in_flight_per_destination as u64,
+            ),
+            ("max_history", self.max_history as u64),
+            (
+                "max_open_attachment_files",
+                self.max_open_attachment_files as u64,
+            ),
+            (
+                "max_watchers_per_agency",
+                self.max_watchers_per_agency as u64,
+            ),
+            ("max_watchers", self.max_watchers as u64),
+        ];
+        for (name, value) in fields {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    path,
+                    &format!("document_service.{name}"),
+                    "must be positive",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl NodeConfig {
@@ -93,6 +181,7 @@ impl NodeConfig {
         let raw: Raw = load_toml(path)?;
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
         raw.limits.validate(path)?;
+        raw.document_service.validate(path)?;
         let tls = raw.tls.resolve(path)?;
         check_certificate(path, &tls, &id)?;
         let mut clients = BTreeMap::new();
@@ -154,6 +243,7 @@ impl NodeConfig {
             clients,
             backends,
             documents: raw.documents.limits(path)?,
+            document_service: raw.document_service,
         })
     }
 }

@@ -20,7 +20,7 @@ mod invoke;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::NodeConfig;
+pub use config::{DocumentService, NodeConfig};
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
@@ -114,13 +114,14 @@ pub async fn start(
     let hub_key = HubKey::default();
     let documents = docs::Documents::open(
         store.clone(),
-        &config.data_dir.join("blobs"),
+        &config.data_dir,
         hub_channel.clone(),
         config.documents.clone(),
+        config.document_service.clone(),
         options.retry,
     )
     .map_err(|source| NodeError::DataDir {
-        path: config.data_dir.join("blobs"),
+        path: config.data_dir.join("attachments"),
         source,
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
@@ -383,6 +384,7 @@ mod tests {
             },
             limits: truc_ops::config::Limits::default(),
             documents: truc_doc::Limits::default(),
+            document_service: config::DocumentService::default(),
             clients: [(
                 "dms".to_string(),
                 [code("000.00.00.H37"), code("000.00.00.G22")].into(),

@@ -1,10 +1,16 @@
-//! Attachment files on disk, named by their SHA-256. A file is written to a
-//! temporary name, checked, `fsync`ed, then renamed into place (and the
-//! directory synced), so a blob that exists is whole and durable; a file
-//! half received never becomes visible. Memory stays at one chunk per
-//! transfer, whatever the file's size.
+//! Attachment files on disk, named by their SHA-256, in a directory of our
+//! own (never sled's `blobs/`, which sled writes without syncing). A file is
+//! written to a temporary name, checked, `fsync`ed, then renamed into place
+//! (and the directory synced), so a blob that exists is whole, verified and
+//! durable; a file half received never becomes visible. Memory stays at one
+//! chunk per transfer, whatever the file's size, and a transfer holds one
+//! open file at a time (attachments arrive in order), counted against a
+//! limit for the whole node.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use tokio::{
@@ -21,6 +27,14 @@ pub(crate) const READ_CHUNK: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub(crate) struct Blobs {
     dir: PathBuf,
+    /// Temporary files being written, on the whole node.
+    open_files: Arc<tokio::sync::Semaphore>,
+}
+
+/// Whether `name` is a blob's (64 lowercase hex digits): sled's own files
+/// never are.
+fn is_blob_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Status {
@@ -29,15 +43,19 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Status {
 }
 
 impl Blobs {
-    /// Opens (creating) `dir`, removing transfers a crash interrupted.
-    pub(crate) fn open(dir: &Path) -> std::io::Result<Blobs> {
+    /// Opens (creating) `dir`, removing transfers a crash interrupted, with
+    /// at most `max_open` files being received at once. Blobs an earlier
+    /// version kept in `legacy` (sled's directory) are moved here first.
+    pub(crate) fn open(dir: &Path, legacy: &Path, max_open: usize) -> std::io::Result<Blobs> {
         let tmp = dir.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
+        migrate(legacy, dir)?;
         Ok(Blobs {
             dir: dir.to_path_buf(),
+            open_files: Arc::new(tokio::sync::Semaphore::new(max_open)),
         })
     }
 
@@ -53,6 +71,11 @@ impl Blobs {
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             return Ok(None);
         }
+        let permit = self.open_files.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "too many attachments are being received on this node; try again later",
+            )
+        })?;
         let mut random = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
             .map_err(|_| Status::internal("no randomness available"))?;
@@ -65,6 +88,7 @@ impl Blobs {
             tmp,
             target,
             dir: self.dir.clone(),
+            _permit: permit,
         }))
     }
 
@@ -114,6 +138,8 @@ pub(crate) struct BlobWriter {
     tmp: PathBuf,
     target: PathBuf,
     dir: PathBuf,
+    /// Released when the file is closed, whole or abandoned.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl BlobWriter {
@@ -164,9 +190,10 @@ impl Drop for BlobWriter {
 }
 
 impl Blobs {
-    /// Receives the attachments `envelope` declares from `next` (which
-    /// yields chunks until the stream ends), checking every chunk and file
-    /// and storing each file durably. Nothing is visible unless all arrive.
+    /// Receives the attachments `envelope` declares from `chunks` (until the
+    /// stream ends), checking every chunk and file and storing each file
+    /// durably once it is whole and verified. The document that refers to
+    /// them is stored by the caller only once all have arrived.
     pub(crate) async fn receive(
         &self,
         envelope: &truc_proto::v1::Envelope,
@@ -174,20 +201,39 @@ impl Blobs {
     ) -> Result<(), Status> {
         use tokio_stream::StreamExt;
         let mut check = truc_doc::chunks::AttachmentCheck::new(envelope)?;
-        let mut writers = Vec::with_capacity(envelope.attachments.len());
-        for a in &envelope.attachments {
-            writers.push(self.writer(&a.sha256).await?);
-        }
+        // The attachment being received: its index, its writer (none if the
+        // blob is already stored) and the bytes in so far.
+        let mut current: Option<(usize, Option<BlobWriter>, u64)> = None;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             check.check(&chunk)?;
-            if let Some(Some(w)) = writers.get_mut(chunk.attachment as usize) {
-                w.write(&chunk.data).await?;
+            let index = chunk.attachment as usize;
+            let attachment = envelope
+                .attachments
+                .get(index)
+                .ok_or_else(|| Status::invalid_argument("chunk of no attachment"))?;
+            if current.as_ref().is_none_or(|c| c.0 != index) {
+                current = Some((index, self.writer(&attachment.sha256).await?, 0));
+            }
+            if let Some((_, writer, received)) = current.as_mut() {
+                if let Some(w) = writer.as_mut() {
+                    w.write(&chunk.data).await?;
+                }
+                *received += chunk.data.len() as u64;
+                if *received == attachment.size {
+                    // Whole and verified (the check saw its last byte): close it now.
+                    if let Some((_, Some(w), _)) = current.take() {
+                        w.finish().await?;
+                    }
+                }
             }
         }
         check.finish()?;
-        for w in writers.into_iter().flatten() {
-            w.finish().await?;
+        // Empty attachments have no chunks.
+        for a in envelope.attachments.iter().filter(|a| a.size == 0) {
+            if let Some(w) = self.writer(&a.sha256).await? {
+                w.finish().await?;
+            }
         }
         Ok(())
     }
@@ -204,4 +250,74 @@ pub(crate) async fn check_only(
         check.check(&chunk?)?;
     }
     check.finish()
+}
+
+/// Moves blobs from `legacy` (sled's own `blobs/` directory, where earlier
+/// versions kept them) into `dir`, and removes the old temporary directory.
+fn migrate(legacy: &Path, dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(legacy) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut moved = 0usize;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == "tmp" && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else if is_blob_name(name) && entry.file_type()?.is_file() {
+            let target = dir.join(name);
+            if target.exists() {
+                std::fs::remove_file(entry.path())?;
+            } else {
+                std::fs::rename(entry.path(), target)?;
+                moved += 1;
+            }
+        }
+    }
+    if moved > 0 {
+        std::fs::File::open(dir)?.sync_all()?;
+        std::fs::File::open(legacy)?.sync_all()?;
+        tracing::info!(moved, dir = %dir.display(), "attachments moved out of the database's blob directory");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_in_the_old_directory_are_moved_and_sled_files_stay() {
+        let root = tempfile::tempdir().expect("dir");
+        let legacy = root.path().join("blobs");
+        std::fs::create_dir_all(legacy.join("tmp")).expect("mkdir");
+        let name = "ab".repeat(32);
+        std::fs::write(legacy.join(&name), b"attachment").expect("write");
+        std::fs::write(legacy.join("123456"), b"sled's").expect("write");
+        let dir = root.path().join("attachments");
+        let blobs = Blobs::open(&dir, &legacy, 4).expect("open");
+        assert_eq!(
+            std::fs::read(blobs.path(&[0xab; 32])).expect("moved"),
+            b"attachment"
+        );
+        assert!(!legacy.join(&name).exists());
+        assert!(!legacy.join("tmp").exists());
+        assert!(legacy.join("123456").exists(), "sled's files are not ours");
+    }
+
+    #[tokio::test]
+    async fn files_being_received_are_limited_per_node() {
+        let root = tempfile::tempdir().expect("dir");
+        let blobs = Blobs::open(&root.path().join("a"), &root.path().join("b"), 2).expect("open");
+        let one = blobs.writer(&[1; 32]).await.expect("one");
+        let two = blobs.writer(&[2; 32]).await.expect("two");
+        let e = blobs.writer(&[3; 32]).await.err().expect("over the limit");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        drop(one);
+        assert!(blobs.writer(&[3; 32]).await.expect("released").is_some());
+        drop(two);
+    }
 }

@@ -6,16 +6,23 @@
 //! outbox entry flushed; a relayed document is acknowledged once it is in the
 //! inbox on disk; a status once it is queued on disk. Deliveries and statuses
 //! are retried (exponential backoff with jitter) until the other side has
-//! them; both sides are idempotent, so a retry never makes a second entry.
+//! them, except when no retry can help; both sides are idempotent, so a
+//! retry never makes a second entry.
+//!
+//! Storage: every stored value stays small (sled writes large values to
+//! files it never syncs). A send is its envelope once (`doc/o/`), one small
+//! value per recipient for its delivery (`doc/r/`) and one per status event
+//! (`doc/h/`); attachments are files in a directory of our own.
 
 mod blobs;
+mod delivery;
 mod keys;
 mod worker;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -35,6 +42,8 @@ use truc_registry::{AgencyCode, NodeId};
 use truc_store::{Store, WriteBatch};
 
 use self::{blobs::Blobs, keys::storage};
+use crate::config::DocumentService;
+pub(crate) use delivery::Delivery;
 pub(crate) use worker::spawn_workers;
 
 /// An agency system calling the node, and the agencies it may act for.
@@ -59,11 +68,43 @@ impl Caller {
     }
 }
 
+/// The largest status event (encoded) a node stores: its description and
+/// staff fields are free text from another participant.
+const MAX_EVENT_BYTES: usize = 4096;
+
+/// `WatchInbox` subscribers, in total and per agency.
+#[derive(Default)]
+struct Watchers {
+    total: usize,
+    per_agency: HashMap<String, usize>,
+}
+
+/// A subscriber's slot, given back when it is dropped.
+struct WatchSlot {
+    watchers: Arc<Mutex<Watchers>>,
+    agency: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.watchers.lock() {
+            w.total = w.total.saturating_sub(1);
+            if let Some(n) = w.per_agency.get_mut(&self.agency) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    w.per_agency.remove(&self.agency);
+                }
+            }
+        }
+    }
+}
+
 /// The document side of a node.
 pub(crate) struct Documents {
     store: Store,
     blobs: Blobs,
     limits: truc_doc::Limits,
+    service: DocumentService,
     hub: Channel,
     /// Wakes the delivery worker.
     deliveries: Notify,
@@ -71,6 +112,7 @@ pub(crate) struct Documents {
     statuses: Notify,
     next_status: AtomicU64,
     events: broadcast::Sender<InboxEvent>,
+    watchers: Arc<Mutex<Watchers>>,
     /// Retry delays: the first, and the cap.
     pub(crate) backoff: (std::time::Duration, std::time::Duration),
     /// Held while an outbox, tracking or inbox entry is read, checked,
@@ -98,13 +140,36 @@ fn event(code: StatusCode, description: &str, by: &str) -> StatusEvent {
     }
 }
 
+/// The recipients of `envelope`, each once, in the envelope's order.
+fn recipients_of(envelope: &Envelope) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    envelope
+        .to
+        .iter()
+        .map(|o| o.organ_id.clone())
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
+}
+
+/// The key parts of a document: sender, id and recipients.
+fn check_parts(sender: &str, envelope: &Envelope) -> Result<(), Status> {
+    keys::check_part("sender", sender)?;
+    keys::check_part("document_id", &envelope.document_id)?;
+    for r in &envelope.to {
+        keys::check_part("to.organ_id", &r.organ_id)?;
+    }
+    Ok(())
+}
+
 impl Documents {
-    /// Documents kept in `store`, blobs under `blob_dir`, relayed through `hub`.
+    /// Documents kept in `store` and under `data_dir/attachments`, relayed
+    /// through `hub`. Moves what earlier versions stored differently.
     pub(crate) fn open(
         store: Store,
-        blob_dir: &std::path::Path,
+        data_dir: &std::path::Path,
         hub: Channel,
         limits: truc_doc::Limits,
+        service: DocumentService,
         backoff: (std::time::Duration, std::time::Duration),
     ) -> std::io::Result<Arc<Documents>> {
         let next_status = store
@@ -113,15 +178,23 @@ impl Documents {
             .flatten()
             .and_then(|(k, _)| k.last_chunk::<8>().map(|b| u64::from_be_bytes(*b) + 1))
             .unwrap_or(0);
+        let blobs = Blobs::open(
+            &data_dir.join("attachments"),
+            &data_dir.join("blobs"),
+            service.max_open_attachment_files,
+        )?;
+        split_tracking(&store).map_err(std::io::Error::other)?;
         Ok(Arc::new(Documents {
             store,
-            blobs: Blobs::open(blob_dir)?,
+            blobs,
             limits,
+            service,
             hub,
             deliveries: Notify::new(),
             statuses: Notify::new(),
             next_status: AtomicU64::new(next_status),
             events: broadcast::channel(1024).0,
+            watchers: Arc::default(),
             backoff,
             write_lock: tokio::sync::Mutex::new(()),
         }))
@@ -161,6 +234,7 @@ impl Documents {
             .unwrap_or("");
         let sender = caller.may_act_for(from)?;
         truc_doc::check(&envelope, &self.limits)?;
+        check_parts(sender.as_str(), &envelope)?;
         let kind = kind_of(&envelope);
         let key = keys::outbox(sender.as_str(), &envelope.document_id, kind);
         let digest = envelope_digest(&envelope);
@@ -213,24 +287,27 @@ impl Documents {
             return Ok(repeated(accepted));
         }
         let accepted = now_ms();
-        let recipients: Vec<String> = envelope.to.iter().map(|o| o.organ_id.clone()).collect();
+        let recipients = recipients_of(&envelope);
+        // The envelope once; each recipient's delivery under its own key.
         let tracking = Tracking {
             sender: sender.to_string(),
             document_id: envelope.document_id.clone(),
             accepted_unix_ms: accepted,
-            recipients: recipients
-                .iter()
-                .map(|r| RecipientTracking {
-                    recipient: r.clone(),
-                    delivery: "pending".into(),
-                    ..RecipientTracking::default()
-                })
-                .collect(),
+            recipients: Vec::new(),
             envelope: Some(envelope.clone()),
         };
         let mut batch = WriteBatch::default();
         batch.insert(&key, prost::Message::encode_to_vec(&tracking));
         for r in &recipients {
+            let mut record = RecipientTracking {
+                recipient: r.clone(),
+                ..RecipientTracking::default()
+            };
+            Delivery::Pending.set(&mut record);
+            batch.insert(
+                keys::recipient(sender.as_str(), &envelope.document_id, kind, r),
+                prost::Message::encode_to_vec(&record),
+            );
             batch.insert(
                 keys::queue(sender.as_str(), &envelope.document_id, kind, r),
                 0u64.to_be_bytes(),
@@ -267,6 +344,9 @@ impl Documents {
             .take()
             .ok_or_else(|| Status::invalid_argument("header.envelope is required"))?;
         truc_doc::check(&envelope, &self.limits)?;
+        keys::check_part("sender", &header.sender)?;
+        keys::check_part("recipient", &header.recipient)?;
+        keys::check_part("document_id", &envelope.document_id)?;
         let key = keys::inbox(&header.recipient, &header.sender, &envelope.document_id);
         let existing = keys::load::<InboxEntry>(&self.store, &key)?;
         let change = ChangeKind::of(
@@ -281,14 +361,17 @@ impl Documents {
         // Checked before the attachments stream in (early refusals), and
         // again under the lock before writing (a concurrent delivery of the
         // same document may have landed meanwhile).
-        if let Admission::Duplicate(arrived) = admit(&header, &envelope, change, existing)? {
+        let max_history = self.service.max_history;
+        if let Admission::Duplicate(arrived) =
+            admit(&header, &envelope, change, existing, max_history)?
+        {
             blobs::check_only(&envelope, &mut chunks).await?;
             return Ok(duplicate(arrived));
         }
         self.blobs.receive(&envelope, &mut chunks).await?;
         let _guard = self.write_lock.lock().await;
         let existing = keys::load::<InboxEntry>(&self.store, &key)?;
-        let mut entry = match admit(&header, &envelope, change, existing)? {
+        let mut entry = match admit(&header, &envelope, change, existing, max_history)? {
             Admission::Duplicate(arrived) => return Ok(duplicate(arrived)),
             Admission::Store(entry) => *entry,
         };
@@ -299,9 +382,10 @@ impl Documents {
                 "arrived"
             }
             Some(_) => {
+                let business_kind = envelope.business_kind;
                 entry.pending_change = Some(envelope);
                 // The sender learns of the 13 like of any status.
-                let update = self.status_update(&entry)?;
+                let update = self.status_update(&entry, business_kind)?;
                 batch.insert(keys::status(update.0), update.1);
                 "change"
             }
@@ -323,8 +407,8 @@ impl Documents {
     }
 
     /// The next status-queue slot and the encoded update for `entry`'s
-    /// latest status.
-    fn status_update(&self, entry: &InboxEntry) -> Result<(u64, Vec<u8>), Status> {
+    /// latest status; `change` is the business kind a 13 answers.
+    fn status_update(&self, entry: &InboxEntry, change: i32) -> Result<(u64, Vec<u8>), Status> {
         let seq = self.next_status.fetch_add(1, Ordering::SeqCst);
         let update = StatusUpdate {
             transaction_id: String::new(),
@@ -332,6 +416,7 @@ impl Documents {
             document_id: entry.document_id.clone(),
             recipient: entry.recipient.clone(),
             event: entry.history.last().cloned(),
+            change,
         };
         Ok((seq, prost::Message::encode_to_vec(&update)))
     }
@@ -345,6 +430,8 @@ impl Documents {
     ) -> Result<UpdateStatusResponse, Status> {
         let to =
             StatusCode::parse(&req.status).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        keys::check_part("sender", &req.sender)?;
+        keys::check_part("document_id", &req.document_id)?;
         let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
         let _guard = self.write_lock.lock().await;
         let mut entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
@@ -354,6 +441,9 @@ impl Documents {
             ))
         })?;
         let state = state_of(&entry)?;
+        if entry.history.len() >= self.service.max_history {
+            return Err(history_full(self.service.max_history));
+        }
         let next = state
             .set_by_recipient(to)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -369,8 +459,13 @@ impl Documents {
         entry.updated_unix_ms = now_ms();
         let mut ev = event(next.status, &req.description, recipient.as_str());
         ev.staff = req.staff;
+        if prost::Message::encoded_len(&ev) > MAX_EVENT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "description and staff: more than {MAX_EVENT_BYTES} bytes"
+            )));
+        }
         entry.history.push(ev);
-        let (seq, update) = self.status_update(&entry)?;
+        let (seq, update) = self.status_update(&entry, 0)?;
         let mut batch = WriteBatch::default();
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         batch.insert(keys::status(seq), update);
@@ -385,43 +480,147 @@ impl Documents {
     }
 
     /// Node.DeliverStatus: a recipient's status arriving at the sender's
-    /// node, recorded in the tracking once.
-    pub(crate) async fn deliver_status(&self, update: StatusUpdate) -> Result<StatusAck, Status> {
-        let _guard = self.write_lock.lock().await;
-        let key = keys::outbox(&update.sender, &update.document_id, 0);
-        let mut tracking = keys::load::<Tracking>(&self.store, &key)?.ok_or_else(|| {
-            Status::not_found(format!(
-                "no document {} sent by {} here",
-                update.document_id, update.sender
-            ))
-        })?;
+    /// node. It must come from a recipient of the document, make a transition
+    /// the state machine allows (FAILED_PRECONDITION otherwise, changing
+    /// nothing) and fit in the bounded history (RESOURCE_EXHAUSTED); the same
+    /// event again is acknowledged and recorded once.
+    pub(crate) async fn deliver_status(
+        &self,
+        mut update: StatusUpdate,
+    ) -> Result<StatusAck, Status> {
+        keys::check_part("sender", &update.sender)?;
+        keys::check_part("document_id", &update.document_id)?;
+        keys::check_part("recipient", &update.recipient)?;
         let ev = update
             .event
+            .take()
             .ok_or_else(|| Status::invalid_argument("event is required"))?;
-        StatusCode::parse(&ev.code).map_err(|v| Status::invalid_argument(v.to_string()))?;
-        let r = tracking
-            .recipients
-            .iter_mut()
-            .find(|r| r.recipient == update.recipient)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "{} is not a recipient of document {}",
-                    update.recipient, update.document_id
-                ))
-            })?;
-        let seen = r
-            .history
+        let code =
+            StatusCode::parse(&ev.code).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        if prost::Message::encoded_len(&ev) > MAX_EVENT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "event: more than {MAX_EVENT_BYTES} bytes"
+            )));
+        }
+        // A recipient sets its statuses; a 13 records the sender's own request.
+        let by_ok = ev.by == update.recipient
+            || (code == StatusCode::ChangeRequested && ev.by == update.sender);
+        if !by_ok {
+            return Err(Status::invalid_argument(format!(
+                "event.by: {} did not set a status of recipient {}",
+                ev.by, update.recipient
+            )));
+        }
+        let (sender, doc, recipient) = (&update.sender, &update.document_id, &update.recipient);
+        let _guard = self.write_lock.lock().await;
+        let tracking = keys::load::<Tracking>(&self.store, &keys::outbox(sender, doc, 0))?
+            .ok_or_else(|| Status::not_found(format!("no document {doc} sent by {sender} here")))?;
+        let is_recipient = tracking
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.to.iter().any(|o| &o.organ_id == recipient));
+        let r_key = keys::recipient(sender, doc, 0, recipient);
+        let record = keys::load::<RecipientTracking>(&self.store, &r_key)?;
+        let mut record = match record {
+            Some(r) if is_recipient => r,
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "{recipient} is not a recipient of document {doc}"
+                )));
+            }
+        };
+        let history: Vec<StatusEvent> =
+            keys::load_all(&self.store, &keys::history_of(sender, doc, recipient))?;
+        let seen = history
             .iter()
             .any(|h| h.code == ev.code && h.unix_ms == ev.unix_ms && h.by == ev.by);
-        if !seen {
-            r.status = ev.code.clone();
-            r.history.push(ev);
-            self.store
-                .insert(&key, prost::Message::encode_to_vec(&tracking))
-                .map_err(storage)?;
-            self.flush()?;
+        if seen {
+            return Ok(StatusAck { receipt: None });
         }
+        let mut batch = WriteBatch::default();
+        let mut events = history.len();
+        let max = self.service.max_history;
+        // A status proves the document arrived, even before the delivery's
+        // own answer is recorded.
+        let state = if record.status.is_empty() {
+            if code != StatusCode::Arrived {
+                if events + 2 > max {
+                    return Err(history_full(max));
+                }
+                let arrived = StatusEvent {
+                    code: StatusCode::Arrived.code().into(),
+                    description: "arrived".into(),
+                    unix_ms: ev.unix_ms,
+                    by: recipient.clone(),
+                    staff: None,
+                };
+                batch.insert(
+                    keys::history(sender, doc, recipient, position(events)?),
+                    prost::Message::encode_to_vec(&arrived),
+                );
+                events += 1;
+            }
+            None
+        } else {
+            Some(DocState {
+                status: StatusCode::parse(&record.status).map_err(storage)?,
+                change: ChangeKind::of(
+                    BusinessKind::try_from(record.change).unwrap_or(BusinessKind::New),
+                ),
+            })
+        };
+        if events >= max {
+            return Err(history_full(max));
+        }
+        let next = match (state, code) {
+            (None, StatusCode::Arrived) => DocState::arrived(),
+            (None, _) => self.transition(DocState::arrived(), code, &update)?,
+            (Some(state), _) => self.transition(state, code, &update)?,
+        };
+        record.status = next.status.code().into();
+        record.change = next.change.map_or(BusinessKind::New, business_kind).into();
+        batch.insert(
+            keys::history(sender, doc, recipient, position(events)?),
+            prost::Message::encode_to_vec(&ev),
+        );
+        batch.insert(&r_key, prost::Message::encode_to_vec(&record));
+        self.store.apply(batch).map_err(storage)?;
+        self.flush()?;
         Ok(StatusAck { receipt: None })
+    }
+
+    /// The state after `code` arrives at the sender for `update`'s recipient.
+    fn transition(
+        &self,
+        state: DocState,
+        code: StatusCode,
+        update: &StatusUpdate,
+    ) -> Result<DocState, Status> {
+        let refused = |e: truc_doc::TransitionError| Status::failed_precondition(e.to_string());
+        match code {
+            StatusCode::Arrived => Err(Status::failed_precondition(format!(
+                "status {} cannot go to 01: the document arrived already",
+                state.status.code()
+            ))),
+            StatusCode::ChangeRequested => {
+                // The change must be one this sender asked for.
+                let kind = BusinessKind::try_from(update.change).unwrap_or(BusinessKind::New);
+                let change = ChangeKind::of(kind).ok_or_else(|| {
+                    Status::invalid_argument("change: a 13 names the recall, update or replace")
+                })?;
+                let sent = keys::outbox(&update.sender, &update.document_id, kind as i32);
+                if self.store.get(&sent).map_err(storage)?.is_none() {
+                    return Err(Status::failed_precondition(format!(
+                        "{} sent no {} of document {}",
+                        update.sender,
+                        change.name(),
+                        update.document_id
+                    )));
+                }
+                state.request_change(change).map_err(refused)
+            }
+            _ => state.set_by_recipient(code).map_err(refused),
+        }
     }
 
     /// ListInbox.
@@ -444,7 +643,14 @@ impl Documents {
             if !after.is_empty() && k <= after {
                 continue;
             }
-            let entry: InboxEntry = prost::Message::decode(v.as_slice()).map_err(storage)?;
+            let entry: InboxEntry = match prost::Message::decode(v.as_slice()) {
+                Ok(e) => e,
+                Err(e) => {
+                    // One bad entry must not hide the others.
+                    tracing::error!(key = %hex::encode(&k), error = %e, "undecodable inbox entry skipped");
+                    continue;
+                }
+            };
             let matches = (req.status.is_empty() || entry.status == req.status)
                 && (req.sender.is_empty() || entry.sender == req.sender)
                 && entry.updated_unix_ms >= req.since_unix_ms;
@@ -464,21 +670,42 @@ impl Documents {
     }
 
     /// WatchInbox: arrivals and status changes of one recipient's inbox.
+    /// Subscribers are limited per agency and on the node
+    /// (RESOURCE_EXHAUSTED); one that does not read is dropped with
+    /// RESOURCE_EXHAUSTED, and its slot is free as soon as it is dropped or
+    /// disconnects.
     pub(crate) fn watch_inbox(
         &self,
         recipient: AgencyCode,
-    ) -> ReceiverStream<Result<InboxEvent, Status>> {
+    ) -> Result<ReceiverStream<Result<InboxEvent, Status>>, Status> {
+        let slot = self.watch_slot(recipient.as_str())?;
         let mut events = self.events.subscribe();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
-                match events.recv().await {
+                let ev = tokio::select! {
+                    ev = events.recv() => ev,
+                    () = tx.closed() => return,
+                };
+                match ev {
                     Ok(ev) => {
                         let mine = ev
                             .entry
                             .as_ref()
                             .is_some_and(|e| e.recipient == recipient.as_str());
-                        if mine && tx.send(Ok(ev)).await.is_err() {
+                        if !mine {
+                            continue;
+                        }
+                        // The last slot is kept for the reason it ends.
+                        if tx.capacity() <= 1 {
+                            let _ = tx.try_send(Err(Status::resource_exhausted(format!(
+                                "this watcher read none of the last {} events; list the inbox and watch again",
+                                WATCH_BUFFER - 1
+                            ))));
+                            return;
+                        }
+                        if tx.try_send(Ok(ev)).is_err() {
                             return;
                         }
                     }
@@ -486,14 +713,39 @@ impl Documents {
                         let lost = Status::data_loss(format!(
                             "{n} events were missed; list the inbox and watch again"
                         ));
-                        let _ = tx.send(Err(lost)).await;
+                        let _ = tx.try_send(Err(lost));
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
-        ReceiverStream::new(rx)
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// A watcher's slot for `agency`, if both limits allow one more.
+    fn watch_slot(&self, agency: &str) -> Result<WatchSlot, Status> {
+        let mut w = self
+            .watchers
+            .lock()
+            .map_err(|_| Status::internal("watchers poisoned"))?;
+        let mine = w.per_agency.get(agency).copied().unwrap_or(0);
+        if mine >= self.service.max_watchers_per_agency {
+            return Err(Status::resource_exhausted(format!(
+                "{agency} already has {mine} inbox watchers, the most allowed"
+            )));
+        }
+        if w.total >= self.service.max_watchers {
+            return Err(Status::resource_exhausted(
+                "this node has as many inbox watchers as it allows",
+            ));
+        }
+        w.total += 1;
+        *w.per_agency.entry(agency.to_string()).or_default() += 1;
+        Ok(WatchSlot {
+            watchers: self.watchers.clone(),
+            agency: agency.to_string(),
+        })
     }
 
     /// FetchDocument: the entry, then every attachment's chunks.
@@ -541,15 +793,98 @@ impl Documents {
         Ok(ReceiverStream::new(rx))
     }
 
-    /// GetTracking.
+    /// GetTracking: the envelope, and each recipient's delivery and history.
     pub(crate) fn tracking(
         &self,
         sender: &AgencyCode,
         document_id: &str,
     ) -> Result<Tracking, Status> {
-        keys::load::<Tracking>(&self.store, &keys::outbox(sender.as_str(), document_id, 0))?
-            .ok_or_else(|| Status::not_found(format!("{sender} sent no document {document_id}")))
+        keys::check_part("document_id", document_id)?;
+        let sender_s = sender.as_str();
+        let mut tracking =
+            keys::load::<Tracking>(&self.store, &keys::outbox(sender_s, document_id, 0))?
+                .ok_or_else(|| {
+                    Status::not_found(format!("{sender} sent no document {document_id}"))
+                })?;
+        let recipients = tracking
+            .envelope
+            .as_ref()
+            .map(recipients_of)
+            .unwrap_or_default();
+        for r in recipients {
+            let key = keys::recipient(sender_s, document_id, 0, &r);
+            let Some(mut record) = keys::load::<RecipientTracking>(&self.store, &key)? else {
+                continue;
+            };
+            record.history =
+                keys::load_all(&self.store, &keys::history_of(sender_s, document_id, &r))?;
+            tracking.recipients.push(record);
+        }
+        Ok(tracking)
     }
+}
+
+/// Where the next history event goes.
+fn position(events: usize) -> Result<u32, Status> {
+    u32::try_from(events).map_err(storage)
+}
+
+fn history_full(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the status history already holds {max} entries, the most allowed"
+    ))
+}
+
+fn business_kind(change: ChangeKind) -> BusinessKind {
+    match change {
+        ChangeKind::Recall => BusinessKind::Recall,
+        ChangeKind::Update => BusinessKind::Update,
+        ChangeKind::Replace => BusinessKind::Replace,
+    }
+}
+
+/// Events a watcher may leave unread before it is dropped (plus one slot
+/// for the reason).
+const WATCH_BUFFER: usize = 65;
+
+/// Moves tracking stored by earlier versions (every recipient inside the
+/// outbox value) to one key per recipient and per status event.
+fn split_tracking(store: &Store) -> Result<(), truc_store::StoreError> {
+    let mut moved = 0usize;
+    for item in store.scan_prefix(keys::OUTBOX) {
+        let (k, v) = item?;
+        let Ok(mut tracking) = <Tracking as prost::Message>::decode(v.as_slice()) else {
+            tracing::error!(key = %hex::encode(&k), "undecodable outbox entry left as is");
+            continue;
+        };
+        if tracking.recipients.is_empty() {
+            continue;
+        }
+        let kind = k.last().map_or(0, |b| i32::from(b.saturating_sub(b'0')));
+        let (sender, doc) = (tracking.sender.clone(), tracking.document_id.clone());
+        let mut batch = WriteBatch::default();
+        for mut r in std::mem::take(&mut tracking.recipients) {
+            for (i, ev) in std::mem::take(&mut r.history).iter().enumerate() {
+                let seq = u32::try_from(i).unwrap_or(u32::MAX);
+                batch.insert(
+                    keys::history(&sender, &doc, &r.recipient, seq),
+                    prost::Message::encode_to_vec(ev),
+                );
+            }
+            batch.insert(
+                keys::recipient(&sender, &doc, kind, &r.recipient),
+                prost::Message::encode_to_vec(&r),
+            );
+        }
+        batch.insert(&k, prost::Message::encode_to_vec(&tracking));
+        store.apply(batch)?;
+        moved += 1;
+    }
+    if moved > 0 {
+        store.flush()?;
+        tracing::info!(moved, "document tracking split into per-recipient entries");
+    }
+    Ok(())
 }
 
 fn entries_last_key(entries: &[InboxEntry]) -> Vec<u8> {
@@ -582,6 +917,7 @@ fn admit(
     envelope: &Envelope,
     change: Option<ChangeKind>,
     existing: Option<InboxEntry>,
+    max_history: usize,
 ) -> Result<Admission, Status> {
     let digest = envelope_digest(envelope);
     let same = |e: Option<&Envelope>| e.is_some_and(|x| envelope_digest(x) == digest);
@@ -612,6 +948,9 @@ fn admit(
             "document {} has not arrived here yet",
             envelope.document_id
         ))),
+        (Some(_), Some(entry)) if entry.history.len() >= max_history => {
+            Err(history_full(max_history))
+        }
         (Some(kind), Some(mut entry)) => {
             let next = state_of(&entry)?
                 .request_change(kind)
@@ -644,4 +983,331 @@ fn state_of(entry: &InboxEntry) -> Result<DocState, Status> {
             ChangeKind::of(BusinessKind::try_from(e.business_kind).unwrap_or(BusinessKind::New))
         });
     Ok(DocState { status, change })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt;
+    use tonic::Code;
+    use truc_proto::v1::Organ;
+
+    use super::*;
+
+    const S: &str = "000.00.00.H37";
+    const R: &str = "000.00.00.G22";
+    const DOC: &str = "000.00.00.H37,2026/11/28,1/UBND-VP";
+
+    async fn docs_with(service: DocumentService) -> (tempfile::TempDir, Arc<Documents>) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let docs = Documents::open(
+            store,
+            dir.path(),
+            hub,
+            truc_doc::Limits::default(),
+            service,
+            (Duration::from_millis(10), Duration::from_millis(100)),
+        )
+        .expect("open");
+        (dir, docs)
+    }
+
+    /// The outbox as a send of `kind` to R leaves it.
+    fn sent(docs: &Documents, kind: i32) {
+        let envelope = Envelope {
+            to: vec![Organ {
+                organ_id: R.into(),
+                ..Organ::default()
+            }],
+            document_id: DOC.into(),
+            business_kind: kind,
+            ..Envelope::default()
+        };
+        let tracking = Tracking {
+            sender: S.into(),
+            document_id: DOC.into(),
+            envelope: Some(envelope),
+            ..Tracking::default()
+        };
+        let mut record = RecipientTracking {
+            recipient: R.into(),
+            ..RecipientTracking::default()
+        };
+        Delivery::Pending.set(&mut record);
+        let mut b = WriteBatch::default();
+        b.insert(
+            keys::outbox(S, DOC, kind),
+            prost::Message::encode_to_vec(&tracking),
+        );
+        b.insert(
+            keys::recipient(S, DOC, kind, R),
+            prost::Message::encode_to_vec(&record),
+        );
+        docs.store.apply(b).expect("apply");
+    }
+
+    fn status(code: &str, unix_ms: u64) -> StatusUpdate {
+        StatusUpdate {
+            transaction_id: "ab".repeat(16),
+            sender: S.into(),
+            document_id: DOC.into(),
+            recipient: R.into(),
+            event: Some(StatusEvent {
+                code: code.into(),
+                description: String::new(),
+                unix_ms,
+                by: R.into(),
+                staff: None,
+            }),
+            change: 0,
+        }
+    }
+
+    fn codes(docs: &Documents) -> (String, Vec<String>) {
+        let sender = AgencyCode::parse(S).expect("code");
+        let t = docs.tracking(&sender, DOC).expect("tracking");
+        let r = &t.recipients[0];
+        (
+            r.status.clone(),
+            r.history.iter().map(|h| h.code.clone()).collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn statuses_at_the_sender_follow_the_state_machine_once_each() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        sent(&docs, 0);
+        // 01 → 05 is not a transition.
+        let e = docs
+            .deliver_status(status("05", 1))
+            .await
+            .expect_err("01 → 05");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // A status before the delivery's answer implies the arrival.
+        docs.deliver_status(status("03", 2)).await.expect("03");
+        docs.deliver_status(status("03", 2))
+            .await
+            .expect("the same event again is acknowledged");
+        assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
+        let e = docs
+            .deliver_status(status("02", 3))
+            .await
+            .expect_err("03 → 02");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        let e = docs
+            .deliver_status(status("99", 3))
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A 13 needs the change the sender really sent.
+        let mut recall = status("13", 4);
+        if let Some(ev) = recall.event.as_mut() {
+            ev.by = S.into();
+        }
+        recall.change = BusinessKind::Recall as i32;
+        let e = docs
+            .deliver_status(recall.clone())
+            .await
+            .expect_err("no recall sent");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        sent(&docs, BusinessKind::Recall as i32);
+        docs.deliver_status(recall).await.expect("13");
+        docs.deliver_status(status("15", 5)).await.expect("15");
+        let e = docs
+            .deliver_status(status("04", 6))
+            .await
+            .expect_err("withdrawn");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert_eq!(
+            codes(&docs),
+            (
+                "15".into(),
+                vec!["01".into(), "03".into(), "13".into(), "15".into()]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn statuses_come_only_from_a_recipient_of_the_document() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        sent(&docs, 0);
+        let mut other = status("03", 1);
+        other.recipient = "000.01.37.H37".into();
+        if let Some(ev) = other.event.as_mut() {
+            ev.by = other.recipient.clone();
+        }
+        let e = docs
+            .deliver_status(other)
+            .await
+            .expect_err("not a recipient");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let mut forged = status("03", 1);
+        if let Some(ev) = forged.event.as_mut() {
+            ev.by = "000.00.00.H41".into();
+        }
+        let e = docs
+            .deliver_status(forged)
+            .await
+            .expect_err("set by another");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let mut unknown = status("03", 1);
+        unknown.document_id = "000.00.00.H37,2026/11/28,2/UBND-VP".into();
+        let e = docs
+            .deliver_status(unknown)
+            .await
+            .expect_err("no such document");
+        assert_eq!(e.code(), Code::NotFound);
+        let mut nul = status("03", 1);
+        nul.document_id = "a\0b".into();
+        let e = docs.deliver_status(nul).await.expect_err("NUL");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(codes(&docs), (String::new(), vec![]));
+    }
+
+    #[tokio::test]
+    async fn the_history_at_the_sender_is_bounded() {
+        let (_dir, docs) = docs_with(DocumentService {
+            max_history: 3,
+            ..DocumentService::default()
+        })
+        .await;
+        sent(&docs, 0);
+        docs.deliver_status(status("03", 1)).await.expect("01, 03");
+        docs.deliver_status(status("04", 2)).await.expect("04");
+        let e = docs
+            .deliver_status(status("05", 3))
+            .await
+            .expect_err("full");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_eq!(codes(&docs).1.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn watchers_are_limited_and_a_dropped_one_frees_its_slot() {
+        let (_dir, docs) = docs_with(DocumentService {
+            max_watchers_per_agency: 2,
+            max_watchers: 3,
+            ..DocumentService::default()
+        })
+        .await;
+        let code = |s: &str| AgencyCode::parse(s).expect("code");
+        let a = docs.watch_inbox(code(R)).expect("1");
+        let _b = docs.watch_inbox(code(R)).expect("2");
+        let e = docs.watch_inbox(code(R)).expect_err("per agency");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        let _c = docs.watch_inbox(code(S)).expect("another agency");
+        let e = docs
+            .watch_inbox(code("000.01.37.H37"))
+            .expect_err("in total");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match docs.watch_inbox(code(R)) {
+                Ok(_) => break,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("the slot was never freed: {e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_is_dropped_with_a_reason() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        let mut watch = docs
+            .watch_inbox(AgencyCode::parse(R).expect("code"))
+            .expect("watch");
+        let n = WATCH_BUFFER + 10;
+        for i in 0..n {
+            let entry = InboxEntry {
+                recipient: R.into(),
+                document_id: format!("{i}"),
+                ..InboxEntry::default()
+            };
+            docs.events
+                .send(InboxEvent {
+                    kind: "arrived".into(),
+                    entry: Some(entry),
+                })
+                .expect("subscribed");
+        }
+        let mut delivered = 0;
+        let ended = loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .expect("the stream goes on or ends");
+            match next {
+                Some(Ok(_)) => delivered += 1,
+                Some(Err(status)) => break status,
+                None => panic!("ended without a reason after {delivered} events"),
+            }
+        };
+        assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+        assert!(delivered < n, "{delivered}");
+    }
+
+    #[tokio::test]
+    async fn tracking_stored_in_one_value_is_split_at_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(&dir.path().join("db")).expect("store");
+            let old = Tracking {
+                sender: S.into(),
+                document_id: DOC.into(),
+                envelope: Some(Envelope {
+                    to: vec![Organ {
+                        organ_id: R.into(),
+                        ..Organ::default()
+                    }],
+                    document_id: DOC.into(),
+                    ..Envelope::default()
+                }),
+                accepted_unix_ms: 7,
+                recipients: vec![RecipientTracking {
+                    recipient: R.into(),
+                    delivery: "delivered".into(),
+                    attempts: 2,
+                    status: "03".into(),
+                    history: vec![
+                        event(StatusCode::Arrived, "", R),
+                        event(StatusCode::Accepted, "", R),
+                    ],
+                    ..RecipientTracking::default()
+                }],
+            };
+            store
+                .insert(keys::outbox(S, DOC, 0), prost::Message::encode_to_vec(&old))
+                .expect("insert");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let docs = Documents::open(
+            store,
+            dir.path(),
+            hub,
+            truc_doc::Limits::default(),
+            DocumentService::default(),
+            (Duration::from_millis(10), Duration::from_millis(100)),
+        )
+        .expect("open");
+        let stored: Tracking = keys::load(&docs.store, &keys::outbox(S, DOC, 0))
+            .expect("load")
+            .expect("kept");
+        assert!(
+            stored.recipients.is_empty(),
+            "the outbox value holds no recipients"
+        );
+        assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
+        let t = docs
+            .tracking(&AgencyCode::parse(S).expect("code"), DOC)
+            .expect("tracking");
+        assert_eq!(t.recipients[0].attempts, 2);
+        assert_eq!(t.recipients[0].delivery, "delivered");
+    }
 }

@@ -1,21 +1,36 @@
 //! The delivery and status workers: they take what is queued on disk, relay
 //! it through the hub, and on success record the outcome; on failure they
 //! record the error and try again later (exponential backoff with jitter),
-//! forever, except for errors that no retry can fix.
+//! except for errors that no retry can fix.
+//!
+//! No destination delays another: every delivery (one document to one
+//! recipient) is a task of its own, at most
+//! `max_in_flight_per_destination` per recipient and `max_in_flight` in all,
+//! and every call has a deadline. Statuses keep their order per document and
+//! recipient (the state machine needs it) and are otherwise independent: a
+//! document whose sender's node does not answer holds back only its own
+//! later statuses. A failure that cannot even be recorded (a store error, an
+//! unreadable entry) is held back in memory with the same backoff, so no
+//! failure path spins.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
+use tonic::{Code, Status};
 use truc_ops::Shutdown;
 use truc_proto::v1::{
-    RelayHeader, RelayRequest, StatusEvent, StatusUpdate, Tracking, hub_client::HubClient,
-    relay_request,
+    RecipientTracking, RelayHeader, RelayRequest, RelayResponse, StatusEvent, StatusUpdate,
+    Tracking, hub_client::HubClient, relay_request,
 };
 use truc_store::WriteBatch;
 
-use super::{Documents, keys, now_ms};
+use super::{Delivery, Documents, keys, now_ms};
+use crate::config::DocumentService;
 
 /// Starts the delivery and status workers, which stop with `shutdown`.
 pub(crate) fn spawn_workers(docs: Arc<Documents>, shutdown: Shutdown) {
@@ -23,12 +38,33 @@ pub(crate) fn spawn_workers(docs: Arc<Documents>, shutdown: Shutdown) {
     tokio::spawn(statuses(docs, shutdown));
 }
 
-/// Errors a retry cannot fix: the delivery is marked failed.
-fn permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::PermissionDenied | Code::InvalidArgument | Code::NotFound | Code::AlreadyExists
-    )
+/// What a refusal means for the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// No retry can fix it: the delivery ends as failed.
+    Never,
+    /// Transient: try again after a backoff.
+    Later,
+}
+
+/// The one rule for which refusals are final: what the caller sent is wrong
+/// (invalid argument, out of range), the state does not allow it (failed
+/// precondition, already exists), nobody may or can take it (permission
+/// denied, not found), or it is over a size limit (tonic's message limits
+/// say "too large"; other RESOURCE_EXHAUSTED, such as a busy peer, pass).
+/// Everything else (unavailable, deadline exceeded, internal, ...) is
+/// retried.
+pub(crate) fn classify(status: &Status) -> Retry {
+    match status.code() {
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::PermissionDenied
+        | Code::NotFound
+        | Code::AlreadyExists => Retry::Never,
+        Code::ResourceExhausted if status.message().contains("too large") => Retry::Never,
+        _ => Retry::Later,
+    }
 }
 
 /// The delay before attempt `attempts + 1`: doubling from the first delay up
@@ -41,45 +77,220 @@ fn backoff(attempts: u32, (first, cap): (Duration, Duration)) -> Duration {
     delay.mul_f64(0.5 + f64::from(r[0]) / 510.0)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The deadline of relaying a document whose attachments hold `bytes`: the
+/// base deadline, plus the time the slowest acceptable transfer takes.
+pub(crate) fn relay_deadline(service: &DocumentService, bytes: u64) -> Duration {
+    let transfer = bytes.saturating_mul(1000) / service.relay_min_bytes_per_sec.max(1);
+    Duration::from_millis(service.relay_deadline_ms.saturating_add(transfer))
+}
+
+/// How an attempt ended, for the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Recorded on disk (done, or the next attempt's time is stored).
+    Recorded,
+    /// Nothing could be recorded: hold it back in memory, with backoff.
+    Hold,
+}
+
+/// Work in flight per destination, and work held back in memory.
+struct Lanes {
+    busy: HashSet<Vec<u8>>,
+    per_destination: HashMap<String, usize>,
+    /// Lane → (not before, in ms; attempts so far).
+    held: HashMap<Vec<u8>, (u64, u32)>,
+    max_total: usize,
+    max_per_destination: usize,
+    backoff: (Duration, Duration),
+}
+
+impl Lanes {
+    fn new(service: &DocumentService, backoff: (Duration, Duration)) -> Lanes {
+        Lanes {
+            busy: HashSet::new(),
+            per_destination: HashMap::new(),
+            held: HashMap::new(),
+            max_total: service.max_in_flight.max(1),
+            max_per_destination: service.max_in_flight_per_destination.max(1),
+            backoff,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.busy.len() >= self.max_total
+    }
+
+    /// When `lane` may go again, if it is held back beyond `now`.
+    fn held_until(&self, lane: &[u8], now: u64) -> Option<u64> {
+        self.held
+            .get(lane)
+            .map(|(until, _)| *until)
+            .filter(|until| *until > now)
+    }
+
+    /// Whether `lane` may start now towards `destination`.
+    fn may_start(&self, lane: &[u8], destination: &str) -> bool {
+        !self.busy.contains(lane)
+            && self.per_destination.get(destination).copied().unwrap_or(0)
+                < self.max_per_destination
+    }
+
+    fn start(&mut self, lane: Vec<u8>, destination: &str) {
+        self.busy.insert(lane);
+        *self
+            .per_destination
+            .entry(destination.to_string())
+            .or_default() += 1;
+    }
+
+    fn finish(&mut self, (lane, destination, outcome): Done) {
+        self.busy.remove(&lane);
+        if let Some(n) = self.per_destination.get_mut(&destination) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_destination.remove(&destination);
+            }
+        }
+        match outcome {
+            Outcome::Recorded => {
+                self.held.remove(&lane);
+            }
+            Outcome::Hold => self.hold(lane),
+        }
+    }
+
+    /// Holds `lane` back for one more backoff step.
+    fn hold(&mut self, lane: Vec<u8>) {
+        let attempts = self.held.get(&lane).map_or(0, |h| h.1).saturating_add(1);
+        let until = now_ms().saturating_add(millis(backoff(attempts, self.backoff)));
+        self.held.insert(lane, (until, attempts));
+    }
+}
+
+/// A finished attempt: its lane, its destination, how it ended.
+type Done = (Vec<u8>, String, Outcome);
+
+/// Removes `key` (an entry that can never be processed); held back if even
+/// that fails.
+fn drop_entry(docs: &Documents, key: &[u8]) -> Outcome {
+    let mut b = WriteBatch::default();
+    b.remove(key);
+    match docs.store.apply(b).and_then(|()| docs.store.flush()) {
+        Ok(()) => Outcome::Recorded,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot remove a queue entry");
+            Outcome::Hold
+        }
+    }
+}
+
+/// Waits for the next reason to look at the queue again.
+async fn wait(
+    done: &mut mpsc::UnboundedReceiver<Done>,
+    lanes: &mut Lanes,
+    wake: &tokio::sync::Notify,
+    next_wake: u64,
+    shutdown: &Shutdown,
+) -> bool {
+    let wait = Duration::from_millis(next_wake.saturating_sub(now_ms()).clamp(10, 1000));
+    tokio::select! {
+        finished = done.recv() => {
+            if let Some(d) = finished {
+                lanes.finish(d);
+            }
+            while let Ok(d) = done.try_recv() {
+                lanes.finish(d);
+            }
+        }
+        () = wake.notified() => {}
+        () = tokio::time::sleep(wait) => {}
+        () = shutdown.wait() => return false,
+    }
+    true
+}
+
+/// Runs `work` unless `shutdown` comes first, then reports it done.
+fn spawn_attempt(
+    work: impl Future<Output = Outcome> + Send + 'static,
+    lane: Vec<u8>,
+    destination: String,
+    done: mpsc::UnboundedSender<Done>,
+    shutdown: Shutdown,
+) {
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            o = work => o,
+            () = shutdown.wait() => return,
+        };
+        let _ = done.send((lane, destination, outcome));
+    });
+}
+
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = HubClient::new(docs.hub.clone())
         .max_encoding_message_size(4 * 1024 * 1024)
         .max_decoding_message_size(4 * 1024 * 1024);
+    let mut lanes = Lanes::new(&docs.service, docs.backoff);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     loop {
         let now = now_ms();
-        let mut due = Vec::new();
-        let mut next_due = now + 1000;
+        let mut next_wake = now + 1000;
         for item in docs.store.scan_prefix(keys::QUEUE) {
-            let Ok((k, v)) = item else { break };
-            let at = <[u8; 8]>::try_from(v.as_slice()).map_or(0, u64::from_be_bytes);
-            if at <= now {
-                if let Some(parsed) = keys::parse_queue(&k) {
-                    due.push(parsed);
-                }
-            } else {
-                next_due = next_due.min(at);
-            }
-            if due.len() == 16 {
+            if lanes.full() {
                 break;
             }
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (sender, doc, kind, recipient) in due {
-            let (docs, hub) = (docs.clone(), hub.clone());
-            tasks.spawn(
-                async move { deliver_one(&docs, hub, &sender, &doc, kind, &recipient).await },
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the delivery queue");
+                    break;
+                }
+            };
+            if let Some(until) = lanes.held_until(&k, now) {
+                next_wake = next_wake.min(until);
+                continue;
+            }
+            // An unreadable time is treated as due: the attempt rewrites it.
+            let at = <[u8; 8]>::try_from(v.as_slice()).map_or(0, u64::from_be_bytes);
+            if at > now {
+                next_wake = next_wake.min(at);
+                continue;
+            }
+            let Some((sender, doc, kind, recipient)) = keys::parse_queue(&k) else {
+                tracing::error!(key = %hex::encode(&k), "unreadable delivery queue key dropped");
+                if drop_entry(&docs, &k) == Outcome::Hold {
+                    lanes.hold(k);
+                }
+                continue;
+            };
+            if !lanes.may_start(&k, &recipient) {
+                continue;
+            }
+            lanes.start(k.clone(), &recipient);
+            let (d, hub) = (docs.clone(), hub.clone());
+            let to = recipient.clone();
+            spawn_attempt(
+                async move { deliver_one(&d, hub, &sender, &doc, kind, &to).await },
+                k,
+                recipient,
+                done_tx.clone(),
+                shutdown.clone(),
             );
         }
-        let busy = !tasks.is_empty();
-        while tasks.join_next().await.is_some() {}
-        if busy {
-            continue;
-        }
-        let wait = Duration::from_millis(next_due.saturating_sub(now_ms()).clamp(10, 1000));
-        tokio::select! {
-            () = docs.deliveries.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.wait() => return,
+        if !wait(
+            &mut done_rx,
+            &mut lanes,
+            &docs.deliveries,
+            next_wake,
+            &shutdown,
+        )
+        .await
+        {
+            return;
         }
     }
 }
@@ -92,21 +303,21 @@ async fn deliver_one(
     doc: &str,
     kind: i32,
     recipient: &str,
-) {
-    let out_key = keys::outbox(sender, doc, kind);
+) -> Outcome {
     let q_key = keys::queue(sender, doc, kind, recipient);
-    let Ok(Some(tracking)) = keys::load::<Tracking>(&docs.store, &out_key) else {
+    let envelope = match keys::load::<Tracking>(&docs.store, &keys::outbox(sender, doc, kind)) {
+        Ok(t) => t.and_then(|t| t.envelope),
+        Err(_) => return Outcome::Hold,
+    };
+    let Some(envelope) = envelope else {
         tracing::error!(%sender, %doc, "queued delivery without its outbox entry; dropped");
-        let _ = docs.store.apply({
-            let mut b = WriteBatch::default();
-            b.remove(&q_key);
-            b
-        });
-        return;
+        return drop_entry(docs, &q_key);
     };
-    let Some(envelope) = tracking.envelope.clone() else {
-        return;
-    };
+    let bytes = envelope
+        .attachments
+        .iter()
+        .fold(0u64, |sum, a| sum.saturating_add(a.size));
+    let deadline = relay_deadline(&docs.service, bytes);
     let (tx, rx) = mpsc::channel(4);
     let transaction_id = crate::new_transaction_id().unwrap_or_default();
     let header = RelayRequest {
@@ -135,138 +346,318 @@ async fn deliver_one(
             }
         }
     };
-    let (result, ()) = tokio::join!(hub.relay(ReceiverStream::new(rx)), feeder);
-    // Record the outcome on a fresh copy, under the lock.
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.set_timeout(deadline);
+    let call = async { tokio::join!(hub.relay(request), feeder).0 };
+    let result = match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the hub did not answer within {} ms",
+            deadline.as_millis()
+        ))),
+    };
+    record(docs, sender, doc, kind, recipient, result).await
+}
+
+/// The longest error text kept in tracking.
+const MAX_ERROR: usize = 1024;
+
+fn error_text(status: &Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if text.len() > MAX_ERROR {
+        let mut end = MAX_ERROR;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Records a delivery attempt's outcome, under the lock.
+async fn record(
+    docs: &Documents,
+    sender: &str,
+    doc: &str,
+    kind: i32,
+    recipient: &str,
+    result: Result<RelayResponse, Status>,
+) -> Outcome {
+    let q_key = keys::queue(sender, doc, kind, recipient);
+    let r_key = keys::recipient(sender, doc, kind, recipient);
     let _guard = docs.write_lock.lock().await;
-    let Ok(Some(mut tracking)) = keys::load::<Tracking>(&docs.store, &out_key) else {
-        return;
+    let mut r = match keys::load::<RecipientTracking>(&docs.store, &r_key) {
+        Ok(Some(r)) => r,
+        Ok(None) => RecipientTracking {
+            recipient: recipient.to_string(),
+            ..RecipientTracking::default()
+        },
+        Err(_) => return Outcome::Hold,
     };
+    if Delivery::of(&r) == Delivery::Delivered && result.is_err() {
+        // A late failure never undoes a delivery.
+        return drop_entry(docs, &q_key);
+    }
+    r.attempts = r.attempts.saturating_add(1);
     let mut batch = WriteBatch::default();
-    let main_key = keys::outbox(sender, doc, 0);
-    let Some(r) = tracking
-        .recipients
-        .iter_mut()
-        .find(|r| r.recipient == recipient)
-    else {
-        return;
-    };
-    r.attempts += 1;
     match result {
         Ok(response) => {
-            let response = response.into_inner();
-            r.delivery = "delivered".into();
+            Delivery::Delivered.set(&mut r);
             r.last_error.clear();
             r.next_attempt_unix_ms = 0;
             r.receipt = response.receipt;
             batch.remove(&q_key);
-            if kind == 0 {
-                // The recipient node's acknowledgement is status 01.
-                let arrived = StatusEvent {
-                    code: "01".into(),
-                    description: "arrived".into(),
-                    unix_ms: response.arrived_unix_ms,
-                    by: recipient.to_string(),
-                    staff: None,
-                };
-                if !r.history.iter().any(|h| h.code == "01") {
+            // The recipient node's acknowledgement is status 01, unless a
+            // later status came first (it implied 01).
+            if kind == 0 && r.status.is_empty() {
+                let history = keys::history_of(sender, doc, recipient);
+                let events = docs.store.scan_prefix(&history).count();
+                if events < docs.service.max_history {
+                    let arrived = StatusEvent {
+                        code: "01".into(),
+                        description: "arrived".into(),
+                        unix_ms: response.arrived_unix_ms,
+                        by: recipient.to_string(),
+                        staff: None,
+                    };
                     r.status = "01".into();
-                    r.history.push(arrived);
+                    batch.insert(
+                        keys::history(
+                            sender,
+                            doc,
+                            recipient,
+                            u32::try_from(events).unwrap_or(u32::MAX),
+                        ),
+                        prost::Message::encode_to_vec(&arrived),
+                    );
                 }
             }
             tracing::info!(%sender, %doc, %recipient, "document delivered");
         }
         Err(status) => {
-            r.last_error = format!("{:?}: {}", status.code(), status.message());
-            if permanent(status.code()) {
-                r.delivery = "failed".into();
-                batch.remove(&q_key);
-                tracing::warn!(%sender, %doc, %recipient, error = %status, "delivery refused; not retried");
-            } else {
-                let delay = backoff(r.attempts, docs.backoff);
-                let at = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                r.delivery = "retrying".into();
-                r.next_attempt_unix_ms = at;
-                batch.insert(&q_key, at.to_be_bytes());
-                tracing::debug!(%sender, %doc, %recipient, error = %status, ?delay, "delivery failed; will retry");
+            r.last_error = error_text(&status);
+            match classify(&status) {
+                Retry::Never => {
+                    Delivery::Failed.set(&mut r);
+                    r.next_attempt_unix_ms = 0;
+                    batch.remove(&q_key);
+                    tracing::warn!(%sender, %doc, %recipient, error = %status, "delivery refused; not retried");
+                }
+                Retry::Later => {
+                    let delay = backoff(r.attempts, docs.backoff);
+                    let at = now_ms().saturating_add(millis(delay));
+                    Delivery::Retrying.set(&mut r);
+                    r.next_attempt_unix_ms = at;
+                    batch.insert(&q_key, at.to_be_bytes());
+                    tracing::debug!(%sender, %doc, %recipient, error = %status, ?delay, "delivery failed; will retry");
+                }
             }
         }
     }
-    batch.insert(&out_key, prost::Message::encode_to_vec(&tracking));
-    // A change's delivery is also shown in the document's own tracking.
+    // A change's delivery error is also shown in the document's own tracking.
     if kind != 0 {
-        if let Ok(Some(mut main)) = keys::load::<Tracking>(&docs.store, &main_key) {
-            if let (Some(m), Some(c)) = (
-                main.recipients
-                    .iter_mut()
-                    .find(|m| m.recipient == recipient),
-                tracking
-                    .recipients
-                    .iter()
-                    .find(|c| c.recipient == recipient),
-            ) {
-                m.last_error = c.last_error.clone();
-            }
+        let main_key = keys::recipient(sender, doc, 0, recipient);
+        if let Ok(Some(mut main)) = keys::load::<RecipientTracking>(&docs.store, &main_key) {
+            main.last_error = r.last_error.clone();
             batch.insert(&main_key, prost::Message::encode_to_vec(&main));
         }
     }
-    if let Err(e) = docs.store.apply(batch).and_then(|()| docs.store.flush()) {
-        tracing::error!(error = %e, "cannot record a delivery outcome");
+    batch.insert(&r_key, prost::Message::encode_to_vec(&r));
+    match docs.store.apply(batch).and_then(|()| docs.store.flush()) {
+        Ok(()) => Outcome::Recorded,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a delivery outcome");
+            Outcome::Hold
+        }
     }
 }
 
+/// The lane of a status: its document at its recipient (statuses of one
+/// lane go in order).
+fn status_lane(update: &StatusUpdate) -> Vec<u8> {
+    let mut lane = b"status\0".to_vec();
+    for part in [&update.sender, &update.document_id, &update.recipient] {
+        lane.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        lane.extend_from_slice(part.as_bytes());
+    }
+    lane
+}
+
 async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
-    let mut hub = HubClient::new(docs.hub.clone());
-    let mut attempts = 0u32;
+    let hub = HubClient::new(docs.hub.clone());
+    let mut lanes = Lanes::new(&docs.service, docs.backoff);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     loop {
-        // Strictly in order: a document's statuses must arrive as they were set.
-        let head = docs.store.scan_prefix(keys::STATUS_QUEUE).next();
-        let wait = match head {
-            Some(Ok((k, v))) => match prost::Message::decode(v.as_slice()) {
-                Ok(update) => {
-                    let mut update: StatusUpdate = update;
-                    update.transaction_id = crate::new_transaction_id().unwrap_or_default();
-                    match hub.relay_status(update).await {
-                        Ok(_) => {
-                            attempts = 0;
-                            let mut b = WriteBatch::default();
-                            b.remove(&k);
-                            if let Err(e) = docs.store.apply(b).and_then(|()| docs.store.flush()) {
-                                tracing::error!(error = %e, "cannot dequeue a status");
-                            }
-                            continue;
-                        }
-                        Err(status) if permanent(status.code()) => {
-                            tracing::warn!(error = %status, "status refused by the hub; dropped");
-                            let mut b = WriteBatch::default();
-                            b.remove(&k);
-                            let _ = docs.store.apply(b).and_then(|()| docs.store.flush());
-                            continue;
-                        }
-                        Err(status) => {
-                            attempts += 1;
-                            tracing::debug!(error = %status, "status not relayed; will retry");
-                            backoff(attempts, docs.backoff)
-                        }
-                    }
+        let now = now_ms();
+        let mut next_wake = now + 1000;
+        // Lanes whose first queued status this scan has passed: their later
+        // statuses wait for it.
+        let mut heads = HashSet::new();
+        for item in docs.store.scan_prefix(keys::STATUS_QUEUE) {
+            if lanes.full() {
+                break;
+            }
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the status queue");
+                    break;
                 }
+            };
+            if let Some(until) = lanes.held_until(&k, now) {
+                next_wake = next_wake.min(until);
+                continue;
+            }
+            let update: StatusUpdate = match prost::Message::decode(v.as_slice()) {
+                Ok(u) => u,
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable queued status; dropped");
-                    let mut b = WriteBatch::default();
-                    b.remove(&k);
-                    let _ = docs.store.apply(b);
+                    if drop_entry(&docs, &k) == Outcome::Hold {
+                        lanes.hold(k);
+                    }
                     continue;
                 }
-            },
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the status queue");
-                Duration::from_secs(1)
+            };
+            let lane = status_lane(&update);
+            if !heads.insert(lane.clone()) {
+                continue;
             }
-            None => Duration::from_secs(1),
-        };
-        tokio::select! {
-            () = docs.statuses.notified(), if attempts == 0 => {}
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.wait() => return,
+            if let Some(until) = lanes.held_until(&lane, now) {
+                next_wake = next_wake.min(until);
+                continue;
+            }
+            // The destination is the sender's node, known by its agency.
+            let destination = update.sender.clone();
+            if !lanes.may_start(&lane, &destination) {
+                continue;
+            }
+            lanes.start(lane.clone(), &destination);
+            let (d, hub) = (docs.clone(), hub.clone());
+            spawn_attempt(
+                async move { relay_one_status(&d, hub, k, update).await },
+                lane,
+                destination,
+                done_tx.clone(),
+                shutdown.clone(),
+            );
         }
+        if !wait(
+            &mut done_rx,
+            &mut lanes,
+            &docs.statuses,
+            next_wake,
+            &shutdown,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// One status relayed; dequeued once the hub has it or refuses it for good,
+/// held back (in memory, with backoff) otherwise.
+async fn relay_one_status(
+    docs: &Documents,
+    mut hub: HubClient<tonic::transport::Channel>,
+    key: Vec<u8>,
+    mut update: StatusUpdate,
+) -> Outcome {
+    update.transaction_id = crate::new_transaction_id().unwrap_or_default();
+    let deadline = Duration::from_millis(docs.service.status_deadline_ms);
+    let mut request = tonic::Request::new(update);
+    request.set_timeout(deadline);
+    let result = match tokio::time::timeout(deadline, hub.relay_status(request)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the hub did not answer within {} ms",
+            deadline.as_millis()
+        ))),
+    };
+    match result {
+        Ok(()) => drop_entry(docs, &key),
+        Err(status) if classify(&status) == Retry::Never => {
+            tracing::warn!(error = %status, "status refused by the hub; dropped");
+            drop_entry(docs, &key)
+        }
+        Err(status) => {
+            tracing::debug!(error = %status, "status not relayed; will retry");
+            Outcome::Hold
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_no_retry_can_fix_are_final() {
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::AlreadyExists,
+        ] {
+            assert_eq!(classify(&Status::new(code, "x")), Retry::Never, "{code:?}");
+        }
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Internal,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::Aborted,
+        ] {
+            assert_eq!(classify(&Status::new(code, "x")), Retry::Later, "{code:?}");
+        }
+        let size = Status::resource_exhausted(
+            "message length too large: found 9000000 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(classify(&size), Retry::Never);
+        let busy = Status::resource_exhausted("too many concurrent streams");
+        assert_eq!(classify(&busy), Retry::Later);
+    }
+
+    #[test]
+    fn relay_deadline_grows_with_size() {
+        let s = DocumentService::default();
+        assert_eq!(relay_deadline(&s, 0), Duration::from_secs(30));
+        assert_eq!(relay_deadline(&s, 1 << 30), Duration::from_secs(30 + 1024));
+        assert!(relay_deadline(&s, u64::MAX) > Duration::from_secs(1 << 20));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let b = (Duration::from_millis(100), Duration::from_secs(1));
+        for attempts in 1..40 {
+            let d = backoff(attempts, b);
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << (attempts - 1).min(20))
+                .min(Duration::from_secs(1));
+            assert!(d >= full / 2 && d <= full, "{attempts}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn one_destination_full_does_not_stop_another_and_holds_back_off() {
+        let service = DocumentService {
+            max_in_flight_per_destination: 1,
+            ..DocumentService::default()
+        };
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60)));
+        lanes.start(b"a1".to_vec(), "A");
+        assert!(!lanes.may_start(b"a2", "A"), "A is at its limit");
+        assert!(lanes.may_start(b"b1", "B"), "B is not held by A");
+        assert!(!lanes.may_start(b"a1", "B"), "one lane runs once");
+        lanes.finish((b"a1".to_vec(), "A".into(), Outcome::Hold));
+        let now = now_ms();
+        assert!(lanes.held_until(b"a1", now).is_some_and(|t| t > now));
+        assert!(lanes.may_start(b"a2", "A"));
+        lanes.start(b"a1".to_vec(), "A");
+        lanes.finish((b"a1".to_vec(), "A".into(), Outcome::Recorded));
+        assert!(lanes.held_until(b"a1", now).is_none());
     }
 }
