@@ -220,6 +220,7 @@ fn status(id: &str, recipient: &str, code: &str) -> StatusUpdate {
             by: recipient.into(),
             staff: None,
         }),
+        ..StatusUpdate::default()
     }
 }
 

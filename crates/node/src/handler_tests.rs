@@ -41,6 +41,7 @@ fn fixture() -> Fixture {
         },
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
+        document_service: crate::config::DocumentService::default(),
         clients: [("dms".to_string(), [code("000.00.00.H37")].into())].into(),
         // Nothing listens there: the backend is down.
         backends: [(ServiceId::parse(SERVICE).expect("id"), "127.0.0.1:9".into())].into(),
@@ -52,9 +53,10 @@ fn fixture() -> Fixture {
     let hub = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
     let docs = Documents::open(
         store.clone(),
-        &dir.path().join("attachments"),
+        dir.path(),
         hub.clone(),
         truc_doc::Limits::default(),
+        crate::config::DocumentService::default(),
         (Duration::from_millis(10), Duration::from_millis(100)),
     )
     .expect("documents");
