@@ -203,7 +203,7 @@ impl HubService {
                     return Ok(());
                 }
             }
-            check.finish()
+            Ok(check.finish()?)
         };
         let pumped: Result<(), Status> = pump.await;
         drop(tx);

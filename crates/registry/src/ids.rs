@@ -23,6 +23,18 @@ pub enum IdError {
     ServiceId(String),
 }
 
+/// `s` as kept in an [`IdError`]: cut after 128 characters (longer than any valid id), so that a huge
+/// refused value does not become a huge error message or log line.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(128) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
+/// Most digits of a service version (`v` then at most 9 digits: it fits a u32).
+const MAX_VERSION_DIGITS: usize = 9;
+
 /// Implements `as_str`, `Display`, `FromStr`, `TryFrom<String>` and `From<Self> for String`.
 macro_rules! string_id {
     ($ty:ident, $field:tt) => {
@@ -79,7 +91,7 @@ impl AgencyCode {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::AgencyCode(s.to_owned()))
+            Err(IdError::AgencyCode(quoted(s)))
         }
     }
 }
@@ -102,13 +114,14 @@ impl NodeId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::NodeId(s.to_owned()))
+            Err(IdError::NodeId(quoted(s)))
         }
     }
 }
 string_id!(NodeId, 0);
 
-/// A service id, `{provider agency code}/{service code}/v{N}`.
+/// A service id, `{provider agency code}/{service code}/v{N}`: at most
+/// 13 + 1 + 64 + 1 + 10 ASCII characters, none of them a control character.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ServiceId {
@@ -119,7 +132,7 @@ pub struct ServiceId {
 impl ServiceId {
     /// Parses and validates a service id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let bad = || IdError::ServiceId(s.to_owned());
+        let bad = || IdError::ServiceId(quoted(s));
         let mut parts = s.split('/');
         let (Some(provider), Some(code), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -134,6 +147,7 @@ impl ServiceId {
         // "v" then digits without a leading zero (so v1 and v01 cannot both exist).
         let version_ok = version.strip_prefix('v').is_some_and(|n| {
             !n.is_empty()
+                && n.len() <= MAX_VERSION_DIGITS
                 && n.bytes().all(|c| c.is_ascii_digit())
                 && (n == "0" || !n.starts_with('0'))
         });
@@ -295,5 +309,38 @@ mod tests {
         fn agrees_with_hand_check(s in r"\PC{0,16}|[0-9.A-Z]{13}") {
             prop_assert_eq!(AgencyCode::parse(&s).is_ok(), looks_like_code(&s));
         }
+
+        /// Whatever is accepted is short and holds no control character.
+        #[test]
+        fn accepted_ids_are_bounded_and_clean(
+            s in prop_oneof![
+                any::<String>(),
+                r"[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}/[a-z\x00-]{1,70}/v[0-9]{1,12}",
+            ],
+        ) {
+            for ok in [
+                AgencyCode::parse(&s).is_ok(),
+                NodeId::parse(&s).is_ok(),
+                ServiceId::parse(&s).is_ok(),
+            ] {
+                if ok {
+                    prop_assert!(s.len() <= 13 + 1 + 64 + 1 + 10, "{}", s.len());
+                    prop_assert!(!s.chars().any(char::is_control));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn service_versions_are_bounded_and_errors_short() {
+        assert!(ServiceId::parse("000.00.00.G22/citizen-lookup/v999999999").is_ok());
+        assert!(ServiceId::parse("000.00.00.G22/citizen-lookup/v1000000000").is_err());
+        let huge = format!("000.00.00.G22/citizen-lookup/v1{}", "0".repeat(100_000));
+        let e = ServiceId::parse(&huge).unwrap_err().to_string();
+        assert!(e.len() < 500, "{}", e.len());
+        let e = AgencyCode::parse(&"\0".repeat(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 500, "{}", e.len());
     }
 }

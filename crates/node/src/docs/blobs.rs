@@ -203,5 +203,5 @@ pub(crate) async fn check_only(
     while let Some(chunk) = chunks.next().await {
         check.check(&chunk?)?;
     }
-    check.finish()
+    Ok(check.finish()?)
 }
