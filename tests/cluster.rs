@@ -4,9 +4,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hostile;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use hostile::{Hostile, SilentPeer};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use truc_demo::*;

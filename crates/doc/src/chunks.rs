@@ -3,8 +3,9 @@
 //! whole file's SHA-256 when its last byte has passed. Every hop runs one.
 
 use ring::digest::{Context, SHA256};
-use tonic::Status;
 use truc_proto::v1::{Chunk, Envelope};
+
+use crate::error::Error;
 
 /// The most bytes one chunk may carry.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
@@ -19,12 +20,14 @@ pub struct AttachmentCheck {
 
 impl AttachmentCheck {
     /// A check for the attachments `envelope` declares.
-    pub fn new(envelope: &Envelope) -> Result<AttachmentCheck, Status> {
+    pub fn new(envelope: &Envelope) -> Result<AttachmentCheck, Error> {
         let mut expected = Vec::with_capacity(envelope.attachments.len());
         for (i, a) in envelope.attachments.iter().enumerate() {
-            let sha: [u8; 32] = a.sha256.as_ref().try_into().map_err(|_| {
-                Status::invalid_argument(format!("attachments[{i}].sha256: not 32 bytes"))
-            })?;
+            let sha: [u8; 32] = a
+                .sha256
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Chunk(format!("attachments[{i}].sha256: not 32 bytes")))?;
             expected.push((a.size, sha));
         }
         let mut check = AttachmentCheck {
@@ -38,14 +41,14 @@ impl AttachmentCheck {
     }
 
     /// Moves past attachments whose bytes are all in (empty ones at once).
-    fn skip_complete(&mut self) -> Result<(), Status> {
+    fn skip_complete(&mut self) -> Result<(), Error> {
         while let Some((size, sha)) = self.expected.get(self.current) {
             if self.offset < *size {
                 break;
             }
             let hash = std::mem::replace(&mut self.hash, Context::new(&SHA256)).finish();
             if hash.as_ref() != sha {
-                return Err(Status::data_loss(format!(
+                return Err(Error::Corrupt(format!(
                     "attachment {}: the file's sha256 does not match the envelope",
                     self.current
                 )));
@@ -56,36 +59,36 @@ impl AttachmentCheck {
         Ok(())
     }
 
-    /// Checks the next chunk. Chunk errors are DATA_LOSS (corruption) or
-    /// INVALID_ARGUMENT (out of order, too large).
-    pub fn check(&mut self, chunk: &Chunk) -> Result<(), Status> {
+    /// Checks the next chunk: [`Error::Corrupt`] when its bytes do not match,
+    /// [`Error::Chunk`] when it is out of order or too large.
+    pub fn check(&mut self, chunk: &Chunk) -> Result<(), Error> {
         let index = chunk.attachment as usize;
         if index != self.current {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::Chunk(format!(
                 "chunk for attachment {index} where attachment {} was expected",
                 self.current
             )));
         }
         if chunk.offset != self.offset {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::Chunk(format!(
                 "attachment {index}: chunk at offset {} where {} was expected",
                 chunk.offset, self.offset
             )));
         }
         if chunk.data.is_empty() || chunk.data.len() > MAX_CHUNK_BYTES {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::Chunk(format!(
                 "attachment {index}: chunks carry 1 to {MAX_CHUNK_BYTES} bytes, not {}",
                 chunk.data.len()
             )));
         }
         let size = self.expected.get(index).map_or(0, |e| e.0);
-        if self.offset + chunk.data.len() as u64 > size {
-            return Err(Status::invalid_argument(format!(
+        if self.offset.saturating_add(chunk.data.len() as u64) > size {
+            return Err(Error::Chunk(format!(
                 "attachment {index}: more bytes than the {size} declared"
             )));
         }
         if ring::digest::digest(&SHA256, &chunk.data).as_ref() != chunk.sha256.as_ref() {
-            return Err(Status::data_loss(format!(
+            return Err(Error::Corrupt(format!(
                 "attachment {index}: chunk at offset {} does not match its sha256",
                 chunk.offset
             )));
@@ -96,9 +99,9 @@ impl AttachmentCheck {
     }
 
     /// Whether every attachment has arrived whole.
-    pub fn finish(&self) -> Result<(), Status> {
+    pub fn finish(&self) -> Result<(), Error> {
         if self.current < self.expected.len() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::Chunk(format!(
                 "attachment {} ended after {} of {} bytes",
                 self.current, self.offset, self.expected[self.current].0
             )));

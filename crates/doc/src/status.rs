@@ -4,6 +4,7 @@ use std::fmt;
 
 use truc_proto::v1::BusinessKind;
 
+use crate::text::shown;
 use crate::validate::Violation;
 
 /// Status codes.
@@ -52,7 +53,10 @@ impl StatusCode {
                 Violation::new(
                     "R.StatusCode",
                     "status",
-                    format!("status is one of 01, 02, 03, 04, 05, 06, 13, 15, 16 (has {code:?})"),
+                    format!(
+                        "status is one of 01, 02, 03, 04, 05, 06, 13, 15, 16 (has {})",
+                        shown(code)
+                    ),
                 )
             })
     }

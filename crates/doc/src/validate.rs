@@ -3,18 +3,96 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use tonic::metadata::MetadataValue;
-use truc_proto::v1::{Attachment, BusinessKind, Envelope, Organ, ResponseFor};
+use truc_proto::v1::{
+    Attachment, BusinessKind, Envelope, Organ, OtherInfo, ResponseFor, StaffInfo,
+};
 use truc_registry::AgencyCode;
 
+use crate::error::Error;
 use crate::id::DocumentId;
+use crate::text::{self, Kind, Rule, shown};
 
-/// Most characters of `subject`.
-const MAX_SUBJECT_CHARS: usize = 500;
-/// Most characters of `content`.
-const MAX_CONTENT_CHARS: usize = 500;
-/// Most characters of an attachment name.
-const MAX_ATTACHMENT_NAME_CHARS: usize = 255;
+/// A one-line text rule with codes `R.{name}.Length` and `R.{name}.Characters`.
+macro_rules! line_rule {
+    ($name:literal, $max:expr) => {
+        Rule {
+            length: concat!("R.", $name, ".Length"),
+            chars: concat!("R.", $name, ".Characters"),
+            max: $max,
+            kind: Kind::Line,
+        }
+    };
+}
+
+/// A free-text rule (tabs and line breaks allowed) with codes `R.{name}.Length` and `R.{name}.Characters`.
+macro_rules! free_rule {
+    ($name:literal, $max:expr) => {
+        Rule {
+            kind: Kind::Multiline,
+            ..line_rule!($name, $max)
+        }
+    };
+}
+
+/// Most characters of a name (organ, place, signer, staff, type name).
+pub const MAX_NAME_CHARS: usize = 255;
+/// Most characters of an address, a web site, a type detail, an appendix or a description.
+pub const MAX_LONG_TEXT_CHARS: usize = 500;
+/// Most characters of an email address (RFC 5321).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Most characters of a telephone, fax or mobile number.
+pub const MAX_PHONE_CHARS: usize = 64;
+/// Most characters of a business reason or a status description.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// Most entries of `to_places`, `other_info.appendixes` and `response_for`.
+pub const MAX_LIST_ENTRIES: usize = 100;
+
+const SUBJECT: Rule = free_rule!("Subject", 500);
+const CONTENT: Rule = free_rule!("Content", 500);
+const CODE_NUMBER: Rule = Rule {
+    length: "R.Code.CodeNumber",
+    chars: "R.Code.CodeNumber",
+    ..line_rule!("Code.CodeNumber", crate::id::MAX_NUMBER_CHARS)
+};
+const CODE_NOTATION: Rule = Rule {
+    length: "R.Code.CodeNotation",
+    chars: "R.Code.CodeNotation",
+    ..line_rule!("Code.CodeNotation", crate::id::MAX_NOTATION_CHARS)
+};
+const ORGANIZATION_IN_CHARGE: Rule = line_rule!("Organ.OrganizationInCharge", MAX_NAME_CHARS);
+const ORGAN_NAME: Rule = line_rule!("Organ.OrganName", MAX_NAME_CHARS);
+const ORGAN_ADD: Rule = line_rule!("Organ.OrganAdd", MAX_LONG_TEXT_CHARS);
+const ORGAN_EMAIL: Rule = line_rule!("Organ.Email", MAX_EMAIL_CHARS);
+const ORGAN_TELEPHONE: Rule = line_rule!("Organ.Telephone", MAX_PHONE_CHARS);
+const ORGAN_FAX: Rule = line_rule!("Organ.Fax", MAX_PHONE_CHARS);
+const ORGAN_WEBSITE: Rule = line_rule!("Organ.Website", MAX_LONG_TEXT_CHARS);
+const PLACE: Rule = line_rule!("PromulgationInfo.Place", MAX_NAME_CHARS);
+const TYPE_NAME: Rule = line_rule!("DocumentType.TypeName", MAX_NAME_CHARS);
+const TYPE_DETAIL: Rule = line_rule!("DocumentType.TypeDetail", MAX_LONG_TEXT_CHARS);
+const COMPETENCE: Rule = line_rule!("SignerInfo.Competence", MAX_NAME_CHARS);
+const POSITION: Rule = line_rule!("SignerInfo.Position", MAX_NAME_CHARS);
+const FULL_NAME: Rule = line_rule!("SignerInfo.FullName", MAX_NAME_CHARS);
+const TO_PLACE: Rule = line_rule!("ToPlaces.Place", MAX_NAME_CHARS);
+const SPHERE: Rule = line_rule!("OtherInfo.SphereOfPromulgation", MAX_NAME_CHARS);
+const TYPER_NOTATION: Rule = line_rule!("OtherInfo.TyperNotation", MAX_NAME_CHARS);
+const APPENDIX: Rule = line_rule!("OtherInfo.Appendix", MAX_LONG_TEXT_CHARS);
+const RESPONSE_FOR_CODE: Rule = line_rule!("ResponseFor.Code", MAX_NAME_CHARS);
+const BUSINESS_REASON: Rule = free_rule!("BusinessReason", MAX_REASON_CHARS);
+const DEPARTMENT: Rule = line_rule!("StaffInfo.Department", MAX_NAME_CHARS);
+const STAFF: Rule = line_rule!("StaffInfo.Staff", MAX_NAME_CHARS);
+const MOBILE: Rule = line_rule!("StaffInfo.Mobile", MAX_PHONE_CHARS);
+const STAFF_EMAIL: Rule = line_rule!("StaffInfo.Email", MAX_EMAIL_CHARS);
+const ATTACHMENT_NAME: Rule = Rule {
+    length: "R.Attachment.Name",
+    chars: "R.Attachment.Name",
+    ..line_rule!("Attachment.Name", 255)
+};
+const CONTENT_TYPE: Rule = Rule {
+    length: "R.Attachment.ContentType",
+    chars: "R.Attachment.ContentType",
+    ..line_rule!("Attachment.ContentType", 255)
+};
+const ATTACHMENT_DESCRIPTION: Rule = free_rule!("Attachment.Description", MAX_LONG_TEXT_CHARS);
 /// Highest `other_info.priority` (timed express).
 const MAX_PRIORITY: u32 = 4;
 /// Highest `steering_type` (report on a directive).
@@ -100,39 +178,65 @@ pub fn is_valid_date(s: &str) -> bool {
 }
 
 /// Whether required text is missing (empty or only whitespace).
-fn blank(s: &str) -> bool {
+pub(crate) fn blank(s: &str) -> bool {
     s.trim().is_empty()
 }
 
 /// Collects violations in field order.
-struct Report(Vec<Violation>);
+pub(crate) struct Report(pub(crate) Vec<Violation>);
 
 impl Report {
-    fn push(&mut self, code: &'static str, field: impl Into<String>, rule: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        code: &'static str,
+        field: impl Into<String>,
+        rule: impl Into<String>,
+    ) {
         self.0.push(Violation::new(code, field, rule));
     }
 
     /// `R.{what}` when `value` is set but not a real date.
-    fn optional_date(&mut self, code: &'static str, field: &str, value: &str) {
+    pub(crate) fn optional_date(&mut self, code: &'static str, field: &str, value: &str) {
         if !value.is_empty() && !is_valid_date(value) {
             self.push(
                 code,
                 field,
-                format!("{field} must be a real date written yyyy/MM/dd (has {value:?})"),
+                format!(
+                    "{field} must be a real date written yyyy/MM/dd (has {})",
+                    shown(value)
+                ),
             );
         }
     }
 
-    /// `R.{what}.Length` when `value` has more than `max` characters.
-    fn max_chars(&mut self, code: &'static str, field: &str, value: &str, max: usize) {
-        let n = value.chars().count();
-        if n > max {
+    /// The length and character rule of a text field.
+    pub(crate) fn text(&mut self, rule: &Rule, field: &str, value: &str) -> bool {
+        match text::check(rule, field, value) {
+            Some((code, why)) => {
+                self.push(code, field, why);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// `code` when `list` has more than `max` entries; whether it has at most `max`.
+    pub(crate) fn count(
+        &mut self,
+        code: &'static str,
+        field: &str,
+        len: usize,
+        max: usize,
+    ) -> bool {
+        if len > max {
             self.push(
                 code,
                 field,
-                format!("{field} is at most {max} characters (has {n})"),
+                format!("{field} has at most {max} entries (has {len})"),
             );
+            return false;
         }
+        true
     }
 }
 
@@ -159,8 +263,13 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
         r.push(
             "R.Code.CodeNumber",
             "code.code_number",
-            format!("the document number must not contain '/' or ',' (has {number:?})"),
+            format!(
+                "the document number must not contain '/' or ',' (has {})",
+                shown(number)
+            ),
         );
+    } else if !r.text(&CODE_NUMBER, "code.code_number", number) {
+        code_ok = false;
     }
     if blank(notation) {
         code_ok = false;
@@ -169,51 +278,63 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
             "code.code_notation",
             "the document notation is required",
         );
+    } else if !r.text(&CODE_NOTATION, "code.code_notation", notation) {
+        code_ok = false;
     }
 
     let promulgation_date = envelope
         .promulgation_info
         .as_ref()
         .map_or("", |p| p.promulgation_date.as_str());
+    if let Some(p) = &envelope.promulgation_info {
+        r.text(&PLACE, "promulgation_info.place", &p.place);
+    }
     r.optional_date(
         "R.PromulgationInfo.PromulgationDate",
         "promulgation_info.promulgation_date",
         promulgation_date,
     );
+    if let Some(t) = &envelope.document_type {
+        r.text(&TYPE_NAME, "document_type.type_name", &t.type_name);
+        r.text(&TYPE_DETAIL, "document_type.type_detail", &t.type_detail);
+    }
 
     if blank(&envelope.subject) {
         r.push("N.Subject", "subject", "subject is required");
     } else {
-        r.max_chars(
-            "R.Subject.Length",
-            "subject",
-            &envelope.subject,
-            MAX_SUBJECT_CHARS,
-        );
+        r.text(&SUBJECT, "subject", &envelope.subject);
     }
-    r.max_chars(
-        "R.Content.Length",
-        "content",
-        &envelope.content,
-        MAX_CONTENT_CHARS,
-    );
+    r.text(&CONTENT, "content", &envelope.content);
+    if let Some(s) = &envelope.signer_info {
+        r.text(&COMPETENCE, "signer_info.competence", &s.competence);
+        r.text(&POSITION, "signer_info.position", &s.position);
+        r.text(&FULL_NAME, "signer_info.full_name", &s.full_name);
+    }
     r.optional_date("R.DueDate", "due_date", &envelope.due_date);
-
-    if let Some(other) = &envelope.other_info {
-        if other.priority > MAX_PRIORITY {
-            r.push(
-                "R.OtherInfo.Priority",
-                "other_info.priority",
-                format!(
-                    "priority is 0 (normal) to {MAX_PRIORITY} (timed express) (has {})",
-                    other.priority
-                ),
-            );
+    if r.count(
+        "R.ToPlaces.Count",
+        "to_places",
+        envelope.to_places.len(),
+        MAX_LIST_ENTRIES,
+    ) {
+        for (i, place) in envelope.to_places.iter().enumerate() {
+            r.text(&TO_PLACE, &format!("to_places[{i}]"), place);
         }
     }
 
-    for (i, rf) in envelope.response_for.iter().enumerate() {
-        check_response_for(&mut r, i, rf);
+    if let Some(other) = &envelope.other_info {
+        check_other_info(&mut r, other);
+    }
+
+    if r.count(
+        "R.ResponseFor.Count",
+        "response_for",
+        envelope.response_for.len(),
+        MAX_LIST_ENTRIES,
+    ) {
+        for (i, rf) in envelope.response_for.iter().enumerate() {
+            check_response_for(&mut r, i, rf);
+        }
     }
 
     if envelope.steering_type > MAX_STEERING_TYPE {
@@ -258,8 +379,11 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
                     "R.DocumentId.Code",
                     "document_id",
                     format!(
-                        "the document id's code {}/{} must be the document code {number}/{notation}",
-                        id.number, id.notation
+                        "the document id's code {}/{} must be the document code {}/{}",
+                        shown(&id.number),
+                        shown(&id.notation),
+                        shown(number),
+                        shown(notation)
                     ),
                 );
             }
@@ -293,9 +417,83 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
             }
         }
     }
+    r.text(
+        &BUSINESS_REASON,
+        "business_reason",
+        &envelope.business_reason,
+    );
+    if let Some(staff) = &envelope.staff_info {
+        check_staff(&mut r, "staff_info", staff);
+    }
 
     check_attachments(&mut r, &envelope.attachments, limits);
     r.0
+}
+
+/// Checks the text fields of `other_info`.
+fn check_other_info(r: &mut Report, other: &OtherInfo) {
+    if other.priority > MAX_PRIORITY {
+        r.push(
+            "R.OtherInfo.Priority",
+            "other_info.priority",
+            format!(
+                "priority is 0 (normal) to {MAX_PRIORITY} (timed express) (has {})",
+                other.priority
+            ),
+        );
+    }
+    r.text(
+        &SPHERE,
+        "other_info.sphere_of_promulgation",
+        &other.sphere_of_promulgation,
+    );
+    r.text(
+        &TYPER_NOTATION,
+        "other_info.typer_notation",
+        &other.typer_notation,
+    );
+    if r.count(
+        "R.OtherInfo.Appendixes.Count",
+        "other_info.appendixes",
+        other.appendixes.len(),
+        MAX_LIST_ENTRIES,
+    ) {
+        for (i, a) in other.appendixes.iter().enumerate() {
+            r.text(&APPENDIX, &format!("other_info.appendixes[{i}]"), a);
+        }
+    }
+}
+
+/// Checks a staff member's fields under `prefix` (`staff_info`, `staff`, `event.staff`).
+pub(crate) fn check_staff(r: &mut Report, prefix: &str, staff: &StaffInfo) {
+    r.text(
+        &DEPARTMENT,
+        &format!("{prefix}.department"),
+        &staff.department,
+    );
+    r.text(&STAFF, &format!("{prefix}.staff"), &staff.staff);
+    r.text(&MOBILE, &format!("{prefix}.mobile"), &staff.mobile);
+    r.text(&STAFF_EMAIL, &format!("{prefix}.email"), &staff.email);
+}
+
+/// Checks the descriptive fields of an organ (`from` or `to[i]`); its id is checked by the caller.
+fn check_organ_text(r: &mut Report, prefix: &str, organ: &Organ) {
+    let fields: [(&Rule, &str, &str); 7] = [
+        (
+            &ORGANIZATION_IN_CHARGE,
+            "organization_in_charge",
+            &organ.organization_in_charge,
+        ),
+        (&ORGAN_NAME, "organ_name", &organ.organ_name),
+        (&ORGAN_ADD, "organ_add", &organ.organ_add),
+        (&ORGAN_EMAIL, "email", &organ.email),
+        (&ORGAN_TELEPHONE, "telephone", &organ.telephone),
+        (&ORGAN_FAX, "fax", &organ.fax),
+        (&ORGAN_WEBSITE, "website", &organ.website),
+    ];
+    for (rule, name, value) in fields {
+        r.text(rule, &format!("{prefix}.{name}"), value);
+    }
 }
 
 /// Checks `from`; returns the sender's agency code when it is valid.
@@ -304,6 +502,7 @@ fn check_from(r: &mut Report, from: Option<&Organ>) -> Option<AgencyCode> {
         r.push("N.From", "from", "the sender organ is required");
         return None;
     };
+    check_organ_text(r, "from", from);
     if blank(&from.organ_id) {
         r.push("N.From", "from.organ_id", "the sender organ id is required");
         return None;
@@ -315,8 +514,8 @@ fn check_from(r: &mut Report, from: Option<&Organ>) -> Option<AgencyCode> {
                 "R.From.OrganId",
                 "from.organ_id",
                 format!(
-                    "the sender organ id must be an agency code like 000.00.00.G22 (has {:?})",
-                    from.organ_id
+                    "the sender organ id must be an agency code like 000.00.00.G22 (has {})",
+                    shown(&from.organ_id)
                 ),
             );
             None
@@ -340,9 +539,12 @@ fn check_to(r: &mut Report, to: &[Organ], sender: Option<&AgencyCode>, limits: &
                 to.len()
             ),
         );
+        // Reporting on each of too many recipients would only make a huge answer.
+        return;
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, organ) in to.iter().enumerate() {
+        check_organ_text(r, &format!("to[{i}]"), organ);
         let field = format!("to[{i}].organ_id");
         let id = organ.organ_id.as_str();
         if blank(id) {
@@ -354,7 +556,8 @@ fn check_to(r: &mut Report, to: &[Organ], sender: Option<&AgencyCode>, limits: &
                 "R.To.OrganId",
                 field,
                 format!(
-                    "the recipient organ id must be an agency code like 000.00.00.G22 (has {id:?})"
+                    "the recipient organ id must be an agency code like 000.00.00.G22 (has {})",
+                    shown(id)
                 ),
             );
             continue;
@@ -395,13 +598,18 @@ fn check_response_for(r: &mut Report, i: usize, rf: &ResponseFor) {
                 "R.ResponseFor.OrganId",
                 format!("response_for[{i}].organ_id"),
                 format!(
-                    "the answered document's organ id must be an agency code like 000.00.00.G22 (has {:?})",
-                    rf.organ_id
+                    "the answered document's organ id must be an agency code like 000.00.00.G22 (has {})",
+                    shown(&rf.organ_id)
                 ),
             );
             None
         }
     };
+    r.text(
+        &RESPONSE_FOR_CODE,
+        &format!("response_for[{i}].code"),
+        &rf.code,
+    );
     if !rf.document_id.is_empty() {
         let field = format!("response_for[{i}].document_id");
         match DocumentId::parse(&rf.document_id) {
@@ -429,13 +637,9 @@ fn check_response_for(r: &mut Report, i: usize, rf: &ResponseFor) {
     );
 }
 
-/// Whether an attachment name is a plain file name.
+/// Whether an attachment name is a plain file name (its characters are checked by [`ATTACHMENT_NAME`]).
 fn plain_file_name(name: &str) -> bool {
-    name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+    name != "." && name != ".." && !name.contains(['/', '\\'])
 }
 
 /// Checks the attachments against each other and `limits`.
@@ -450,6 +654,7 @@ fn check_attachments(r: &mut Report, attachments: &[Attachment], limits: &Limits
                 attachments.len()
             ),
         );
+        return;
     }
     let total = attachments
         .iter()
@@ -478,17 +683,11 @@ fn check_attachments(r: &mut Report, attachments: &[Attachment], limits: &Limits
                 "R.Attachment.Name",
                 name_field,
                 format!(
-                    "the attachment name must be a plain file name without '/', '\\' or control characters (has {:?})",
-                    a.name
+                    "the attachment name must be a plain file name without '/' or '\\', not '.' or '..' (has {})",
+                    shown(&a.name)
                 ),
             );
-        } else if a.name.chars().count() > MAX_ATTACHMENT_NAME_CHARS {
-            r.max_chars(
-                "R.Attachment.Name",
-                &name_field,
-                &a.name,
-                MAX_ATTACHMENT_NAME_CHARS,
-            );
+        } else if !r.text(&ATTACHMENT_NAME, &name_field, &a.name) {
         } else if let Some(first) = seen.get(a.name.as_str()) {
             r.push(
                 "R.Attachment.Duplicate",
@@ -501,6 +700,22 @@ fn check_attachments(r: &mut Report, attachments: &[Attachment], limits: &Limits
         } else {
             seen.insert(a.name.as_str(), i);
         }
+        let type_field = format!("attachments[{i}].content_type");
+        if r.text(&CONTENT_TYPE, &type_field, &a.content_type) && !a.content_type.is_ascii() {
+            r.push(
+                "R.Attachment.ContentType",
+                type_field,
+                format!(
+                    "a content type is ascii, like application/pdf (has {})",
+                    shown(&a.content_type)
+                ),
+            );
+        }
+        r.text(
+            &ATTACHMENT_DESCRIPTION,
+            &format!("attachments[{i}].description"),
+            &a.description,
+        );
         if a.size > limits.max_attachment_bytes {
             r.push(
                 "R.Attachment.Size",
@@ -528,22 +743,7 @@ fn check_attachments(r: &mut Report, attachments: &[Attachment], limits: &Limits
     }
 }
 
-/// validate() as a gRPC status: INVALID_ARGUMENT whose message lists every violation
-/// ("; "-separated, each as Display), with the first violation's code in metadata key
-/// `x-truc-violation`. Ok(()) when valid.
-pub fn check(envelope: &Envelope, limits: &Limits) -> Result<(), tonic::Status> {
-    let violations = validate(envelope, limits);
-    let Some(first) = violations.first() else {
-        return Ok(());
-    };
-    let message = violations
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut status = tonic::Status::invalid_argument(message);
-    if let Ok(value) = first.code.parse::<MetadataValue<_>>() {
-        status.metadata_mut().insert("x-truc-violation", value);
-    }
-    Err(status)
+/// [`validate`] as a result: [`Error::Invalid`] with every violation, Ok(()) when valid.
+pub fn check(envelope: &Envelope, limits: &Limits) -> Result<(), Error> {
+    Error::check(validate(envelope, limits))
 }

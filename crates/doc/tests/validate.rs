@@ -594,7 +594,7 @@ fn everything_missing() {
 fn check_reports_every_violation() {
     let e = broken();
     let violations = validate(&e, &Limits::default());
-    let status = check(&e, &Limits::default()).unwrap_err();
+    let status = tonic::Status::from(check(&e, &Limits::default()).unwrap_err());
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let expected = violations
         .iter()
@@ -623,7 +623,7 @@ fn check_respects_limits() {
         max_attachments: 0,
         ..Limits::default()
     };
-    let status = check(&e, &limits).unwrap_err();
+    let status = tonic::Status::from(check(&e, &limits).unwrap_err());
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         status.message(),

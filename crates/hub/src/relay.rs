@@ -167,7 +167,7 @@ impl Step for Relay<'_> {
                     return Ok(());
                 }
             }
-            check.finish()
+            Ok(check.finish()?)
         };
         let pumped: Result<(), Status> = pump.await;
         tx.request_bytes = passed;
@@ -200,9 +200,6 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// A recipient's status, from the recipient's node to the sender's.
 pub(crate) struct RelayStatus<'a>(pub(crate) &'a Inner);
-
-/// Longest text in a status event.
-const MAX_STATUS_TEXT: usize = 2000;
 
 impl Step for RelayStatus<'_> {
     type Request = StatusUpdate;
@@ -241,30 +238,9 @@ impl Step for RelayStatus<'_> {
             .map(|n| n.id.clone())
             .ok_or_else(|| TxError::NotFound(format!("no node hosts {sender}")))?;
         tx.provider_agency = sender.to_string();
-        truc_doc::DocumentId::parse(&update.document_id)
-            .map_err(|v| TxError::invalid("document_id", v))?;
-        let event = update
-            .event
-            .as_ref()
-            .ok_or_else(|| TxError::invalid("event", "required"))?;
-        let code = truc_doc::StatusCode::parse(&event.code)
-            .map_err(|v| TxError::invalid("event.code", v))?;
+        // Code, document, event and its author, every text bounded.
+        let code = truc_doc::check_status_update(&update)?;
         tx.service = format!("status/{}", code.code());
-        // A recipient sets statuses; a change request (13) is the sender's.
-        if event.by != recipient.as_str() && event.by != sender.as_str() {
-            return Err(TxError::invalid(
-                "event.by",
-                "a status is set by the document's recipient or sender",
-            ));
-        }
-        if event.description.chars().count() > MAX_STATUS_TEXT
-            || event.description.chars().any(char::is_control)
-        {
-            return Err(TxError::invalid(
-                "event.description",
-                format!("at most {MAX_STATUS_TEXT} characters, no control characters"),
-            ));
-        }
         Ok((target, update))
     }
 

@@ -12,6 +12,7 @@
 //! | [`TxError::Unreachable`] | UNAVAILABLE |
 //! | [`TxError::Deadline`] | DEADLINE_EXCEEDED |
 //! | [`TxError::Peer`] | the peer's own code, kept |
+//! | [`TxError::Document`] | INVALID_ARGUMENT, or DATA_LOSS for a corrupted chunk |
 //! | [`TxError::BadAnswer`] | INTERNAL, naming the peer |
 //! | [`TxError::Audit`], [`TxError::Internal`] | INTERNAL, with a generic message (the cause is logged) |
 
@@ -60,6 +61,10 @@ pub enum TxError {
         /// Who, for the message.
         peer: String,
     },
+    /// A document or status that breaks the document rules (its violations,
+    /// or a chunk that does not match its envelope).
+    #[error(transparent)]
+    Document(#[from] truc_doc::Error),
     /// The next hop answered something malformed.
     #[error("{peer} answered a malformed response: {reason}")]
     BadAnswer {
@@ -120,6 +125,7 @@ impl TxError {
             TxError::Unreachable { .. } => Code::Unavailable,
             TxError::Deadline { .. } => Code::DeadlineExceeded,
             TxError::Peer(s) => s.code(),
+            TxError::Document(e) => e.code(),
             TxError::BadAnswer { .. } | TxError::Audit(_) | TxError::Internal(_) => Code::Internal,
         }
     }
@@ -129,6 +135,8 @@ impl From<TxError> for Status {
     fn from(e: TxError) -> Status {
         match e {
             TxError::Peer(status) => status,
+            // With the first violation's code in the metadata.
+            TxError::Document(e) => e.into(),
             TxError::Audit(ref cause) => {
                 tracing::error!(error = %cause, "audit append failed");
                 Status::internal(e.to_string())

@@ -249,7 +249,7 @@ pub(crate) async fn check_only(
     while let Some(chunk) = chunks.next().await {
         check.check(&chunk?)?;
     }
-    check.finish()
+    Ok(check.finish()?)
 }
 
 /// Moves blobs from `legacy` (sled's own `blobs/` directory, where earlier

@@ -428,8 +428,8 @@ impl Documents {
         recipient: &AgencyCode,
         req: UpdateStatusRequest,
     ) -> Result<UpdateStatusResponse, Status> {
-        let to =
-            StatusCode::parse(&req.status).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        // The status, the document and every text bounded.
+        let to = truc_doc::check_update_status(&req)?;
         keys::check_part("sender", &req.sender)?;
         keys::check_part("document_id", &req.document_id)?;
         let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
@@ -488,6 +488,8 @@ impl Documents {
         &self,
         mut update: StatusUpdate,
     ) -> Result<StatusAck, Status> {
+        // Checked again here: the hub is not trusted to have done it.
+        truc_doc::check_status_update(&update)?;
         keys::check_part("sender", &update.sender)?;
         keys::check_part("document_id", &update.document_id)?;
         keys::check_part("recipient", &update.recipient)?;
@@ -754,6 +756,7 @@ impl Documents {
         recipient: &AgencyCode,
         req: &truc_proto::v1::FetchDocumentRequest,
     ) -> Result<ReceiverStream<Result<FetchDocumentResponse, Status>>, Status> {
+        truc_doc::check_document_ref(&req.sender, &req.document_id)?;
         let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
         let entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
             Status::not_found(format!(
@@ -799,7 +802,7 @@ impl Documents {
         sender: &AgencyCode,
         document_id: &str,
     ) -> Result<Tracking, Status> {
-        keys::check_part("document_id", document_id)?;
+        truc_doc::check_document_ref(sender.as_str(), document_id)?;
         let sender_s = sender.as_str();
         let mut tracking =
             keys::load::<Tracking>(&self.store, &keys::outbox(sender_s, document_id, 0))?

@@ -1,0 +1,496 @@
+//! Oversized fields and control characters sent by a hostile agency system
+//! or node are refused with INVALID_ARGUMENT, and nothing is stored, queued
+//! or counted (issue 8, point 2.1, for documents and statuses).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tonic::{Code, transport::Channel};
+use truc_pki::Role;
+use truc_proto::v1::{
+    DocumentCode, Envelope, GetCountsRequest, GetStatsRequest, GetTrackingRequest,
+    ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest, SendDocumentRequest,
+    StatusEvent, StatusUpdate, Tracking, UpdateStatusRequest, agency_client::AgencyClient,
+    relay_request, reporting_client::ReportingClient, send_document_request,
+};
+use truc_tests::*;
+
+const DATE: &str = "2026/11/28";
+
+/// A valid envelope from `from` to `to` numbered `number`, without attachments.
+fn envelope(from: &str, to: &str, number: &str, notation: &str) -> Envelope {
+    Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            ..Organ::default()
+        }),
+        to: vec![Organ {
+            organ_id: to.into(),
+            ..Organ::default()
+        }],
+        code: Some(DocumentCode {
+            code_number: number.into(),
+            code_notation: notation.into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: "Lạng Sơn".into(),
+            promulgation_date: DATE.into(),
+        }),
+        subject: "V/v kiểm thử".into(),
+        document_id: format!("{from},{DATE},{number}/{notation}"),
+        ..Envelope::default()
+    }
+}
+
+async fn send(
+    client: &mut AgencyClient<Channel>,
+    envelope: &Envelope,
+) -> Result<truc_proto::v1::SendDocumentResponse, tonic::Status> {
+    let msg = SendDocumentRequest {
+        part: Some(send_document_request::Part::Envelope(envelope.clone())),
+    };
+    client
+        .send_document(tokio_stream::iter(vec![msg]))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls `sender`'s tracking of `document_id` on `client` until `done` holds (20 s at most).
+async fn tracking_until(
+    client: &mut AgencyClient<Channel>,
+    sender: &str,
+    document_id: &str,
+    done: impl Fn(&Tracking) -> bool,
+) -> Tracking {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = client
+            .get_tracking(GetTrackingRequest {
+                sender: sender.into(),
+                document_id: document_id.into(),
+            })
+            .await;
+        if let Ok(t) = t {
+            let t = t.into_inner();
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracking never got there: {t:#?}"
+            );
+        }
+        assert!(Instant::now() < deadline, "no tracking of {document_id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status_of(t: &Tracking, recipient: &str) -> String {
+    t.recipients
+        .iter()
+        .find(|r| r.recipient == recipient)
+        .map_or(String::new(), |r| r.status.clone())
+}
+
+async fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut options = DemoOptions::new(dir.path());
+    options.retry = (Duration::from_millis(20), Duration::from_millis(200));
+    let deployment = Deployment::start(options).await.expect("deployment");
+    Cluster { dir, deployment }
+}
+
+/// The document ids in `recipient`'s inbox on `client`.
+async fn inbox(client: &mut AgencyClient<Channel>, recipient: &str) -> Vec<String> {
+    client
+        .list_inbox(ListInboxRequest {
+            recipient: recipient.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .expect("inbox")
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.document_id)
+        .collect()
+}
+
+/// Asserts `e` is INVALID_ARGUMENT with a short message naming `code`.
+#[track_caller]
+fn refused(e: &tonic::Status, code: &str) {
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(code), "{code} not in {}", e.message());
+    assert!(
+        e.message().len() < 4096,
+        "{} bytes of message",
+        e.message().len()
+    );
+}
+
+/// A G22 document sent by the ministry to H37, arrived (01) at the province.
+async fn document_to_h37(c: &Cluster, number: &str) -> (AgencyClient<Channel>, Envelope) {
+    let mut ministry = c.hostile().agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
+    let env = envelope(G22, H37, number, "VPCP-TTĐT");
+    send(&mut ministry, &env).await.expect("send");
+    tracking_until(&mut ministry, G22, &env.document_id, |t| {
+        status_of(t, H37) == "01"
+    })
+    .await;
+    (ministry, env)
+}
+
+#[tokio::test]
+async fn agency_send_with_a_nul_in_the_document_id_is_refused_and_nothing_queued() {
+    let c = cluster().await;
+    let bad = c.hostile();
+    let mut province = bad.agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
+    let mut ministry = bad.agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
+    // Consistent everywhere: the number, the notation and the id agree.
+    let evil = envelope(H37, G22, "201", "UBND\0VP");
+    let e = send(&mut province, &evil)
+        .await
+        .map(|_| ())
+        .expect_err("nul");
+    refused(&e, "R.DocumentId.Format");
+    let e = province
+        .get_tracking(GetTrackingRequest {
+            sender: H37.into(),
+            document_id: evil.document_id.clone(),
+        })
+        .await
+        .map(|_| ())
+        .expect_err("nothing stored");
+    assert!(
+        matches!(e.code(), Code::NotFound | Code::InvalidArgument),
+        "{e:?}"
+    );
+    // The delivery queue still works, and only the valid document arrives.
+    let good = envelope(H37, G22, "202", "UBND-VP");
+    send(&mut province, &good).await.expect("valid send");
+    tracking_until(&mut province, H37, &good.document_id, |t| {
+        status_of(t, G22) == "01"
+    })
+    .await;
+    assert_eq!(inbox(&mut ministry, G22).await, vec![good.document_id]);
+}
+
+/// Breaks one field of an envelope.
+type Breaker = Box<dyn Fn(&mut Envelope)>;
+
+#[tokio::test]
+async fn agency_send_with_oversized_or_control_character_fields_is_refused() {
+    let c = cluster().await;
+    let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
+    let base = envelope(H37, G22, "203", "UBND-VP");
+    let cases: Vec<(&str, Breaker)> = vec![
+        (
+            "R.Organ.OrganName.Length",
+            Box::new(|e| e.from.as_mut().expect("from").organ_name = "Đ".repeat(100_000)),
+        ),
+        (
+            "R.Subject.Characters",
+            Box::new(|e| e.subject = "\u{1b}[2J".into()),
+        ),
+        (
+            "R.ToPlaces.Count",
+            Box::new(|e| e.to_places = vec!["Lưu".into(); 10_000]),
+        ),
+        (
+            "R.StaffInfo.Staff.Characters",
+            Box::new(|e| {
+                e.staff_info = Some(truc_proto::v1::StaffInfo {
+                    staff: "a\0b".into(),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "R.Attachment.ContentType",
+            Box::new(|e| {
+                e.attachments = vec![truc_proto::v1::Attachment {
+                    name: "a.pdf".into(),
+                    content_type: "application/pdf\r\nX-Evil: 1".into(),
+                    size: 1,
+                    sha256: Bytes::from(vec![0u8; 32]),
+                    description: String::new(),
+                }]
+            }),
+        ),
+    ];
+    for (code, break_it) in cases {
+        let mut env = base.clone();
+        break_it(&mut env);
+        let e = send(&mut province, &env).await.map(|_| ()).expect_err(code);
+        refused(&e, code);
+    }
+    let e = province
+        .get_tracking(GetTrackingRequest {
+            sender: H37.into(),
+            document_id: base.document_id.clone(),
+        })
+        .await
+        .map(|_| ())
+        .expect_err("nothing stored");
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn hostile_node_relaying_a_nul_document_id_is_refused_at_the_hub() {
+    let c = cluster().await;
+    let bad = c.hostile();
+    let mut hub = bad.hub_as_node(PROVINCE_NODE);
+    let env = envelope(H37, G22, "204", "UBND\0VP");
+    let e = hub
+        .relay(tokio_stream::iter(vec![RelayRequest {
+            part: Some(relay_request::Part::Header(RelayHeader {
+                transaction_id: "ef".repeat(16),
+                sender: H37.into(),
+                recipient: G22.into(),
+                envelope: Some(env),
+            })),
+        }]))
+        .await
+        .map(|_| ())
+        .expect_err("nul");
+    refused(&e, "R.DocumentId.Format");
+    let mut ministry = bad.agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
+    assert!(inbox(&mut ministry, G22).await.is_empty());
+}
+
+#[tokio::test]
+async fn node_refuses_a_delivery_with_a_nul_document_id_even_from_the_hub() {
+    let c = cluster().await;
+    let bad = c.hostile();
+    let mut node = bad.node_as(MINISTRY_NODE, Role::Hub, "hub");
+    let env = envelope(H37, G22, "205", "UBND\0VP");
+    let e = node
+        .deliver(tokio_stream::iter(vec![RelayRequest {
+            part: Some(relay_request::Part::Header(RelayHeader {
+                transaction_id: "ab".repeat(16),
+                sender: H37.into(),
+                recipient: G22.into(),
+                envelope: Some(env),
+            })),
+        }]))
+        .await
+        .map(|_| ())
+        .expect_err("nul");
+    refused(&e, "R.DocumentId.Format");
+    let mut ministry = bad.agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
+    assert!(inbox(&mut ministry, G22).await.is_empty());
+}
+
+#[tokio::test]
+async fn agency_status_with_a_huge_description_is_refused_and_nothing_queued() {
+    let c = cluster().await;
+    let (mut ministry, env) = document_to_h37(&c, "206").await;
+    let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
+    let huge = UpdateStatusRequest {
+        recipient: H37.into(),
+        sender: G22.into(),
+        document_id: env.document_id.clone(),
+        status: "03".into(),
+        description: "x".repeat(1 << 20),
+        ..UpdateStatusRequest::default()
+    };
+    let e = province
+        .update_status(huge)
+        .await
+        .map(|_| ())
+        .expect_err("huge");
+    refused(&e, "R.Status.Description.Length");
+    let e = province
+        .update_status(UpdateStatusRequest {
+            status: "03".into(),
+            description: "ok".into(),
+            staff: Some(truc_proto::v1::StaffInfo {
+                staff: "\0".into(),
+                ..Default::default()
+            }),
+            recipient: H37.into(),
+            sender: G22.into(),
+            document_id: env.document_id.clone(),
+        })
+        .await
+        .map(|_| ())
+        .expect_err("nul in staff");
+    refused(&e, "R.StaffInfo.Staff.Characters");
+    // Nothing was stored or queued: the next valid status is the first to travel.
+    province
+        .update_status(UpdateStatusRequest {
+            recipient: H37.into(),
+            sender: G22.into(),
+            document_id: env.document_id.clone(),
+            status: "03".into(),
+            description: "đã tiếp nhận".into(),
+            ..UpdateStatusRequest::default()
+        })
+        .await
+        .expect("valid status");
+    let t = tracking_until(&mut ministry, G22, &env.document_id, |t| {
+        status_of(t, H37) == "03"
+    })
+    .await;
+    let history = &t.recipients[0].history;
+    assert!(
+        history.iter().all(|h| h.description.len() < 100),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_node_status_with_a_huge_code_is_refused_and_not_counted() {
+    let c = cluster().await;
+    let bad = c.hostile();
+    let mut hub = bad.hub_as_node(PROVINCE_NODE);
+    let e = hub
+        .relay_status(StatusUpdate {
+            transaction_id: "cd".repeat(16),
+            sender: G22.into(),
+            document_id: format!("{G22},{DATE},1/VPCP"),
+            recipient: H37.into(),
+            event: Some(StatusEvent {
+                code: "0".repeat(80_000),
+                by: H37.into(),
+                ..StatusEvent::default()
+            }),
+            ..StatusUpdate::default()
+        })
+        .await
+        .map(|_| ())
+        .expect_err("huge code");
+    refused(&e, "R.StatusCode");
+    let mut reporting = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
+    let counts = reporting
+        .get_counts(GetCountsRequest::default())
+        .await
+        .expect("counts")
+        .into_inner();
+    assert!(
+        counts.rows.iter().all(|r| r.service.len() < 100),
+        "a counted service of {} bytes",
+        counts
+            .rows
+            .iter()
+            .map(|r| r.service.len())
+            .max()
+            .unwrap_or(0)
+    );
+    reporting
+        .get_stats(GetStatsRequest {
+            group_by: vec!["service".into()],
+            ..GetStatsRequest::default()
+        })
+        .await
+        .expect("stats still readable");
+}
+
+#[tokio::test]
+async fn hostile_node_status_with_a_huge_description_never_reaches_the_sender() {
+    let c = cluster().await;
+    let (mut ministry, env) = document_to_h37(&c, "207").await;
+    let mut hub = c.hostile().hub_as_node(PROVINCE_NODE);
+    let e = hub
+        .relay_status(StatusUpdate {
+            transaction_id: "de".repeat(16),
+            sender: G22.into(),
+            document_id: env.document_id.clone(),
+            recipient: H37.into(),
+            event: Some(StatusEvent {
+                code: "03".into(),
+                description: "x".repeat(1 << 20),
+                unix_ms: 1,
+                by: H37.into(),
+                staff: None,
+            }),
+            ..StatusUpdate::default()
+        })
+        .await
+        .map(|_| ())
+        .expect_err("huge description");
+    refused(&e, "R.Status.Description.Length");
+    let t = tracking_until(&mut ministry, G22, &env.document_id, |_| true).await;
+    assert_eq!(status_of(&t, H37), "01", "{t:#?}");
+}
+
+#[tokio::test]
+async fn node_refuses_a_status_with_control_characters_even_from_the_hub() {
+    let c = cluster().await;
+    let (mut ministry, env) = document_to_h37(&c, "208").await;
+    let mut node = c.hostile().node_as(MINISTRY_NODE, Role::Hub, "hub");
+    let e = node
+        .deliver_status(StatusUpdate {
+            transaction_id: "fa".repeat(16),
+            sender: G22.into(),
+            document_id: env.document_id.clone(),
+            recipient: H37.into(),
+            event: Some(StatusEvent {
+                code: "03".into(),
+                description: "\u{1b}]0;pwned\u{7}".into(),
+                unix_ms: 1,
+                by: H37.into(),
+                staff: None,
+            }),
+            ..StatusUpdate::default()
+        })
+        .await
+        .map(|_| ())
+        .expect_err("control characters");
+    refused(&e, "R.Status.Description.Characters");
+    let t = tracking_until(&mut ministry, G22, &env.document_id, |_| true).await;
+    assert_eq!(status_of(&t, H37), "01", "{t:#?}");
+}
+
+#[tokio::test]
+async fn an_unregistered_node_with_a_ca_signed_certificate_is_refused() {
+    let c = cluster().await;
+    let bad = c.hostile();
+    let rogue = bad.unregistered_node("rogue");
+    let mut hub = bad.hub_with(&rogue);
+    let e = hub
+        .relay_status(StatusUpdate {
+            transaction_id: "ad".repeat(16),
+            sender: G22.into(),
+            document_id: format!("{G22},{DATE},1/VPCP"),
+            recipient: H37.into(),
+            event: Some(StatusEvent {
+                code: "03".into(),
+                by: H37.into(),
+                ..StatusEvent::default()
+            }),
+            ..StatusUpdate::default()
+        })
+        .await
+        .map(|_| ())
+        .expect_err("not registered");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = hub
+        .relay(tokio_stream::iter(vec![RelayRequest {
+            part: Some(relay_request::Part::Header(RelayHeader {
+                transaction_id: "ae".repeat(16),
+                sender: H37.into(),
+                recipient: G22.into(),
+                envelope: Some(envelope(H37, G22, "209", "UBND-VP")),
+            })),
+        }]))
+        .await
+        .map(|_| ())
+        .expect_err("not registered");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_silent_peer_takes_a_registered_nodes_place() {
+    let mut c = cluster().await;
+    let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
+    let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
+    let env = envelope(H37, G22, "210", "UBND-VP");
+    send(&mut province, &env)
+        .await
+        .expect("accepted by the node");
+    // The hub connects to the silent peer as to the ministry node, which never answers.
+    silent.wait_for(|(_, deliver, _)| deliver >= 1).await;
+    let t = tracking_until(&mut province, H37, &env.document_id, |_| true).await;
+    assert_eq!(status_of(&t, G22), "", "{t:#?}");
+}
