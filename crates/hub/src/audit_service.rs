@@ -1,10 +1,17 @@
 //! `truc.v1.Audit`: tree heads, proofs and records of the hub's audit log.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
-use truc_audit::{LogReader, QueryError, merkle::Hash};
+use truc_audit::{
+    AuditError, LogReader, QueryError, Unreadable,
+    index::{self, Indexes},
+    merkle::Hash,
+};
 use truc_pki::peer;
 use truc_proto::v1::{
     ConsistencyProof, GetConsistencyProofRequest, GetInclusionProofRequest, GetTreeHeadRequest,
@@ -18,16 +25,27 @@ use crate::access::Visibility;
 /// Most records one page may hold.
 const MAX_PAGE: u32 = 1000;
 
+/// Most records one ListRecords call reads: a filter that few records pass
+/// returns a short page (maybe empty) with a token to go on, rather than
+/// reading the whole log in one call.
+const MAX_EXAMINED: usize = 10 * MAX_PAGE as usize;
+
 /// The Audit service.
 #[derive(Clone)]
 pub struct AuditService {
     registry: Arc<Registry>,
     log: LogReader,
+    /// Records read by ListRecords (what its filters cost).
+    records_read: Arc<AtomicU64>,
 }
 
 impl AuditService {
     pub(crate) fn new(registry: Arc<Registry>, log: LogReader) -> AuditService {
-        AuditService { registry, log }
+        AuditService {
+            registry,
+            log,
+            records_read: Arc::new(AtomicU64::new(0)),
+        }
     }
 }
 
@@ -173,27 +191,64 @@ impl Audit for AuditService {
                 && (req.transaction_id.is_empty() || r.transaction_id == req.transaction_id)
                 && visibility.sees(&self.registry, &r.client_agency, &r.provider_agency)
         };
+        let candidates = self.candidates(&req.agency, &visibility, next, end);
         let mut records = Vec::new();
-        while next < end && records.len() < page_size {
-            if let Some((bytes, record)) = self.log.record(next).map_err(|e| status(e.into()))? {
-                if matches(&record) {
-                    records.push(StoredRecord {
-                        index: next,
-                        record_bytes: Bytes::from(bytes),
-                        record: Some(record),
-                    });
-                }
+        let mut unreadable = Vec::new();
+        // Where the next page starts; none when this one reached the end.
+        let mut resume = None;
+        for (examined, index) in candidates.enumerate() {
+            let index = index.map_err(|e| status(e.into()))?;
+            if records.len() == page_size || examined == MAX_EXAMINED {
+                resume = Some(index);
+                break;
             }
-            next += 1;
+            self.records_read.fetch_add(1, Ordering::Relaxed);
+            match self.log.record(index) {
+                Ok(Some((bytes, record))) => {
+                    if matches(&record) {
+                        records.push(StoredRecord {
+                            index,
+                            record_bytes: Bytes::from(bytes),
+                            record: Some(record),
+                        });
+                    }
+                }
+                Ok(None) => {}
+                // One bad record must not hide the others.
+                Err(AuditError::Corrupt { key, reason }) => {
+                    unreadable.push(Unreadable { key, reason });
+                }
+                Err(e) => return Err(status(e.into())),
+            }
         }
-        let next_page_token = if next < end {
-            next.to_string()
-        } else {
-            String::new()
-        };
+        truc_audit::note_unreadable("audit records", &unreadable);
         Ok(Response::new(ListRecordsResponse {
             records,
-            next_page_token,
+            next_page_token: resume.map(|i| i.to_string()).unwrap_or_default(),
         }))
+    }
+}
+
+impl AuditService {
+    /// The indexes in `next..end` of the records that may match, ascending:
+    /// from the party index when the request names an agency or the caller
+    /// sees only its own agencies' records, so that only those are read.
+    fn candidates(&self, agency: &str, visibility: &Visibility, next: u64, end: u64) -> Indexes {
+        let store = self.log.store();
+        let visible = visibility.agencies(&self.registry);
+        if end <= next {
+            return Box::new(std::iter::empty());
+        }
+        let of = |a: &str| index::records_of(store, a, next, end);
+        match (agency.is_empty(), visible) {
+            (true, None) => Box::new((next..end).map(Ok)),
+            (false, None) => of(agency),
+            (true, Some(hosted)) => index::union(hosted.iter().map(|a| of(a)).collect()),
+            (false, Some(hosted)) if hosted.iter().any(|a| a == agency) => of(agency),
+            (false, Some(hosted)) => index::intersect(
+                of(agency),
+                index::union(hosted.iter().map(|a| of(a)).collect()),
+            ),
+        }
     }
 }

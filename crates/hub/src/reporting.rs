@@ -1,12 +1,18 @@
 //! `truc.v1.Reporting`: transaction counts.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use truc_audit::{
-    AuditLog, read_counts, read_stats,
+    AuditLog, CountKey, Stats, note_unreadable, read_stats_of_days,
     report::{Dim, Filter, Group, aggregate},
 };
 use truc_pki::peer;
@@ -26,6 +32,8 @@ pub struct ReportingService {
     store: Store,
     audit: AuditLog,
     utc_offset_minutes: i32,
+    /// Counter entries read (what the day ranges asked for cost).
+    scanned: Arc<AtomicU64>,
 }
 
 impl ReportingService {
@@ -40,7 +48,23 @@ impl ReportingService {
             store,
             audit,
             utc_offset_minutes,
+            scanned: Arc::new(AtomicU64::new(0)),
         }
+    }
+}
+
+impl ReportingService {
+    /// The counters of the days `from..=to` (one range scan over those days
+    /// only). Entries that do not decode are skipped, logged and counted
+    /// (`truc_audit_unreadable_entries_total`); the others are served.
+    fn counters(&self, from: &str, to: &str) -> Result<BTreeMap<CountKey, Stats>, Status> {
+        let counters = read_stats_of_days(&self.store, from, to).map_err(|e| {
+            tracing::error!(error = %e, "cannot read statistics");
+            Status::internal("cannot read statistics")
+        })?;
+        note_unreadable("statistics", &counters.unreadable);
+        self.scanned.fetch_add(counters.scanned, Ordering::Relaxed);
+        Ok(counters.stats)
     }
 }
 
@@ -91,10 +115,7 @@ impl Reporting for ReportingService {
                 )));
             }
         }
-        let stats = read_stats(&self.store).map_err(|e| {
-            tracing::error!(error = %e, "cannot read statistics");
-            Status::internal("cannot read statistics")
-        })?;
+        let stats = self.counters(&req.from_day, &req.to_day)?;
         let filter = Filter {
             from_day: req.from_day,
             to_day: req.to_day,
@@ -168,10 +189,7 @@ impl Reporting for ReportingService {
                 )));
             }
         }
-        let counts = read_counts(&self.store).map_err(|e| {
-            tracing::error!(error = %e, "cannot read counters");
-            Status::internal("cannot read counters")
-        })?;
+        let counts = self.counters(&req.from_day, &req.to_day)?;
         let matches = |filter: &str, value: &str| filter.is_empty() || filter == value;
         let rows: Vec<CountRow> = counts
             .into_iter()
@@ -183,14 +201,14 @@ impl Reporting for ReportingService {
                     && matches(&req.service, &k.service)
                     && visibility.sees(&self.registry, &k.client, &k.provider)
             })
-            .map(|(k, count)| CountRow {
+            .map(|(k, stats)| CountRow {
                 day: k.day,
                 client_agency: k.client,
                 provider_agency: k.provider,
                 service: k.service,
                 kind: k.kind,
                 outcome: k.outcome,
-                count,
+                count: stats.count,
             })
             .collect();
         let total = rows.iter().map(|r| r.count).sum();
