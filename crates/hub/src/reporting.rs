@@ -225,3 +225,105 @@ fn is_day(s: &str) -> bool {
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truc_audit::{Options, Transaction, day_in};
+    use truc_pki::{Identity, PeerInfo, Role};
+
+    fn admin<T>(req: T) -> Request<T> {
+        let mut r = Request::new(req);
+        r.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role: Role::Admin,
+                name: "admin".into(),
+            },
+            remote_addr: None,
+        });
+        r
+    }
+
+    const DAY0: u64 = 1_795_910_000_000;
+    const DAY: u64 = 86_400_000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_day_range_reads_only_its_days_and_skips_a_bad_counter() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let audit = AuditLog::open(store.clone(), "hub", Options::default(), None).expect("log");
+        // One transaction on each of 60 days, two kinds of outcome.
+        for d in 0..60u64 {
+            let outcome = if d % 2 == 0 { "OK" } else { "NOT_FOUND" };
+            let tx = Transaction::call(
+                &format!("{d:032x}"),
+                "000.00.00.H37",
+                "000.00.00.G22",
+                "000.00.00.G22/citizen-lookup/v1",
+                b"{}",
+                DAY0 + d * DAY,
+            )
+            .finish(
+                outcome,
+                b"",
+                DAY0 + d * DAY,
+                std::time::Duration::from_micros(5),
+            );
+            audit.append(tx).await.expect("append");
+        }
+        let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
+        let service = ReportingService::new(registry, store.clone(), audit.clone(), 420);
+        let (from, to) = (day_in(DAY0 + 30 * DAY, 420), day_in(DAY0 + 32 * DAY, 420));
+        let ask = || GetStatsRequest {
+            from_day: from.clone(),
+            to_day: to.clone(),
+            group_by: vec!["day".into()],
+            ..GetStatsRequest::default()
+        };
+        let stats = service
+            .get_stats(admin(ask()))
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(stats.total.expect("total").count, 3);
+        assert_eq!(stats.rows.len(), 3);
+        assert_eq!(
+            service.scanned.load(Ordering::Relaxed),
+            3,
+            "three of 60 counters read"
+        );
+
+        // A counter in that range whose key does not decode.
+        let mut bad = b"audit/c/".to_vec();
+        bad.extend_from_slice(&[0, 10]);
+        bad.extend_from_slice(from.as_bytes());
+        bad.extend_from_slice(&[0, 1, 0xFF]);
+        store.insert(&bad, [0u8; 8]).expect("corrupt");
+        let before = truc_audit::unreadable_skipped();
+        let stats = service
+            .get_stats(admin(ask()))
+            .await
+            .expect("still served")
+            .into_inner();
+        assert_eq!(stats.total.expect("total").count, 3);
+        assert!(truc_audit::unreadable_skipped() > before, "counted");
+        let counts = service
+            .get_counts(admin(GetCountsRequest {
+                from_day: from.clone(),
+                to_day: to.clone(),
+                ..GetCountsRequest::default()
+            }))
+            .await
+            .expect("counts")
+            .into_inner();
+        assert_eq!(counts.total, 3);
+        // Unbounded, everything (and the bad entry skipped).
+        let all = service
+            .get_stats(admin(GetStatsRequest::default()))
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(all.total.expect("total").count, 60);
+        audit.close().await;
+    }
+}
