@@ -608,6 +608,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_latest_records_skip_one_that_does_not_decode() {
+        let f = filled(5).await;
+        f.store.insert(record_key(3), [0xFF; 5]).expect("tamper");
+        let reader = LogReader::offline(f.store.clone()).expect("reader");
+        let recent: Vec<u64> = reader
+            .recent(10)
+            .expect("the others")
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(recent, [4, 2, 1, 0]);
+        assert!(matches!(
+            verify(&f.store, None).expect("verify").problem,
+            Some(Problem::Record { position: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn the_party_index_is_checked_against_the_records() {
         let f = filled(8).await;
         let missing = crate::index::party_keys("000.00.00.H37", "000.00.00.G22", 5);
