@@ -206,6 +206,27 @@ async fn records_are_paged_filtered_and_shown_to_parties_only() {
         Some("PERMISSION_DENIED")
     );
 
+    // By party, from the hub's party index.
+    let by_agency = |agency: &str| ListRecordsRequest {
+        agency: agency.into(),
+        ..ListRecordsRequest::default()
+    };
+    let of_department = admin
+        .list_records(by_agency(H37_DEPT))
+        .await
+        .expect("by agency")
+        .into_inner()
+        .records;
+    assert_eq!(of_department.len(), 1);
+    assert_eq!(of_department[0].index, 3);
+    let of_province = admin
+        .list_records(by_agency(H37))
+        .await
+        .expect("by agency")
+        .into_inner()
+        .records;
+    assert_eq!(of_province.len(), 4, "client of three, provider of one");
+
     // The ministry is no party to the department's refused call.
     let mut ministry = AuditClient::new(c.hub_channel(Role::Node, MINISTRY_NODE));
     let visible = ministry

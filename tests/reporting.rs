@@ -102,7 +102,10 @@ async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
     let store = truc_store::Store::open(&hub_dir).expect("store");
     let report = truc_audit::verify(&store, None).expect("verify");
     assert!(report.is_ok(), "{:?}", report.problem);
-    assert_eq!(report.stats, truc_audit::read_stats(&store).expect("stats"));
+    assert_eq!(
+        report.stats,
+        truc_audit::read_stats(&store).expect("stats").stats
+    );
     let recomputed: u64 = report.stats.values().map(|s| s.count).sum();
     assert_eq!(recomputed, 60);
 }
@@ -216,4 +219,62 @@ async fn dashboard_in_chromium_shows_what_the_report_says() {
         dom.contains("Văn phòng Chính phủ"),
         "agency names from the registry"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_statistics_entry_breaks_no_reader() {
+    let mut c = start().await;
+    traffic(&c, 9).await;
+    let hub_dir = c.dir.path().join("hub");
+    // A counter of today whose client is not UTF-8, written straight into
+    // the stopped hub's store next to the good ones.
+    let dir = hub_dir.clone();
+    c.deployment
+        .restart_hub(async move || {
+            let store = truc_store::Store::open(&dir).expect("store");
+            let day = truc_audit::day_in(truc_ops::now_ms(), 420);
+            let mut bad = b"audit/c/".to_vec();
+            bad.extend_from_slice(&10u16.to_be_bytes());
+            bad.extend_from_slice(day.as_bytes());
+            bad.extend_from_slice(&[0, 2, 0xC3, 0x28]);
+            store.insert(&bad, 5u64.to_be_bytes()).expect("insert");
+            store.flush().expect("flush");
+        })
+        .await
+        .expect("restart");
+
+    let mut admin = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
+    let stats = admin
+        .get_stats(GetStatsRequest::default())
+        .await
+        .expect("GetStats still answers")
+        .into_inner();
+    assert_eq!(stats.total.expect("total").count, 9);
+    let ops = c.deployment.hub().ops_addr();
+    let (code, summary) = http_get(ops, "/api/summary").await;
+    assert_eq!(code, 200, "{summary}");
+    assert!(
+        summary.contains(r#""unreadable_entries":1"#),
+        "the dashboard says so: {summary}"
+    );
+    let (_, metrics) = http_get(ops, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("truc_audit_unreadable_entries_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    c.deployment.stop().await.expect("stop");
+    let store = truc_store::Store::open(&hub_dir).expect("store");
+    let report = truc_audit::verify(&store, None).expect("verify answers");
+    assert_eq!(report.records, 9);
+    assert!(
+        matches!(report.problem, Some(truc_audit::Problem::Unreadable { .. })),
+        "{:?}",
+        report.problem
+    );
+    assert_eq!(report.unreadable.len(), 1);
+    let recomputed: u64 = report.stats.values().map(|s| s.count).sum();
+    assert_eq!(recomputed, 9);
 }

@@ -24,15 +24,69 @@ pub struct CountKey {
     pub outcome: String,
 }
 
+/// Longest field of a counter key, in bytes. A longer value (the network
+/// edge refuses them, but the storage layer must hold whatever reaches it)
+/// is cut at the last character boundary at or below this length, the same
+/// way when counting and when recomputing the counters from the records, so
+/// that verification stays exact; values that share such a prefix share a
+/// counter.
+pub const KEY_FIELD_MAX: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn cap(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl CountKey {
-    /// The store key: the prefix, then each field length-prefixed, so that no
-    /// value (however odd) can be confused with a separator.
+    /// A key with every field cut to [`KEY_FIELD_MAX`] bytes.
+    pub fn new(
+        day: &str,
+        client: &str,
+        provider: &str,
+        service: &str,
+        kind: &str,
+        outcome: &str,
+    ) -> CountKey {
+        let c = |s: &str| cap(s, KEY_FIELD_MAX).to_string();
+        CountKey {
+            day: c(day),
+            client: c(client),
+            provider: c(provider),
+            service: c(service),
+            kind: c(kind),
+            outcome: c(outcome),
+        }
+    }
+
+    /// This key as it is stored: every field cut to [`KEY_FIELD_MAX`] bytes.
+    pub fn bounded(&self) -> CountKey {
+        CountKey::new(
+            &self.day,
+            &self.client,
+            &self.provider,
+            &self.service,
+            &self.kind,
+            &self.outcome,
+        )
+    }
+
+    /// The store key: the prefix, then each field (cut to
+    /// [`KEY_FIELD_MAX`]) with its length as two big-endian bytes, so that no
+    /// value (however odd) can be confused with a separator. The day comes
+    /// first and is always 10 bytes, so the counters of a range of days are
+    /// one range of keys. Total: any key encodes, and decodes back to
+    /// [`CountKey::bounded`].
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut key = COUNT_PREFIX.to_vec();
         for field in self.fields() {
-            let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-            key.extend_from_slice(&len.to_be_bytes());
-            key.extend_from_slice(&field.as_bytes()[..usize::from(len)]);
+            put_field(&mut key, field);
         }
         key
     }
@@ -48,6 +102,10 @@ impl CountKey {
         ]
     }
 
+    /// The key stored as `key`, bounded. Also reads the keys of earlier
+    /// builds, which cut a field to 65 535 bytes, possibly inside a
+    /// character: only the first [`KEY_FIELD_MAX`] bytes are kept, so such a
+    /// key reads as the bounded key of its value.
     pub(crate) fn decode(key: &[u8]) -> Option<CountKey> {
         let mut rest = key.strip_prefix(COUNT_PREFIX)?;
         let mut fields = Vec::with_capacity(6);
@@ -55,27 +113,188 @@ impl CountKey {
             let (len, tail) = rest.split_first_chunk::<2>()?;
             let len = usize::from(u16::from_be_bytes(*len));
             let value = tail.get(..len)?;
-            fields.push(String::from_utf8(value.to_vec()).ok()?);
+            fields.push(bounded_utf8(value)?);
             rest = &tail[len..];
         }
         if !rest.is_empty() {
             return None;
         }
-        let mut it = fields.into_iter();
+        let [day, client, provider, service, kind, outcome] = fields.try_into().ok()?;
         Some(CountKey {
-            day: it.next()?,
-            client: it.next()?,
-            provider: it.next()?,
-            service: it.next()?,
-            kind: it.next()?,
-            outcome: it.next()?,
+            day,
+            client,
+            provider,
+            service,
+            kind,
+            outcome,
         })
     }
 }
 
-/// Every stored counter's transaction count.
+fn put_field(key: &mut Vec<u8>, field: &str) {
+    let field = cap(field, KEY_FIELD_MAX);
+    // KEY_FIELD_MAX < 2^16.
+    key.extend_from_slice(&(field.len() as u16).to_be_bytes());
+    key.extend_from_slice(field.as_bytes());
+}
+
+/// The first [`KEY_FIELD_MAX`] bytes of `value` as text, cut on a character
+/// boundary; None if they are not UTF-8 (beyond a character cut at the end).
+fn bounded_utf8(value: &[u8]) -> Option<String> {
+    let long = value.len() > KEY_FIELD_MAX;
+    let head = &value[..value.len().min(KEY_FIELD_MAX)];
+    match std::str::from_utf8(head) {
+        Ok(s) => Some(s.to_string()),
+        // Only a character cut by the bound itself may be incomplete.
+        Err(e) if long && e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()])
+            .ok()
+            .map(str::to_string),
+        Err(_) => None,
+    }
+}
+
+/// The keys `[start, end)` holding the counters of the days `from..=to`
+/// (`YYYY-MM-DD`; empty: unbounded).
+fn day_range(from: &str, to: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut start = COUNT_PREFIX.to_vec();
+    if !from.is_empty() {
+        put_field(&mut start, from);
+    }
+    let mut end = COUNT_PREFIX.to_vec();
+    if !to.is_empty() {
+        put_field(&mut end, to);
+    }
+    (start, successor(end))
+}
+
+/// The least key greater than every key starting with `prefix`.
+pub(crate) fn successor(mut prefix: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = prefix.pop() {
+        if last < u8::MAX {
+            prefix.push(last + 1);
+            return prefix;
+        }
+    }
+    // Only an all-0xFF prefix: nothing is greater; an empty end means empty.
+    Vec::new()
+}
+
+/// A stored entry that could not be read, skipped by the reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Hex of the key (of its first 64 bytes when longer).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Unreadable {
+    pub(crate) fn new(key: &[u8], reason: impl Into<String>) -> Unreadable {
+        let shown = &key[..key.len().min(64)];
+        let mut hex = hex::encode(shown);
+        if key.len() > 64 {
+            hex.push_str(&format!("… ({} bytes)", key.len()));
+        }
+        Unreadable {
+            key: hex,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at key {}", self.reason, self.key)
+    }
+}
+
+static UNREADABLE_SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Stored entries that a reader of this process skipped because they could
+/// not be decoded (each read that skips one counts it again).
+pub fn unreadable_skipped() -> u64 {
+    UNREADABLE_SKIPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Logs and counts entries skipped by a reader serving `what`.
+pub fn note_unreadable(what: &str, entries: &[Unreadable]) {
+    if entries.is_empty() {
+        return;
+    }
+    UNREADABLE_SKIPPED.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    // A handful is enough to find them; the count says how many.
+    for e in entries.iter().take(5) {
+        tracing::error!(entry = %e, "skipped an unreadable stored entry while reading {what}");
+    }
+    if entries.len() > 5 {
+        tracing::error!(
+            count = entries.len(),
+            "skipped unreadable stored entries while reading {what}"
+        );
+    }
+}
+
+/// The counters read back, and the stored entries that could not be.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Statistics per counter (stored keys that read as the same bounded
+    /// key are added up).
+    pub stats: BTreeMap<CountKey, Stats>,
+    /// Entries skipped because their key or value does not decode.
+    pub unreadable: Vec<Unreadable>,
+    /// Stored entries read.
+    pub scanned: u64,
+}
+
+impl Counters {
+    fn read(
+        entries: impl Iterator<Item = Result<truc_store::Entry, truc_store::StoreError>>,
+    ) -> Result<Counters, AuditError> {
+        let mut out = Counters::default();
+        for entry in entries {
+            let (key, value) = entry?;
+            out.scanned += 1;
+            let Some(count_key) = CountKey::decode(&key) else {
+                out.unreadable
+                    .push(Unreadable::new(&key, "undecodable statistics key"));
+                continue;
+            };
+            let Some(stats) = Stats::decode(&value) else {
+                out.unreadable
+                    .push(Unreadable::new(&key, "undecodable statistics value"));
+                continue;
+            };
+            out.stats.entry(count_key).or_default().add(&stats);
+        }
+        Ok(out)
+    }
+}
+
+/// Every stored counter with its statistics; entries that do not decode are
+/// skipped and listed.
+pub fn read_stats(store: &Store) -> Result<Counters, AuditError> {
+    Counters::read(store.scan_prefix(COUNT_PREFIX))
+}
+
+/// The counters of the days `from..=to` (`YYYY-MM-DD`, inclusive; empty:
+/// unbounded), read with one range scan: only those days' entries are read.
+pub fn read_stats_of_days(store: &Store, from: &str, to: &str) -> Result<Counters, AuditError> {
+    let (start, end) = day_range(from, to);
+    let mut out = Counters::read(store.scan_range(&start, &end))?;
+    // Days are 10 bytes; anything else in the range is not of those days.
+    out.stats.retain(|k, _| {
+        (from.is_empty() || k.day.as_str() >= from) && (to.is_empty() || k.day.as_str() <= to)
+    });
+    Ok(out)
+}
+
+/// Every stored counter's transaction count (unreadable entries are
+/// skipped, logged and counted in [`unreadable_skipped`]).
 pub fn read_counts(store: &Store) -> Result<BTreeMap<CountKey, u64>, AuditError> {
-    Ok(read_stats(store)?
+    let counters = read_stats(store)?;
+    note_unreadable("counters", &counters.unreadable);
+    Ok(counters
+        .stats
         .into_iter()
         .map(|(k, s)| (k, s.count))
         .collect())
@@ -112,6 +331,17 @@ mod tests {
         assert_eq!(day_of(1_795_910_399_000), "2026-11-28");
     }
 
+    fn sample(day: &str, client: &str, outcome: &str) -> CountKey {
+        CountKey::new(
+            day,
+            client,
+            "000.00.00.G22",
+            "000.00.00.G22/citizen-lookup/v1",
+            "call",
+            outcome,
+        )
+    }
+
     #[test]
     fn keys_round_trip_whatever_the_values() {
         let key = CountKey {
@@ -126,6 +356,191 @@ mod tests {
         let mut bad = key.encode();
         bad.push(0);
         assert_eq!(CountKey::decode(&bad), None);
+    }
+
+    #[test]
+    fn an_80_kb_status_code_is_counted_under_a_bounded_readable_key() {
+        // 'ệ' is 3 bytes: 80 000 of them cross every bound inside a character.
+        let huge = "ệ".repeat(80_000);
+        let key = sample("2026-11-28", "000.00.00.H37", &huge);
+        let stored = CountKey {
+            outcome: huge.clone(),
+            ..key.clone()
+        };
+        let encoded = stored.encode();
+        assert!(encoded.len() < COUNT_PREFIX.len() + 6 * (2 + KEY_FIELD_MAX));
+        let decoded = CountKey::decode(&encoded).expect("decodes");
+        assert_eq!(decoded, key);
+        assert_eq!(decoded.outcome.len(), 255, "cut on the boundary below 256");
+        assert!(huge.starts_with(&decoded.outcome));
+    }
+
+    #[test]
+    fn keys_of_earlier_builds_cut_inside_a_character_still_read() {
+        // What the first encoding stored: the field cut at 65 535 bytes.
+        // 'é' is 2 bytes: 65 535 cuts one in two.
+        let huge = "é".repeat(40_000);
+        let mut old = COUNT_PREFIX.to_vec();
+        for f in ["2026-11-28", "A", "B", "S", "call"] {
+            old.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            old.extend_from_slice(f.as_bytes());
+        }
+        old.extend_from_slice(&u16::MAX.to_be_bytes());
+        old.extend_from_slice(&huge.as_bytes()[..usize::from(u16::MAX)]);
+        assert!(std::str::from_utf8(&old[old.len() - 65_535..]).is_err());
+        let decoded = CountKey::decode(&old).expect("decodes");
+        assert_eq!(
+            decoded,
+            CountKey::new("2026-11-28", "A", "B", "S", "call", &huge)
+        );
+        // Invalid UTF-8 within the bound is still refused.
+        let mut bad = sample("2026-11-28", "A", "OK").encode();
+        let at = bad.len() - 1;
+        bad[at] = 0xFF;
+        assert_eq!(CountKey::decode(&bad), None);
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        // Anything, control characters and NULs included, sometimes huge.
+        prop_oneof![
+            any::<String>(),
+            "[\\x00-\\x1f\\x7f|/]{0,8}",
+            (any::<String>(), any::<char>(), 0usize..70_000)
+                .prop_map(|(s, c, n)| s + &c.to_string().repeat(n)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn any_key_encodes_and_decodes_to_its_bounded_form(
+            day in text(), client in text(), provider in text(),
+            service in text(), kind in text(), outcome in text(),
+        ) {
+            let key = CountKey { day, client, provider, service, kind, outcome };
+            let encoded = key.encode();
+            let bounded = key.bounded();
+            proptest::prop_assert_eq!(CountKey::decode(&encoded), Some(bounded.clone()));
+            proptest::prop_assert_eq!(bounded.encode(), encoded.clone());
+            proptest::prop_assert!(encoded.len() <= COUNT_PREFIX.len() + 6 * (2 + KEY_FIELD_MAX));
+            for (full, cut) in key.fields().iter().zip(bounded.fields()) {
+                proptest::prop_assert!(full.starts_with(cut));
+                proptest::prop_assert!(cut.len() <= KEY_FIELD_MAX);
+                if full.len() <= KEY_FIELD_MAX {
+                    proptest::prop_assert_eq!(*full, cut);
+                } else {
+                    proptest::prop_assert!(cut.len() + 4 > KEY_FIELD_MAX);
+                }
+            }
+        }
+
+        #[test]
+        fn counters_sort_by_day_first(
+            a in 0u64..4_000_000_000_000, b in 0u64..4_000_000_000_000,
+            client_a in text(), client_b in text(),
+        ) {
+            let (da, db) = (day_of(a), day_of(b));
+            let ka = sample(&da, &client_a, "OK").encode();
+            let kb = sample(&db, &client_b, "OK").encode();
+            if da < db {
+                proptest::prop_assert!(ka < kb);
+            }
+            if da > db {
+                proptest::prop_assert!(ka > kb);
+            }
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_bad_stored_counter_is_skipped_and_reported_not_fatal() {
+        let (_dir, store) = store();
+        let good = sample("2026-11-28", "A", "OK");
+        store
+            .insert(good.encode(), Stats::one(10, 20, 30).encode())
+            .expect("insert");
+        let other = sample("2026-11-29", "B", "OK");
+        store
+            .insert(other.encode(), Stats::one(1, 2, 3).encode())
+            .expect("insert");
+        // A key whose field is not UTF-8, and a value that does not decode.
+        let mut bad_key = COUNT_PREFIX.to_vec();
+        bad_key.extend_from_slice(&[0, 2, 0xC3, 0x28]);
+        store
+            .insert(&bad_key, Stats::one(1, 1, 1).encode())
+            .expect("insert");
+        let bad_value = sample("2026-11-28", "C", "OK");
+        store
+            .insert(bad_value.encode(), b"\xFE\x01")
+            .expect("insert");
+
+        let counters = read_stats(&store).expect("read");
+        assert_eq!(counters.stats.len(), 2);
+        assert_eq!(counters.stats.get(&good).map(|s| s.count), Some(1));
+        assert_eq!(counters.stats.get(&other).map(|s| s.request_bytes), Some(1));
+        let reasons: Vec<&str> = counters
+            .unreadable
+            .iter()
+            .map(|u| u.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            ["undecodable statistics key", "undecodable statistics value"]
+        );
+        let before = unreadable_skipped();
+        assert_eq!(read_counts(&store).expect("counts").len(), 2);
+        assert!(unreadable_skipped() >= before + 2);
+    }
+
+    #[test]
+    fn a_day_range_reads_only_the_counters_of_those_days() {
+        let (_dir, store) = store();
+        let day0 = 1_795_910_000_000u64;
+        let mut batch = truc_store::WriteBatch::default();
+        for d in 0..100u64 {
+            let day = day_of(day0 + d * 86_400_000);
+            for client in ["A", "B", "C"] {
+                let k = sample(&day, client, "OK");
+                batch.insert(k.encode(), Stats::one(d, 0, 1).encode());
+            }
+        }
+        store.apply(batch).expect("apply");
+        let (from, to) = (
+            day_of(day0 + 40 * 86_400_000),
+            day_of(day0 + 42 * 86_400_000),
+        );
+        let counters = read_stats_of_days(&store, &from, &to).expect("read");
+        assert_eq!(counters.scanned, 9, "three days of three counters");
+        assert_eq!(counters.stats.len(), 9);
+        assert!(counters.stats.keys().all(|k| k.day >= from && k.day <= to));
+        let sum: u64 = counters.stats.values().map(|s| s.request_bytes).sum();
+        assert_eq!(sum, 3 * (40 + 41 + 42));
+        // Open-ended ranges.
+        assert_eq!(
+            read_stats_of_days(&store, &from, "").expect("read").scanned,
+            180
+        );
+        assert_eq!(
+            read_stats_of_days(&store, "", &to).expect("read").scanned,
+            129
+        );
+        assert_eq!(
+            read_stats_of_days(&store, "", "").expect("read").scanned,
+            300
+        );
+        assert_eq!(
+            read_stats_of_days(&store, &to, &from)
+                .expect("read")
+                .scanned,
+            0
+        );
     }
 }
 
@@ -160,13 +575,14 @@ impl Stats {
         s
     }
 
-    /// Adds `other` in.
+    /// Adds `other` in. Sums saturate: a stored value read back, however large, never
+    /// overflows (and then differs from the records, which verify reports).
     pub fn add(&mut self, other: &Stats) {
-        self.count += other.count;
-        self.request_bytes += other.request_bytes;
-        self.response_bytes += other.response_bytes;
+        self.count = self.count.saturating_add(other.count);
+        self.request_bytes = self.request_bytes.saturating_add(other.request_bytes);
+        self.response_bytes = self.response_bytes.saturating_add(other.response_bytes);
         for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -264,22 +680,6 @@ fn bucket(latency_us: u64) -> usize {
     // 0 and 1 µs land in bucket 0; 2^k..2^(k+1)-1 in bucket k.
     let k = 63 - latency_us.max(1).leading_zeros() as usize;
     k.min(LATENCY_BUCKETS - 1)
-}
-
-/// Every stored counter with its statistics.
-pub fn read_stats(store: &Store) -> Result<BTreeMap<CountKey, Stats>, AuditError> {
-    let mut out = BTreeMap::new();
-    for entry in store.scan_prefix(COUNT_PREFIX) {
-        let (key, value) = entry?;
-        let corrupt = |reason: &str| AuditError::Corrupt {
-            key: hex::encode(&key),
-            reason: reason.to_string(),
-        };
-        let count_key = CountKey::decode(&key).ok_or_else(|| corrupt("bad counter key"))?;
-        let stats = Stats::decode(&value).ok_or_else(|| corrupt("bad counter value"))?;
-        out.insert(count_key, stats);
-    }
-    Ok(out)
 }
 
 /// A time zone as a fixed offset from UTC (Vietnam has kept UTC+7 without

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod counts;
+pub mod index;
 mod log;
 pub mod merkle;
 mod proofs;
@@ -30,7 +31,9 @@ pub mod sth;
 mod verify;
 
 pub use counts::{
-    CountKey, LATENCY_BUCKETS, Stats, day_in, day_of, parse_time_zone, read_counts, read_stats,
+    CountKey, Counters, KEY_FIELD_MAX, LATENCY_BUCKETS, Stats, Unreadable, day_in, day_of,
+    note_unreadable, parse_time_zone, read_counts, read_stats, read_stats_of_days,
+    unreadable_skipped,
 };
 pub use log::{
     Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_offset,
@@ -52,6 +55,8 @@ pub(crate) const NODE_PREFIX: &[u8] = b"audit/t/";
 pub(crate) const HEAD_PREFIX: &[u8] = b"audit/h/";
 /// Key prefix of the transaction-id index, followed by the id.
 pub(crate) const TX_PREFIX: &[u8] = b"audit/x/";
+/// Key prefix of the party index (see [`index`]).
+pub(crate) const PARTY_PREFIX: &[u8] = b"audit/p/";
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]

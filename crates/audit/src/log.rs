@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use truc_proto::v1::SignedTreeHead;
 use truc_store::{Store, WriteBatch};
 
+use crate::index::{ensure_party_index, party_keys};
 use crate::{
     AuditError, AuditRecord, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
     Receipt, TX_PREFIX,
@@ -178,6 +179,8 @@ enum Job {
     },
     /// Commit what is queued, flush, and stop the writer.
     Close { done: oneshot::Sender<()> },
+    /// Commit what is queued, then run this before the next commit.
+    Between(Box<dyn FnOnce() + Send>),
 }
 
 /// The audit log of one process. Cheap to clone; one writer thread behind it.
@@ -293,6 +296,11 @@ impl AuditLog {
             })?),
             None => None,
         };
+        // Records written before the party index existed are indexed now,
+        // once, before the writer adds any.
+        if frontier.is_some() {
+            ensure_party_index(&store)?;
+        }
         let prev_hash = match size {
             0 => [0; 32],
             n => match store.get(record_key(n - 1))? {
@@ -333,6 +341,25 @@ impl AuditLog {
     /// misses records and is told how many).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<(u64, AuditRecord)>> {
         self.committed.subscribe()
+    }
+
+    /// Reads the store between two commits (so that it holds exactly the
+    /// committed records and their counters) and subscribes at that point:
+    /// the subscription delivers every record the read did not see, and no
+    /// other. Appends wait while `read` runs: keep it short.
+    pub async fn read_and_subscribe<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<(T, tokio::sync::broadcast::Receiver<Arc<(u64, AuditRecord)>>), AuditError> {
+        let (reply, rx) = oneshot::channel();
+        let store = self.reader.store.clone();
+        let committed = self.committed.clone();
+        let job = Job::Between(Box::new(move || {
+            let receiver = committed.subscribe();
+            let _ = reply.send((read(&store), receiver));
+        }));
+        self.jobs.send(job).await.map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)
     }
 
     /// Read access to the log.
@@ -397,6 +424,7 @@ impl Writer {
         while closing.is_none() {
             let Some(job) = rx.blocking_recv() else { break };
             let mut next = Some(job);
+            let mut between = None;
             while let Some(job) = next.take() {
                 match job {
                     Job::Append { tx, reply } => group.push((tx, reply)),
@@ -404,18 +432,24 @@ impl Writer {
                         closing = Some(done);
                         break;
                     }
+                    Job::Between(run) => {
+                        between = Some(run);
+                        break;
+                    }
                 }
                 if group.len() < self.options.max_group {
                     next = rx.try_recv().ok();
                 }
             }
-            if group.is_empty() {
-                continue;
+            if !group.is_empty() {
+                let results = self.commit(&group);
+                for ((_, reply), result) in group.drain(..).zip(results) {
+                    // The caller may have given up waiting; the record stays.
+                    let _ = reply.send(result);
+                }
             }
-            let results = self.commit(&group);
-            for ((_, reply), result) in group.drain(..).zip(results) {
-                // The caller may have given up waiting; the record stays.
-                let _ = reply.send(result);
+            if let Some(run) = between {
+                run();
             }
         }
         if let Err(e) = self.store.flush() {
@@ -466,6 +500,12 @@ impl Writer {
                         ),
                         Err(e) => return self.fail_all(group.len(), &e),
                     }
+                }
+            }
+            // The party index, beside the tree (hub only).
+            if frontier.is_some() {
+                for key in party_keys(&tx.client_agency, &tx.provider_agency, index) {
+                    batch.insert(key, []);
                 }
             }
             deltas
@@ -598,25 +638,25 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
 }
 
 pub(crate) fn count_key_of_record(r: &AuditRecord, offset: i32) -> CountKey {
-    CountKey {
-        day: day_in(r.finished_unix_ms, offset),
-        client: r.client_agency.clone(),
-        provider: r.provider_agency.clone(),
-        service: r.service.clone(),
-        kind: r.kind.clone(),
-        outcome: r.outcome.clone(),
-    }
+    CountKey::new(
+        &day_in(r.finished_unix_ms, offset),
+        &r.client_agency,
+        &r.provider_agency,
+        &r.service,
+        &r.kind,
+        &r.outcome,
+    )
 }
 
 fn count_key(tx: &Transaction, offset: i32) -> CountKey {
-    CountKey {
-        day: day_in(tx.finished_unix_ms, offset),
-        client: tx.client_agency.clone(),
-        provider: tx.provider_agency.clone(),
-        service: tx.service.clone(),
-        kind: tx.kind.as_str().to_string(),
-        outcome: tx.outcome.clone(),
-    }
+    CountKey::new(
+        &day_in(tx.finished_unix_ms, offset),
+        &tx.client_agency,
+        &tx.provider_agency,
+        &tx.service,
+        tx.kind.as_str(),
+        &tx.outcome,
+    )
 }
 
 pub(crate) fn record_key(index: u64) -> Vec<u8> {

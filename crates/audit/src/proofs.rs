@@ -126,17 +126,24 @@ impl LogReader {
             .filter(|i| *i < self.size()))
     }
 
-    /// The latest `n` records, newest first.
+    /// The latest `n` records, newest first; a record that does not decode
+    /// is skipped (logged and counted), not an error for the others.
     pub fn recent(&self, n: usize) -> Result<Vec<(u64, AuditRecord)>, AuditError> {
         let size = self.size();
-        (size.saturating_sub(n as u64)..size)
-            .rev()
-            .filter_map(|i| {
-                self.record(i)
-                    .transpose()
-                    .map(|r| r.map(|(_, rec)| (i, rec)))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(n.min(1024));
+        let mut unreadable = Vec::new();
+        for i in (size.saturating_sub(n as u64)..size).rev() {
+            match self.record(i) {
+                Ok(Some((_, record))) => out.push((i, record)),
+                Ok(None) => {}
+                Err(AuditError::Corrupt { key, reason }) => {
+                    unreadable.push(crate::Unreadable { key, reason });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        crate::note_unreadable("recent records", &unreadable);
+        Ok(out)
     }
 
     /// The stored bytes and the decoded record at `index`.

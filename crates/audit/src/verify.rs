@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use truc_store::Store;
 
 use crate::{
-    AuditError, CountKey, LogReader, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION, Stats,
-    log::{count_key_of_record, decode_record, index_of_key, node_key},
+    AuditError, CountKey, Counters, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION, Stats,
+    Unreadable,
+    log::{count_key_of_record, decode_head, decode_record, index_of_key, node_key},
     merkle::{Frontier, Hash, leaf_hash},
     read_stats,
     sth::{root_of, verify_tree_head},
@@ -37,6 +38,16 @@ pub enum Problem {
         /// What is wrong.
         reason: String,
     },
+    /// A stored entry (a statistics counter, a tree head) does not decode.
+    Unreadable {
+        /// Which entry, and what is wrong.
+        entry: Unreadable,
+    },
+    /// The party index does not match the records.
+    Index {
+        /// What is wrong.
+        reason: String,
+    },
     /// A counter differs from the count of records.
     Count {
         /// The counter.
@@ -56,6 +67,8 @@ impl std::fmt::Display for Problem {
             Problem::Receipt { position, reason } => {
                 write!(f, "receipt in record {position}: {reason}")
             }
+            Problem::Unreadable { entry } => write!(f, "unreadable stored entry: {entry}"),
+            Problem::Index { reason } => write!(f, "party index: {reason}"),
             Problem::Count {
                 key,
                 stored,
@@ -86,6 +99,9 @@ pub struct VerifyReport {
     pub stats: BTreeMap<CountKey, Stats>,
     /// Counts recomputed from the records.
     pub counts: BTreeMap<CountKey, u64>,
+    /// Stored entries that do not decode (the first is the problem, unless
+    /// an earlier one was found); everything else was still checked.
+    pub unreadable: Vec<Unreadable>,
     /// The first problem, if any.
     pub problem: Option<Problem>,
 }
@@ -111,11 +127,21 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         receipts: 0,
         stats: BTreeMap::new(),
         counts: BTreeMap::new(),
+        unreadable: Vec::new(),
         problem: None,
     };
     let offset = crate::stored_offset(store)?.unwrap_or(7 * 60);
-    let reader = LogReader::offline(store.clone())?;
-    let heads = reader.tree_heads()?;
+    // A head that does not decode is a problem found, not a failure to check.
+    let mut heads = Vec::new();
+    for entry in store.scan_prefix(HEAD_PREFIX) {
+        let (key, value) = entry?;
+        match decode_head(&key, &value) {
+            Ok(h) => heads.push(h),
+            Err(e) => report.unreadable.push(Unreadable::new(&key, e.to_string())),
+        }
+    }
+    let indexed = crate::index::has_party_index(store)?;
+    let mut index_entries = 0u64;
     let mut heads = heads.into_iter().peekable();
     let mut frontier = Frontier::new();
     // Only logs that sign heads (the hub's) keep a tree; a node's is a chain.
@@ -195,6 +221,18 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
                 return Ok(report);
             }
         }
+        if indexed {
+            if !crate::index::is_indexed(store, &record, position)? {
+                report.problem = broken(
+                    "its party index entries are missing (listings by agency would not show it)"
+                        .into(),
+                );
+                return Ok(report);
+            }
+            index_entries +=
+                crate::index::party_keys(&record.client_agency, &record.provider_agency, position)
+                    .len() as u64;
+        }
         prev = leaf;
         report.records += 1;
         report.root = frontier.root();
@@ -227,7 +265,30 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         });
         return Ok(report);
     }
-    let stored = read_stats(store)?;
+    if indexed {
+        let stored = crate::index::party_entries(store)?;
+        if stored != index_entries {
+            report.problem = Some(Problem::Index {
+                reason: format!(
+                    "{stored} entries where the records make {index_entries} (entries were added or removed)"
+                ),
+            });
+            return Ok(report);
+        }
+    }
+    let Counters {
+        stats: stored,
+        unreadable,
+        ..
+    } = read_stats(store)?;
+    report.unreadable.extend(unreadable);
+    if let Some(entry) = report.unreadable.first() {
+        // A counter that cannot be read would also show as a difference.
+        report.problem = Some(Problem::Unreadable {
+            entry: entry.clone(),
+        });
+        return Ok(report);
+    }
     let keys: std::collections::BTreeSet<&CountKey> =
         stored.keys().chain(report.stats.keys()).collect();
     let none = Stats::default();
@@ -275,7 +336,7 @@ fn check_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditLog, Options, Transaction, log::record_key, sha256, sth::Signer};
+    use crate::{AuditLog, LogReader, Options, Transaction, log::record_key, sha256, sth::Signer};
 
     fn tx(i: u64, outcome: &str) -> Transaction {
         Transaction {
@@ -479,6 +540,176 @@ mod tests {
             "{:?}",
             problem(&f)
         );
+    }
+
+    #[tokio::test]
+    async fn an_80_kb_status_code_verifies_and_reads_back() {
+        let f = filled(3).await;
+        let (signer, key) = signer();
+        let log =
+            AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer)).expect("log");
+        // 2-byte characters: the old 65 535-byte cut fell inside one.
+        let huge = "é".repeat(40_000);
+        log.append(tx(50, &huge)).await.expect("append");
+        log.append(tx(51, &huge)).await.expect("append");
+        log.close().await;
+        let report = verify(&f.store, None).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(report.records, 5);
+        let stored = read_stats(&f.store).expect("stats");
+        assert!(stored.unreadable.is_empty());
+        assert_eq!(stored.stats, report.stats);
+        let bounded = stored
+            .stats
+            .iter()
+            .find(|(k, _)| k.outcome.len() > 100)
+            .expect("the long outcome's counter");
+        assert_eq!(bounded.1.count, 2);
+        assert!(huge.starts_with(&bounded.0.outcome));
+        drop(key);
+    }
+
+    #[tokio::test]
+    async fn a_bad_counter_or_head_is_a_problem_found_not_a_failure() {
+        let f = filled(6).await;
+        let good = read_stats(&f.store).expect("stats").stats;
+        // A counter whose key is not UTF-8, next to the good ones.
+        let mut bad = crate::COUNT_PREFIX.to_vec();
+        bad.extend_from_slice(&[0, 10]);
+        bad.extend_from_slice(&[0xFF; 10]);
+        f.store
+            .insert(&bad, Stats::one(1, 1, 1).encode())
+            .expect("tamper");
+        let report = verify(&f.store, Some(&f.key)).expect("verify, not an error");
+        assert_eq!(report.records, 6, "every record still checked");
+        assert_eq!(report.stats, good, "the good counters still add up");
+        assert_eq!(report.unreadable.len(), 1);
+        assert!(
+            matches!(&report.problem, Some(Problem::Unreadable { entry }) if entry.reason.contains("statistics key")),
+            "{:?}",
+            report.problem
+        );
+        let counters = read_stats(&f.store).expect("reads");
+        assert_eq!(counters.stats, good);
+        assert_eq!(counters.unreadable.len(), 1);
+
+        // A tree head that does not decode.
+        let g = filled(4).await;
+        g.store
+            .insert(crate::log::head_key(2), b"\xFF\xFF\xFF")
+            .expect("tamper");
+        let report = verify(&g.store, Some(&g.key)).expect("verify, not an error");
+        assert_eq!(report.records, 4);
+        assert!(
+            matches!(&report.problem, Some(Problem::Unreadable { entry }) if entry.reason.contains("tree head")),
+            "{:?}",
+            report.problem
+        );
+    }
+
+    #[tokio::test]
+    async fn the_latest_records_skip_one_that_does_not_decode() {
+        let f = filled(5).await;
+        f.store.insert(record_key(3), [0xFF; 5]).expect("tamper");
+        let reader = LogReader::offline(f.store.clone()).expect("reader");
+        let recent: Vec<u64> = reader
+            .recent(10)
+            .expect("the others")
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(recent, [4, 2, 1, 0]);
+        assert!(matches!(
+            verify(&f.store, None).expect("verify").problem,
+            Some(Problem::Record { position: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_party_index_is_checked_against_the_records() {
+        let f = filled(8).await;
+        let missing = crate::index::party_keys("000.00.00.H37", "000.00.00.G22", 5);
+        let mut batch = truc_store::WriteBatch::default();
+        batch.remove(&missing[1]);
+        f.store.apply(batch).expect("tamper");
+        assert!(
+            matches!(&problem(&f), Some(Problem::Record { position: 5, reason }) if reason.contains("party index")),
+            "{:?}",
+            problem(&f)
+        );
+        let g = filled(8).await;
+        // An entry that would show record 3 to another agency.
+        let forged = crate::index::party_keys("000.00.00.A99", "", 3);
+        g.store.insert(&forged[0], []).expect("tamper");
+        assert!(
+            matches!(&problem(&g), Some(Problem::Index { .. })),
+            "{:?}",
+            problem(&g)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_from_before_the_party_index_is_indexed_at_open() {
+        let f = filled(12).await;
+        // What an older build left: no party index, no marker.
+        let mut batch = truc_store::WriteBatch::default();
+        for e in f.store.scan_prefix(crate::PARTY_PREFIX) {
+            batch.remove(e.expect("entry").0);
+        }
+        batch.remove(crate::index::PARTY_INDEX_KEY);
+        f.store.apply(batch).expect("strip");
+        assert!(!crate::index::has_party_index(&f.store).expect("marker"));
+        assert!(verify(&f.store, Some(&f.key)).expect("verify").is_ok());
+        let (signer, _) = signer();
+        let log =
+            AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer)).expect("log");
+        assert!(crate::index::has_party_index(&f.store).expect("marker"));
+        let all: Vec<u64> = crate::index::records_of(&f.store, "000.00.00.G22", 0, u64::MAX)
+            .map(|r| r.expect("index"))
+            .collect();
+        assert_eq!(all, (0..12).collect::<Vec<_>>());
+        log.append(tx(40, "OK")).await.expect("append");
+        log.close().await;
+        let report = verify(&f.store, None).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(
+            crate::index::records_of(&f.store, "000.00.00.H37", 10, u64::MAX).count(),
+            3
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_between_commits_and_its_subscription_see_each_record_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let (signer, _) = signer();
+        let log = AuditLog::open(store, "hub", Options::default(), Some(signer)).expect("log");
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move { log.append(tx(i, "OK")).await }));
+        }
+        let (seen, mut rx) = log
+            .read_and_subscribe(|store| {
+                let counters = read_stats(store).expect("stats");
+                counters.stats.values().map(|s| s.count).sum::<u64>()
+            })
+            .await
+            .expect("read");
+        for t in tasks {
+            t.await.expect("join").expect("append");
+        }
+        let mut later = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            later.push(r.0);
+        }
+        assert_eq!(
+            seen + later.len() as u64,
+            300,
+            "read {seen}, then {later:?}"
+        );
+        assert_eq!(later, (seen..300).collect::<Vec<_>>());
+        log.close().await;
     }
 
     #[tokio::test]

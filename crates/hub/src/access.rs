@@ -27,6 +27,19 @@ impl Visibility {
         }
     }
 
+    /// The agencies whose transactions are visible; None: all of them.
+    pub(crate) fn agencies(&self, registry: &Registry) -> Option<Vec<String>> {
+        match self {
+            Visibility::All => None,
+            Visibility::Node(node) => Some(
+                registry
+                    .node(node)
+                    .map(|n| n.agencies.iter().map(|a| a.to_string()).collect())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
     /// Whether a transaction between `client` and `provider` is visible.
     pub(crate) fn sees(&self, registry: &Registry, client: &str, provider: &str) -> bool {
         match self {

@@ -1,10 +1,17 @@
 //! `truc.v1.Audit`: tree heads, proofs and records of the hub's audit log.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
-use truc_audit::{LogReader, QueryError, merkle::Hash};
+use truc_audit::{
+    AuditError, LogReader, QueryError, Unreadable,
+    index::{self, Indexes},
+    merkle::Hash,
+};
 use truc_pki::peer;
 use truc_proto::v1::{
     ConsistencyProof, GetConsistencyProofRequest, GetInclusionProofRequest, GetTreeHeadRequest,
@@ -18,16 +25,30 @@ use crate::access::Visibility;
 /// Most records one page may hold.
 const MAX_PAGE: u32 = 1000;
 
+/// Most records one ListRecords call reads: a filter that few records pass
+/// returns a short page (maybe empty) with a token to go on, rather than
+/// reading the whole log in one call.
+const MAX_EXAMINED: usize = 10 * MAX_PAGE as usize;
+
 /// The Audit service.
 #[derive(Clone)]
 pub struct AuditService {
     registry: Arc<Registry>,
     log: LogReader,
+    /// Records read by ListRecords (what its filters cost).
+    records_read: Arc<AtomicU64>,
+    /// Most records one ListRecords call reads.
+    max_examined: usize,
 }
 
 impl AuditService {
     pub(crate) fn new(registry: Arc<Registry>, log: LogReader) -> AuditService {
-        AuditService { registry, log }
+        AuditService {
+            registry,
+            log,
+            records_read: Arc::new(AtomicU64::new(0)),
+            max_examined: MAX_EXAMINED,
+        }
     }
 }
 
@@ -173,27 +194,329 @@ impl Audit for AuditService {
                 && (req.transaction_id.is_empty() || r.transaction_id == req.transaction_id)
                 && visibility.sees(&self.registry, &r.client_agency, &r.provider_agency)
         };
+        let candidates = self
+            .candidates(&req.agency, &visibility, next, end)
+            .map_err(|e| status(e.into()))?;
         let mut records = Vec::new();
-        while next < end && records.len() < page_size {
-            if let Some((bytes, record)) = self.log.record(next).map_err(|e| status(e.into()))? {
-                if matches(&record) {
-                    records.push(StoredRecord {
-                        index: next,
-                        record_bytes: Bytes::from(bytes),
-                        record: Some(record),
-                    });
-                }
+        let mut unreadable = Vec::new();
+        // Where the next page starts; none when this one reached the end.
+        let mut resume = None;
+        for (examined, index) in candidates.enumerate() {
+            let index = index.map_err(|e| status(e.into()))?;
+            if records.len() == page_size || examined == self.max_examined {
+                resume = Some(index);
+                break;
             }
-            next += 1;
+            self.records_read.fetch_add(1, Ordering::Relaxed);
+            match self.log.record(index) {
+                Ok(Some((bytes, record))) => {
+                    if matches(&record) {
+                        records.push(StoredRecord {
+                            index,
+                            record_bytes: Bytes::from(bytes),
+                            record: Some(record),
+                        });
+                    }
+                }
+                Ok(None) => {}
+                // One bad record must not hide the others.
+                Err(AuditError::Corrupt { key, reason }) => {
+                    unreadable.push(Unreadable { key, reason });
+                }
+                Err(e) => return Err(status(e.into())),
+            }
         }
-        let next_page_token = if next < end {
-            next.to_string()
-        } else {
-            String::new()
-        };
+        truc_audit::note_unreadable("audit records", &unreadable);
         Ok(Response::new(ListRecordsResponse {
             records,
-            next_page_token,
+            next_page_token: resume.map(|i| i.to_string()).unwrap_or_default(),
         }))
+    }
+}
+
+impl AuditService {
+    /// The indexes in `next..end` of the records that may match, ascending:
+    /// from the party index when the request names an agency or the caller
+    /// sees only its own agencies' records, so that only those are read.
+    fn candidates(
+        &self,
+        agency: &str,
+        visibility: &Visibility,
+        next: u64,
+        end: u64,
+    ) -> Result<Indexes, AuditError> {
+        let store = self.log.store();
+        let visible = visibility.agencies(&self.registry);
+        if end <= next {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // Only a log with tree heads (the hub's) keeps the index.
+        if !index::has_party_index(store)? {
+            return Ok(Box::new((next..end).map(Ok)));
+        }
+        let of = |a: &str| index::records_of(store, a, next, end);
+        Ok(match (agency.is_empty(), visible) {
+            (true, None) => Box::new((next..end).map(Ok)),
+            (false, None) => of(agency),
+            (true, Some(hosted)) => index::union(hosted.iter().map(|a| of(a)).collect()),
+            (false, Some(hosted)) if hosted.iter().any(|a| a == agency) => of(agency),
+            (false, Some(hosted)) => index::intersect(
+                of(agency),
+                index::union(hosted.iter().map(|a| of(a)).collect()),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truc_audit::{AuditLog, Options, Transaction, sth::Signer};
+    use truc_pki::{Identity, PeerInfo, Role};
+
+    const REGISTRY: &str = r#"
+[[agency]]
+code = "000.00.00.G22"
+name = "Văn phòng Chính phủ"
+
+[[agency]]
+code = "000.00.00.H37"
+name = "UBND tỉnh Lạng Sơn"
+
+[[agency]]
+code = "000.00.00.A01"
+name = "A"
+
+[[agency]]
+code = "000.00.00.A02"
+name = "B"
+
+[[node]]
+id = "ministry"
+address = "127.0.0.1:7101"
+agencies = ["000.00.00.G22"]
+
+[[node]]
+id = "lgsp-langson"
+address = "127.0.0.1:7201"
+agencies = ["000.00.00.H37"]
+
+[[node]]
+id = "other"
+address = "127.0.0.1:7301"
+agencies = ["000.00.00.A01", "000.00.00.A02"]
+"#;
+
+    const H37: &str = "000.00.00.H37";
+    const G22: &str = "000.00.00.G22";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        log: AuditLog,
+        service: AuditService,
+    }
+
+    /// A hub log of 300 records: every 50th between H37 and G22, the
+    /// others between two agencies of a third node.
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = truc_store::Store::open(dir.path()).expect("store");
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("key");
+        let signer = Signer::new(
+            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"),
+        );
+        let log = AuditLog::open(store, "hub", Options::default(), Some(signer)).expect("log");
+        let mut tasks = Vec::new();
+        for i in 0..300u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let (client, provider, service) = if i % 50 == 0 {
+                    (H37, G22, "000.00.00.G22/citizen-lookup/v1")
+                } else {
+                    ("000.00.00.A01", "000.00.00.A02", "000.00.00.A02/x/v1")
+                };
+                let tx =
+                    Transaction::call(&format!("{i:032x}"), client, provider, service, b"{}", i)
+                        .finish(
+                            "OK",
+                            b"",
+                            1_795_910_000_000 + i,
+                            std::time::Duration::from_micros(5),
+                        );
+                log.append(tx).await
+            }));
+            // In log order, so that record i is transaction i.
+            tasks
+                .pop()
+                .expect("task")
+                .await
+                .expect("join")
+                .expect("append");
+        }
+        let registry = Arc::new(Registry::from_toml_str(REGISTRY, "test.toml").expect("registry"));
+        let service = AuditService::new(registry, log.reader().clone());
+        Fixture {
+            _dir: dir,
+            log,
+            service,
+        }
+    }
+
+    fn request(role: Role, name: &str, req: ListRecordsRequest) -> Request<ListRecordsRequest> {
+        let mut r = Request::new(req);
+        r.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role,
+                name: name.into(),
+            },
+            remote_addr: None,
+        });
+        r
+    }
+
+    /// Every page of a listing: the indexes, and how many records it read.
+    async fn list_all(
+        f: &Fixture,
+        role: Role,
+        name: &str,
+        req: ListRecordsRequest,
+    ) -> (Vec<u64>, u64) {
+        let before = f.service.records_read.load(Ordering::Relaxed);
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            let page = f
+                .service
+                .list_records(request(
+                    role,
+                    name,
+                    ListRecordsRequest {
+                        page_token: token.clone(),
+                        ..req.clone()
+                    },
+                ))
+                .await
+                .expect("page")
+                .into_inner();
+            seen.extend(page.records.iter().map(|r| r.index));
+            if page.next_page_token.is_empty() {
+                let read = f.service.records_read.load(Ordering::Relaxed) - before;
+                return (seen, read);
+            }
+            token = page.next_page_token;
+        }
+        panic!("the listing never ended");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn filtered_listings_read_only_the_records_they_return() {
+        let f = fixture().await;
+        let parties: Vec<u64> = (0..300).step_by(50).collect();
+        // By agency, paged by two: 6 records read, not 300.
+        let by_agency = ListRecordsRequest {
+            agency: H37.into(),
+            page_size: 2,
+            ..ListRecordsRequest::default()
+        };
+        assert_eq!(
+            list_all(&f, Role::Admin, "admin", by_agency.clone()).await,
+            (parties.clone(), 6)
+        );
+        // A node sees its agencies' records, and reads only those.
+        let mine = ListRecordsRequest {
+            page_size: 4,
+            ..ListRecordsRequest::default()
+        };
+        assert_eq!(
+            list_all(&f, Role::Node, "ministry", mine.clone()).await,
+            (parties.clone(), 6)
+        );
+        // Its partner, through a node that hosts the other party.
+        let partner = ListRecordsRequest {
+            agency: G22.into(),
+            ..ListRecordsRequest::default()
+        };
+        assert_eq!(
+            list_all(&f, Role::Node, "lgsp-langson", partner).await,
+            (parties.clone(), 6)
+        );
+        // An agency the node has no record with: nothing read at all.
+        let foreign = ListRecordsRequest {
+            agency: "000.00.00.A01".into(),
+            ..ListRecordsRequest::default()
+        };
+        assert_eq!(
+            list_all(&f, Role::Node, "ministry", foreign).await,
+            (Vec::new(), 0)
+        );
+        // The third node sees the 294 others.
+        let (others, read) = list_all(&f, Role::Node, "other", mine).await;
+        assert_eq!((others.len(), read), (294, 294));
+        f.log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_filter_few_records_pass_is_read_in_bounded_calls() {
+        let mut f = fixture().await;
+        f.service.max_examined = 40;
+        let before = f.service.records_read.load(Ordering::Relaxed);
+        let page = f
+            .service
+            .list_records(request(
+                Role::Admin,
+                "admin",
+                ListRecordsRequest {
+                    service: "000.00.00.G22/citizen-lookup/v1".into(),
+                    ..ListRecordsRequest::default()
+                },
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        assert_eq!(f.service.records_read.load(Ordering::Relaxed) - before, 40);
+        assert_eq!(
+            page.records.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0]
+        );
+        assert_eq!(page.next_page_token, "40", "go on from where it stopped");
+        let (all, read) = list_all(
+            &f,
+            Role::Admin,
+            "admin",
+            ListRecordsRequest {
+                service: "000.00.00.G22/citizen-lookup/v1".into(),
+                ..ListRecordsRequest::default()
+            },
+        )
+        .await;
+        assert_eq!(all, (0..300).step_by(50).collect::<Vec<_>>());
+        assert_eq!(read, 300);
+        f.log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_record_is_skipped_and_the_others_listed() {
+        let f = fixture().await;
+        let mut key = b"audit/r/".to_vec();
+        key.extend_from_slice(&100u64.to_be_bytes());
+        f.log.store().insert(&key, [0xFF; 7]).expect("corrupt");
+        let before = truc_audit::unreadable_skipped();
+        let (seen, _) = list_all(
+            &f,
+            Role::Admin,
+            "admin",
+            ListRecordsRequest {
+                agency: H37.into(),
+                ..ListRecordsRequest::default()
+            },
+        )
+        .await;
+        assert_eq!(seen, [0, 50, 150, 200, 250]);
+        assert!(truc_audit::unreadable_skipped() > before, "counted");
+        let (all, _) = list_all(&f, Role::Admin, "admin", ListRecordsRequest::default()).await;
+        assert_eq!(all.len(), 299);
+        f.log.close().await;
     }
 }

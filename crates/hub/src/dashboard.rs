@@ -3,7 +3,13 @@
 //! reads. Reachable only from loopback unless `[dashboard] public = true`
 //! (then put it behind an authenticating proxy): these figures name agencies.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -16,10 +22,10 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
 use tokio_stream::StreamExt;
 use truc_audit::{
-    AuditLog, AuditRecord, day_in, read_stats,
-    report::{Dim, Filter, aggregate},
+    AuditLog, AuditRecord, CountKey, Counters, Stats, day_in, note_unreadable, read_stats_of_days,
 };
 use truc_registry::{AgencyCode, Registry};
 
@@ -31,6 +37,26 @@ struct Dash {
     audit: AuditLog,
     offset: i32,
     public: bool,
+    /// None until seeded.
+    totals: Arc<RwLock<Option<Totals>>>,
+    /// Dropped with the last clone of the dashboard: stops its totals task.
+    _alive: Arc<oneshot::Sender<()>>,
+}
+
+impl Dash {
+    fn new(registry: Arc<Registry>, audit: AuditLog, offset: i32, public: bool) -> Dash {
+        let totals = Arc::new(RwLock::new(None));
+        let (alive, dropped) = oneshot::channel();
+        tokio::spawn(keep_totals(audit.clone(), totals.clone(), offset, dropped));
+        Dash {
+            registry,
+            audit,
+            offset,
+            public,
+            totals,
+            _alive: Arc::new(alive),
+        }
+    }
 }
 
 /// The dashboard's routes.
@@ -45,12 +71,7 @@ pub(crate) fn router(
         .route("/api/summary", get(summary))
         .route("/api/recent", get(recent))
         .route("/api/events", get(events))
-        .with_state(Dash {
-            registry,
-            audit,
-            offset: utc_offset_minutes,
-            public,
-        })
+        .with_state(Dash::new(registry, audit, utc_offset_minutes, public))
 }
 
 fn allowed(d: &Dash, peer: SocketAddr) -> bool {
@@ -101,72 +122,243 @@ fn transaction_json(index: u64, r: &AuditRecord) -> Value {
     })
 }
 
-/// The numbers of the dashboard, from the durable statistics.
+/// One day of the dashboard's figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Day {
+    stats: Stats,
+    errors: u64,
+    /// Transactions per kind, client and service (kept for the last 30
+    /// days only, which is all the summary shows of them).
+    kinds: BTreeMap<String, u64>,
+    clients: BTreeMap<String, u64>,
+    services: BTreeMap<String, u64>,
+}
+
+/// The dashboard's running totals: per day, from the first day it shows
+/// (the earlier of 1 January and 29 days ago) on. Seeded once from the
+/// counters of those days, then kept up to date from the committed records,
+/// so a refresh reads nothing from the store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Totals {
+    days: BTreeMap<String, Day>,
+    /// Stored entries skipped, unreadable, when seeding.
+    unreadable: u64,
+}
+
+/// The first day the summary at `now_ms` shows.
+fn window_start(now_ms: u64, offset: i32) -> String {
+    let today = day_in(now_ms, offset);
+    let jan1 = format!("{}-01-01", today.get(..4).unwrap_or(&today));
+    let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
+    jan1.min(since)
+}
+
+impl Totals {
+    /// From counters read back.
+    pub(crate) fn from_counters(counters: &Counters) -> Totals {
+        let mut t = Totals {
+            unreadable: counters.unreadable.len() as u64,
+            ..Totals::default()
+        };
+        for (k, s) in &counters.stats {
+            t.add(k, s);
+        }
+        t
+    }
+
+    fn add(&mut self, k: &CountKey, s: &Stats) {
+        let day = self.days.entry(k.day.clone()).or_default();
+        day.stats.add(s);
+        if k.outcome != "OK" {
+            day.errors = day.errors.saturating_add(s.count);
+        }
+        for (map, value) in [
+            (&mut day.kinds, &k.kind),
+            (&mut day.clients, &k.client),
+            (&mut day.services, &k.service),
+        ] {
+            let n = map.entry(value.clone()).or_default();
+            *n = n.saturating_add(s.count);
+        }
+    }
+
+    /// Counts a committed record, as the writer counted it.
+    fn add_record(&mut self, r: &AuditRecord, offset: i32) {
+        let key = CountKey::new(
+            &day_in(r.finished_unix_ms, offset),
+            &r.client_agency,
+            &r.provider_agency,
+            &r.service,
+            &r.kind,
+            &r.outcome,
+        );
+        self.add(
+            &key,
+            &Stats::one(r.request_bytes, r.response_bytes, r.latency_us),
+        );
+    }
+
+    /// Forgets the days the summary at `now_ms` no longer shows (they never
+    /// come back into view: the first day shown only moves forward), and
+    /// the per-kind, client and service figures beyond 30 days.
+    fn prune(&mut self, now_ms: u64, offset: i32) {
+        let start = window_start(now_ms, offset);
+        self.days = self.days.split_off(&start);
+        let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
+        for (_, day) in self.days.range_mut(..since) {
+            day.kinds.clear();
+            day.clients.clear();
+            day.services.clear();
+        }
+    }
+
+    fn sum(&self, from: &str, to: &str) -> (Stats, u64) {
+        let mut stats = Stats::default();
+        let mut errors = 0u64;
+        if from <= to {
+            for (_, d) in self.days.range(from.to_string()..=to.to_string()) {
+                stats.add(&d.stats);
+                errors = errors.saturating_add(d.errors);
+            }
+        }
+        (stats, errors)
+    }
+}
+
+/// The numbers of the dashboard at `now_ms`, from its running totals.
 pub(crate) fn summary_json(
     registry: &Registry,
-    audit: &AuditLog,
+    totals: &Totals,
     offset: i32,
     now_ms: u64,
-) -> Result<Value, truc_audit::AuditError> {
-    let stats = read_stats(audit.store())?;
+) -> Value {
     let today = day_in(now_ms, offset);
     let month = today.get(..7).unwrap_or(&today).to_string();
     let year = today.get(..4).unwrap_or(&today).to_string();
     let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
-    let all = |_: &truc_audit::CountKey| true;
-    let total_of = |from: &str, to: &str| {
-        let f = Filter {
-            from_day: from.into(),
-            to_day: to.into(),
-            ..Filter::default()
-        };
-        aggregate(&stats, &[], &f, all).1
+    let (t, t_errors) = totals.sum(&today, &today);
+    let (m, m_errors) = totals.sum(&format!("{month}-01"), &format!("{month}-31"));
+    let (y, y_errors) = totals.sum(&format!("{year}-01-01"), &format!("{year}-12-31"));
+    let (window, window_errors) = totals.sum(&since, &today);
+    let last30: Vec<(&String, &Day)> = if since <= today {
+        totals.days.range(since.clone()..=today.clone()).collect()
+    } else {
+        Vec::new()
     };
-    let t = total_of(&today, &today);
-    let m = total_of(&format!("{month}-01"), &format!("{month}-31"));
-    let y = total_of(&format!("{year}-01-01"), &format!("{year}-12-31"));
-    let last30 = Filter {
-        from_day: since,
-        to_day: today.clone(),
-        ..Filter::default()
+    let per = |pick: fn(&Day) -> &BTreeMap<String, u64>| {
+        let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+        for (_, d) in &last30 {
+            for (k, n) in pick(d) {
+                let s = sums.entry(k.as_str()).or_default();
+                *s = s.saturating_add(*n);
+            }
+        }
+        sums
     };
-    let (days, window) = aggregate(&stats, &[Dim::Day], &last30, all);
-    let (kinds, _) = aggregate(&stats, &[Dim::Kind], &last30, all);
-    let (clients, _) = aggregate(&stats, &[Dim::Client], &last30, all);
-    let (services, _) = aggregate(&stats, &[Dim::Service], &last30, all);
-    let top = |mut groups: Vec<truc_audit::report::Group>| {
-        groups.sort_by(|a, b| b.stats.count.cmp(&a.stats.count).then(a.keys.cmp(&b.keys)));
-        groups.truncate(10);
-        groups
-    };
+    fn top(sums: BTreeMap<&str, u64>) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = sums.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(10);
+        v
+    }
     let name = |code: &str| {
         AgencyCode::parse(code)
             .ok()
             .and_then(|c| registry.agency(&c).map(|a| a.name.clone()))
             .unwrap_or_default()
     };
-    let first = |g: &truc_audit::report::Group| g.keys.first().cloned().unwrap_or_default();
-    let q = |p| t.stats.latency_quantile_ms(p).unwrap_or(0.0);
-    Ok(json!({
+    let q = |p| t.latency_quantile_ms(p).unwrap_or(0.0);
+    json!({
         "time_zone": crate::reporting::offset_name(offset),
         "generated_unix_ms": now_ms,
-        "today": {"day": today, "count": t.stats.count, "errors": t.errors},
-        "month": {"month": month, "count": m.stats.count, "errors": m.errors},
-        "year": {"year": year, "count": y.stats.count, "errors": y.errors},
-        "per_day": days.iter().map(|g| json!({"day": first(g), "count": g.stats.count, "errors": g.errors})).collect::<Vec<_>>(),
-        "by_kind": kinds.iter().map(|g| json!({"kind": first(g), "count": g.stats.count})).collect::<Vec<_>>(),
-        "top_agencies": top(clients).iter().map(|g| json!({"agency": first(g), "name": name(&first(g)), "count": g.stats.count})).collect::<Vec<_>>(),
-        "top_services": top(services).iter().map(|g| json!({"service": first(g), "count": g.stats.count})).collect::<Vec<_>>(),
-        "error_rate": if window.stats.count == 0 { 0.0 } else { window.errors as f64 / window.stats.count as f64 },
+        "today": {"day": today, "count": t.count, "errors": t_errors},
+        "month": {"month": month, "count": m.count, "errors": m_errors},
+        "year": {"year": year, "count": y.count, "errors": y_errors},
+        "per_day": last30.iter().map(|(day, d)| json!({"day": day, "count": d.stats.count, "errors": d.errors})).collect::<Vec<_>>(),
+        "by_kind": per(|d| &d.kinds).into_iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
+        "top_agencies": top(per(|d| &d.clients)).into_iter().map(|(a, n)| json!({"agency": a, "name": name(a), "count": n})).collect::<Vec<_>>(),
+        "top_services": top(per(|d| &d.services)).into_iter().map(|(s, n)| json!({"service": s, "count": n})).collect::<Vec<_>>(),
+        "error_rate": if window.count == 0 { 0.0 } else { window_errors as f64 / window.count as f64 },
         "latency_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
-    }))
+        "unreadable_entries": totals.unreadable,
+    })
+}
+
+/// Seeds the totals between two commits and follows the committed records;
+/// reseeds if it fell behind. Ends when the log closes or the dashboard is
+/// dropped.
+async fn keep_totals(
+    audit: AuditLog,
+    totals: Arc<RwLock<Option<Totals>>>,
+    offset: i32,
+    mut dropped: oneshot::Receiver<()>,
+) {
+    loop {
+        let start = window_start(truc_ops::now_ms(), offset);
+        let seeded = audit
+            .read_and_subscribe(move |store| read_stats_of_days(store, &start, ""))
+            .await;
+        let mut committed = match seeded {
+            Ok((Ok(counters), rx)) => {
+                note_unreadable("dashboard statistics", &counters.unreadable);
+                if let Ok(mut t) = totals.write() {
+                    *t = Some(Totals::from_counters(&counters));
+                }
+                rx
+            }
+            Ok((Err(e), _)) => {
+                tracing::error!(error = %e, "dashboard: cannot read statistics; reading them at each refresh");
+                return;
+            }
+            Err(_) => return,
+        };
+        loop {
+            let record = tokio::select! {
+                r = committed.recv() => r,
+                _ = &mut dropped => return,
+            };
+            match record {
+                Ok(record) => {
+                    if let Ok(mut t) = totals.write() {
+                        if let Some(t) = t.as_mut() {
+                            t.add_record(&record.1, offset);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "dashboard totals fell behind; reseeding");
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// The summary now: from the running totals, or (until they are seeded)
+/// from one range read of the days shown.
+fn current_summary(d: &Dash, now_ms: u64) -> Result<Value, truc_audit::AuditError> {
+    if let Ok(mut guard) = d.totals.write() {
+        if let Some(t) = guard.as_mut() {
+            t.prune(now_ms, d.offset);
+            return Ok(summary_json(&d.registry, t, d.offset, now_ms));
+        }
+    }
+    let counters = read_stats_of_days(d.audit.store(), &window_start(now_ms, d.offset), "")?;
+    note_unreadable("dashboard statistics", &counters.unreadable);
+    Ok(summary_json(
+        &d.registry,
+        &Totals::from_counters(&counters),
+        d.offset,
+        now_ms,
+    ))
 }
 
 async fn summary(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
     if !allowed(&d, peer) {
         return forbidden();
     }
-    match summary_json(&d.registry, &d.audit, d.offset, truc_ops::now_ms()) {
+    match current_summary(&d, truc_ops::now_ms()) {
         Ok(v) => json_response(&v),
         Err(e) => {
             tracing::error!(error = %e, "dashboard summary failed");
@@ -219,29 +411,143 @@ async fn events(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_loopback_unless_public() {
+    fn log() -> (tempfile::TempDir, AuditLog) {
         let dir = tempfile::tempdir().expect("dir");
         let store = truc_store::Store::open(dir.path()).expect("store");
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let _guard = rt.enter();
         let audit =
             AuditLog::open(store, "hub", truc_audit::Options::default(), None).expect("log");
-        let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
-        let mut d = Dash {
-            registry,
-            audit,
-            offset: 420,
-            public: false,
-        };
+        (dir, audit)
+    }
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"))
+    }
+
+    async fn append(audit: &AuditLog, i: u32, outcome: &str, now: u64) {
+        let tx = truc_audit::Transaction::call(
+            &format!("{i:032x}"),
+            "000.00.00.H37",
+            "000.00.00.G22",
+            "000.00.00.G22/citizen-lookup/v1",
+            b"{}",
+            now,
+        )
+        .finish(outcome, b"resp", now, Duration::from_micros(700));
+        audit.append(tx).await.expect("append");
+    }
+
+    /// Polls (with a deadline) until `check` holds.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn today_count(d: &Dash, now: u64) -> u64 {
+        current_summary(d, now).expect("summary")["today"]["count"]
+            .as_u64()
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn only_loopback_unless_public() {
+        let (_dir, audit) = log();
+        let mut d = Dash::new(registry(), audit, 420, false);
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         assert!(allowed(&d, local));
         assert!(!allowed(&d, remote));
         d.public = true;
         assert!(allowed(&d, remote));
-        let summary = summary_json(&d.registry, &d.audit, 420, 1_795_887_000_000).expect("summary");
+        let summary = current_summary(&d, 1_795_887_000_000).expect("summary");
         assert_eq!(summary["today"]["day"], "2026-11-29");
         assert_eq!(summary["today"]["count"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_summary_is_kept_from_the_committed_records_not_reread() {
+        let (_dir, audit) = log();
+        let now = truc_ops::now_ms();
+        for i in 0..5 {
+            append(&audit, i, if i == 0 { "NOT_FOUND" } else { "OK" }, now).await;
+        }
+        let d = Dash::new(registry(), audit.clone(), 420, false);
+        until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
+        for i in 5..8 {
+            append(&audit, i, "OK", now).await;
+        }
+        until("the new records counted", || today_count(&d, now) == 8).await;
+        // The running totals equal what the counters say.
+        let counters =
+            read_stats_of_days(audit.store(), &window_start(now, 420), "").expect("counters");
+        let from_store = summary_json(&d.registry, &Totals::from_counters(&counters), 420, now);
+        let running = current_summary(&d, now).expect("summary");
+        assert_eq!(running, from_store);
+        assert_eq!(running["today"]["errors"], 1);
+        assert_eq!(running["top_agencies"][0]["count"], 8);
+        // A counter written behind the log's back is not seen: a refresh
+        // does not read the counters.
+        let key = CountKey::new(
+            &day_in(now, 420),
+            "000.00.00.X01",
+            "000.00.00.G22",
+            "s",
+            "call",
+            "OK",
+        );
+        let mut batch = truc_store::WriteBatch::default();
+        batch.insert(
+            [b"audit/c/".as_slice(), &encode_for_test(&key)].concat(),
+            [0, 0, 0, 0, 0, 0, 0, 9],
+        );
+        audit.store().apply(batch).expect("write");
+        assert_eq!(today_count(&d, now), 8);
+        audit.close().await;
+    }
+
+    /// The stored form of a counter key, after the prefix (as the log
+    /// writes it: each field with its length on two bytes).
+    fn encode_for_test(k: &CountKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in [
+            &k.day,
+            &k.client,
+            &k.provider,
+            &k.service,
+            &k.kind,
+            &k.outcome,
+        ] {
+            out.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_counter_is_reported_and_the_others_served() {
+        let (_dir, audit) = log();
+        let now = truc_ops::now_ms();
+        for i in 0..3 {
+            append(&audit, i, "OK", now).await;
+        }
+        // A counter of today whose client is not UTF-8.
+        let mut bad = b"audit/c/".to_vec();
+        let day = day_in(now, 420);
+        bad.extend_from_slice(&(day.len() as u16).to_be_bytes());
+        bad.extend_from_slice(day.as_bytes());
+        bad.extend_from_slice(&[0, 2, 0xC3, 0x28]);
+        audit.store().insert(&bad, [0u8; 8]).expect("write");
+        // Before seeding (one range read) and after (running totals).
+        let d = Dash::new(registry(), audit.clone(), 420, false);
+        let first = current_summary(&d, now).expect("summary");
+        assert_eq!(first["today"]["count"], 3);
+        assert_eq!(first["unreadable_entries"], 1);
+        until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
+        let seeded = current_summary(&d, now).expect("summary");
+        assert_eq!(seeded["today"]["count"], 3);
+        assert_eq!(seeded["unreadable_entries"], 1);
+        audit.close().await;
     }
 }

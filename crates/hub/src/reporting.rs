@@ -1,12 +1,18 @@
 //! `truc.v1.Reporting`: transaction counts.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use truc_audit::{
-    AuditLog, read_counts, read_stats,
+    AuditLog, CountKey, Stats, note_unreadable, read_stats_of_days,
     report::{Dim, Filter, Group, aggregate},
 };
 use truc_pki::peer;
@@ -26,6 +32,8 @@ pub struct ReportingService {
     store: Store,
     audit: AuditLog,
     utc_offset_minutes: i32,
+    /// Counter entries read (what the day ranges asked for cost).
+    scanned: Arc<AtomicU64>,
 }
 
 impl ReportingService {
@@ -40,7 +48,23 @@ impl ReportingService {
             store,
             audit,
             utc_offset_minutes,
+            scanned: Arc::new(AtomicU64::new(0)),
         }
+    }
+}
+
+impl ReportingService {
+    /// The counters of the days `from..=to` (one range scan over those days
+    /// only). Entries that do not decode are skipped, logged and counted
+    /// (`truc_audit_unreadable_entries_total`); the others are served.
+    fn counters(&self, from: &str, to: &str) -> Result<BTreeMap<CountKey, Stats>, Status> {
+        let counters = read_stats_of_days(&self.store, from, to).map_err(|e| {
+            tracing::error!(error = %e, "cannot read statistics");
+            Status::internal("cannot read statistics")
+        })?;
+        note_unreadable("statistics", &counters.unreadable);
+        self.scanned.fetch_add(counters.scanned, Ordering::Relaxed);
+        Ok(counters.stats)
     }
 }
 
@@ -91,10 +115,7 @@ impl Reporting for ReportingService {
                 )));
             }
         }
-        let stats = read_stats(&self.store).map_err(|e| {
-            tracing::error!(error = %e, "cannot read statistics");
-            Status::internal("cannot read statistics")
-        })?;
+        let stats = self.counters(&req.from_day, &req.to_day)?;
         let filter = Filter {
             from_day: req.from_day,
             to_day: req.to_day,
@@ -168,10 +189,7 @@ impl Reporting for ReportingService {
                 )));
             }
         }
-        let counts = read_counts(&self.store).map_err(|e| {
-            tracing::error!(error = %e, "cannot read counters");
-            Status::internal("cannot read counters")
-        })?;
+        let counts = self.counters(&req.from_day, &req.to_day)?;
         let matches = |filter: &str, value: &str| filter.is_empty() || filter == value;
         let rows: Vec<CountRow> = counts
             .into_iter()
@@ -183,14 +201,14 @@ impl Reporting for ReportingService {
                     && matches(&req.service, &k.service)
                     && visibility.sees(&self.registry, &k.client, &k.provider)
             })
-            .map(|(k, count)| CountRow {
+            .map(|(k, stats)| CountRow {
                 day: k.day,
                 client_agency: k.client,
                 provider_agency: k.provider,
                 service: k.service,
                 kind: k.kind,
                 outcome: k.outcome,
-                count,
+                count: stats.count,
             })
             .collect();
         let total = rows.iter().map(|r| r.count).sum();
@@ -206,4 +224,106 @@ fn is_day(s: &str) -> bool {
         && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truc_audit::{Options, Transaction, day_in};
+    use truc_pki::{Identity, PeerInfo, Role};
+
+    fn admin<T>(req: T) -> Request<T> {
+        let mut r = Request::new(req);
+        r.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role: Role::Admin,
+                name: "admin".into(),
+            },
+            remote_addr: None,
+        });
+        r
+    }
+
+    const DAY0: u64 = 1_795_910_000_000;
+    const DAY: u64 = 86_400_000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_day_range_reads_only_its_days_and_skips_a_bad_counter() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let audit = AuditLog::open(store.clone(), "hub", Options::default(), None).expect("log");
+        // One transaction on each of 60 days, two kinds of outcome.
+        for d in 0..60u64 {
+            let outcome = if d % 2 == 0 { "OK" } else { "NOT_FOUND" };
+            let tx = Transaction::call(
+                &format!("{d:032x}"),
+                "000.00.00.H37",
+                "000.00.00.G22",
+                "000.00.00.G22/citizen-lookup/v1",
+                b"{}",
+                DAY0 + d * DAY,
+            )
+            .finish(
+                outcome,
+                b"",
+                DAY0 + d * DAY,
+                std::time::Duration::from_micros(5),
+            );
+            audit.append(tx).await.expect("append");
+        }
+        let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
+        let service = ReportingService::new(registry, store.clone(), audit.clone(), 420);
+        let (from, to) = (day_in(DAY0 + 30 * DAY, 420), day_in(DAY0 + 32 * DAY, 420));
+        let ask = || GetStatsRequest {
+            from_day: from.clone(),
+            to_day: to.clone(),
+            group_by: vec!["day".into()],
+            ..GetStatsRequest::default()
+        };
+        let stats = service
+            .get_stats(admin(ask()))
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(stats.total.expect("total").count, 3);
+        assert_eq!(stats.rows.len(), 3);
+        assert_eq!(
+            service.scanned.load(Ordering::Relaxed),
+            3,
+            "three of 60 counters read"
+        );
+
+        // A counter in that range whose key does not decode.
+        let mut bad = b"audit/c/".to_vec();
+        bad.extend_from_slice(&[0, 10]);
+        bad.extend_from_slice(from.as_bytes());
+        bad.extend_from_slice(&[0, 1, 0xFF]);
+        store.insert(&bad, [0u8; 8]).expect("corrupt");
+        let before = truc_audit::unreadable_skipped();
+        let stats = service
+            .get_stats(admin(ask()))
+            .await
+            .expect("still served")
+            .into_inner();
+        assert_eq!(stats.total.expect("total").count, 3);
+        assert!(truc_audit::unreadable_skipped() > before, "counted");
+        let counts = service
+            .get_counts(admin(GetCountsRequest {
+                from_day: from.clone(),
+                to_day: to.clone(),
+                ..GetCountsRequest::default()
+            }))
+            .await
+            .expect("counts")
+            .into_inner();
+        assert_eq!(counts.total, 3);
+        // Unbounded, everything (and the bad entry skipped).
+        let all = service
+            .get_stats(admin(GetStatsRequest::default()))
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(all.total.expect("total").count, 60);
+        audit.close().await;
+    }
 }

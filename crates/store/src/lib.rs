@@ -159,6 +159,20 @@ impl Store {
         })
     }
 
+    /// Every entry with `start <= key < end`, in key order (none when
+    /// `end <= start`).
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<Entry, StoreError>> + use<> {
+        let end = end.max(start);
+        self.tree.range(start.to_vec()..end.to_vec()).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
+    }
+
     /// The entry with the greatest key starting with `prefix`.
     pub fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
         self.scan_prefix(prefix).next_back().transpose()
@@ -204,6 +218,12 @@ mod tests {
             .map(|r| r.map(|(k, _)| k))
             .collect::<Result<_, _>>()?;
         assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec()]);
+        let range: Vec<Vec<u8>> = store
+            .scan_range(b"a/2", b"b/1")
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(range, vec![b"a/2".to_vec()], "end excluded");
+        assert_eq!(store.scan_range(b"b/", b"a/").count(), 0, "reversed: empty");
         assert_eq!(
             store.last_with_prefix(b"a/")?.map(|(_, v)| v),
             Some(b"two".to_vec())

@@ -112,6 +112,12 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     table::print(&table::from_counts(&report.counts));
     if let Some(problem) = &report.problem {
         println!("TAMPERED: {problem}");
+        if report.unreadable.len() > 1 {
+            println!(
+                "{} stored entries do not decode (skipped; everything else was checked)",
+                report.unreadable.len()
+            );
+        }
         println!("{} records verified before it", report.records);
         return Ok(ExitCode::from(1));
     }
