@@ -142,7 +142,8 @@ pub struct Limits {
     /// Concurrent streams (calls) per connection (default 1024).
     pub max_streams_per_connection: u32,
     /// Longest a request handler may run before it answers, in milliseconds
-    /// (default 15 min; covers whole uploads, not the answer streams).
+    /// (default 1 h: it covers a whole document upload, not the answer
+    /// streams); past it the call gets DEADLINE_EXCEEDED.
     pub request_timeout_ms: u64,
     /// HTTP/2 keepalive ping interval, in milliseconds (default 30 s).
     pub keepalive_interval_ms: u64,
@@ -161,7 +162,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 120_000,
             max_streams_per_connection: 1024,
-            request_timeout_ms: 900_000,
+            request_timeout_ms: 3_600_000,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
         }

@@ -79,16 +79,18 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
             .max_concurrent_streams(Some(limits.max_streams_per_connection))
-            // Bounds every handler until it answers (a call that never sends
-            // its last message, a stuck peer behind it); the client's own
-            // grpc-timeout applies when shorter.
-            .timeout(Duration::from_millis(limits.request_timeout_ms))
             // Connections are long-lived but not forever: peers reconnect
             // (and re-handshake, picking up reissued certificates) hourly,
             // and a closing connection's calls get a bounded time to finish.
             .max_connection_age(Duration::from_secs(3600))
             .max_connection_age_grace(Duration::from_millis(limits.request_timeout_ms))
-            .layer(GrpcLayer::new(metrics))
+            // Bounds every handler until it answers (a call that never sends
+            // its last message, a stuck peer behind it); tonic applies the
+            // caller's own grpc-timeout when shorter.
+            .layer(GrpcLayer::new(
+                metrics,
+                Duration::from_millis(limits.request_timeout_ms),
+            ))
             .add_service(health_service);
         Ok(GrpcServer {
             health,
