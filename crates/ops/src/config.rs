@@ -271,10 +271,11 @@ impl ClientConfig {
         })
     }
 
-    /// A lazily connecting channel to the server.
+    /// A lazily connecting channel to the server (the hub for an operator's
+    /// certificate, a node for an agency system's: its identity is checked).
     pub fn channel(&self) -> Result<tonic::transport::Channel, truc_pki::PkiError> {
         truc_pki::install_crypto_provider();
-        let tls = truc_pki::client_config(&self.tls)?;
+        let tls = truc_pki::tool_client_config(&self.tls)?;
         truc_pki::channel(&self.address, &self.server_name, tls)
     }
 }

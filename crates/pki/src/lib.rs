@@ -21,7 +21,7 @@ pub use ca::{
 pub use identity::{Identity, Role};
 pub use tls::{
     AcceptLimits, PeerInfo, TlsConn, TlsFiles, channel, client_config, client_config_for,
-    install_crypto_provider, peer, server_config, tls_incoming,
+    install_crypto_provider, peer, server_config, tls_incoming, tool_client_config,
 };
 
 /// Everything that can go wrong in this crate.

@@ -570,6 +570,26 @@ async fn a_node_certificate_cannot_pass_as_the_hub() {
     let ch = channel(&node_addr, "lgsp-langson", to_node).unwrap();
     assert_eq!(whoami(ch, "x").await.unwrap(), "hub/hub:x");
 
+    // An operator's tool expects the hub, an agency system's a node.
+    let rogue_admin = TlsFiles {
+        ca: layout.ca_cert(),
+        ..layout.files(&Identity::new(Role::Admin, "root-admin").unwrap())
+    };
+    let ch = channel(&impostor, "hub", tool_client_config(&rogue_admin).unwrap()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    let ch = channel(&genuine, "hub", tool_client_config(&rogue_admin).unwrap()).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "admin/root-admin:x");
+    let app = layout.files(&Identity::new(Role::Client, "app1").unwrap());
+    let ch = channel(&genuine, "hub", tool_client_config(&app).unwrap()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    let ch = channel(
+        &node_addr,
+        "lgsp-langson",
+        tool_client_config(&app).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "client/app1:x");
+
     // Without a role the name must still be the server's own identity.
     let any = client_config(&layout.files(&node)).unwrap();
     let ch = channel(&genuine, "hub", any).unwrap();

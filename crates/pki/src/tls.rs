@@ -168,6 +168,25 @@ pub fn client_config_for(
     build_client_config(files, Some(role))
 }
 
+/// The client config of an operator's or agency system's tool: the server's
+/// role follows from the tool's own certificate, since an operator (admin)
+/// talks only to the hub and an agency system (client) only to its node.
+/// Other roles get [`client_config`].
+pub fn tool_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let own = Identity::from_cert_pem(&read_bytes(&files.cert)?).map_err(|e| {
+        PkiError::BadCertificate {
+            path: files.cert.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let role = match own.role {
+        Role::Admin => Some(Role::Hub),
+        Role::Client => Some(Role::Node),
+        Role::Hub | Role::Node => None,
+    };
+    build_client_config(files, role)
+}
+
 fn build_client_config(
     files: &TlsFiles,
     role: Option<Role>,
