@@ -158,7 +158,8 @@ impl SilentPeer {
             .max_decoding_message_size(MAX_ANSWER)
             .max_encoding_message_size(MAX_ANSWER);
         let server = tokio::spawn(async move {
-            let incoming = truc_pki::tls_incoming(listener, config);
+            let incoming =
+                truc_pki::tls_incoming(listener, config, truc_pki::AcceptLimits::default());
             // Runs until the peer is dropped (the task is aborted).
             let _ = tonic::transport::Server::builder()
                 .add_service(service)

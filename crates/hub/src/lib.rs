@@ -81,7 +81,7 @@ pub async fn start(
     truc_pki::install_crypto_provider();
     let registry = Arc::new(Registry::load(&config.registry)?);
     let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config(&config.tls)?;
+    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Node)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| truc_store::StoreError::Sync {
         path: config.data_dir.clone(),
         source: e,
@@ -119,7 +119,7 @@ pub async fn start(
         config.limits.clone(),
         config.documents.clone(),
     );
-    let server = GrpcServer::new(metrics.clone())?;
+    let server = GrpcServer::new(metrics.clone(), &config.limits)?;
     server
         .health
         .set_serving::<HubServer<route::HubService>>()

@@ -92,7 +92,7 @@ pub async fn start(
 ) -> Result<RunningNode, NodeError> {
     truc_pki::install_crypto_provider();
     let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config(&config.tls)?;
+    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Hub)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -135,7 +135,7 @@ pub async fn start(
     );
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
-    let server = GrpcServer::new(metrics.clone())?;
+    let server = GrpcServer::new(metrics.clone(), &config.limits)?;
     server
         .health
         .set_serving::<AgencyServer<agency::AgencyService>>()

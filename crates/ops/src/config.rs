@@ -4,6 +4,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::{Deserialize, de::DeserializeOwned};
@@ -129,6 +130,30 @@ pub struct Limits {
     /// take through the hub, in milliseconds (default 10 min: 200 MiB at
     /// 0.35 MB/s).
     pub relay_timeout_ms: u64,
+
+    // What one gRPC listener holds at most (see `GrpcServer`).
+    /// Established connections at once (default 1024); more are closed on accept.
+    pub max_connections: usize,
+    /// TLS handshakes in flight at once (default 64); a new connection takes
+    /// the place of the oldest one still handshaking.
+    pub max_handshakes: usize,
+    /// Longest a TLS handshake may take, in milliseconds (default 10 s).
+    pub handshake_timeout_ms: u64,
+    /// A connection from which nothing is read for this long is closed, in
+    /// milliseconds (default 120 s; the server pings every
+    /// `keepalive_interval_ms`, so only a silent peer is cut).
+    pub idle_timeout_ms: u64,
+    /// Concurrent streams (calls) per connection (default 1024).
+    pub max_streams_per_connection: u32,
+    /// Longest a request handler may run before it answers, in milliseconds
+    /// (default 1 h: it covers a whole document upload, not the answer
+    /// streams); past it the call gets DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keepalive ping interval, in milliseconds (default 30 s).
+    pub keepalive_interval_ms: u64,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed, in milliseconds (default 10 s).
+    pub keepalive_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -137,6 +162,14 @@ impl Default for Limits {
             max_payload_bytes: 4 * 1024 * 1024,
             call_timeout_ms: 30_000,
             relay_timeout_ms: 600_000,
+            max_connections: 1024,
+            max_handshakes: 64,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            max_streams_per_connection: 1024,
+            request_timeout_ms: 3_600_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
         }
     }
 }
@@ -159,7 +192,51 @@ impl Limits {
                 return Err(ConfigError::new(file, key, "must be positive"));
             }
         }
+        self.validate_listener(file)
+    }
+
+    fn validate_listener(&self, file: &Path) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.max_connections", self.max_connections as u64),
+            ("limits.max_handshakes", self.max_handshakes as u64),
+            ("limits.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("limits.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "limits.max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            ("limits.request_timeout_ms", self.request_timeout_ms),
+            ("limits.keepalive_interval_ms", self.keepalive_interval_ms),
+            ("limits.keepalive_timeout_ms", self.keepalive_timeout_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(file, field, "must be positive"));
+            }
+        }
+        // A peer that answers pings is never idle by this measure.
+        if self.idle_timeout_ms
+            <= self
+                .keepalive_interval_ms
+                .saturating_add(self.keepalive_timeout_ms)
+        {
+            return Err(ConfigError::new(
+                file,
+                "limits.idle_timeout_ms",
+                "must be longer than keepalive_interval_ms + keepalive_timeout_ms",
+            ));
+        }
         Ok(())
+    }
+
+    /// What each gRPC listener accepts at most.
+    pub fn accept(&self) -> truc_pki::AcceptLimits {
+        truc_pki::AcceptLimits {
+            max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
     }
 
     /// The gRPC message limit that lets a payload of the maximum size through
@@ -200,10 +277,11 @@ impl ClientConfig {
         })
     }
 
-    /// A lazily connecting channel to the server.
+    /// A lazily connecting channel to the server (the hub for an operator's
+    /// certificate, a node for an agency system's: its identity is checked).
     pub fn channel(&self) -> Result<tonic::transport::Channel, truc_pki::PkiError> {
         truc_pki::install_crypto_provider();
-        let tls = truc_pki::client_config(&self.tls)?;
+        let tls = truc_pki::tool_client_config(&self.tls)?;
         truc_pki::channel(&self.address, &self.server_name, tls)
     }
 }
@@ -284,6 +362,44 @@ mod tests {
         let e = load_toml::<Sample>(f.path()).expect_err("type");
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.to_string().contains(&f.path().display().to_string()));
+    }
+
+    #[test]
+    fn listener_limits_are_read_and_checked() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            limits: Limits,
+        }
+        let f = write(
+            "[limits]\nmax_connections = 7\nmax_handshakes = 3\nhandshake_timeout_ms = 500\nmax_streams_per_connection = 9\n",
+        );
+        let parsed: File = load_toml(f.path()).expect("parse");
+        parsed.limits.validate(f.path()).expect("valid");
+        assert_eq!(parsed.limits.max_streams_per_connection, 9);
+        let accept = parsed.limits.accept();
+        assert_eq!(accept.max_connections, 7);
+        assert_eq!(accept.max_handshakes, 3);
+        assert_eq!(accept.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(accept.idle_timeout, Duration::from_secs(120));
+        Limits::default()
+            .validate(f.path())
+            .expect("defaults are valid");
+
+        for (text, field) in [
+            ("max_connections = 0", "limits.max_connections"),
+            ("max_handshakes = 0", "limits.max_handshakes"),
+            (
+                "max_streams_per_connection = 0",
+                "limits.max_streams_per_connection",
+            ),
+            ("idle_timeout_ms = 30000", "limits.idle_timeout_ms"),
+            ("request_timeout_ms = 0", "limits.request_timeout_ms"),
+        ] {
+            let f = write(&format!("[limits]\n{text}\n"));
+            let parsed: File = load_toml(f.path()).expect("parse");
+            let e = parsed.limits.validate(f.path()).expect_err(text);
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 
     #[test]

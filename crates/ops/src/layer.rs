@@ -1,15 +1,18 @@
 //! The tower layer every gRPC server runs: it counts each request by
 //! service, method and final code (`grpc_server_handled_total`, and its
-//! duration), and answers tonic's message-size refusals with
-//! RESOURCE_EXHAUSTED (see `limits`). The code is read from the response
-//! headers (trailers-only answers) or from the trailers.
+//! duration), answers tonic's message-size refusals with
+//! RESOURCE_EXHAUSTED (see `limits`), and answers DEADLINE_EXCEEDED for a
+//! handler that has not answered within the server's request timeout (a
+//! call that never sends its last message holds nothing longer). The code
+//! is read from the response headers (trailers-only answers) or from the
+//! trailers.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -21,12 +24,13 @@ use crate::{
 #[derive(Clone)]
 pub struct GrpcLayer {
     metrics: Arc<Metrics>,
+    timeout: Duration,
 }
 
 impl GrpcLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> GrpcLayer {
-        GrpcLayer { metrics }
+    /// A layer recording into `metrics`, giving each handler `timeout` to answer.
+    pub fn new(metrics: Arc<Metrics>, timeout: Duration) -> GrpcLayer {
+        GrpcLayer { metrics, timeout }
     }
 }
 
@@ -37,6 +41,7 @@ impl<S> tower::Layer<S> for GrpcLayer {
         GrpcService {
             inner,
             metrics: self.metrics.clone(),
+            timeout: self.timeout,
         }
     }
 }
@@ -46,6 +51,7 @@ impl<S> tower::Layer<S> for GrpcLayer {
 pub struct GrpcService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    timeout: Duration,
 }
 
 fn code_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
@@ -71,8 +77,16 @@ where
         let started = Instant::now();
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
+        let timeout = self.timeout;
         Box::pin(async move {
-            let mut response = future.await?;
+            let mut response = match tokio::time::timeout(timeout, future).await {
+                Ok(response) => response?,
+                Err(_) => tonic::Status::deadline_exceeded(format!(
+                    "no answer within the server's request timeout of {} ms",
+                    timeout.as_millis()
+                ))
+                .into_http(),
+            };
             if response.headers().contains_key("grpc-status") {
                 rewrite(response.headers_mut());
                 if let Some(code) = code_of(response.headers()) {
@@ -94,5 +108,33 @@ where
                 }))
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    #[tokio::test]
+    async fn a_handler_that_never_answers_gets_deadline_exceeded() {
+        let metrics = Arc::new(Metrics::new());
+        let never = tower::service_fn(|_req: http::Request<()>| {
+            std::future::pending::<Result<GrpcResponse, std::convert::Infallible>>()
+        });
+        let svc = GrpcLayer::new(metrics.clone(), Duration::from_millis(50)).layer(never);
+        let request = http::Request::builder()
+            .uri("/truc.v1.Agency/SendDocument")
+            .body(())
+            .unwrap();
+        let response = svc.oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "4");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"grpc_server_handled_total{grpc_service="truc.v1.Agency",grpc_method="SendDocument",grpc_code="DeadlineExceeded"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -4,7 +4,10 @@
 //! agencies and services come from a known set (the registry on the hub, the
 //! config on a node); anything else is `other`, so cardinality stays bounded.
 
-use std::{collections::HashSet, sync::RwLock};
+use std::{
+    collections::HashSet,
+    sync::{OnceLock, RwLock},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -180,12 +183,15 @@ impl Metrics {
     }
 
     /// Counts one gRPC request handled (`path` is `/package.Service/Method`).
+    /// A method that is not in our descriptor sets (any path a caller
+    /// makes up) is labelled `other`/`other`.
     pub fn observe_grpc(&self, path: &str, code: tonic::Code, seconds: f64) {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
-        let (service, method) = (service.to_string(), method.to_string());
+        let (service, method) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((service, method)) if known_methods().contains(path) => {
+                (service.to_string(), method.to_string())
+            }
+            _ => ("other".to_string(), "other".to_string()),
+        };
         self.grpc_handled
             .get_or_create(&GrpcLabels {
                 grpc_service: service.clone(),
@@ -223,6 +229,44 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// Every `/package.Service/Method` path in the descriptor sets our servers
+/// serve (truc.v1, health, reflection v1 and v1alpha), decoded once.
+fn known_methods() -> &'static HashSet<String> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let sets = [
+            truc_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = HashSet::new();
+        for encoded in sets {
+            // Built into the binary; a set that does not decode only makes
+            // its methods count as `other`.
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded)
+            else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        let method_name = method.name.unwrap_or_default();
+                        known.insert(if package.is_empty() {
+                            format!("/{service_name}/{method_name}")
+                        } else {
+                            format!("/{package}.{service_name}/{method_name}")
+                        });
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// Writes one gauge or counter family with a single sample.
@@ -394,5 +438,50 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn unknown_grpc_methods_are_other() {
+        let m = Metrics::new();
+        m.observe_grpc("/truc.v1.Agency/Call", tonic::Code::Ok, 0.001);
+        m.observe_grpc("/grpc.health.v1.Health/Check", tonic::Code::Ok, 0.001);
+        m.observe_grpc(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            tonic::Code::Ok,
+            0.001,
+        );
+        // A hostile caller makes up paths: each must land in one series.
+        for i in 0..100 {
+            m.observe_grpc(
+                &format!("/evil.S{i}/M{i}"),
+                tonic::Code::Unimplemented,
+                0.001,
+            );
+            m.observe_grpc(
+                &format!("/truc.v1.Hub/Nope{i}"),
+                tonic::Code::Unimplemented,
+                0.001,
+            );
+        }
+        m.observe_grpc("no-slash", tonic::Code::Unimplemented, 0.001);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"grpc_server_handled_total{grpc_service="truc.v1.Agency",grpc_method="Call",grpc_code="OK"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grpc_service="grpc.health.v1.Health",grpc_method="Check""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grpc_service="grpc.reflection.v1alpha.ServerReflection""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grpc_server_handled_total{grpc_service="other",grpc_method="other",grpc_code="Unimplemented"} 201"#),
+            "{text}"
+        );
+        assert!(!text.contains("evil"), "{text}");
+        assert!(!text.contains("Nope"), "{text}");
     }
 }

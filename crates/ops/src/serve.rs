@@ -7,7 +7,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
-use crate::{Metrics, ServeError, layer::GrpcLayer};
+use crate::{Metrics, ServeError, config::Limits, layer::GrpcLayer};
 
 type Layers = tower::layer::util::Stack<GrpcLayer, tower::layer::util::Identity>;
 
@@ -54,29 +54,50 @@ pub struct GrpcServer {
     /// Report the serving status of each service here.
     pub health: HealthReporter,
     router: GrpcRouter<Layers>,
+    /// The services added, for reflection.
+    services: Vec<&'static str>,
+    accept: truc_pki::AcceptLimits,
 }
 
+/// The health service's name, always served.
+const HEALTH: &str = "grpc.health.v1.Health";
+/// Both reflection versions are served: grpcurl before 1.9 (and other
+/// older tools) speak only v1alpha.
+const REFLECTION: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 impl GrpcServer {
-    /// A server with `grpc.health.v1` and server reflection (for every
-    /// `truc.v1` service and health) already added, recording gRPC metrics
-    /// into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Result<GrpcServer, ServeError> {
+    /// A server with `grpc.health.v1` already added, recording gRPC metrics
+    /// into `metrics`, holding each listener and connection within `limits`.
+    /// Server reflection (v1 and v1alpha) is added when it starts serving and
+    /// lists exactly the services added, health and reflection.
+    pub fn new(metrics: Arc<Metrics>, limits: &Limits) -> Result<GrpcServer, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(truc_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
         let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .max_concurrent_streams(Some(1024))
+            .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
+            .max_concurrent_streams(Some(limits.max_streams_per_connection))
             // Connections are long-lived but not forever: peers reconnect
-            // (and re-handshake, picking up reissued certificates) hourly.
+            // (and re-handshake, picking up reissued certificates) hourly,
+            // and a closing connection's calls get a bounded time to finish.
             .max_connection_age(Duration::from_secs(3600))
-            .layer(GrpcLayer::new(metrics))
-            .add_service(health_service)
-            .add_service(reflection);
-        Ok(GrpcServer { health, router })
+            .max_connection_age_grace(Duration::from_millis(limits.request_timeout_ms))
+            // Bounds every handler until it answers (a call that never sends
+            // its last message, a stuck peer behind it); tonic applies the
+            // caller's own grpc-timeout when shorter.
+            .layer(GrpcLayer::new(
+                metrics,
+                Duration::from_millis(limits.request_timeout_ms),
+            ))
+            .add_service(health_service);
+        Ok(GrpcServer {
+            health,
+            router,
+            services: Vec::new(),
+            accept: limits.accept(),
+        })
     }
 
     /// Adds a service.
@@ -93,8 +114,38 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
+        self.services.push(S::NAME);
         self.router = self.router.add_service(service);
         self
+    }
+
+    /// The names reflection lists: the services added, health, reflection.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names = self.services.clone();
+        names.push(HEALTH);
+        names.extend(REFLECTION);
+        names
+    }
+
+    /// The router with both reflection services added.
+    fn with_reflection(self) -> Result<GrpcRouter<Layers>, ServeError> {
+        let names = self.service_names();
+        let builder = || {
+            let mut b = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(truc_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                );
+            for name in &names {
+                b = b.with_service_name(*name);
+            }
+            b
+        };
+        let v1 = builder().build_v1()?;
+        let v1alpha = builder().build_v1alpha()?;
+        Ok(self.router.add_service(v1).add_service(v1alpha))
     }
 
     /// Serves on `listener` over TLS until `shutdown` fires, then lets open
@@ -106,10 +157,10 @@ impl GrpcServer {
         shutdown: Shutdown,
         drain: Duration,
     ) -> Result<(), ServeError> {
-        let incoming = truc_pki::tls_incoming(listener, tls);
-        let serve = self
-            .router
-            .serve_with_incoming_shutdown(incoming, shutdown.wait());
+        let accept = self.accept;
+        let router = self.with_reflection()?;
+        let incoming = truc_pki::tls_incoming(listener, tls, accept);
+        let serve = router.serve_with_incoming_shutdown(incoming, shutdown.wait());
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => return result.map_err(ServeError::from),
@@ -275,5 +326,168 @@ impl Running {
         let served = self.servers.wait().await;
         self.audit.close().await;
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio_stream::StreamExt;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use truc_pki::{Identity, InitOptions, Role};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        layout: truc_pki::Layout,
+    }
+
+    fn pki() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = truc_pki::init(
+            dir.path(),
+            &InitOptions {
+                hub: "hub".into(),
+                nodes: vec!["n1".into()],
+                admin: "admin".into(),
+                clients: vec![],
+                validity_days: 1,
+            },
+        )
+        .unwrap();
+        Fixture { _dir: dir, layout }
+    }
+
+    fn files(f: &Fixture, role: Role, name: &str) -> truc_pki::TlsFiles {
+        f.layout.files(&Identity::new(role, name).unwrap())
+    }
+
+    /// Serves a bare GrpcServer (health and reflection only) with `limits`.
+    async fn serve(f: &Fixture, limits: &Limits) -> (std::net::SocketAddr, Shutdown) {
+        truc_pki::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = truc_pki::server_config(&files(f, Role::Hub, "hub")).unwrap();
+        let server = GrpcServer::new(Arc::new(Metrics::new()), limits).unwrap();
+        let shutdown = Shutdown::new();
+        tokio::spawn(server.serve(listener, tls, shutdown.clone(), Duration::from_secs(1)));
+        (addr, shutdown)
+    }
+
+    fn admin_channel(f: &Fixture, addr: std::net::SocketAddr) -> tonic::transport::Channel {
+        let tls = truc_pki::client_config_for(&files(f, Role::Admin, "admin"), Role::Hub).unwrap();
+        truc_pki::channel(&addr.to_string(), "hub", tls).unwrap()
+    }
+
+    async fn health_check(channel: tonic::transport::Channel) -> Result<i32, tonic::Status> {
+        Ok(HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner()
+            .status)
+    }
+
+    #[tokio::test]
+    async fn idle_and_half_open_connections_beyond_the_limits_leave_room_for_a_real_call() {
+        let f = pki();
+        let limits = Limits {
+            max_connections: 4,
+            max_handshakes: 2,
+            handshake_timeout_ms: 3_600_000,
+            ..Limits::default()
+        };
+        let (addr, shutdown) = serve(&f, &limits).await;
+        // Ten times the handshake limit in idle TCP and half-open TLS
+        // connections (a ClientHello that never ends).
+        let mut idle = Vec::new();
+        for i in 0..20 {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 0 {
+                tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                    .await
+                    .unwrap();
+            }
+            idle.push(tcp);
+        }
+        let status = tokio::time::timeout(
+            Duration::from_secs(30),
+            health_check(admin_channel(&f, addr)),
+        )
+        .await
+        .expect("the real call is not kept waiting")
+        .expect("health");
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        shutdown.trigger();
+    }
+
+    async fn list_services(channel: tonic::transport::Channel, v1alpha: bool) -> Vec<String> {
+        if v1alpha {
+            use tonic_reflection::pb::v1alpha::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let answer = stream.next().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+                panic!("{answer:?}");
+            };
+            list.service.into_iter().map(|s| s.name).collect()
+        } else {
+            use tonic_reflection::pb::v1::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let answer = stream.next().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+                panic!("{answer:?}");
+            };
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn reflection_lists_only_what_is_served_in_v1_and_v1alpha() {
+        let f = pki();
+        let (addr, shutdown) = serve(&f, &Limits::default()).await;
+        for v1alpha in [false, true] {
+            let mut names = list_services(admin_channel(&f, addr), v1alpha).await;
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection",
+                ],
+                "v1alpha: {v1alpha}"
+            );
+        }
+        shutdown.trigger();
     }
 }

@@ -16,7 +16,15 @@ use ring::rand::SecureRandom;
 use crate::{Identity, PkiError, Role, TlsFiles};
 
 const CA_COMMON_NAME: &str = "truc development CA";
-const MAX_VALIDITY_DAYS: u32 = 36_500;
+/// The longest a participant certificate may be valid: a leaked key stays
+/// useful only that long, since this CA has no revocation.
+pub const MAX_LEAF_VALIDITY_DAYS: u32 = 366;
+/// The default validity of participant certificates (`truc pki init` and
+/// `truc pki issue`).
+pub const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 365;
+/// The CA outlives its leaves so they can be reissued from it: ten years,
+/// or the leaves' validity if that is longer.
+const CA_VALIDITY_DAYS: u32 = 3_650;
 
 /// What `init` issues: the hub, nodes, admin and clients by name.
 #[derive(Clone, Debug)]
@@ -29,7 +37,8 @@ pub struct InitOptions {
     pub admin: String,
     /// Client names.
     pub clients: Vec<String>,
-    /// Validity of every certificate, in days from now.
+    /// Validity of every participant certificate, in days from now (1 to
+    /// [`MAX_LEAF_VALIDITY_DAYS`]); the CA is valid for ten years.
     pub validity_days: u32,
 }
 
@@ -118,7 +127,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
     };
     let ca_key = KeyPair::generate().map_err(gen_err)?;
     let mut params = ca_params();
-    set_validity(&mut params, opts.validity_days);
+    set_validity(&mut params, CA_VALIDITY_DAYS.max(opts.validity_days));
     params.serial_number = Some(random_serial());
     let ca_cert = params.self_signed(&ca_key).map_err(gen_err)?;
     write_file(&layout.ca_key(), ca_key.serialize_pem().as_bytes(), true)?;
@@ -133,8 +142,24 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
 }
 
 /// Issues one more participant certificate from the CA files in `layout`; never overwrites.
+/// A hub or node certificate is refused when the other server role already has
+/// a certificate of that name in `layout`: clients check servers by DNS name,
+/// so a node named like the hub must never exist.
 pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFiles, PkiError> {
     check_validity(validity_days)?;
+    if id.role.is_server() {
+        for other in [Role::Hub, Role::Node] {
+            if other != id.role {
+                let existing = layout.files(&Identity {
+                    role: other,
+                    name: id.name.clone(),
+                });
+                if existing.cert.exists() {
+                    return Err(PkiError::DuplicateName(id.name.clone()));
+                }
+            }
+        }
+    }
     let ca_cert_path = layout.ca_cert();
     let ca_key_path = layout.ca_key();
     let ca_pem = read_string(&ca_cert_path)?;
@@ -200,7 +225,7 @@ pub fn load_audit_key(path: &Path) -> Result<ring::signature::Ed25519KeyPair, Pk
 }
 
 fn check_validity(days: u32) -> Result<(), PkiError> {
-    if (1..=MAX_VALIDITY_DAYS).contains(&days) {
+    if (1..=MAX_LEAF_VALIDITY_DAYS).contains(&days) {
         Ok(())
     } else {
         Err(PkiError::InvalidValidity(days))

@@ -14,11 +14,14 @@ mod tls;
 
 use std::path::PathBuf;
 
-pub use ca::{InitOptions, Layout, init, issue, load_audit_key};
+pub use ca::{
+    DEFAULT_LEAF_VALIDITY_DAYS, InitOptions, Layout, MAX_LEAF_VALIDITY_DAYS, init, issue,
+    load_audit_key,
+};
 pub use identity::{Identity, Role};
 pub use tls::{
-    PeerInfo, TlsConn, TlsFiles, channel, client_config, install_crypto_provider, peer,
-    server_config, tls_incoming,
+    AcceptLimits, PeerInfo, TlsConn, TlsFiles, channel, client_config, client_config_for,
+    install_crypto_provider, peer, server_config, tls_incoming, tool_client_config,
 };
 
 /// Everything that can go wrong in this crate.
@@ -32,11 +35,13 @@ pub enum PkiError {
     /// A role string is not one of hub, node, admin, client.
     #[error("invalid role {0:?}: expected hub, node, admin or client")]
     InvalidRole(String),
-    /// The same server name (hub or node) appears twice in the init options.
-    #[error("duplicate name {0:?} among hub and nodes")]
+    /// The same server name is given to the hub and a node (or twice).
+    #[error("duplicate name {0:?} among hub and nodes: a node must never be named like the hub")]
     DuplicateName(String),
-    /// The validity period is out of range.
-    #[error("invalid validity of {0} days: expected 1 to 36500")]
+    /// The validity period of a participant certificate is out of range.
+    #[error(
+        "invalid validity of {0} days: expected 1 to 366 (participant certificates last at most a year)"
+    )]
     InvalidValidity(u32),
     /// A certificate carries no usable truc identity.
     #[error("certificate has no valid truc identity: {0}")]

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 
+use crate::tls::check_server_identity;
 use crate::*;
 
 fn opts() -> InitOptions {
@@ -141,7 +142,11 @@ async fn tls_server(
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TlsConn>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut incoming = Box::pin(tls_incoming(listener, server_config(files).unwrap()));
+    let mut incoming = Box::pin(tls_incoming(
+        listener,
+        server_config(files).unwrap(),
+        AcceptLimits::default(),
+    ));
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
         while let Some(conn) = incoming.next().await {
@@ -368,7 +373,11 @@ async fn tonic_over_mutual_tls() {
     let hub = Identity::new(Role::Hub, "hub").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let incoming = tls_incoming(listener, server_config(&layout.files(&hub)).unwrap());
+    let incoming = tls_incoming(
+        listener,
+        server_config(&layout.files(&hub)).unwrap(),
+        AcceptLimits::default(),
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(Whoami)
@@ -424,4 +433,298 @@ fn issue_refuses_a_foreign_key() {
     let id = Identity::new(Role::Client, "x").unwrap();
     let err = issue(&a, &id, 1).unwrap_err();
     assert!(err.to_string().contains("ca.crt"), "{err}");
+}
+
+/// Not-after minus not-before of a certificate, in seconds.
+fn validity_secs(path: &Path) -> i64 {
+    let der = cert_der(path);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let v = cert.validity();
+    v.not_after.timestamp() - v.not_before.timestamp()
+}
+
+#[test]
+fn participant_certificates_last_at_most_a_year() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten years for a node certificate was accepted before.
+    let mut o = opts();
+    o.validity_days = 3650;
+    let err = init(&dir.path().join("long"), &o).unwrap_err();
+    assert!(matches!(err, PkiError::InvalidValidity(3650)), "{err}");
+    assert!(!dir.path().join("long").join("ca.crt").exists());
+
+    let mut o = opts();
+    o.validity_days = DEFAULT_LEAF_VALIDITY_DAYS;
+    let layout = init(&dir.path().join("pki"), &o).unwrap();
+    let year = 366 * 86_400 + 3600;
+    for id in ids() {
+        let secs = validity_secs(&layout.files(&id).cert);
+        assert!(secs <= year, "{id}: {secs} s");
+    }
+    // The CA outlives its leaves, so they can be reissued from it.
+    assert!(validity_secs(&layout.ca_cert()) >= 3650 * 86_400);
+    let late = Identity::new(Role::Client, "late").unwrap();
+    assert!(matches!(
+        issue(&layout, &late, MAX_LEAF_VALIDITY_DAYS + 1),
+        Err(PkiError::InvalidValidity(_))
+    ));
+    let files = issue(&layout, &late, DEFAULT_LEAF_VALIDITY_DAYS).unwrap();
+    assert!(validity_secs(&files.cert) <= year);
+}
+
+#[test]
+fn issue_refuses_a_node_named_like_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let fake_hub = Identity::new(Role::Node, "hub").unwrap();
+    let err = issue(&layout, &fake_hub, 30).unwrap_err();
+    assert!(
+        matches!(err, PkiError::DuplicateName(ref n) if n == "hub"),
+        "{err}"
+    );
+    assert!(!layout.files(&fake_hub).cert.exists());
+    // Nor a hub named like an existing node.
+    let fake_node = Identity::new(Role::Hub, "node2").unwrap();
+    assert!(matches!(
+        issue(&layout, &fake_node, 30),
+        Err(PkiError::DuplicateName(_))
+    ));
+    // Other names are still issued.
+    issue(&layout, &Identity::new(Role::Node, "node3").unwrap(), 30).unwrap();
+}
+
+#[test]
+fn server_identity_must_match_role_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let der = |id: &Identity| cert_der(&layout.files(id).cert);
+    let [hub, node, _, admin, client] = ids().try_into().unwrap();
+    assert!(check_server_identity(&der(&hub), "hub", Some(Role::Hub)).is_ok());
+    assert!(check_server_identity(&der(&hub), "hub", None).is_ok());
+    assert!(check_server_identity(&der(&hub), "hub", Some(Role::Node)).is_err());
+    assert!(check_server_identity(&der(&node), "lgsp-langson", Some(Role::Node)).is_ok());
+    let err = check_server_identity(&der(&node), "lgsp-langson", Some(Role::Hub)).unwrap_err();
+    assert!(
+        err.contains("node/lgsp-langson") && err.contains("hub/lgsp-langson"),
+        "{err}"
+    );
+    assert!(check_server_identity(&der(&node), "hub", None).is_err());
+    assert!(check_server_identity(&der(&admin), "root-admin", None).is_err());
+    assert!(check_server_identity(&der(&client), "app1", None).is_err());
+}
+
+/// A CA holder's mistake, or a stolen CA key: a node certificate whose DNS
+/// name is the hub's, from the right CA. Issued in a copy of the CA's
+/// directory, since `issue` refuses it next to the real hub.
+fn rogue_node_named_hub(layout: &Layout, dir: &Path) -> TlsFiles {
+    let rogue = Layout::new(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(layout.ca_cert(), rogue.ca_cert()).unwrap();
+    std::fs::copy(layout.ca_key(), rogue.ca_key()).unwrap();
+    issue(&rogue, &Identity::new(Role::Node, "hub").unwrap(), 30).unwrap()
+}
+
+async fn whoami_server(files: &TlsFiles) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = tls_incoming(
+        listener,
+        server_config(files).unwrap(),
+        AcceptLimits::default(),
+    );
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(Whoami)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn a_node_certificate_cannot_pass_as_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(&dir.path().join("pki"), &opts()).unwrap();
+    let rogue = rogue_node_named_hub(&layout, &dir.path().join("rogue"));
+    let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
+    let hub = Identity::new(Role::Hub, "hub").unwrap();
+    let (impostor, impostor_task) = whoami_server(&rogue).await;
+    let (genuine, genuine_task) = whoami_server(&layout.files(&hub)).await;
+
+    // The node's connection to the hub, as the node builds it.
+    let to_hub = client_config_for(&layout.files(&node), Role::Hub).unwrap();
+    let ch = channel(&impostor, "hub", to_hub.clone()).unwrap();
+    let err = whoami(ch, "secret").await.unwrap_err();
+    assert!(
+        err.code() == tonic::Code::Unavailable || err.code() == tonic::Code::Unknown,
+        "{err:?}"
+    );
+    let ch = channel(&genuine, "hub", to_hub).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "node/lgsp-langson:x");
+
+    // The hub's connections to nodes see role node: the hub is no node.
+    let to_node = client_config_for(&layout.files(&hub), Role::Node).unwrap();
+    let ch = channel(&genuine, "hub", to_node.clone()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    let (node_addr, node_task) = whoami_server(&layout.files(&node)).await;
+    let ch = channel(&node_addr, "lgsp-langson", to_node).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "hub/hub:x");
+
+    // An operator's tool expects the hub, an agency system's a node.
+    let rogue_admin = TlsFiles {
+        ca: layout.ca_cert(),
+        ..layout.files(&Identity::new(Role::Admin, "root-admin").unwrap())
+    };
+    let ch = channel(&impostor, "hub", tool_client_config(&rogue_admin).unwrap()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    let ch = channel(&genuine, "hub", tool_client_config(&rogue_admin).unwrap()).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "admin/root-admin:x");
+    let app = layout.files(&Identity::new(Role::Client, "app1").unwrap());
+    let ch = channel(&genuine, "hub", tool_client_config(&app).unwrap()).unwrap();
+    assert!(whoami(ch, "x").await.is_err());
+    let ch = channel(
+        &node_addr,
+        "lgsp-langson",
+        tool_client_config(&app).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "client/app1:x");
+
+    // Without a role the name must still be the server's own identity.
+    let any = client_config(&layout.files(&node)).unwrap();
+    let ch = channel(&genuine, "hub", any).unwrap();
+    assert_eq!(whoami(ch, "x").await.unwrap(), "node/lgsp-langson:x");
+    impostor_task.abort();
+    genuine_task.abort();
+    node_task.abort();
+}
+
+/// Reads from `s` until EOF or an error; true when it was closed within 30 s.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut buf = [0u8; 256];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read_all)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn stalled_handshakes_do_not_keep_a_real_caller_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let hub = Identity::new(Role::Hub, "hub").unwrap();
+    let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = AcceptLimits {
+        max_connections: 2,
+        max_handshakes: 3,
+        // Far longer than the test: only the bound on handshakes in flight
+        // can make room.
+        handshake_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
+    };
+    let incoming = tls_incoming(
+        listener,
+        server_config(&layout.files(&hub)).unwrap(),
+        limits,
+    );
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(Whoami)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+
+    // Idle TCP connections and half-open TLS ones (a ClientHello cut short),
+    // four times the handshake limit.
+    let mut idle = Vec::new();
+    for i in 0..12 {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            tcp.write_all(&tls12_client_hello()[..20]).await.unwrap();
+        }
+        idle.push(tcp);
+    }
+    // All but the last three are dropped to make room, without any timeout.
+    for tcp in &mut idle[..9] {
+        assert!(closed_by_server(tcp).await);
+    }
+    let cfg = client_config_for(&layout.files(&node), Role::Hub).unwrap();
+    let ch = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    assert_eq!(
+        whoami(ch.clone(), "x").await.unwrap(),
+        "node/lgsp-langson:x"
+    );
+
+    // Established connections are bounded too: with two open, a third
+    // caller is closed, and gets in once one of them goes away.
+    let other = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    assert_eq!(
+        whoami(other.clone(), "y").await.unwrap(),
+        "node/lgsp-langson:y"
+    );
+    let third = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    assert!(whoami(third, "z").await.is_err());
+    drop(other);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+        if whoami(again, "z").await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never let in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ch);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let hub = Identity::new(Role::Hub, "hub").unwrap();
+    let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = AcceptLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..AcceptLimits::default()
+    };
+    let mut incoming = Box::pin(tls_incoming(
+        listener,
+        server_config(&layout.files(&hub)).unwrap(),
+        limits,
+    ));
+    // The server side only reads, as an HTTP/2 server waiting for a preface.
+    let server = tokio::spawn(async move {
+        while let Some(Ok(mut conn)) = incoming.next().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("hub".to_owned()).unwrap();
+    let cfg = client_config_for(&layout.files(&node), Role::Hub).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // Handshake done, then silence: the server must hang up.
+    assert!(closed_by_server(&mut tls).await);
+    server.abort();
 }

@@ -8,16 +8,48 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ca::read_bytes;
-use crate::{Identity, PkiError};
+use crate::{Identity, PkiError, Role};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ALPN_H2: &[u8] = b"h2";
+
+/// What one listener accepts at most, and how long it waits for a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptLimits {
+    /// Established TLS connections at once; a connection over the limit is
+    /// closed right after it is accepted.
+    pub max_connections: usize,
+    /// TLS handshakes in flight at once. A new connection over the limit
+    /// takes the place of the oldest handshake still running, so peers that
+    /// open connections and never finish the handshake cannot keep a real
+    /// caller out.
+    pub max_handshakes: usize,
+    /// How long a handshake may take before the connection is dropped.
+    pub handshake_timeout: Duration,
+    /// An established connection from which nothing at all is read for this
+    /// long is closed. Servers ping their peers (HTTP/2 keepalive) more often
+    /// than this, so only a peer that stopped answering is cut.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AcceptLimits {
+    fn default() -> Self {
+        AcceptLimits {
+            max_connections: 1024,
+            max_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
 
 /// The CA certificate, own certificate and own private key (PEM files) of a participant.
 #[derive(Clone, Debug)]
@@ -117,19 +149,174 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, PkiE
 }
 
 /// A TLS 1.3 client config (ALPN h2) trusting only `files.ca` and presenting `files.cert`.
+/// The server must present a certificate for the expected DNS name whose
+/// `truc://` identity is a server (hub or node) of that same name: a client
+/// certificate, or a certificate whose identity names another participant,
+/// is refused. Use [`client_config_for`] where the server's role is known.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    build_client_config(files, None)
+}
+
+/// Like [`client_config`], and the server's identity must also have `role`:
+/// a node connects only to a hub (`truc://hub/NAME`), the hub only to nodes.
+/// A node certificate whose DNS name is the hub's therefore cannot pass as
+/// the hub.
+pub fn client_config_for(
+    files: &TlsFiles,
+    role: Role,
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    build_client_config(files, Some(role))
+}
+
+/// The client config of an operator's or agency system's tool: the server's
+/// role follows from the tool's own certificate, since an operator (admin)
+/// talks only to the hub and an agency system (client) only to its node.
+/// Other roles get [`client_config`].
+pub fn tool_client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let own = Identity::from_cert_pem(&read_bytes(&files.cert)?).map_err(|e| {
+        PkiError::BadCertificate {
+            path: files.cert.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let role = match own.role {
+        Role::Admin => Some(Role::Hub),
+        Role::Client => Some(Role::Node),
+        Role::Hub | Role::Node => None,
+    };
+    build_client_config(files, role)
+}
+
+fn build_client_config(
+    files: &TlsFiles,
+    role: Option<Role>,
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
     let provider = provider();
     let roots = load_roots(&files.ca)?;
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key, &provider)?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| PkiError::Tls {
+        path: files.ca.clone(),
+        reason: e.to_string(),
+    })?;
+    let verifier = Arc::new(IdentityVerifier {
+        inner: webpki,
+        role,
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err(&files.cert))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(tls_err(&files.cert))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The web PKI checks (chain to our CA, validity, DNS name), then the truc
+/// identity in the certificate's URI SAN: a server role, the expected role
+/// if one is set, and the name that was asked for.
+#[derive(Debug)]
+struct IdentityVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    role: Option<Role>,
+}
+
+/// Why a server certificate was refused after the web PKI checks passed.
+#[derive(Debug, thiserror::Error)]
+#[error("server certificate is for {found}, expected {expected}")]
+struct WrongServer {
+    found: String,
+    expected: String,
+}
+
+/// Checks the identity `der` carries against the server `name` and `role`
+/// a client expects.
+pub(crate) fn check_server_identity(
+    der: &[u8],
+    name: &str,
+    role: Option<Role>,
+) -> Result<Identity, String> {
+    let id = Identity::from_cert_der(der).map_err(|e| e.to_string())?;
+    let role_ok = match role {
+        Some(r) => id.role == r,
+        None => id.role.is_server(),
+    };
+    if role_ok && id.name == name {
+        Ok(id)
+    } else {
+        let expected = match role {
+            Some(r) => format!("{r}/{name}"),
+            None => format!("hub/{name} or node/{name}"),
+        };
+        Err(WrongServer {
+            found: id.to_string(),
+            expected,
+        }
+        .to_string())
+    }
+}
+
+impl ServerCertVerifier for IdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let name = match server_name {
+            ServerName::DnsName(d) => d.as_ref().to_owned(),
+            other => other.to_str().into_owned(),
+        };
+        check_server_identity(end_entity, &name, self.role).map_err(|reason| {
+            tracing::warn!(%name, %reason, "refusing server certificate");
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(std::io::Error::other(reason)),
+            )))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
 }
 
 /// What a handler learns about the peer of its connection; inserted by tonic into each request's extensions.
@@ -145,6 +332,11 @@ pub struct PeerInfo {
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Closes the connection when nothing has been read for `idle`.
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// This connection's place among the listener's connections.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl TlsConn {
@@ -162,11 +354,32 @@ impl std::fmt::Debug for TlsConn {
 
 impl AsyncRead for TlsConn {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.idle_timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::debug!(peer = %this.peer.identity, "closing an idle connection");
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "nothing read from the peer within the idle timeout",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -208,14 +421,24 @@ impl tonic::transport::server::Connected for TlsConn {
     }
 }
 
-/// Accepts TCP connections, runs TLS handshakes concurrently (each with a 10 s timeout, in its own task), reads the peer identity from the client certificate, and yields established connections. Failed handshakes or certificates without a valid identity are logged (tracing::debug/warn) and dropped, never ending the stream.
+/// Accepts TCP connections, runs TLS handshakes concurrently (each in its own
+/// task, within `limits`), reads the peer identity from the client
+/// certificate, and yields established connections. Failed or timed-out
+/// handshakes, certificates without a valid identity and connections over
+/// the limits are logged (tracing::debug/warn) and dropped, never ending the
+/// stream.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    limits: AcceptLimits,
 ) -> impl tokio_stream::Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, io::Error>>(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_handshakes = limits.max_handshakes.max(1);
     tokio::spawn(async move {
+        let mut handshakes: std::collections::VecDeque<tokio::task::AbortHandle> =
+            std::collections::VecDeque::new();
         loop {
             let accepted = tokio::select! {
                 () = tx.closed() => break,
@@ -230,17 +453,35 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            if connections.available_permits() == 0 {
+                tracing::debug!(%remote_addr, max = limits.max_connections, "connection limit reached; closing a new connection");
+                continue;
+            }
+            handshakes.retain(|h| !h.is_finished());
+            while handshakes.len() >= max_handshakes {
+                if let Some(oldest) = handshakes.pop_front() {
+                    tracing::debug!(
+                        max = max_handshakes,
+                        "too many tls handshakes in flight; dropping the oldest"
+                    );
+                    oldest.abort();
+                }
+            }
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(%remote_addr, error = %e, "cannot set tcp_nodelay");
             }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
-                if let Some(conn) = handshake(acceptor, tcp, remote_addr).await {
-                    // The receiver is gone only when the server stopped.
-                    let _ = tx.send(Ok(conn)).await;
-                }
+            let connections = connections.clone();
+            let task = tokio::spawn(async move {
+                let Some(conn) = handshake(acceptor, tcp, remote_addr, limits, connections).await
+                else {
+                    return;
+                };
+                // The receiver is gone only when the server stopped.
+                let _ = tx.send(Ok(conn)).await;
             });
+            handshakes.push_back(task.abort_handle());
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -250,8 +491,10 @@ async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     remote_addr: SocketAddr,
+    limits: AcceptLimits,
+    connections: Arc<Semaphore>,
 ) -> Option<TlsConn> {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%remote_addr, error = %e, "tls handshake failed");
@@ -266,22 +509,28 @@ async fn handshake(
         Some(cert) => Identity::from_cert_der(cert),
         None => Err(PkiError::NoIdentity("no client certificate".into())),
     };
-    match identity {
-        Ok(identity) => {
-            tracing::debug!(%remote_addr, %identity, "tls connection established");
-            Some(TlsConn {
-                inner: tls,
-                peer: PeerInfo {
-                    identity,
-                    remote_addr: Some(remote_addr),
-                },
-            })
-        }
+    let identity = match identity {
+        Ok(identity) => identity,
         Err(e) => {
             tracing::warn!(%remote_addr, error = %e, "rejecting tls peer");
-            None
+            return None;
         }
-    }
+    };
+    let Ok(permit) = connections.try_acquire_owned() else {
+        tracing::warn!(%remote_addr, %identity, max = limits.max_connections, "connection limit reached; closing");
+        return None;
+    };
+    tracing::debug!(%remote_addr, %identity, "tls connection established");
+    Some(TlsConn {
+        inner: tls,
+        peer: PeerInfo {
+            identity,
+            remote_addr: Some(remote_addr),
+        },
+        idle: limits.idle_timeout,
+        idle_timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+        _permit: permit,
+    })
 }
 
 /// The identity of the caller of a request, from its connection (UNAUTHENTICATED Status if absent).

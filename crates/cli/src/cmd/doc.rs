@@ -512,13 +512,33 @@ pub async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
             sha256: a.sha256.clone(),
         });
     }
+    let dump = args.out.join("envelope.txt");
+    // Never write through a link or over a file: a sender chooses the
+    // names, and the output directory may hold anything.
+    if is_symlink(&args.out).await {
+        return Err(CliError::Usage(format!(
+            "{} is a symbolic link; give a real directory",
+            args.out.display()
+        )));
+    }
     tokio::fs::create_dir_all(&args.out)
         .await
         .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", args.out.display())))?;
-    let dump = args.out.join("envelope.txt");
-    tokio::fs::write(&dump, envelope_dump(&entry, &files))
+    for path in std::iter::once(&dump).chain(files.iter().map(|f| &f.path)) {
+        if tokio::fs::symlink_metadata(path).await.is_ok() {
+            return Err(CliError::Usage(format!(
+                "{} already exists; refusing to overwrite it (fetch into an empty directory)",
+                path.display()
+            )));
+        }
+    }
+    let mut envelope_file = create_new(&dump).await.map_err(failed)?;
+    envelope_file
+        .write_all(envelope_dump(&entry, &files).as_bytes())
         .await
+        .and(envelope_file.flush().await)
         .map_err(|e| failed(format!("cannot write {}: {e}", dump.display())))?;
+    drop(envelope_file);
 
     let mut writer = Writer::new(files);
     let result = async {
@@ -545,6 +565,33 @@ pub async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
         println!("{}", f.path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` is a symbolic link (false if it does not exist).
+async fn is_symlink(path: &Path) -> bool {
+    tokio::fs::symlink_metadata(path)
+        .await
+        .is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Creates `path`, which must not exist yet: `O_CREAT | O_EXCL`, which also
+/// refuses a symbolic link in its place, dangling or not.
+async fn create_new(path: &Path) -> Result<tokio::fs::File, String> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                format!(
+                    "{} already exists (or is a link); refusing to overwrite it",
+                    path.display()
+                )
+            } else {
+                format!("cannot create {}: {e}", path.display())
+            }
+        })
 }
 
 /// A file to receive: where, and what the envelope says it is.
@@ -583,9 +630,7 @@ impl Writer {
     async fn current(&mut self) -> Result<&mut OpenFile, String> {
         if self.open.is_none() {
             let path = &self.files[self.index].path;
-            let file = tokio::fs::File::create(path)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            let file = create_new(path).await?;
             self.open = Some(OpenFile {
                 file,
                 hash: Context::new(&SHA256),

@@ -1,9 +1,9 @@
-//! `truc pki init`.
+//! `truc pki init` and `truc pki issue`.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
-use truc_pki::InitOptions;
+use truc_pki::{DEFAULT_LEAF_VALIDITY_DAYS, Identity, InitOptions, Layout, Role};
 
 use super::CliError;
 
@@ -12,6 +12,9 @@ pub enum PkiCommand {
     /// Creates a development CA, hub, node, admin and client certificates,
     /// and the hub's Ed25519 audit signing key.
     Init(InitArgs),
+    /// Issues one more certificate from an existing development CA. A node is
+    /// never issued the name of the hub (nor the hub that of a node).
+    Issue(IssueArgs),
 }
 
 #[derive(Args)]
@@ -31,13 +34,36 @@ pub struct InitArgs {
     /// An agency system's name (client certificate); repeat for each.
     #[arg(long = "client")]
     clients: Vec<String>,
-    /// Validity of every certificate, in days.
-    #[arg(long, default_value_t = 365)]
+    /// Validity of every participant certificate, in days (at most 366; the
+    /// CA itself lasts ten years).
+    #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
+    days: u32,
+}
+
+#[derive(Args)]
+pub struct IssueArgs {
+    /// The directory of the CA (`truc pki init --dir`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The participant's role: hub, node, admin or client.
+    #[arg(long)]
+    role: String,
+    /// The participant's name (a node id, a client's name…).
+    #[arg(long)]
+    name: String,
+    /// Validity in days (at most 366).
+    #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
     days: u32,
 }
 
 pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
-    let PkiCommand::Init(a) = command;
+    match command {
+        PkiCommand::Init(a) => init(a),
+        PkiCommand::Issue(a) => issue(a),
+    }
+}
+
+fn init(a: InitArgs) -> Result<ExitCode, CliError> {
     let layout = truc_pki::init(
         &a.dir,
         &InitOptions {
@@ -56,5 +82,16 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
         "  audit public key:   {}",
         layout.audit_public_key().display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue(a: IssueArgs) -> Result<ExitCode, CliError> {
+    let usage = |e: truc_pki::PkiError| CliError::Usage(e.to_string());
+    let role: Role = a.role.parse().map_err(usage)?;
+    let id = Identity::new(role, &a.name).map_err(usage)?;
+    let files = truc_pki::issue(&Layout::new(&a.dir), &id, a.days).map_err(usage)?;
+    println!("issued {id}");
+    println!("  certificate: {}", files.cert.display());
+    println!("  key:         {}", files.key.display());
     Ok(ExitCode::SUCCESS)
 }
