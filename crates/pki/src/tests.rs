@@ -728,3 +728,23 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     assert!(closed_by_server(&mut tls).await);
     server.abort();
 }
+
+#[tokio::test]
+async fn a_stopped_listener_frees_its_address_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &opts()).unwrap();
+    let files = Layout::new(dir.path()).files(&Identity::new(Role::Hub, "hub").unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = Box::pin(tls_incoming(
+        listener,
+        server_config(&files).unwrap(),
+        AcceptLimits::default(),
+    ));
+    // Polled once, as a server does, then dropped as a stopped server drops it.
+    let polled = tokio::time::timeout(Duration::from_millis(10), incoming.next()).await;
+    assert!(polled.is_err(), "no connection yet");
+    drop(incoming);
+    // A restart binds the same address right away, without yielding first.
+    std::net::TcpListener::bind(addr).expect("the address is free");
+}

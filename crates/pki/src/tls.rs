@@ -426,65 +426,111 @@ impl tonic::transport::server::Connected for TlsConn {
 /// certificate, and yields established connections. Failed or timed-out
 /// handshakes, certificates without a valid identity and connections over
 /// the limits are logged (tracing::debug/warn) and dropped, never ending the
-/// stream.
+/// stream. The stream owns the listener: once it is dropped (the server
+/// stopped), the address is free at once for a restart to bind.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     limits: AcceptLimits,
 ) -> impl tokio_stream::Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, io::Error>>(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let max_handshakes = limits.max_handshakes.max(1);
-    tokio::spawn(async move {
-        let mut handshakes: std::collections::VecDeque<tokio::task::AbortHandle> =
-            std::collections::VecDeque::new();
-        loop {
-            let accepted = tokio::select! {
-                () = tx.closed() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, remote_addr) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a tcp connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            if connections.available_permits() == 0 {
-                tracing::debug!(%remote_addr, max = limits.max_connections, "connection limit reached; closing a new connection");
-                continue;
-            }
-            handshakes.retain(|h| !h.is_finished());
-            while handshakes.len() >= max_handshakes {
-                if let Some(oldest) = handshakes.pop_front() {
-                    tracing::debug!(
-                        max = max_handshakes,
-                        "too many tls handshakes in flight; dropping the oldest"
-                    );
-                    oldest.abort();
-                }
-            }
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(%remote_addr, error = %e, "cannot set tcp_nodelay");
-            }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            let connections = connections.clone();
-            let task = tokio::spawn(async move {
-                let Some(conn) = handshake(acceptor, tcp, remote_addr, limits, connections).await
-                else {
-                    return;
-                };
-                // The receiver is gone only when the server stopped.
-                let _ = tx.send(Ok(conn)).await;
-            });
-            handshakes.push_back(task.abort_handle());
+    TlsIncoming {
+        listener,
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        limits,
+        handshakes: std::collections::VecDeque::new(),
+        backoff: None,
+        tx,
+        rx,
+    }
+}
+
+/// The stream [`tls_incoming`] returns.
+struct TlsIncoming {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    connections: Arc<Semaphore>,
+    limits: AcceptLimits,
+    /// Handshakes in flight, oldest first.
+    handshakes: std::collections::VecDeque<tokio::task::AbortHandle>,
+    /// After a failed accept (typically EMFILE): wait instead of spinning.
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    tx: tokio::sync::mpsc::Sender<Result<TlsConn, io::Error>>,
+    rx: tokio::sync::mpsc::Receiver<Result<TlsConn, io::Error>>,
+}
+
+impl Drop for TlsIncoming {
+    fn drop(&mut self) {
+        for h in &self.handshakes {
+            h.abort();
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+impl TlsIncoming {
+    /// Starts the handshake of a connection just accepted, within the limits.
+    fn start(&mut self, tcp: TcpStream, remote_addr: SocketAddr) {
+        if self.connections.available_permits() == 0 {
+            tracing::debug!(%remote_addr, max = self.limits.max_connections, "connection limit reached; closing a new connection");
+            return;
+        }
+        let max_handshakes = self.limits.max_handshakes.max(1);
+        self.handshakes.retain(|h| !h.is_finished());
+        while self.handshakes.len() >= max_handshakes {
+            if let Some(oldest) = self.handshakes.pop_front() {
+                tracing::debug!(
+                    max = max_handshakes,
+                    "too many tls handshakes in flight; dropping the oldest"
+                );
+                oldest.abort();
+            }
+        }
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote_addr, error = %e, "cannot set tcp_nodelay");
+        }
+        let (acceptor, tx, connections, limits) = (
+            self.acceptor.clone(),
+            self.tx.clone(),
+            self.connections.clone(),
+            self.limits,
+        );
+        let task = tokio::spawn(async move {
+            let Some(conn) = handshake(acceptor, tcp, remote_addr, limits, connections).await
+            else {
+                return;
+            };
+            // The receiver is gone only when the server stopped.
+            let _ = tx.send(Ok(conn)).await;
+        });
+        self.handshakes.push_back(task.abort_handle());
+    }
+}
+
+impl tokio_stream::Stream for TlsIncoming {
+    type Item = Result<TlsConn, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(backoff) = this.backoff.as_mut() {
+                if backoff.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                this.backoff = None;
+            }
+            match this.listener.poll_accept(cx) {
+                Poll::Ready(Ok((tcp, remote_addr))) => this.start(tcp, remote_addr),
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, "accepting a tcp connection failed");
+                    this.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+                }
+                Poll::Pending => break,
+            }
+        }
+        // The stream holds a sender itself, so it never ends on its own.
+        this.rx.poll_recv(cx)
+    }
 }
 
 async fn handshake(
