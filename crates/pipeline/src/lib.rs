@@ -83,17 +83,29 @@ pub trait Step: Send + Sync {
 }
 
 /// When a transaction must be over: what remains of the caller's deadline,
-/// capped by the step's.
+/// less a margin, capped by the step's.
+///
+/// The margin is what lets a process record and answer a transaction that
+/// ran out of time before its caller gives up on it: the gRPC server drops a
+/// handler the moment the caller's own deadline passes, and a record not yet
+/// handed to the audit writer would be lost with it. Each hop keeps a tenth
+/// of what it was given (at most 250 ms), so deadlines shrink along the path
+/// and the furthest hop gives up first.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {
     at: Instant,
+}
+
+/// The part of a caller's deadline kept to record and answer.
+fn margin(incoming: Duration) -> Duration {
+    (incoming / 10).min(Duration::from_millis(250))
 }
 
 impl Deadline {
     /// The deadline of a transaction that started at `started`, whose caller
     /// gave `incoming` (its `grpc-timeout`), capped at `cap`.
     pub fn new(incoming: Option<Duration>, started: Instant, cap: Duration) -> Deadline {
-        let budget = incoming.map_or(cap, |d| d.min(cap));
+        let budget = incoming.map_or(cap, |d| (d - margin(d)).min(cap));
         Deadline {
             at: started + budget,
         }

@@ -297,3 +297,23 @@ async fn a_peer_error_keeps_its_code_and_is_tagged_with_the_id() {
         Some(format!("{:032x}", 10).as_str())
     );
 }
+
+#[test]
+fn deadlines_shrink_along_the_path() {
+    let started = std::time::Instant::now();
+    let cap = Duration::from_secs(30);
+    let d = Deadline::new(Some(Duration::from_secs(1)), started, cap);
+    let left = d.remaining();
+    assert!(
+        left <= Duration::from_millis(900),
+        "a margin is kept: {left:?}"
+    );
+    assert!(left > Duration::from_millis(500), "{left:?}");
+    // What goes to the next hop is what is left, never more.
+    let next = truc_ops::incoming_timeout(d.request(()).metadata()).expect("grpc-timeout");
+    assert!(next <= left, "{next:?} > {left:?}");
+    // The cap bounds a generous caller; no deadline at all means the cap.
+    assert!(Deadline::new(Some(Duration::from_secs(3600)), started, cap).remaining() <= cap);
+    assert!(Deadline::new(None, started, cap).remaining() <= cap);
+    assert!(Deadline::new(None, started, cap).remaining() > Duration::from_secs(29));
+}

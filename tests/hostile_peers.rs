@@ -1,0 +1,88 @@
+//! Peers that accept a call and never answer hold nothing beyond the
+//! deadline, and every such transaction is still audited by every hop
+//! (issue 8, point 2.4, for data calls and statuses through the hub).
+
+use std::time::Duration;
+
+use tonic::Code;
+use truc_pki::Role;
+use truc_proto::v1::{ListRecordsRequest, StatusEvent, StatusUpdate, audit_client::AuditClient};
+use truc_tests::*;
+
+/// The hub's records of kind `kind` that name `agency`, as the admin sees them.
+async fn hub_records(c: &Cluster, agency: &str, kind: &str) -> Vec<truc_audit::AuditRecord> {
+    let mut audit = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
+    audit
+        .list_records(ListRecordsRequest {
+            agency: agency.into(),
+            kind: kind.into(),
+            page_size: 1000,
+            ..ListRecordsRequest::default()
+        })
+        .await
+        .expect("list records")
+        .into_inner()
+        .records
+        .into_iter()
+        .filter_map(|r| r.record)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline() {
+    let mut c = start().await;
+    let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
+    let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
+    let mut request = tonic::Request::new(call(H37, CITIZEN_LOOKUP, "{}"));
+    request.set_timeout(Duration::from_secs(2));
+    let err = province.call(request).await.expect_err("no answer");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let id = err
+        .metadata()
+        .get(truc_ops::TRANSACTION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .expect("the error names its transaction")
+        .to_string();
+    assert_eq!(silent.calls().0, 1, "the hub did call the silent node");
+    // The hub answered before the caller gave up, so it recorded the call.
+    let records = hub_records(&c, H37, "call").await;
+    let r = records
+        .iter()
+        .find(|r| r.transaction_id == id)
+        .unwrap_or_else(|| panic!("the hub recorded {id}: {records:#?}"));
+    assert_eq!(r.outcome, "DEADLINE_EXCEEDED");
+    assert_eq!(r.caller, format!("node/{PROVINCE_NODE}"));
+}
+
+#[tokio::test]
+async fn a_sender_node_that_never_answers_holds_a_status_only_until_its_deadline() {
+    let mut c = start().await;
+    let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
+    // The province's node relays a status to the ministry's (silent) node.
+    let mut hub = c.hostile().hub_as_node(PROVINCE_NODE);
+    let mut request = tonic::Request::new(StatusUpdate {
+        transaction_id: "ab".repeat(16),
+        sender: G22.into(),
+        document_id: format!("{G22},2026/11/28,7/VPCP-KSTT"),
+        recipient: H37.into(),
+        event: Some(StatusEvent {
+            code: "03".into(),
+            description: "Đã tiếp nhận".into(),
+            unix_ms: 1,
+            by: H37.into(),
+            staff: None,
+        }),
+        ..StatusUpdate::default()
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let err = hub.relay_status(request).await.expect_err("no answer");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(silent.calls().2, 1, "the hub did call the silent node");
+    let records = hub_records(&c, H37, "status").await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.transaction_id == "ab".repeat(16) && r.outcome == "DEADLINE_EXCEEDED"),
+        "{records:#?}"
+    );
+}
