@@ -54,6 +54,9 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     dir: PathBuf,
+    /// sled's blob files already synced, with the length they had then.
+    synced_blobs:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::ffi::OsString, u64>>>,
 }
 
 /// Writes applied together: all of them, or none after a crash.
@@ -123,6 +126,7 @@ impl Store {
             db,
             tree,
             dir: dir.to_path_buf(),
+            synced_blobs: Default::default(),
         })
     }
 
@@ -179,7 +183,8 @@ impl Store {
     }
 
     /// Makes every write so far durable: sled's flush, then `fdatasync` of the
-    /// database file so that the data survives a power cut, not only a kill.
+    /// database file so that the data survives a power cut, not only a kill,
+    /// then the same for any value sled moved out to its `blobs/` directory.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         let path = self.dir.join("db");
@@ -191,13 +196,82 @@ impl Store {
         File::open(&path)
             .and_then(|f| f.sync_data())
             .map_err(sync_err)?;
+        self.sync_blobs()
+    }
+
+    /// sled writes a large value (or page) to a file of its own under
+    /// `blobs/` and never syncs it nor the directory: sync each new or grown
+    /// one, then the directory. Callers keep values small, so this is
+    /// normally one empty directory read per flush.
+    fn sync_blobs(&self) -> Result<(), StoreError> {
+        let dir = self.dir.join("blobs");
+        let sync_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Sync { path, source }
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(sync_err(&dir)(e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .map_err(|_| sync_err(&dir)(std::io::Error::other("blob sync state poisoned")))?;
+        let mut present = std::collections::HashMap::new();
+        let mut any = false;
+        for entry in entries {
+            let entry = entry.map_err(sync_err(&dir))?;
+            let path = entry.path();
+            let len = entry.metadata().map_err(sync_err(&path))?.len();
+            let name = entry.file_name();
+            if synced.get(&name) != Some(&len) {
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(sync_err(&path))?;
+                any = true;
+            }
+            present.insert(name, len);
+        }
+        if any {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(sync_err(&dir))?;
+        }
+        // Blobs sled has since removed are forgotten.
+        *synced = present;
         Ok(())
+    }
+
+    /// How many of sled's blob files the last flush left synced (tests).
+    #[doc(hidden)]
+    pub fn synced_blob_files(&self) -> usize {
+        self.synced_blobs.lock().map_or(0, |s| s.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_sled_moves_to_blob_files_are_synced_by_flush() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path())?;
+        // Far over sled's threshold (a quarter of its 512 KiB segments).
+        store.insert(b"big", vec![7u8; 1 << 20])?;
+        store.flush()?;
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .expect("sled made a blob")
+            .collect();
+        assert!(!blobs.is_empty(), "the value went to a blob file");
+        assert_eq!(
+            store.synced_blob_files(),
+            blobs.len(),
+            "every blob file present was synced"
+        );
+        Ok(())
+    }
 
     #[test]
     fn batch_is_applied_and_survives_reopen() -> Result<(), StoreError> {
