@@ -759,10 +759,7 @@ mod tests {
     use super::*;
 
     fn signer() -> Signer {
-        let pkcs8 =
-            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .expect("key");
-        Signer::new(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"))
+        Signer::generate().expect("key")
     }
 
     fn tx(id: &str) -> Transaction {

@@ -44,6 +44,16 @@ impl Signer {
         Signer { key, key_id }
     }
 
+    /// A signer with a fresh random key, for tests: the hub loads its key
+    /// from a file (`truc pki init` writes it).
+    #[doc(hidden)]
+    pub fn generate() -> Result<Signer, ring::error::Unspecified> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())?;
+        let key =
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| ring::error::Unspecified)?;
+        Ok(Signer::new(key))
+    }
+
     /// The raw 32-byte public key.
     pub fn public_key(&self) -> Vec<u8> {
         self.key.public_key().as_ref().to_vec()
@@ -119,8 +129,7 @@ mod tests {
     use super::*;
 
     fn signer() -> Signer {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
-        Signer::new(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"))
+        Signer::generate().expect("key")
     }
 
     #[test]

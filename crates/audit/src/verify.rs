@@ -360,12 +360,7 @@ mod tests {
     }
 
     fn signer() -> (Signer, Vec<u8>) {
-        let pkcs8 =
-            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .expect("key");
-        let s = Signer::new(
-            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"),
-        );
+        let s = Signer::generate().expect("key");
         let public = s.public_key();
         (s, public)
     }

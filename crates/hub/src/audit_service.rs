@@ -274,39 +274,6 @@ mod tests {
     use truc_audit::{AuditLog, Options, Transaction, sth::Signer};
     use truc_pki::{Identity, PeerInfo, Role};
 
-    const REGISTRY: &str = r#"
-[[agency]]
-code = "000.00.00.G22"
-name = "Văn phòng Chính phủ"
-
-[[agency]]
-code = "000.00.00.H37"
-name = "UBND tỉnh Lạng Sơn"
-
-[[agency]]
-code = "000.00.00.A01"
-name = "A"
-
-[[agency]]
-code = "000.00.00.A02"
-name = "B"
-
-[[node]]
-id = "ministry"
-address = "127.0.0.1:7101"
-agencies = ["000.00.00.G22"]
-
-[[node]]
-id = "lgsp-langson"
-address = "127.0.0.1:7201"
-agencies = ["000.00.00.H37"]
-
-[[node]]
-id = "other"
-address = "127.0.0.1:7301"
-agencies = ["000.00.00.A01", "000.00.00.A02"]
-"#;
-
     const H37: &str = "000.00.00.H37";
     const G22: &str = "000.00.00.G22";
 
@@ -321,12 +288,7 @@ agencies = ["000.00.00.A01", "000.00.00.A02"]
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("dir");
         let store = truc_store::Store::open(dir.path()).expect("store");
-        let pkcs8 =
-            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                .expect("key");
-        let signer = Signer::new(
-            ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse"),
-        );
+        let signer = Signer::generate().expect("key");
         let log = AuditLog::open(store, "hub", Options::default(), Some(signer)).expect("log");
         let mut tasks = Vec::new();
         for i in 0..300u64 {
@@ -355,8 +317,7 @@ agencies = ["000.00.00.A01", "000.00.00.A02"]
                 .expect("join")
                 .expect("append");
         }
-        let registry = Arc::new(Registry::from_toml_str(REGISTRY, "test.toml").expect("registry"));
-        let service = AuditService::new(registry, log.reader().clone());
+        let service = AuditService::new(crate::tests::registry(), log.reader().clone());
         Fixture {
             _dir: dir,
             log,
@@ -430,7 +391,7 @@ agencies = ["000.00.00.A01", "000.00.00.A02"]
             ..ListRecordsRequest::default()
         };
         assert_eq!(
-            list_all(&f, Role::Node, "ministry", mine.clone()).await,
+            list_all(&f, Role::Node, "vpcp", mine.clone()).await,
             (parties.clone(), 6)
         );
         // Its partner, through a node that hosts the other party.
@@ -448,7 +409,7 @@ agencies = ["000.00.00.A01", "000.00.00.A02"]
             ..ListRecordsRequest::default()
         };
         assert_eq!(
-            list_all(&f, Role::Node, "ministry", foreign).await,
+            list_all(&f, Role::Node, "vpcp", foreign).await,
             (Vec::new(), 0)
         );
         // The third node sees the 294 others.

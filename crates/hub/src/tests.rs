@@ -16,6 +16,9 @@ use truc_store::Store;
 
 use crate::route::HubService;
 
+/// The registry of the hub's unit tests: `vpcp` hosts G22, `lgsp-langson`
+/// hosts H37, `other` hosts two agencies that have nothing to do with either;
+/// H37 may look up citizens at G22. No node listens at its address.
 const REGISTRY: &str = r#"
 [[agency]]
 code = "000.00.00.G22"
@@ -24,6 +27,14 @@ name = "Văn phòng Chính phủ"
 [[agency]]
 code = "000.00.00.H37"
 name = "UBND tỉnh Lạng Sơn"
+
+[[agency]]
+code = "000.00.00.A01"
+name = "A"
+
+[[agency]]
+code = "000.00.00.A02"
+name = "B"
 
 [[node]]
 id = "vpcp"
@@ -34,6 +45,11 @@ agencies = ["000.00.00.G22"]
 id = "lgsp-langson"
 address = "127.0.0.1:7"
 agencies = ["000.00.00.H37"]
+
+[[node]]
+id = "other"
+address = "127.0.0.1:5"
+agencies = ["000.00.00.A01", "000.00.00.A02"]
 
 [[service]]
 id = "000.00.00.G22/citizen-lookup/v1"
@@ -48,6 +64,11 @@ client = "000.00.00.H37"
 services = ["000.00.00.G22/citizen-lookup/v1"]
 "#;
 
+/// [`REGISTRY`], parsed.
+pub(crate) fn registry() -> Arc<Registry> {
+    Arc::new(Registry::from_toml_str(REGISTRY, "registry.toml").expect("registry"))
+}
+
 struct Hub_ {
     _dir: tempfile::TempDir,
     store: Store,
@@ -58,14 +79,11 @@ fn hub() -> Hub_ {
     truc_pki::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-        .expect("key");
-    let signer =
-        Signer::new(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"));
+    let signer = Signer::generate().expect("key");
     let public = signer.public_key();
     let audit =
         AuditLog::open(store.clone(), "hub", Options::default(), Some(signer)).expect("log");
-    let registry = Arc::new(Registry::from_toml_str(REGISTRY, "registry.toml").expect("registry"));
+    let registry = registry();
     let client_tls = Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())

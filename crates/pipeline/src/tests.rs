@@ -76,10 +76,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-        .expect("key");
-    let signer =
-        Signer::new(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"));
+    let signer = Signer::generate().expect("key");
     let audit = AuditLog::open(store, "hub", Options::default(), Some(signer)).expect("log");
     Fixture {
         _dir: dir,
