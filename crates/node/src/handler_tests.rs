@@ -23,15 +23,19 @@ struct Fixture {
 
 const SERVICE: &str = "000.00.00.H37/household-registry/v1";
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("db")).expect("store");
-    let code = |s: &str| AgencyCode::parse(s).expect("code");
-    let config = Arc::new(NodeConfig {
+/// The config of node `lgsp-langson` keeping its data in `data_dir`, with
+/// agency system `dms` acting for `agencies` and the `(service, address)`
+/// `backends`. The hub is at 127.0.0.1:9, where nothing listens.
+pub(crate) fn config(
+    data_dir: &std::path::Path,
+    agencies: &[&str],
+    backends: &[(&str, &str)],
+) -> NodeConfig {
+    NodeConfig {
         id: NodeId::parse("lgsp-langson").expect("id"),
         listen: "127.0.0.1:1".parse().expect("addr"),
         ops_listen: "127.0.0.1:2".parse().expect("addr"),
-        data_dir: dir.path().into(),
+        data_dir: data_dir.into(),
         hub_address: "127.0.0.1:9".into(),
         hub_name: "hub".into(),
         tls: truc_pki::TlsFiles {
@@ -42,10 +46,30 @@ fn fixture() -> Fixture {
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),
-        clients: [("dms".to_string(), [code("000.00.00.H37")].into())].into(),
-        // Nothing listens there: the backend is down.
-        backends: [(ServiceId::parse(SERVICE).expect("id"), "127.0.0.1:9".into())].into(),
-    });
+        clients: [(
+            "dms".to_string(),
+            agencies
+                .iter()
+                .map(|a| AgencyCode::parse(a).expect("code"))
+                .collect(),
+        )]
+        .into(),
+        backends: backends
+            .iter()
+            .map(|(s, a)| (ServiceId::parse(s).expect("id"), (*a).to_string()))
+            .collect(),
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("db")).expect("store");
+    // Nothing listens at the backend's address: the backend is down.
+    let config = Arc::new(config(
+        dir.path(),
+        &["000.00.00.H37"],
+        &[(SERVICE, "127.0.0.1:9")],
+    ));
     let audit =
         AuditLog::open(store.clone(), "lgsp-langson", Options::default(), None).expect("log");
     let pipeline = Arc::new(Pipeline::new(audit, Arc::new(truc_ops::Metrics::new())));

@@ -365,43 +365,17 @@ fn registry_mismatches(
 mod tests {
     use super::*;
     use truc_proto::v1::{NodeEntry, RegistrySnapshot, ServiceEntry};
-    use truc_registry::{AgencyCode, NodeId, ServiceId};
 
     #[test]
     fn mismatches_with_the_registry_are_reported() {
-        let code = |s: &str| AgencyCode::parse(s).expect("code");
-        let config = NodeConfig {
-            id: NodeId::parse("lgsp-langson").expect("id"),
-            listen: "127.0.0.1:1".parse().expect("addr"),
-            ops_listen: "127.0.0.1:2".parse().expect("addr"),
-            data_dir: "d".into(),
-            hub_address: "127.0.0.1:3".into(),
-            hub_name: "hub".into(),
-            tls: truc_pki::TlsFiles {
-                ca: "a".into(),
-                cert: "b".into(),
-                key: "c".into(),
-            },
-            limits: truc_ops::config::Limits::default(),
-            documents: truc_doc::Limits::default(),
-            document_service: config::DocumentService::default(),
-            clients: [(
-                "dms".to_string(),
-                [code("000.00.00.H37"), code("000.00.00.G22")].into(),
-            )]
-            .into(),
-            backends: [
-                (
-                    ServiceId::parse("000.00.00.H37/known/v1").expect("id"),
-                    "127.0.0.1:4".to_string(),
-                ),
-                (
-                    ServiceId::parse("000.00.00.H37/unknown/v1").expect("id"),
-                    "127.0.0.1:5".to_string(),
-                ),
-            ]
-            .into(),
-        };
+        let config = handler_tests::config(
+            "d".as_ref(),
+            &["000.00.00.H37", "000.00.00.G22"],
+            &[
+                ("000.00.00.H37/known/v1", "127.0.0.1:4"),
+                ("000.00.00.H37/unknown/v1", "127.0.0.1:5"),
+            ],
+        );
         let snapshot = RegistrySnapshot {
             nodes: vec![NodeEntry {
                 id: "lgsp-langson".into(),
