@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod docs;
 pub mod hostile;
 
 use std::time::Duration;
@@ -14,7 +15,9 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use truc_demo::*;
 use truc_pki::{Identity, Role};
-use truc_proto::v1::CallRequest;
+use truc_proto::v1::{
+    CallRequest, GetCountsRequest, GetCountsResponse, reporting_client::ReportingClient,
+};
 
 /// A started deployment and the directory it lives in.
 pub struct Cluster {
@@ -24,16 +27,34 @@ pub struct Cluster {
     pub deployment: Deployment,
 }
 
-/// Starts a deployment with `backend` and payloads limited to `max_payload`.
-pub async fn start_with(backend: BackendKind, max_payload: usize) -> Cluster {
+/// Starts a deployment with the demo's options changed by `configure`.
+async fn start_configured(configure: impl FnOnce(&mut DemoOptions)) -> Cluster {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let mut options = DemoOptions::new(dir.path());
-    options.backend = backend;
-    options.max_payload_bytes = max_payload;
+    configure(&mut options);
     let deployment = Deployment::start(options)
         .await
         .unwrap_or_else(|e| panic!("deployment: {e}"));
     Cluster { dir, deployment }
+}
+
+/// Starts a deployment with `backend` and payloads limited to `max_payload`.
+pub async fn start_with(backend: BackendKind, max_payload: usize) -> Cluster {
+    start_configured(|options| {
+        options.backend = backend;
+        options.max_payload_bytes = max_payload;
+    })
+    .await
+}
+
+/// Starts the demo deployment with nodes that retry a delivery or a status
+/// after 20 ms, then at most every 200 ms: what waits for a peer goes soon
+/// after the peer is back.
+pub async fn start_fast_retries() -> Cluster {
+    start_configured(|options| {
+        options.retry = (Duration::from_millis(20), Duration::from_millis(200));
+    })
+    .await
 }
 
 /// Starts the demo deployment.
@@ -64,6 +85,14 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("client config: {e}"));
         truc_pki::channel(&self.deployment.hub().addr().to_string(), "hub", tls)
             .unwrap_or_else(|e| panic!("channel: {e}"))
+    }
+
+    /// All the hub's transaction counts that `role`/`name` may see.
+    pub async fn counts(&self, role: Role, name: &str) -> Result<GetCountsResponse, tonic::Status> {
+        ReportingClient::new(self.hub_channel(role, name))
+            .get_counts(GetCountsRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
     }
 }
 

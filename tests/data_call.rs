@@ -9,10 +9,7 @@ use std::{
 use bytes::Bytes;
 use tonic::{Code, Request, Response, Status};
 use truc_pki::Role;
-use truc_proto::v1::{
-    DataRequest, DataResponse, GetCountsRequest, backend_server::Backend, hub_client::HubClient,
-    reporting_client::ReportingClient,
-};
+use truc_proto::v1::{DataRequest, DataResponse, backend_server::Backend, hub_client::HubClient};
 use truc_tests::*;
 
 const ID: &str = r#"{"id":"001089012345"}"#;
@@ -347,12 +344,7 @@ async fn counts_equal_the_audit_log_after_concurrent_traffic() {
             ok += 1;
         }
     }
-    let mut reporting = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
-    let counts = reporting
-        .get_counts(GetCountsRequest::default())
-        .await
-        .expect("counts")
-        .into_inner();
+    let counts = c.counts(Role::Admin, "admin").await.expect("counts");
     assert_eq!(counts.total, 90);
     let reported_ok: u64 = counts
         .rows
@@ -364,16 +356,13 @@ async fn counts_equal_the_audit_log_after_concurrent_traffic() {
 
     // A node sees only rows where its agencies are a party: the ministry is
     // not a party of the department's refused calls to the province.
-    let mut as_ministry = ReportingClient::new(c.hub_channel(Role::Node, MINISTRY_NODE));
-    let visible = as_ministry
-        .get_counts(GetCountsRequest::default())
+    let visible = c
+        .counts(Role::Node, MINISTRY_NODE)
         .await
-        .expect("node counts")
-        .into_inner();
+        .expect("node counts");
     assert_eq!(visible.total, 60);
-    let mut as_client = ReportingClient::new(c.hub_channel(Role::Client, PROVINCE_CLIENT));
-    let e = as_client
-        .get_counts(GetCountsRequest::default())
+    let e = c
+        .counts(Role::Client, PROVINCE_CLIENT)
         .await
         .expect_err("agency systems read reports from their node, not the hub");
     assert_eq!(e.code(), Code::PermissionDenied);

@@ -8,128 +8,11 @@ use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 use truc_pki::Role;
 use truc_proto::v1::{
-    Attachment, BusinessKind, DocumentCode, Envelope, FetchDocumentRequest, GetTrackingRequest,
-    ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest, SendDocumentRequest,
-    Tracking, UpdateStatusRequest, WatchInboxRequest, agency_client::AgencyClient,
-    fetch_document_response, hub_client::HubClient, relay_request, send_document_request,
+    BusinessKind, FetchDocumentRequest, GetTrackingRequest, RelayRequest, UpdateStatusRequest,
+    WatchInboxRequest, agency_client::AgencyClient, fetch_document_response, hub_client::HubClient,
+    relay_request, send_document_request,
 };
-use truc_tests::*;
-
-const CHUNK: usize = 256 * 1024;
-
-fn sha(data: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-fn envelope(from: &str, to: &[&str], number: &str, files: &[(&str, &[u8])]) -> Envelope {
-    Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            organ_name: "UBND tỉnh Lạng Sơn".into(),
-            ..Organ::default()
-        }),
-        to: to
-            .iter()
-            .map(|t| Organ {
-                organ_id: (*t).into(),
-                ..Organ::default()
-            })
-            .collect(),
-        code: Some(DocumentCode {
-            code_number: number.into(),
-            code_notation: "UBND-VP".into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: "2026/11/28".into(),
-        }),
-        subject: "V/v báo cáo tình hình kinh tế - xã hội tháng 11".into(),
-        document_id: format!("{from},2026/11/28,{number}/UBND-VP"),
-        attachments: files
-            .iter()
-            .map(|(name, data)| Attachment {
-                name: (*name).into(),
-                content_type: "application/pdf".into(),
-                size: data.len() as u64,
-                sha256: sha(data),
-                description: String::new(),
-            })
-            .collect(),
-        ..Envelope::default()
-    }
-}
-
-fn messages(envelope: &Envelope, files: &[(&str, &[u8])]) -> Vec<SendDocumentRequest> {
-    let mut out = vec![SendDocumentRequest {
-        part: Some(send_document_request::Part::Envelope(envelope.clone())),
-    }];
-    for (i, (_, data)) in files.iter().enumerate() {
-        for (j, piece) in data.chunks(CHUNK).enumerate() {
-            out.push(SendDocumentRequest {
-                part: Some(send_document_request::Part::Chunk(truc_doc::chunks::chunk(
-                    i as u32,
-                    (j * CHUNK) as u64,
-                    Bytes::copy_from_slice(piece),
-                ))),
-            });
-        }
-    }
-    out
-}
-
-async fn send(
-    client: &mut AgencyClient<Channel>,
-    envelope: &Envelope,
-    files: &[(&str, &[u8])],
-) -> Result<truc_proto::v1::SendDocumentResponse, tonic::Status> {
-    client
-        .send_document(tokio_stream::iter(messages(envelope, files)))
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Polls the sender's tracking until `done` holds (or 20 s pass).
-async fn tracking_until(
-    client: &mut AgencyClient<Channel>,
-    sender: &str,
-    document_id: &str,
-    done: impl Fn(&Tracking) -> bool,
-) -> Tracking {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = client
-            .get_tracking(GetTrackingRequest {
-                sender: sender.into(),
-                document_id: document_id.into(),
-            })
-            .await
-            .expect("tracking")
-            .into_inner();
-        if done(&t) {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tracking never got there: {t:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn status_of<'a>(t: &'a Tracking, recipient: &str) -> &'a str {
-    t.recipients
-        .iter()
-        .find(|r| r.recipient == recipient)
-        .map_or("", |r| r.status.as_str())
-}
-
-async fn fast_cluster() -> Cluster {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut options = DemoOptions::new(dir.path());
-    options.retry = (Duration::from_millis(20), Duration::from_millis(200));
-    let deployment = Deployment::start(options).await.expect("deployment");
-    Cluster { dir, deployment }
-}
+use truc_tests::{docs::*, *};
 
 fn clients(c: &Cluster) -> (AgencyClient<Channel>, AgencyClient<Channel>) {
     let big = 8 * 1024 * 1024;
@@ -148,7 +31,7 @@ fn clients(c: &Cluster) -> (AgencyClient<Channel>, AgencyClient<Channel>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn document_reaches_recipients_on_two_nodes_with_its_attachment() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let pdf: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let files: [(&str, &[u8]); 2] = [("bao-cao.pdf", &pdf), ("empty.txt", b"")];
@@ -180,16 +63,9 @@ async fn document_reaches_recipients_on_two_nodes_with_its_attachment() {
     assert_eq!(event.kind, "arrived");
     assert_eq!(event.entry.expect("entry").document_id, env.document_id);
 
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert_eq!(inbox.entries.len(), 1);
-    assert_eq!(inbox.entries[0].status, "01");
+    let entries = inbox(&mut ministry, G22).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].status, "01");
 
     let mut fetched = ministry
         .fetch_document(FetchDocumentRequest {
@@ -210,20 +86,13 @@ async fn document_reaches_recipients_on_two_nodes_with_its_attachment() {
     assert!(got[1].is_empty());
 
     // The department, on the sender's own node, got it through the hub too.
-    let dept = province
-        .list_inbox(ListInboxRequest {
-            recipient: H37_DEPT.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert_eq!(dept.entries.len(), 1);
+    let dept = inbox(&mut province, H37_DEPT).await;
+    assert_eq!(dept.len(), 1);
 }
 
 #[tokio::test]
 async fn repeated_send_makes_one_entry_and_another_envelope_is_refused() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let files: [(&str, &[u8]); 1] = [("a.pdf", b"%PDF-1.7 test")];
     let env = envelope(H37, &[G22], "102", &files);
@@ -239,37 +108,24 @@ async fn repeated_send_makes_one_entry_and_another_envelope_is_refused() {
             .expect("again")
             .duplicate
     );
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     let mut other = env.clone();
     other.subject = "another subject".into();
     let e = send(&mut province, &other, &files)
         .await
         .expect_err("same id");
     assert_eq!(e.code(), Code::AlreadyExists);
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert_eq!(inbox.entries.len(), 1);
+    let entries = inbox(&mut ministry, G22).await;
+    assert_eq!(entries.len(), 1);
 }
 
 #[tokio::test]
 async fn statuses_travel_back_and_invalid_transitions_change_nothing() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let env = envelope(H37, &[G22], "103", &[]);
     send(&mut province, &env, &[]).await.expect("send");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     let set = |status: &str| UpdateStatusRequest {
         recipient: G22.into(),
         sender: H37.into(),
@@ -305,22 +161,12 @@ async fn statuses_travel_back_and_invalid_transitions_change_nothing() {
         .await
         .expect_err("06 → 02");
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
+    let entries = inbox(&mut ministry, G22).await;
     assert_eq!(
-        inbox.entries[0].status, "06",
+        entries[0].status, "06",
         "a refused transition changed nothing"
     );
-    let t = tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "06"
-    })
-    .await;
+    let t = tracking_at(&mut province, H37, &env.document_id, G22, "06").await;
     let codes: Vec<&str> = t.recipients[0]
         .history
         .iter()
@@ -331,22 +177,16 @@ async fn statuses_travel_back_and_invalid_transitions_change_nothing() {
 
 #[tokio::test]
 async fn recall_is_requested_and_answered() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let env = envelope(H37, &[G22], "104", &[]);
     send(&mut province, &env, &[]).await.expect("send");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     let mut recall = env.clone();
     recall.business_kind = BusinessKind::Recall as i32;
     recall.business_reason = "Sai số liệu".into();
     send(&mut province, &recall, &[]).await.expect("recall");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "13"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "13").await;
     ministry
         .update_status(UpdateStatusRequest {
             recipient: G22.into(),
@@ -357,10 +197,7 @@ async fn recall_is_requested_and_answered() {
         })
         .await
         .expect("accept recall");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "15"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "15").await;
     // Withdrawn: nothing more may happen to it.
     let e = ministry
         .update_status(UpdateStatusRequest {
@@ -385,7 +222,7 @@ async fn recall_is_requested_and_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipient_node_down_then_back_gets_it_once() {
-    let mut c = fast_cluster().await;
+    let mut c = start_fast_retries().await;
     let (mut province, _) = clients(&c);
     assert!(c.deployment.stop_node(MINISTRY_NODE).await.expect("stop"));
     let env = envelope(H37, &[G22], "105", &[("x.pdf", b"content")]);
@@ -402,25 +239,15 @@ async fn recipient_node_down_then_back_gets_it_once() {
         .restart_node(MINISTRY_NODE)
         .await
         .expect("restart");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     let (_, mut ministry) = clients(&c);
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert_eq!(inbox.entries.len(), 1);
+    let entries = inbox(&mut ministry, G22).await;
+    assert_eq!(entries.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_restart_mid_delivery_loses_nothing() {
-    let mut c = fast_cluster().await;
+    let mut c = start_fast_retries().await;
     let (mut province, _) = clients(&c);
     let env = envelope(H37, &[G22, H37_DEPT], "106", &[]);
     let mut client = province.clone();
@@ -442,7 +269,7 @@ async fn hub_restart_mid_delivery_loses_nothing() {
 
 #[tokio::test]
 async fn corrupted_chunks_are_refused_at_the_node_and_at_the_hub() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let data = b"the real content".to_vec();
     let files: [(&str, &[u8]); 1] = [("a.pdf", &data)];
@@ -468,14 +295,7 @@ async fn corrupted_chunks_are_refused_at_the_node_and_at_the_hub() {
     // A node relaying a corrupted chunk: the hub refuses it, the recipient keeps nothing.
     let mut hub = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE));
     let relay = vec![
-        RelayRequest {
-            part: Some(relay_request::Part::Header(RelayHeader {
-                transaction_id: "ab".repeat(16),
-                sender: H37.into(),
-                recipient: G22.into(),
-                envelope: Some(env.clone()),
-            })),
-        },
+        relay_header(&"ab".repeat(16), H37, G22, env.clone()),
         RelayRequest {
             part: Some(relay_request::Part::Chunk(truc_proto::v1::Chunk {
                 sha256: sha(&data),
@@ -488,20 +308,13 @@ async fn corrupted_chunks_are_refused_at_the_node_and_at_the_hub() {
         .await
         .expect_err("hub check");
     assert_eq!(e.code(), Code::DataLoss);
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert!(inbox.entries.is_empty());
+    let entries = inbox(&mut ministry, G22).await;
+    assert!(entries.is_empty());
 }
 
 #[tokio::test]
 async fn invalid_envelopes_are_refused_with_the_rule() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, _) = clients(&c);
     let mut env = envelope(H37, &[G22], "108", &[]);
     env.subject.clear();
@@ -522,20 +335,18 @@ async fn invalid_envelopes_are_refused_with_the_rule() {
 
 #[tokio::test]
 async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     // A node relaying for an agency it does not host.
     let env = envelope(H37, &[G22], "111", &[]);
     let mut as_ministry = HubClient::new(c.hub_channel(Role::Node, MINISTRY_NODE));
     let e = as_ministry
-        .relay(tokio_stream::iter(vec![RelayRequest {
-            part: Some(relay_request::Part::Header(RelayHeader {
-                transaction_id: "cd".repeat(16),
-                sender: H37.into(),
-                recipient: G22.into(),
-                envelope: Some(env.clone()),
-            })),
-        }]))
+        .relay(tokio_stream::iter(vec![relay_header(
+            &"cd".repeat(16),
+            H37,
+            G22,
+            env.clone(),
+        )]))
         .await
         .expect_err("not its agency");
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -553,10 +364,7 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
 
     // A delivery and a status are transactions of the hub, counted by kind.
     send(&mut province, &env, &[]).await.expect("send");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     ministry
         .update_status(UpdateStatusRequest {
             recipient: G22.into(),
@@ -567,16 +375,8 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
         })
         .await
         .expect("03");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "03"
-    })
-    .await;
-    let counts =
-        truc_proto::v1::reporting_client::ReportingClient::new(c.hub_channel(Role::Admin, "admin"))
-            .get_counts(truc_proto::v1::GetCountsRequest::default())
-            .await
-            .expect("counts")
-            .into_inner();
+    tracking_at(&mut province, H37, &env.document_id, G22, "03").await;
+    let counts = c.counts(Role::Admin, "admin").await.expect("counts");
     let count = |kind: &str, outcome: &str| -> u64 {
         counts
             .rows
@@ -593,7 +393,7 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_of_one_id_keep_one_envelope() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (province, mut ministry) = clients(&c);
     let files: [(&str, &[u8]); 1] = [("a.pdf", &[5u8; 600_000])];
     let mut tasks = Vec::new();
@@ -618,23 +418,12 @@ async fn concurrent_sends_of_one_id_keep_one_envelope() {
     assert_eq!(accepted.len(), 1, "exactly one send stored: {accepted:?}");
     let mut province = province;
     let doc = "000.00.00.H37,2026/11/28,113/UBND-VP";
-    let t = tracking_until(&mut province, H37, doc, |t| status_of(t, G22) == "01").await;
+    let t = tracking_at(&mut province, H37, doc, G22, "01").await;
     assert_eq!(t.envelope.expect("envelope").subject, accepted[0]);
-    let inbox = ministry
-        .list_inbox(ListInboxRequest {
-            recipient: G22.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner();
-    assert_eq!(inbox.entries.len(), 1);
+    let entries = inbox(&mut ministry, G22).await;
+    assert_eq!(entries.len(), 1);
     assert_eq!(
-        inbox.entries[0]
-            .envelope
-            .as_ref()
-            .expect("envelope")
-            .subject,
+        entries[0].envelope.as_ref().expect("envelope").subject,
         accepted[0]
     );
 }
@@ -692,19 +481,9 @@ async fn hang_node(c: &mut Cluster, id: &str) -> HungNode {
     }))
 }
 
-fn status(recipient: &str, sender: &str, document_id: &str, code: &str) -> UpdateStatusRequest {
-    UpdateStatusRequest {
-        recipient: recipient.into(),
-        sender: sender.into(),
-        document_id: document_id.into(),
-        status: code.into(),
-        ..UpdateStatusRequest::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
-    let mut c = fast_cluster().await;
+    let mut c = start_fast_retries().await;
     // Long deadlines: what follows must not depend on them firing.
     restart_with(
         &mut c,
@@ -718,10 +497,7 @@ async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
     send(&mut ministry, &from_ministry, &[])
         .await
         .expect("send");
-    tracking_until(&mut ministry, G22, &from_ministry.document_id, |t| {
-        status_of(t, H37) == "01"
-    })
-    .await;
+    tracking_at(&mut ministry, G22, &from_ministry.document_id, H37, "01").await;
     let hung = hang_node(&mut c, MINISTRY_NODE).await;
     // A status and a delivery bound for the hung node, first in their queues.
     province
@@ -733,18 +509,12 @@ async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
     // Another document, and its status, between live agencies: not held back.
     let local = envelope(H37_DEPT, &[H37], "203", &[]);
     send(&mut province, &local, &[]).await.expect("send");
-    tracking_until(&mut province, H37_DEPT, &local.document_id, |t| {
-        status_of(t, H37) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37_DEPT, &local.document_id, H37, "01").await;
     province
         .update_status(status(H37, H37_DEPT, &local.document_id, "03"))
         .await
         .expect("03");
-    tracking_until(&mut province, H37_DEPT, &local.document_id, |t| {
-        status_of(t, H37) == "03"
-    })
-    .await;
+    tracking_at(&mut province, H37_DEPT, &local.document_id, H37, "03").await;
     // The hung delivery's first attempt is still waiting.
     let t = tracking_until(&mut province, H37, &to_ministry.document_id, |_| true).await;
     assert_eq!(t.recipients[0].attempts, 0, "{t:#?}");
@@ -755,19 +525,13 @@ async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
         .await
         .expect("restart");
     let (mut province, mut ministry) = clients(&c);
-    tracking_until(&mut province, H37, &to_ministry.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
-    tracking_until(&mut ministry, G22, &from_ministry.document_id, |t| {
-        status_of(t, H37) == "03"
-    })
-    .await;
+    tracking_at(&mut province, H37, &to_ministry.document_id, G22, "01").await;
+    tracking_at(&mut ministry, G22, &from_ministry.document_id, H37, "03").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
-    let mut c = fast_cluster().await;
+    let mut c = start_fast_retries().await;
     restart_with(
         &mut c,
         PROVINCE_NODE,
@@ -794,10 +558,7 @@ async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
         .restart_node(MINISTRY_NODE)
         .await
         .expect("restart");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
 }
 
 /// The node's queue lengths from its metrics: (deliveries, statuses).
@@ -817,22 +578,16 @@ async fn queues(c: &Cluster, id: &str) -> (f64, f64) {
 
 #[tokio::test]
 async fn a_refusal_no_retry_can_fix_ends_the_delivery() {
-    let c = fast_cluster().await;
+    let c = start_fast_retries().await;
     let (mut province, mut ministry) = clients(&c);
     let env = envelope(H37, &[G22], "205", &[]);
     send(&mut province, &env, &[]).await.expect("send");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "01").await;
     ministry
         .update_status(status(G22, H37, &env.document_id, "02"))
         .await
         .expect("rejected");
-    tracking_until(&mut province, H37, &env.document_id, |t| {
-        status_of(t, G22) == "02"
-    })
-    .await;
+    tracking_at(&mut province, H37, &env.document_id, G22, "02").await;
     // A recall of a rejected document: the recipient's node refuses it
     // (FAILED_PRECONDITION), and no retry can change that.
     let mut recall = env.clone();
@@ -860,7 +615,7 @@ async fn a_refusal_no_retry_can_fix_ends_the_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_to_many_recipients_keeps_every_stored_value_small() {
-    let mut c = fast_cluster().await;
+    let mut c = start_fast_retries().await;
     let (mut province, _) = clients(&c);
     // G22 and 99 agencies unknown to the registry: each delivery ends,
     // delivered or refused, with its receipt or error.

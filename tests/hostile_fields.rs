@@ -2,118 +2,39 @@
 //! or node are refused with INVALID_ARGUMENT, and nothing is stored, queued
 //! or counted (issue 8, point 2.1, for documents and statuses).
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use tonic::{Code, transport::Channel};
 use truc_pki::Role;
 use truc_proto::v1::{
-    DocumentCode, Envelope, GetCountsRequest, GetStatsRequest, GetTrackingRequest,
-    ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest, SendDocumentRequest,
-    StatusEvent, StatusUpdate, Tracking, UpdateStatusRequest, agency_client::AgencyClient,
-    relay_request, reporting_client::ReportingClient, send_document_request,
+    DocumentCode, Envelope, GetStatsRequest, GetTrackingRequest, StatusEvent, StatusUpdate,
+    UpdateStatusRequest, agency_client::AgencyClient, reporting_client::ReportingClient,
 };
-use truc_tests::*;
+use truc_tests::{docs::*, *};
 
-const DATE: &str = "2026/11/28";
-
-/// A valid envelope from `from` to `to` numbered `number`, without attachments.
-fn envelope(from: &str, to: &str, number: &str, notation: &str) -> Envelope {
+/// An envelope from H37 to G22 whose notation, and so its id, holds a NUL.
+fn nul_envelope(number: &str) -> Envelope {
+    let notation = "UBND\0VP";
     Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            ..Organ::default()
-        }),
-        to: vec![Organ {
-            organ_id: to.into(),
-            ..Organ::default()
-        }],
         code: Some(DocumentCode {
             code_number: number.into(),
             code_notation: notation.into(),
         }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: DATE.into(),
-        }),
-        subject: "V/v kiểm thử".into(),
-        document_id: format!("{from},{DATE},{number}/{notation}"),
-        ..Envelope::default()
+        document_id: format!("{H37},{DATE},{number}/{notation}"),
+        ..envelope(H37, &[G22], number, &[])
     }
 }
 
-async fn send(
-    client: &mut AgencyClient<Channel>,
-    envelope: &Envelope,
-) -> Result<truc_proto::v1::SendDocumentResponse, tonic::Status> {
-    let msg = SendDocumentRequest {
-        part: Some(send_document_request::Part::Envelope(envelope.clone())),
-    };
-    client
-        .send_document(tokio_stream::iter(vec![msg]))
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Polls `sender`'s tracking of `document_id` on `client` until `done` holds (20 s at most).
-async fn tracking_until(
-    client: &mut AgencyClient<Channel>,
-    sender: &str,
-    document_id: &str,
-    done: impl Fn(&Tracking) -> bool,
-) -> Tracking {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = client
-            .get_tracking(GetTrackingRequest {
-                sender: sender.into(),
-                document_id: document_id.into(),
-            })
-            .await;
-        if let Ok(t) = t {
-            let t = t.into_inner();
-            if done(&t) {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tracking never got there: {t:#?}"
-            );
-        }
-        assert!(Instant::now() < deadline, "no tracking of {document_id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// H37's status `event` on G22's document `document_id`, relayed in
+/// transaction `transaction_id`.
+fn h37_status(transaction_id: &str, document_id: &str, event: StatusEvent) -> StatusUpdate {
+    StatusUpdate {
+        transaction_id: transaction_id.into(),
+        sender: G22.into(),
+        document_id: document_id.into(),
+        recipient: H37.into(),
+        event: Some(event),
+        ..StatusUpdate::default()
     }
-}
-
-fn status_of(t: &Tracking, recipient: &str) -> String {
-    t.recipients
-        .iter()
-        .find(|r| r.recipient == recipient)
-        .map_or(String::new(), |r| r.status.clone())
-}
-
-async fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut options = DemoOptions::new(dir.path());
-    options.retry = (Duration::from_millis(20), Duration::from_millis(200));
-    let deployment = Deployment::start(options).await.expect("deployment");
-    Cluster { dir, deployment }
-}
-
-/// The document ids in `recipient`'s inbox on `client`.
-async fn inbox(client: &mut AgencyClient<Channel>, recipient: &str) -> Vec<String> {
-    client
-        .list_inbox(ListInboxRequest {
-            recipient: recipient.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .expect("inbox")
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| e.document_id)
-        .collect()
 }
 
 /// Asserts `e` is INVALID_ARGUMENT with a short message naming `code`.
@@ -131,24 +52,21 @@ fn refused(e: &tonic::Status, code: &str) {
 /// A G22 document sent by the ministry to H37, arrived (01) at the province.
 async fn document_to_h37(c: &Cluster, number: &str) -> (AgencyClient<Channel>, Envelope) {
     let mut ministry = c.hostile().agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
-    let env = envelope(G22, H37, number, "VPCP-TTĐT");
-    send(&mut ministry, &env).await.expect("send");
-    tracking_until(&mut ministry, G22, &env.document_id, |t| {
-        status_of(t, H37) == "01"
-    })
-    .await;
+    let env = envelope(G22, &[H37], number, &[]);
+    send(&mut ministry, &env, &[]).await.expect("send");
+    tracking_at(&mut ministry, G22, &env.document_id, H37, "01").await;
     (ministry, env)
 }
 
 #[tokio::test]
 async fn agency_send_with_a_nul_in_the_document_id_is_refused_and_nothing_queued() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let bad = c.hostile();
     let mut province = bad.agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
     let mut ministry = bad.agency_as(MINISTRY_NODE, MINISTRY_CLIENT);
     // Consistent everywhere: the number, the notation and the id agree.
-    let evil = envelope(H37, G22, "201", "UBND\0VP");
-    let e = send(&mut province, &evil)
+    let evil = nul_envelope("201");
+    let e = send(&mut province, &evil, &[])
         .await
         .map(|_| ())
         .expect_err("nul");
@@ -166,13 +84,15 @@ async fn agency_send_with_a_nul_in_the_document_id_is_refused_and_nothing_queued
         "{e:?}"
     );
     // The delivery queue still works, and only the valid document arrives.
-    let good = envelope(H37, G22, "202", "UBND-VP");
-    send(&mut province, &good).await.expect("valid send");
-    tracking_until(&mut province, H37, &good.document_id, |t| {
-        status_of(t, G22) == "01"
-    })
-    .await;
-    assert_eq!(inbox(&mut ministry, G22).await, vec![good.document_id]);
+    let good = envelope(H37, &[G22], "202", &[]);
+    send(&mut province, &good, &[]).await.expect("valid send");
+    tracking_at(&mut province, H37, &good.document_id, G22, "01").await;
+    let arrived: Vec<String> = inbox(&mut ministry, G22)
+        .await
+        .into_iter()
+        .map(|e| e.document_id)
+        .collect();
+    assert_eq!(arrived, vec![good.document_id]);
 }
 
 /// Breaks one field of an envelope.
@@ -180,9 +100,9 @@ type Breaker = Box<dyn Fn(&mut Envelope)>;
 
 #[tokio::test]
 async fn agency_send_with_oversized_or_control_character_fields_is_refused() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
-    let base = envelope(H37, G22, "203", "UBND-VP");
+    let base = envelope(H37, &[G22], "203", &[]);
     let cases: Vec<(&str, Breaker)> = vec![
         (
             "R.Organ.OrganName.Length",
@@ -221,7 +141,10 @@ async fn agency_send_with_oversized_or_control_character_fields_is_refused() {
     for (code, break_it) in cases {
         let mut env = base.clone();
         break_it(&mut env);
-        let e = send(&mut province, &env).await.map(|_| ()).expect_err(code);
+        let e = send(&mut province, &env, &[])
+            .await
+            .map(|_| ())
+            .expect_err(code);
         refused(&e, code);
     }
     let e = province
@@ -237,19 +160,17 @@ async fn agency_send_with_oversized_or_control_character_fields_is_refused() {
 
 #[tokio::test]
 async fn hostile_node_relaying_a_nul_document_id_is_refused_at_the_hub() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let bad = c.hostile();
     let mut hub = bad.hub_as_node(PROVINCE_NODE);
-    let env = envelope(H37, G22, "204", "UBND\0VP");
+    let env = nul_envelope("204");
     let e = hub
-        .relay(tokio_stream::iter(vec![RelayRequest {
-            part: Some(relay_request::Part::Header(RelayHeader {
-                transaction_id: "ef".repeat(16),
-                sender: H37.into(),
-                recipient: G22.into(),
-                envelope: Some(env),
-            })),
-        }]))
+        .relay(tokio_stream::iter(vec![relay_header(
+            &"ef".repeat(16),
+            H37,
+            G22,
+            env,
+        )]))
         .await
         .map(|_| ())
         .expect_err("nul");
@@ -260,19 +181,17 @@ async fn hostile_node_relaying_a_nul_document_id_is_refused_at_the_hub() {
 
 #[tokio::test]
 async fn node_refuses_a_delivery_with_a_nul_document_id_even_from_the_hub() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let bad = c.hostile();
     let mut node = bad.node_as(MINISTRY_NODE, Role::Hub, "hub");
-    let env = envelope(H37, G22, "205", "UBND\0VP");
+    let env = nul_envelope("205");
     let e = node
-        .deliver(tokio_stream::iter(vec![RelayRequest {
-            part: Some(relay_request::Part::Header(RelayHeader {
-                transaction_id: "ab".repeat(16),
-                sender: H37.into(),
-                recipient: G22.into(),
-                envelope: Some(env),
-            })),
-        }]))
+        .deliver(tokio_stream::iter(vec![relay_header(
+            &"ab".repeat(16),
+            H37,
+            G22,
+            env,
+        )]))
         .await
         .map(|_| ())
         .expect_err("nul");
@@ -283,16 +202,12 @@ async fn node_refuses_a_delivery_with_a_nul_document_id_even_from_the_hub() {
 
 #[tokio::test]
 async fn agency_status_with_a_huge_description_is_refused_and_nothing_queued() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let (mut ministry, env) = document_to_h37(&c, "206").await;
     let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
     let huge = UpdateStatusRequest {
-        recipient: H37.into(),
-        sender: G22.into(),
-        document_id: env.document_id.clone(),
-        status: "03".into(),
         description: "x".repeat(1 << 20),
-        ..UpdateStatusRequest::default()
+        ..status(H37, G22, &env.document_id, "03")
     };
     let e = province
         .update_status(huge)
@@ -302,15 +217,12 @@ async fn agency_status_with_a_huge_description_is_refused_and_nothing_queued() {
     refused(&e, "R.Status.Description.Length");
     let e = province
         .update_status(UpdateStatusRequest {
-            status: "03".into(),
             description: "ok".into(),
             staff: Some(truc_proto::v1::StaffInfo {
                 staff: "\0".into(),
                 ..Default::default()
             }),
-            recipient: H37.into(),
-            sender: G22.into(),
-            document_id: env.document_id.clone(),
+            ..status(H37, G22, &env.document_id, "03")
         })
         .await
         .map(|_| ())
@@ -319,19 +231,12 @@ async fn agency_status_with_a_huge_description_is_refused_and_nothing_queued() {
     // Nothing was stored or queued: the next valid status is the first to travel.
     province
         .update_status(UpdateStatusRequest {
-            recipient: H37.into(),
-            sender: G22.into(),
-            document_id: env.document_id.clone(),
-            status: "03".into(),
             description: "đã tiếp nhận".into(),
-            ..UpdateStatusRequest::default()
+            ..status(H37, G22, &env.document_id, "03")
         })
         .await
         .expect("valid status");
-    let t = tracking_until(&mut ministry, G22, &env.document_id, |t| {
-        status_of(t, H37) == "03"
-    })
-    .await;
+    let t = tracking_at(&mut ministry, G22, &env.document_id, H37, "03").await;
     let history = &t.recipients[0].history;
     assert!(
         history.iter().all(|h| h.description.len() < 100),
@@ -341,32 +246,24 @@ async fn agency_status_with_a_huge_description_is_refused_and_nothing_queued() {
 
 #[tokio::test]
 async fn hostile_node_status_with_a_huge_code_is_refused_and_not_counted() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let bad = c.hostile();
     let mut hub = bad.hub_as_node(PROVINCE_NODE);
     let e = hub
-        .relay_status(StatusUpdate {
-            transaction_id: "cd".repeat(16),
-            sender: G22.into(),
-            document_id: format!("{G22},{DATE},1/VPCP"),
-            recipient: H37.into(),
-            event: Some(StatusEvent {
+        .relay_status(h37_status(
+            &"cd".repeat(16),
+            &format!("{G22},{DATE},1/VPCP"),
+            StatusEvent {
                 code: "0".repeat(80_000),
                 by: H37.into(),
                 ..StatusEvent::default()
-            }),
-            ..StatusUpdate::default()
-        })
+            },
+        ))
         .await
         .map(|_| ())
         .expect_err("huge code");
     refused(&e, "R.StatusCode");
-    let mut reporting = ReportingClient::new(c.hub_channel(Role::Admin, "admin"));
-    let counts = reporting
-        .get_counts(GetCountsRequest::default())
-        .await
-        .expect("counts")
-        .into_inner();
+    let counts = c.counts(Role::Admin, "admin").await.expect("counts");
     assert!(
         counts.rows.iter().all(|r| r.service.len() < 100),
         "a counted service of {} bytes",
@@ -377,7 +274,7 @@ async fn hostile_node_status_with_a_huge_code_is_refused_and_not_counted() {
             .max()
             .unwrap_or(0)
     );
-    reporting
+    ReportingClient::new(c.hub_channel(Role::Admin, "admin"))
         .get_stats(GetStatsRequest {
             group_by: vec!["service".into()],
             ..GetStatsRequest::default()
@@ -388,24 +285,21 @@ async fn hostile_node_status_with_a_huge_code_is_refused_and_not_counted() {
 
 #[tokio::test]
 async fn hostile_node_status_with_a_huge_description_never_reaches_the_sender() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let (mut ministry, env) = document_to_h37(&c, "207").await;
     let mut hub = c.hostile().hub_as_node(PROVINCE_NODE);
     let e = hub
-        .relay_status(StatusUpdate {
-            transaction_id: "de".repeat(16),
-            sender: G22.into(),
-            document_id: env.document_id.clone(),
-            recipient: H37.into(),
-            event: Some(StatusEvent {
+        .relay_status(h37_status(
+            &"de".repeat(16),
+            &env.document_id,
+            StatusEvent {
                 code: "03".into(),
                 description: "x".repeat(1 << 20),
                 unix_ms: 1,
                 by: H37.into(),
                 staff: None,
-            }),
-            ..StatusUpdate::default()
-        })
+            },
+        ))
         .await
         .map(|_| ())
         .expect_err("huge description");
@@ -416,24 +310,21 @@ async fn hostile_node_status_with_a_huge_description_never_reaches_the_sender() 
 
 #[tokio::test]
 async fn node_refuses_a_status_with_control_characters_even_from_the_hub() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let (mut ministry, env) = document_to_h37(&c, "208").await;
     let mut node = c.hostile().node_as(MINISTRY_NODE, Role::Hub, "hub");
     let e = node
-        .deliver_status(StatusUpdate {
-            transaction_id: "fa".repeat(16),
-            sender: G22.into(),
-            document_id: env.document_id.clone(),
-            recipient: H37.into(),
-            event: Some(StatusEvent {
+        .deliver_status(h37_status(
+            &"fa".repeat(16),
+            &env.document_id,
+            StatusEvent {
                 code: "03".into(),
                 description: "\u{1b}]0;pwned\u{7}".into(),
                 unix_ms: 1,
                 by: H37.into(),
                 staff: None,
-            }),
-            ..StatusUpdate::default()
-        })
+            },
+        ))
         .await
         .map(|_| ())
         .expect_err("control characters");
@@ -444,36 +335,31 @@ async fn node_refuses_a_status_with_control_characters_even_from_the_hub() {
 
 #[tokio::test]
 async fn an_unregistered_node_with_a_ca_signed_certificate_is_refused() {
-    let c = cluster().await;
+    let c = start_fast_retries().await;
     let bad = c.hostile();
     let rogue = bad.unregistered_node("rogue");
     let mut hub = bad.hub_with(&rogue);
     let e = hub
-        .relay_status(StatusUpdate {
-            transaction_id: "ad".repeat(16),
-            sender: G22.into(),
-            document_id: format!("{G22},{DATE},1/VPCP"),
-            recipient: H37.into(),
-            event: Some(StatusEvent {
+        .relay_status(h37_status(
+            &"ad".repeat(16),
+            &format!("{G22},{DATE},1/VPCP"),
+            StatusEvent {
                 code: "03".into(),
                 by: H37.into(),
                 ..StatusEvent::default()
-            }),
-            ..StatusUpdate::default()
-        })
+            },
+        ))
         .await
         .map(|_| ())
         .expect_err("not registered");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let e = hub
-        .relay(tokio_stream::iter(vec![RelayRequest {
-            part: Some(relay_request::Part::Header(RelayHeader {
-                transaction_id: "ae".repeat(16),
-                sender: H37.into(),
-                recipient: G22.into(),
-                envelope: Some(envelope(H37, G22, "209", "UBND-VP")),
-            })),
-        }]))
+        .relay(tokio_stream::iter(vec![relay_header(
+            &"ae".repeat(16),
+            H37,
+            G22,
+            envelope(H37, &[G22], "209", &[]),
+        )]))
         .await
         .map(|_| ())
         .expect_err("not registered");
@@ -482,11 +368,11 @@ async fn an_unregistered_node_with_a_ca_signed_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_silent_peer_takes_a_registered_nodes_place() {
-    let mut c = cluster().await;
+    let mut c = start_fast_retries().await;
     let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
     let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
-    let env = envelope(H37, G22, "210", "UBND-VP");
-    send(&mut province, &env)
+    let env = envelope(H37, &[G22], "210", &[]);
+    send(&mut province, &env, &[])
         .await
         .expect("accepted by the node");
     // The hub connects to the silent peer as to the ministry node, which never answers.
