@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use truc_store::Store;
 
-use crate::{AuditError, COUNT_PREFIX};
+use crate::{AuditError, AuditRecord, COUNT_PREFIX};
 
 /// One counter: a day (UTC) and the parties, service, kind and outcome of the
 /// transactions it counts.
@@ -65,16 +65,23 @@ impl CountKey {
         }
     }
 
+    /// The counter a committed record counts in, its day taken at
+    /// `offset_minutes` from UTC: the key the writer counted it under.
+    pub fn of_record(r: &AuditRecord, offset_minutes: i32) -> CountKey {
+        CountKey::new(
+            &day_in(r.finished_unix_ms, offset_minutes),
+            &r.client_agency,
+            &r.provider_agency,
+            &r.service,
+            &r.kind,
+            &r.outcome,
+        )
+    }
+
     /// This key as it is stored: every field cut to [`KEY_FIELD_MAX`] bytes.
     pub fn bounded(&self) -> CountKey {
-        CountKey::new(
-            &self.day,
-            &self.client,
-            &self.provider,
-            &self.service,
-            &self.kind,
-            &self.outcome,
-        )
+        let [day, client, provider, service, kind, outcome] = self.fields();
+        CountKey::new(day, client, provider, service, kind, outcome)
     }
 
     /// The store key: the prefix, then each field (cut to

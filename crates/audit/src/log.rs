@@ -637,17 +637,6 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
     }
 }
 
-pub(crate) fn count_key_of_record(r: &AuditRecord, offset: i32) -> CountKey {
-    CountKey::new(
-        &day_in(r.finished_unix_ms, offset),
-        &r.client_agency,
-        &r.provider_agency,
-        &r.service,
-        &r.kind,
-        &r.outcome,
-    )
-}
-
 fn count_key(tx: &Transaction, offset: i32) -> CountKey {
     CountKey::new(
         &day_in(tx.finished_unix_ms, offset),

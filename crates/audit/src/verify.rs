@@ -8,7 +8,7 @@ use truc_store::Store;
 use crate::{
     AuditError, CountKey, Counters, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION, Stats,
     Unreadable,
-    log::{count_key_of_record, decode_head, decode_record, index_of_key, node_key},
+    log::{decode_head, decode_record, index_of_key, node_key},
     merkle::{Frontier, Hash, leaf_hash},
     read_stats,
     sth::{root_of, verify_tree_head},
@@ -236,7 +236,7 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         prev = leaf;
         report.records += 1;
         report.root = frontier.root();
-        let key = count_key_of_record(&record, offset);
+        let key = CountKey::of_record(&record, offset);
         report
             .stats
             .entry(key.clone())
@@ -413,6 +413,21 @@ mod tests {
         verify(&f.store, Some(&f.key)).expect("verify").problem
     }
 
+    /// Asserts that verifying `f` finds a problem that matches the pattern.
+    macro_rules! assert_problem {
+        ($f:expr, $($pattern:tt)+) => {{
+            let found = problem(&$f);
+            assert!(matches!(&found, $($pattern)+), "{found:?}");
+        }};
+    }
+
+    /// Removes `key` from the store behind the log's back.
+    fn remove(f: &Filled, key: impl AsRef<[u8]>) {
+        let mut batch = truc_store::WriteBatch::default();
+        batch.remove(key);
+        f.store.apply(batch).expect("tamper");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_verify_and_counts_match() {
         let f = filled(200).await;
@@ -472,38 +487,22 @@ mod tests {
             f.store
                 .insert(record_key(position), &value)
                 .expect("tamper");
-            assert!(
-                matches!(&problem(&f), Some(Problem::Record { position: p, .. }) if *p == position),
-                "{:?}",
-                problem(&f)
-            );
+            assert_problem!(f, Some(Problem::Record { position: p, .. }) if *p == position);
         }
     }
 
     #[tokio::test]
     async fn removed_record_is_reported_at_its_position() {
         let f = filled(10).await;
-        let mut batch = truc_store::WriteBatch::default();
-        batch.remove(record_key(3));
-        f.store.apply(batch).expect("tamper");
-        assert!(
-            matches!(&problem(&f), Some(Problem::Record { position: 3, .. })),
-            "{:?}",
-            problem(&f)
-        );
+        remove(&f, record_key(3));
+        assert_problem!(f, Some(Problem::Record { position: 3, .. }));
     }
 
     #[tokio::test]
     async fn truncated_log_is_reported_by_its_tree_heads() {
         let f = filled(10).await;
-        let mut batch = truc_store::WriteBatch::default();
-        batch.remove(record_key(9));
-        f.store.apply(batch).expect("tamper");
-        assert!(
-            matches!(&problem(&f), Some(Problem::TreeHead { size: 10, .. })),
-            "{:?}",
-            problem(&f)
-        );
+        remove(&f, record_key(9));
+        assert_problem!(f, Some(Problem::TreeHead { size: 10, .. }));
     }
 
     #[tokio::test]
@@ -513,11 +512,7 @@ mod tests {
         let b = f.store.get(record_key(7)).expect("get").expect("7");
         f.store.insert(record_key(6), &b).expect("swap");
         f.store.insert(record_key(7), &a).expect("swap");
-        assert!(
-            matches!(&problem(&f), Some(Problem::Record { position: 6, .. })),
-            "{:?}",
-            problem(&f)
-        );
+        assert_problem!(f, Some(Problem::Record { position: 6, .. }));
     }
 
     #[tokio::test]
@@ -530,11 +525,7 @@ mod tests {
             .expect("a counter")
             .expect("read");
         f.store.insert(&key, 1000u64.to_be_bytes()).expect("tamper");
-        assert!(
-            matches!(&problem(&f), Some(Problem::Count { stored: 1000, .. })),
-            "{:?}",
-            problem(&f)
-        );
+        assert_problem!(f, Some(Problem::Count { stored: 1000, .. }));
     }
 
     #[tokio::test]
@@ -624,23 +615,13 @@ mod tests {
     async fn the_party_index_is_checked_against_the_records() {
         let f = filled(8).await;
         let missing = crate::index::party_keys("000.00.00.H37", "000.00.00.G22", 5);
-        let mut batch = truc_store::WriteBatch::default();
-        batch.remove(&missing[1]);
-        f.store.apply(batch).expect("tamper");
-        assert!(
-            matches!(&problem(&f), Some(Problem::Record { position: 5, reason }) if reason.contains("party index")),
-            "{:?}",
-            problem(&f)
-        );
+        remove(&f, &missing[1]);
+        assert_problem!(f, Some(Problem::Record { position: 5, reason }) if reason.contains("party index"));
         let g = filled(8).await;
         // An entry that would show record 3 to another agency.
         let forged = crate::index::party_keys("000.00.00.A99", "", 3);
         g.store.insert(&forged[0], []).expect("tamper");
-        assert!(
-            matches!(&problem(&g), Some(Problem::Index { .. })),
-            "{:?}",
-            problem(&g)
-        );
+        assert_problem!(g, Some(Problem::Index { .. }));
     }
 
     #[tokio::test]

@@ -238,6 +238,22 @@ impl Report {
         }
         true
     }
+
+    /// A list of texts: `code` when it has more than [`MAX_LIST_ENTRIES`]
+    /// entries, else each entry checked against `rule` as `field[i]`.
+    pub(crate) fn text_list(
+        &mut self,
+        code: &'static str,
+        rule: &Rule,
+        field: &str,
+        values: &[String],
+    ) {
+        if self.count(code, field, values.len(), MAX_LIST_ENTRIES) {
+            for (i, value) in values.iter().enumerate() {
+                self.text(rule, &format!("{field}[{i}]"), value);
+            }
+        }
+    }
 }
 
 /// Every broken rule of an envelope (empty = valid). Dates are yyyy/MM/dd and must be real calendar dates.
@@ -311,16 +327,12 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
         r.text(&FULL_NAME, "signer_info.full_name", &s.full_name);
     }
     r.optional_date("R.DueDate", "due_date", &envelope.due_date);
-    if r.count(
+    r.text_list(
         "R.ToPlaces.Count",
+        &TO_PLACE,
         "to_places",
-        envelope.to_places.len(),
-        MAX_LIST_ENTRIES,
-    ) {
-        for (i, place) in envelope.to_places.iter().enumerate() {
-            r.text(&TO_PLACE, &format!("to_places[{i}]"), place);
-        }
-    }
+        &envelope.to_places,
+    );
 
     if let Some(other) = &envelope.other_info {
         check_other_info(&mut r, other);
@@ -452,16 +464,12 @@ fn check_other_info(r: &mut Report, other: &OtherInfo) {
         "other_info.typer_notation",
         &other.typer_notation,
     );
-    if r.count(
+    r.text_list(
         "R.OtherInfo.Appendixes.Count",
+        &APPENDIX,
         "other_info.appendixes",
-        other.appendixes.len(),
-        MAX_LIST_ENTRIES,
-    ) {
-        for (i, a) in other.appendixes.iter().enumerate() {
-            r.text(&APPENDIX, &format!("other_info.appendixes[{i}]"), a);
-        }
-    }
+        &other.appendixes,
+    );
 }
 
 /// Checks a staff member's fields under `prefix` (`staff_info`, `staff`, `event.staff`).

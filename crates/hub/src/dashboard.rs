@@ -184,16 +184,8 @@ impl Totals {
 
     /// Counts a committed record, as the writer counted it.
     fn add_record(&mut self, r: &AuditRecord, offset: i32) {
-        let key = CountKey::new(
-            &day_in(r.finished_unix_ms, offset),
-            &r.client_agency,
-            &r.provider_agency,
-            &r.service,
-            &r.kind,
-            &r.outcome,
-        );
         self.add(
-            &key,
+            &CountKey::of_record(r, offset),
             &Stats::one(r.request_bytes, r.response_bytes, r.latency_us),
         );
     }

@@ -65,15 +65,12 @@ impl Step for Relay<'_> {
                 ));
             }
         };
-        let id = fields::transaction_id("header.transaction_id", &header.transaction_id)?;
-        let sender = fields::agency("header.sender", &header.sender)?;
-        if !registry.hosts(&node, &sender) {
-            return Err(TxError::Denied(format!(
-                "node {node} does not host agency {sender}"
-            )));
-        }
-        tx.transaction_id = id;
-        tx.client_agency = sender.to_string();
+        let sender = self.0.hosted_origin(
+            &node,
+            tx,
+            ("header.transaction_id", &header.transaction_id),
+            ("header.sender", &header.sender),
+        )?;
         let recipient = fields::agency("header.recipient", &header.recipient)?;
         if registry.agency(&recipient).is_none() {
             return Err(TxError::NotFound(format!(
@@ -223,15 +220,12 @@ impl Step for RelayStatus<'_> {
     ) -> Result<Self::Admitted, TxError> {
         let registry = &self.0.registry;
         let node = Inner::calling_node(caller)?;
-        let id = fields::transaction_id("transaction_id", &update.transaction_id)?;
-        let recipient = fields::agency("recipient", &update.recipient)?;
-        if !registry.hosts(&node, &recipient) {
-            return Err(TxError::Denied(format!(
-                "node {node} does not host agency {recipient}"
-            )));
-        }
-        tx.transaction_id = id;
-        tx.client_agency = recipient.to_string();
+        self.0.hosted_origin(
+            &node,
+            tx,
+            ("transaction_id", &update.transaction_id),
+            ("recipient", &update.recipient),
+        )?;
         let sender = fields::agency("sender", &update.sender)?;
         let target = registry
             .node_hosting(&sender)

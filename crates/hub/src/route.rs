@@ -16,7 +16,7 @@ use truc_proto::v1::{
     DataRequest, DataResponse, GetRegistryRequest, RegistrySnapshot, hub_server::Hub,
     node_client::NodeClient,
 };
-use truc_registry::{NodeId, Registry};
+use truc_registry::{AgencyCode, NodeId, Registry};
 
 /// The Hub service.
 #[derive(Clone)]
@@ -98,6 +98,29 @@ impl Inner {
     pub(crate) fn calling_node(caller: &Identity) -> Result<NodeId, TxError> {
         NodeId::parse(&caller.name).map_err(|_| TxError::Denied("unknown node".into()))
     }
+
+    /// Where a transaction from `node` starts: its id, then the agency it
+    /// is made for, which `node` must host; each given as its field name and
+    /// value. Checked in that order, and recorded in `tx` (as its id and
+    /// client agency) only once both pass.
+    pub(crate) fn hosted_origin(
+        &self,
+        node: &NodeId,
+        tx: &mut Transaction,
+        (id_field, id): (&'static str, &str),
+        (agency_field, agency): (&'static str, &str),
+    ) -> Result<AgencyCode, TxError> {
+        let id = fields::transaction_id(id_field, id)?;
+        let agency = fields::agency(agency_field, agency)?;
+        if !self.registry.hosts(node, &agency) {
+            return Err(TxError::Denied(format!(
+                "node {node} does not host agency {agency}"
+            )));
+        }
+        tx.transaction_id = id;
+        tx.client_agency = agency.to_string();
+        Ok(agency)
+    }
 }
 
 /// Only nodes make transactions through the hub.
@@ -139,15 +162,12 @@ impl Step for Route<'_> {
     ) -> Result<Self::Admitted, TxError> {
         let registry = &self.0.registry;
         let node = Inner::calling_node(caller)?;
-        let id = fields::transaction_id("transaction_id", &req.transaction_id)?;
-        let client = fields::agency("client_agency", &req.client_agency)?;
-        if !registry.hosts(&node, &client) {
-            return Err(TxError::Denied(format!(
-                "node {node} does not host agency {client}"
-            )));
-        }
-        tx.transaction_id = id;
-        tx.client_agency = client.to_string();
+        let client = self.0.hosted_origin(
+            &node,
+            tx,
+            ("transaction_id", &req.transaction_id),
+            ("client_agency", &req.client_agency),
+        )?;
         let service = fields::service("service", &req.service)?;
         if registry.service(&service).is_none() {
             return Err(TxError::NotFound(format!(
@@ -156,10 +176,12 @@ impl Step for Route<'_> {
         }
         tx.service = service.to_string();
         tx.provider_agency = service.provider().to_string();
-        fields::content_type("content_type", &req.content_type)?;
-        tx.request_bytes = req.payload.len() as u64;
-        tx.request_sha256 = truc_audit::sha256(&req.payload);
-        fields::payload(req.payload.len(), self.0.limits.max_payload_bytes)?;
+        fields::request(
+            tx,
+            &req.content_type,
+            &req.payload,
+            self.0.limits.max_payload_bytes,
+        )?;
         if !registry.is_granted(&client, &service) {
             return Err(TxError::Denied(format!(
                 "agency {client} has no grant for service {service}"
@@ -188,14 +210,7 @@ impl Step for Route<'_> {
             .await
             .map_err(|s| TxError::from_peer(s, peer()))?
             .into_inner();
-        fields::content_type("content_type", &response.content_type).map_err(|e| {
-            TxError::BadAnswer {
-                peer: peer(),
-                reason: e.to_string(),
-            }
-        })?;
-        tx.response_bytes = response.payload.len() as u64;
-        tx.response_sha256 = truc_audit::sha256(&response.payload);
+        fields::response(tx, peer, &response.content_type, &response.payload)?;
         Ok(response)
     }
 

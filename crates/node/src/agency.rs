@@ -121,10 +121,12 @@ impl Step for Call<'_> {
         let service = fields::service("service", &req.service)?;
         tx.service = service.to_string();
         tx.provider_agency = service.provider().to_string();
-        fields::content_type("content_type", &req.content_type)?;
-        tx.request_bytes = req.payload.len() as u64;
-        tx.request_sha256 = truc_audit::sha256(&req.payload);
-        fields::payload(req.payload.len(), self.0.config.limits.max_payload_bytes)?;
+        fields::request(
+            tx,
+            &req.content_type,
+            &req.payload,
+            self.0.config.limits.max_payload_bytes,
+        )?;
         tx.transaction_id = new_transaction_id()?;
         Ok(DataRequest {
             transaction_id: tx.transaction_id.clone(),
@@ -164,8 +166,7 @@ impl Step for Call<'_> {
         }
         tx.receipt = response.receipt.clone();
         tx.receipt_verified = verified;
-        tx.response_bytes = response.payload.len() as u64;
-        tx.response_sha256 = truc_audit::sha256(&response.payload);
+        fields::response_payload(tx, &response.payload);
         Ok(CallResponse {
             content_type: response.content_type,
             payload: response.payload,

@@ -99,10 +99,12 @@ impl Step for Invoke<'_> {
         })?;
         tx.service = service.to_string();
         tx.provider_agency = service.provider().to_string();
-        fields::content_type("content_type", &req.content_type)?;
-        tx.request_bytes = req.payload.len() as u64;
-        tx.request_sha256 = truc_audit::sha256(&req.payload);
-        fields::payload(req.payload.len(), self.0.config.limits.max_payload_bytes)?;
+        fields::request(
+            tx,
+            &req.content_type,
+            &req.payload,
+            self.0.config.limits.max_payload_bytes,
+        )?;
         Ok((backend, req))
     }
 
@@ -118,14 +120,7 @@ impl Step for Invoke<'_> {
             .await
             .map_err(|s| TxError::from_peer(s, &peer))?
             .into_inner();
-        fields::content_type("content_type", &response.content_type).map_err(|e| {
-            TxError::BadAnswer {
-                peer,
-                reason: e.to_string(),
-            }
-        })?;
-        tx.response_bytes = response.payload.len() as u64;
-        tx.response_sha256 = truc_audit::sha256(&response.payload);
+        fields::response(tx, || peer, &response.content_type, &response.payload)?;
         Ok(DataResponse {
             content_type: response.content_type,
             payload: response.payload,

@@ -428,47 +428,32 @@ mod tests {
     }
 
     async fn list_services(channel: tonic::transport::Channel, v1alpha: bool) -> Vec<String> {
-        if v1alpha {
-            use tonic_reflection::pb::v1alpha::{
-                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-                server_reflection_request::MessageRequest,
-                server_reflection_response::MessageResponse,
-            };
-            let request = ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(MessageRequest::ListServices(String::new())),
-            };
-            let mut stream = ServerReflectionClient::new(channel)
-                .server_reflection_info(tokio_stream::iter(vec![request]))
-                .await
-                .unwrap()
-                .into_inner();
-            let answer = stream.next().await.unwrap().unwrap();
-            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-                panic!("{answer:?}");
-            };
-            list.service.into_iter().map(|s| s.name).collect()
-        } else {
-            use tonic_reflection::pb::v1::{
-                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-                server_reflection_request::MessageRequest,
-                server_reflection_response::MessageResponse,
-            };
-            let request = ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(MessageRequest::ListServices(String::new())),
-            };
-            let mut stream = ServerReflectionClient::new(channel)
-                .server_reflection_info(tokio_stream::iter(vec![request]))
-                .await
-                .unwrap()
-                .into_inner();
-            let answer = stream.next().await.unwrap().unwrap();
-            let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-                panic!("{answer:?}");
-            };
-            list.service.into_iter().map(|s| s.name).collect()
+        // The two reflection versions have the same messages in two modules.
+        macro_rules! list {
+            ($v:ident) => {{
+                use tonic_reflection::pb::$v::{
+                    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                    server_reflection_request::MessageRequest,
+                    server_reflection_response::MessageResponse,
+                };
+                let request = ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(MessageRequest::ListServices(String::new())),
+                };
+                let mut stream = ServerReflectionClient::new(channel)
+                    .server_reflection_info(tokio_stream::iter(vec![request]))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let answer = stream.next().await.unwrap().unwrap();
+                let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response
+                else {
+                    panic!("{answer:?}");
+                };
+                list.service.into_iter().map(|s| s.name).collect()
+            }};
         }
+        if v1alpha { list!(v1alpha) } else { list!(v1) }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use truc_registry::{AgencyCode, ServiceId};
 
-use crate::TxError;
+use crate::{Transaction, TxError};
 
 /// Length of a transaction id: 32 lowercase hex digits (128 random bits).
 pub const TRANSACTION_ID_LEN: usize = 32;
@@ -61,6 +61,45 @@ pub fn payload(len: usize, max: usize) -> Result<(), TxError> {
     Ok(())
 }
 
+/// A data call's content type and payload, as every hop checks them: the
+/// content type, then the payload's size and digest recorded in `tx` (a
+/// payload refused as too large is recorded with its size), then its size
+/// against `max`.
+pub fn request(
+    tx: &mut Transaction,
+    content_type: &str,
+    payload: &[u8],
+    max: usize,
+) -> Result<(), TxError> {
+    self::content_type("content_type", content_type)?;
+    tx.request_bytes = payload.len() as u64;
+    tx.request_sha256 = truc_audit::sha256(payload);
+    self::payload(payload.len(), max)
+}
+
+/// The answer to a data call from the next hop, `peer`: its content type
+/// checked (a bad one is the peer's fault: [`TxError::BadAnswer`]), then
+/// its payload recorded as by [`response_payload`].
+pub fn response(
+    tx: &mut Transaction,
+    peer: impl FnOnce() -> String,
+    content_type: &str,
+    payload: &[u8],
+) -> Result<(), TxError> {
+    self::content_type("content_type", content_type).map_err(|e| TxError::BadAnswer {
+        peer: peer(),
+        reason: e.to_string(),
+    })?;
+    response_payload(tx, payload);
+    Ok(())
+}
+
+/// The size and digest of an answer's payload, recorded in `tx`.
+pub fn response_payload(tx: &mut Transaction, payload: &[u8]) {
+    tx.response_bytes = payload.len() as u64;
+    tx.response_sha256 = truc_audit::sha256(payload);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +126,36 @@ mod tests {
         assert!(content_type("ct", "a\0b").is_err());
         assert!(content_type("ct", &"x".repeat(256)).is_err());
         assert!(content_type("ct", "tệp").is_err());
+    }
+
+    #[test]
+    fn a_request_is_recorded_before_its_size_is_refused() {
+        let mut tx = Transaction::default();
+        assert!(request(&mut tx, "text/plain", b"12345", 5).is_ok());
+        assert_eq!(tx.request_bytes, 5);
+        assert_eq!(tx.request_sha256, truc_audit::sha256(b"12345"));
+        let mut tx = Transaction::default();
+        let err = request(&mut tx, "", b"123456", 5).expect_err("too large");
+        assert!(matches!(err, TxError::TooLarge(_)), "{err:?}");
+        assert_eq!(tx.request_bytes, 6);
+        // A bad content type is refused before anything is recorded.
+        let mut tx = Transaction::default();
+        let err = request(&mut tx, "a\nb", b"x", 5).expect_err("content type");
+        assert!(matches!(err, TxError::Invalid { .. }), "{err:?}");
+        assert_eq!(tx.request_bytes, 0);
+    }
+
+    #[test]
+    fn a_bad_answer_names_the_peer_and_records_nothing() {
+        let mut tx = Transaction::default();
+        let err = response(&mut tx, || "node x".into(), "a\0b", b"xy").expect_err("refused");
+        assert!(
+            matches!(&err, TxError::BadAnswer { peer, .. } if peer == "node x"),
+            "{err:?}"
+        );
+        assert_eq!(tx.response_bytes, 0);
+        assert!(response(&mut tx, || unreachable!(), "text/plain", b"xy").is_ok());
+        assert_eq!(tx.response_bytes, 2);
+        assert_eq!(tx.response_sha256, truc_audit::sha256(b"xy"));
     }
 }

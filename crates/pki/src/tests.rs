@@ -137,16 +137,25 @@ fn config_errors_name_the_file() {
     client_config(&good).unwrap();
 }
 
+/// A TLS listener on a free port of 127.0.0.1 that serves with `files`.
+async fn listen(
+    files: &TlsFiles,
+    limits: AcceptLimits,
+) -> (
+    std::net::SocketAddr,
+    impl tokio_stream::Stream<Item = std::io::Result<TlsConn>> + Send + 'static,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tls_incoming(listener, server_config(files).unwrap(), limits);
+    (addr, incoming)
+}
+
 async fn tls_server(
     files: &TlsFiles,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TlsConn>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut incoming = Box::pin(tls_incoming(
-        listener,
-        server_config(files).unwrap(),
-        AcceptLimits::default(),
-    ));
+    let (addr, incoming) = listen(files, AcceptLimits::default()).await;
+    let mut incoming = Box::pin(incoming);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
         while let Some(conn) = incoming.next().await {
@@ -371,18 +380,7 @@ async fn tonic_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let layout = init(dir.path(), &opts()).unwrap();
     let hub = Identity::new(Role::Hub, "hub").unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let incoming = tls_incoming(
-        listener,
-        server_config(&layout.files(&hub)).unwrap(),
-        AcceptLimits::default(),
-    );
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(Whoami)
-            .serve_with_incoming(incoming),
-    );
+    let (addr, server) = whoami_server(&layout.files(&hub), AcceptLimits::default()).await;
 
     let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
     let ch = channel(&addr, "hub", client_config(&layout.files(&node)).unwrap()).unwrap();
@@ -524,21 +522,19 @@ fn rogue_node_named_hub(layout: &Layout, dir: &Path) -> TlsFiles {
     issue(&rogue, &Identity::new(Role::Node, "hub").unwrap(), 30).unwrap()
 }
 
-async fn whoami_server(files: &TlsFiles) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let incoming = tls_incoming(
-        listener,
-        server_config(files).unwrap(),
-        AcceptLimits::default(),
-    );
+/// Serves [`Whoami`] with `files` and `limits` on a free port.
+async fn whoami_server(
+    files: &TlsFiles,
+    limits: AcceptLimits,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let (addr, incoming) = listen(files, limits).await;
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(Whoami)
             .serve_with_incoming(incoming)
             .await;
     });
-    (addr, server)
+    (addr.to_string(), server)
 }
 
 #[tokio::test]
@@ -548,8 +544,8 @@ async fn a_node_certificate_cannot_pass_as_the_hub() {
     let rogue = rogue_node_named_hub(&layout, &dir.path().join("rogue"));
     let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
     let hub = Identity::new(Role::Hub, "hub").unwrap();
-    let (impostor, impostor_task) = whoami_server(&rogue).await;
-    let (genuine, genuine_task) = whoami_server(&layout.files(&hub)).await;
+    let (impostor, impostor_task) = whoami_server(&rogue, AcceptLimits::default()).await;
+    let (genuine, genuine_task) = whoami_server(&layout.files(&hub), AcceptLimits::default()).await;
 
     // The node's connection to the hub, as the node builds it.
     let to_hub = client_config_for(&layout.files(&node), Role::Hub).unwrap();
@@ -566,7 +562,7 @@ async fn a_node_certificate_cannot_pass_as_the_hub() {
     let to_node = client_config_for(&layout.files(&hub), Role::Node).unwrap();
     let ch = channel(&genuine, "hub", to_node.clone()).unwrap();
     assert!(whoami(ch, "x").await.is_err());
-    let (node_addr, node_task) = whoami_server(&layout.files(&node)).await;
+    let (node_addr, node_task) = whoami_server(&layout.files(&node), AcceptLimits::default()).await;
     let ch = channel(&node_addr, "lgsp-langson", to_node).unwrap();
     assert_eq!(whoami(ch, "x").await.unwrap(), "hub/hub:x");
 
@@ -621,8 +617,6 @@ async fn stalled_handshakes_do_not_keep_a_real_caller_out() {
     let layout = init(dir.path(), &opts()).unwrap();
     let hub = Identity::new(Role::Hub, "hub").unwrap();
     let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let limits = AcceptLimits {
         max_connections: 2,
         max_handshakes: 3,
@@ -631,23 +625,13 @@ async fn stalled_handshakes_do_not_keep_a_real_caller_out() {
         handshake_timeout: Duration::from_secs(3600),
         idle_timeout: Duration::from_secs(3600),
     };
-    let incoming = tls_incoming(
-        listener,
-        server_config(&layout.files(&hub)).unwrap(),
-        limits,
-    );
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(Whoami)
-            .serve_with_incoming(incoming)
-            .await;
-    });
+    let (addr, server) = whoami_server(&layout.files(&hub), limits).await;
 
     // Idle TCP connections and half-open TLS ones (a ClientHello cut short),
     // four times the handshake limit.
     let mut idle = Vec::new();
     for i in 0..12 {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
         if i % 2 == 1 {
             tcp.write_all(&tls12_client_hello()[..20]).await.unwrap();
         }
@@ -658,7 +642,7 @@ async fn stalled_handshakes_do_not_keep_a_real_caller_out() {
         assert!(closed_by_server(tcp).await);
     }
     let cfg = client_config_for(&layout.files(&node), Role::Hub).unwrap();
-    let ch = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    let ch = channel(&addr, "hub", cfg.clone()).unwrap();
     assert_eq!(
         whoami(ch.clone(), "x").await.unwrap(),
         "node/lgsp-langson:x"
@@ -666,17 +650,17 @@ async fn stalled_handshakes_do_not_keep_a_real_caller_out() {
 
     // Established connections are bounded too: with two open, a third
     // caller is closed, and gets in once one of them goes away.
-    let other = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    let other = channel(&addr, "hub", cfg.clone()).unwrap();
     assert_eq!(
         whoami(other.clone(), "y").await.unwrap(),
         "node/lgsp-langson:y"
     );
-    let third = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+    let third = channel(&addr, "hub", cfg.clone()).unwrap();
     assert!(whoami(third, "z").await.is_err());
     drop(other);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let again = channel(&addr.to_string(), "hub", cfg.clone()).unwrap();
+        let again = channel(&addr, "hub", cfg.clone()).unwrap();
         if whoami(again, "z").await.is_ok() {
             break;
         }
@@ -693,17 +677,12 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let layout = init(dir.path(), &opts()).unwrap();
     let hub = Identity::new(Role::Hub, "hub").unwrap();
     let node = Identity::new(Role::Node, "lgsp-langson").unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let limits = AcceptLimits {
         idle_timeout: Duration::from_millis(300),
         ..AcceptLimits::default()
     };
-    let mut incoming = Box::pin(tls_incoming(
-        listener,
-        server_config(&layout.files(&hub)).unwrap(),
-        limits,
-    ));
+    let (addr, incoming) = listen(&layout.files(&hub), limits).await;
+    let mut incoming = Box::pin(incoming);
     // The server side only reads, as an HTTP/2 server waiting for a preface.
     let server = tokio::spawn(async move {
         while let Some(Ok(mut conn)) = incoming.next().await {
@@ -734,13 +713,8 @@ async fn a_stopped_listener_frees_its_address_at_once() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), &opts()).unwrap();
     let files = Layout::new(dir.path()).files(&Identity::new(Role::Hub, "hub").unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut incoming = Box::pin(tls_incoming(
-        listener,
-        server_config(&files).unwrap(),
-        AcceptLimits::default(),
-    ));
+    let (addr, incoming) = listen(&files, AcceptLimits::default()).await;
+    let mut incoming = Box::pin(incoming);
     // Polled once, as a server does, then dropped as a stopped server drops it.
     let polled = tokio::time::timeout(Duration::from_millis(10), incoming.next()).await;
     assert!(polled.is_err(), "no connection yet");

@@ -116,33 +116,49 @@ fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PkiError> {
     Ok(roots)
 }
 
-fn tls_err(path: &Path) -> impl Fn(rustls::Error) -> PkiError + '_ {
+fn tls_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PkiError + '_ {
     move |e| PkiError::Tls {
         path: path.to_path_buf(),
         reason: e.to_string(),
     }
 }
 
+/// What a server and a client config are both built from: the crypto
+/// provider, the CA as the only root, and this participant's chain and key.
+struct Material {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: Arc<rustls::RootCertStore>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Material {
+    fn load(files: &TlsFiles) -> Result<Self, PkiError> {
+        let provider = provider();
+        let roots = Arc::new(load_roots(&files.ca)?);
+        let certs = load_certs(&files.cert)?;
+        let key = load_key(&files.key, &provider)?;
+        Ok(Material {
+            provider,
+            roots,
+            certs,
+            key,
+        })
+    }
+}
+
 /// A TLS 1.3 server config (ALPN h2) that requires a client certificate issued by `files.ca`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, PkiError> {
-    let provider = provider();
-    let roots = load_roots(&files.ca)?;
-    let certs = load_certs(&files.cert)?;
-    let key = load_key(&files.key, &provider)?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| PkiError::Tls {
-        path: files.ca.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let m = Material::load(files)?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(m.roots, m.provider.clone())
+            .build()
+            .map_err(tls_err(&files.ca))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(m.provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err(&files.cert))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
+        .with_single_cert(m.certs, m.key)
         .map_err(tls_err(&files.cert))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
@@ -191,29 +207,21 @@ fn build_client_config(
     files: &TlsFiles,
     role: Option<Role>,
 ) -> Result<Arc<rustls::ClientConfig>, PkiError> {
-    let provider = provider();
-    let roots = load_roots(&files.ca)?;
-    let certs = load_certs(&files.cert)?;
-    let key = load_key(&files.key, &provider)?;
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| PkiError::Tls {
-        path: files.ca.clone(),
-        reason: e.to_string(),
-    })?;
+    let m = Material::load(files)?;
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(m.roots, m.provider.clone())
+            .build()
+            .map_err(tls_err(&files.ca))?;
     let verifier = Arc::new(IdentityVerifier {
         inner: webpki,
         role,
     });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(m.provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err(&files.cert))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(certs, key)
+        .with_client_auth_cert(m.certs, m.key)
         .map_err(tls_err(&files.cert))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))

@@ -1004,18 +1004,23 @@ mod tests {
 
     async fn docs_with(service: DocumentService) -> (tempfile::TempDir, Arc<Documents>) {
         let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("db")).expect("store");
+        let docs = open_in(dir.path(), service);
+        (dir, docs)
+    }
+
+    /// Documents over the store in `dir`, with a hub that is never reached.
+    fn open_in(dir: &std::path::Path, service: DocumentService) -> Arc<Documents> {
+        let store = Store::open(&dir.join("db")).expect("store");
         let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let docs = Documents::open(
+        Documents::open(
             store,
-            dir.path(),
+            dir,
             hub,
             truc_doc::Limits::default(),
             service,
             (Duration::from_millis(10), Duration::from_millis(100)),
         )
-        .expect("open");
-        (dir, docs)
+        .expect("open")
     }
 
     /// The outbox as a send of `kind` to R leaves it.
@@ -1288,17 +1293,7 @@ mod tests {
                 .expect("insert");
             store.flush().expect("flush");
         }
-        let store = Store::open(&dir.path().join("db")).expect("store");
-        let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let docs = Documents::open(
-            store,
-            dir.path(),
-            hub,
-            truc_doc::Limits::default(),
-            DocumentService::default(),
-            (Duration::from_millis(10), Duration::from_millis(100)),
-        )
-        .expect("open");
+        let docs = open_in(dir.path(), DocumentService::default());
         let stored: Tracking = keys::load(&docs.store, &keys::outbox(S, DOC, 0))
             .expect("load")
             .expect("kept");
