@@ -260,12 +260,16 @@ fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let verify = run(&["audit", "verify", "--data", &p("hub")]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
-    // 3 demo calls and 6 document transactions, + 1 OK + 1 denied through the processes.
-    assert!(
-        text(&verify.stdout).contains("verified: 11 records"),
-        "{}",
-        text(&verify.stdout)
-    );
+    // 3 demo calls and 6 document transactions, + 1 OK + 1 denied through
+    // the processes; attempts made while the provider's node was still
+    // starting are audited too (UNAVAILABLE), so there may be more.
+    let records: u64 = text(&verify.stdout)
+        .split("verified: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count: {}", text(&verify.stdout)));
+    assert!(records >= 11, "{}", text(&verify.stdout));
 }
 
 /// Flips, removes or reorders stored hub records and checks that
