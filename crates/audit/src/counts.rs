@@ -655,25 +655,15 @@ impl Stats {
 /// starts with it).
 const COMPACT: u8 = 0xFE;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// LEB128, the protobuf varint: prost's own encoder.
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
 }
 
+/// Reads one varint and advances `input` past it; None if it is cut short or
+/// longer than ten bytes.
 fn get_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (b, rest) = input.split_first()?;
-        *input = rest;
-        v |= u64::from(b & 0x7F) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    prost::encoding::decode_varint(input).ok()
 }
 
 fn bucket(latency_us: u64) -> usize {
@@ -736,6 +726,30 @@ mod stats_tests {
         assert_eq!(s.latency_quantile_ms(0.5), Some(2.048));
         assert_eq!(s.latency_quantile_ms(0.99), Some(65.536));
         assert_eq!(Stats::default().latency_quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn the_stored_stats_bytes_are_unchanged() {
+        // Bytes written by the hand-written LEB128 encoder of earlier builds:
+        // marker, count 300, request 0, response 2^35, one bucket (10) of 129.
+        let mut s = Stats {
+            count: 300,
+            request_bytes: 0,
+            response_bytes: 1 << 35,
+            ..Stats::default()
+        };
+        s.latency[10] = 129;
+        let stored = [
+            0xFE, 0xAC, 0x02, 0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 0x0A, 0x81, 0x01,
+        ];
+        assert_eq!(s.encode(), stored);
+        assert_eq!(Stats::decode(&stored), Some(s));
+        let max = Stats::one(u64::MAX, 0, 1);
+        let mut expected = vec![0xFE, 0x01];
+        expected.extend_from_slice(&[0xFF; 9]);
+        expected.extend_from_slice(&[0x01, 0x00, 0x01, 0x00, 0x01]);
+        assert_eq!(max.encode(), expected);
+        assert_eq!(Stats::decode(&expected), Some(max));
     }
 
     #[test]
