@@ -6,11 +6,11 @@ use truc_store::Store;
 
 use crate::{AuditError, COUNT_PREFIX};
 
-/// One counter: a day (UTC) and the parties, service, kind and outcome of the
+/// One counter: a day (in the log's time zone) and the parties, service, kind and outcome of the
 /// transactions it counts.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountKey {
-    /// `YYYY-MM-DD`, UTC.
+    /// `YYYY-MM-DD`, in the log's time zone.
     pub day: String,
     /// Client agency code.
     pub client: String,
@@ -300,36 +300,9 @@ pub fn read_counts(store: &Store) -> Result<BTreeMap<CountKey, u64>, AuditError>
         .collect())
 }
 
-/// The UTC day (`YYYY-MM-DD`) of a time in milliseconds since the Unix epoch.
-pub fn day_of(unix_ms: u64) -> String {
-    // Civil-from-days (H. Hinnant's algorithm), proleptic Gregorian calendar.
-    let days = i64::try_from(unix_ms / 86_400_000).unwrap_or(i64::MAX / 2);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_are_utc_calendar_days() {
-        assert_eq!(day_of(0), "1970-01-01");
-        assert_eq!(day_of(86_399_999), "1970-01-01");
-        assert_eq!(day_of(86_400_000), "1970-01-02");
-        // 2024-02-29T12:00:00Z
-        assert_eq!(day_of(1_709_208_000_000), "2024-02-29");
-        // 2026-11-28T23:59:59Z
-        assert_eq!(day_of(1_795_910_399_000), "2026-11-28");
-    }
 
     fn sample(day: &str, client: &str, outcome: &str) -> CountKey {
         CountKey::new(
@@ -441,7 +414,7 @@ mod tests {
             a in 0u64..4_000_000_000_000, b in 0u64..4_000_000_000_000,
             client_a in text(), client_b in text(),
         ) {
-            let (da, db) = (day_of(a), day_of(b));
+            let (da, db) = (crate::day_of(a), crate::day_of(b));
             let ka = sample(&da, &client_a, "OK").encode();
             let kb = sample(&db, &client_b, "OK").encode();
             if da < db {
@@ -505,7 +478,7 @@ mod tests {
         let day0 = 1_795_910_000_000u64;
         let mut batch = truc_store::WriteBatch::default();
         for d in 0..100u64 {
-            let day = day_of(day0 + d * 86_400_000);
+            let day = crate::day_of(day0 + d * 86_400_000);
             for client in ["A", "B", "C"] {
                 let k = sample(&day, client, "OK");
                 batch.insert(k.encode(), Stats::one(d, 0, 1).encode());
@@ -513,8 +486,8 @@ mod tests {
         }
         store.apply(batch).expect("apply");
         let (from, to) = (
-            day_of(day0 + 40 * 86_400_000),
-            day_of(day0 + 42 * 86_400_000),
+            crate::day_of(day0 + 40 * 86_400_000),
+            crate::day_of(day0 + 42 * 86_400_000),
         );
         let counters = read_stats_of_days(&store, &from, &to).expect("read");
         assert_eq!(counters.scanned, 9, "three days of three counters");
@@ -672,35 +645,6 @@ fn bucket(latency_us: u64) -> usize {
     k.min(LATENCY_BUCKETS - 1)
 }
 
-/// A time zone as a fixed offset from UTC (Vietnam has kept UTC+7 without
-/// daylight saving since 1975). Accepts `UTC`, `Asia/Ho_Chi_Minh`,
-/// `Asia/Bangkok`, `Asia/Jakarta` (all fixed offsets), or `+HH:MM` / `-HH:MM`.
-pub fn parse_time_zone(name: &str) -> Option<i32> {
-    match name {
-        "UTC" | "Etc/UTC" => Some(0),
-        "Asia/Ho_Chi_Minh" | "Asia/Saigon" | "Asia/Bangkok" | "Asia/Jakarta" => Some(7 * 60),
-        _ => {
-            let (sign, rest) = match name.as_bytes().first()? {
-                b'+' => (1, &name[1..]),
-                b'-' => (-1, &name[1..]),
-                _ => return None,
-            };
-            let (h, m) = rest.split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
-                return None;
-            }
-            let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-            (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
-        }
-    }
-}
-
-/// The local day (`YYYY-MM-DD`) at `offset_minutes` from UTC.
-pub fn day_in(unix_ms: u64, offset_minutes: i32) -> String {
-    let shifted = i128::from(unix_ms) + i128::from(offset_minutes) * 60_000;
-    day_of(u64::try_from(shifted.max(0)).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod stats_tests {
     use super::*;
@@ -750,19 +694,5 @@ mod stats_tests {
         expected.extend_from_slice(&[0x01, 0x00, 0x01, 0x00, 0x01]);
         assert_eq!(max.encode(), expected);
         assert_eq!(Stats::decode(&expected), Some(max));
-    }
-
-    #[test]
-    fn days_are_cut_in_the_time_zone() {
-        let hcm = parse_time_zone("Asia/Ho_Chi_Minh").expect("zone");
-        assert_eq!(hcm, 420);
-        // 2026-11-28T17:30:00Z is 00:30 on the 29th in Hà Nội.
-        let t = 1_795_887_000_000;
-        assert_eq!(day_in(t, 0), "2026-11-28");
-        assert_eq!(day_in(t, hcm), "2026-11-29");
-        assert_eq!(parse_time_zone("+05:30"), Some(330));
-        assert_eq!(parse_time_zone("-03:00"), Some(-180));
-        assert_eq!(parse_time_zone("Mars/Olympus"), None);
-        assert_eq!(parse_time_zone("+7"), None);
     }
 }

@@ -56,8 +56,8 @@ pub struct HubConfig {
     pub registry: PathBuf,
     /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
     pub audit_key: PathBuf,
-    /// The time zone days are cut in, as minutes east of UTC.
-    pub utc_offset_minutes: i32,
+    /// The time zone days are cut in.
+    pub time_zone: truc_audit::Zone,
     /// Dashboard access.
     pub dashboard: Dashboard,
     /// Limits on relayed documents.
@@ -80,12 +80,12 @@ impl HubConfig {
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
             registry: resolve(path, "registry", &raw.registry, true)?,
             audit_key: resolve(path, "audit_key", &raw.audit_key, true)?,
-            utc_offset_minutes: truc_audit::parse_time_zone(&raw.time_zone).ok_or_else(|| {
+            time_zone: truc_audit::Zone::parse(&raw.time_zone).ok_or_else(|| {
                 ConfigError::new(
                     path,
                     "time_zone",
                     format!(
-                        "{:?}: expected UTC, Asia/Ho_Chi_Minh or a fixed offset like +07:00",
+                        "{:?}: expected an IANA zone name like Asia/Ho_Chi_Minh or Europe/Paris, or a fixed offset like +07:00",
                         raw.time_zone
                     ),
                 )
