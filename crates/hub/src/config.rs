@@ -97,3 +97,36 @@ impl HubConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with_zone(zone: &str) -> Result<HubConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("dir");
+        for f in ["registry.toml", "audit.key", "ca.crt", "hub.crt", "hub.key"] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                 registry = \"registry.toml\"\naudit_key = \"audit.key\"\ntime_zone = \"{zone}\"\n\
+                 [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n"
+            ),
+        )
+        .expect("write");
+        HubConfig::load(&path)
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_or_fixed_offsets() {
+        let paris = load_with_zone("Europe/Paris").expect("a zone with daylight saving");
+        assert_eq!(paris.time_zone.name(), "Europe/Paris");
+        let fixed = load_with_zone("+05:30").expect("a fixed offset");
+        assert_eq!(fixed.time_zone.label(), "+05:30");
+        let err = load_with_zone("Mars/Olympus").expect_err("refused");
+        assert!(err.to_string().contains("time_zone"), "{err}");
+    }
+}
