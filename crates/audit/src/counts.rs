@@ -6,11 +6,11 @@ use truc_store::Store;
 
 use crate::{AuditError, AuditRecord, COUNT_PREFIX};
 
-/// One counter: a day (UTC) and the parties, service, kind and outcome of the
+/// One counter: a day (in the log's time zone) and the parties, service, kind and outcome of the
 /// transactions it counts.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountKey {
-    /// `YYYY-MM-DD`, UTC.
+    /// `YYYY-MM-DD`, in the log's time zone.
     pub day: String,
     /// Client agency code.
     pub client: String,
@@ -65,11 +65,11 @@ impl CountKey {
         }
     }
 
-    /// The counter a committed record counts in, its day taken at
-    /// `offset_minutes` from UTC: the key the writer counted it under.
-    pub fn of_record(r: &AuditRecord, offset_minutes: i32) -> CountKey {
+    /// The counter a committed record counts in, its day cut in `zone`:
+    /// the key the writer counted it under.
+    pub fn of_record(r: &AuditRecord, zone: &crate::Zone) -> CountKey {
         CountKey::new(
-            &day_in(r.finished_unix_ms, offset_minutes),
+            &zone.day(r.finished_unix_ms),
             &r.client_agency,
             &r.provider_agency,
             &r.service,
@@ -307,36 +307,9 @@ pub fn read_counts(store: &Store) -> Result<BTreeMap<CountKey, u64>, AuditError>
         .collect())
 }
 
-/// The UTC day (`YYYY-MM-DD`) of a time in milliseconds since the Unix epoch.
-pub fn day_of(unix_ms: u64) -> String {
-    // Civil-from-days (H. Hinnant's algorithm), proleptic Gregorian calendar.
-    let days = i64::try_from(unix_ms / 86_400_000).unwrap_or(i64::MAX / 2);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_are_utc_calendar_days() {
-        assert_eq!(day_of(0), "1970-01-01");
-        assert_eq!(day_of(86_399_999), "1970-01-01");
-        assert_eq!(day_of(86_400_000), "1970-01-02");
-        // 2024-02-29T12:00:00Z
-        assert_eq!(day_of(1_709_208_000_000), "2024-02-29");
-        // 2026-11-28T23:59:59Z
-        assert_eq!(day_of(1_795_910_399_000), "2026-11-28");
-    }
 
     fn sample(day: &str, client: &str, outcome: &str) -> CountKey {
         CountKey::new(
@@ -448,7 +421,7 @@ mod tests {
             a in 0u64..4_000_000_000_000, b in 0u64..4_000_000_000_000,
             client_a in text(), client_b in text(),
         ) {
-            let (da, db) = (day_of(a), day_of(b));
+            let (da, db) = (crate::day_of(a), crate::day_of(b));
             let ka = sample(&da, &client_a, "OK").encode();
             let kb = sample(&db, &client_b, "OK").encode();
             if da < db {
@@ -512,7 +485,7 @@ mod tests {
         let day0 = 1_795_910_000_000u64;
         let mut batch = truc_store::WriteBatch::default();
         for d in 0..100u64 {
-            let day = day_of(day0 + d * 86_400_000);
+            let day = crate::day_of(day0 + d * 86_400_000);
             for client in ["A", "B", "C"] {
                 let k = sample(&day, client, "OK");
                 batch.insert(k.encode(), Stats::one(d, 0, 1).encode());
@@ -520,8 +493,8 @@ mod tests {
         }
         store.apply(batch).expect("apply");
         let (from, to) = (
-            day_of(day0 + 40 * 86_400_000),
-            day_of(day0 + 42 * 86_400_000),
+            crate::day_of(day0 + 40 * 86_400_000),
+            crate::day_of(day0 + 42 * 86_400_000),
         );
         let counters = read_stats_of_days(&store, &from, &to).expect("read");
         assert_eq!(counters.scanned, 9, "three days of three counters");
@@ -662,60 +635,21 @@ impl Stats {
 /// starts with it).
 const COMPACT: u8 = 0xFE;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// LEB128, the protobuf varint: prost's own encoder.
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
 }
 
+/// Reads one varint and advances `input` past it; None if it is cut short or
+/// longer than ten bytes.
 fn get_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (b, rest) = input.split_first()?;
-        *input = rest;
-        v |= u64::from(b & 0x7F) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    prost::encoding::decode_varint(input).ok()
 }
 
 fn bucket(latency_us: u64) -> usize {
     // 0 and 1 µs land in bucket 0; 2^k..2^(k+1)-1 in bucket k.
     let k = 63 - latency_us.max(1).leading_zeros() as usize;
     k.min(LATENCY_BUCKETS - 1)
-}
-
-/// A time zone as a fixed offset from UTC (Vietnam has kept UTC+7 without
-/// daylight saving since 1975). Accepts `UTC`, `Asia/Ho_Chi_Minh`,
-/// `Asia/Bangkok`, `Asia/Jakarta` (all fixed offsets), or `+HH:MM` / `-HH:MM`.
-pub fn parse_time_zone(name: &str) -> Option<i32> {
-    match name {
-        "UTC" | "Etc/UTC" => Some(0),
-        "Asia/Ho_Chi_Minh" | "Asia/Saigon" | "Asia/Bangkok" | "Asia/Jakarta" => Some(7 * 60),
-        _ => {
-            let (sign, rest) = match name.as_bytes().first()? {
-                b'+' => (1, &name[1..]),
-                b'-' => (-1, &name[1..]),
-                _ => return None,
-            };
-            let (h, m) = rest.split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
-                return None;
-            }
-            let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-            (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
-        }
-    }
-}
-
-/// The local day (`YYYY-MM-DD`) at `offset_minutes` from UTC.
-pub fn day_in(unix_ms: u64, offset_minutes: i32) -> String {
-    let shifted = i128::from(unix_ms) + i128::from(offset_minutes) * 60_000;
-    day_of(u64::try_from(shifted.max(0)).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -746,16 +680,26 @@ mod stats_tests {
     }
 
     #[test]
-    fn days_are_cut_in_the_time_zone() {
-        let hcm = parse_time_zone("Asia/Ho_Chi_Minh").expect("zone");
-        assert_eq!(hcm, 420);
-        // 2026-11-28T17:30:00Z is 00:30 on the 29th in Hà Nội.
-        let t = 1_795_887_000_000;
-        assert_eq!(day_in(t, 0), "2026-11-28");
-        assert_eq!(day_in(t, hcm), "2026-11-29");
-        assert_eq!(parse_time_zone("+05:30"), Some(330));
-        assert_eq!(parse_time_zone("-03:00"), Some(-180));
-        assert_eq!(parse_time_zone("Mars/Olympus"), None);
-        assert_eq!(parse_time_zone("+7"), None);
+    fn the_stored_stats_bytes_are_unchanged() {
+        // Bytes written by the hand-written LEB128 encoder of earlier builds:
+        // marker, count 300, request 0, response 2^35, one bucket (10) of 129.
+        let mut s = Stats {
+            count: 300,
+            request_bytes: 0,
+            response_bytes: 1 << 35,
+            ..Stats::default()
+        };
+        s.latency[10] = 129;
+        let stored = [
+            0xFE, 0xAC, 0x02, 0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 0x0A, 0x81, 0x01,
+        ];
+        assert_eq!(s.encode(), stored);
+        assert_eq!(Stats::decode(&stored), Some(s));
+        let max = Stats::one(u64::MAX, 0, 1);
+        let mut expected = vec![0xFE, 0x01];
+        expected.extend_from_slice(&[0xFF; 9]);
+        expected.extend_from_slice(&[0x01, 0x00, 0x01, 0x00, 0x01]);
+        assert_eq!(max.encode(), expected);
+        assert_eq!(Stats::decode(&expected), Some(max));
     }
 }

@@ -29,14 +29,15 @@ pub mod report;
 pub use proofs::QueryError;
 pub mod sth;
 mod verify;
+mod zone;
+pub use zone::{Zone, day_in, day_of};
 
 pub use counts::{
-    CountKey, Counters, KEY_FIELD_MAX, LATENCY_BUCKETS, Stats, Unreadable, day_in, day_of,
-    note_unreadable, parse_time_zone, read_counts, read_stats, read_stats_of_days,
-    unreadable_skipped,
+    CountKey, Counters, KEY_FIELD_MAX, LATENCY_BUCKETS, Stats, Unreadable, note_unreadable,
+    read_counts, read_stats, read_stats_of_days, unreadable_skipped,
 };
 pub use log::{
-    Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_offset,
+    Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_zone,
 };
 pub use truc_proto::v1::{AuditRecord, Receipt};
 pub use verify::{Problem, VerifyReport, verify};
@@ -74,13 +75,13 @@ pub enum AuditError {
     },
     /// The log was started in another time zone than configured.
     #[error(
-        "this log cuts days at UTC{stored:+} minutes but UTC{configured:+} minutes is configured; a log keeps its time zone"
+        "this log cuts days in time zone {stored} but {configured} is configured; a log keeps its time zone"
     )]
     TimeZone {
-        /// Minutes east of UTC the log was created with.
-        stored: i32,
-        /// Minutes east of UTC configured now.
-        configured: i32,
+        /// The zone the log was created with (as stored).
+        stored: String,
+        /// The zone configured now.
+        configured: String,
     },
     /// The writer thread has stopped (the process is shutting down).
     #[error("the audit log is closed")]

@@ -18,8 +18,8 @@ use truc_store::{Store, WriteBatch};
 use crate::index::{ensure_party_index, party_keys};
 use crate::{
     AuditError, AuditRecord, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
-    Receipt, TX_PREFIX,
-    counts::{Stats, day_in},
+    Receipt, TX_PREFIX, Zone,
+    counts::Stats,
     merkle::{Frontier, Hash, leaf_hash},
     sha256,
     sth::Signer,
@@ -155,9 +155,9 @@ pub struct Options {
     pub durable: bool,
     /// Most records committed by one flush.
     pub max_group: usize,
-    /// The time zone days are cut in, as minutes east of UTC (default
-    /// Asia/Ho_Chi_Minh, +07:00). Fixed for a log once it has records.
-    pub utc_offset_minutes: i32,
+    /// The time zone days are cut in (default Asia/Ho_Chi_Minh, +07:00).
+    /// Fixed for a log once it has been opened.
+    pub time_zone: Zone,
 }
 
 impl Default for Options {
@@ -165,7 +165,7 @@ impl Default for Options {
         Options {
             durable: true,
             max_group: 1024,
-            utc_offset_minutes: 7 * 60,
+            time_zone: Zone::default(),
         }
     }
 }
@@ -274,16 +274,16 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let reader = LogReader::offline(store.clone())?;
         let size = reader.size();
-        match stored_offset(&store)? {
-            Some(o) if o != options.utc_offset_minutes => {
+        match stored_zone(&store)? {
+            Some(z) if !z.cuts_like(&options.time_zone) => {
                 return Err(AuditError::TimeZone {
-                    stored: o,
-                    configured: options.utc_offset_minutes,
+                    stored: z.name().to_string(),
+                    configured: options.time_zone.name().to_string(),
                 });
             }
             Some(_) => {}
             None => {
-                store.insert(TZ_KEY, options.utc_offset_minutes.to_be_bytes())?;
+                store.insert(TZ_NAME_KEY, options.time_zone.name().as_bytes())?;
                 store.flush()?;
             }
         }
@@ -509,7 +509,7 @@ impl Writer {
                 }
             }
             deltas
-                .entry(count_key(tx, self.options.utc_offset_minutes).encode())
+                .entry(count_key(tx, &self.options.time_zone).encode())
                 .or_default()
                 .add(&Stats::one(
                     tx.request_bytes,
@@ -637,9 +637,9 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
     }
 }
 
-fn count_key(tx: &Transaction, offset: i32) -> CountKey {
+fn count_key(tx: &Transaction, zone: &Zone) -> CountKey {
     CountKey::new(
-        &day_in(tx.finished_unix_ms, offset),
+        &zone.day(tx.finished_unix_ms),
         &tx.client_agency,
         &tx.provider_agency,
         &tx.service,
@@ -732,15 +732,38 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Where the log's time zone is kept.
+/// Where logs created by earlier builds keep their time zone: minutes east
+/// of UTC, 4 bytes big-endian.
 pub(crate) const TZ_KEY: &[u8] = b"audit/m/tz";
 
-/// The time zone a log's days are cut in, once it has been opened.
-pub fn stored_offset(store: &Store) -> Result<Option<i32>, AuditError> {
-    Ok(store
-        .get(TZ_KEY)?
-        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-        .map(i32::from_be_bytes))
+/// Where the log's time zone is kept: its name (IANA or `±HH:MM`), UTF-8.
+pub(crate) const TZ_NAME_KEY: &[u8] = b"audit/m/tz-name";
+
+/// The time zone a log's days are cut in, once it has been opened: the name
+/// stored, or the fixed offset stored by earlier builds. A name this build
+/// does not know, or an offset out of range, is an error.
+pub fn stored_zone(store: &Store) -> Result<Option<Zone>, AuditError> {
+    if let Some(name) = store.get(TZ_NAME_KEY)? {
+        let name = String::from_utf8_lossy(&name);
+        return Zone::parse(&name)
+            .map(Some)
+            .ok_or_else(|| AuditError::Corrupt {
+                key: hex::encode(TZ_NAME_KEY),
+                reason: format!("time zone {name:?} is unknown to this build"),
+            });
+    }
+    let Some(old) = store.get(TZ_KEY)? else {
+        return Ok(None);
+    };
+    <[u8; 4]>::try_from(old.as_slice())
+        .ok()
+        .map(i32::from_be_bytes)
+        .and_then(Zone::fixed)
+        .map(Some)
+        .ok_or_else(|| AuditError::Corrupt {
+            key: hex::encode(TZ_KEY),
+            reason: "not a UTC offset in minutes within 14 hours".into(),
+        })
 }
 
 #[cfg(test)]
@@ -798,5 +821,71 @@ mod tests {
             Some(first.index),
             "a later record of the same id never takes over the index"
         );
+    }
+
+    fn options_in(zone: &str) -> Options {
+        Options {
+            time_zone: Zone::parse(zone).expect("zone"),
+            ..Options::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_of_an_earlier_build_with_a_fixed_offset_still_opens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        // What earlier builds stored: +07:00 as minutes, 4 bytes big-endian.
+        store.insert(TZ_KEY, 420i32.to_be_bytes()).expect("insert");
+        let zone = stored_zone(&store).expect("read").expect("a zone");
+        assert_eq!(zone.label(), "+07:00");
+        // The default config (Asia/Ho_Chi_Minh) cuts days alike: it opens,
+        // counts in the same days, and the stored form is left as it was.
+        let log = AuditLog::open(store.clone(), "hub", Options::default(), None).expect("opens");
+        let mut t = tx(&format!("{:032x}", 1));
+        t.finished_unix_ms = 1_795_887_000_000; // 00:30 on 2026-11-29 at +07:00
+        log.append(t).await.expect("append");
+        let days: Vec<String> = crate::read_counts(&store)
+            .expect("counts")
+            .into_keys()
+            .map(|k| k.day)
+            .collect();
+        assert_eq!(days, ["2026-11-29"]);
+        assert_eq!(store.get(TZ_NAME_KEY).expect("get"), None);
+        drop(log);
+        // Another offset, or a zone with daylight saving, is refused.
+        for other in ["+08:00", "Europe/Paris"] {
+            let refused = AuditLog::open(store.clone(), "hub", options_in(other), None);
+            assert!(
+                matches!(refused, Err(AuditError::TimeZone { .. })),
+                "{other}: {:?}",
+                refused.err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_log_keeps_its_zone_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let log =
+            AuditLog::open(store.clone(), "hub", options_in("Europe/Paris"), None).expect("log");
+        drop(log);
+        assert_eq!(
+            store.get(TZ_NAME_KEY).expect("get").as_deref(),
+            Some(&b"Europe/Paris"[..])
+        );
+        assert_eq!(store.get(TZ_KEY).expect("get"), None);
+        assert!(AuditLog::open(store.clone(), "hub", options_in("Europe/Paris"), None).is_ok());
+        // +01:00 is Paris only in winter: refused.
+        let refused = AuditLog::open(store.clone(), "hub", options_in("+01:00"), None);
+        assert!(matches!(refused, Err(AuditError::TimeZone { .. })));
+        // A name this build does not know is reported, not guessed.
+        store
+            .insert(TZ_NAME_KEY, &b"Mars/Olympus"[..])
+            .expect("insert");
+        assert!(matches!(
+            stored_zone(&store),
+            Err(AuditError::Corrupt { .. })
+        ));
     }
 }

@@ -130,7 +130,7 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         unreadable: Vec::new(),
         problem: None,
     };
-    let offset = crate::stored_offset(store)?.unwrap_or(7 * 60);
+    let zone = crate::stored_zone(store)?.unwrap_or_default();
     // A head that does not decode is a problem found, not a failure to check.
     let mut heads = Vec::new();
     for entry in store.scan_prefix(HEAD_PREFIX) {
@@ -236,7 +236,7 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         prev = leaf;
         report.records += 1;
         report.root = frontier.root();
-        let key = CountKey::of_record(&record, offset);
+        let key = CountKey::of_record(&record, &zone);
         report
             .stats
             .entry(key.clone())

@@ -21,7 +21,6 @@ mod docs;
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     process::ExitCode,
     sync::{
         Arc,
@@ -414,22 +413,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn print_results(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) {
     println!();
     println!(
@@ -473,57 +456,61 @@ fn print_results(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) {
         _ => None,
     };
     if args.json {
-        let mut j = String::new();
-        let _ = write!(
-            j,
-            "{{\"machine\":{{\"nproc\":{cpus},\"cpu\":{}}},\"shared_cores\":true,\
-             \"params\":{{\"mode\":\"{}\",\"concurrency\":{},\"connections\":{},\"duration_s\":{},\
-             \"warmup_s\":{},\"payload_bytes\":{},\"durable\":{},\"rate\":{}}},\"results\":[",
-            json_string(cpu),
-            mode_name(args.mode),
-            args.concurrency,
-            args.connections,
-            args.duration,
-            args.warmup,
-            args.payload,
-            !args.no_durable,
-            args.rate.map_or("null".to_owned(), |r| r.to_string()),
-        );
-        for (i, o) in outcomes.iter().enumerate() {
-            let errors = o
-                .tally
-                .errors
-                .iter()
-                .map(|(code, (n, _))| format!("\"{code}\":{n}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let _ = write!(
-                j,
-                "{}{{\"mode\":\"{}\",\"calls\":{},\"errors\":{},\"errors_by_code\":{{{errors}}},\
-                 \"not_sent\":{},\"calls_per_s\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\
-                 \"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
-                if i == 0 { "" } else { "," },
-                o.mode,
-                o.calls(),
-                o.tally.error_count(),
-                o.tally.not_sent,
-                o.rate(),
-                o.ms(0.50),
-                o.ms(0.90),
-                o.ms(0.99),
-                o.max_ms()
-            );
-        }
-        j.push(']');
-        if let Some((t, p)) = ratios {
-            let _ = write!(
-                j,
-                ",\"routed_over_direct\":{{\"throughput\":{t:.4},\"p50\":{p:.4}}}"
-            );
-        }
-        j.push('}');
-        println!("{j}");
+        println!("{}", results_json(args, outcomes, cpus, cpu, ratios));
     }
+}
+
+/// `x` rounded to `digits` decimals, as the text report shows it.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+/// The machine-readable results (`--json`).
+fn results_json(
+    args: &Args,
+    outcomes: &[Outcome],
+    cpus: usize,
+    cpu: &str,
+    ratios: Option<(f64, f64)>,
+) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "mode": o.mode,
+                "calls": o.calls(),
+                "errors": o.tally.error_count(),
+                "errors_by_code": o.tally.errors.iter().map(|(code, (n, _))| (*code, *n)).collect::<BTreeMap<_, _>>(),
+                "not_sent": o.tally.not_sent,
+                "calls_per_s": round(o.rate(), 1),
+                "p50_ms": round(o.ms(0.50), 3),
+                "p90_ms": round(o.ms(0.90), 3),
+                "p99_ms": round(o.ms(0.99), 3),
+                "max_ms": round(o.max_ms(), 3),
+            })
+        })
+        .collect();
+    let mut j = serde_json::json!({
+        "machine": {"nproc": cpus, "cpu": cpu},
+        "shared_cores": true,
+        "params": {
+            "mode": mode_name(args.mode),
+            "concurrency": args.concurrency,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "payload_bytes": args.payload,
+            "durable": !args.no_durable,
+            "rate": args.rate,
+        },
+        "results": results,
+    });
+    if let Some((t, p)) = ratios {
+        j["routed_over_direct"] =
+            serde_json::json!({"throughput": round(t, 4), "p50": round(p, 4)});
+    }
+    j
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -616,5 +603,38 @@ async fn main() -> ExitCode {
             eprintln!("truc-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_results_are_valid_json_whatever_the_cpu_name() {
+        let args = Args::try_parse_from(["truc-bench", "--rate", "250", "--json"]).expect("args");
+        let mut tally = Tally::new().expect("tally");
+        tally.record(Ok(()), Duration::from_micros(1500));
+        tally.record(Err(tonic::Status::unavailable("down")), Duration::ZERO);
+        let outcomes = [Outcome {
+            mode: "direct",
+            tally,
+            seconds: 3.0,
+        }];
+        let cpu = "Odd \"CPU\"\\ with\ta\u{1}control";
+        let text = results_json(&args, &outcomes, 2, cpu, Some((0.123_456, 2.0))).to_string();
+        let j: serde_json::Value = serde_json::from_str(&text).expect("parses");
+        assert_eq!(j["machine"]["cpu"], cpu);
+        assert_eq!(j["params"]["rate"], 250.0);
+        assert_eq!(j["params"]["durable"], true);
+        let r = &j["results"][0];
+        assert_eq!(r["calls"], 1);
+        assert_eq!(r["errors_by_code"]["UNAVAILABLE"], 1);
+        assert_eq!(r["calls_per_s"], 0.3);
+        assert_eq!(j["routed_over_direct"]["throughput"], 0.1235);
+        let no_rate = Args::try_parse_from(["truc-bench"]).expect("args");
+        let j = results_json(&no_rate, &[], 2, "x", None);
+        assert!(j["params"]["rate"].is_null());
+        assert!(j.get("routed_over_direct").is_none());
     }
 }

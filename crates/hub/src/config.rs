@@ -56,8 +56,8 @@ pub struct HubConfig {
     pub registry: PathBuf,
     /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
     pub audit_key: PathBuf,
-    /// The time zone days are cut in, as minutes east of UTC.
-    pub utc_offset_minutes: i32,
+    /// The time zone days are cut in.
+    pub time_zone: truc_audit::Zone,
     /// Dashboard access.
     pub dashboard: Dashboard,
     /// Limits on relayed documents.
@@ -80,12 +80,12 @@ impl HubConfig {
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
             registry: resolve(path, "registry", &raw.registry, true)?,
             audit_key: resolve(path, "audit_key", &raw.audit_key, true)?,
-            utc_offset_minutes: truc_audit::parse_time_zone(&raw.time_zone).ok_or_else(|| {
+            time_zone: truc_audit::Zone::parse(&raw.time_zone).ok_or_else(|| {
                 ConfigError::new(
                     path,
                     "time_zone",
                     format!(
-                        "{:?}: expected UTC, Asia/Ho_Chi_Minh or a fixed offset like +07:00",
+                        "{:?}: expected an IANA zone name like Asia/Ho_Chi_Minh or Europe/Paris, or a fixed offset like +07:00",
                         raw.time_zone
                     ),
                 )
@@ -95,5 +95,38 @@ impl HubConfig {
             tls: raw.tls.resolve(path)?,
             limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with_zone(zone: &str) -> Result<HubConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("dir");
+        for f in ["registry.toml", "audit.key", "ca.crt", "hub.crt", "hub.key"] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                 registry = \"registry.toml\"\naudit_key = \"audit.key\"\ntime_zone = \"{zone}\"\n\
+                 [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n"
+            ),
+        )
+        .expect("write");
+        HubConfig::load(&path)
+    }
+
+    #[test]
+    fn time_zones_are_iana_names_or_fixed_offsets() {
+        let paris = load_with_zone("Europe/Paris").expect("a zone with daylight saving");
+        assert_eq!(paris.time_zone.name(), "Europe/Paris");
+        let fixed = load_with_zone("+05:30").expect("a fixed offset");
+        assert_eq!(fixed.time_zone.label(), "+05:30");
+        let err = load_with_zone("Mars/Olympus").expect_err("refused");
+        assert!(err.to_string().contains("time_zone"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 use tokio_stream::StreamExt;
 use truc_audit::{
-    AuditLog, AuditRecord, CountKey, Counters, Stats, day_in, note_unreadable, read_stats_of_days,
+    AuditLog, AuditRecord, CountKey, Counters, Stats, Zone, note_unreadable, read_stats_of_days,
 };
 use truc_registry::{AgencyCode, Registry};
 
@@ -35,7 +35,7 @@ const PAGE: &str = include_str!("dashboard.html");
 struct Dash {
     registry: Arc<Registry>,
     audit: AuditLog,
-    offset: i32,
+    zone: Zone,
     public: bool,
     /// None until seeded.
     totals: Arc<RwLock<Option<Totals>>>,
@@ -44,14 +44,19 @@ struct Dash {
 }
 
 impl Dash {
-    fn new(registry: Arc<Registry>, audit: AuditLog, offset: i32, public: bool) -> Dash {
+    fn new(registry: Arc<Registry>, audit: AuditLog, zone: Zone, public: bool) -> Dash {
         let totals = Arc::new(RwLock::new(None));
         let (alive, dropped) = oneshot::channel();
-        tokio::spawn(keep_totals(audit.clone(), totals.clone(), offset, dropped));
+        tokio::spawn(keep_totals(
+            audit.clone(),
+            totals.clone(),
+            zone.clone(),
+            dropped,
+        ));
         Dash {
             registry,
             audit,
-            offset,
+            zone,
             public,
             totals,
             _alive: Arc::new(alive),
@@ -63,7 +68,7 @@ impl Dash {
 pub(crate) fn router(
     registry: Arc<Registry>,
     audit: AuditLog,
-    utc_offset_minutes: i32,
+    time_zone: Zone,
     public: bool,
 ) -> Router {
     Router::new()
@@ -71,7 +76,7 @@ pub(crate) fn router(
         .route("/api/summary", get(summary))
         .route("/api/recent", get(recent))
         .route("/api/events", get(events))
-        .with_state(Dash::new(registry, audit, utc_offset_minutes, public))
+        .with_state(Dash::new(registry, audit, time_zone, public))
 }
 
 fn allowed(d: &Dash, peer: SocketAddr) -> bool {
@@ -146,10 +151,10 @@ pub(crate) struct Totals {
 }
 
 /// The first day the summary at `now_ms` shows.
-fn window_start(now_ms: u64, offset: i32) -> String {
-    let today = day_in(now_ms, offset);
+fn window_start(now_ms: u64, zone: &Zone) -> String {
+    let today = zone.day(now_ms);
     let jan1 = format!("{}-01-01", today.get(..4).unwrap_or(&today));
-    let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
+    let since = zone.days_before(now_ms, 29);
     jan1.min(since)
 }
 
@@ -183,9 +188,9 @@ impl Totals {
     }
 
     /// Counts a committed record, as the writer counted it.
-    fn add_record(&mut self, r: &AuditRecord, offset: i32) {
+    fn add_record(&mut self, r: &AuditRecord, zone: &Zone) {
         self.add(
-            &CountKey::of_record(r, offset),
+            &CountKey::of_record(r, zone),
             &Stats::one(r.request_bytes, r.response_bytes, r.latency_us),
         );
     }
@@ -193,10 +198,10 @@ impl Totals {
     /// Forgets the days the summary at `now_ms` no longer shows (they never
     /// come back into view: the first day shown only moves forward), and
     /// the per-kind, client and service figures beyond 30 days.
-    fn prune(&mut self, now_ms: u64, offset: i32) {
-        let start = window_start(now_ms, offset);
+    fn prune(&mut self, now_ms: u64, zone: &Zone) {
+        let start = window_start(now_ms, zone);
         self.days = self.days.split_off(&start);
-        let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
+        let since = zone.days_before(now_ms, 29);
         for (_, day) in self.days.range_mut(..since) {
             day.kinds.clear();
             day.clients.clear();
@@ -221,13 +226,13 @@ impl Totals {
 pub(crate) fn summary_json(
     registry: &Registry,
     totals: &Totals,
-    offset: i32,
+    zone: &Zone,
     now_ms: u64,
 ) -> Value {
-    let today = day_in(now_ms, offset);
+    let today = zone.day(now_ms);
     let month = today.get(..7).unwrap_or(&today).to_string();
     let year = today.get(..4).unwrap_or(&today).to_string();
-    let since = day_in(now_ms.saturating_sub(29 * 86_400_000), offset);
+    let since = zone.days_before(now_ms, 29);
     let (t, t_errors) = totals.sum(&today, &today);
     let (m, m_errors) = totals.sum(&format!("{month}-01"), &format!("{month}-31"));
     let (y, y_errors) = totals.sum(&format!("{year}-01-01"), &format!("{year}-12-31"));
@@ -261,7 +266,7 @@ pub(crate) fn summary_json(
     };
     let q = |p| t.latency_quantile_ms(p).unwrap_or(0.0);
     json!({
-        "time_zone": crate::reporting::offset_name(offset),
+        "time_zone": zone.label(),
         "generated_unix_ms": now_ms,
         "today": {"day": today, "count": t.count, "errors": t_errors},
         "month": {"month": month, "count": m.count, "errors": m_errors},
@@ -282,11 +287,11 @@ pub(crate) fn summary_json(
 async fn keep_totals(
     audit: AuditLog,
     totals: Arc<RwLock<Option<Totals>>>,
-    offset: i32,
+    zone: Zone,
     mut dropped: oneshot::Receiver<()>,
 ) {
     loop {
-        let start = window_start(truc_ops::now_ms(), offset);
+        let start = window_start(truc_ops::now_ms(), &zone);
         let seeded = audit
             .read_and_subscribe(move |store| read_stats_of_days(store, &start, ""))
             .await;
@@ -313,7 +318,7 @@ async fn keep_totals(
                 Ok(record) => {
                     if let Ok(mut t) = totals.write() {
                         if let Some(t) = t.as_mut() {
-                            t.add_record(&record.1, offset);
+                            t.add_record(&record.1, &zone);
                         }
                     }
                 }
@@ -332,16 +337,16 @@ async fn keep_totals(
 fn current_summary(d: &Dash, now_ms: u64) -> Result<Value, truc_audit::AuditError> {
     if let Ok(mut guard) = d.totals.write() {
         if let Some(t) = guard.as_mut() {
-            t.prune(now_ms, d.offset);
-            return Ok(summary_json(&d.registry, t, d.offset, now_ms));
+            t.prune(now_ms, &d.zone);
+            return Ok(summary_json(&d.registry, t, &d.zone, now_ms));
         }
     }
-    let counters = read_stats_of_days(d.audit.store(), &window_start(now_ms, d.offset), "")?;
+    let counters = read_stats_of_days(d.audit.store(), &window_start(now_ms, &d.zone), "")?;
     note_unreadable("dashboard statistics", &counters.unreadable);
     Ok(summary_json(
         &d.registry,
         &Totals::from_counters(&counters),
-        d.offset,
+        &d.zone,
         now_ms,
     ))
 }
@@ -402,6 +407,7 @@ async fn events(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use truc_audit::day_in;
 
     fn log() -> (tempfile::TempDir, AuditLog) {
         let dir = tempfile::tempdir().expect("dir");
@@ -446,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn only_loopback_unless_public() {
         let (_dir, audit) = log();
-        let mut d = Dash::new(registry(), audit, 420, false);
+        let mut d = Dash::new(registry(), audit, Zone::default(), false);
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         assert!(allowed(&d, local));
@@ -465,16 +471,21 @@ mod tests {
         for i in 0..5 {
             append(&audit, i, if i == 0 { "NOT_FOUND" } else { "OK" }, now).await;
         }
-        let d = Dash::new(registry(), audit.clone(), 420, false);
+        let d = Dash::new(registry(), audit.clone(), Zone::default(), false);
         until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
         for i in 5..8 {
             append(&audit, i, "OK", now).await;
         }
         until("the new records counted", || today_count(&d, now) == 8).await;
         // The running totals equal what the counters say.
-        let counters =
-            read_stats_of_days(audit.store(), &window_start(now, 420), "").expect("counters");
-        let from_store = summary_json(&d.registry, &Totals::from_counters(&counters), 420, now);
+        let counters = read_stats_of_days(audit.store(), &window_start(now, &Zone::default()), "")
+            .expect("counters");
+        let from_store = summary_json(
+            &d.registry,
+            &Totals::from_counters(&counters),
+            &Zone::default(),
+            now,
+        );
         let running = current_summary(&d, now).expect("summary");
         assert_eq!(running, from_store);
         assert_eq!(running["today"]["errors"], 1);
@@ -532,7 +543,7 @@ mod tests {
         bad.extend_from_slice(&[0, 2, 0xC3, 0x28]);
         audit.store().insert(&bad, [0u8; 8]).expect("write");
         // Before seeding (one range read) and after (running totals).
-        let d = Dash::new(registry(), audit.clone(), 420, false);
+        let d = Dash::new(registry(), audit.clone(), Zone::default(), false);
         let first = current_summary(&d, now).expect("summary");
         assert_eq!(first["today"]["count"], 3);
         assert_eq!(first["unreadable_entries"], 1);

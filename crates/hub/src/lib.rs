@@ -90,7 +90,7 @@ pub async fn start(
     let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
     let audit_public_key = signer.public_key();
     let audit_options = truc_audit::Options {
-        utc_offset_minutes: config.utc_offset_minutes,
+        time_zone: config.time_zone.clone(),
         ..options.audit.clone()
     };
     let audit = AuditLog::open(store.clone(), "hub", audit_options, Some(signer))?;
@@ -108,7 +108,7 @@ pub async fn start(
         registry.clone(),
         store.clone(),
         audit.clone(),
-        config.utc_offset_minutes,
+        config.time_zone.clone(),
     );
     let router = route::HubService::new(
         registry.clone(),
@@ -144,7 +144,7 @@ pub async fn start(
     let dashboard = dashboard::router(
         registry.clone(),
         audit_handle.clone(),
-        config.utc_offset_minutes,
+        config.time_zone.clone(),
         config.dashboard.public,
     );
     let servers = Servers::start(

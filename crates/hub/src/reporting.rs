@@ -11,6 +11,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use truc_audit::Zone;
 use truc_audit::{
     AuditLog, CountKey, Stats, note_unreadable, read_stats_of_days,
     report::{Dim, Filter, Group, aggregate},
@@ -31,7 +32,7 @@ pub struct ReportingService {
     registry: Arc<Registry>,
     store: Store,
     audit: AuditLog,
-    utc_offset_minutes: i32,
+    time_zone: Zone,
     /// Counter entries read (what the day ranges asked for cost).
     scanned: Arc<AtomicU64>,
 }
@@ -41,13 +42,13 @@ impl ReportingService {
         registry: Arc<Registry>,
         store: Store,
         audit: AuditLog,
-        utc_offset_minutes: i32,
+        time_zone: Zone,
     ) -> ReportingService {
         ReportingService {
             registry,
             store,
             audit,
-            utc_offset_minutes,
+            time_zone,
             scanned: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -66,13 +67,6 @@ impl ReportingService {
         self.scanned.fetch_add(counters.scanned, Ordering::Relaxed);
         Ok(counters.stats)
     }
-}
-
-/// A time zone offset as `+HH:MM`.
-pub(crate) fn offset_name(minutes: i32) -> String {
-    let sign = if minutes < 0 { '-' } else { '+' };
-    let m = minutes.unsigned_abs();
-    format!("{sign}{:02}:{:02}", m / 60, m % 60)
 }
 
 fn row(g: &Group) -> StatsRow {
@@ -132,7 +126,7 @@ impl Reporting for ReportingService {
             group_by: req.group_by,
             rows: groups.iter().map(row).collect(),
             total: Some(row(&total)),
-            time_zone: offset_name(self.utc_offset_minutes),
+            time_zone: self.time_zone.label(),
         }))
     }
 
@@ -272,7 +266,8 @@ mod tests {
             audit.append(tx).await.expect("append");
         }
         let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
-        let service = ReportingService::new(registry, store.clone(), audit.clone(), 420);
+        let service =
+            ReportingService::new(registry, store.clone(), audit.clone(), Zone::default());
         let (from, to) = (day_in(DAY0 + 30 * DAY, 420), day_in(DAY0 + 32 * DAY, 420));
         let ask = || GetStatsRequest {
             from_day: from.clone(),

@@ -293,24 +293,31 @@ async fn registry_check(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
-    let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
-    let mut wait = Duration::from_millis(200);
-    let snapshot = loop {
-        let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest {});
-        request.set_timeout(Duration::from_millis(config.limits.call_timeout_ms));
-        let attempt = hub.get_registry(request);
-        tokio::select! {
-            result = attempt => match result {
-                Ok(r) => break r.into_inner(),
-                Err(e) => tracing::debug!(error = %e, "registry not fetched yet"),
-            },
-            () = shutdown.wait() => return,
+    use backon::Retryable;
+    let hub = truc_proto::v1::hub_client::HubClient::new(channel);
+    let timeout = Duration::from_millis(config.limits.call_timeout_ms);
+    let fetch = || {
+        let mut hub = hub.clone();
+        async move {
+            let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest {});
+            request.set_timeout(timeout);
+            hub.get_registry(request).await
         }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.wait() => return,
-        }
-        wait = (wait * 2).min(Duration::from_secs(30));
+    };
+    let attempts = fetch
+        .retry(registry_backoff())
+        .sleep(tokio::time::sleep)
+        .notify(|e, _| tracing::debug!(error = %e, "registry not fetched yet"));
+    let snapshot = tokio::select! {
+        result = attempts => match result {
+            Ok(r) => r.into_inner(),
+            // Only if the backoff ever stops retrying.
+            Err(e) => {
+                tracing::warn!(error = %e, "registry not fetched from the hub");
+                return;
+            }
+        },
+        () = shutdown.wait() => return,
     };
     for warning in registry_mismatches(&config, &snapshot) {
         tracing::warn!("{warning}");
@@ -327,6 +334,15 @@ async fn registry_check(
         services = snapshot.services.len(),
         "registry fetched from the hub"
     );
+}
+
+/// Retries until the hub answers: 200 ms, doubling, at most 30 s apart.
+fn registry_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
 }
 
 /// What in `config` disagrees with the hub's registry.
@@ -364,6 +380,23 @@ fn registry_mismatches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_fetch_backs_off_to_30_s_and_never_gives_up() {
+        use backon::BackoffBuilder;
+        let delays: Vec<u64> = registry_backoff()
+            .build()
+            .take(12)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000, 30_000, 30_000, 30_000
+            ]
+        );
+        assert!(registry_backoff().build().nth(10_000).is_some());
+    }
     use truc_proto::v1::{NodeEntry, RegistrySnapshot, ServiceEntry};
 
     #[test]

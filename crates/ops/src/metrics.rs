@@ -284,32 +284,22 @@ pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, sample
     }
 }
 
-/// process_* metrics from /proc (Linux); nothing elsewhere.
+/// process_* metrics from /proc (Linux), with the kernel's clock tick and
+/// page size; nothing elsewhere.
+#[cfg(target_os = "linux")]
 fn process_metrics(out: &mut String) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Ok(me) = procfs::process::Process::myself() else {
         return;
     };
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+    let Ok(stat) = me.stat() else {
         return;
     };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After ')': state is field 0; utime 11, stime 12, starttime 19, rss 21.
-    let ticks = 100.0;
-    let cpu = (num(11) + num(12)) / ticks;
-    let page = 4096.0;
-    let rss = num(21) * page;
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
-    let start = boot + num(19) / ticks;
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    let cpu = (stat.utime + stat.stime) as f64 / ticks;
+    let rss = stat.rss.saturating_mul(procfs::page_size()) as f64;
+    let boot = procfs::boot_time_secs().unwrap_or(0) as f64;
+    let start = boot + stat.starttime as f64 / ticks;
+    let fds = me.fd_count().unwrap_or(0) as f64;
     write_metric(
         out,
         "process_cpu_seconds",
@@ -339,6 +329,9 @@ fn process_metrics(out: &mut String) {
         &[("", fds)],
     );
 }
+
+#[cfg(not(target_os = "linux"))]
+fn process_metrics(_out: &mut String) {}
 
 /// gRPC code names as go-grpc-prometheus writes them.
 pub fn grpc_code_name(code: tonic::Code) -> &'static str {
@@ -392,6 +385,29 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_plausible() {
+        let mut out = String::new();
+        process_metrics(&mut out);
+        let value = |name: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing in {out}"))
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        // Started after 2020 and not in the future (seconds, not ticks).
+        assert!(start > 1_577_836_800.0 && start <= now + 1.0, "{start}");
+        assert!(value("process_resident_memory_bytes") >= 1_048_576.0);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_open_fds") >= 3.0);
+    }
 
     #[test]
     fn exposition_has_bounded_labels_grpc_and_process_metrics() {

@@ -89,7 +89,7 @@ pub async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     let total = response.total.unwrap_or_default();
     match args.format {
         Format::Table => print_table(&args.by, &response.rows, &total, &response.time_zone),
-        Format::Csv => print_csv(&args.by, &response.rows, &total),
+        Format::Csv => print_csv(&args.by, &response.rows, &total)?,
         Format::Json => print_json(&args.by, &response.rows, &total, &response.time_zone)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -118,8 +118,14 @@ fn numbers(r: &StatsRow) -> [String; 7] {
 }
 
 fn print_table(by: &[String], rows: &[StatsRow], total: &StatsRow, tz: &str) {
-    let mut header: Vec<String> = by.iter().map(|b| b.to_uppercase()).collect();
-    header.extend(NUMBERS.iter().map(|s| s.to_string()));
+    println!("{}", render_table(by, rows, total));
+    println!(
+        "days in {tz}; latency percentiles are bucket upper bounds (at most 2x the true value)"
+    );
+}
+
+/// The rows, then a `TOTAL` row (its key columns empty but the first).
+fn lines(by: &[String], rows: &[StatsRow], total: &StatsRow) -> Vec<Vec<String>> {
     let mut lines: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.keys.iter().cloned().chain(numbers(r)).collect())
@@ -130,74 +136,39 @@ fn print_table(by: &[String], rows: &[StatsRow], total: &StatsRow, tz: &str) {
     }
     total_line.extend(numbers(total));
     lines.push(total_line);
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for l in &lines {
-        for (w, c) in widths.iter_mut().zip(l) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let keys = by.len();
-    let show = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i < keys {
-                out.push_str(&format!("{c:<w$}  "));
-            } else {
-                out.push_str(&format!("{c:>w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    show(&header);
-    for l in &lines {
-        show(l);
-    }
-    println!(
-        "days in {tz}; latency percentiles are bucket upper bounds (at most 2x the true value)"
-    );
+    lines
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+fn render_table(by: &[String], rows: &[StatsRow], total: &StatsRow) -> String {
+    let mut header: Vec<String> = by.iter().map(|b| b.to_uppercase()).collect();
+    header.extend(NUMBERS.iter().map(|s| s.to_string()));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    table::render(&header, lines(by, rows, total), by.len())
 }
 
-fn print_csv(by: &[String], rows: &[StatsRow], total: &StatsRow) {
-    let header: Vec<String> = by
-        .iter()
-        .cloned()
-        .chain(
-            [
-                "count",
-                "errors",
-                "request_bytes",
-                "response_bytes",
-                "p50_ms",
-                "p95_ms",
-                "p99_ms",
-            ]
-            .map(String::from),
-        )
-        .collect();
-    println!("{}", header.join(","));
-    for r in rows {
-        let cells: Vec<String> = r
-            .keys
-            .iter()
-            .map(|k| csv_field(k))
-            .chain(numbers(r))
-            .collect();
-        println!("{}", cells.join(","));
+fn print_csv(by: &[String], rows: &[StatsRow], total: &StatsRow) -> Result<(), CliError> {
+    print!("{}", render_csv(by, rows, total).map_err(failed)?);
+    Ok(())
+}
+
+fn render_csv(by: &[String], rows: &[StatsRow], total: &StatsRow) -> Result<String, csv::Error> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(by.iter().map(String::as_str).chain([
+        "count",
+        "errors",
+        "request_bytes",
+        "response_bytes",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    ]))?;
+    for line in lines(by, rows, total) {
+        out.write_record(&line)?;
     }
-    let mut t: Vec<String> = vec![String::new(); by.len()];
-    if let Some(first) = t.first_mut() {
-        *first = "TOTAL".into();
-    }
-    t.extend(numbers(total));
-    println!("{}", t.join(","));
+    let bytes = out
+        .into_inner()
+        .map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn row_json(by: &[String], r: &StatsRow) -> serde_json::Value {
@@ -297,4 +268,66 @@ pub async fn fetch(
             .or_default() += r.count;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(keys: &[&str], count: u64) -> StatsRow {
+        StatsRow {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            count,
+            errors: 1,
+            request_bytes: 2048,
+            response_bytes: 10,
+            p50_ms: 0.004,
+            p95_ms: 2.048,
+            p99_ms: 65.536,
+        }
+    }
+
+    #[test]
+    fn the_table_aligns_keys_left_and_numbers_right() {
+        let by = ["provider".to_string(), "outcome".to_string()];
+        let rows = [
+            row(&["000.00.00.G22", "OK"], 7),
+            row(&["G22", "NOT_FOUND"], 12),
+        ];
+        let total = row(&[], 19);
+        assert_eq!(
+            render_table(&by, &rows, &total),
+            "\
+PROVIDER       OUTCOME    COUNT  ERRORS  REQ BYTES  RESP BYTES  P50 MS  P95 MS  P99 MS
+000.00.00.G22  OK             7       1       2048          10   0.004   2.048  65.536
+G22            NOT_FOUND     12       1       2048          10   0.004   2.048  65.536
+TOTAL                        19       1       2048          10   0.004   2.048  65.536"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_reads_back() {
+        let by = ["service".to_string()];
+        let odd = "a,b \"quoted\"\r\nnext line";
+        let rows = [row(&["plain"], 1), row(&[odd], 2)];
+        let out = render_csv(&by, &rows, &row(&[], 3)).expect("csv");
+        assert!(
+            out.starts_with(
+                "service,count,errors,request_bytes,response_bytes,p50_ms,p95_ms,p99_ms\n\
+                 plain,1,1,2048,10,0.004,2.048,65.536\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\nTOTAL,3,1,2048,10,0.004,2.048,65.536\n"),
+            "{out}"
+        );
+        let read: Vec<csv::StringRecord> = csv::Reader::from_reader(out.as_bytes())
+            .records()
+            .collect::<Result<_, _>>()
+            .expect("reads back");
+        assert_eq!(read.len(), 3);
+        assert_eq!(&read[1][0], odd);
+        assert_eq!(&read[1][1], "2");
+    }
 }
