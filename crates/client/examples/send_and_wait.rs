@@ -14,7 +14,7 @@ use std::{
 
 use truc_client::{Client, Error, Upload, has_status};
 use truc_pki::TlsFiles;
-use truc_proto::v1::{Envelope, Organ};
+use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -74,6 +74,14 @@ async fn run(
     let envelope = Envelope {
         from: Some(organ(sender)),
         to: vec![organ(recipient)],
+        code: Some(DocumentCode {
+            code_number: number.to_string(),
+            code_notation: "EXAMPLE".into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: String::new(),
+            promulgation_date: "2026/12/01".into(),
+        }),
         subject: "sent by the send_and_wait example".into(),
         document_id: format!("{sender},2026/12/01,{number}/EXAMPLE"),
         ..Envelope::default()

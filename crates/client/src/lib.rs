@@ -29,7 +29,7 @@
 //!
 //! use truc_client::{Client, Upload, has_status};
 //! use truc_pki::TlsFiles;
-//! use truc_proto::v1::{Envelope, Organ};
+//! use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
 //!
 //! # async fn run() -> Result<(), truc_client::Error> {
 //! let tls = TlsFiles {
@@ -45,6 +45,14 @@
 //! let envelope = Envelope {
 //!     from: Some(organ(sender)),
 //!     to: vec![organ(recipient)],
+//!     code: Some(DocumentCode {
+//!         code_number: "12".into(),
+//!         code_notation: "UBND-VP".into(),
+//!     }),
+//!     promulgation_info: Some(PromulgationInfo {
+//!         place: "Lạng Sơn".into(),
+//!         promulgation_date: "2026/11/30".into(),
+//!     }),
 //!     subject: "Báo cáo tháng 11".into(),
 //!     document_id: format!("{sender},2026/11/30,12/UBND-VP"),
 //!     ..Envelope::default()
@@ -124,6 +132,11 @@ impl Client {
                 .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES),
         }
+    }
+
+    /// A client wrapping a generated one (its message size limits are kept).
+    pub fn from_grpc(agency: AgencyClient<Channel>) -> Client {
+        Client { agency }
     }
 
     /// With another limit on the size of one gRPC message, both ways (data
