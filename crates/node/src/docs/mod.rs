@@ -685,7 +685,7 @@ impl Documents {
         let first = self.tracking(&sender, document_id)?;
         let slot = self.watch_slot(sender.as_str())?;
         let feed = TrackingFeed {
-            docs: self.clone(),
+            docs: Arc::downgrade(self),
             document_id: document_id.to_string(),
             last: first.clone(),
             sender,
@@ -867,7 +867,9 @@ impl watch::Feed for InboxFeed {
 /// `WatchTracking`: the tracking of one document, read again on each of its
 /// changes.
 struct TrackingFeed {
-    docs: Arc<Documents>,
+    /// Weak: a watch does not keep the documents (and their change
+    /// channel) alive; it ends with them.
+    docs: std::sync::Weak<Documents>,
     sender: AgencyCode,
     document_id: String,
     /// The tracking sent last.
@@ -877,7 +879,11 @@ struct TrackingFeed {
 impl TrackingFeed {
     /// The current tracking, if it differs from the one sent last.
     fn fresh(&mut self) -> Result<Option<Tracking>, Status> {
-        let now = self.docs.tracking(&self.sender, &self.document_id)?;
+        let docs = self
+            .docs
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the node is stopping"))?;
+        let now = docs.tracking(&self.sender, &self.document_id)?;
         if now == self.last {
             return Ok(None);
         }
