@@ -11,7 +11,7 @@ use truc_proto::v1::{
     CallRequest, CallResponse, DataRequest, FetchDocumentRequest, FetchDocumentResponse,
     GetRegistryRequest, GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse,
     SendDocumentRequest, SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse,
-    WatchInboxRequest, agency_server::Agency, hub_client::HubClient,
+    WatchInboxRequest, WatchTrackingRequest, agency_server::Agency, hub_client::HubClient,
 };
 use truc_registry::AgencyCode;
 
@@ -253,6 +253,19 @@ impl Agency for AgencyService {
         Ok(Response::new(
             self.docs
                 .tracking(&sender, &request.get_ref().document_id)?,
+        ))
+    }
+
+    type WatchTrackingStream = ReceiverStream<Result<Tracking, Status>>;
+
+    async fn watch_tracking(
+        &self,
+        request: Request<WatchTrackingRequest>,
+    ) -> Result<Response<Self::WatchTrackingStream>, Status> {
+        let sender = self.authorize(&request, &request.get_ref().sender)?;
+        Ok(Response::new(
+            self.docs
+                .watch_tracking(sender, &request.get_ref().document_id)?,
         ))
     }
 }

@@ -117,9 +117,9 @@ pub struct DocumentService {
     /// a stream needing one more is refused with RESOURCE_EXHAUSTED. One
     /// stream holds one open file at a time (attachments arrive in order).
     pub max_open_attachment_files: usize,
-    /// `WatchInbox` subscribers of one agency (default 8).
+    /// `WatchInbox` and `WatchTracking` subscribers of one agency (default 8).
     pub max_watchers_per_agency: usize,
-    /// `WatchInbox` subscribers on this node (default 256).
+    /// `WatchInbox` and `WatchTracking` subscribers on this node (default 256).
     pub max_watchers: usize,
 }
 

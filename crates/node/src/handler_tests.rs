@@ -8,7 +8,10 @@ use tonic::{Code, transport::Endpoint};
 use truc_audit::{AuditLog, Options};
 use truc_pipeline::{Pipeline, request_from};
 use truc_pki::{Identity, Role};
-use truc_proto::v1::{CallRequest, DataRequest, agency_server::Agency, node_server::Node};
+use truc_proto::v1::{
+    CallRequest, DataRequest, Envelope, GetTrackingRequest, Organ, WatchTrackingRequest,
+    agency_server::Agency, node_server::Node,
+};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 use truc_store::Store;
 
@@ -19,16 +22,18 @@ struct Fixture {
     store: Store,
     node: NodeService,
     agency: AgencyService,
+    docs: Arc<Documents>,
 }
 
 const SERVICE: &str = "000.00.00.H37/household-registry/v1";
 
 /// The config of node `lgsp-langson` keeping its data in `data_dir`, with
-/// agency system `dms` acting for `agencies` and the `(service, address)`
-/// `backends`. The hub is at 127.0.0.1:9, where nothing listens.
+/// the agency systems `(name, agencies it acts for)` of `clients` and the
+/// `(service, address)` `backends`. The hub is at 127.0.0.1:9, where nothing
+/// listens.
 pub(crate) fn config(
     data_dir: &std::path::Path,
-    agencies: &[&str],
+    clients: &[(&str, &[&str])],
     backends: &[(&str, &str)],
 ) -> NodeConfig {
     NodeConfig {
@@ -46,14 +51,16 @@ pub(crate) fn config(
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),
-        clients: [(
-            "dms".to_string(),
-            agencies
-                .iter()
-                .map(|a| AgencyCode::parse(a).expect("code"))
-                .collect(),
-        )]
-        .into(),
+        clients: clients
+            .iter()
+            .map(|(name, agencies)| {
+                let agencies = agencies
+                    .iter()
+                    .map(|a| AgencyCode::parse(a).expect("code"))
+                    .collect();
+                ((*name).to_string(), agencies)
+            })
+            .collect(),
         backends: backends
             .iter()
             .map(|(s, a)| (ServiceId::parse(s).expect("id"), (*a).to_string()))
@@ -67,7 +74,10 @@ fn fixture() -> Fixture {
     // Nothing listens at the backend's address: the backend is down.
     let config = Arc::new(config(
         dir.path(),
-        &["000.00.00.H37"],
+        &[
+            ("dms", &["000.00.00.H37"]),
+            ("other-dms", &["000.00.00.G22"]),
+        ],
         &[(SERVICE, "127.0.0.1:9")],
     ));
     let audit =
@@ -85,12 +95,13 @@ fn fixture() -> Fixture {
     )
     .expect("documents");
     let node = NodeService::new(config.clone(), pipeline.clone(), docs.clone()).expect("node");
-    let agency = AgencyService::new(config, hub, pipeline, HubKey::default(), docs);
+    let agency = AgencyService::new(config, hub, pipeline, HubKey::default(), docs.clone());
     Fixture {
         _dir: dir,
         store,
         node,
         agency,
+        docs,
     }
 }
 
@@ -259,4 +270,91 @@ async fn a_hub_that_is_down_is_unavailable_and_the_call_is_recorded() {
     assert_eq!(r.outcome, "UNAVAILABLE");
     assert_eq!(r.client_agency, "000.00.00.H37");
     assert_eq!(r.transaction_id.len(), 32);
+}
+
+#[tokio::test]
+async fn tracking_is_watched_only_by_the_sender_like_it_is_read() {
+    let f = fixture();
+    // G22 (another agency system's agency on this node) sent a document to H37.
+    let doc = "000.00.00.G22,2026/11/28,1/UBND-VP";
+    f.docs.record_sent(
+        "000.00.00.G22",
+        Envelope {
+            to: vec![Organ {
+                organ_id: "000.00.00.H37".into(),
+                ..Organ::default()
+            }],
+            document_id: doc.into(),
+            ..Envelope::default()
+        },
+    );
+    let dms = who(Role::Client, "dms");
+    let mine = "000.00.00.H37,2026/11/28,1/UBND-VP";
+    let cases = [
+        // Acting for the sender without being allowed to.
+        (dms.clone(), "000.00.00.G22", doc, Code::PermissionDenied),
+        // Acting for its own agency: another agency's document id.
+        (dms.clone(), "000.00.00.H37", doc, Code::InvalidArgument),
+        // Acting for its own agency, which sent no such document.
+        (dms.clone(), "000.00.00.H37", mine, Code::NotFound),
+        // Nodes and the hub are not agency systems.
+        (
+            who(Role::Node, "vpcp"),
+            "000.00.00.G22",
+            doc,
+            Code::PermissionDenied,
+        ),
+        (
+            who(Role::Hub, "hub"),
+            "000.00.00.G22",
+            doc,
+            Code::PermissionDenied,
+        ),
+        (dms, "not-a-code", doc, Code::InvalidArgument),
+    ];
+    for (caller, sender, doc, code) in cases {
+        let watch = WatchTrackingRequest {
+            sender: sender.into(),
+            document_id: doc.into(),
+        };
+        let err = f
+            .agency
+            .watch_tracking(request_from(caller.clone(), watch))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{caller} as {sender}: {err:?}");
+        let get = GetTrackingRequest {
+            sender: sender.into(),
+            document_id: doc.into(),
+        };
+        let err = f
+            .agency
+            .get_tracking(request_from(caller.clone(), get))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.code(),
+            code,
+            "GetTracking agrees for {caller} as {sender}"
+        );
+    }
+    // The sender's own system watches it.
+    let mut watch = f
+        .agency
+        .watch_tracking(request_from(
+            who(Role::Client, "other-dms"),
+            WatchTrackingRequest {
+                sender: "000.00.00.G22".into(),
+                document_id: doc.into(),
+            },
+        ))
+        .await
+        .expect("the sender watches")
+        .into_inner();
+    let first = tokio_stream::StreamExt::next(&mut watch)
+        .await
+        .expect("a first message")
+        .expect("the tracking");
+    assert_eq!(first.document_id, doc);
+    assert_eq!(first.recipients[0].delivery, "pending");
 }

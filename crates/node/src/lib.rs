@@ -403,7 +403,7 @@ mod tests {
     fn mismatches_with_the_registry_are_reported() {
         let config = handler_tests::config(
             "d".as_ref(),
-            &["000.00.00.H37", "000.00.00.G22"],
+            &[("dms", &["000.00.00.H37", "000.00.00.G22"])],
             &[
                 ("000.00.00.H37/known/v1", "127.0.0.1:4"),
                 ("000.00.00.H37/unknown/v1", "127.0.0.1:5"),

@@ -5,9 +5,13 @@ use std::{io::Read, io::Write, path::PathBuf, process::ExitCode, time::Duration}
 use bytes::Bytes;
 use clap::Args;
 use truc_ops::config::ClientConfig;
-use truc_proto::v1::{CallRequest, agency_client::AgencyClient};
+use truc_proto::v1::CallRequest;
 
-use super::{CliError, failed};
+use super::{
+    CliError,
+    doc::{connect, rpc_failed},
+    failed,
+};
 
 #[derive(Args)]
 pub struct CallArgs {
@@ -53,61 +57,40 @@ pub async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
             "--timeout must be between 0 and 86400 seconds".into(),
         ));
     }
-    let channel = config.channel().map_err(failed)?;
-    let mut client = AgencyClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
-    let mut request = tonic::Request::new(CallRequest {
+    // Data calls carry their whole payload in one message: no size limit here.
+    let client = connect(&config)?.max_message_bytes(usize::MAX);
+    let request = CallRequest {
         client_agency: args.agency,
         service: args.service,
         content_type: args.content_type,
         payload: Bytes::from(payload),
-    });
-    request.set_timeout(Duration::from_secs_f64(args.timeout));
-    match client.call(request).await {
-        Ok(response) => {
-            let r = response.into_inner();
-            let mut out = std::io::stdout().lock();
-            out.write_all(&r.payload)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(failed)?;
-            if let Some(receipt) = r.receipt {
-                let head = receipt
-                    .tree_head
-                    .as_ref()
-                    .map(|h| {
-                        format!(
-                            "; signed tree head: size {} root {}",
-                            h.tree_size,
-                            hex(&h.root_hash)
-                        )
-                    })
-                    .unwrap_or_default();
-                eprintln!(
-                    "receipt: transaction {} is leaf {} of the hub's audit log (leaf hash {}){head}",
-                    receipt.transaction_id,
-                    receipt.record_index,
-                    hex(&receipt.leaf_hash),
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(status) => {
-            let tx = status
-                .metadata()
-                .get(truc_node::TRANSACTION_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(|t| format!(" (transaction {t})"))
-                .unwrap_or_default();
-            Err(CliError::Failed(format!(
-                "{:?}: {}{tx}",
-                status.code(),
-                status.message()
-            )))
-        }
+    };
+    let r = client
+        .call(request, Some(Duration::from_secs_f64(args.timeout)))
+        .await
+        .map_err(rpc_failed)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&r.payload)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(failed)?;
+    if let Some(receipt) = r.receipt {
+        let head = receipt
+            .tree_head
+            .as_ref()
+            .map(|h| {
+                format!(
+                    "; signed tree head: size {} root {}",
+                    h.tree_size,
+                    hex::encode(&h.root_hash)
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "receipt: transaction {} is leaf {} of the hub's audit log (leaf hash {}){head}",
+            receipt.transaction_id,
+            receipt.record_index,
+            hex::encode(&receipt.leaf_hash),
+        );
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(ExitCode::SUCCESS)
 }

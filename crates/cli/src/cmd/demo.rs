@@ -193,16 +193,15 @@ async fn print_tree_head(admin: &ClientConfig) -> Result<(), CliError> {
 /// processing (05), and the statuses travel back to the senders. Waits until
 /// the senders' tracking shows it. Returns how many documents were sent.
 async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
-    use truc_proto::v1::{
-        DocumentCode, Envelope, GetTrackingRequest, Organ, PromulgationInfo, SendDocumentRequest,
-        UpdateStatusRequest, send_document_request,
-    };
-    let mut province = d
-        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
-        .map_err(failed)?;
-    let mut ministry = d
-        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
-        .map_err(failed)?;
+    use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo, UpdateStatusRequest};
+    let province = truc_client::Client::from_grpc(
+        d.agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+            .map_err(failed)?,
+    );
+    let ministry = truc_client::Client::from_grpc(
+        d.agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+            .map_err(failed)?,
+    );
     let now = truc_ops::now_ms();
     let date = truc_audit::day_of(now).replace('-', "/");
     // A number per run, so a demo kept between runs sends new documents.
@@ -245,45 +244,24 @@ async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
     let mut sent = 0;
     for (from, to, notation, subject) in plan {
         let env = envelope(from, to, notation, subject);
-        let client = if from == H37 {
-            &mut province
-        } else {
-            &mut ministry
-        };
-        let message = SendDocumentRequest {
-            part: Some(send_document_request::Part::Envelope(env.clone())),
-        };
-        client
-            .send_document(tokio_stream::iter(vec![message]))
-            .await
-            .map_err(|s| failed(format!("sending a sample document: {}", s.message())))?;
-        sent += 1;
         let (sender_client, recipient_client) = if from == H37 {
-            (&mut province, &mut ministry)
+            (&province, &ministry)
         } else {
-            (&mut ministry, &mut province)
+            (&ministry, &province)
         };
+        sender_client
+            .send_document(env.clone(), Vec::new())
+            .await
+            .map_err(|e| failed(format!("sending a sample document: {e}")))?;
+        sent += 1;
         let status = |want: &'static str| {
-            let mut sc = sender_client.clone();
             let doc = env.document_id.clone();
             async move {
-                for _ in 0..500 {
-                    let t = sc
-                        .get_tracking(GetTrackingRequest {
-                            sender: from.into(),
-                            document_id: doc.clone(),
-                        })
-                        .await
-                        .map_err(|s| failed(s.message()))?
-                        .into_inner();
-                    if t.recipients.iter().all(|r| r.status == want) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(failed(format!(
-                    "document {doc} did not reach status {want}"
-                )))
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                sender_client
+                    .wait_for_status(from, &doc, to, truc_client::has_status(want), deadline)
+                    .await
+                    .map_err(|e| failed(format!("document {doc} did not reach status {want}: {e}")))
             }
         };
         status("01").await?;
@@ -298,7 +276,7 @@ async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
                     staff: None,
                 })
                 .await
-                .map_err(|s| failed(s.message()))?;
+                .map_err(failed)?;
         }
         status("05").await?;
     }

@@ -5,37 +5,22 @@
 //! a time, so that files of hundreds of MiB cost no more memory than small ones.
 
 use std::{
-    collections::HashSet,
     path::{Path, PathBuf},
     process::ExitCode,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use ring::digest::{Context, SHA256};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::mpsc,
-};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
-use truc_doc::{DocumentId, StatusCode, chunks::MAX_CHUNK_BYTES, is_valid_date};
+use tokio::io::AsyncWriteExt;
+use truc_client::{Client, SavedFile, Upload};
+use truc_doc::{DocumentId, StatusCode, is_valid_date};
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::{
-    Attachment, BusinessKind, Chunk, DocumentCode, DocumentType, Envelope, FetchDocumentRequest,
-    GetTrackingRequest, InboxEntry, InboxEvent, ListInboxRequest, Organ, OtherInfo,
-    PromulgationInfo, SendDocumentRequest, StatusEvent, UpdateStatusRequest, WatchInboxRequest,
-    agency_client::AgencyClient, fetch_document_response, send_document_request,
+    BusinessKind, DocumentCode, DocumentType, Envelope, InboxEntry, InboxEvent, ListInboxRequest,
+    Organ, OtherInfo, PromulgationInfo, StatusEvent, Tracking, UpdateStatusRequest,
 };
 
 use super::{CliError, failed, interrupted};
-
-/// The largest gRPC message the client sends or accepts: a chunk and its framing fit easily.
-const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
-
-/// How many messages may wait between the file-reading task and the network.
-const SEND_QUEUE: usize = 4;
 
 /// The client config and the agency, common to every document command.
 #[derive(Args)]
@@ -160,9 +145,13 @@ pub async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
         .clone()
         .unwrap_or_else(|| DocumentId::format(&sender, &date, &number, &notation));
 
-    let mut attachments = Vec::with_capacity(args.attach.len());
+    let mut uploads = Vec::with_capacity(args.attach.len());
     for path in &args.attach {
-        attachments.push(describe_file(path).await?);
+        uploads.push(
+            Upload::file(path)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        );
     }
     let recipients = args.to.len();
     let envelope = Envelope {
@@ -190,30 +179,13 @@ pub async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
         document_id,
         business_kind: args.kind.business() as i32,
         business_reason: args.reason.unwrap_or_default(),
-        attachments,
         ..Envelope::default()
     };
 
-    let mut client = client(&args.agent.config)?;
-    let (tx, rx) = mpsc::channel(SEND_QUEUE);
-    let reader = tokio::spawn(stream_document(envelope, args.attach, tx));
-    let response = match client.send_document(ReceiverStream::new(rx)).await {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            // A local read error ends the stream early and the node then
-            // complains of a short file: the local error says more.
-            reader.abort();
-            if let Ok(Err(local)) = reader.await {
-                return Err(CliError::Failed(local));
-            }
-            return Err(rpc_failed(status));
-        }
-    };
-    match reader.await {
-        Ok(Ok(())) => {}
-        Ok(Err(local)) => return Err(CliError::Failed(local)),
-        Err(e) => return Err(failed(format!("the file reader stopped: {e}"))),
-    }
+    let response = client(&args.agent.config)?
+        .send_document(envelope, uploads)
+        .await
+        .map_err(rpc_failed)?;
     let duplicate = if response.duplicate {
         " (duplicate: already sent, nothing new stored)"
     } else {
@@ -239,92 +211,6 @@ fn organ(id: &str) -> Organ {
     }
 }
 
-/// An attachment's description: name, content type, size and SHA-256, the
-/// file read 1 MiB at a time.
-async fn describe_file(path: &Path) -> Result<Attachment, CliError> {
-    let unreadable =
-        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
-    let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(CliError::Usage(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| CliError::Usage(format!("{} has no file name", path.display())))?;
-    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
-    let mut hash = Context::new(&SHA256);
-    let mut buf = vec![0u8; MAX_CHUNK_BYTES];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).await.map_err(unreadable)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok(Attachment {
-        content_type: content_type_for(&name).to_owned(),
-        name,
-        size,
-        sha256: Bytes::copy_from_slice(hash.finish().as_ref()),
-        description: String::new(),
-    })
-}
-
-/// Sends the envelope, then every attachment's chunks, into `tx`. Stops
-/// quietly when the other end is gone (the call failed; its error is the
-/// one to report); returns an error only for local reading problems.
-async fn stream_document(
-    envelope: Envelope,
-    files: Vec<PathBuf>,
-    tx: mpsc::Sender<SendDocumentRequest>,
-) -> Result<(), String> {
-    let sizes: Vec<u64> = envelope.attachments.iter().map(|a| a.size).collect();
-    let first = SendDocumentRequest {
-        part: Some(send_document_request::Part::Envelope(envelope)),
-    };
-    if tx.send(first).await.is_err() {
-        return Ok(());
-    }
-    for (index, (path, size)) in files.iter().zip(sizes).enumerate() {
-        let index = u32::try_from(index).map_err(|_| "too many attachments".to_owned())?;
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut offset = 0u64;
-        while offset < size {
-            let want = (size - offset).min(MAX_CHUNK_BYTES as u64);
-            let mut buf = Vec::with_capacity(want as usize);
-            (&mut file)
-                .take(want)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if buf.is_empty() {
-                return Err(format!(
-                    "{} became shorter while it was being sent ({offset} of {size} bytes)",
-                    path.display()
-                ));
-            }
-            let len = buf.len() as u64;
-            let chunk = truc_doc::chunks::chunk(index, offset, Bytes::from(buf));
-            let message = SendDocumentRequest {
-                part: Some(send_document_request::Part::Chunk(chunk)),
-            };
-            if tx.send(message).await.is_err() {
-                return Ok(());
-            }
-            offset += len;
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------- inbox
 
 #[derive(Args)]
@@ -347,45 +233,20 @@ pub async fn inbox(args: InboxArgs) -> Result<ExitCode, CliError> {
         StatusCode::parse(status).map_err(|v| CliError::Usage(format!("--status: {}", v.rule)))?;
     }
     let recipient = args.agent.agency.clone();
-    let mut client = client(&args.agent.config)?;
+    let client = client(&args.agent.config)?;
     // Watch before listing, so that nothing happening meanwhile is missed.
     let mut events = if args.watch {
-        let request = WatchInboxRequest {
-            recipient: recipient.clone(),
-        };
-        Some(
-            client
-                .watch_inbox(request)
-                .await
-                .map_err(rpc_failed)?
-                .into_inner(),
-        )
+        Some(client.watch_inbox(&recipient).await.map_err(rpc_failed)?)
     } else {
         None
     };
-
-    let mut entries = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = ListInboxRequest {
-            recipient: recipient.clone(),
-            status: args.status.clone().unwrap_or_default(),
-            sender: args.from.clone().unwrap_or_default(),
-            since_unix_ms: 0,
-            page_size: 500,
-            page_token,
-        };
-        let page = client
-            .list_inbox(request)
-            .await
-            .map_err(rpc_failed)?
-            .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let filter = ListInboxRequest {
+        recipient: recipient.clone(),
+        status: args.status.clone().unwrap_or_default(),
+        sender: args.from.clone().unwrap_or_default(),
+        ..ListInboxRequest::default()
+    };
+    let entries = client.list_inbox_all(filter).await.map_err(rpc_failed)?;
     let rows: Vec<Vec<String>> = entries.iter().map(inbox_row).collect();
     print_table(
         &[
@@ -409,7 +270,7 @@ pub async fn inbox(args: InboxArgs) -> Result<ExitCode, CliError> {
     loop {
         tokio::select! {
             () = &mut stop => break,
-            event = events.message() => match event.map_err(rpc_failed)? {
+            event = events.next() => match event.map_err(rpc_failed)? {
                 Some(event) => {
                     if event_matches(&event, &args) {
                         println!("{}", event_line(&event));
@@ -476,267 +337,39 @@ pub struct FetchArgs {
 }
 
 pub async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
-    let mut client = client(&args.agent.config)?;
-    let request = FetchDocumentRequest {
-        recipient: args.agent.agency.clone(),
-        sender: args.from.clone(),
-        document_id: args.document_id.clone(),
-    };
-    let mut stream = client
-        .fetch_document(request)
+    let incoming = client(&args.agent.config)?
+        .fetch(&args.agent.agency, &args.from, &args.document_id)
         .await
-        .map_err(rpc_failed)?
-        .into_inner();
-    let entry = match stream.message().await.map_err(rpc_failed)? {
-        Some(m) => match m.part {
-            Some(fetch_document_response::Part::Entry(entry)) => entry,
-            _ => return Err(failed("the node did not start with the document's entry")),
-        },
-        None => return Err(failed("the node sent nothing")),
-    };
-    let envelope = entry.envelope.clone().unwrap_or_default();
-
-    // Every name is decided before anything is written.
-    let mut used = HashSet::from(["envelope.txt".to_owned()]);
-    let mut files = Vec::with_capacity(envelope.attachments.len());
-    for (i, a) in envelope.attachments.iter().enumerate() {
-        let name = safe_file_name(&a.name).ok_or_else(|| {
-            failed(format!(
-                "attachment {i} has a name that cannot be a file name: {:?}",
-                a.name
-            ))
+        .map_err(rpc_failed)?;
+    let entry = incoming.entry().clone();
+    // Every name is decided, and nothing is there, before anything is written.
+    let files = incoming
+        .plan(&args.out, &[ENVELOPE_FILE])
+        .await
+        .map_err(|e| match e {
+            truc_client::Error::Rpc(_) | truc_client::Error::Protocol(_) => failed(e),
+            _ => CliError::Usage(e.to_string()),
         })?;
-        files.push(Expected {
-            path: args.out.join(unique_name(&name, &mut used)),
-            size: a.size,
-            sha256: a.sha256.clone(),
-        });
-    }
-    let dump = args.out.join("envelope.txt");
-    // Never write through a link or over a file: a sender chooses the
-    // names, and the output directory may hold anything.
-    if is_symlink(&args.out).await {
-        return Err(CliError::Usage(format!(
-            "{} is a symbolic link; give a real directory",
-            args.out.display()
-        )));
-    }
-    tokio::fs::create_dir_all(&args.out)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", args.out.display())))?;
-    for path in std::iter::once(&dump).chain(files.iter().map(|f| &f.path)) {
-        if tokio::fs::symlink_metadata(path).await.is_ok() {
-            return Err(CliError::Usage(format!(
-                "{} already exists; refusing to overwrite it (fetch into an empty directory)",
-                path.display()
-            )));
-        }
-    }
-    let mut envelope_file = create_new(&dump).await.map_err(failed)?;
+    let dump = args.out.join(ENVELOPE_FILE);
+    let mut envelope_file = truc_client::create_new(&dump).await.map_err(failed)?;
     envelope_file
         .write_all(envelope_dump(&entry, &files).as_bytes())
         .await
         .and(envelope_file.flush().await)
         .map_err(|e| failed(format!("cannot write {}: {e}", dump.display())))?;
     drop(envelope_file);
-
-    let mut writer = Writer::new(files);
-    let result = async {
-        while let Some(message) = stream.message().await.map_err(rpc_failed)? {
-            match message.part {
-                Some(fetch_document_response::Part::Chunk(chunk)) => {
-                    writer.chunk(chunk).await.map_err(CliError::Failed)?;
-                }
-                Some(fetch_document_response::Part::Entry(_)) => {
-                    return Err(failed("the node sent the entry twice"));
-                }
-                None => {}
-            }
-        }
-        writer.finish().await.map_err(CliError::Failed)
-    }
-    .await;
-    if let Err(e) = result {
-        writer.discard().await;
-        return Err(e);
-    }
+    let files = incoming.save(files).await.map_err(rpc_failed)?;
     println!("{}", dump.display());
-    for f in &writer.files {
+    for f in &files {
         println!("{}", f.path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether `path` is a symbolic link (false if it does not exist).
-async fn is_symlink(path: &Path) -> bool {
-    tokio::fs::symlink_metadata(path)
-        .await
-        .is_ok_and(|m| m.file_type().is_symlink())
-}
+/// The envelope and entry, written next to the attachments.
+const ENVELOPE_FILE: &str = "envelope.txt";
 
-/// Creates `path`, which must not exist yet: `O_CREAT | O_EXCL`, which also
-/// refuses a symbolic link in its place, dangling or not.
-async fn create_new(path: &Path) -> Result<tokio::fs::File, String> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                format!(
-                    "{} already exists (or is a link); refusing to overwrite it",
-                    path.display()
-                )
-            } else {
-                format!("cannot create {}: {e}", path.display())
-            }
-        })
-}
-
-/// A file to receive: where, and what the envelope says it is.
-struct Expected {
-    path: PathBuf,
-    size: u64,
-    sha256: Bytes,
-}
-
-/// Writes attachment chunks to their files as they arrive, checking each
-/// file's size and SHA-256 once it is complete.
-struct Writer {
-    files: Vec<Expected>,
-    /// The attachment being written.
-    index: usize,
-    /// Its file, once created.
-    open: Option<OpenFile>,
-}
-
-struct OpenFile {
-    file: tokio::fs::File,
-    hash: Context,
-    written: u64,
-}
-
-impl Writer {
-    fn new(files: Vec<Expected>) -> Writer {
-        Writer {
-            files,
-            index: 0,
-            open: None,
-        }
-    }
-
-    /// The current file, created on first use.
-    async fn current(&mut self) -> Result<&mut OpenFile, String> {
-        if self.open.is_none() {
-            let path = &self.files[self.index].path;
-            let file = create_new(path).await?;
-            self.open = Some(OpenFile {
-                file,
-                hash: Context::new(&SHA256),
-                written: 0,
-            });
-        }
-        self.open
-            .as_mut()
-            .ok_or_else(|| "internal: no open file".to_owned())
-    }
-
-    async fn chunk(&mut self, chunk: Chunk) -> Result<(), String> {
-        let target = chunk.attachment as usize;
-        if target >= self.files.len() {
-            return Err(format!(
-                "a chunk for attachment {target}, but the envelope has {}",
-                self.files.len()
-            ));
-        }
-        if target < self.index {
-            return Err(format!(
-                "a chunk for attachment {target} after attachment {} had started",
-                self.index
-            ));
-        }
-        while self.index < target {
-            self.complete().await?;
-        }
-        let Expected { path, size, .. } = &self.files[self.index];
-        let (path, size) = (path.clone(), *size);
-        let open = self.current().await?;
-        if chunk.offset != open.written {
-            return Err(format!(
-                "{}: a chunk at offset {} where {} was expected",
-                path.display(),
-                chunk.offset,
-                open.written
-            ));
-        }
-        let end = open.written + chunk.data.len() as u64;
-        if end > size {
-            return Err(format!(
-                "{}: more than the {size} bytes the envelope declares",
-                path.display()
-            ));
-        }
-        open.file
-            .write_all(&chunk.data)
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        open.hash.update(&chunk.data);
-        open.written = end;
-        Ok(())
-    }
-
-    /// Checks and closes the current file, and moves to the next attachment.
-    async fn complete(&mut self) -> Result<(), String> {
-        let path = self.files[self.index].path.clone();
-        let open = self.current().await?;
-        open.file
-            .flush()
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        let written = open.written;
-        let got = open.hash.clone().finish();
-        let expected = &self.files[self.index];
-        if written != expected.size {
-            return Err(format!(
-                "{}: {written} bytes where the envelope declares {}; the file was deleted",
-                path.display(),
-                expected.size
-            ));
-        }
-        if got.as_ref() != expected.sha256.as_ref() {
-            return Err(format!(
-                "{}: sha256 {} does not match the envelope's {}; the file was deleted",
-                path.display(),
-                hex::encode(got.as_ref()),
-                hex::encode(&expected.sha256)
-            ));
-        }
-        self.open = None;
-        self.index += 1;
-        Ok(())
-    }
-
-    /// Completes every remaining attachment (empty ones have no chunks).
-    async fn finish(&mut self) -> Result<(), String> {
-        while self.index < self.files.len() {
-            self.complete().await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the file that was being written, after a failure.
-    async fn discard(&mut self) {
-        if let Some(open) = self.open.take() {
-            drop(open);
-            if let Some(f) = self.files.get(self.index) {
-                let _ = tokio::fs::remove_file(&f.path).await;
-            }
-        }
-    }
-}
-
-fn envelope_dump(entry: &InboxEntry, files: &[Expected]) -> String {
+fn envelope_dump(entry: &InboxEntry, files: &[SavedFile]) -> String {
     let mut out = format!(
         "sender:      {}\ndocument id: {}\nrecipient:   {}\nstatus:      {}\narrived:     {}\nupdated:     {}\n",
         entry.sender,
@@ -785,7 +418,6 @@ pub struct StatusArgs {
 pub async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     StatusCode::parse(&args.status)
         .map_err(|v| CliError::Usage(format!("--status: {}", v.rule)))?;
-    let mut client = client(&args.agent.config)?;
     let request = UpdateStatusRequest {
         recipient: args.agent.agency,
         sender: args.from,
@@ -794,13 +426,10 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
         description: args.description,
         staff: None,
     };
-    let entry = client
+    let entry = client(&args.agent.config)?
         .update_status(request)
         .await
-        .map_err(rpc_failed)?
-        .into_inner()
-        .entry
-        .unwrap_or_default();
+        .map_err(rpc_failed)?;
     println!(
         "{} from {} at {}: now {}",
         entry.document_id,
@@ -821,19 +450,50 @@ pub struct TrackArgs {
     /// The document id.
     #[arg(long)]
     document_id: String,
+    /// Print the tracking again each time a delivery or a status changes, until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
 }
 
 pub async fn track(args: TrackArgs) -> Result<ExitCode, CliError> {
-    let mut client = client(&args.agent.config)?;
-    let request = GetTrackingRequest {
-        sender: args.agent.agency,
-        document_id: args.document_id,
-    };
-    let tracking = client
-        .get_tracking(request)
+    let client = client(&args.agent.config)?;
+    let (sender, doc) = (&args.agent.agency, &args.document_id);
+    if !args.watch {
+        let tracking = client.tracking(sender, doc).await.map_err(rpc_failed)?;
+        print_tracking(&tracking);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut watch = client
+        .watch_tracking(sender, doc)
         .await
-        .map_err(rpc_failed)?
-        .into_inner();
+        .map_err(rpc_failed)?;
+    eprintln!("watching {doc}; Ctrl-C to stop");
+    let stop = interrupted();
+    tokio::pin!(stop);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            tracking = watch.next() => match tracking.map_err(rpc_failed)? {
+                Some(tracking) => {
+                    if !first {
+                        println!();
+                        println!("---- {}", format_utc(now_ms()));
+                    }
+                    first = false;
+                    print_tracking(&tracking);
+                }
+                None => {
+                    eprintln!("the node ended the watch");
+                    break;
+                }
+            },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tracking(tracking: &Tracking) {
     let subject = tracking
         .envelope
         .as_ref()
@@ -871,29 +531,24 @@ pub async fn track(args: TrackArgs) -> Result<ExitCode, CliError> {
         println!("{}:", r.recipient);
         print_history(&r.history, "  ");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 // ---------------------------------------------------------------- helpers
 
 /// A client of the node named in the config file.
-fn client(config: &Path) -> Result<AgencyClient<Channel>, CliError> {
-    let config = ClientConfig::load(config)?;
-    let channel = config.channel().map_err(failed)?;
-    Ok(AgencyClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+pub(super) fn client(config: &Path) -> Result<Client, CliError> {
+    connect(&ClientConfig::load(config)?)
 }
 
-/// A gRPC error as a failure (exit 1), with the transaction id when the node gave one.
-fn rpc_failed(status: tonic::Status) -> CliError {
-    let tx = status
-        .metadata()
-        .get(truc_node::TRANSACTION_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|t| format!(" (transaction {t})"))
-        .unwrap_or_default();
-    CliError::Failed(format!("{:?}: {}{tx}", status.code(), status.message()))
+/// A client of the node named in `config`.
+pub(super) fn connect(config: &ClientConfig) -> Result<Client, CliError> {
+    Client::connect(&config.address, &config.server_name, &config.tls).map_err(failed)
+}
+
+/// A client library error as a failure (exit 1): a gRPC error with the
+/// transaction id when the node gave one.
+pub(super) fn rpc_failed(e: truc_client::Error) -> CliError {
+    CliError::Failed(e.to_string())
 }
 
 /// One line per status event: time, code and meaning, by whom, note.
@@ -987,59 +642,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A content type guessed from the file name's extension.
-fn content_type_for(name: &str) -> &'static str {
-    let ext = Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    match ext.as_str() {
-        "pdf" => "application/pdf",
-        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "xml" => "application/xml",
-        "txt" => "text/plain",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "zip" => "application/zip",
-        _ => "application/octet-stream",
-    }
-}
-
-/// The attachment name as a plain local file name: what follows the last `/`
-/// or `\`, without control characters or surrounding spaces. None when that
-/// is empty, `.` or `..`.
-fn safe_file_name(name: &str) -> Option<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = cleaned.trim();
-    match cleaned {
-        "" | "." | ".." => None,
-        _ => Some(cleaned.to_owned()),
-    }
-}
-
-/// `name`, or `name` with -1, -2… before its extension when already used
-/// (compared without case, for case-insensitive file systems).
-fn unique_name(name: &str, used: &mut HashSet<String>) -> String {
-    if used.insert(name.to_lowercase()) {
-        return name.to_owned();
-    }
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => name.split_at(i),
-        _ => (name, ""),
-    };
-    let mut n = 1u32;
-    loop {
-        let candidate = format!("{stem}-{n}{ext}");
-        if used.insert(candidate.to_lowercase()) {
-            return candidate;
-        }
-        n += 1;
-    }
-}
-
 /// `s` quoted for a POSIX shell when it needs to be.
 fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
@@ -1055,58 +657,6 @@ fn shell_word(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_names_are_reduced_to_a_plain_name() {
-        assert_eq!(safe_file_name("report.pdf").as_deref(), Some("report.pdf"));
-        assert_eq!(
-            safe_file_name("../../etc/passwd").as_deref(),
-            Some("passwd")
-        );
-        assert_eq!(safe_file_name(r"C:\docs\a.docx").as_deref(), Some("a.docx"));
-        assert_eq!(safe_file_name("a\nb.txt").as_deref(), Some("ab.txt"));
-        assert_eq!(
-            safe_file_name("công văn.pdf").as_deref(),
-            Some("công văn.pdf")
-        );
-        for bad in ["", "  ", ".", "..", "dir/", "a/..", r"..\..", "\u{7}"] {
-            assert_eq!(safe_file_name(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn repeated_names_get_a_suffix() {
-        let mut used = HashSet::from(["envelope.txt".to_owned()]);
-        assert_eq!(unique_name("a.pdf", &mut used), "a.pdf");
-        assert_eq!(unique_name("a.pdf", &mut used), "a-1.pdf");
-        assert_eq!(unique_name("A.PDF", &mut used), "A-2.PDF");
-        assert_eq!(unique_name("envelope.txt", &mut used), "envelope-1.txt");
-        assert_eq!(unique_name("README", &mut used), "README");
-        assert_eq!(unique_name("README", &mut used), "README-1");
-        assert_eq!(unique_name(".hidden", &mut used), ".hidden");
-        assert_eq!(unique_name(".hidden", &mut used), ".hidden-1");
-    }
-
-    #[test]
-    fn content_types_follow_the_extension() {
-        assert_eq!(content_type_for("a.pdf"), "application/pdf");
-        assert_eq!(content_type_for("A.PDF"), "application/pdf");
-        assert_eq!(
-            content_type_for("x.docx"),
-            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-        );
-        assert_eq!(
-            content_type_for("x.xlsx"),
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-        );
-        assert_eq!(content_type_for("x.xml"), "application/xml");
-        assert_eq!(content_type_for("x.txt"), "text/plain");
-        assert_eq!(content_type_for("x.png"), "image/png");
-        assert_eq!(content_type_for("x.jpg"), "image/jpeg");
-        assert_eq!(content_type_for("x.zip"), "application/zip");
-        assert_eq!(content_type_for("x.tar.gz"), "application/octet-stream");
-        assert_eq!(content_type_for("noext"), "application/octet-stream");
-    }
 
     #[test]
     fn times_are_utc() {
@@ -1129,64 +679,6 @@ mod tests {
         assert_eq!(shorten("abc", 5), "abc");
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("a\nb", 5), "a b");
-    }
-
-    fn expected(dir: &Path, name: &str, data: &[u8]) -> Expected {
-        Expected {
-            path: dir.join(name),
-            size: data.len() as u64,
-            sha256: Bytes::copy_from_slice(ring::digest::digest(&SHA256, data).as_ref()),
-        }
-    }
-
-    #[tokio::test]
-    async fn received_files_are_checked_and_bad_ones_deleted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = vec![
-            expected(dir.path(), "a.txt", b"hello world"),
-            expected(dir.path(), "empty", b""),
-            expected(dir.path(), "b.txt", b"abc"),
-        ];
-        let mut w = Writer::new(files);
-        let c = truc_doc::chunks::chunk;
-        w.chunk(c(0, 0, Bytes::from_static(b"hello ")))
-            .await
-            .expect("1");
-        w.chunk(c(0, 6, Bytes::from_static(b"world")))
-            .await
-            .expect("2");
-        w.chunk(c(2, 0, Bytes::from_static(b"abc")))
-            .await
-            .expect("3");
-        w.finish().await.expect("complete");
-        let read = |n: &str| std::fs::read(dir.path().join(n)).expect("read");
-        assert_eq!(read("a.txt"), b"hello world");
-        assert_eq!(read("empty"), b"");
-        assert_eq!(read("b.txt"), b"abc");
-
-        let mut w = Writer::new(vec![expected(dir.path(), "c.txt", b"hello")]);
-        w.chunk(c(0, 0, Bytes::from_static(b"jello")))
-            .await
-            .expect("written");
-        assert!(w.finish().await.is_err(), "hash mismatch");
-        w.discard().await;
-        assert!(!dir.path().join("c.txt").exists(), "deleted");
-
-        let mut w = Writer::new(vec![expected(dir.path(), "d.txt", b"hello")]);
-        w.chunk(c(0, 0, Bytes::from_static(b"hel")))
-            .await
-            .expect("written");
-        assert!(
-            w.chunk(c(0, 4, Bytes::from_static(b"o"))).await.is_err(),
-            "gap"
-        );
-        assert!(
-            w.chunk(c(0, 3, Bytes::from_static(b"lo!"))).await.is_err(),
-            "too long"
-        );
-        assert!(w.finish().await.is_err(), "short");
-        w.discard().await;
-        assert!(!dir.path().join("d.txt").exists(), "deleted");
     }
 
     #[test]

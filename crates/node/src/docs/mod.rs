@@ -17,10 +17,11 @@
 mod blobs;
 mod delivery;
 mod keys;
+mod watch;
 mod worker;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -44,6 +45,8 @@ use truc_store::{Store, WriteBatch};
 use self::{blobs::Blobs, keys::storage};
 use crate::config::DocumentService;
 pub(crate) use delivery::Delivery;
+#[cfg(test)]
+use watch::WATCH_BUFFER;
 pub(crate) use worker::spawn_workers;
 
 /// An agency system calling the node, and the agencies it may act for.
@@ -72,31 +75,12 @@ impl Caller {
 /// staff fields are free text from another participant.
 const MAX_EVENT_BYTES: usize = 4096;
 
-/// `WatchInbox` subscribers, in total and per agency.
-#[derive(Default)]
-struct Watchers {
-    total: usize,
-    per_agency: HashMap<String, usize>,
-}
-
-/// A subscriber's slot, given back when it is dropped.
-struct WatchSlot {
-    watchers: Arc<Mutex<Watchers>>,
-    agency: String,
-}
-
-impl Drop for WatchSlot {
-    fn drop(&mut self) {
-        if let Ok(mut w) = self.watchers.lock() {
-            w.total = w.total.saturating_sub(1);
-            if let Some(n) = w.per_agency.get_mut(&self.agency) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    w.per_agency.remove(&self.agency);
-                }
-            }
-        }
-    }
+/// A change to the tracking of one sent document (a delivery outcome or a
+/// status), for `WatchTracking`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TrackingChanged {
+    pub(crate) sender: String,
+    pub(crate) document_id: String,
 }
 
 /// The document side of a node.
@@ -112,7 +96,10 @@ pub(crate) struct Documents {
     statuses: Notify,
     next_status: AtomicU64,
     events: broadcast::Sender<InboxEvent>,
-    watchers: Arc<Mutex<Watchers>>,
+    /// Tracking changes, for `WatchTracking`.
+    tracking_changes: broadcast::Sender<TrackingChanged>,
+    /// Subscribers of `WatchInbox` and `WatchTracking`.
+    watchers: Arc<Mutex<watch::Watchers>>,
     /// Retry delays: the first, and the cap.
     pub(crate) backoff: (std::time::Duration, std::time::Duration),
     /// Held while an outbox, tracking or inbox entry is read, checked,
@@ -194,6 +181,7 @@ impl Documents {
             statuses: Notify::new(),
             next_status: AtomicU64::new(next_status),
             events: broadcast::channel(1024).0,
+            tracking_changes: broadcast::channel(1024).0,
             watchers: Arc::default(),
             backoff,
             write_lock: tokio::sync::Mutex::new(()),
@@ -588,6 +576,7 @@ impl Documents {
         batch.insert(&r_key, prost::Message::encode_to_vec(&record));
         self.store.apply(batch).map_err(storage)?;
         self.flush()?;
+        self.tracking_changed(sender, doc);
         Ok(StatusAck { receipt: None })
     }
 
@@ -671,83 +660,86 @@ impl Documents {
         })
     }
 
-    /// WatchInbox: arrivals and status changes of one recipient's inbox.
-    /// Subscribers are limited per agency and on the node
-    /// (RESOURCE_EXHAUSTED); one that does not read is dropped with
-    /// RESOURCE_EXHAUSTED, and its slot is free as soon as it is dropped or
-    /// disconnects.
+    /// WatchInbox: arrivals and status changes of one recipient's inbox,
+    /// with the limits and the slow-watcher rule of [`watch`].
     pub(crate) fn watch_inbox(
         &self,
         recipient: AgencyCode,
     ) -> Result<ReceiverStream<Result<InboxEvent, Status>>, Status> {
         let slot = self.watch_slot(recipient.as_str())?;
-        let mut events = self.events.subscribe();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(async move {
-            let _slot = slot;
-            loop {
-                let ev = tokio::select! {
-                    ev = events.recv() => ev,
-                    () = tx.closed() => return,
-                };
-                match ev {
-                    Ok(ev) => {
-                        let mine = ev
-                            .entry
-                            .as_ref()
-                            .is_some_and(|e| e.recipient == recipient.as_str());
-                        if !mine {
-                            continue;
-                        }
-                        // The last slot is kept for the reason it ends.
-                        if tx.capacity() <= 1 {
-                            let _ = tx.try_send(Err(Status::resource_exhausted(format!(
-                                "this watcher read none of the last {} events; list the inbox and watch again",
-                                WATCH_BUFFER - 1
-                            ))));
-                            return;
-                        }
-                        if tx.try_send(Ok(ev)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let lost = Status::data_loss(format!(
-                            "{n} events were missed; list the inbox and watch again"
-                        ));
-                        let _ = tx.try_send(Err(lost));
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
+        let events = self.events.subscribe();
+        Ok(watch::spawn(slot, events, None, InboxFeed { recipient }))
+    }
+
+    /// WatchTracking: the tracking of one sent document now, then again
+    /// after each change of a delivery or a status of it (an unchanged
+    /// tracking is not sent twice), with the limits and the slow-watcher
+    /// rule of [`watch`]. NOT_FOUND when `sender` sent no such document.
+    pub(crate) fn watch_tracking(
+        self: &Arc<Self>,
+        sender: AgencyCode,
+        document_id: &str,
+    ) -> Result<ReceiverStream<Result<Tracking, Status>>, Status> {
+        // Subscribed before the first read: no change falls in between.
+        let changes = self.tracking_changes.subscribe();
+        let first = self.tracking(&sender, document_id)?;
+        let slot = self.watch_slot(sender.as_str())?;
+        let feed = TrackingFeed {
+            docs: Arc::downgrade(self),
+            document_id: document_id.to_string(),
+            last: first.clone(),
+            sender,
+        };
+        Ok(watch::spawn(slot, changes, Some(first), feed))
+    }
+
+    /// Records `envelope` as sent by `sender`, not yet delivered, as a
+    /// send leaves the outbox (for tests that need a sent document).
+    #[cfg(test)]
+    pub(crate) fn record_sent(&self, sender: &str, envelope: Envelope) {
+        let kind = envelope.business_kind;
+        let mut batch = WriteBatch::default();
+        for r in recipients_of(&envelope) {
+            let mut record = RecipientTracking {
+                recipient: r.clone(),
+                ..RecipientTracking::default()
+            };
+            Delivery::Pending.set(&mut record);
+            batch.insert(
+                keys::recipient(sender, &envelope.document_id, kind, &r),
+                prost::Message::encode_to_vec(&record),
+            );
+        }
+        let tracking = Tracking {
+            sender: sender.into(),
+            document_id: envelope.document_id.clone(),
+            envelope: Some(envelope.clone()),
+            ..Tracking::default()
+        };
+        batch.insert(
+            keys::outbox(sender, &envelope.document_id, kind),
+            prost::Message::encode_to_vec(&tracking),
+        );
+        self.store.apply(batch).expect("apply");
+    }
+
+    /// Tells tracking watchers that a document's tracking changed (after
+    /// the change is on disk).
+    pub(crate) fn tracking_changed(&self, sender: &str, document_id: &str) {
+        let _ = self.tracking_changes.send(TrackingChanged {
+            sender: sender.to_string(),
+            document_id: document_id.to_string(),
         });
-        Ok(ReceiverStream::new(rx))
     }
 
     /// A watcher's slot for `agency`, if both limits allow one more.
-    fn watch_slot(&self, agency: &str) -> Result<WatchSlot, Status> {
-        let mut w = self
-            .watchers
-            .lock()
-            .map_err(|_| Status::internal("watchers poisoned"))?;
-        let mine = w.per_agency.get(agency).copied().unwrap_or(0);
-        if mine >= self.service.max_watchers_per_agency {
-            return Err(Status::resource_exhausted(format!(
-                "{agency} already has {mine} inbox watchers, the most allowed"
-            )));
-        }
-        if w.total >= self.service.max_watchers {
-            return Err(Status::resource_exhausted(
-                "this node has as many inbox watchers as it allows",
-            ));
-        }
-        w.total += 1;
-        *w.per_agency.entry(agency.to_string()).or_default() += 1;
-        Ok(WatchSlot {
-            watchers: self.watchers.clone(),
-            agency: agency.to_string(),
-        })
+    fn watch_slot(&self, agency: &str) -> Result<watch::WatchSlot, Status> {
+        watch::slot(
+            &self.watchers,
+            agency,
+            self.service.max_watchers_per_agency,
+            self.service.max_watchers,
+        )
     }
 
     /// FetchDocument: the entry, then every attachment's chunks.
@@ -846,9 +838,78 @@ fn business_kind(change: ChangeKind) -> BusinessKind {
     }
 }
 
-/// Events a watcher may leave unread before it is dropped (plus one slot
-/// for the reason).
-const WATCH_BUFFER: usize = 65;
+/// `WatchInbox`: the events of one recipient's inbox.
+struct InboxFeed {
+    recipient: AgencyCode,
+}
+
+impl watch::Feed for InboxFeed {
+    type Event = InboxEvent;
+    type Item = InboxEvent;
+    const AGAIN: &'static str = "list the inbox and watch again";
+
+    fn item(&mut self, ev: InboxEvent) -> Result<Option<InboxEvent>, Status> {
+        let mine = ev
+            .entry
+            .as_ref()
+            .is_some_and(|e| e.recipient == self.recipient.as_str());
+        Ok(mine.then_some(ev))
+    }
+
+    fn lagged(&mut self, missed: u64) -> Result<Option<InboxEvent>, Status> {
+        Err(Status::data_loss(format!(
+            "{missed} events were missed; {}",
+            Self::AGAIN
+        )))
+    }
+}
+
+/// `WatchTracking`: the tracking of one document, read again on each of its
+/// changes.
+struct TrackingFeed {
+    /// Weak: a watch does not keep the documents (and their change
+    /// channel) alive; it ends with them.
+    docs: std::sync::Weak<Documents>,
+    sender: AgencyCode,
+    document_id: String,
+    /// The tracking sent last.
+    last: Tracking,
+}
+
+impl TrackingFeed {
+    /// The current tracking, if it differs from the one sent last.
+    fn fresh(&mut self) -> Result<Option<Tracking>, Status> {
+        let docs = self
+            .docs
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the node is stopping"))?;
+        let now = docs.tracking(&self.sender, &self.document_id)?;
+        if now == self.last {
+            return Ok(None);
+        }
+        self.last = now.clone();
+        Ok(Some(now))
+    }
+}
+
+impl watch::Feed for TrackingFeed {
+    type Event = TrackingChanged;
+    type Item = Tracking;
+    const AGAIN: &'static str = "get the tracking and watch again";
+
+    fn item(&mut self, ev: TrackingChanged) -> Result<Option<Tracking>, Status> {
+        if ev.sender != self.sender.as_str() || ev.document_id != self.document_id {
+            return Ok(None);
+        }
+        self.fresh()
+    }
+
+    /// The tracking is a state, not a list of events: reading it again
+    /// makes up for any change missed.
+    fn lagged(&mut self, _missed: u64) -> Result<Option<Tracking>, Status> {
+        self.fresh()
+    }
+}
 
 /// Moves tracking stored by earlier versions (every recipient inside the
 /// outbox value) to one key per recipient and per status event.
@@ -1307,5 +1368,115 @@ mod tests {
             .expect("tracking");
         assert_eq!(t.recipients[0].attempts, 2);
         assert_eq!(t.recipients[0].delivery, "delivered");
+    }
+
+    /// The next message of a watch, which must come.
+    async fn next_of<T>(watch: &mut ReceiverStream<Result<T, Status>>) -> Result<T, Status> {
+        tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a message in time")
+            .expect("the watch goes on")
+    }
+
+    #[tokio::test]
+    async fn tracking_is_watched_from_now_on_each_change_once() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        let sender = AgencyCode::parse(S).expect("code");
+        let e = docs
+            .watch_tracking(sender.clone(), DOC)
+            .expect_err("nothing sent yet");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        sent(&docs, 0);
+        let mut watch = docs.watch_tracking(sender, DOC).expect("watch");
+        let now = next_of(&mut watch).await.expect("the tracking now");
+        assert_eq!(now.recipients[0].status, "");
+        docs.deliver_status(status("03", 1)).await.expect("03");
+        let t = next_of(&mut watch).await.expect("after 03");
+        assert_eq!(t.recipients[0].status, "03");
+        // A notification that changes nothing sends nothing: the next
+        // message is the 04, not the 03 again.
+        docs.tracking_changed(S, DOC);
+        docs.tracking_changed(S, "000.00.00.H37,2026/11/28,2/UBND-VP");
+        docs.deliver_status(status("04", 2)).await.expect("04");
+        let t = next_of(&mut watch).await.expect("after 04");
+        assert_eq!(t.recipients[0].status, "04");
+        let codes: Vec<_> = t.recipients[0]
+            .history
+            .iter()
+            .map(|h| h.code.as_str())
+            .collect();
+        assert_eq!(codes, ["01", "03", "04"]);
+    }
+
+    #[tokio::test]
+    async fn tracking_watchers_count_against_the_watcher_limits() {
+        let (_dir, docs) = docs_with(DocumentService {
+            max_watchers_per_agency: 2,
+            max_watchers: 3,
+            ..DocumentService::default()
+        })
+        .await;
+        sent(&docs, 0);
+        let code = |s: &str| AgencyCode::parse(s).expect("code");
+        let _a = docs.watch_tracking(code(S), DOC).expect("1");
+        let _b = docs.watch_inbox(code(S)).expect("2");
+        let e = docs.watch_tracking(code(S), DOC).expect_err("per agency");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        let _c = docs.watch_inbox(code(R)).expect("another agency");
+        let e = docs
+            .watch_inbox(code("000.01.37.H37"))
+            .expect_err("in total");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn a_tracking_watcher_that_does_not_read_is_dropped_with_a_reason() {
+        let (_dir, docs) = docs_with(DocumentService::default()).await;
+        sent(&docs, 0);
+        let mut watch = docs
+            .watch_tracking(AgencyCode::parse(S).expect("code"), DOC)
+            .expect("watch");
+        let n = WATCH_BUFFER + 10;
+        for attempts in 1..=n {
+            let record = RecipientTracking {
+                recipient: R.into(),
+                attempts: attempts as u32,
+                ..RecipientTracking::default()
+            };
+            docs.store
+                .insert(
+                    keys::recipient(S, DOC, 0, R),
+                    prost::Message::encode_to_vec(&record),
+                )
+                .expect("insert");
+            docs.tracking_changed(S, DOC);
+            // Each change seen before the next (changes seen together are
+            // one new tracking): wait until it is queued or the watch ended.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let queued = watch.as_ref().len();
+            while watch.as_ref().len() == queued && !watch.as_ref().is_closed() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "change {attempts} never seen"
+                );
+                tokio::task::yield_now().await;
+            }
+            if watch.as_ref().is_closed() {
+                break;
+            }
+        }
+        let mut delivered = 0;
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .expect("the stream goes on or ends")
+            {
+                Some(Ok(_)) => delivered += 1,
+                Some(Err(status)) => break status,
+                None => panic!("ended without a reason after {delivered} messages"),
+            }
+        };
+        assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+        assert!(delivered < n, "{delivered}");
     }
 }

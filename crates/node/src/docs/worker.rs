@@ -464,7 +464,10 @@ async fn record(
     }
     batch.insert(&r_key, prost::Message::encode_to_vec(&r));
     match docs.store.apply(batch).and_then(|()| docs.store.flush()) {
-        Ok(()) => Outcome::Recorded,
+        Ok(()) => {
+            docs.tracking_changed(sender, doc);
+            Outcome::Recorded
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot record a delivery outcome");
             Outcome::Hold
