@@ -363,10 +363,22 @@ impl Deployment {
         }
     }
 
-    /// Starts node `id` again from its config file, on the same address.
-    pub async fn restart_node(&mut self, id: &str) -> Result<(), DemoError> {
-        let path = self
-            .files
+    /// Rewrites node `id`'s config file through its type, e.g. to restart
+    /// the node with other settings (tests).
+    pub fn edit_node_config(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut truc_node::NodeFile),
+    ) -> Result<(), DemoError> {
+        let path = self.node_config(id)?;
+        let mut file: truc_node::NodeFile = truc_ops::config::load_toml(&path)?;
+        edit(&mut file);
+        let text = toml::to_string(&file)?;
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn node_config(&self, id: &str) -> Result<PathBuf, DemoError> {
+        self.files
             .node_configs
             .iter()
             .find(|(n, _)| n == id)
@@ -374,8 +386,12 @@ impl Deployment {
             .ok_or_else(|| DemoError::Io {
                 what: format!("no node {id}"),
                 source: std::io::ErrorKind::NotFound.into(),
-            })?;
-        let config = NodeConfig::load(&path)?;
+            })
+    }
+
+    /// Starts node `id` again from its config file, on the same address.
+    pub async fn restart_node(&mut self, id: &str) -> Result<(), DemoError> {
+        let config = NodeConfig::load(&self.node_config(id)?)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
