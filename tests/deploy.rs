@@ -1,4 +1,6 @@
-//! The example files in `deploy/` load: registry, hub, nodes, clients.
+//! The example files in `deploy/` are what the config types produce
+//! (`truc_demo::deploy_examples`), and they load: registry, hub, nodes,
+//! clients.
 
 use std::path::Path;
 
@@ -48,8 +50,53 @@ fn example_configs_are_valid() {
             assert!(registry.service(service).is_some(), "{service}");
         }
     }
-    for client in ["client-langson-dms.toml", "admin.toml"] {
+    for client in [
+        "client-langson-dms.toml",
+        "client-vpcp-dms.toml",
+        "admin.toml",
+    ] {
         truc_ops::config::ClientConfig::load(&dir.path().join(client))
             .unwrap_or_else(|e| panic!("{client}: {e}"));
+    }
+}
+
+/// Every example config is exactly what the types produce, and every
+/// produced file is in `deploy/`: a new config key shows up here until the
+/// files are regenerated (`cargo test -p truc-tests --test deploy -- --ignored`).
+#[test]
+fn example_configs_are_generated_from_the_types() {
+    let examples = truc_demo::deploy_examples().expect("examples");
+    assert!(examples.len() >= 6, "{} files", examples.len());
+    for (name, text) in &examples {
+        let on_disk = std::fs::read_to_string(deploy_dir().join(name))
+            .unwrap_or_else(|e| panic!("deploy/{name}: {e}"));
+        assert!(
+            on_disk == *text,
+            "deploy/{name} differs from what the config types produce; regenerate with \
+             `cargo test -p truc-tests --test deploy -- --ignored regenerate`"
+        );
+    }
+    for entry in std::fs::read_dir(deploy_dir()).expect("deploy/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        if name.ends_with(".toml") {
+            assert!(
+                examples.iter().any(|(n, _)| *n == name),
+                "deploy/{name} is not produced by deploy_examples()"
+            );
+        }
+    }
+}
+
+/// Rewrites `deploy/*.toml` from the config types.
+#[test]
+#[ignore = "writes deploy/: run it to regenerate the example configs"]
+fn regenerate_deploy_examples() {
+    for (name, text) in truc_demo::deploy_examples().expect("examples") {
+        std::fs::write(deploy_dir().join(&name), text).expect("write");
     }
 }

@@ -439,13 +439,12 @@ fn node_config_path(c: &Cluster, id: &str) -> std::path::PathBuf {
         .expect("node config")
 }
 
-/// Restarts node `id` with `section` added to its config file.
-async fn restart_with(c: &mut Cluster, id: &str, section: &str) {
+/// Restarts node `id` with its config file edited by `edit`.
+async fn restart_with(c: &mut Cluster, id: &str, edit: impl FnOnce(&mut truc_node::NodeFile)) {
     assert!(c.deployment.stop_node(id).await.expect("stop"));
-    let path = node_config_path(c, id);
-    let mut text = std::fs::read_to_string(&path).expect("read config");
-    text.push_str(section);
-    std::fs::write(&path, text).expect("write config");
+    c.deployment
+        .edit_node_config(id, edit)
+        .expect("edit config");
     c.deployment.restart_node(id).await.expect("restart");
 }
 
@@ -485,11 +484,10 @@ async fn hang_node(c: &mut Cluster, id: &str) -> HungNode {
 async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
     let mut c = start_fast_retries().await;
     // Long deadlines: what follows must not depend on them firing.
-    restart_with(
-        &mut c,
-        PROVINCE_NODE,
-        "\n[document_service]\nrelay_deadline_ms = 600000\nstatus_deadline_ms = 600000\n",
-    )
+    restart_with(&mut c, PROVINCE_NODE, |f| {
+        f.document_service.relay_deadline_ms = 600_000;
+        f.document_service.status_deadline_ms = 600_000;
+    })
     .await;
     let (mut province, mut ministry) = clients(&c);
     // A document from the ministry, there before its node hangs.
@@ -532,11 +530,9 @@ async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
     let mut c = start_fast_retries().await;
-    restart_with(
-        &mut c,
-        PROVINCE_NODE,
-        "\n[document_service]\nrelay_deadline_ms = 300\n",
-    )
+    restart_with(&mut c, PROVINCE_NODE, |f| {
+        f.document_service.relay_deadline_ms = 300;
+    })
     .await;
     let hung = hang_node(&mut c, MINISTRY_NODE).await;
     let mut province = c

@@ -86,6 +86,20 @@ fn bad_configs_exit_2_naming_file_and_field() {
     let err = text(&out.stderr);
     assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
 
+    // A config version this build does not know.
+    std::fs::write(
+        &hub,
+        "version = 2\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nregistry = \"r.toml\"\naudit_key = \"k\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+    )
+    .expect("write");
+    let out = run(&["hub", "--config", hub.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hub.toml") && err.contains("version: version 2"),
+        "{err}"
+    );
+
     let out = run(&[
         "node",
         "--config",

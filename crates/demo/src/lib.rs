@@ -9,12 +9,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::{
-    fmt::Write as _,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+mod configs;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
@@ -72,7 +69,12 @@ pub enum DemoError {
     /// A server failed while running or stopping.
     #[error(transparent)]
     Serve(#[from] truc_ops::ServeError),
+    /// A config could not be serialized (a bug here).
+    #[error("writing a config: {0}")]
+    Toml(#[from] toml::ser::Error),
 }
+
+pub use configs::deploy_examples;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     let what = what.into();
@@ -361,10 +363,22 @@ impl Deployment {
         }
     }
 
-    /// Starts node `id` again from its config file, on the same address.
-    pub async fn restart_node(&mut self, id: &str) -> Result<(), DemoError> {
-        let path = self
-            .files
+    /// Rewrites node `id`'s config file through its type, e.g. to restart
+    /// the node with other settings (tests).
+    pub fn edit_node_config(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut truc_node::NodeFile),
+    ) -> Result<(), DemoError> {
+        let path = self.node_config(id)?;
+        let mut file: truc_node::NodeFile = truc_ops::config::load_toml(&path)?;
+        edit(&mut file);
+        let text = toml::to_string(&file)?;
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn node_config(&self, id: &str) -> Result<PathBuf, DemoError> {
+        self.files
             .node_configs
             .iter()
             .find(|(n, _)| n == id)
@@ -372,8 +386,12 @@ impl Deployment {
             .ok_or_else(|| DemoError::Io {
                 what: format!("no node {id}"),
                 source: std::io::ErrorKind::NotFound.into(),
-            })?;
-        let config = NodeConfig::load(&path)?;
+            })
+    }
+
+    /// Starts node `id` again from its config file, on the same address.
+    pub async fn restart_node(&mut self, id: &str) -> Result<(), DemoError> {
+        let config = NodeConfig::load(&self.node_config(id)?)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
@@ -474,180 +492,43 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
             },
         )?;
     }
-    let node_addrs = [addr(&bound.nodes[0].0)?, addr(&bound.nodes[1].0)?];
-    let registry = dir.join("registry.toml");
-    write(
-        &registry,
-        &format!(
-            r#"# The demo registry: who exists, where they are hosted, what they offer, who may call what.
-
-[[agency]]
-code = "{G22}"
-name = "Văn phòng Chính phủ"
-
-[[agency]]
-code = "{H37}"
-name = "UBND tỉnh Lạng Sơn"
-
-[[agency]]
-code = "{H37_DEPT}"
-name = "Sở Tư pháp tỉnh Lạng Sơn"
-parent = "{H37}"
-
-[[node]]
-id = "{MINISTRY_NODE}"
-address = "{}"
-agencies = ["{G22}"]
-
-[[node]]
-id = "{PROVINCE_NODE}"
-address = "{}"
-agencies = ["{H37}", "{H37_DEPT}"]
-
-[[service]]
-id = "{CITIZEN_LOOKUP}"
-description = "Look up a citizen record by citizen id"
-
-[[service]]
-id = "{HOUSEHOLD_REGISTRY}"
-description = "Look up a household registration in Lạng Sơn"
-
-[[grant]]
-client = "{H37}"
-services = ["{CITIZEN_LOOKUP}"]
-
-[[grant]]
-client = "{H37_DEPT}"
-services = ["{CITIZEN_LOOKUP}"]
-
-[[grant]]
-client = "{G22}"
-services = ["{HOUSEHOLD_REGISTRY}"]
-"#,
-            node_addrs[0], node_addrs[1]
-        ),
-    )?;
-    let hub_files = pki.files(&Identity::new(Role::Hub, "hub")?);
-    let hub_config = dir.join("hub.toml");
-    write(
-        &hub_config,
-        &format!(
-            r#"listen = "{}"
-ops_listen = "{}"
-data_dir = "hub"
-registry = "registry.toml"
-audit_key = "pki/audit-signing.key"
-
-[tls]
-{}
-[limits]
-max_payload_bytes = {}
-"#,
-            addr(&bound.hub.0)?,
-            addr(&bound.hub.1)?,
-            tls_section(dir, &hub_files),
-            options.max_payload_bytes,
-        ),
-    )?;
-    let hub_addr = addr(&bound.hub.0)?;
-    let mut node_configs = Vec::new();
-    let mut client_configs = Vec::new();
-    let nodes = [
-        (MINISTRY_NODE, MINISTRY_CLIENT, vec![G22], CITIZEN_LOOKUP),
-        (
-            PROVINCE_NODE,
-            PROVINCE_CLIENT,
-            vec![H37, H37_DEPT],
-            HOUSEHOLD_REGISTRY,
-        ),
-    ];
-    for (i, (id, client, agencies, service)) in nodes.iter().enumerate() {
-        let files = pki.files(&Identity::new(Role::Node, id)?);
-        let path = dir.join(format!("node-{id}.toml"));
-        let agencies_list = agencies
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        write(
-            &path,
-            &format!(
-                r#"id = "{id}"
-listen = "{}"
-ops_listen = "{}"
-data_dir = "nodes/{id}"
-
-[hub]
-address = "{hub_addr}"
-name = "hub"
-
-[tls]
-{}
-[limits]
-max_payload_bytes = {}
-
-# Agency systems allowed to use this node, by client certificate name.
-[[client]]
-name = "{client}"
-agencies = [{agencies_list}]
-
-# Where this node's provider backends listen.
-[[backend]]
-service = "{service}"
-address = "{}"
-"#,
-                node_addrs[i],
-                addr(&bound.nodes[i].1)?,
-                tls_section(dir, &files),
-                options.max_payload_bytes,
-                bound.backends[i].1,
-            ),
-        )?;
-        node_configs.push((id.to_string(), path));
-        let client_files = pki.files(&Identity::new(Role::Client, client)?);
-        let cpath = dir.join(format!("client-{client}.toml"));
-        write(
-            &cpath,
-            &format!(
-                "# For `truc call --config`: an agency system of node {id}.\naddress = \"{}\"\nserver_name = \"{id}\"\n\n[tls]\n{}",
-                node_addrs[i],
-                tls_section(dir, &client_files)
-            ),
-        )?;
-        client_configs.push((client.to_string(), cpath));
+    let node = |i: usize| -> Result<_, DemoError> {
+        Ok((
+            addr(&bound.nodes[i].0)?,
+            addr(&bound.nodes[i].1)?,
+            bound.backends[i].1,
+        ))
+    };
+    let plan = configs::Plan {
+        hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
+        nodes: [node(0)?, node(1)?],
+        hub_data: "hub".into(),
+        node_data: "nodes".into(),
+        limits: truc_ops::config::Limits {
+            max_payload_bytes: options.max_payload_bytes,
+            ..truc_ops::config::Limits::default()
+        },
+    };
+    for file in configs::files(&plan)? {
+        let path = dir.join(&file.name);
+        std::fs::write(&path, file.text).map_err(io(format!("writing {}", path.display())))?;
     }
-    let admin_files = pki.files(&Identity::new(Role::Admin, "admin")?);
-    let admin_config = dir.join("admin.toml");
-    write(
-        &admin_config,
-        &format!(
-            "# For `truc report --config`: the hub's operator.\naddress = \"{hub_addr}\"\nserver_name = \"hub\"\n\n[tls]\n{}",
-            tls_section(dir, &admin_files)
-        ),
-    )?;
+    let nodes = [
+        (MINISTRY_NODE, MINISTRY_CLIENT),
+        (PROVINCE_NODE, PROVINCE_CLIENT),
+    ];
     Ok(Files {
         pki,
-        registry,
-        hub_config,
-        node_configs,
-        client_configs,
-        admin_config,
+        registry: dir.join("registry.toml"),
+        hub_config: dir.join("hub.toml"),
+        node_configs: nodes
+            .iter()
+            .map(|(id, _)| (id.to_string(), dir.join(format!("node-{id}.toml"))))
+            .collect(),
+        client_configs: nodes
+            .iter()
+            .map(|(_, c)| (c.to_string(), dir.join(format!("client-{c}.toml"))))
+            .collect(),
+        admin_config: dir.join("admin.toml"),
     })
-}
-
-fn tls_section(dir: &Path, files: &truc_pki::TlsFiles) -> String {
-    let rel = |p: &Path| {
-        p.strip_prefix(dir)
-            .map(|r| r.display().to_string())
-            .unwrap_or_else(|_| p.display().to_string())
-    };
-    let mut s = String::new();
-    let _ = writeln!(s, "ca = \"{}\"", rel(&files.ca));
-    let _ = writeln!(s, "cert = \"{}\"", rel(&files.cert));
-    let _ = writeln!(s, "key = \"{}\"", rel(&files.key));
-    s
-}
-
-fn write(path: &Path, text: &str) -> Result<(), DemoError> {
-    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
 }

@@ -5,29 +5,47 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
+    ConfigError, DocumentsSection, Limits, TlsSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::TlsFiles;
 
-#[derive(Deserialize)]
+/// The hub's config file as written (`hub.toml`), before validation: the
+/// demo and `deploy/hub.toml` are this struct serialized, so a new key is a
+/// new field here (with its doc comment) and in [`HubConfig`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
-    listen: String,
-    ops_listen: String,
-    data_dir: PathBuf,
-    registry: PathBuf,
-    audit_key: PathBuf,
+pub struct HubFile {
+    /// The config format's version (1; absent means 1).
+    #[serde(default = "config_version")]
+    pub version: u32,
+    /// gRPC listen address (`ip:port`): mutual TLS 1.3, for nodes and operators.
+    pub listen: String,
+    /// Ops HTTP listen address: /metrics, /healthz, the dashboard (keep it internal).
+    pub ops_listen: String,
+    /// Where the hub keeps its audit log and counters (sled).
+    pub data_dir: PathBuf,
+    /// The registry file.
+    pub registry: PathBuf,
+    /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
+    pub audit_key: PathBuf,
+    /// The zone statistics' days are cut in: an IANA name or a fixed offset
+    /// like +07:00 (default Asia/Ho_Chi_Minh).
     #[serde(default = "default_time_zone")]
-    time_zone: String,
+    pub time_zone: String,
+    /// The hub's certificate, key and CA.
+    pub tls: TlsSection,
+    /// Limits on calls and connections.
     #[serde(default)]
-    dashboard: Dashboard,
+    pub limits: Limits,
+    /// Limits on the documents the hub relays.
     #[serde(default)]
-    documents: DocumentsSection,
-    tls: TlsSection,
+    pub documents: DocumentsSection,
+    /// Dashboard access.
     #[serde(default)]
-    limits: Limits,
+    pub dashboard: Dashboard,
 }
 
 fn default_time_zone() -> String {
@@ -35,7 +53,7 @@ fn default_time_zone() -> String {
 }
 
 /// `[dashboard]`: who may see the web dashboard on the ops port.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dashboard {
     /// Serve the dashboard even when the ops port is not on loopback (put
@@ -71,7 +89,8 @@ pub struct HubConfig {
 impl HubConfig {
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
-        let raw: Raw = load_toml(path)?;
+        let raw: HubFile = load_toml(path)?;
+        check_version(path, raw.version)?;
         let limits = raw.limits;
         limits.validate(path)?;
         Ok(HubConfig {
@@ -103,6 +122,10 @@ mod tests {
     use super::*;
 
     fn load_with_zone(zone: &str) -> Result<HubConfig, ConfigError> {
+        load_with("", zone)
+    }
+
+    fn load_with(head: &str, zone: &str) -> Result<HubConfig, ConfigError> {
         let dir = tempfile::tempdir().expect("dir");
         for f in ["registry.toml", "audit.key", "ca.crt", "hub.crt", "hub.key"] {
             std::fs::write(dir.path().join(f), "").expect("write");
@@ -111,7 +134,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                "{head}listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
                  registry = \"registry.toml\"\naudit_key = \"audit.key\"\ntime_zone = \"{zone}\"\n\
                  [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n"
             ),
@@ -128,5 +151,15 @@ mod tests {
         assert_eq!(fixed.time_zone.label(), "+05:30");
         let err = load_with_zone("Mars/Olympus").expect_err("refused");
         assert!(err.to_string().contains("time_zone"), "{err}");
+    }
+
+    #[test]
+    fn version_is_one_or_absent() {
+        load_with("", "+07:00").expect("no version: a file from before the key is version 1");
+        load_with("version = 1\n", "+07:00").expect("version 1");
+        let err = load_with("version = 2\n", "+07:00").expect_err("unknown version");
+        assert_eq!(err.field, "version", "{err}");
+        assert!(err.file.ends_with("hub.toml"), "{err}");
+        assert!(err.to_string().contains("version 2"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ mod route;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::HubConfig;
+pub use config::{Dashboard, HubConfig, HubFile};
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};

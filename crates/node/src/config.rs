@@ -6,58 +6,87 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
+    ConfigError, DocumentsSection, Limits, TlsSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 
-#[derive(Deserialize)]
+/// A node's config file as written (`node-ID.toml`), before validation: the
+/// demo and `deploy/node-*.toml` are this struct serialized, so a new key is
+/// a new field here (with its doc comment) and in [`NodeConfig`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
-    id: String,
-    listen: String,
-    ops_listen: String,
-    data_dir: PathBuf,
-    hub: RawHub,
-    tls: TlsSection,
+pub struct NodeFile {
+    /// The config format's version (1; absent means 1).
+    #[serde(default = "config_version")]
+    pub version: u32,
+    /// This node's id; its certificate must say the same (`truc://node/ID`).
+    pub id: String,
+    /// gRPC listen address (`ip:port`), mutual TLS 1.3: the Agency API and the hub's calls.
+    pub listen: String,
+    /// Ops HTTP listen address: /metrics, /healthz (keep it internal).
+    pub ops_listen: String,
+    /// Where the node keeps its audit log and documents (sled).
+    pub data_dir: PathBuf,
+    /// The hub.
+    pub hub: HubSection,
+    /// The node's certificate, key and CA.
+    pub tls: TlsSection,
+    /// Limits on calls and connections.
     #[serde(default)]
-    limits: Limits,
+    pub limits: Limits,
+    /// Limits on the documents agency systems send through this node.
+    #[serde(default)]
+    pub documents: DocumentsSection,
+    /// How this node delivers documents and statuses.
+    #[serde(default)]
+    pub document_service: DocumentService,
+    /// Agency systems allowed to use this node (`[[client]]`).
     #[serde(default, rename = "client")]
-    clients: Vec<RawClient>,
+    pub clients: Vec<ClientEntry>,
+    /// Backends of the services this node's agencies provide (`[[backend]]`).
     #[serde(default, rename = "backend")]
-    backends: Vec<RawBackend>,
-    #[serde(default)]
-    documents: DocumentsSection,
-    #[serde(default)]
-    document_service: DocumentService,
+    pub backends: Vec<BackendEntry>,
 }
 
-#[derive(Deserialize)]
+/// `[hub]`: where the hub is.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawHub {
-    address: String,
+pub struct HubSection {
+    /// The hub's address (`host:port`).
+    pub address: String,
+    /// The DNS name in the hub's certificate (default `hub`).
     #[serde(default = "default_hub_name")]
-    name: String,
+    pub name: String,
 }
 
 fn default_hub_name() -> String {
     "hub".into()
 }
 
-#[derive(Deserialize)]
+/// `[[client]]`: an agency system, by client certificate name
+/// (`truc://client/NAME`), and the agencies it may act for.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawClient {
-    name: String,
-    agencies: Vec<String>,
+pub struct ClientEntry {
+    /// The name in the client certificate.
+    pub name: String,
+    /// Agency codes it may act for.
+    pub agencies: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// `[[backend]]`: where a provided service's backend listens (plaintext
+/// gRPC `truc.v1.Backend` on a trusted network next to the node).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawBackend {
-    service: String,
-    address: String,
+pub struct BackendEntry {
+    /// The service id.
+    pub service: String,
+    /// The backend's `host:port`.
+    pub address: String,
 }
 
 /// A validated node config, paths resolved against the file's directory.
@@ -93,7 +122,7 @@ pub struct NodeConfig {
 
 /// `[document_service]`: deadlines of the document workers' calls, how many
 /// run at once, and the resources documents may hold at this node.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DocumentService {
     /// Deadline of one `Hub.Relay` call before its attachments are counted,
@@ -178,7 +207,8 @@ impl DocumentService {
 impl NodeConfig {
     /// Loads and validates `path`, including that the certificate is this node's.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let raw: Raw = load_toml(path)?;
+        let raw: NodeFile = load_toml(path)?;
+        check_version(path, raw.version)?;
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
         raw.limits.validate(path)?;
         raw.document_service.validate(path)?;
@@ -268,4 +298,41 @@ fn check_certificate(path: &Path, tls: &TlsFiles, id: &NodeId) -> Result<(), Con
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_version_is_refused_naming_the_file_and_field() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "version = 7\nid = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+             data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n\
+             [tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n",
+        )
+        .expect("write");
+        let err = NodeConfig::load(&path).expect_err("version 7");
+        assert_eq!(err.field, "version", "{err}");
+        assert_eq!(err.file, path);
+        assert!(err.to_string().contains("version 7"), "{err}");
+    }
+
+    #[test]
+    fn the_file_type_round_trips_through_toml() {
+        let text = "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+                    data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n\
+                    [tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n\
+                    [[client]]\nname = \"dms\"\nagencies = [\"000.00.00.G22\"]\n";
+        let file: NodeFile = toml::from_str(text).expect("parse");
+        assert_eq!(file.version, 1, "absent means 1");
+        let again: NodeFile =
+            toml::from_str(&toml::to_string(&file).expect("serialize")).expect("reparse");
+        assert_eq!(again.clients[0].agencies, ["000.00.00.G22"]);
+        assert_eq!(again.document_service, DocumentService::default());
+        assert_eq!(again.hub.name, "hub");
+    }
 }

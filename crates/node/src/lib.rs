@@ -20,7 +20,7 @@ mod invoke;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::{DocumentService, NodeConfig};
+pub use config::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile};
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use truc_pki::TlsFiles;
 
 /// A config that cannot be used. Processes exit with code 2 on it.
@@ -97,13 +97,40 @@ pub fn resolve(
     Ok(resolved)
 }
 
-/// The `[tls]` section of a server config.
-#[derive(Clone, Debug, Deserialize)]
+/// The version of the config files this build reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// The `version` of a file that has none: files written before the key
+/// existed are version 1.
+pub fn config_version() -> u32 {
+    CONFIG_VERSION
+}
+
+/// Refuses a config `version` this build does not know.
+pub fn check_version(file: &Path, version: u32) -> Result<(), ConfigError> {
+    if version == CONFIG_VERSION {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            file,
+            "version",
+            format!(
+                "version {version} is not known by this build, which reads version {CONFIG_VERSION}"
+            ),
+        ))
+    }
+}
+
+/// The `[tls]` section of a config: paths relative to the config file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    /// The CA certificate (PEM) peers are checked against.
+    pub ca: PathBuf,
+    /// This side's certificate (PEM).
+    pub cert: PathBuf,
+    /// This side's private key (PEM).
+    pub key: PathBuf,
 }
 
 impl TlsSection {
@@ -118,7 +145,7 @@ impl TlsSection {
 }
 
 /// Limits on what callers may send.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest payload of a data call, in bytes (default 4 MiB).
@@ -258,18 +285,26 @@ pub struct ClientConfig {
     pub tls: TlsFiles,
 }
 
-#[derive(Deserialize)]
+/// A client's config file as written: what `ClientConfig::load` reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawClient {
-    address: String,
-    server_name: String,
-    tls: TlsSection,
+pub struct ClientFile {
+    /// The config format's version (1; absent means 1).
+    #[serde(default = "config_version")]
+    pub version: u32,
+    /// `host:port` of the node (or, for reports, the hub).
+    pub address: String,
+    /// The name in the server's certificate.
+    pub server_name: String,
+    /// The client's certificate, key and CA.
+    pub tls: TlsSection,
 }
 
 impl ClientConfig {
     /// Loads `path`.
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
-        let raw: RawClient = load_toml(path)?;
+        let raw: ClientFile = load_toml(path)?;
+        check_version(path, raw.version)?;
         Ok(ClientConfig {
             address: raw.address,
             server_name: raw.server_name,
@@ -287,13 +322,17 @@ impl ClientConfig {
 }
 
 /// `[documents]`: limits on the documents a server accepts.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DocumentsSection {
-    max_attachments: usize,
-    max_attachment_bytes: u64,
-    max_total_bytes: u64,
-    max_recipients: usize,
+    /// Attachments of one document.
+    pub max_attachments: usize,
+    /// Bytes of one attachment.
+    pub max_attachment_bytes: u64,
+    /// Bytes of all of a document's attachments.
+    pub max_total_bytes: u64,
+    /// Recipients of one document.
+    pub max_recipients: usize,
 }
 
 impl Default for DocumentsSection {
@@ -423,6 +462,21 @@ mod tests {
         let f = write("[documents]\nmax_pages = 3\n");
         let e = load_toml::<File>(f.path()).err().expect("unknown field");
         assert_eq!(e.field, "max_pages");
+    }
+
+    #[test]
+    fn client_config_versions() {
+        let body = "address = \"127.0.0.1:7000\"\nserver_name = \"hub\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let f = write(body);
+        let file: ClientFile = load_toml(f.path()).expect("no version");
+        assert_eq!(file.version, CONFIG_VERSION);
+        let f = write(&format!("version = 3\n{body}"));
+        let e = ClientConfig::load(f.path()).expect_err("version 3");
+        assert_eq!(e.field, "version", "{e}");
+        assert!(
+            e.to_string().contains(&f.path().display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]

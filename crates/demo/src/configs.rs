@@ -1,0 +1,248 @@
+//! The deployment's config files, produced by serializing the config types
+//! (`HubFile`, `NodeFile`, `ClientFile`): the demo writes them for the ports
+//! it bound, and `deploy/` holds them for fixed example ports
+//! ([`deploy_examples`]). A new config key is a field of its type and appears
+//! here by itself.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Serialize;
+use truc_hub::{Dashboard, HubFile};
+use truc_node::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
+use truc_ops::config::{CONFIG_VERSION, ClientFile, DocumentsSection, Limits, TlsSection};
+use truc_pki::{Identity, Layout, Role};
+
+use crate::{
+    CITIZEN_LOOKUP, DemoError, G22, H37, H37_DEPT, HOUSEHOLD_REGISTRY, MINISTRY_CLIENT,
+    MINISTRY_NODE, PROVINCE_CLIENT, PROVINCE_NODE,
+};
+
+/// The addresses and directories one set of config files is written for.
+pub(crate) struct Plan {
+    /// The hub's gRPC and ops addresses.
+    pub(crate) hub: (SocketAddr, SocketAddr),
+    /// Per node (ministry, then province): gRPC, ops and backend addresses.
+    pub(crate) nodes: [(SocketAddr, SocketAddr, SocketAddr); 2],
+    /// The hub's data directory, relative to the configs.
+    pub(crate) hub_data: PathBuf,
+    /// The directory under which each node's data directory (named by its
+    /// id) goes, relative to the configs.
+    pub(crate) node_data: PathBuf,
+    /// Limits written into the hub's and nodes' configs.
+    pub(crate) limits: Limits,
+}
+
+/// One config file: its name (in the configs' directory) and text.
+pub(crate) struct File {
+    pub(crate) name: String,
+    pub(crate) text: String,
+}
+
+/// Where the PKI is, relative to the configs.
+fn pki() -> Layout {
+    Layout::new("pki")
+}
+
+fn tls(role: Role, name: &str) -> Result<TlsSection, truc_pki::PkiError> {
+    let files = pki().files(&Identity::new(role, name)?);
+    Ok(TlsSection {
+        ca: files.ca,
+        cert: files.cert,
+        key: files.key,
+    })
+}
+
+/// `header` (comment lines) then `value` as pretty TOML.
+fn toml_file(name: String, header: &str, value: &impl Serialize) -> Result<File, DemoError> {
+    let body = toml::to_string(value)?;
+    Ok(File {
+        name,
+        text: format!("{header}\n\n{body}"),
+    })
+}
+
+/// The nodes: id, agency system, its agencies, the service it provides.
+fn nodes() -> [(&'static str, &'static str, Vec<&'static str>, &'static str); 2] {
+    [
+        (MINISTRY_NODE, MINISTRY_CLIENT, vec![G22], CITIZEN_LOOKUP),
+        (
+            PROVINCE_NODE,
+            PROVINCE_CLIENT,
+            vec![H37, H37_DEPT],
+            HOUSEHOLD_REGISTRY,
+        ),
+    ]
+}
+
+/// Every config file of the deployment, registry first.
+pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
+    let hub_addr = plan.hub.0.to_string();
+    let mut out = vec![File {
+        name: "registry.toml".into(),
+        text: registry(plan.nodes[0].0, plan.nodes[1].0),
+    }];
+    let hub = HubFile {
+        version: CONFIG_VERSION,
+        listen: plan.hub.0.to_string(),
+        ops_listen: plan.hub.1.to_string(),
+        data_dir: plan.hub_data.clone(),
+        registry: "registry.toml".into(),
+        audit_key: pki().audit_key(),
+        time_zone: "Asia/Ho_Chi_Minh".into(),
+        tls: tls(Role::Hub, "hub")?,
+        limits: plan.limits.clone(),
+        documents: DocumentsSection::default(),
+        dashboard: Dashboard::default(),
+    };
+    out.push(toml_file(
+        "hub.toml".into(),
+        "# truc hub --config hub.toml\n\
+         # Keys: `HubFile` in crates/hub/src/config.rs; paths are relative to this file.\n\
+         # Generated from the config types (see deploy/README.md): edit those, not this file.",
+        &hub,
+    )?);
+    for ((id, client, agencies, service), (listen, ops, backend)) in
+        nodes().into_iter().zip(plan.nodes)
+    {
+        let node = NodeFile {
+            version: CONFIG_VERSION,
+            id: id.into(),
+            listen: listen.to_string(),
+            ops_listen: ops.to_string(),
+            data_dir: plan.node_data.join(id),
+            hub: HubSection {
+                address: hub_addr.clone(),
+                name: "hub".into(),
+            },
+            tls: tls(Role::Node, id)?,
+            limits: plan.limits.clone(),
+            documents: DocumentsSection::default(),
+            document_service: DocumentService::default(),
+            clients: vec![ClientEntry {
+                name: client.into(),
+                agencies: agencies.iter().map(|a| a.to_string()).collect(),
+            }],
+            backends: vec![BackendEntry {
+                service: service.into(),
+                address: backend.to_string(),
+            }],
+        };
+        out.push(toml_file(
+            format!("node-{id}.toml"),
+            &format!(
+                "# truc node --config node-{id}.toml\n\
+                 # Keys: `NodeFile` in crates/node/src/config.rs; paths are relative to this file.\n\
+                 # `id` must match the node certificate (truc://node/{id}); each [[client]] is an\n\
+                 # agency system by client certificate name (truc://client/NAME) and the agencies\n\
+                 # it may act for; each [[backend]] is plaintext gRPC truc.v1.Backend on a trusted\n\
+                 # network next to the node.\n\
+                 # Generated from the config types (see deploy/README.md): edit those, not this file."
+            ),
+            &node,
+        )?);
+        let client_file = ClientFile {
+            version: CONFIG_VERSION,
+            address: listen.to_string(),
+            server_name: id.into(),
+            tls: tls(Role::Client, client)?,
+        };
+        out.push(toml_file(
+            format!("client-{client}.toml"),
+            &format!(
+                "# truc call --config client-{client}.toml --as {} --service ... --data ...\n\
+                 # An agency system of node {id}. Keys: `ClientFile` in crates/ops/src/config.rs.",
+                agencies[0]
+            ),
+            &client_file,
+        )?);
+    }
+    let admin = ClientFile {
+        version: CONFIG_VERSION,
+        address: hub_addr,
+        server_name: "hub".into(),
+        tls: tls(Role::Admin, "admin")?,
+    };
+    out.push(toml_file(
+        "admin.toml".into(),
+        "# truc report --config admin.toml\n\
+         # The hub's operator. Keys: `ClientFile` in crates/ops/src/config.rs.",
+        &admin,
+    )?);
+    Ok(out)
+}
+
+/// The registry, for the nodes at these addresses. The registry has no
+/// serializable model yet, so this one stays a template.
+fn registry(ministry: SocketAddr, province: SocketAddr) -> String {
+    format!(
+        r#"# The registry the hub enforces: who exists, which node hosts whom, which
+# services exist and who may call them. Keep it under version control.
+
+[[agency]]
+code = "{G22}"
+name = "Văn phòng Chính phủ"
+
+[[agency]]
+code = "{H37}"
+name = "UBND tỉnh Lạng Sơn"
+
+[[agency]]
+code = "{H37_DEPT}"  # illustrative code of a department
+name = "Sở Tư pháp tỉnh Lạng Sơn"
+parent = "{H37}"
+
+[[node]]
+id = "{MINISTRY_NODE}"
+address = "{ministry}"
+agencies = ["{G22}"]
+
+[[node]]
+id = "{PROVINCE_NODE}"
+address = "{province}"
+agencies = ["{H37}", "{H37_DEPT}"]
+
+[[service]]
+id = "{CITIZEN_LOOKUP}"
+description = "Look up a citizen record by citizen id"
+
+[[service]]
+id = "{HOUSEHOLD_REGISTRY}"
+description = "Look up a household registration in Lạng Sơn"
+
+# Grants name the exact client agency; a parent's grant does not cover its departments.
+[[grant]]
+client = "{H37}"
+services = ["{CITIZEN_LOOKUP}"]
+
+[[grant]]
+client = "{H37_DEPT}"
+services = ["{CITIZEN_LOOKUP}"]
+
+[[grant]]
+client = "{G22}"
+services = ["{HOUSEHOLD_REGISTRY}"]
+"#
+    )
+}
+
+/// The example files of `deploy/` (name, text): the demo's deployment on
+/// fixed ports (hub 7000, nodes 7101 and 7201, backends 7301 and 7401, ops
+/// ports 9100, 9101, 9201), data under `data/`, default limits.
+/// `tests/deploy.rs` checks that `deploy/` holds exactly these.
+pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let plan = Plan {
+        hub: (at(7000), at(9100)),
+        nodes: [
+            (at(7101), at(9101), at(7301)),
+            (at(7201), at(9201), at(7401)),
+        ],
+        hub_data: "data/hub".into(),
+        node_data: "data".into(),
+        limits: Limits::default(),
+    };
+    Ok(files(&plan)?
+        .into_iter()
+        .map(|f| (f.name, f.text))
+        .collect())
+}
