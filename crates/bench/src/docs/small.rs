@@ -211,9 +211,7 @@ pub(super) async fn small(
         )))
     };
     // Document numbers must be new in every run against the same data.
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let run = truc_ops::now_ms() / 1000;
     let poll = Duration::from_millis(args.poll_ms);
     // One document first: it opens the connections and checks the path works.
     let (_, first) = one_small(

@@ -47,12 +47,7 @@ pub(super) async fn large(
         chunk: args.chunk_kib * 1024,
     };
     let sha = data.sha256();
-    let number = format!(
-        "L{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
+    let number = format!("L{}", truc_ops::now_ms());
     let env = envelope(&number, vec![attachment("large.bin", data.size, sha)]);
     // Open the connection (if the small part did not) before timing.
     let _ = client
