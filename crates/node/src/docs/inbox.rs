@@ -19,6 +19,8 @@ use super::{
     Documents, MAX_EVENT_BYTES, blobs, event, history_full, keys, keys::storage, now_ms, watch,
 };
 
+use truc_doc::chunks::{only_chunks_after, opening};
+
 impl Documents {
     /// Node.Deliver: a document relayed by the hub for one of this node's
     /// agencies. Answers once it is in the inbox on disk.
@@ -26,15 +28,11 @@ impl Documents {
         &self,
         mut stream: Streaming<RelayRequest>,
     ) -> Result<RelayResponse, Status> {
-        let header = match stream.message().await?.and_then(|m| m.part) {
-            Some(relay_request::Part::Header(h)) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be the header",
-                ));
-            }
-        };
-        let mut header = header;
+        let mut header = opening(&mut stream, "header", |m| match m.part {
+            Some(relay_request::Part::Header(h)) => Some(h),
+            _ => None,
+        })
+        .await?;
         let envelope = header
             .envelope
             .take()
@@ -50,9 +48,7 @@ impl Documents {
         );
         let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
             Some(relay_request::Part::Chunk(c)) => Ok(c),
-            _ => Err(Status::invalid_argument(
-                "only chunks may follow the header",
-            )),
+            _ => Err(only_chunks_after("header")),
         });
         // Checked before the attachments stream in (early refusals), and
         // again under the lock before writing (a concurrent delivery of the

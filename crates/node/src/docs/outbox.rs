@@ -18,6 +18,8 @@ use super::{
     now_ms, recipients_of, watch,
 };
 
+use truc_doc::chunks::{only_chunks_after, opening};
+
 impl Documents {
     /// SendDocument: checks, stores the attachments and the outbox entry
     /// durably, then acknowledges; delivery follows in the background.
@@ -26,14 +28,11 @@ impl Documents {
         caller: &Caller,
         mut stream: Streaming<SendDocumentRequest>,
     ) -> Result<SendDocumentResponse, Status> {
-        let envelope = match stream.message().await?.and_then(|m| m.part) {
-            Some(send_document_request::Part::Envelope(e)) => e,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be the envelope",
-                ));
-            }
-        };
+        let envelope = opening(&mut stream, "envelope", |m| match m.part {
+            Some(send_document_request::Part::Envelope(e)) => Some(e),
+            _ => None,
+        })
+        .await?;
         let from = envelope
             .from
             .as_ref()
@@ -47,9 +46,7 @@ impl Documents {
         let digest = envelope_digest(&envelope);
         let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
             Some(send_document_request::Part::Chunk(c)) => Ok(c),
-            _ => Err(Status::invalid_argument(
-                "only chunks may follow the envelope",
-            )),
+            _ => Err(only_chunks_after("envelope")),
         });
         let repeat = |existing: Option<Tracking>| -> Result<Option<u64>, Status> {
             match existing {
