@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use truc_proto::v1::SignedTreeHead;
+use truc_proto::{now_ms, v1::SignedTreeHead};
 use truc_store::{Store, WriteBatch};
 
 use crate::index::{ensure_party_index, party_keys};
@@ -724,12 +724,6 @@ pub(crate) fn decode_head(key: &[u8], value: &[u8]) -> Result<SignedTreeHead, Au
         key: hex::encode(key),
         reason: format!("undecodable tree head: {e}"),
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where logs created by earlier builds keep their time zone: minutes east

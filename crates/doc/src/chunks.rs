@@ -1,6 +1,8 @@
 //! Checking attachment chunks as they stream past: each chunk's SHA-256,
 //! offsets without gaps, sizes within what the envelope declared, and each
 //! whole file's SHA-256 when its last byte has passed. Every hop runs one.
+//! And the shape every document stream has: its opening message (the
+//! envelope of a send, the header of a relay) first, then chunks only.
 
 use ring::digest::{Context, SHA256};
 use truc_proto::v1::{Chunk, Envelope};
@@ -121,6 +123,45 @@ pub fn chunk(attachment: u32, offset: u64, data: bytes::Bytes) -> Chunk {
     }
 }
 
+/// What a document stream opened with, when it was not its opening part.
+#[derive(Debug)]
+pub enum Opening {
+    /// The stream failed before its first message.
+    Stream(tonic::Status),
+    /// The stream was empty or opened with something else; the reason.
+    Missing(String),
+}
+
+/// INVALID_ARGUMENT for a missing opening; a stream's own status kept.
+impl From<Opening> for tonic::Status {
+    fn from(e: Opening) -> tonic::Status {
+        match e {
+            Opening::Stream(s) => s,
+            Opening::Missing(reason) => tonic::Status::invalid_argument(reason),
+        }
+    }
+}
+
+/// The opening part of a document stream, called `what` in the error: what
+/// `part` finds in the first message (`None` when it carries anything else).
+pub async fn opening<M, P>(
+    stream: &mut tonic::Streaming<M>,
+    what: &str,
+    part: impl FnOnce(M) -> Option<P>,
+) -> Result<P, Opening> {
+    match stream.message().await {
+        Err(s) => Err(Opening::Stream(s)),
+        Ok(first) => first
+            .and_then(part)
+            .ok_or_else(|| Opening::Missing(format!("the first message must be the {what}"))),
+    }
+}
+
+/// The refusal of anything but a chunk after the opening part `what`.
+pub fn only_chunks_after(what: &str) -> tonic::Status {
+    tonic::Status::invalid_argument(format!("only chunks may follow the {what}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +229,20 @@ mod tests {
                 .is_err()
         );
         assert!(c.check(&chunk(0, 0, Bytes::new())).is_err());
+    }
+
+    #[test]
+    fn a_missing_opening_is_invalid_argument_and_a_stream_error_keeps_its_code() {
+        let missing = tonic::Status::from(Opening::Missing(
+            "the first message must be the header".into(),
+        ));
+        assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+        assert_eq!(missing.message(), "the first message must be the header");
+        let cut = tonic::Status::from(Opening::Stream(tonic::Status::cancelled("gone")));
+        assert_eq!(cut.code(), tonic::Code::Cancelled);
+        assert_eq!(
+            only_chunks_after("envelope").message(),
+            "only chunks may follow the envelope"
+        );
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Status, Streaming};
 use truc_audit::Receipt;
+use truc_doc::chunks::{Opening, only_chunks_after, opening};
 use truc_pipeline::{Deadline, Kind, Step, Transaction, TxError, fields};
 use truc_pki::Identity;
 use truc_proto::v1::{
@@ -56,15 +57,15 @@ impl Step for Relay<'_> {
     ) -> Result<AdmittedRelay, TxError> {
         let registry = &self.0.registry;
         let node = Inner::calling_node(caller)?;
-        let header = match incoming.message().await?.and_then(|m| m.part) {
-            Some(relay_request::Part::Header(h)) => h,
-            _ => {
-                return Err(TxError::invalid(
-                    "header",
-                    "the first message must be the header",
-                ));
-            }
-        };
+        let header = opening(&mut incoming, "header", |m| match m.part {
+            Some(relay_request::Part::Header(h)) => Some(h),
+            _ => None,
+        })
+        .await
+        .map_err(|e| match e {
+            Opening::Stream(s) => TxError::from(s),
+            Opening::Missing(reason) => TxError::invalid("header", reason),
+        })?;
         let sender = self.0.hosted_origin(
             &node,
             tx,
@@ -153,11 +154,7 @@ impl Step for Relay<'_> {
                         check.check(c)?;
                         passed = passed.saturating_add(c.data.len() as u64);
                     }
-                    _ => {
-                        return Err(Status::invalid_argument(
-                            "only chunks may follow the header",
-                        ));
-                    }
+                    _ => return Err(only_chunks_after("header")),
                 }
                 if to_node.send(message).await.is_err() {
                     // The recipient's node ended the call; its answer says why.

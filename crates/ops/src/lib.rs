@@ -20,14 +20,7 @@ pub use metrics::{Metrics, code_name, write_metric};
 pub use record::{TRANSACTION_ID_HEADER, tag};
 pub use serve::{GrpcServer, OpsPort, Running, Servers, Shutdown, serve_ops};
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use truc_proto::now_ms;
 
 /// Errors of starting a server.
 #[derive(Debug, thiserror::Error)]

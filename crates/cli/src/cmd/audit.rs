@@ -80,10 +80,6 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn key(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     read_public_key(path).map_err(CliError::Usage)
 }
@@ -124,7 +120,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     println!(
         "verified: {} records, Merkle root {}, {} signed tree heads, {} hub receipts, counters equal the records",
         report.records,
-        hex(&report.root),
+        hex::encode(report.root),
         report.tree_heads,
         report.receipts
     );
@@ -220,9 +216,9 @@ async fn prove(args: ProveArgs) -> Result<ExitCode, CliError> {
             "verified: transaction {} is leaf {} (hash {}) of the hub's log, included in the signed tree of size {} with root {}",
             args.tx,
             stored.index,
-            hex(&leaf),
+            hex::encode(leaf),
             head.tree_size,
-            hex(&root)
+            hex::encode(root)
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -272,9 +268,9 @@ async fn consistency(args: ConsistencyArgs) -> Result<ExitCode, CliError> {
         println!(
             "verified: the log of size {} (root {}) is a prefix of the log of size {} (root {})",
             old.tree_size,
-            hex(&old_root),
+            hex::encode(old_root),
             new.tree_size,
-            hex(&new_root)
+            hex::encode(new_root)
         );
         Ok(ExitCode::SUCCESS)
     } else {

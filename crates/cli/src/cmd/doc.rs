@@ -7,14 +7,13 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use clap::{Args, ValueEnum};
 use tokio::io::AsyncWriteExt;
 use truc_client::{Client, SavedFile, Upload};
 use truc_doc::{DocumentId, StatusCode, is_valid_date};
-use truc_ops::config::ClientConfig;
+use truc_ops::{config::ClientConfig, now_ms};
 use truc_proto::v1::{
     BusinessKind, DocumentCode, DocumentType, Envelope, InboxEntry, InboxEvent, ListInboxRequest,
     Organ, OtherInfo, PromulgationInfo, StatusEvent, Tracking, UpdateStatusRequest,
@@ -634,12 +633,6 @@ fn format_utc(unix_ms: u64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `s` quoted for a POSIX shell when it needs to be.

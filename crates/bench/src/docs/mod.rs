@@ -1,0 +1,196 @@
+//! `truc-bench docs`: what moving official documents through truc costs.
+//!
+//! Three measurements, in one process, on one `truc-demo` deployment with
+//! echo backends:
+//!
+//! - **small**: N senders on the province node each send a document from
+//!   000.00.00.H37 to 000.00.00.G22 (one tiny attachment, or none), then poll
+//!   the document's tracking (`Agency.GetTracking`) on the province node until
+//!   G22's status is "01". The province node sets "01" when the hub's relay
+//!   to the ministry node has been acknowledged, that is once the ministry
+//!   node has the document flushed in G22's inbox. Latency runs from the
+//!   start of `SendDocument` to the poll that saw "01".
+//! - **large**: one document with one attachment of S MiB of pseudo-random
+//!   bytes, generated chunk by chunk while it is sent (never held whole in
+//!   memory), timed from the first message to "01" seen, and to the
+//!   `SendDocument` acknowledgement.
+//! - **raw**: the same bytes, in the same chunk size and the same message
+//!   type, streamed by plain gRPC (no TLS, no disk, no checks) to a trivial
+//!   in-process `truc.v1.Node/Deliver` server that only counts them.
+
+mod common;
+mod report;
+mod small;
+mod transfer;
+
+use std::{path::Path, time::Duration};
+
+use clap::ValueEnum;
+use truc_demo::{BackendKind, DemoOptions, Deployment};
+
+use self::{report::*, small::*, transfer::*};
+use crate::cpu_model;
+
+const MIB: u64 = 1024 * 1024;
+/// Largest gRPC message either side accepts (a 1 MiB chunk and its framing fit).
+const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Messages queued between the task making chunks and the network (as `truc send`).
+const SEND_QUEUE: usize = 4;
+/// A small document not seen as "01" this long after its send started is an error.
+const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same for the large document.
+const LARGE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The promulgation date of every benchmark document (any real date will do).
+const DATE: &str = "2026/01/15";
+/// Response metadata key in which the raw server reports the bytes it counted.
+const RAW_BYTES_KEY: &str = "x-bench-bytes";
+
+/// Which measurements to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Small documents per second.
+    Small,
+    /// One large attachment through truc, then the raw tonic baseline.
+    Large,
+    /// Small, then large, then raw.
+    All,
+}
+
+/// Options of `truc-bench docs`.
+#[derive(clap::Args, Debug)]
+pub struct DocsArgs {
+    /// Concurrent senders of small documents.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    senders: u64,
+    /// Seconds measured for small documents.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration: u64,
+    /// Seconds of small documents before measuring (not counted).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    warmup: u64,
+    /// Bytes of the one attachment of each small document; 0 sends none.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=MIB))]
+    attachment_bytes: u64,
+    /// Milliseconds between two tracking polls of one document.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    poll_ms: u64,
+    /// Size of the large attachment, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    size_mib: u64,
+    /// Chunk size for the large attachment and the raw baseline, in KiB (at most 1 MiB, truc's limit).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    chunk_kib: u64,
+    /// Which measurements to run.
+    #[arg(long, value_enum, default_value_t = Part::All)]
+    part: Part,
+    /// Audit records are written without flushing to disk (documents and
+    /// their blobs are still flushed).
+    #[arg(long)]
+    no_durable: bool,
+    /// Also print the results as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn part_name(p: Part) -> &'static str {
+    match p {
+        Part::Small => "small",
+        Part::Large => "large",
+        Part::All => "all",
+    }
+}
+
+/// `truc-bench docs`.
+pub async fn run(args: DocsArgs) -> Result<(), String> {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = cpu_model();
+    println!("truc-bench docs: one process, client and servers share the cores");
+    println!(
+        "  (load generator, hub, two nodes, echo backends and the raw server; loopback TCP; data in a temporary directory)"
+    );
+    println!("machine: nproc {cpus}, CPU {cpu}");
+    println!(
+        "parameters: docs --part {} --senders {} --duration {} --warmup {} --attachment-bytes {} --poll-ms {} --size-mib {} --chunk-kib {}{}",
+        part_name(args.part),
+        args.senders,
+        args.duration,
+        args.warmup,
+        args.attachment_bytes,
+        args.poll_ms,
+        args.size_mib,
+        args.chunk_kib,
+        if args.no_durable { " --no-durable" } else { "" },
+    );
+    println!(
+        "  documents 000.00.00.H37 (province node) -> hub -> 000.00.00.G22 (ministry node), mTLS 1.3; attachments fsynced at each node; audit {}",
+        if args.no_durable {
+            "NOT flushed (--no-durable)"
+        } else {
+            "durable (group commit)"
+        },
+    );
+    println!(
+        "  delivered = the sender's GetTracking on the province node shows status 01 for G22 (set when the ministry node has acknowledged the document in its inbox, on disk); each document is polled every {} ms after SendDocument returns",
+        args.poll_ms
+    );
+
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let small_outcome;
+    let mut large_outcome = None;
+    let mut raw_outcome = None;
+    {
+        let deployment = start(dir.path(), &args).await?;
+        let result = async {
+            let client = deployment
+                .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
+                .map_err(|e| format!("cannot make an agency client: {e}"))?
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let s = if matches!(args.part, Part::Small | Part::All) {
+                let s = small(&client, &args).await?;
+                print_small(&s);
+                Some(s)
+            } else {
+                None
+            };
+            if matches!(args.part, Part::Large | Part::All) {
+                // Let the last small documents' deliveries finish.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let l = large(&client, &args).await?;
+                print_large(&l);
+                large_outcome = Some(l);
+            }
+            Ok::<_, String>(s)
+        }
+        .await;
+        let stopped = deployment.stop().await;
+        small_outcome = result?;
+        stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
+    }
+    if matches!(args.part, Part::Large | Part::All) {
+        let r = raw(&args).await?;
+        print_raw(&r, large_outcome.as_ref());
+        raw_outcome = Some(r);
+    }
+    if args.json {
+        print_json(
+            &args,
+            cpus,
+            &cpu,
+            small_outcome.as_ref(),
+            large_outcome.as_ref(),
+            raw_outcome.as_ref(),
+        );
+    }
+    Ok(())
+}
+
+async fn start(dir: &Path, args: &DocsArgs) -> Result<Deployment, String> {
+    Deployment::start(DemoOptions {
+        backend: BackendKind::Echo,
+        durable: !args.no_durable,
+        ..DemoOptions::new(dir)
+    })
+    .await
+    .map_err(|e| format!("cannot start the deployment: {e}"))
+}

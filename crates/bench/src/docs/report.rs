@@ -1,0 +1,150 @@
+//! What the run prints: a table per measurement, and one JSON line.
+
+use std::collections::BTreeMap;
+
+use super::{DocsArgs, MIB, common::*, part_name, small::*, transfer::*};
+
+pub(super) fn print_small(s: &SmallOutcome) {
+    let d = &s.tally.delivered_us;
+    let a = &s.tally.acked_us;
+    println!();
+    println!("small documents (closed loop, each sender one document at a time):");
+    println!(
+        "  {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "docs", "errors", "docs/s", "p50 ms", "p99 ms", "max ms", "ack p50", "ack p99", "polls/s"
+    );
+    println!(
+        "  {:>7} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>10.1}",
+        s.docs(),
+        s.errors(),
+        s.rate(),
+        ms(d, 0.50),
+        ms(d, 0.99),
+        d.max() as f64 / 1000.0,
+        ms(a, 0.50),
+        ms(a, 0.99),
+        s.polls as f64 / s.seconds,
+    );
+    println!(
+        "  latency = SendDocument start -> 01 seen (includes up to one poll interval); ack = SendDocument start -> acknowledged (on disk at the province node)"
+    );
+    if s.docs() > 0 {
+        println!(
+            "  tracking polls: {} in the window, {:.1} per delivered document",
+            s.polls,
+            s.polls as f64 / s.docs() as f64
+        );
+    }
+    for (code, (n, msg)) in &s.tally.errors {
+        println!("  errors: {n} × {code} (first: {msg})");
+    }
+}
+
+pub(super) fn print_large(l: &LargeOutcome) {
+    println!();
+    println!(
+        "large attachment: one document, one attachment of {} MiB ({} bytes), pseudo-random, generated while sent",
+        l.bytes / MIB,
+        l.bytes
+    );
+    println!(
+        "  acknowledged (on disk at the province node): {:.3} s  {:.1} MB/s ({:.1} MiB/s)",
+        l.acked.as_secs_f64(),
+        mb_per_s(l.bytes, l.acked),
+        mib_per_s(l.bytes, l.acked)
+    );
+    println!(
+        "  delivered (01 seen, on disk at the ministry node): {:.3} s  {:.1} MB/s ({:.1} MiB/s); {} tracking polls",
+        l.delivered.as_secs_f64(),
+        mb_per_s(l.bytes, l.delivered),
+        mib_per_s(l.bytes, l.delivered),
+        l.polls
+    );
+}
+
+pub(super) fn print_raw(r: &RawOutcome, l: Option<&LargeOutcome>) {
+    println!();
+    println!(
+        "raw tonic baseline: the same bytes and chunks, client-streamed as truc.v1.Node/Deliver over plain HTTP/2 (no TLS, no disk, no checks) to an in-process server that counts them"
+    );
+    println!(
+        "  {:.3} s  {:.1} MB/s ({:.1} MiB/s)",
+        r.elapsed.as_secs_f64(),
+        mb_per_s(r.bytes, r.elapsed),
+        mib_per_s(r.bytes, r.elapsed)
+    );
+    if let Some(l) = l {
+        println!(
+            "truc/raw MB/s: {:.3} to 01 seen (truc takes {:.1}x as long as raw), {:.3} to SendDocument acknowledged",
+            r.elapsed.as_secs_f64() / l.delivered.as_secs_f64(),
+            l.delivered.as_secs_f64() / r.elapsed.as_secs_f64(),
+            r.elapsed.as_secs_f64() / l.acked.as_secs_f64(),
+        );
+    }
+}
+
+pub(super) fn print_json(
+    args: &DocsArgs,
+    cpus: usize,
+    cpu: &str,
+    s: Option<&SmallOutcome>,
+    l: Option<&LargeOutcome>,
+    r: Option<&RawOutcome>,
+) {
+    let small = s.map(|s| {
+        serde_json::json!({
+            "docs": s.docs(),
+            "errors": s.errors(),
+            "errors_by_code": s.tally.errors.iter().map(|(c, (n, _))| (c.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "docs_per_s": s.rate(),
+            "p50_ms": ms(&s.tally.delivered_us, 0.5),
+            "p99_ms": ms(&s.tally.delivered_us, 0.99),
+            "max_ms": s.tally.delivered_us.max() as f64 / 1000.0,
+            "ack_p50_ms": ms(&s.tally.acked_us, 0.5),
+            "ack_p99_ms": ms(&s.tally.acked_us, 0.99),
+            "tracking_polls": s.polls,
+        })
+    });
+    let large = l.map(|l| {
+        serde_json::json!({
+            "bytes": l.bytes,
+            "acked_s": l.acked.as_secs_f64(),
+            "acked_mb_per_s": mb_per_s(l.bytes, l.acked),
+            "delivered_s": l.delivered.as_secs_f64(),
+            "delivered_mb_per_s": mb_per_s(l.bytes, l.delivered),
+        })
+    });
+    let raw = r.map(|r| {
+        serde_json::json!({
+            "bytes": r.bytes,
+            "elapsed_s": r.elapsed.as_secs_f64(),
+            "mb_per_s": mb_per_s(r.bytes, r.elapsed),
+        })
+    });
+    let ratio = match (l, r) {
+        (Some(l), Some(r)) => {
+            serde_json::json!(r.elapsed.as_secs_f64() / l.delivered.as_secs_f64())
+        }
+        _ => serde_json::Value::Null,
+    };
+    let j = serde_json::json!({
+        "machine": {"nproc": cpus, "cpu": cpu},
+        "shared_cores": true,
+        "params": {
+            "part": part_name(args.part),
+            "senders": args.senders,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "attachment_bytes": args.attachment_bytes,
+            "poll_ms": args.poll_ms,
+            "size_mib": args.size_mib,
+            "chunk_kib": args.chunk_kib,
+            "durable": !args.no_durable,
+        },
+        "small": small,
+        "large": large,
+        "raw": raw,
+        "truc_over_raw_mb_per_s": ratio,
+    });
+    println!("{j}");
+}
