@@ -18,10 +18,11 @@ use std::{
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
+use truc_devca::InitOptions;
 use truc_hub::{HubConfig, RunningHub};
 use truc_node::{NodeConfig, RunningNode, backend};
 use truc_ops::{Shutdown, config::ConfigError};
-use truc_pki::{Identity, InitOptions, Layout, Role};
+use truc_pki::{Identity, Layout, Role};
 use truc_proto::v1::{
     DataRequest, DataResponse, agency_client::AgencyClient, backend_server::Backend,
 };
@@ -60,6 +61,9 @@ pub enum DemoError {
     /// Certificates could not be made.
     #[error(transparent)]
     Pki(#[from] truc_pki::PkiError),
+    /// The development CA failed.
+    #[error(transparent)]
+    DevCa(#[from] truc_devca::DevCaError),
     /// A written config does not load (a bug here).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -463,7 +467,7 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let pki = Layout::new(dir.join("pki"));
     if !pki.ca_cert().exists() {
-        truc_pki::init(
+        truc_devca::init(
             &pki.dir,
             &InitOptions {
                 hub: "hub".into(),

@@ -337,7 +337,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio_stream::StreamExt;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    use truc_pki::{Identity, InitOptions, Role};
+    use truc_devca::InitOptions;
+    use truc_pki::{Identity, Role};
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -346,7 +347,7 @@ mod tests {
 
     fn pki() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let layout = truc_pki::init(
+        let layout = truc_devca::init(
             dir.path(),
             &InitOptions {
                 hub: "hub".into(),
