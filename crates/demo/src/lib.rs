@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
+
 use std::{
     fmt::Write as _,
     net::SocketAddr,
@@ -20,7 +22,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
 use truc_devca::InitOptions;
 use truc_hub::{HubConfig, RunningHub};
-use truc_node::{NodeConfig, RunningNode, backend};
+use truc_node::{NodeConfig, RunningNode};
 use truc_ops::{Shutdown, config::ConfigError};
 use truc_pki::{Identity, Layout, Role};
 use truc_proto::v1::{

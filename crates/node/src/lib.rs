@@ -13,7 +13,6 @@
 #![forbid(unsafe_code)]
 
 mod agency;
-pub mod backend;
 mod config;
 mod docs;
 mod invoke;
