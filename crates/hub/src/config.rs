@@ -6,9 +6,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
-};
+use truc_ops::config::{ConfigError, Limits, TlsSection, load_toml, resolve, socket_addr};
 use truc_pki::TlsFiles;
 
 #[derive(Deserialize)]
@@ -24,7 +22,7 @@ struct Raw {
     #[serde(default)]
     dashboard: Dashboard,
     #[serde(default)]
-    documents: DocumentsSection,
+    documents: truc_doc::Limits,
     tls: TlsSection,
     #[serde(default)]
     limits: Limits,
@@ -91,7 +89,10 @@ impl HubConfig {
                 )
             })?,
             dashboard: raw.dashboard,
-            documents: raw.documents.limits(path)?,
+            documents: raw
+                .documents
+                .checked()
+                .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             tls: raw.tls.resolve(path)?,
             limits,
         })

@@ -7,9 +7,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, load_toml, resolve, socket_addr,
-};
+use truc_ops::config::{ConfigError, Limits, TlsSection, load_toml, resolve, socket_addr};
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 
@@ -29,7 +27,7 @@ struct Raw {
     #[serde(default, rename = "backend")]
     backends: Vec<RawBackend>,
     #[serde(default)]
-    documents: DocumentsSection,
+    documents: truc_doc::Limits,
     #[serde(default)]
     document_service: DocumentService,
 }
@@ -242,7 +240,10 @@ impl NodeConfig {
             limits: raw.limits,
             clients,
             backends,
-            documents: raw.documents.limits(path)?,
+            documents: raw
+                .documents
+                .checked()
+                .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             document_service: raw.document_service,
         })
     }
