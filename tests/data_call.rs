@@ -162,9 +162,9 @@ async fn node_naming_an_agency_it_does_not_host_is_refused_by_the_hub() {
 async fn certificate_from_another_ca_fails_the_handshake() {
     let c = start().await;
     let other = tempfile::tempdir().expect("dir");
-    let layout = truc_pki::init(
+    let layout = truc_devca::init(
         other.path(),
-        &truc_pki::InitOptions {
+        &truc_devca::InitOptions {
             hub: "hub".into(),
             nodes: vec![PROVINCE_NODE.into()],
             admin: "admin".into(),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use truc_pki::InitOptions;
+use truc_devca::InitOptions;
 
 fn deploy_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"))
@@ -20,7 +20,7 @@ fn example_configs_are_valid() {
             std::fs::copy(&path, dir.path().join(name)).expect("copy");
         }
     }
-    truc_pki::init(
+    truc_devca::init(
         &dir.path().join("pki"),
         &InitOptions {
             hub: "hub".into(),

@@ -103,7 +103,7 @@ impl Hostile<'_> {
     /// registry does not know the name. Panics if it was issued before.
     pub fn unregistered_node(&self, name: &str) -> TlsFiles {
         let id = Identity::new(Role::Node, name).unwrap_or_else(|e| panic!("identity: {e}"));
-        truc_pki::issue(&self.cluster.deployment.files.pki, &id, 30)
+        truc_devca::issue(&self.cluster.deployment.files.pki, &id, 30)
             .unwrap_or_else(|e| panic!("issuing {name}: {e}"))
     }
 }

@@ -211,7 +211,7 @@ fn rogue_hub_files(layout: &Layout, dir: &Path) -> truc_pki::TlsFiles {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::copy(layout.ca_cert(), rogue.ca_cert()).expect("ca");
     std::fs::copy(layout.ca_key(), rogue.ca_key()).expect("ca key");
-    truc_pki::issue(&rogue, &Identity::new(Role::Node, "hub").expect("id"), 30).expect("issue")
+    truc_devca::issue(&rogue, &Identity::new(Role::Node, "hub").expect("id"), 30).expect("issue")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

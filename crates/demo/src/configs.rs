@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
 use truc_node::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
-use truc_ops::config::{CONFIG_VERSION, ClientFile, DocumentsSection, Limits, TlsSection};
+use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
 
 use crate::{
@@ -91,7 +91,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         time_zone: "Asia/Ho_Chi_Minh".into(),
         tls: tls(Role::Hub, "hub")?,
         limits: plan.limits.clone(),
-        documents: DocumentsSection::default(),
+        documents: Default::default(),
         dashboard: Dashboard::default(),
     };
     out.push(toml_file(
@@ -116,7 +116,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             },
             tls: tls(Role::Node, id)?,
             limits: plan.limits.clone(),
-            documents: DocumentsSection::default(),
+            documents: Default::default(),
             document_service: DocumentService::default(),
             clients: vec![ClientEntry {
                 name: client.into(),

@@ -9,16 +9,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 mod configs;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::Channel;
+use truc_devca::InitOptions;
 use truc_hub::{HubConfig, RunningHub};
-use truc_node::{NodeConfig, RunningNode, backend};
+use truc_node::{NodeConfig, RunningNode};
 use truc_ops::{Shutdown, config::ConfigError};
-use truc_pki::{Identity, InitOptions, Layout, Role};
+use truc_pki::{Identity, Layout, Role};
 use truc_proto::v1::{
     DataRequest, DataResponse, agency_client::AgencyClient, backend_server::Backend,
 };
@@ -57,6 +59,9 @@ pub enum DemoError {
     /// Certificates could not be made.
     #[error(transparent)]
     Pki(#[from] truc_pki::PkiError),
+    /// The development CA failed.
+    #[error(transparent)]
+    DevCa(#[from] truc_devca::DevCaError),
     /// A written config does not load (a bug here).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -481,7 +486,7 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let pki = Layout::new(dir.join("pki"));
     if !pki.ca_cert().exists() {
-        truc_pki::init(
+        truc_devca::init(
             &pki.dir,
             &InitOptions {
                 hub: "hub".into(),

@@ -129,6 +129,6 @@ pub use event::{
 pub use id::{DocumentId, MAX_DOCUMENT_ID_CHARS, MAX_NOTATION_CHARS, MAX_NUMBER_CHARS};
 pub use status::{ChangeKind, DocState, StatusCode, TransitionError};
 pub use validate::{
-    Limits, MAX_EMAIL_CHARS, MAX_LIST_ENTRIES, MAX_LONG_TEXT_CHARS, MAX_NAME_CHARS,
+    Limits, LimitsError, MAX_EMAIL_CHARS, MAX_LIST_ENTRIES, MAX_LONG_TEXT_CHARS, MAX_NAME_CHARS,
     MAX_PHONE_CHARS, MAX_REASON_CHARS, Violation, check, is_valid_date, validate,
 };

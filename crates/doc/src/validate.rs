@@ -128,8 +128,10 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-/// Limits a node enforces (configurable).
-#[derive(Clone, Debug)]
+/// Limits a node enforces (configurable): the `[documents]` section of the hub
+/// and node configs, every key optional (the defaults below).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most attachments in one envelope (default 50).
     pub max_attachments: usize,
@@ -139,6 +141,26 @@ pub struct Limits {
     pub max_total_bytes: u64,
     /// Most recipients of one envelope (default 500).
     pub max_recipients: usize,
+}
+
+/// A `[documents]` section with a limit of zero.
+#[derive(Debug, thiserror::Error)]
+#[error("limits must be positive")]
+pub struct LimitsError;
+
+impl Limits {
+    /// These limits, if every one is positive (a zero limit would refuse
+    /// every document).
+    pub fn checked(self) -> Result<Limits, LimitsError> {
+        if self.max_attachments == 0
+            || self.max_recipients == 0
+            || self.max_total_bytes == 0
+            || self.max_attachment_bytes == 0
+        {
+            return Err(LimitsError);
+        }
+        Ok(self)
+    }
 }
 
 impl Default for Limits {
@@ -754,4 +776,38 @@ fn check_attachments(r: &mut Report, attachments: &[Attachment], limits: &Limits
 /// [`validate`] as a result: [`Error::Invalid`] with every violation, Ok(()) when valid.
 pub fn check(envelope: &Envelope, limits: &Limits) -> Result<(), Error> {
     Error::check(validate(envelope, limits))
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::Limits;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        documents: Limits,
+    }
+
+    fn parse(text: &str) -> Result<File, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn document_limits_are_read_and_checked() {
+        let limits = parse("[documents]\nmax_attachments = 3\n")
+            .expect("parse")
+            .documents
+            .checked()
+            .expect("limits");
+        assert_eq!(limits.max_attachments, 3);
+        assert_eq!(limits.max_recipients, Limits::default().max_recipients);
+        assert_eq!(parse("").expect("parse").documents, Limits::default());
+        let zero = parse("[documents]\nmax_total_bytes = 0\n").expect("parse");
+        assert!(zero.documents.checked().is_err());
+        let e = parse("[documents]\nmax_pages = 3\n")
+            .err()
+            .expect("unknown field");
+        assert!(e.to_string().contains("max_pages"), "{e}");
+    }
 }

@@ -7,8 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, check_version, config_version, load_toml,
-    resolve, socket_addr,
+    ConfigError, Limits, TlsSection, check_version, config_version, load_toml, resolve, socket_addr,
 };
 use truc_pki::TlsFiles;
 
@@ -42,7 +41,7 @@ pub struct HubFile {
     pub limits: Limits,
     /// Limits on the documents the hub relays.
     #[serde(default)]
-    pub documents: DocumentsSection,
+    pub documents: truc_doc::Limits,
     /// Dashboard access.
     #[serde(default)]
     pub dashboard: Dashboard,
@@ -110,7 +109,10 @@ impl HubConfig {
                 )
             })?,
             dashboard: raw.dashboard,
-            documents: raw.documents.limits(path)?,
+            documents: raw
+                .documents
+                .checked()
+                .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             tls: raw.tls.resolve(path)?,
             limits,
         })

@@ -100,7 +100,7 @@ pub async fn start(
         registry.agencies().map(|a| a.code.to_string()).collect(),
         registry.services().map(|s| s.id.to_string()).collect(),
     );
-    metrics.watch_audit(audit.reader().clone());
+    truc_pipeline::watch_audit(&metrics, audit.reader().clone());
 
     let limit = config.limits.max_message_bytes();
     let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
@@ -160,7 +160,9 @@ pub async fn start(
         options.drain,
     )?;
     tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
-    Ok(truc_ops::Running::new(servers, audit_handle))
+    Ok(truc_ops::Running::new(servers, async move {
+        audit_handle.close().await;
+    }))
 }
 
 #[cfg(test)]

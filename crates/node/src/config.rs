@@ -8,8 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, DocumentsSection, Limits, TlsSection, check_version, config_version, load_toml,
-    resolve, socket_addr,
+    ConfigError, Limits, TlsSection, check_version, config_version, load_toml, resolve, socket_addr,
 };
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
@@ -40,7 +39,7 @@ pub struct NodeFile {
     pub limits: Limits,
     /// Limits on the documents agency systems send through this node.
     #[serde(default)]
-    pub documents: DocumentsSection,
+    pub documents: truc_doc::Limits,
     /// How this node delivers documents and statuses.
     #[serde(default)]
     pub document_service: DocumentService,
@@ -272,7 +271,10 @@ impl NodeConfig {
             limits: raw.limits,
             clients,
             backends,
-            documents: raw.documents.limits(path)?,
+            documents: raw
+                .documents
+                .checked()
+                .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             document_service: raw.document_service,
         })
     }

@@ -13,7 +13,6 @@
 #![forbid(unsafe_code)]
 
 mod agency;
-pub mod backend;
 mod config;
 mod docs;
 mod invoke;
@@ -163,7 +162,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     {
-        metrics.watch_audit(audit_handle.reader().clone());
+        truc_pipeline::watch_audit(&metrics, audit_handle.reader().clone());
         let docs = documents.clone();
         metrics.add_source(Box::new(move |out| {
             let (deliveries, statuses) = docs.queue_lengths();
@@ -192,7 +191,9 @@ pub async fn start(
         options.drain,
     )?;
     tracing::info!(node = %config.id, addr = %servers.addr(), ops_addr = %servers.ops_addr(), "node serving");
-    Ok(truc_ops::Running::new(servers, audit_handle))
+    Ok(truc_ops::Running::new(servers, async move {
+        audit_handle.close().await;
+    }))
 }
 
 /// A new transaction id: 128 random bits as 32 lowercase hex digits.

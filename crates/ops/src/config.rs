@@ -321,55 +321,6 @@ impl ClientConfig {
     }
 }
 
-/// `[documents]`: limits on the documents a server accepts.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DocumentsSection {
-    /// Attachments of one document.
-    pub max_attachments: usize,
-    /// Bytes of one attachment.
-    pub max_attachment_bytes: u64,
-    /// Bytes of all of a document's attachments.
-    pub max_total_bytes: u64,
-    /// Recipients of one document.
-    pub max_recipients: usize,
-}
-
-impl Default for DocumentsSection {
-    fn default() -> Self {
-        let d = truc_doc::Limits::default();
-        DocumentsSection {
-            max_attachments: d.max_attachments,
-            max_attachment_bytes: d.max_attachment_bytes,
-            max_total_bytes: d.max_total_bytes,
-            max_recipients: d.max_recipients,
-        }
-    }
-}
-
-impl DocumentsSection {
-    /// The limits, checked.
-    pub fn limits(&self, file: &Path) -> Result<truc_doc::Limits, ConfigError> {
-        if self.max_attachments == 0
-            || self.max_recipients == 0
-            || self.max_total_bytes == 0
-            || self.max_attachment_bytes == 0
-        {
-            return Err(ConfigError::new(
-                file,
-                "documents",
-                "limits must be positive",
-            ));
-        }
-        Ok(truc_doc::Limits {
-            max_attachments: self.max_attachments,
-            max_attachment_bytes: self.max_attachment_bytes,
-            max_total_bytes: self.max_total_bytes,
-            max_recipients: self.max_recipients,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,29 +390,6 @@ mod tests {
             let e = parsed.limits.validate(f.path()).expect_err(text);
             assert_eq!(e.field, field, "{e}");
         }
-    }
-
-    #[test]
-    fn document_limits_are_read_and_checked() {
-        #[derive(serde::Deserialize)]
-        struct File {
-            documents: DocumentsSection,
-        }
-        let f = write("[documents]\nmax_attachments = 3\n");
-        let parsed: File = load_toml(f.path()).expect("parse");
-        let limits = parsed.documents.limits(f.path()).expect("limits");
-        assert_eq!(limits.max_attachments, 3);
-        assert_eq!(
-            limits.max_recipients,
-            truc_doc::Limits::default().max_recipients
-        );
-        let f = write("[documents]\nmax_total_bytes = 0\n");
-        let parsed: File = load_toml(f.path()).expect("parse");
-        let e = parsed.documents.limits(f.path()).expect_err("zero");
-        assert_eq!(e.field, "documents");
-        let f = write("[documents]\nmax_pages = 3\n");
-        let e = load_toml::<File>(f.path()).err().expect("unknown field");
-        assert_eq!(e.field, "max_pages");
     }
 
     #[test]

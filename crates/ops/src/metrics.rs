@@ -112,27 +112,6 @@ impl Metrics {
         }
     }
 
-    /// Exposes `truc_audit_flush_failures_total` of the log behind `reader`,
-    /// and `truc_audit_unreadable_entries_total`.
-    pub fn watch_audit(&self, reader: truc_audit::LogReader) {
-        self.add_source(Box::new(move |out| {
-            write_metric(
-                out,
-                "truc_audit_flush_failures",
-                "counter",
-                "Audit commits that could not be made durable",
-                &[("", reader.flush_failures() as f64)],
-            );
-            write_metric(
-                out,
-                "truc_audit_unreadable_entries",
-                "counter",
-                "Stored audit entries (records, counters, index entries) that a read skipped because they do not decode",
-                &[("", truc_audit::unreadable_skipped() as f64)],
-            );
-        }));
-    }
-
     /// Adds families computed at scrape time.
     pub fn add_source(&self, source: Source) {
         if let Ok(mut s) = self.sources.write() {

@@ -289,16 +289,21 @@ impl Servers {
     }
 }
 
-/// A running hub or node: its servers and its audit log.
+/// A running hub or node: its servers and what closes after them (its
+/// audit log).
 pub struct Running {
     servers: Servers,
-    audit: truc_audit::AuditLog,
+    after_stop: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Running {
-    /// Servers and the audit log they write.
-    pub fn new(servers: Servers, audit: truc_audit::AuditLog) -> Running {
-        Running { servers, audit }
+    /// Servers, and `after_stop`, run once they have stopped (the hub and
+    /// nodes flush and close their audit log there).
+    pub fn new(servers: Servers, after_stop: impl Future<Output = ()> + Send + 'static) -> Running {
+        Running {
+            servers,
+            after_stop: Box::pin(after_stop),
+        }
     }
 
     /// The gRPC address.
@@ -312,19 +317,20 @@ impl Running {
     }
 
     /// Stops serving, lets open calls finish (up to the drain deadline) and
-    /// flushes the audit log.
+    /// runs what closes after the servers (the audit log's flush).
     pub async fn stop(self) -> Result<(), ServeError> {
         self.servers.shutdown();
         self.wait().await
     }
 
     /// Waits until the servers stop (after the shutdown signal given at
-    /// start fires, or a failure), then flushes and closes the audit log,
-    /// so the data directory can be reopened (a restart in the same
+    /// start fires, or a failure), then runs what closes after them (the
+    /// hub and nodes flush and close their audit log), so the data directory
+    /// can be reopened (a restart in the same
     /// process, `truc audit verify`).
     pub async fn wait(self) -> Result<(), ServeError> {
         let served = self.servers.wait().await;
-        self.audit.close().await;
+        self.after_stop.await;
         served
     }
 }
@@ -337,7 +343,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio_stream::StreamExt;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    use truc_pki::{Identity, InitOptions, Role};
+    use truc_devca::InitOptions;
+    use truc_pki::{Identity, Role};
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -346,7 +353,7 @@ mod tests {
 
     fn pki() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let layout = truc_pki::init(
+        let layout = truc_devca::init(
             dir.path(),
             &InitOptions {
                 hub: "hub".into(),

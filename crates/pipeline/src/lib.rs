@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_metrics;
 mod error;
 pub mod fields;
 
@@ -32,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use audit_metrics::watch_audit;
 use bytes::Bytes;
 pub use error::TxError;
 use tonic::{Code, Request, Status};

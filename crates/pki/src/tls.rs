@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::ca::read_bytes;
+use crate::keys::read_bytes;
 use crate::{Identity, PkiError, Role};
 
 const ALPN_H2: &[u8] = b"h2";
@@ -246,7 +246,7 @@ struct WrongServer {
 
 /// Checks the identity `der` carries against the server `name` and `role`
 /// a client expects.
-pub(crate) fn check_server_identity(
+pub fn check_server_identity(
     der: &[u8],
     name: &str,
     role: Option<Role>,

@@ -3,7 +3,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
-use truc_pki::{DEFAULT_LEAF_VALIDITY_DAYS, Identity, InitOptions, Layout, Role};
+use truc_devca::{DEFAULT_LEAF_VALIDITY_DAYS, InitOptions};
+use truc_pki::{Identity, Layout, Role};
 
 use super::CliError;
 
@@ -64,7 +65,7 @@ pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
 }
 
 fn init(a: InitArgs) -> Result<ExitCode, CliError> {
-    let layout = truc_pki::init(
+    let layout = truc_devca::init(
         &a.dir,
         &InitOptions {
             hub: a.hub,
@@ -86,10 +87,11 @@ fn init(a: InitArgs) -> Result<ExitCode, CliError> {
 }
 
 fn issue(a: IssueArgs) -> Result<ExitCode, CliError> {
-    let usage = |e: truc_pki::PkiError| CliError::Usage(e.to_string());
-    let role: Role = a.role.parse().map_err(usage)?;
-    let id = Identity::new(role, &a.name).map_err(usage)?;
-    let files = truc_pki::issue(&Layout::new(&a.dir), &id, a.days).map_err(usage)?;
+    let usage = |e: truc_devca::DevCaError| CliError::Usage(e.to_string());
+    let pki_usage = |e: truc_pki::PkiError| CliError::Usage(e.to_string());
+    let role: Role = a.role.parse().map_err(pki_usage)?;
+    let id = Identity::new(role, &a.name).map_err(pki_usage)?;
+    let files = truc_devca::issue(&Layout::new(&a.dir), &id, a.days).map_err(usage)?;
     println!("issued {id}");
     println!("  certificate: {}", files.cert.display());
     println!("  key:         {}", files.key.display());

@@ -85,8 +85,8 @@ pub struct BackendArgs {
 pub async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
     let listener = bind(args.listen, "--listen").await?;
     println!("demo backend listening on {}", args.listen);
-    truc_node::backend::serve_backend(
-        truc_node::backend::CitizenLookup,
+    truc_demo::backend::serve_backend(
+        truc_demo::backend::CitizenLookup,
         listener,
         4 * 1024 * 1024,
         interrupted(),

@@ -1,7 +1,8 @@
 //! Serving a `truc.v1.Backend` in-process, and the demo backend.
 //!
-//! Real provider backends are the agencies' own systems; these are for the
-//! demo, the benchmarks and the tests.
+//! Real provider backends are the agencies' own systems, which a node reaches
+//! over `truc.v1.Backend`; these are for the demo (`truc demo-backend`), the
+//! benchmarks and the tests, so the node crate carries none of them.
 
 use std::{future::Future, net::SocketAddr};
 

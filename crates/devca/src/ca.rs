@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -13,7 +13,7 @@ use rcgen::{
 };
 use ring::rand::SecureRandom;
 
-use crate::{Identity, PkiError, Role, TlsFiles};
+use crate::{DevCaError, Identity, Layout, PkiError, Role, TlsFiles};
 
 const CA_COMMON_NAME: &str = "truc development CA";
 /// The longest a participant certificate may be valid: a leaked key stays
@@ -42,59 +42,15 @@ pub struct InitOptions {
     pub validity_days: u32,
 }
 
-/// Where the files of a development PKI are in its directory.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// The directory.
-    pub dir: PathBuf,
-}
-
-impl Layout {
-    /// A layout rooted at `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Layout { dir: dir.into() }
-    }
-
-    /// The CA certificate, `dir/ca.crt`.
-    pub fn ca_cert(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-
-    /// The CA private key, `dir/ca.key`.
-    pub fn ca_key(&self) -> PathBuf {
-        self.dir.join("ca.key")
-    }
-
-    /// The CA, certificate and key files of one participant.
-    pub fn files(&self, id: &Identity) -> TlsFiles {
-        let stem = id.stem();
-        TlsFiles {
-            ca: self.ca_cert(),
-            cert: self.dir.join(format!("{stem}.crt")),
-            key: self.dir.join(format!("{stem}.key")),
-        }
-    }
-
-    /// The hub's Ed25519 audit signing key (PKCS#8 PEM), `dir/audit-signing.key`.
-    pub fn audit_key(&self) -> PathBuf {
-        self.dir.join("audit-signing.key")
-    }
-
-    /// The audit public key (lowercase hex of the raw 32 bytes), `dir/audit-signing.pub`.
-    pub fn audit_public_key(&self) -> PathBuf {
-        self.dir.join("audit-signing.pub")
-    }
-}
-
 /// Creates a development CA and every participant's certificate in `dir`; never overwrites a CA.
-pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, DevCaError> {
     check_validity(opts.validity_days)?;
     let mut ids = vec![Identity::new(Role::Hub, &opts.hub)?];
     for n in &opts.nodes {
         let id = Identity::new(Role::Node, n)?;
         // Clients verify servers by DNS name, so two servers must not share a name.
         if ids.iter().any(|other| other.name == id.name) {
-            return Err(PkiError::DuplicateName(id.name));
+            return Err(DevCaError::DuplicateName(id.name));
         }
         ids.push(id);
     }
@@ -104,24 +60,24 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
     }
 
     let layout = Layout::new(dir);
-    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+    fs::create_dir_all(dir).map_err(|source| DevCaError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let ca_cert_path = layout.ca_cert();
     if ca_cert_path.exists() {
-        return Err(PkiError::CaExists(ca_cert_path));
+        return Err(DevCaError::CaExists(ca_cert_path));
     }
     for id in &ids {
         let files = layout.files(id);
         for p in [files.cert, files.key] {
             if p.exists() {
-                return Err(PkiError::FileExists(p));
+                return Err(DevCaError::FileExists(p));
             }
         }
     }
 
-    let gen_err = |source| PkiError::Generate {
+    let gen_err = |source| DevCaError::Generate {
         path: ca_cert_path.clone(),
         source,
     };
@@ -145,7 +101,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, PkiError> {
 /// A hub or node certificate is refused when the other server role already has
 /// a certificate of that name in `layout`: clients check servers by DNS name,
 /// so a node named like the hub must never exist.
-pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFiles, PkiError> {
+pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFiles, DevCaError> {
     check_validity(validity_days)?;
     if id.role.is_server() {
         for other in [Role::Hub, Role::Node] {
@@ -155,7 +111,7 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
                     name: id.name.clone(),
                 });
                 if existing.cert.exists() {
-                    return Err(PkiError::DuplicateName(id.name.clone()));
+                    return Err(DevCaError::DuplicateName(id.name.clone()));
                 }
             }
         }
@@ -190,13 +146,14 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
         return Err(bad_ca(format!(
             "does not match the key in {}",
             ca_key_path.display()
-        )));
+        ))
+        .into());
     }
     // Rebuild an in-memory issuer with the same subject and key; leaves it signs chain to
     // the CA certificate on disk (same issuer name, same key, same key identifier).
     let issuer = ca_params()
         .self_signed(&ca_key)
-        .map_err(|source| PkiError::Generate {
+        .map_err(|source| DevCaError::Generate {
             path: ca_cert_path.clone(),
             source,
         })?;
@@ -206,29 +163,17 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
         return Err(bad_ca(format!(
             "subject is not {CA_COMMON_NAME:?}: {}",
             parsed.subject()
-        )));
+        ))
+        .into());
     }
     issue_with(layout, &issuer, &ca_key, id, validity_days)
 }
 
-/// Loads the Ed25519 audit signing key written by `init`.
-pub fn load_audit_key(path: &Path) -> Result<ring::signature::Ed25519KeyPair, PkiError> {
-    use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
-    let bytes = read_bytes(path)?;
-    let bad = |reason: String| PkiError::BadKey {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let der = PrivatePkcs8KeyDer::from_pem_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
-        .map_err(|e| bad(format!("not an ed25519 pkcs#8 key: {e}")))
-}
-
-fn check_validity(days: u32) -> Result<(), PkiError> {
+fn check_validity(days: u32) -> Result<(), DevCaError> {
     if (1..=MAX_LEAF_VALIDITY_DAYS).contains(&days) {
         Ok(())
     } else {
-        Err(PkiError::InvalidValidity(days))
+        Err(DevCaError::InvalidValidity(days))
     }
 }
 
@@ -273,14 +218,14 @@ fn issue_with(
     ca_key: &KeyPair,
     id: &Identity,
     validity_days: u32,
-) -> Result<TlsFiles, PkiError> {
+) -> Result<TlsFiles, DevCaError> {
     let files = layout.files(id);
     for p in [&files.cert, &files.key] {
         if p.exists() {
-            return Err(PkiError::FileExists(p.clone()));
+            return Err(DevCaError::FileExists(p.clone()));
         }
     }
-    let gen_err = |source| PkiError::Generate {
+    let gen_err = |source| DevCaError::Generate {
         path: files.cert.clone(),
         source,
     };
@@ -312,7 +257,7 @@ fn issue_with(
     Ok(files)
 }
 
-fn write_audit_key(layout: &Layout) -> Result<(), PkiError> {
+fn write_audit_key(layout: &Layout) -> Result<(), DevCaError> {
     use ring::signature::KeyPair as _;
     let path = layout.audit_key();
     let bad = |reason: String| PkiError::BadKey {
@@ -335,16 +280,16 @@ fn write_audit_key(layout: &Layout) -> Result<(), PkiError> {
 }
 
 /// Writes a new file (never overwriting); private files get mode 0600.
-fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevCaError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true)
         .create_new(true)
         .mode(if private { 0o600 } else { 0o644 });
     let mut file = opts.open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
-            PkiError::FileExists(path.to_path_buf())
+            DevCaError::FileExists(path.to_path_buf())
         } else {
-            PkiError::Write {
+            DevCaError::Write {
                 path: path.to_path_buf(),
                 source,
             }
@@ -352,17 +297,10 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiErro
     })?;
     file.write_all(contents)
         .and_then(|()| file.sync_all())
-        .map_err(|source| PkiError::Write {
+        .map_err(|source| DevCaError::Write {
             path: path.to_path_buf(),
             source,
         })
-}
-
-pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, PkiError> {
-    fs::read(path).map_err(|source| PkiError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn read_string(path: &Path) -> Result<String, PkiError> {

@@ -1,8 +1,7 @@
-//! Tests: the CA files, identities, and TLS / tonic end to end.
+//! TLS and tonic end to end over certificates from the development CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 
-use crate::tls::check_server_identity;
-use crate::*;
+use truc_devca::{InitOptions, init, issue};
+use truc_pki::*;
 
 fn opts() -> InitOptions {
     InitOptions {
@@ -37,76 +36,6 @@ fn ids() -> Vec<Identity> {
 fn cert_der(path: &Path) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     CertificateDer::from_pem_file(path).unwrap().to_vec()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-#[test]
-fn init_writes_files_and_refuses_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("pki");
-    let layout = init(&root, &opts()).unwrap();
-    assert!(layout.ca_cert().is_file());
-    assert_eq!(mode(&layout.ca_key()), 0o600);
-    assert_eq!(mode(&layout.audit_key()), 0o600);
-    for id in ids() {
-        let files = layout.files(&id);
-        assert_eq!(files.ca, layout.ca_cert());
-        assert!(files.cert.ends_with(format!("{}-{}.crt", id.role, id.name)));
-        assert_eq!(mode(&files.key), 0o600, "{}", files.key.display());
-        assert_eq!(Identity::from_cert_der(&cert_der(&files.cert)).unwrap(), id);
-    }
-    // The CA certificate has no identity.
-    assert!(Identity::from_cert_der(&cert_der(&layout.ca_cert())).is_err());
-
-    let err = init(&root, &opts()).unwrap_err();
-    assert!(matches!(err, PkiError::CaExists(_)), "{err}");
-    assert!(err.to_string().contains("ca.crt"), "{err}");
-}
-
-#[test]
-fn init_rejects_bad_options() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = opts();
-    o.nodes.push("Bad_Name".into());
-    assert!(matches!(
-        init(dir.path(), &o),
-        Err(PkiError::InvalidName(_))
-    ));
-    let mut o = opts();
-    o.nodes.push("hub".into());
-    assert!(matches!(
-        init(dir.path(), &o),
-        Err(PkiError::DuplicateName(_))
-    ));
-    let mut o = opts();
-    o.validity_days = 0;
-    assert!(init(dir.path(), &o).is_err());
-    assert!(!Layout::new(dir.path()).ca_cert().exists());
-}
-
-#[test]
-fn audit_key_round_trip() {
-    use ring::signature::KeyPair;
-    let dir = tempfile::tempdir().unwrap();
-    let layout = init(dir.path(), &opts()).unwrap();
-    let key = load_audit_key(&layout.audit_key()).unwrap();
-    let public = std::fs::read_to_string(layout.audit_public_key()).unwrap();
-    assert_eq!(
-        public,
-        format!("{}\n", hex::encode(key.public_key().as_ref()))
-    );
-    let sig = key.sign(b"entry");
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ED25519,
-        hex::decode(public.trim()).unwrap(),
-    )
-    .verify(b"entry", sig.as_ref())
-    .unwrap();
-    let err = load_audit_key(&layout.ca_cert()).unwrap_err();
-    assert!(err.to_string().contains("ca.crt"), "{err}");
 }
 
 #[test]
@@ -402,7 +331,7 @@ async fn tonic_over_mutual_tls() {
     );
     assert!(matches!(
         issue(&layout, &late, 5),
-        Err(PkiError::FileExists(_))
+        Err(truc_devca::DevCaError::FileExists(_))
     ));
     let ch = channel(&addr, "hub", client_config(&files).unwrap()).unwrap();
     assert_eq!(whoami(ch, "x").await.unwrap(), "client/late-app:x");
@@ -419,76 +348,6 @@ async fn tonic_over_mutual_tls() {
         .is_err()
     );
     server.abort();
-}
-
-#[test]
-fn issue_refuses_a_foreign_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = init(&dir.path().join("a"), &opts()).unwrap();
-    let b = init(&dir.path().join("b"), &opts()).unwrap();
-    std::fs::remove_file(a.ca_key()).unwrap();
-    std::fs::copy(b.ca_key(), a.ca_key()).unwrap();
-    let id = Identity::new(Role::Client, "x").unwrap();
-    let err = issue(&a, &id, 1).unwrap_err();
-    assert!(err.to_string().contains("ca.crt"), "{err}");
-}
-
-/// Not-after minus not-before of a certificate, in seconds.
-fn validity_secs(path: &Path) -> i64 {
-    let der = cert_der(path);
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let v = cert.validity();
-    v.not_after.timestamp() - v.not_before.timestamp()
-}
-
-#[test]
-fn participant_certificates_last_at_most_a_year() {
-    let dir = tempfile::tempdir().unwrap();
-    // Ten years for a node certificate was accepted before.
-    let mut o = opts();
-    o.validity_days = 3650;
-    let err = init(&dir.path().join("long"), &o).unwrap_err();
-    assert!(matches!(err, PkiError::InvalidValidity(3650)), "{err}");
-    assert!(!dir.path().join("long").join("ca.crt").exists());
-
-    let mut o = opts();
-    o.validity_days = DEFAULT_LEAF_VALIDITY_DAYS;
-    let layout = init(&dir.path().join("pki"), &o).unwrap();
-    let year = 366 * 86_400 + 3600;
-    for id in ids() {
-        let secs = validity_secs(&layout.files(&id).cert);
-        assert!(secs <= year, "{id}: {secs} s");
-    }
-    // The CA outlives its leaves, so they can be reissued from it.
-    assert!(validity_secs(&layout.ca_cert()) >= 3650 * 86_400);
-    let late = Identity::new(Role::Client, "late").unwrap();
-    assert!(matches!(
-        issue(&layout, &late, MAX_LEAF_VALIDITY_DAYS + 1),
-        Err(PkiError::InvalidValidity(_))
-    ));
-    let files = issue(&layout, &late, DEFAULT_LEAF_VALIDITY_DAYS).unwrap();
-    assert!(validity_secs(&files.cert) <= year);
-}
-
-#[test]
-fn issue_refuses_a_node_named_like_the_hub() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = init(dir.path(), &opts()).unwrap();
-    let fake_hub = Identity::new(Role::Node, "hub").unwrap();
-    let err = issue(&layout, &fake_hub, 30).unwrap_err();
-    assert!(
-        matches!(err, PkiError::DuplicateName(ref n) if n == "hub"),
-        "{err}"
-    );
-    assert!(!layout.files(&fake_hub).cert.exists());
-    // Nor a hub named like an existing node.
-    let fake_node = Identity::new(Role::Hub, "node2").unwrap();
-    assert!(matches!(
-        issue(&layout, &fake_node, 30),
-        Err(PkiError::DuplicateName(_))
-    ));
-    // Other names are still issued.
-    issue(&layout, &Identity::new(Role::Node, "node3").unwrap(), 30).unwrap();
 }
 
 #[test]

@@ -1,0 +1,56 @@
+//! The development certificate authority of truc: `init` writes a CA, one certificate per
+//! participant (hub, nodes, admin, clients) and the hub's audit signing key into a
+//! [`Layout`]; `issue` adds one more certificate later. Only the CLI (`truc pki`), the demo
+//! and tests use it; the hub and nodes read the files it writes through `truc-pki` and never
+//! link a certificate generator. It is not a production CA: there is no revocation and no
+//! key protection beyond file permissions.
+
+#![forbid(unsafe_code)]
+
+mod ca;
+
+use std::path::PathBuf;
+
+pub use ca::{DEFAULT_LEAF_VALIDITY_DAYS, InitOptions, MAX_LEAF_VALIDITY_DAYS, init, issue};
+pub use truc_pki::{Identity, Layout, PkiError, Role, TlsFiles};
+
+/// Everything that can go wrong while writing a development PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum DevCaError {
+    /// A name, a file read or a certificate read back is refused by `truc-pki`.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The same server name is given to the hub and a node (or twice).
+    #[error("duplicate name {0:?} among hub and nodes: a node must never be named like the hub")]
+    DuplicateName(String),
+    /// The validity period of a participant certificate is out of range.
+    #[error(
+        "invalid validity of {0} days: expected 1 to 366 (participant certificates last at most a year)"
+    )]
+    InvalidValidity(u32),
+    /// The CA certificate already exists and would be overwritten.
+    #[error("refusing to overwrite existing ca certificate {0}")]
+    CaExists(PathBuf),
+    /// A file that would be written already exists.
+    #[error("refusing to overwrite existing file {0}")]
+    FileExists(PathBuf),
+    /// Writing a file or creating a directory failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate certificate {path}: {source}")]
+    Generate {
+        /// The certificate file being produced.
+        path: PathBuf,
+        /// The cause.
+        source: rcgen::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests;

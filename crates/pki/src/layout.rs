@@ -1,0 +1,50 @@
+//! Where the files of a development PKI are in its directory (the CA writing them is
+//! `truc-devca`; servers and tools only read them).
+
+use std::path::PathBuf;
+
+use crate::{Identity, TlsFiles};
+
+/// Where the files of a development PKI are in its directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    /// A layout rooted at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Layout { dir: dir.into() }
+    }
+
+    /// The CA certificate, `dir/ca.crt`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The CA private key, `dir/ca.key`.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    /// The CA, certificate and key files of one participant.
+    pub fn files(&self, id: &Identity) -> TlsFiles {
+        let stem = id.stem();
+        TlsFiles {
+            ca: self.ca_cert(),
+            cert: self.dir.join(format!("{stem}.crt")),
+            key: self.dir.join(format!("{stem}.key")),
+        }
+    }
+
+    /// The hub's Ed25519 audit signing key (PKCS#8 PEM), `dir/audit-signing.key`.
+    pub fn audit_key(&self) -> PathBuf {
+        self.dir.join("audit-signing.key")
+    }
+
+    /// The audit public key (lowercase hex of the raw 32 bytes), `dir/audit-signing.pub`.
+    pub fn audit_public_key(&self) -> PathBuf {
+        self.dir.join("audit-signing.pub")
+    }
+}
