@@ -28,6 +28,27 @@ async fn hub_records(c: &Cluster, agency: &str, kind: &str) -> Vec<truc_audit::A
         .collect()
 }
 
+/// Polls the hub's records (10 s at most) until one matches `found`.
+async fn hub_record_until(
+    c: &Cluster,
+    agency: &str,
+    kind: &str,
+    found: impl Fn(&truc_audit::AuditRecord) -> bool,
+) -> truc_audit::AuditRecord {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = hub_records(c, agency, kind).await;
+        if let Some(r) = records.into_iter().find(&found) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub never recorded it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline() {
     let mut c = start().await;
@@ -36,7 +57,13 @@ async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline
     let mut request = tonic::Request::new(call(H37, CITIZEN_LOOKUP, "{}"));
     request.set_timeout(Duration::from_secs(2));
     let err = province.call(request).await.expect_err("no answer");
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // DEADLINE_EXCEEDED from the hub's pipeline; under load the hub's gRPC
+    // server may cut the answer first (CANCELLED): either way within the
+    // deadline, and recorded (below).
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
     let id = err
         .metadata()
         .get(truc_ops::TRANSACTION_ID_HEADER)
@@ -44,12 +71,8 @@ async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline
         .expect("the error names its transaction")
         .to_string();
     assert_eq!(silent.calls().0, 1, "the hub did call the silent node");
-    // The hub answered before the caller gave up, so it recorded the call.
-    let records = hub_records(&c, H37, "call").await;
-    let r = records
-        .iter()
-        .find(|r| r.transaction_id == id)
-        .unwrap_or_else(|| panic!("the hub recorded {id}: {records:#?}"));
+    // The hub gave up within the deadline and recorded the call.
+    let r = hub_record_until(&c, H37, "call", |r| r.transaction_id == id).await;
     assert_eq!(r.outcome, "DEADLINE_EXCEEDED");
     assert_eq!(r.caller, format!("node/{PROVINCE_NODE}"));
 }
@@ -76,13 +99,11 @@ async fn a_sender_node_that_never_answers_holds_a_status_only_until_its_deadline
     });
     request.set_timeout(Duration::from_secs(2));
     let err = hub.relay_status(request).await.expect_err("no answer");
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert_eq!(silent.calls().2, 1, "the hub did call the silent node");
-    let records = hub_records(&c, H37, "status").await;
     assert!(
-        records
-            .iter()
-            .any(|r| r.transaction_id == "ab".repeat(16) && r.outcome == "DEADLINE_EXCEEDED"),
-        "{records:#?}"
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
     );
+    assert_eq!(silent.calls().2, 1, "the hub did call the silent node");
+    let r = hub_record_until(&c, H37, "status", |r| r.transaction_id == "ab".repeat(16)).await;
+    assert_eq!(r.outcome, "DEADLINE_EXCEEDED");
 }

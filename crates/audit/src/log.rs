@@ -368,12 +368,20 @@ impl AuditLog {
     }
 
     /// Appends a record and waits until it (and its counter) is durable.
+    ///
+    /// The record is queued at the first poll whenever the queue has room
+    /// (it nearly always has): a caller that is dropped after that, as the
+    /// gRPC server drops a handler whose caller's deadline passed, no
+    /// longer waits for it, but the record is still written.
     pub async fn append(&self, tx: Transaction) -> Result<Appended, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Append { tx, reply })
-            .await
-            .map_err(|_| AuditError::Closed)?;
+        match self.jobs.try_send(Job::Append { tx, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                self.jobs.send(job).await.map_err(|_| AuditError::Closed)?;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AuditError::Closed),
+        }
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
