@@ -54,3 +54,37 @@ pub enum DevCaError {
 
 #[cfg(test)]
 mod tests;
+
+/// A small development PKI for tests: the options of one, and the
+/// identities it issues (the hub, two nodes, an admin, an agency system).
+#[doc(hidden)]
+pub mod testing {
+    use truc_pki::{Identity, Role};
+
+    use crate::InitOptions;
+
+    /// Options of a PKI with certificates valid for 30 days.
+    pub fn options() -> InitOptions {
+        InitOptions {
+            hub: "hub".into(),
+            nodes: vec!["lgsp-langson".into(), "node2".into()],
+            admin: "root-admin".into(),
+            clients: vec!["app1".into()],
+            validity_days: 30,
+        }
+    }
+
+    /// The identities [`options`] issues certificates to.
+    pub fn identities() -> Vec<Identity> {
+        [
+            (Role::Hub, "hub"),
+            (Role::Node, "lgsp-langson"),
+            (Role::Node, "node2"),
+            (Role::Admin, "root-admin"),
+            (Role::Client, "app1"),
+        ]
+        .into_iter()
+        .filter_map(|(role, name)| Identity::new(role, name).ok())
+        .collect()
+    }
+}

@@ -8,25 +8,7 @@ use std::path::Path;
 use crate::*;
 use truc_pki::load_audit_key;
 
-fn opts() -> InitOptions {
-    InitOptions {
-        hub: "hub".into(),
-        nodes: vec!["lgsp-langson".into(), "node2".into()],
-        admin: "root-admin".into(),
-        clients: vec!["app1".into()],
-        validity_days: 30,
-    }
-}
-
-fn ids() -> Vec<Identity> {
-    vec![
-        Identity::new(Role::Hub, "hub").unwrap(),
-        Identity::new(Role::Node, "lgsp-langson").unwrap(),
-        Identity::new(Role::Node, "node2").unwrap(),
-        Identity::new(Role::Admin, "root-admin").unwrap(),
-        Identity::new(Role::Client, "app1").unwrap(),
-    ]
-}
+use crate::testing::{identities as ids, options as opts};
 
 fn cert_der(path: &Path) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};

@@ -174,10 +174,9 @@ impl Step for Route<'_> {
                 "no service {service} in the registry"
             )));
         }
-        tx.service = service.to_string();
-        tx.provider_agency = service.provider().to_string();
         fields::request(
             tx,
+            &service,
             &req.content_type,
             &req.payload,
             self.0.limits.max_payload_bytes,

@@ -119,10 +119,9 @@ impl Step for Call<'_> {
         let client = self.0.acting_for(caller, &req.client_agency)?;
         tx.client_agency = client.to_string();
         let service = fields::service("service", &req.service)?;
-        tx.service = service.to_string();
-        tx.provider_agency = service.provider().to_string();
         fields::request(
             tx,
+            &service,
             &req.content_type,
             &req.payload,
             self.0.config.limits.max_payload_bytes,

@@ -97,10 +97,9 @@ impl Step for Invoke<'_> {
                 self.0.config.id
             ))
         })?;
-        tx.service = service.to_string();
-        tx.provider_agency = service.provider().to_string();
         fields::request(
             tx,
+            &service,
             &req.content_type,
             &req.payload,
             self.0.config.limits.max_payload_bytes,

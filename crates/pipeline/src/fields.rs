@@ -61,16 +61,19 @@ pub fn payload(len: usize, max: usize) -> Result<(), TxError> {
     Ok(())
 }
 
-/// A data call's content type and payload, as every hop checks them: the
-/// content type, then the payload's size and digest recorded in `tx` (a
-/// payload refused as too large is recorded with its size), then its size
-/// against `max`.
+/// A data call to `service`, as every hop records and checks it: the
+/// service and its provider recorded in `tx`, the content type checked,
+/// then the payload's size and digest recorded (a payload refused as too
+/// large is recorded with its size), then its size checked against `max`.
 pub fn request(
     tx: &mut Transaction,
+    service: &ServiceId,
     content_type: &str,
     payload: &[u8],
     max: usize,
 ) -> Result<(), TxError> {
+    tx.service = service.to_string();
+    tx.provider_agency = service.provider().to_string();
     self::content_type("content_type", content_type)?;
     tx.request_bytes = payload.len() as u64;
     tx.request_sha256 = truc_audit::sha256(payload);
@@ -130,17 +133,20 @@ mod tests {
 
     #[test]
     fn a_request_is_recorded_before_its_size_is_refused() {
+        let svc = ServiceId::parse("000.00.00.G22/citizen-lookup/v1").expect("id");
         let mut tx = Transaction::default();
-        assert!(request(&mut tx, "text/plain", b"12345", 5).is_ok());
+        assert!(request(&mut tx, &svc, "text/plain", b"12345", 5).is_ok());
         assert_eq!(tx.request_bytes, 5);
+        assert_eq!(tx.service, svc.as_str());
+        assert_eq!(tx.provider_agency, "000.00.00.G22");
         assert_eq!(tx.request_sha256, truc_audit::sha256(b"12345"));
         let mut tx = Transaction::default();
-        let err = request(&mut tx, "", b"123456", 5).expect_err("too large");
+        let err = request(&mut tx, &svc, "", b"123456", 5).expect_err("too large");
         assert!(matches!(err, TxError::TooLarge(_)), "{err:?}");
         assert_eq!(tx.request_bytes, 6);
         // A bad content type is refused before anything is recorded.
         let mut tx = Transaction::default();
-        let err = request(&mut tx, "a\nb", b"x", 5).expect_err("content type");
+        let err = request(&mut tx, &svc, "a\nb", b"x", 5).expect_err("content type");
         assert!(matches!(err, TxError::Invalid { .. }), "{err:?}");
         assert_eq!(tx.request_bytes, 0);
     }

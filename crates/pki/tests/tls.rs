@@ -10,28 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 
-use truc_devca::{InitOptions, init, issue};
+use truc_devca::{init, issue};
 use truc_pki::*;
 
-fn opts() -> InitOptions {
-    InitOptions {
-        hub: "hub".into(),
-        nodes: vec!["lgsp-langson".into(), "node2".into()],
-        admin: "root-admin".into(),
-        clients: vec!["app1".into()],
-        validity_days: 30,
-    }
-}
-
-fn ids() -> Vec<Identity> {
-    vec![
-        Identity::new(Role::Hub, "hub").unwrap(),
-        Identity::new(Role::Node, "lgsp-langson").unwrap(),
-        Identity::new(Role::Node, "node2").unwrap(),
-        Identity::new(Role::Admin, "root-admin").unwrap(),
-        Identity::new(Role::Client, "app1").unwrap(),
-    ]
-}
+use truc_devca::testing::{identities as ids, options as opts};
 
 fn cert_der(path: &Path) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
