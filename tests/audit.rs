@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! The verifiable audit log through the hub's Audit service: receipts, tree
 //! heads, inclusion and consistency proofs, records and who may see them.
 

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! The client library end to end: an agency system connects to its node
 //! with its certificate, calls, sends a document with streamed attachments,
 //! and follows it through WatchTracking while the recipient fetches it and

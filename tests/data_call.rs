@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Routed data calls end to end: agency system → node → hub → node → backend,
 //! and every refusal on the way.
 

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! The example files in `deploy/` are what the config types produce
 //! (`truc_demo::deploy_examples`), and they load: registry, hub, nodes,
 //! clients.

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Documents between agencies: store and forward through the hub, exactly
 //! once, with statuses travelling back, across nodes and hub going down.
 

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Oversized fields and control characters sent by a hostile agency system
 //! or node are refused with INVALID_ARGUMENT, and nothing is stored, queued
 //! or counted (issue 8, point 2.1, for documents and statuses).

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Peers that accept a call and never answer hold nothing beyond the
 //! deadline, and every such transaction is still audited by every hop
 //! (issue 8, point 2.4, for data calls and statuses through the hub).

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! What operators and tools rely on: health, reflection, metrics, the
 //! registry served to nodes.
 

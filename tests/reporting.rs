@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Durable statistics and the operator's view: GetStats slices, the live
 //! transaction stream, statistics equal to the audit log across a hub
 //! restart, and the web dashboard in headless Chromium.

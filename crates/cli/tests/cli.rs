@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Tests of the real `truc` binary: exit codes, messages, the demo, and a
 //! deployment of separate processes.
 

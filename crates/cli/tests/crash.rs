@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! The hub killed with SIGKILL under concurrent load loses nothing it
 //! acknowledged: after a restart every receipt's record is in the log, the
 //! tree verifies, and every head handed out before the crash is a prefix of

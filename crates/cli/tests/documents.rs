@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Documents with the real binaries: a send acknowledged by the sender's
 //! node survives that node being killed with SIGKILL right after, and is
 //! delivered once both nodes are back.

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! The operator's tools cannot be turned against the operator: `truc fetch
 //! --out` writes only new files, `truc pki` never names a node like the hub,
 //! a node refuses a server that shows a node certificate for the hub's name,

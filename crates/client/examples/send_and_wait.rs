@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Sends a document with attachments, prints its tracking each time it
 //! changes, and stops once every recipient has accepted it (03) or after
 //! ten minutes:

@@ -120,6 +120,10 @@ mod status;
 mod text;
 mod validate;
 
+// A dev-dependency only the integration tests (`tests/`) use; the unit-test build links it too.
+#[cfg(test)]
+use proptest as _;
+
 pub use digest::envelope_digest;
 pub use error::{Error, VIOLATION_HEADER};
 pub use event::{

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Every text field of an envelope is bounded and free of control
 //! characters; every repeated field has a count limit. One case per field,
 //! and properties over arbitrary strings.

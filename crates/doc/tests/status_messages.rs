@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Validation of status messages: StatusEvent, StatusUpdate, UpdateStatusRequest
 //! and the (sender, document id) naming a document.
 

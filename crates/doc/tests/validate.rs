@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! Envelope validation: one test per rule, plus check().
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

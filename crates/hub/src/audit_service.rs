@@ -32,7 +32,7 @@ const MAX_EXAMINED: usize = 10 * MAX_PAGE as usize;
 
 /// The Audit service.
 #[derive(Clone)]
-pub struct AuditService {
+pub(crate) struct AuditService {
     registry: Arc<Registry>,
     log: LogReader,
     /// Records read by ListRecords (what its filters cost).

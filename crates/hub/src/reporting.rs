@@ -28,7 +28,7 @@ use truc_store::Store;
 
 /// The Reporting service.
 #[derive(Clone)]
-pub struct ReportingService {
+pub(crate) struct ReportingService {
     registry: Arc<Registry>,
     store: Store,
     audit: AuditLog,

@@ -20,7 +20,7 @@ use truc_registry::{AgencyCode, NodeId, Registry};
 
 /// The Hub service.
 #[derive(Clone)]
-pub struct HubService {
+pub(crate) struct HubService {
     inner: Arc<Inner>,
 }
 

@@ -23,7 +23,7 @@ use crate::{
 
 /// The Agency service.
 #[derive(Clone)]
-pub struct AgencyService {
+pub(crate) struct AgencyService {
     config: Arc<NodeConfig>,
     hub: HubClient<Channel>,
     pipeline: Arc<Pipeline>,

@@ -19,7 +19,7 @@ use crate::{NodeConfig, docs::Documents};
 
 /// The Node service.
 #[derive(Clone)]
-pub struct NodeService {
+pub(crate) struct NodeService {
     config: Arc<NodeConfig>,
     backends: Arc<HashMap<ServiceId, BackendClient<Channel>>>,
     pipeline: Arc<Pipeline>,

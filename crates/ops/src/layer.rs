@@ -22,14 +22,14 @@ use crate::{
 
 /// Adds [`GrpcService`] around a service.
 #[derive(Clone)]
-pub struct GrpcLayer {
+pub(crate) struct GrpcLayer {
     metrics: Arc<Metrics>,
     timeout: Duration,
 }
 
 impl GrpcLayer {
     /// A layer recording into `metrics`, giving each handler `timeout` to answer.
-    pub fn new(metrics: Arc<Metrics>, timeout: Duration) -> GrpcLayer {
+    pub(crate) fn new(metrics: Arc<Metrics>, timeout: Duration) -> GrpcLayer {
         GrpcLayer { metrics, timeout }
     }
 }
@@ -48,7 +48,7 @@ impl<S> tower::Layer<S> for GrpcLayer {
 
 /// See [`GrpcLayer`].
 #[derive(Clone)]
-pub struct GrpcService<S> {
+pub(crate) struct GrpcService<S> {
     inner: S,
     metrics: Arc<Metrics>,
     timeout: Duration,

@@ -5,7 +5,7 @@
 //! limit, whether the payload check or the gRPC framing caught it.
 
 /// An HTTP response as tonic's routes produce it.
-pub type GrpcResponse = http::Response<tonic::body::Body>;
+pub(crate) type GrpcResponse = http::Response<tonic::body::Body>;
 
 /// Rewrites the status in `headers` if it is tonic's size refusal.
 pub(crate) fn rewrite(headers: &mut http::HeaderMap) {

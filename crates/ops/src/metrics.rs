@@ -43,7 +43,7 @@ struct GrpcMethodLabels {
 }
 
 /// Writes more metric families into the exposition at scrape time.
-pub type Source = Box<dyn Fn(&mut String) + Send + Sync>;
+pub(crate) type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// The metrics of one process.
 pub struct Metrics {
@@ -313,7 +313,7 @@ fn process_metrics(out: &mut String) {
 fn process_metrics(_out: &mut String) {}
 
 /// gRPC code names as go-grpc-prometheus writes them.
-pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn grpc_code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",

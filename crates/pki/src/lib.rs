@@ -12,6 +12,10 @@ mod keys;
 mod layout;
 mod tls;
 
+// Dev-dependencies only the integration tests (`tests/`) use; the unit-test build links them too.
+#[cfg(test)]
+use {bytes as _, tempfile as _, truc_devca as _};
+
 use std::path::PathBuf;
 
 pub use identity::{Identity, Role};

@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 //! TLS and tonic end to end over certificates from the development CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

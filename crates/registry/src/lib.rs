@@ -81,5 +81,9 @@
 mod ids;
 mod registry;
 
+// A dev-dependency only the integration tests (`tests/`) use; the unit-test build links it too.
+#[cfg(test)]
+use tempfile as _;
+
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
 pub use registry::{Agency, Node, Registry, RegistryError, Service};

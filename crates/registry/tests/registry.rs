@@ -1,3 +1,4 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
 #![allow(clippy::unwrap_used)]
 
 use truc_registry::{AgencyCode, NodeId, Registry, RegistryError, ServiceId};

@@ -47,7 +47,7 @@ const RAW_BYTES_KEY: &str = "x-bench-bytes";
 
 /// Which measurements to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Part {
+pub(crate) enum Part {
     /// Small documents per second.
     Small,
     /// One large attachment through truc, then the raw tonic baseline.
@@ -58,7 +58,7 @@ pub enum Part {
 
 /// Options of `truc-bench docs`.
 #[derive(clap::Args, Debug)]
-pub struct DocsArgs {
+pub(crate) struct DocsArgs {
     /// Concurrent senders of small documents.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     senders: u64,
@@ -101,7 +101,7 @@ fn part_name(p: Part) -> &'static str {
 }
 
 /// `truc-bench docs`.
-pub async fn run(args: DocsArgs) -> Result<(), String> {
+pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = cpu_model();
     println!("truc-bench docs: one process, client and servers share the cores");

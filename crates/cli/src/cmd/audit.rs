@@ -19,7 +19,7 @@ use truc_store::Store;
 use super::{CliError, table};
 
 #[derive(Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Recomputes a stopped hub's or node's log from its data directory: the
     /// records, the Merkle tree, every signed tree head, the hub receipts a
     /// node holds, and the counters. Names the first broken position.
@@ -33,7 +33,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The data directory of a hub or a node (the process must be stopped).
     #[arg(long)]
     data: PathBuf,
@@ -44,7 +44,7 @@ pub struct VerifyArgs {
 }
 
 #[derive(Args)]
-pub struct ProveArgs {
+pub(crate) struct ProveArgs {
     /// Client config for the hub (a node's or the admin's certificate).
     #[arg(long)]
     config: PathBuf,
@@ -57,7 +57,7 @@ pub struct ProveArgs {
 }
 
 #[derive(Args)]
-pub struct ConsistencyArgs {
+pub(crate) struct ConsistencyArgs {
     /// Client config for the hub (a node's or the admin's certificate).
     #[arg(long)]
     config: PathBuf,
@@ -72,7 +72,7 @@ pub struct ConsistencyArgs {
     public_key: PathBuf,
 }
 
-pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
+pub(super) async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Prove(a) => prove(a).await,

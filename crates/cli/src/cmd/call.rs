@@ -14,7 +14,7 @@ use super::{
 };
 
 #[derive(Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// Client config: the node's address and this system's certificate.
     #[arg(long)]
     config: PathBuf,
@@ -49,7 +49,7 @@ fn read_data(data: &str) -> Result<Vec<u8>, CliError> {
     }
 }
 
-pub async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
     let config = ClientConfig::load(&args.config)?;
     let payload = read_data(&args.data)?;
     if !(args.timeout > 0.0 && args.timeout < 86_400.0) {

@@ -15,7 +15,7 @@ use truc_proto::v1::CallRequest;
 use super::{CliError, failed, interrupted, report, table};
 
 #[derive(Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where certificates, configs, sled data and demo.json go (reused if present).
     #[arg(long, default_value = "./truc-data")]
     data: PathBuf,
@@ -27,7 +27,7 @@ pub struct DemoArgs {
     calls: u32,
 }
 
-pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let deployment = Deployment::start(DemoOptions::new(&args.data))
         .await
         .map_err(failed)?;

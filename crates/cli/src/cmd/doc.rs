@@ -23,7 +23,7 @@ use super::{CliError, failed, interrupted};
 
 /// The client config and the agency, common to every document command.
 #[derive(Args)]
-pub struct Agent {
+pub(super) struct Agent {
     /// Client config: the node's address and this system's certificate.
     #[arg(long)]
     config: PathBuf,
@@ -35,7 +35,7 @@ pub struct Agent {
 // ---------------------------------------------------------------- send
 
 #[derive(Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[command(flatten)]
     agent: Agent,
     /// A recipient agency; repeat for several.
@@ -98,7 +98,7 @@ impl Kind {
     }
 }
 
-pub async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
     let sender = args.agent.agency.clone();
     // A given document id supplies the date, number and notation not given
     // explicitly, so that a recall or update names the same document.
@@ -213,7 +213,7 @@ fn organ(id: &str) -> Organ {
 // ---------------------------------------------------------------- inbox
 
 #[derive(Args)]
-pub struct InboxArgs {
+pub(crate) struct InboxArgs {
     #[command(flatten)]
     agent: Agent,
     /// Only documents with this status code, e.g. 01 (also applies to --watch).
@@ -227,7 +227,7 @@ pub struct InboxArgs {
     watch: bool,
 }
 
-pub async fn inbox(args: InboxArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn inbox(args: InboxArgs) -> Result<ExitCode, CliError> {
     if let Some(status) = &args.status {
         StatusCode::parse(status).map_err(|v| CliError::Usage(format!("--status: {}", v.rule)))?;
     }
@@ -321,7 +321,7 @@ fn event_line(event: &InboxEvent) -> String {
 // ---------------------------------------------------------------- fetch
 
 #[derive(Args)]
-pub struct FetchArgs {
+pub(crate) struct FetchArgs {
     #[command(flatten)]
     agent: Agent,
     /// The sending agency.
@@ -335,7 +335,7 @@ pub struct FetchArgs {
     out: PathBuf,
 }
 
-pub async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
     let incoming = client(&args.agent.config)?
         .fetch(&args.agent.agency, &args.from, &args.document_id)
         .await
@@ -396,7 +396,7 @@ fn envelope_dump(entry: &InboxEntry, files: &[SavedFile]) -> String {
 // ---------------------------------------------------------------- status
 
 #[derive(Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     agent: Agent,
     /// The sending agency.
@@ -414,7 +414,7 @@ pub struct StatusArgs {
     description: String,
 }
 
-pub async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     StatusCode::parse(&args.status)
         .map_err(|v| CliError::Usage(format!("--status: {}", v.rule)))?;
     let request = UpdateStatusRequest {
@@ -443,7 +443,7 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
 // ---------------------------------------------------------------- track
 
 #[derive(Args)]
-pub struct TrackArgs {
+pub(crate) struct TrackArgs {
     #[command(flatten)]
     agent: Agent,
     /// The document id.
@@ -454,7 +454,7 @@ pub struct TrackArgs {
     watch: bool,
 }
 
-pub async fn track(args: TrackArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn track(args: TrackArgs) -> Result<ExitCode, CliError> {
     let client = client(&args.agent.config)?;
     let (sender, doc) = (&args.agent.agency, &args.document_id);
     if !args.watch {

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// truc: inter-agency data-sharing gateway (hub and nodes).
 #[derive(Parser)]
 #[command(name = "truc", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]
@@ -25,7 +25,7 @@ pub struct Cli {
 
 /// Logging options, for every subcommand.
 #[derive(Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -41,7 +41,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Certificates: a development CA and everyone's certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
@@ -74,7 +74,7 @@ pub enum Command {
 
 /// A failed command, with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Bad usage or config: exit 2.
     #[error("{0}")]
     Usage(String),
@@ -87,7 +87,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Failed(_) => ExitCode::from(1),
             CliError::Usage(_) => ExitCode::from(2),
@@ -107,7 +107,7 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
 }
 
-pub fn init_tracing(log: &LogArgs) {
+pub(crate) fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.log_level))
@@ -122,7 +122,7 @@ pub fn init_tracing(log: &LogArgs) {
     };
 }
 
-pub async fn run(command: Command) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(command: Command) -> Result<ExitCode, CliError> {
     match command {
         Command::Pki(c) => pki::run(c),
         Command::Hub(a) => serve::hub(a).await,

@@ -9,7 +9,7 @@ use truc_pki::{Identity, Layout, Role};
 use super::CliError;
 
 #[derive(Subcommand)]
-pub enum PkiCommand {
+pub(crate) enum PkiCommand {
     /// Creates a development CA, hub, node, admin and client certificates,
     /// and the hub's Ed25519 audit signing key.
     Init(InitArgs),
@@ -19,7 +19,7 @@ pub enum PkiCommand {
 }
 
 #[derive(Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Directory to write into (must not hold a CA yet).
     #[arg(long)]
     dir: PathBuf,
@@ -42,7 +42,7 @@ pub struct InitArgs {
 }
 
 #[derive(Args)]
-pub struct IssueArgs {
+pub(crate) struct IssueArgs {
     /// The directory of the CA (`truc pki init --dir`).
     #[arg(long)]
     dir: PathBuf,
@@ -57,7 +57,7 @@ pub struct IssueArgs {
     days: u32,
 }
 
-pub fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
+pub(super) fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
     match command {
         PkiCommand::Init(a) => init(a),
         PkiCommand::Issue(a) => issue(a),

@@ -20,7 +20,7 @@ enum Format {
 }
 
 #[derive(Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Client config for the hub (the admin's certificate sees everything).
     #[arg(long, required_unless_present = "verify")]
     config: Option<PathBuf>,
@@ -60,7 +60,7 @@ pub struct ReportArgs {
     data: Option<PathBuf>,
 }
 
-pub async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     if args.verify {
         return verify(args.data.as_deref());
     }
@@ -240,7 +240,7 @@ fn verify(data: Option<&std::path::Path>) -> Result<ExitCode, CliError> {
 }
 
 /// The hub's counts as table rows (for the demo's table).
-pub async fn fetch(
+pub(super) async fn fetch(
     config: &ClientConfig,
     from: &str,
     to: &str,

@@ -11,7 +11,7 @@ use truc_ops::Shutdown;
 use super::{CliError, failed, interrupted};
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The config file.
     #[arg(long)]
     config: PathBuf,
@@ -23,7 +23,7 @@ async fn bind(addr: std::net::SocketAddr, field: &str) -> Result<TcpListener, Cl
         .map_err(|e| failed(format!("cannot listen on {addr} ({field}): {e}")))
 }
 
-pub async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = HubConfig::load(&args.config)?;
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
@@ -47,7 +47,7 @@ pub async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = NodeConfig::load(&args.config)?;
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
@@ -76,13 +76,13 @@ pub async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 #[derive(Args)]
-pub struct BackendArgs {
+pub(crate) struct BackendArgs {
     /// Address to listen on.
     #[arg(long)]
     listen: std::net::SocketAddr,
 }
 
-pub async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
     let listener = bind(args.listen, "--listen").await?;
     println!("demo backend listening on {}", args.listen);
     truc_demo::backend::serve_backend(

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 /// One row's key: client, provider, service, kind, outcome.
-pub type RowKey = (String, String, String, String, String);
+pub(super) type RowKey = (String, String, String, String, String);
 
 /// A plain table as the CLI prints them: no borders, a header line, columns
 /// two spaces apart, the columns from `right_from` on right-aligned, no
 /// trailing spaces.
-pub fn render<R, C>(header: &[&str], rows: R, right_from: usize) -> String
+pub(super) fn render<R, C>(header: &[&str], rows: R, right_from: usize) -> String
 where
     R: IntoIterator<Item = C>,
     C: IntoIterator,
@@ -31,7 +31,7 @@ where
 }
 
 /// Prints the rows (summed over days) and the total.
-pub fn print(rows: &BTreeMap<RowKey, u64>) {
+pub(super) fn print(rows: &BTreeMap<RowKey, u64>) {
     println!("{}", render_counts(rows));
 }
 
@@ -52,7 +52,7 @@ fn render_counts(rows: &BTreeMap<RowKey, u64>) -> String {
 }
 
 /// Sums per-day counters into table rows.
-pub fn from_counts<'a>(
+pub(super) fn from_counts<'a>(
     counts: impl IntoIterator<Item = (&'a truc_audit::CountKey, &'a u64)>,
 ) -> BTreeMap<RowKey, u64> {
     let mut rows = BTreeMap::new();

@@ -8,21 +8,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub fn truc() -> Command {
+pub(crate) fn truc() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_truc"));
     c.env_remove("RUST_LOG").arg("--log-level=warn");
     c
 }
 
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     truc().args(args).output().expect("run truc")
 }
 
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub struct Process(pub Child);
+pub(crate) struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for Process {
     }
 }
 
-pub fn spawn(args: &[&str]) -> Process {
+pub(crate) fn spawn(args: &[&str]) -> Process {
     Process(
         truc()
             .args(args)
@@ -43,7 +43,7 @@ pub fn spawn(args: &[&str]) -> Process {
 }
 
 /// Polls `truc call` until it gets an answer other than UNAVAILABLE.
-pub fn call_until_up(client: &Path, agency: &str, service: &str) -> Output {
+pub(crate) fn call_until_up(client: &Path, agency: &str, service: &str) -> Output {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = run(&[
@@ -69,7 +69,7 @@ pub fn call_until_up(client: &Path, agency: &str, service: &str) -> Output {
 
 impl Process {
     /// Sends `signal` (TERM, KILL) and waits for the process to exit.
-    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+    pub(crate) fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         let pid = self.0.id().to_string();
         let sent = Command::new("kill")
             .args([format!("-{signal}").as_str(), &pid])
@@ -89,7 +89,7 @@ impl Process {
 
 /// A hub, two nodes and the ministry's backend, each its own process, on
 /// the files `truc demo` wrote to `data`.
-pub struct Deployment {
+pub(crate) struct Deployment {
     pub hub: Process,
     pub ministry: Process,
     pub province: Process,
@@ -97,7 +97,7 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    pub fn spawn(data: &Path) -> Deployment {
+    pub(crate) fn spawn(data: &Path) -> Deployment {
         let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
         let ministry = std::fs::read_to_string(data.join("node-vpcp.toml")).expect("config");
         // The first `address` in the node config is the hub's; the backend's is the last.
@@ -119,7 +119,7 @@ impl Deployment {
 
 /// Lays out a deployment with `truc demo` (PKI, registry, configs, a few
 /// sample transactions) in `dir/d` and returns that directory.
-pub fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
+pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
     let data = dir.join("d");
     let out = run(&[
         "demo",

@@ -9,7 +9,7 @@ use truc_proto::v1::{
 };
 
 /// An organ with every field filled.
-pub fn organ(id: &str, name: &str) -> Organ {
+pub(crate) fn organ(id: &str, name: &str) -> Organ {
     Organ {
         organ_id: id.to_owned(),
         organization_in_charge: "Chủ tịch".to_owned(),
@@ -23,7 +23,7 @@ pub fn organ(id: &str, name: &str) -> Organ {
 }
 
 /// An attachment with a 32-byte sha256.
-pub fn attachment(name: &str) -> Attachment {
+pub(crate) fn attachment(name: &str) -> Attachment {
     Attachment {
         name: name.to_owned(),
         content_type: "application/pdf".to_owned(),
@@ -34,7 +34,7 @@ pub fn attachment(name: &str) -> Attachment {
 }
 
 /// A valid envelope from Lạng Sơn to the Government Office, every field filled.
-pub fn valid_envelope() -> Envelope {
+pub(crate) fn valid_envelope() -> Envelope {
     Envelope {
         from: Some(organ("000.00.00.H37", "UBND tỉnh Lạng Sơn")),
         to: vec![organ("000.00.00.G22", "Văn phòng Chính phủ")],
