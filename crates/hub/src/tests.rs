@@ -2,15 +2,21 @@
 //! certificate would call them: no server, the peer identity placed in the
 //! request as the TLS layer puts it.
 
-use std::sync::Arc;
+use std::{marker::PhantomData, sync::Arc};
 
 use bytes::Bytes;
 use prost::Message;
-use tonic::Code;
+use tonic::{
+    Code, Status, Streaming,
+    codec::{DecodeBuf, Decoder},
+};
 use truc_audit::{AuditLog, Options, sth::Signer};
 use truc_pipeline::request_from;
 use truc_pki::{Identity, Role};
-use truc_proto::v1::{DataRequest, StatusEvent, StatusUpdate, hub_server::Hub};
+use truc_proto::v1::{
+    Attachment, Chunk, DataRequest, DocumentCode, Envelope, Organ, PromulgationInfo, RelayHeader,
+    RelayRequest, StatusEvent, StatusUpdate, hub_server::Hub, relay_request,
+};
 use truc_registry::Registry;
 use truc_store::Store;
 
@@ -76,6 +82,10 @@ struct Hub_ {
 }
 
 fn hub() -> Hub_ {
+    hub_with(registry())
+}
+
+fn hub_with(registry: Arc<Registry>) -> Hub_ {
     truc_pki::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
@@ -83,7 +93,6 @@ fn hub() -> Hub_ {
     let public = signer.public_key();
     let audit =
         AuditLog::open(store.clone(), "hub", Options::default(), Some(signer)).expect("log");
-    let registry = registry();
     let client_tls = Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())
@@ -332,4 +341,382 @@ async fn an_unreachable_provider_node_is_unavailable_and_recorded() {
     let r = h.records().pop().expect("audited");
     assert_eq!(r.outcome, "UNAVAILABLE");
     assert_eq!(r.client_agency, "000.00.00.H37");
+}
+
+// Relay: a client stream. Its handler gets the `Streaming` a server would
+// decode from the request body; the tests build one from its messages.
+
+/// Decodes the messages of a test's client stream.
+struct Decode<M>(PhantomData<fn() -> M>);
+
+impl<M: Message + Default> Decoder for Decode<M> {
+    type Item = M;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
+        M::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// `messages` as a server hands them to a client-streaming handler: framed
+/// the way gRPC frames them (uncompressed, length first) in one request body.
+fn client_stream<M: Message + Default + Send + 'static>(messages: Vec<M>) -> Streaming<M> {
+    let mut body = Vec::new();
+    for m in messages {
+        let bytes = m.encode_to_vec();
+        let len = u32::try_from(bytes.len()).expect("a small message");
+        body.push(0);
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    Streaming::new_request(
+        Decode(PhantomData),
+        axum::body::Body::from(body),
+        None,
+        None,
+    )
+}
+
+const H37: &str = "000.00.00.H37";
+const G22: &str = "000.00.00.G22";
+
+/// The SHA-256 of `data`, as a chunk of it carries it (the hub links no
+/// crypto crate of its own).
+fn sha(data: &[u8]) -> Bytes {
+    truc_doc::chunks::chunk(0, 0, Bytes::copy_from_slice(data)).sha256
+}
+
+/// A valid envelope from `from` to `to` with the attachments `files`.
+fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
+    Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            organ_name: "UBND tỉnh Lạng Sơn".into(),
+            ..Organ::default()
+        }),
+        to: vec![Organ {
+            organ_id: to.into(),
+            ..Organ::default()
+        }],
+        code: Some(DocumentCode {
+            code_number: "1".into(),
+            code_notation: "UBND-VP".into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: "Lạng Sơn".into(),
+            promulgation_date: "2026/11/28".into(),
+        }),
+        subject: "V/v báo cáo tháng 11".into(),
+        document_id: format!("{from},2026/11/28,1/UBND-VP"),
+        attachments: files
+            .iter()
+            .enumerate()
+            .map(|(i, data)| Attachment {
+                name: format!("f{i}.pdf"),
+                content_type: "application/pdf".into(),
+                size: data.len() as u64,
+                sha256: sha(data),
+                description: String::new(),
+            })
+            .collect(),
+        ..Envelope::default()
+    }
+}
+
+fn header(n: u32, sender: &str, recipient: &str, envelope: Option<Envelope>) -> RelayRequest {
+    RelayRequest {
+        part: Some(relay_request::Part::Header(RelayHeader {
+            transaction_id: format!("{:032x}", 0x100 + n),
+            sender: sender.into(),
+            recipient: recipient.into(),
+            envelope,
+        })),
+    }
+}
+
+fn chunk(c: Chunk) -> RelayRequest {
+    RelayRequest {
+        part: Some(relay_request::Part::Chunk(c)),
+    }
+}
+
+/// A chunk of `data` at `offset` of attachment 0, with its digest.
+fn piece(offset: u64, data: &'static [u8]) -> Chunk {
+    truc_doc::chunks::chunk(0, offset, Bytes::from_static(data))
+}
+
+impl Hub_ {
+    async fn relay(&self, caller: Identity, messages: Vec<RelayRequest>) -> Status {
+        self.service
+            .relay(request_from(caller, client_stream(messages)))
+            .await
+            .expect_err("refused")
+    }
+}
+
+/// A recipient node that never answers: a listener nothing accepts from,
+/// so the hub's connection to it waits in its TLS handshake while the relay
+/// is checked. A refusal is then the hub's own, never a connection error.
+fn silent_node() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+/// The hub over [`REGISTRY`] with node `vpcp` (hosting G22) at `vpcp`'s
+/// address and `extra` appended.
+fn hub_at(vpcp: &std::net::TcpListener, extra: &str) -> Hub_ {
+    let addr = vpcp.local_addr().expect("address").to_string();
+    let text = format!("{}{extra}", REGISTRY.replace("127.0.0.1:9", &addr));
+    hub_with(Arc::new(
+        Registry::from_toml_str(&text, "registry.toml").expect("registry"),
+    ))
+}
+
+#[tokio::test]
+async fn a_node_cannot_relay_for_an_agency_it_does_not_host() {
+    let h = hub();
+    // vpcp hosts G22, not H37.
+    let err = h
+        .relay(
+            node("vpcp"),
+            vec![header(1, H37, G22, Some(envelope(H37, G22, &[])))],
+        )
+        .await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("does not host"), "{err:?}");
+    let r = h.records().pop().expect("the refusal is audited");
+    assert_eq!(r.caller, "node/vpcp", "in the real caller's name");
+    assert_eq!(r.outcome, "PERMISSION_DENIED");
+    assert_eq!(
+        (r.client_agency.as_str(), r.transaction_id.as_str()),
+        ("", ""),
+        "neither the claimed agency nor the id is taken"
+    );
+    let stats = truc_audit::read_stats(&h.store).expect("stats");
+    assert!(
+        stats.stats.keys().all(|k| k.client != H37),
+        "no statistics in H37's name on vpcp's word: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_nodes_relay() {
+    let h = hub();
+    for who in [
+        Identity::new(Role::Client, "dms").expect("id"),
+        Identity::new(Role::Admin, "ops").expect("id"),
+        Identity::new(Role::Hub, "hub").expect("id"),
+    ] {
+        let err = h
+            .relay(
+                who.clone(),
+                vec![header(2, H37, G22, Some(envelope(H37, G22, &[])))],
+            )
+            .await;
+        assert_eq!(err.code(), Code::PermissionDenied, "{who}: {err:?}");
+        assert_eq!(h.records().pop().expect("audited").caller, who.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_relay_opens_with_its_header() {
+    let h = hub();
+    let cases = [
+        vec![],
+        vec![chunk(piece(0, b"hello"))],
+        vec![
+            RelayRequest { part: None },
+            header(3, H37, G22, Some(envelope(H37, G22, &[]))),
+        ],
+    ];
+    for messages in cases {
+        let err = h.relay(node("lgsp-langson"), messages).await;
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message()
+                .contains("the first message must be the header"),
+            "{err:?}"
+        );
+        let r = h.records().pop().expect("audited");
+        assert_eq!(
+            (r.caller.as_str(), r.outcome.as_str()),
+            ("node/lgsp-langson", "INVALID_ARGUMENT")
+        );
+        assert_eq!(r.transaction_id, "", "no id was read");
+    }
+}
+
+#[tokio::test]
+async fn a_relay_header_must_agree_with_its_envelope() {
+    let h = hub();
+    let bad_subject = Envelope {
+        subject: "a\0b".into(),
+        ..envelope(H37, G22, &[])
+    };
+    let cases = [
+        (
+            header(4, H37, "not-a-code", Some(envelope(H37, G22, &[]))),
+            "header.recipient",
+        ),
+        (header(5, H37, G22, None), "header.envelope"),
+        (header(6, H37, G22, Some(bad_subject)), "subject"),
+        // The envelope is from another agency than the header's sender.
+        (
+            header(7, H37, G22, Some(envelope("000.00.00.A01", G22, &[]))),
+            "header.envelope.from",
+        ),
+        // The recipient is not one the envelope names.
+        (
+            header(8, H37, "000.00.00.A01", Some(envelope(H37, G22, &[]))),
+            "header.envelope.to",
+        ),
+    ];
+    for (message, field) in cases {
+        let err = h.relay(node("lgsp-langson"), vec![message]).await;
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {err:?}");
+        assert_eq!(
+            h.records().pop().expect("audited").outcome,
+            "INVALID_ARGUMENT"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_relay_to_an_agency_not_in_the_registry_is_not_found() {
+    let h = hub();
+    let z99 = "000.00.00.Z99";
+    let err = h
+        .relay(
+            node("lgsp-langson"),
+            vec![header(9, H37, z99, Some(envelope(H37, z99, &[])))],
+        )
+        .await;
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let r = h.records().pop().expect("audited");
+    assert_eq!(r.outcome, "NOT_FOUND");
+    assert_eq!(r.client_agency, H37, "the hosted sender is recorded");
+    assert_eq!(r.provider_agency, "", "an unknown recipient is not");
+}
+
+#[tokio::test]
+async fn a_relay_the_registry_does_not_allow_is_refused() {
+    let vpcp = silent_node();
+    let h = hub_at(&vpcp, "\n[documents]\ndefault = \"deny\"\n");
+    let err = h
+        .relay(
+            node("lgsp-langson"),
+            vec![header(10, H37, G22, Some(envelope(H37, G22, &[])))],
+        )
+        .await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("may not send documents"), "{err:?}");
+    let r = h.records().pop().expect("audited");
+    assert_eq!(
+        (r.client_agency.as_str(), r.provider_agency.as_str()),
+        (H37, G22)
+    );
+}
+
+#[tokio::test]
+async fn an_admitted_relay_to_a_node_that_is_down_is_unavailable_and_recorded() {
+    // The same relay as the refused ones above, under a registry that
+    // allows it: it passes every rule and reaches the recipient's node,
+    // which listens nowhere (port 9).
+    let h = hub();
+    let err = h
+        .relay(
+            node("lgsp-langson"),
+            vec![header(11, H37, G22, Some(envelope(H37, G22, &[])))],
+        )
+        .await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let r = h.records().pop().expect("audited");
+    assert_eq!(r.outcome, "UNAVAILABLE");
+    assert_eq!(r.transaction_id, format!("{:032x}", 0x100 + 11));
+    assert_eq!(r.service, "document/new");
+}
+
+#[tokio::test]
+async fn relayed_chunks_must_match_what_the_envelope_declares() {
+    let vpcp = silent_node();
+    let h = hub_at(&vpcp, "");
+    let file: &'static [u8] = b"hello world";
+    let mut altered = piece(0, b"hello world");
+    altered.data = Bytes::from_static(b"hellO world");
+    // (chunks after the header, code, words of the message, bytes that passed)
+    let cases: Vec<(Vec<RelayRequest>, Code, &str, u64)> = vec![
+        (
+            vec![chunk(piece(0, b"hello world!"))],
+            Code::InvalidArgument,
+            "more bytes than the 11 declared",
+            0,
+        ),
+        (
+            vec![chunk(piece(0, b"hello world")), chunk(piece(11, b"!"))],
+            Code::InvalidArgument,
+            "where attachment 1 was expected",
+            11,
+        ),
+        (
+            vec![chunk(truc_doc::chunks::chunk(
+                1,
+                0,
+                Bytes::from_static(b"x"),
+            ))],
+            Code::InvalidArgument,
+            "chunk for attachment 1",
+            0,
+        ),
+        (
+            vec![chunk(piece(6, b"world"))],
+            Code::InvalidArgument,
+            "where 0 was expected",
+            0,
+        ),
+        (
+            vec![chunk(altered)],
+            Code::DataLoss,
+            "does not match its sha256",
+            0,
+        ),
+        (
+            // Each chunk matches its own digest; the file does not match the envelope.
+            vec![chunk(piece(0, b"jello world"))],
+            Code::DataLoss,
+            "the file's sha256 does not match",
+            0,
+        ),
+        (
+            vec![chunk(piece(0, b"hello"))],
+            Code::InvalidArgument,
+            "ended after 5 of 11 bytes",
+            5,
+        ),
+        (
+            vec![
+                chunk(piece(0, b"hello")),
+                header(0, H37, G22, Some(envelope(H37, G22, &[file]))),
+            ],
+            Code::InvalidArgument,
+            "only chunks may follow the header",
+            5,
+        ),
+    ];
+    for (n, (chunks, code, words, passed)) in cases.into_iter().enumerate() {
+        let n = 20 + n as u32;
+        let mut messages = vec![header(n, H37, G22, Some(envelope(H37, G22, &[file])))];
+        messages.extend(chunks);
+        let err = h.relay(node("lgsp-langson"), messages).await;
+        assert_eq!(err.code(), code, "{words}: {err:?}");
+        assert!(err.message().contains(words), "{words}: {err:?}");
+        let r = h.records().pop().expect("audited");
+        assert_eq!(r.transaction_id, format!("{:032x}", 0x100 + n));
+        assert_eq!(
+            r.request_bytes, passed,
+            "{words}: the bytes that really passed"
+        );
+        assert_ne!(r.outcome, "OK");
+    }
 }
