@@ -560,7 +560,10 @@ async fn a_relay_header_must_agree_with_its_envelope() {
             "header.recipient",
         ),
         (header(5, H37, G22, None), "header.envelope"),
-        (header(6, H37, G22, Some(bad_subject)), "subject"),
+        (
+            header(6, H37, G22, Some(bad_subject)),
+            "subject must not contain control characters",
+        ),
         // The envelope is from another agency than the header's sender.
         (
             header(7, H37, G22, Some(envelope("000.00.00.A01", G22, &[]))),

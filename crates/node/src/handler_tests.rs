@@ -1,16 +1,25 @@
-//! The node's data-call handlers called directly, as a hostile hub-lookalike,
-//! node or agency system holding a valid certificate would call them.
+//! The node's handlers (data calls and documents) called directly, as a
+//! hostile hub-lookalike, node or agency system holding a valid certificate
+//! would call them.
 
-use std::{sync::Arc, time::Duration};
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use tonic::{Code, transport::Endpoint};
+use prost::Message;
+use tonic::{
+    Code, Status, Streaming,
+    codec::{DecodeBuf, Decoder},
+    transport::Endpoint,
+};
 use truc_audit::{AuditLog, Options};
 use truc_pipeline::{Pipeline, request_from};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
-    CallRequest, DataRequest, Envelope, GetTrackingRequest, Organ, WatchTrackingRequest,
-    agency_server::Agency, node_server::Node,
+    Attachment, CallRequest, Chunk, DataRequest, DocumentCode, Envelope, FetchDocumentRequest,
+    GetTrackingRequest, ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest,
+    SendDocumentRequest, StatusEvent, StatusUpdate, UpdateStatusRequest, WatchInboxRequest,
+    WatchTrackingRequest, agency_server::Agency, node_server::Node, relay_request,
+    send_document_request,
 };
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 use truc_store::Store;
@@ -357,4 +366,440 @@ async fn tracking_is_watched_only_by_the_sender_like_it_is_read() {
         .expect("the tracking");
     assert_eq!(first.document_id, doc);
     assert_eq!(first.recipients[0].delivery, "pending");
+}
+
+// Documents. `dms` acts for H37, `other-dms` for G22, both on this node;
+// the client streams (SendDocument, Deliver) are built from their messages.
+
+const H37: &str = "000.00.00.H37";
+const G22: &str = "000.00.00.G22";
+const A01: &str = "000.00.00.A01";
+
+/// Decodes the messages of a test's client stream.
+struct Decode<M>(PhantomData<fn() -> M>);
+
+impl<M: Message + Default> Decoder for Decode<M> {
+    type Item = M;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
+        M::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// `messages` as a server hands them to a client-streaming handler: framed
+/// the way gRPC frames them (uncompressed, length first) in one request body.
+fn client_stream<M: Message + Default + Send + 'static>(messages: Vec<M>) -> Streaming<M> {
+    let mut body = Vec::new();
+    for m in messages {
+        let bytes = m.encode_to_vec();
+        let len = u32::try_from(bytes.len()).expect("a small message");
+        body.push(0);
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    Streaming::new_request(
+        Decode(PhantomData),
+        axum::body::Body::from(body),
+        None,
+        None,
+    )
+}
+
+/// A valid envelope from `from` to `to` with the attachments `files`.
+fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
+    Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            organ_name: "UBND tỉnh Lạng Sơn".into(),
+            ..Organ::default()
+        }),
+        to: vec![Organ {
+            organ_id: to.into(),
+            ..Organ::default()
+        }],
+        code: Some(DocumentCode {
+            code_number: "1".into(),
+            code_notation: "UBND-VP".into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: "Lạng Sơn".into(),
+            promulgation_date: "2026/11/28".into(),
+        }),
+        subject: "V/v báo cáo tháng 11".into(),
+        document_id: format!("{from},2026/11/28,1/UBND-VP"),
+        attachments: files
+            .iter()
+            .enumerate()
+            .map(|(i, data)| Attachment {
+                name: format!("f{i}.pdf"),
+                content_type: "application/pdf".into(),
+                size: data.len() as u64,
+                sha256: truc_doc::chunks::chunk(0, 0, Bytes::copy_from_slice(data)).sha256,
+                description: String::new(),
+            })
+            .collect(),
+        ..Envelope::default()
+    }
+}
+
+/// A chunk of `data` at `offset` of attachment 0, with its digest.
+fn piece(offset: u64, data: &'static [u8]) -> Chunk {
+    truc_doc::chunks::chunk(0, offset, Bytes::from_static(data))
+}
+
+fn opening(envelope: Envelope) -> SendDocumentRequest {
+    SendDocumentRequest {
+        part: Some(send_document_request::Part::Envelope(envelope)),
+    }
+}
+
+fn send_chunk(c: Chunk) -> SendDocumentRequest {
+    SendDocumentRequest {
+        part: Some(send_document_request::Part::Chunk(c)),
+    }
+}
+
+/// The Deliver stream of a document from A01 to G22 without attachments.
+fn delivery() -> Vec<RelayRequest> {
+    vec![RelayRequest {
+        part: Some(relay_request::Part::Header(RelayHeader {
+            transaction_id: format!("{:032x}", 0x200),
+            sender: A01.into(),
+            recipient: G22.into(),
+            envelope: Some(envelope(A01, G22, &[])),
+        })),
+    }]
+}
+
+impl Fixture {
+    async fn send(
+        &self,
+        caller: Identity,
+        messages: Vec<SendDocumentRequest>,
+    ) -> Result<truc_proto::v1::SendDocumentResponse, Status> {
+        self.agency
+            .send_document(request_from(caller, client_stream(messages)))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Whether `sender` has a tracking of `document_id` (an outbox entry).
+    fn sent(&self, sender: &str, document_id: &str) -> bool {
+        let sender = AgencyCode::parse(sender).expect("code");
+        match self.docs.tracking(&sender, document_id) {
+            Ok(_) => true,
+            Err(e) if e.code() == Code::NotFound => false,
+            Err(e) => panic!("tracking: {e:?}"),
+        }
+    }
+
+    /// The entries of `recipient`'s inbox, read past the handlers.
+    fn inbox(&self, recipient: &str) -> Vec<truc_proto::v1::InboxEntry> {
+        let recipient = AgencyCode::parse(recipient).expect("code");
+        self.docs
+            .list_inbox(&recipient, &ListInboxRequest::default())
+            .expect("inbox")
+            .entries
+    }
+}
+
+#[tokio::test]
+async fn a_document_is_sent_only_for_an_agency_the_system_acts_for() {
+    let f = fixture();
+    let from_g22 = || vec![opening(envelope(G22, H37, &[]))];
+    for caller in [
+        // Acts for H37 only.
+        who(Role::Client, "dms"),
+        // A client certificate this node does not know acts for no one.
+        who(Role::Client, "stranger"),
+        // Nodes and the hub are not agency systems.
+        who(Role::Node, "vpcp"),
+        who(Role::Hub, "hub"),
+    ] {
+        let err = f
+            .send(caller.clone(), from_g22())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{caller}: {err:?}");
+    }
+    assert_eq!(f.docs.queue_lengths(), (0, 0), "nothing queued");
+    let doc = envelope(G22, H37, &[]).document_id;
+    assert!(!f.sent(G22, &doc), "nothing in the outbox");
+    // G22's own system sends it.
+    let ok = f
+        .send(who(Role::Client, "other-dms"), from_g22())
+        .await
+        .expect("the sender's own system");
+    assert_eq!((ok.sender.as_str(), ok.duplicate), (G22, false));
+    assert_eq!(f.docs.queue_lengths(), (1, 0), "one delivery queued");
+    assert!(f.sent(G22, &doc));
+}
+
+#[tokio::test]
+async fn a_bad_send_is_refused_and_nothing_is_queued() {
+    let f = fixture();
+    let dms = who(Role::Client, "dms");
+    let file: &'static [u8] = b"hello world";
+    let with_file = || envelope(H37, G22, &[file]);
+    let mut altered = piece(0, b"hello world");
+    altered.data = Bytes::from_static(b"hellO world");
+    let cases: Vec<(Vec<SendDocumentRequest>, Code, &str)> = vec![
+        (
+            vec![],
+            Code::InvalidArgument,
+            "the first message must be the envelope",
+        ),
+        (
+            vec![send_chunk(piece(0, b"hello world"))],
+            Code::InvalidArgument,
+            "the first message must be the envelope",
+        ),
+        (
+            vec![opening(Envelope {
+                subject: "a\0b".into(),
+                ..envelope(H37, G22, &[])
+            })],
+            Code::InvalidArgument,
+            "subject must not contain control characters",
+        ),
+        (
+            vec![opening(Envelope {
+                to: Vec::new(),
+                ..envelope(H37, G22, &[])
+            })],
+            Code::InvalidArgument,
+            "at least one recipient is required",
+        ),
+        (
+            vec![opening(with_file()), send_chunk(piece(0, b"hello world!"))],
+            Code::InvalidArgument,
+            "more bytes than the 11 declared",
+        ),
+        (
+            vec![opening(with_file()), send_chunk(altered)],
+            Code::DataLoss,
+            "does not match its sha256",
+        ),
+        (
+            vec![opening(with_file()), send_chunk(piece(0, b"hello"))],
+            Code::InvalidArgument,
+            "ended after 5 of 11 bytes",
+        ),
+        (
+            vec![
+                opening(with_file()),
+                send_chunk(piece(0, b"hello")),
+                opening(with_file()),
+            ],
+            Code::InvalidArgument,
+            "only chunks may follow the envelope",
+        ),
+    ];
+    let doc = with_file().document_id;
+    for (messages, code, words) in cases {
+        let err = f.send(dms.clone(), messages).await.expect_err("refused");
+        assert_eq!(err.code(), code, "{words}: {err:?}");
+        assert!(err.message().contains(words), "{words}: {err:?}");
+        assert_eq!(f.docs.queue_lengths(), (0, 0), "{words}: nothing queued");
+        assert!(!f.sent(H37, &doc), "{words}: nothing in the outbox");
+    }
+    // The whole document, after all that, is accepted as a first send.
+    let ok = f
+        .send(
+            dms,
+            vec![opening(with_file()), send_chunk(piece(0, b"hello world"))],
+        )
+        .await
+        .expect("a good send");
+    assert!(!ok.duplicate);
+    assert_eq!(f.docs.queue_lengths(), (1, 0));
+}
+
+#[tokio::test]
+async fn another_agencys_inbox_is_neither_read_nor_changed() {
+    let f = fixture();
+    // A01 sent G22 (other-dms's agency) a document; dms acts for H37.
+    f.node
+        .deliver(request_from(
+            who(Role::Hub, "hub"),
+            client_stream(delivery()),
+        ))
+        .await
+        .expect("delivered");
+    let doc = envelope(A01, G22, &[]).document_id;
+    let before = f.inbox(G22);
+    assert_eq!(before.len(), 1);
+    let dms = who(Role::Client, "dms");
+    let denied = |e: Status| assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let not_found = |e: Status| assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for caller in [dms.clone(), who(Role::Node, "vpcp"), who(Role::Hub, "hub")] {
+        let list = ListInboxRequest {
+            recipient: G22.into(),
+            ..ListInboxRequest::default()
+        };
+        denied(
+            f.agency
+                .list_inbox(request_from(caller.clone(), list))
+                .await
+                .expect_err("list"),
+        );
+        let watch = WatchInboxRequest {
+            recipient: G22.into(),
+        };
+        denied(
+            f.agency
+                .watch_inbox(request_from(caller.clone(), watch))
+                .await
+                .expect_err("watch"),
+        );
+    }
+    // Its own inbox holds nothing of G22's.
+    let own = f
+        .agency
+        .list_inbox(request_from(
+            dms.clone(),
+            ListInboxRequest {
+                recipient: H37.into(),
+                ..ListInboxRequest::default()
+            },
+        ))
+        .await
+        .expect("its own inbox")
+        .into_inner();
+    assert!(own.entries.is_empty(), "{own:?}");
+    let fetch = |recipient: &str| FetchDocumentRequest {
+        recipient: recipient.into(),
+        sender: A01.into(),
+        document_id: doc.clone(),
+    };
+    denied(
+        f.agency
+            .fetch_document(request_from(dms.clone(), fetch(G22)))
+            .await
+            .expect_err("fetch as G22"),
+    );
+    not_found(
+        f.agency
+            .fetch_document(request_from(dms.clone(), fetch(H37)))
+            .await
+            .expect_err("fetch from its own inbox"),
+    );
+    let update = |recipient: &str| UpdateStatusRequest {
+        recipient: recipient.into(),
+        sender: A01.into(),
+        document_id: doc.clone(),
+        status: "03".into(),
+        description: "đã nhận".into(),
+        staff: None,
+    };
+    denied(
+        f.agency
+            .update_status(request_from(dms.clone(), update(G22)))
+            .await
+            .expect_err("update as G22"),
+    );
+    not_found(
+        f.agency
+            .update_status(request_from(dms.clone(), update(H37)))
+            .await
+            .expect_err("update in its own inbox"),
+    );
+    assert_eq!(f.inbox(G22), before, "G22's entry is unchanged");
+    assert_eq!(f.docs.queue_lengths(), (0, 0), "no status queued");
+    // G22's own system reads it and sets its status.
+    let other = who(Role::Client, "other-dms");
+    let mut fetched = f
+        .agency
+        .fetch_document(request_from(other.clone(), fetch(G22)))
+        .await
+        .expect("fetch by the recipient")
+        .into_inner();
+    let first = tokio_stream::StreamExt::next(&mut fetched)
+        .await
+        .expect("a first message")
+        .expect("the entry");
+    assert!(first.part.is_some());
+    f.agency
+        .update_status(request_from(other, update(G22)))
+        .await
+        .expect("the recipient sets its status");
+    assert_eq!(f.inbox(G22)[0].status, "03");
+    assert_eq!(f.docs.queue_lengths(), (0, 1), "its status queued");
+}
+
+#[tokio::test]
+async fn only_the_hub_delivers_documents_and_statuses() {
+    let f = fixture();
+    // H37 (dms's agency) sent G22 a document.
+    let sent = envelope(H37, G22, &[]);
+    f.docs.record_sent(H37, sent.clone());
+    let status = |recipient: &str, by: &str| StatusUpdate {
+        transaction_id: format!("{:032x}", 0x300),
+        sender: H37.into(),
+        document_id: sent.document_id.clone(),
+        recipient: recipient.into(),
+        event: Some(StatusEvent {
+            code: "03".into(),
+            description: "đã nhận".into(),
+            unix_ms: 1,
+            by: by.into(),
+            staff: None,
+        }),
+        change: 0,
+    };
+    let tracking = || {
+        f.docs
+            .tracking(&AgencyCode::parse(H37).expect("code"), &sent.document_id)
+            .expect("tracking")
+            .recipients
+    };
+    let before = tracking();
+    for caller in [
+        who(Role::Node, "vpcp"),
+        who(Role::Node, "hub"),
+        who(Role::Client, "dms"),
+        who(Role::Hub, "another-hub"),
+        who(Role::Admin, "hub"),
+    ] {
+        let err = f
+            .node
+            .deliver(request_from(caller.clone(), client_stream(delivery())))
+            .await
+            .expect_err("deliver refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{caller}: {err:?}");
+        let err = f
+            .node
+            .deliver_status(request_from(caller.clone(), status(G22, G22)))
+            .await
+            .expect_err("status refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{caller}: {err:?}");
+    }
+    assert!(f.inbox(G22).is_empty(), "nothing delivered");
+    assert_eq!(tracking(), before, "no status recorded");
+    // Even the hub cannot set a status for an agency the document was not sent to.
+    let err = f
+        .node
+        .deliver_status(request_from(who(Role::Hub, "hub"), status(A01, A01)))
+        .await
+        .expect_err("not a recipient");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(tracking(), before);
+    // The hub delivers both.
+    let hub = who(Role::Hub, "hub");
+    let delivered = f
+        .node
+        .deliver(request_from(hub.clone(), client_stream(delivery())))
+        .await
+        .expect("the hub delivers")
+        .into_inner();
+    assert!(!delivered.duplicate);
+    assert_eq!(f.inbox(G22).len(), 1);
+    f.node
+        .deliver_status(request_from(hub, status(G22, G22)))
+        .await
+        .expect("the hub delivers a status");
+    assert_eq!(tracking()[0].status, "03");
 }
