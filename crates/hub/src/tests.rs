@@ -723,3 +723,26 @@ async fn relayed_chunks_must_match_what_the_envelope_declares() {
         assert_ne!(r.outcome, "OK");
     }
 }
+
+#[tokio::test]
+async fn a_relay_to_an_agency_no_node_hosts_is_unavailable() {
+    let vpcp = silent_node();
+    let a03 = "000.00.00.A03";
+    let h = hub_at(
+        &vpcp,
+        "\n[[agency]]\ncode = \"000.00.00.A03\"\nname = \"C\"\n",
+    );
+    let err = h
+        .relay(
+            node("lgsp-langson"),
+            vec![header(12, H37, a03, Some(envelope(H37, a03, &[])))],
+        )
+        .await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("no node hosts it"), "{err:?}");
+    let r = h.records().pop().expect("audited");
+    assert_eq!(
+        (r.client_agency.as_str(), r.provider_agency.as_str()),
+        (H37, a03)
+    );
+}

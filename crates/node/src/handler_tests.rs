@@ -462,16 +462,27 @@ fn send_chunk(c: Chunk) -> SendDocumentRequest {
     }
 }
 
-/// The Deliver stream of a document from A01 to G22 without attachments.
-fn delivery() -> Vec<RelayRequest> {
-    vec![RelayRequest {
+/// The header of a Deliver stream of `envelope` from A01 to G22.
+fn relay_header(envelope: Option<Envelope>) -> RelayRequest {
+    RelayRequest {
         part: Some(relay_request::Part::Header(RelayHeader {
             transaction_id: format!("{:032x}", 0x200),
             sender: A01.into(),
             recipient: G22.into(),
-            envelope: Some(envelope(A01, G22, &[])),
+            envelope,
         })),
-    }]
+    }
+}
+
+fn relay_chunk(c: Chunk) -> RelayRequest {
+    RelayRequest {
+        part: Some(relay_request::Part::Chunk(c)),
+    }
+}
+
+/// The Deliver stream of a document from A01 to G22 without attachments.
+fn delivery() -> Vec<RelayRequest> {
+    vec![relay_header(Some(envelope(A01, G22, &[])))]
 }
 
 impl Fixture {
@@ -802,4 +813,91 @@ async fn only_the_hub_delivers_documents_and_statuses() {
         .await
         .expect("the hub delivers a status");
     assert_eq!(tracking()[0].status, "03");
+}
+
+#[tokio::test]
+async fn a_bad_delivery_even_from_the_hub_is_refused_and_nothing_stored() {
+    let f = fixture();
+    let hub = who(Role::Hub, "hub");
+    let file: &'static [u8] = b"hello world";
+    let with_file = || Some(envelope(A01, G22, &[file]));
+    let mut altered = piece(0, b"hello world");
+    altered.data = Bytes::from_static(b"hellO world");
+    let cases: Vec<(Vec<RelayRequest>, Code, &str)> = vec![
+        (
+            vec![],
+            Code::InvalidArgument,
+            "the first message must be the header",
+        ),
+        (
+            vec![relay_chunk(piece(0, b"hello world"))],
+            Code::InvalidArgument,
+            "the first message must be the header",
+        ),
+        (
+            vec![relay_header(None)],
+            Code::InvalidArgument,
+            "header.envelope is required",
+        ),
+        (
+            vec![relay_header(Some(Envelope {
+                subject: "a\0b".into(),
+                ..envelope(A01, G22, &[])
+            }))],
+            Code::InvalidArgument,
+            "subject must not contain control characters",
+        ),
+        (
+            vec![
+                relay_header(with_file()),
+                relay_chunk(piece(0, b"hello world!")),
+            ],
+            Code::InvalidArgument,
+            "more bytes than the 11 declared",
+        ),
+        (
+            vec![relay_header(with_file()), relay_chunk(altered)],
+            Code::DataLoss,
+            "does not match its sha256",
+        ),
+        (
+            vec![relay_header(with_file()), relay_chunk(piece(0, b"hello"))],
+            Code::InvalidArgument,
+            "ended after 5 of 11 bytes",
+        ),
+        (
+            vec![
+                relay_header(with_file()),
+                relay_chunk(piece(0, b"hello")),
+                relay_header(with_file()),
+            ],
+            Code::InvalidArgument,
+            "only chunks may follow the header",
+        ),
+    ];
+    for (messages, code, words) in cases {
+        let err = f
+            .node
+            .deliver(request_from(hub.clone(), client_stream(messages)))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{words}: {err:?}");
+        assert!(err.message().contains(words), "{words}: {err:?}");
+        assert!(f.inbox(G22).is_empty(), "{words}: nothing in the inbox");
+    }
+    // The whole document is then delivered as a first delivery.
+    let ok = f
+        .node
+        .deliver(request_from(
+            hub,
+            client_stream(vec![
+                relay_header(with_file()),
+                relay_chunk(piece(0, b"hello world")),
+            ]),
+        ))
+        .await
+        .expect("a good delivery")
+        .into_inner();
+    assert!(!ok.duplicate);
+    assert_eq!(f.inbox(G22).len(), 1);
 }
