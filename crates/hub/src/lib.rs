@@ -21,13 +21,14 @@ use std::{sync::Arc, time::Duration};
 
 pub use config::{Dashboard, HubConfig, HubFile};
 use tokio::net::TcpListener;
-use truc_audit::{AuditLog, Options};
-use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
+use truc_audit::Options;
+use truc_ops::Shutdown;
 use truc_proto::v1::{
     audit_server::AuditServer, hub_server::HubServer, reporting_server::ReportingServer,
 };
 use truc_registry::Registry;
-use truc_store::Store;
+pub use truc_server::StartError;
+use truc_server::{Common, Server};
 
 /// Why the hub could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +36,9 @@ pub enum HubError {
     /// The registry file is invalid.
     #[error(transparent)]
     Registry(#[from] truc_registry::RegistryError),
-    /// Certificates or keys are unusable.
+    /// What every server process opens and serves failed.
     #[error(transparent)]
-    Pki(#[from] truc_pki::PkiError),
-    /// The data directory cannot be used.
-    #[error(transparent)]
-    Store(#[from] truc_store::StoreError),
-    /// The audit log cannot be opened.
-    #[error(transparent)]
-    Audit(#[from] truc_audit::AuditError),
-    /// A server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
+    Start(#[from] StartError),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -78,91 +70,61 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
-    truc_pki::install_crypto_provider();
     let registry = Arc::new(Registry::load(&config.registry)?);
-    let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Node)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| truc_store::StoreError::Sync {
-        path: config.data_dir.clone(),
-        source: e,
+    let server = Server::open(Common {
+        role: truc_pki::Role::Hub,
+        name: "hub",
+        peers: truc_pki::Role::Node,
+        tls: &config.tls,
+        data_dir: &config.data_dir,
+        limits: &config.limits,
+        audit: Options {
+            time_zone: config.time_zone.clone(),
+            ..options.audit
+        },
+        audit_key: Some(&config.audit_key),
     })?;
-    let store = Store::open(&config.data_dir)?;
-    let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
-    let audit_public_key = signer.public_key();
-    let audit_options = truc_audit::Options {
-        time_zone: config.time_zone.clone(),
-        ..options.audit.clone()
-    };
-    let audit = AuditLog::open(store.clone(), "hub", audit_options, Some(signer))?;
-    let audit_handle = audit.clone();
-    let metrics = Arc::new(Metrics::new());
-    metrics.set_known(
+    server.metrics().set_known(
         registry.agencies().map(|a| a.code.to_string()).collect(),
         registry.services().map(|s| s.id.to_string()).collect(),
     );
-    truc_pipeline::watch_audit(&metrics, audit.reader().clone());
-
-    let limit = config.limits.max_message_bytes();
+    let audit = server.audit();
+    let zone = &config.time_zone;
     let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
     let reporting = reporting::ReportingService::new(
         registry.clone(),
-        store.clone(),
+        server.store().clone(),
         audit.clone(),
-        config.time_zone.clone(),
+        zone.clone(),
     );
     let router = route::HubService::new(
         registry.clone(),
-        audit_public_key,
-        audit,
-        client_tls,
-        metrics.clone(),
+        // Always there: the hub's log signs.
+        server.audit_public_key().unwrap_or_default().to_vec(),
+        audit.clone(),
+        server.client_tls(),
+        server.metrics().clone(),
         config.limits.clone(),
         config.documents.clone(),
     );
-    let server = GrpcServer::new(metrics.clone(), &config.limits)?;
-    server
-        .health
-        .set_serving::<HubServer<route::HubService>>()
-        .await;
-    server
-        .health
-        .set_serving::<ReportingServer<reporting::ReportingService>>()
-        .await;
-    server
-        .health
-        .set_serving::<AuditServer<audit_service::AuditService>>()
-        .await;
-    let server = server
-        .add_service(
-            HubServer::new(router)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
-        .add_service(ReportingServer::new(reporting))
-        .add_service(AuditServer::new(audit_service));
-
     let dashboard = dashboard::router(
         registry.clone(),
-        audit_handle.clone(),
-        config.time_zone.clone(),
+        audit.clone(),
+        zone.clone(),
         config.dashboard.public,
     );
-    let servers = Servers::start(
-        server,
-        listener,
-        server_tls,
-        truc_ops::OpsPort {
-            listener: ops_listener,
-            metrics,
-            routes: dashboard,
-        },
-        shutdown,
-        options.drain,
-    )?;
-    tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
-    Ok(truc_ops::Running::new(servers, async move {
-        audit_handle.close().await;
-    }))
+    tracing::info!(
+        agencies = registry.agencies().count(),
+        services = registry.services().count(),
+        "registry loaded"
+    );
+    Ok(server
+        .service(HubServer::new(router))
+        .report_service(ReportingServer::new(reporting))
+        .report_service(AuditServer::new(audit_service))
+        .ops_routes(dashboard)
+        .start(listener, ops_listener, shutdown, options.drain)
+        .await?)
 }
 
 #[cfg(test)]

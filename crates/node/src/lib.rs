@@ -21,40 +21,24 @@ use std::{sync::Arc, time::Duration};
 
 pub use config::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile};
 use tokio::net::TcpListener;
-use truc_audit::{AuditLog, Options};
-use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
+use truc_audit::Options;
+use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{agency_server::AgencyServer, node_server::NodeServer};
-use truc_store::Store;
+use truc_server::{Common, Server};
 
 pub use truc_ops::TRANSACTION_ID_HEADER;
+pub use truc_server::StartError;
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// Certificates or keys are unusable.
+    /// What every server process opens and serves failed (certificates,
+    /// data directory, store, audit log, servers).
     #[error(transparent)]
-    Pki(#[from] truc_pki::PkiError),
-    /// The data directory cannot be used.
-    #[error(transparent)]
-    Store(#[from] truc_store::StoreError),
-    /// The audit log cannot be opened.
-    #[error(transparent)]
-    Audit(#[from] truc_audit::AuditError),
-    /// A server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
+    Start(#[from] StartError),
     /// A backend address is unusable.
     #[error("bad backend: {0}")]
     Backend(String),
-    /// The data directory cannot be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -89,111 +73,76 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
-    truc_pki::install_crypto_provider();
-    let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Hub)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-        path: config.data_dir.clone(),
-        source,
+    let server = Server::open(Common {
+        role: truc_pki::Role::Node,
+        name: config.id.as_str(),
+        peers: truc_pki::Role::Hub,
+        tls: &config.tls,
+        data_dir: &config.data_dir,
+        limits: &config.limits,
+        audit: options.audit,
+        audit_key: None,
     })?;
-    let store = Store::open(&config.data_dir)?;
-    let audit = AuditLog::open(
-        store.clone(),
-        config.id.as_str(),
-        options.audit.clone(),
-        None,
-    )?;
-    let audit_handle = audit.clone();
-    let metrics = Arc::new(Metrics::new());
     let config = Arc::new(config);
-    let limit = config.limits.max_message_bytes();
-
-    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, client_tls)?;
-    let hub_channel_for_check = hub_channel.clone();
+    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, server.client_tls())
+        .map_err(StartError::from)?;
     let hub_key = HubKey::default();
     let documents = docs::Documents::open(
-        store.clone(),
+        server.store().clone(),
         &config.data_dir,
         hub_channel.clone(),
         config.documents.clone(),
         config.document_service.clone(),
         options.retry,
     )
-    .map_err(|source| NodeError::DataDir {
+    .map_err(|source| StartError::DataDir {
         path: config.data_dir.join("attachments"),
         source,
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
-    let pipeline = Arc::new(truc_pipeline::Pipeline::new(audit, metrics.clone()));
+    let pipeline = Arc::new(truc_pipeline::Pipeline::new(
+        server.audit().clone(),
+        server.metrics().clone(),
+    ));
     let agency = agency::AgencyService::new(
         config.clone(),
-        hub_channel,
+        hub_channel.clone(),
         pipeline.clone(),
         hub_key.clone(),
         documents.clone(),
     );
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
-    let server = GrpcServer::new(metrics.clone(), &config.limits)?;
-    server
-        .health
-        .set_serving::<AgencyServer<agency::AgencyService>>()
-        .await;
-    server
-        .health
-        .set_serving::<NodeServer<invoke::NodeService>>()
-        .await;
-    let server = server
-        .add_service(
-            AgencyServer::new(agency)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        )
-        .add_service(
-            NodeServer::new(invoke)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-        );
     tokio::spawn(registry_check(
-        hub_channel_for_check,
+        hub_channel,
         config.clone(),
         hub_key,
-        metrics.clone(),
+        server.metrics().clone(),
         shutdown.clone(),
     ));
-    {
-        truc_pipeline::watch_audit(&metrics, audit_handle.reader().clone());
-        let docs = documents.clone();
-        metrics.add_source(Box::new(move |out| {
-            let (deliveries, statuses) = docs.queue_lengths();
-            truc_ops::write_metric(
-                out,
-                "truc_document_queue",
-                "gauge",
-                "Documents waiting to be delivered, and statuses waiting to be sent back",
-                &[
-                    ("{queue=\"deliveries\"}", deliveries as f64),
-                    ("{queue=\"statuses\"}", statuses as f64),
-                ],
-            );
-        }));
-    }
-    let servers = Servers::start(
-        server,
-        listener,
-        server_tls,
-        truc_ops::OpsPort {
-            listener: ops_listener,
-            metrics,
-            routes: axum::Router::new(),
-        },
-        shutdown,
-        options.drain,
-    )?;
-    tracing::info!(node = %config.id, addr = %servers.addr(), ops_addr = %servers.ops_addr(), "node serving");
-    Ok(truc_ops::Running::new(servers, async move {
-        audit_handle.close().await;
-    }))
+    watch_document_queues(server.metrics(), documents);
+    Ok(server
+        .service(AgencyServer::new(agency))
+        .service(NodeServer::new(invoke))
+        .start(listener, ops_listener, shutdown, options.drain)
+        .await?)
+}
+
+/// Exposes on `metrics` how many deliveries and statuses wait to be sent.
+fn watch_document_queues(metrics: &Metrics, documents: Arc<docs::Documents>) {
+    metrics.add_source(Box::new(move |out| {
+        let (deliveries, statuses) = documents.queue_lengths();
+        truc_ops::write_metric(
+            out,
+            "truc_document_queue",
+            "gauge",
+            "Documents waiting to be delivered, and statuses waiting to be sent back",
+            &[
+                ("{queue=\"deliveries\"}", deliveries as f64),
+                ("{queue=\"statuses\"}", statuses as f64),
+            ],
+        );
+    }));
 }
 
 /// A new transaction id: 128 random bits as 32 lowercase hex digits.
