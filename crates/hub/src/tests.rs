@@ -2,16 +2,13 @@
 //! certificate would call them: no server, the peer identity placed in the
 //! request as the TLS layer puts it.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use tonic::{
-    Code, Status, Streaming,
-    codec::{DecodeBuf, Decoder},
-};
+use tonic::{Code, Status};
 use truc_audit::{AuditLog, Options, sth::Signer};
-use truc_pipeline::request_from;
+use truc_pipeline::{client_stream, request_from};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
     Attachment, Chunk, DataRequest, DocumentCode, Envelope, Organ, PromulgationInfo, RelayHeader,
@@ -345,39 +342,6 @@ async fn an_unreachable_provider_node_is_unavailable_and_recorded() {
 
 // Relay: a client stream. Its handler gets the `Streaming` a server would
 // decode from the request body; the tests build one from its messages.
-
-/// Decodes the messages of a test's client stream.
-struct Decode<M>(PhantomData<fn() -> M>);
-
-impl<M: Message + Default> Decoder for Decode<M> {
-    type Item = M;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        M::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-/// `messages` as a server hands them to a client-streaming handler: framed
-/// the way gRPC frames them (uncompressed, length first) in one request body.
-fn client_stream<M: Message + Default + Send + 'static>(messages: Vec<M>) -> Streaming<M> {
-    let mut body = Vec::new();
-    for m in messages {
-        let bytes = m.encode_to_vec();
-        let len = u32::try_from(bytes.len()).expect("a small message");
-        body.push(0);
-        body.extend_from_slice(&len.to_be_bytes());
-        body.extend_from_slice(&bytes);
-    }
-    Streaming::new_request(
-        Decode(PhantomData),
-        axum::body::Body::from(body),
-        None,
-        None,
-    )
-}
 
 const H37: &str = "000.00.00.H37";
 const G22: &str = "000.00.00.G22";

@@ -2,17 +2,12 @@
 //! hostile hub-lookalike, node or agency system holding a valid certificate
 //! would call them.
 
-use std::{marker::PhantomData, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use prost::Message;
-use tonic::{
-    Code, Status, Streaming,
-    codec::{DecodeBuf, Decoder},
-    transport::Endpoint,
-};
+use tonic::{Code, Status, transport::Endpoint};
 use truc_audit::{AuditLog, Options};
-use truc_pipeline::{Pipeline, request_from};
+use truc_pipeline::{Pipeline, client_stream, request_from};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
     Attachment, CallRequest, Chunk, DataRequest, DocumentCode, Envelope, FetchDocumentRequest,
@@ -374,39 +369,6 @@ async fn tracking_is_watched_only_by_the_sender_like_it_is_read() {
 const H37: &str = "000.00.00.H37";
 const G22: &str = "000.00.00.G22";
 const A01: &str = "000.00.00.A01";
-
-/// Decodes the messages of a test's client stream.
-struct Decode<M>(PhantomData<fn() -> M>);
-
-impl<M: Message + Default> Decoder for Decode<M> {
-    type Item = M;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        M::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-/// `messages` as a server hands them to a client-streaming handler: framed
-/// the way gRPC frames them (uncompressed, length first) in one request body.
-fn client_stream<M: Message + Default + Send + 'static>(messages: Vec<M>) -> Streaming<M> {
-    let mut body = Vec::new();
-    for m in messages {
-        let bytes = m.encode_to_vec();
-        let len = u32::try_from(bytes.len()).expect("a small message");
-        body.push(0);
-        body.extend_from_slice(&len.to_be_bytes());
-        body.extend_from_slice(&bytes);
-    }
-    Streaming::new_request(
-        Decode(PhantomData),
-        axum::body::Body::from(body),
-        None,
-        None,
-    )
-}
 
 /// A valid envelope from `from` to `to` with the attachments `files`.
 fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {

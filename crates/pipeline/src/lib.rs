@@ -297,5 +297,29 @@ pub fn request_from<M>(caller: Identity, message: M) -> Request<M> {
     request
 }
 
+/// `messages` as a server hands them to a client-streaming handler: framed
+/// the way gRPC frames them (uncompressed, length first) in one request
+/// body, decoded by tonic's own prost codec. For handler tests of client
+/// streams without a server.
+pub fn client_stream<M>(messages: Vec<M>) -> tonic::Streaming<M>
+where
+    M: prost::Message + Default + Send + 'static,
+{
+    use tonic::codec::Codec;
+    let mut body = Vec::new();
+    for m in messages {
+        let bytes = m.encode_to_vec();
+        // A test's messages are small; a bigger one would be framed wrong
+        // and fail to decode, failing the test.
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        body.push(0);
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    let decoder = tonic_prost::ProstCodec::<M, M>::default().decoder();
+    let body = tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    tonic::Streaming::new_request(decoder, body, None, None)
+}
+
 #[cfg(test)]
 mod tests;
