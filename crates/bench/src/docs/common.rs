@@ -218,3 +218,38 @@ pub(super) fn mb_per_s(bytes: u64, d: Duration) -> f64 {
 pub(super) fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64().max(1e-9)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_reader_gives_the_generated_bytes_whose_sha256_was_declared() {
+        let data = Generated {
+            size: 10_000,
+            chunk: 4096,
+        };
+        let mut read = Vec::new();
+        GeneratedReader::new(data)
+            .read_to_end(&mut read)
+            .await
+            .expect("read");
+        let chunks: Vec<u8> = (0..data.chunks())
+            .flat_map(|i| data.chunk(i).1.to_vec())
+            .collect();
+        assert_eq!(read.len(), 10_000);
+        assert_eq!(read, chunks);
+        assert_eq!(
+            data.sha256().as_ref(),
+            ring::digest::digest(&SHA256, &read).as_ref()
+        );
+        // Another chunk size makes other bytes: the size is part of the data.
+        let other = Generated {
+            size: 10_000,
+            chunk: 1000,
+        };
+        assert_ne!(other.sha256(), data.sha256());
+    }
+}
