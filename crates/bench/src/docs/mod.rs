@@ -28,7 +28,7 @@ use std::{path::Path, time::Duration};
 
 use clap::ValueEnum;
 use truc_client::Client;
-use truc_demo::{BackendKind, DemoOptions, Deployment};
+use truc_demo::{BackendKind, DemoOptions, Deployment, PROVINCE_NODE};
 
 use self::{report::*, small::*, transfer::*};
 use crate::cpu_model;
@@ -129,7 +129,8 @@ pub async fn run(args: DocsArgs) -> Result<(), String> {
         },
     );
     println!(
-        "  delivered = the sender's tracking on the province node shows status 01 for G22 (set when the ministry node has acknowledged the document in its inbox, on disk); each sender follows its document on WatchTracking from when SendDocument returns"
+        "  delivered = the sender's tracking on the province node shows status 01 for G22 (set when the ministry node has acknowledged the document in its inbox, on disk); each sender follows its document on WatchTracking from when SendDocument returns (the province node allows {} watchers per agency)",
+        watchers_for(args.senders)
     );
 
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
@@ -187,11 +188,84 @@ pub async fn run(args: DocsArgs) -> Result<(), String> {
 }
 
 async fn start(dir: &Path, args: &DocsArgs) -> Result<Deployment, String> {
-    Deployment::start(DemoOptions {
+    let mut deployment = Deployment::start(DemoOptions {
         backend: BackendKind::Echo,
         durable: !args.no_durable,
         ..DemoOptions::new(dir)
     })
     .await
-    .map_err(|e| format!("cannot start the deployment: {e}"))
+    .map_err(|e| format!("cannot start the deployment: {e}"))?;
+    // Each sender follows its document on a WatchTracking stream of its
+    // own, and a node allows few watchers per agency by default: the
+    // province node restarts with room for every sender's watch (and for
+    // watches that ended before the node noticed).
+    let watchers = watchers_for(args.senders);
+    let restarted = async {
+        deployment.stop_node(PROVINCE_NODE).await?;
+        deployment.edit_node_config(PROVINCE_NODE, |f| {
+            let service = &mut f.document_service;
+            service.max_watchers_per_agency = service.max_watchers_per_agency.max(watchers);
+            service.max_watchers = service.max_watchers.max(watchers);
+        })?;
+        deployment.restart_node(PROVINCE_NODE).await
+    }
+    .await;
+    if let Err(e) = restarted {
+        let _ = deployment.stop().await;
+        return Err(format!(
+            "cannot restart the province node with room for {watchers} watchers: {e}"
+        ));
+    }
+    Ok(deployment)
+}
+
+/// The tracking watchers the province node allows H37 for `senders`
+/// senders: two each, and some to spare.
+fn watchers_for(senders: u64) -> usize {
+    usize::try_from(senders)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_province_node_has_room_for_a_tracking_watch_per_sender() {
+        let dir = tempfile::tempdir().expect("dir");
+        let args = DocsArgs {
+            senders: 16,
+            duration: 1,
+            warmup: 0,
+            attachment_bytes: 0,
+            size_mib: 1,
+            chunk_kib: 1024,
+            part: Part::Small,
+            no_durable: true,
+            json: false,
+        };
+        let deployment = start(dir.path(), &args).await.expect("started");
+        let client = Client::from_grpc(
+            deployment
+                .agency_client(PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
+                .expect("client"),
+        );
+        let (_, sent) = small::one_small(&client, "watchers", None, None).await;
+        assert!(sent.is_ok(), "the first document went through");
+        // More watches at once than the node's default allows one agency
+        // (8), as many senders do.
+        let env = common::envelope("watchers", Vec::new());
+        let mut watches = Vec::new();
+        for i in 0..args.senders {
+            let w = client
+                .watch_tracking(truc_demo::H37, &env.document_id)
+                .await;
+            assert!(w.is_ok(), "watch {i}: {:?}", w.err());
+            watches.push(w);
+        }
+        drop(watches);
+        deployment.stop().await.expect("stop");
+    }
 }
