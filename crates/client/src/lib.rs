@@ -297,7 +297,11 @@ impl Client {
     }
 
     /// The tracking of a sent document now, then again each time a delivery
-    /// or a status of it changes.
+    /// or a status of it changes. The watch holds one of the node's watcher
+    /// slots until it is dropped (`document_service.max_watchers_per_agency`,
+    /// 8 per agency by default; RESOURCE_EXHAUSTED beyond), as do
+    /// [`Client::wait_for_status`] and [`Client::wait_for_tracking`] while
+    /// they wait.
     pub async fn watch_tracking(
         &self,
         sender: &str,
