@@ -221,3 +221,43 @@ async fn a_document_is_sent_fetched_and_its_statuses_waited_for_without_polling(
         "an unchanged tracking was sent again: {statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_on_every_recipient_is_waited_for_on_the_watch() {
+    let c = start().await;
+    let province = client(&c, PROVINCE_NODE, PROVINCE_CLIENT);
+    let env = docs::envelope(H37, &[G22, H37_DEPT], "42", &[("a.pdf", b"%PDF")]);
+    let sent = province
+        .send_document(env.clone(), docs::uploads(&env, &[("a.pdf", b"%PDF")]))
+        .await
+        .expect("sent");
+    // Both recipients, one on each node: a condition wait_for_status cannot say.
+    let both = province
+        .wait_for_tracking(
+            H37,
+            &sent.document_id,
+            |t| t.recipients.len() == 2 && t.recipients.iter().all(is_delivered),
+            soon(),
+        )
+        .await
+        .expect("both delivered");
+    assert!(
+        both.recipients.iter().all(|r| r.status == "01"),
+        "{both:#?}"
+    );
+    // Never true: the deadline ends it, with the latest tracking seen.
+    let e = province
+        .wait_for_tracking(
+            H37,
+            &sent.document_id,
+            |t| t.recipients.is_empty(),
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await
+        .expect_err("never");
+    assert_eq!(e.code(), Code::DeadlineExceeded);
+    match e {
+        Error::TrackingTimeout(Some(last)) => assert_eq!(last.recipients, both.recipients),
+        other => panic!("{other}"),
+    }
+}

@@ -79,6 +79,17 @@ impl Cluster {
         self.deployment.files.pki.files(&id)
     }
 
+    /// The client library on node `node`, as agency system `system`, with
+    /// the library's default message size limits.
+    pub fn client(&self, node: &str, system: &str) -> truc_client::Client {
+        let agency = self
+            .deployment
+            .agency_client(node, system)
+            .unwrap_or_else(|e| panic!("agency client on {node}: {e}"));
+        truc_client::Client::from_grpc(agency)
+            .max_message_bytes(truc_client::DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
     /// A channel to the hub with the certificate of `role`/`name`.
     pub fn hub_channel(&self, role: Role, name: &str) -> tonic::transport::Channel {
         let tls = truc_pki::client_config(&self.tls(role, name))

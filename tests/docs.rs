@@ -1,21 +1,23 @@
-//! Documents in the integration tests: envelopes, sending them, waiting for
-//! the sender's tracking, reading inboxes.
+//! Documents in the integration tests: envelopes, sending them and waiting
+//! for the sender's tracking through the client library (`truc_client`),
+//! reading inboxes; and raw messages for the tests whose point is a
+//! malformed stream.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tonic::{Status, transport::Channel};
+use truc_client::{Client, Error, Upload};
 use truc_proto::v1::{
-    Attachment, DocumentCode, Envelope, GetTrackingRequest, InboxEntry, ListInboxRequest, Organ,
-    PromulgationInfo, RelayHeader, RelayRequest, SendDocumentRequest, SendDocumentResponse,
-    Tracking, UpdateStatusRequest, agency_client::AgencyClient, relay_request,
-    send_document_request,
+    Attachment, DocumentCode, Envelope, InboxEntry, ListInboxRequest, Organ, PromulgationInfo,
+    RelayHeader, RelayRequest, SendDocumentRequest, SendDocumentResponse, Tracking,
+    UpdateStatusRequest, relay_request, send_document_request,
 };
 
 /// The promulgation date of every test document.
 pub const DATE: &str = "2026/11/28";
 
-/// The size of the chunks [`messages`] cuts attachments into.
+/// The size of the chunks [`messages`] cuts attachments into (the client
+/// library sends chunks of 1 MiB).
 pub const CHUNK: usize = 256 * 1024;
 
 /// The SHA-256 of `data`.
@@ -63,7 +65,101 @@ pub fn envelope(from: &str, to: &[&str], number: &str, files: &[(&str, &[u8])]) 
     }
 }
 
-/// The `SendDocument` stream of `envelope` and the content of its `files`.
+/// The uploads of `envelope`'s attachments, described exactly as the
+/// envelope describes them, with the bytes of `files` by position (an
+/// attachment without an entry in `files` is sent empty).
+pub fn uploads(envelope: &Envelope, files: &[(&str, &[u8])]) -> Vec<Upload> {
+    envelope
+        .attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let data = files
+                .get(i)
+                .map_or_else(Bytes::new, |(_, d)| Bytes::copy_from_slice(d));
+            Upload::reader(a.clone(), std::io::Cursor::new(data))
+        })
+        .collect()
+}
+
+/// Sends `envelope` with the content of its `files` through the client
+/// library, as an agency system does.
+pub async fn send(
+    client: &Client,
+    envelope: &Envelope,
+    files: &[(&str, &[u8])],
+) -> Result<SendDocumentResponse, Error> {
+    client
+        .send_document(envelope.clone(), uploads(envelope, files))
+        .await
+}
+
+/// How long a test waits for a tracking to get somewhere before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits (on the node's `WatchTracking` stream, [`WAIT`] at most, else
+/// panics with the latest tracking) until `sender`'s tracking of
+/// `document_id` satisfies `done`.
+pub async fn tracking_until(
+    client: &Client,
+    sender: &str,
+    document_id: &str,
+    done: impl FnMut(&Tracking) -> bool,
+) -> Tracking {
+    match client
+        .wait_for_tracking(sender, document_id, done, Instant::now() + WAIT)
+        .await
+    {
+        Ok(t) => t,
+        Err(Error::TrackingTimeout(last)) => panic!("tracking never got there: {last:#?}"),
+        Err(e) => panic!("tracking of {document_id}: {e}"),
+    }
+}
+
+/// Waits as [`tracking_until`] until `recipient` is at status `code`.
+pub async fn tracking_at(
+    client: &Client,
+    sender: &str,
+    document_id: &str,
+    recipient: &str,
+    code: &str,
+) -> Tracking {
+    tracking_until(client, sender, document_id, |t| {
+        status_of(t, recipient) == code
+    })
+    .await
+}
+
+/// `sender`'s tracking of `document_id` as it stands now.
+pub async fn tracking(client: &Client, sender: &str, document_id: &str) -> Tracking {
+    client
+        .tracking(sender, document_id)
+        .await
+        .unwrap_or_else(|e| panic!("tracking of {document_id}: {e}"))
+}
+
+/// The status `recipient` is at in `t`, empty if none.
+pub fn status_of<'a>(t: &'a Tracking, recipient: &str) -> &'a str {
+    t.recipients
+        .iter()
+        .find(|r| r.recipient == recipient)
+        .map_or("", |r| r.status.as_str())
+}
+
+/// `recipient`'s inbox on `client`.
+pub async fn inbox(client: &Client, recipient: &str) -> Vec<InboxEntry> {
+    client
+        .list_inbox_all(ListInboxRequest {
+            recipient: recipient.into(),
+            ..ListInboxRequest::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("inbox of {recipient}: {e}"))
+}
+
+/// The raw `SendDocument` stream of `envelope` and the content of its
+/// `files`, in chunks of [`CHUNK`]: only for tests that break the stream
+/// itself (everything else sends with [`send`]).
 pub fn messages(envelope: &Envelope, files: &[(&str, &[u8])]) -> Vec<SendDocumentRequest> {
     let mut out = vec![SendDocumentRequest {
         part: Some(send_document_request::Part::Envelope(envelope.clone())),
@@ -80,83 +176,6 @@ pub fn messages(envelope: &Envelope, files: &[(&str, &[u8])]) -> Vec<SendDocumen
         }
     }
     out
-}
-
-/// Sends `envelope` with the content of its `files` on `client`.
-pub async fn send(
-    client: &mut AgencyClient<Channel>,
-    envelope: &Envelope,
-    files: &[(&str, &[u8])],
-) -> Result<SendDocumentResponse, Status> {
-    client
-        .send_document(tokio_stream::iter(messages(envelope, files)))
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Polls `sender`'s tracking of `document_id` on `client` until `done` holds
-/// (20 s at most, else panics).
-pub async fn tracking_until(
-    client: &mut AgencyClient<Channel>,
-    sender: &str,
-    document_id: &str,
-    done: impl Fn(&Tracking) -> bool,
-) -> Tracking {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = client
-            .get_tracking(GetTrackingRequest {
-                sender: sender.into(),
-                document_id: document_id.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("tracking of {document_id}: {e:?}"))
-            .into_inner();
-        if done(&t) {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tracking never got there: {t:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls `sender`'s tracking of `document_id` on `client` until `recipient`
-/// is at status `code` (20 s at most, else panics).
-pub async fn tracking_at(
-    client: &mut AgencyClient<Channel>,
-    sender: &str,
-    document_id: &str,
-    recipient: &str,
-    code: &str,
-) -> Tracking {
-    tracking_until(client, sender, document_id, |t| {
-        status_of(t, recipient) == code
-    })
-    .await
-}
-
-/// The status `recipient` is at in `t`, empty if none.
-pub fn status_of<'a>(t: &'a Tracking, recipient: &str) -> &'a str {
-    t.recipients
-        .iter()
-        .find(|r| r.recipient == recipient)
-        .map_or("", |r| r.status.as_str())
-}
-
-/// `recipient`'s inbox on `client`.
-pub async fn inbox(client: &mut AgencyClient<Channel>, recipient: &str) -> Vec<InboxEntry> {
-    client
-        .list_inbox(ListInboxRequest {
-            recipient: recipient.into(),
-            ..ListInboxRequest::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("inbox of {recipient}: {e:?}"))
-        .into_inner()
-        .entries
 }
 
 /// `recipient` sets the status of `sender`'s document `document_id` to `code`.

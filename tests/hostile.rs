@@ -24,11 +24,9 @@
 //! Clients are lazy (they connect on the first call) and accept answers up to
 //! 64 MiB; what they send is limited only by the server.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_proto::v1::{
@@ -111,21 +109,17 @@ impl Hostile<'_> {
 /// A node that accepts every call and never answers: TLS with the real
 /// certificate of the node it replaces, so the hub connects to it as to that
 /// node. `Deliver` reads the whole stream first, then hangs. Calls are
-/// counted; the server stops when the peer is dropped.
+/// counted, and each count wakes [`SilentPeer::wait_for`]; the server stops
+/// when the peer is dropped.
 pub struct SilentPeer {
     /// The address it listens on (the replaced node's).
     pub addr: std::net::SocketAddr,
-    calls: Arc<Calls>,
+    calls: watch::Receiver<Calls>,
     server: JoinHandle<()>,
 }
 
-/// What a silent peer received.
-#[derive(Default)]
-struct Calls {
-    invoke: AtomicUsize,
-    deliver: AtomicUsize,
-    deliver_status: AtomicUsize,
-}
+/// (Invoke, Deliver, DeliverStatus) calls received so far.
+type Calls = (usize, usize, usize);
 
 impl SilentPeer {
     /// Stops node `id` of `deployment` and listens on its address in its place.
@@ -153,8 +147,8 @@ impl SilentPeer {
             .local_addr()
             .unwrap_or_else(|e| panic!("local addr: {e}"));
         let config = truc_pki::server_config(files).unwrap_or_else(|e| panic!("tls: {e}"));
-        let calls = Arc::new(Calls::default());
-        let service = NodeServer::new(Silent(calls.clone()))
+        let (counter, calls) = watch::channel(Calls::default());
+        let service = NodeServer::new(Silent(counter))
             .max_decoding_message_size(MAX_ANSWER)
             .max_encoding_message_size(MAX_ANSWER);
         let server = tokio::spawn(async move {
@@ -175,23 +169,19 @@ impl SilentPeer {
 
     /// (Invoke, Deliver, DeliverStatus) calls received so far.
     pub fn calls(&self) -> (usize, usize, usize) {
-        (
-            self.calls.invoke.load(Ordering::SeqCst),
-            self.calls.deliver.load(Ordering::SeqCst),
-            self.calls.deliver_status.load(Ordering::SeqCst),
-        )
+        *self.calls.borrow()
     }
 
-    /// Waits (20 s at most, else panics) until `done` holds for [`SilentPeer::calls`].
+    /// Waits (20 s at most, else panics) until `done` holds for
+    /// [`SilentPeer::calls`]: woken by each call, no polling.
     pub async fn wait_for(&self, done: impl Fn((usize, usize, usize)) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(self.calls()) {
-            assert!(
-                Instant::now() < deadline,
-                "the silent peer never got there: {:?}",
-                self.calls()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut calls = self.calls.clone();
+        let reached =
+            tokio::time::timeout(Duration::from_secs(20), calls.wait_for(|c| done(*c))).await;
+        match reached {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => panic!("the silent peer stopped: {:?}", self.calls()),
+            Err(_) => panic!("the silent peer never got there: {:?}", self.calls()),
         }
     }
 }
@@ -202,8 +192,8 @@ impl Drop for SilentPeer {
     }
 }
 
-/// The Node API of a [`SilentPeer`].
-struct Silent(Arc<Calls>);
+/// The Node API of a [`SilentPeer`]: counts each call where the peer sees it.
+struct Silent(watch::Sender<Calls>);
 
 /// Never returns.
 async fn hang<T>() -> Result<Response<T>, Status> {
@@ -213,7 +203,7 @@ async fn hang<T>() -> Result<Response<T>, Status> {
 #[tonic::async_trait]
 impl Node for Silent {
     async fn invoke(&self, _: Request<DataRequest>) -> Result<Response<DataResponse>, Status> {
-        self.0.invoke.fetch_add(1, Ordering::SeqCst);
+        self.0.send_modify(|c| c.0 += 1);
         hang().await
     }
 
@@ -221,7 +211,7 @@ impl Node for Silent {
         &self,
         request: Request<Streaming<RelayRequest>>,
     ) -> Result<Response<RelayResponse>, Status> {
-        self.0.deliver.fetch_add(1, Ordering::SeqCst);
+        self.0.send_modify(|c| c.1 += 1);
         let mut stream = request.into_inner();
         while let Ok(Some(_)) = stream.message().await {}
         hang().await
@@ -231,7 +221,7 @@ impl Node for Silent {
         &self,
         _: Request<StatusUpdate>,
     ) -> Result<Response<StatusAck>, Status> {
-        self.0.deliver_status.fetch_add(1, Ordering::SeqCst);
+        self.0.send_modify(|c| c.2 += 1);
         hang().await
     }
 }

@@ -7,53 +7,50 @@ use std::time::Duration;
 
 use tonic::Code;
 use truc_pki::Role;
-use truc_proto::v1::{ListRecordsRequest, StatusEvent, StatusUpdate, audit_client::AuditClient};
+use truc_proto::v1::{
+    StatusEvent, StatusUpdate, TransactionEvent, WatchTransactionsRequest,
+    reporting_client::ReportingClient,
+};
 use truc_tests::*;
 
-/// The hub's records of kind `kind` that name `agency`, as the admin sees them.
-async fn hub_records(c: &Cluster, agency: &str, kind: &str) -> Vec<truc_audit::AuditRecord> {
-    let mut audit = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
-    audit
-        .list_records(ListRecordsRequest {
-            agency: agency.into(),
-            kind: kind.into(),
-            page_size: 1000,
-            ..ListRecordsRequest::default()
-        })
+/// The hub's committed transactions as they come, as the admin sees them:
+/// opened before the call whose record a test waits for, so that record
+/// cannot be missed.
+async fn hub_transactions(c: &Cluster) -> tonic::Streaming<TransactionEvent> {
+    ReportingClient::new(c.hub_channel(Role::Admin, "admin"))
+        .watch_transactions(WatchTransactionsRequest {})
         .await
-        .expect("list records")
+        .expect("watch transactions")
         .into_inner()
-        .records
-        .into_iter()
-        .filter_map(|r| r.record)
-        .collect()
 }
 
-/// Polls the hub's records (10 s at most) until one matches `found`.
-async fn hub_record_until(
-    c: &Cluster,
-    agency: &str,
+/// Waits (10 s at most, else panics) on `transactions` for the hub's record
+/// of transaction `id`, of kind `kind`.
+async fn hub_record(
+    transactions: &mut tonic::Streaming<TransactionEvent>,
     kind: &str,
-    found: impl Fn(&truc_audit::AuditRecord) -> bool,
+    id: &str,
 ) -> truc_audit::AuditRecord {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let records = hub_records(c, agency, kind).await;
-        if let Some(r) = records.into_iter().find(&found) {
-            return r;
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = transactions.message().await.expect("the watch goes on") {
+            if let Some(r) = event.record
+                && r.transaction_id == id
+                && r.kind == kind
+            {
+                return r;
+            }
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hub never recorded it"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        panic!("the hub ended the watch");
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("the hub never recorded {kind} {id}"))
 }
 
 #[tokio::test]
 async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline() {
     let mut c = start().await;
     let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
+    let mut transactions = hub_transactions(&c).await;
     let mut province = c.hostile().agency_as(PROVINCE_NODE, PROVINCE_CLIENT);
     let mut request = tonic::Request::new(call(H37, CITIZEN_LOOKUP, "{}"));
     request.set_timeout(Duration::from_secs(2));
@@ -73,7 +70,7 @@ async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline
         .to_string();
     assert_eq!(silent.calls().0, 1, "the hub did call the silent node");
     // The hub gave up within the deadline and recorded the call.
-    let r = hub_record_until(&c, H37, "call", |r| r.transaction_id == id).await;
+    let r = hub_record(&mut transactions, "call", &id).await;
     assert_eq!(r.outcome, "DEADLINE_EXCEEDED");
     assert_eq!(r.caller, format!("node/{PROVINCE_NODE}"));
 }
@@ -82,6 +79,7 @@ async fn a_provider_node_that_never_answers_holds_a_call_only_until_its_deadline
 async fn a_sender_node_that_never_answers_holds_a_status_only_until_its_deadline() {
     let mut c = start().await;
     let silent = SilentPeer::replace(&mut c.deployment, MINISTRY_NODE).await;
+    let mut transactions = hub_transactions(&c).await;
     // The province's node relays a status to the ministry's (silent) node.
     let mut hub = c.hostile().hub_as_node(PROVINCE_NODE);
     let mut request = tonic::Request::new(StatusUpdate {
@@ -105,6 +103,6 @@ async fn a_sender_node_that_never_answers_holds_a_status_only_until_its_deadline
         "{err:?}"
     );
     assert_eq!(silent.calls().2, 1, "the hub did call the silent node");
-    let r = hub_record_until(&c, H37, "status", |r| r.transaction_id == "ab".repeat(16)).await;
+    let r = hub_record(&mut transactions, "status", &"ab".repeat(16)).await;
     assert_eq!(r.outcome, "DEADLINE_EXCEEDED");
 }

@@ -34,9 +34,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 use truc_demo::{BackendKind, CITIZEN_LOOKUP, DemoOptions, Deployment, H37};
-use truc_proto::v1::{
-    CallRequest, DataRequest, agency_client::AgencyClient, backend_client::BackendClient,
-};
+use truc_proto::v1::{CallRequest, DataRequest, backend_client::BackendClient};
 
 /// Largest latency the histograms hold, in microseconds (one minute); longer
 /// ones are recorded as one minute.
@@ -106,7 +104,8 @@ enum Command {
 #[derive(Clone)]
 enum Client {
     Direct(BackendClient<Channel>),
-    Routed(AgencyClient<Channel>),
+    /// The client library agency systems use (`truc_client`).
+    Routed(truc_client::Client),
 }
 
 impl Client {
@@ -137,15 +136,20 @@ impl Client {
                 .payload
             }
             Client::Routed(c) => {
-                c.call(CallRequest {
+                let request = CallRequest {
                     client_agency: H37.to_owned(),
                     service: CITIZEN_LOOKUP.to_owned(),
                     content_type: CONTENT_TYPE.to_owned(),
                     payload: payload.clone(),
-                })
-                .await?
-                .into_inner()
-                .payload
+                };
+                c.call(request, None)
+                    .await
+                    .map_err(|e| {
+                        e.status()
+                            .cloned()
+                            .unwrap_or_else(|| tonic::Status::unknown(e.to_string()))
+                    })?
+                    .payload
             }
         };
         if echoed.len() == payload.len() {
@@ -393,9 +397,7 @@ fn routed_clients(deployment: &Deployment, args: &Args) -> Result<Vec<Client>, S
             .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
             .map_err(|e| format!("cannot make an agency client: {e}"))?;
         clients.push(Client::Routed(
-            client
-                .max_decoding_message_size(message_limit(args))
-                .max_encoding_message_size(message_limit(args)),
+            truc_client::Client::from_grpc(client).max_message_bytes(message_limit(args)),
         ));
     }
     Ok(clients)
@@ -609,6 +611,24 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_routed_call_through_the_client_library_comes_back_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let deployment = Deployment::start(DemoOptions {
+            backend: BackendKind::Echo,
+            durable: false,
+            ..DemoOptions::new(dir.path())
+        })
+        .await
+        .expect("deployment");
+        let args = Args::try_parse_from(["truc-bench", "--payload", "1000"]).expect("args");
+        let mut routed = routed_clients(&deployment, &args).expect("clients");
+        let payload = Bytes::from(vec![7u8; 1000]);
+        let answer = routed[0].call(&payload, 1).await;
+        assert!(answer.is_ok(), "{answer:?}");
+        deployment.stop().await.expect("stop");
+    }
 
     #[test]
     fn the_json_results_are_valid_json_whatever_the_cpu_name() {

@@ -10,10 +10,7 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     process::Output,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -107,22 +104,25 @@ async fn fetch_out_never_overwrites_nor_follows_a_link() {
     .await;
     assert!(sent.status.success(), "{}", text(&sent.stderr));
 
-    // Delivered once a fetch into a fresh directory works.
+    // Delivered (the sender's tracking says so, on its watch), then fetched
+    // into a fresh directory.
+    let province = truc_client::Client::from_grpc(
+        d.agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+            .expect("client"),
+    );
+    province
+        .wait_for_status(
+            H37,
+            doc,
+            G22,
+            truc_client::has_status("01"),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("delivered");
     let first = dir.path().join("first");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = truc_async(fetch_args(&d, doc, &first)).await;
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never fetched: {}",
-            text(&out.stderr)
-        );
-        let _ = std::fs::remove_dir_all(&first);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let out = truc_async(fetch_args(&d, doc, &first)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         std::fs::read(first.join("bao-cao.pdf")).expect("fetched"),
         b"the report"
@@ -230,24 +230,22 @@ async fn a_node_refuses_a_node_certificate_posing_as_the_hub() {
         .expect("bind");
     let rogue_addr = listener.local_addr().expect("addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(truc_pki::server_config(&rogue).expect("tls"));
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let (done, through) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let counters = (attempts.clone(), done.clone(), through.clone());
+    // (Connections, handshakes ended, handshakes through), watched.
+    let (counters, mut seen) = tokio::sync::watch::channel((0usize, 0usize, 0usize));
+    let counters = Arc::new(counters);
     let impostor = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            counters.0.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, done, through) =
-                (acceptor.clone(), counters.1.clone(), counters.2.clone());
+            counters.send_modify(|c| c.0 += 1);
+            let (acceptor, counters) = (acceptor.clone(), counters.clone());
             tokio::spawn(async move {
                 let result = acceptor.accept(tcp).await;
-                if result.is_ok() {
-                    through.fetch_add(1, Ordering::SeqCst);
-                }
-                done.fetch_add(1, Ordering::SeqCst);
+                counters.send_modify(|c| {
+                    c.1 += 1;
+                    c.2 += usize::from(result.is_ok());
+                });
                 // Hold the connection (a real impostor would answer).
-                if let Ok(tls) = result {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    drop(tls);
+                if let Ok(_tls) = result {
+                    std::future::pending::<()>().await;
                 }
             });
         }
@@ -305,21 +303,14 @@ async fn a_node_refuses_a_node_certificate_posing_as_the_hub() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 
     // The node did try the impostor, and no handshake got through.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while attempts.load(Ordering::SeqCst) == 0
-        || done.load(Ordering::SeqCst) < attempts.load(Ordering::SeqCst)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node never tried the impostor"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        through.load(Ordering::SeqCst),
-        0,
-        "a node certificate passed as the hub"
-    );
+    let (_, _, through) = *tokio::time::timeout(
+        Duration::from_secs(30),
+        seen.wait_for(|(attempts, done, _)| *attempts > 0 && done == attempts),
+    )
+    .await
+    .expect("the node tried the impostor in time")
+    .expect("the impostor is listening");
+    assert_eq!(through, 0, "a node certificate passed as the hub");
     impostor.abort();
     node.stop().await.expect("stop");
     d.stop().await.expect("stop");

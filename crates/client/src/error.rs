@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use tonic::{Code, Status};
-use truc_proto::v1::RecipientTracking;
+use truc_proto::v1::{RecipientTracking, Tracking};
 
 /// The gRPC metadata key under which truc servers name the transaction of a
 /// failed call (the same as the servers' `TRANSACTION_ID_HEADER`).
@@ -44,6 +44,10 @@ pub enum Error {
     /// tracking, when one was seen.
     #[error("the deadline passed before the status was reached")]
     Timeout(Option<Box<RecipientTracking>>),
+    /// `wait_for_tracking`: the deadline passed first; the latest tracking,
+    /// when one was seen.
+    #[error("the deadline passed before the tracking got there")]
+    TrackingTimeout(Option<Box<Tracking>>),
     /// `wait_for_status`: the recipient is not one of the document's.
     #[error("{0} is not a recipient of this document")]
     NotARecipient(String),
@@ -66,7 +70,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Rpc(s) => s.code(),
-            Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Timeout(_) | Error::TrackingTimeout(_) => Code::DeadlineExceeded,
             _ => Code::Unknown,
         }
     }

@@ -11,8 +11,9 @@
 //! - [`Client::update_status`]: the processing status of a received
 //!   document, which travels back to its sender;
 //! - [`Client::tracking`], [`Client::watch_tracking`] and
-//!   [`Client::wait_for_status`]: where a sent document stands with each
-//!   recipient, and waiting for a status without polling (the node's
+//!   [`Client::wait_for_status`] (or [`Client::wait_for_tracking`] for
+//!   conditions on several recipients): where a sent document stands with
+//!   each recipient, and waiting for a status without polling (the node's
 //!   `WatchTracking` stream).
 //!
 //! Every error is an [`Error`]; one from the node keeps its gRPC status
@@ -296,7 +297,11 @@ impl Client {
     }
 
     /// The tracking of a sent document now, then again each time a delivery
-    /// or a status of it changes.
+    /// or a status of it changes. The watch holds one of the node's watcher
+    /// slots until it is dropped (`document_service.max_watchers_per_agency`,
+    /// 8 per agency by default; RESOURCE_EXHAUSTED beyond), as do
+    /// [`Client::wait_for_status`] and [`Client::wait_for_tracking`] while
+    /// they wait.
     pub async fn watch_tracking(
         &self,
         sender: &str,
@@ -348,6 +353,38 @@ impl Client {
         match waited {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(last)),
+        }
+    }
+
+    /// Waits until the document's whole tracking (every recipient)
+    /// satisfies `predicate` and returns it; [`Error::TrackingTimeout`] once
+    /// `deadline` passes (with the latest tracking seen). For conditions on
+    /// several recipients, or on something other than one recipient's
+    /// status; [`Client::wait_for_status`] for one. Follows `WatchTracking`:
+    /// no polling.
+    pub async fn wait_for_tracking(
+        &self,
+        sender: &str,
+        document_id: &str,
+        mut predicate: impl FnMut(&Tracking) -> bool,
+        deadline: Instant,
+    ) -> Result<Tracking, Error> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut last: Option<Box<Tracking>> = None;
+        let waited = tokio::time::timeout_at(deadline, async {
+            let mut watch = self.watch_tracking(sender, document_id).await?;
+            while let Some(tracking) = watch.next().await? {
+                if predicate(&tracking) {
+                    return Ok(tracking);
+                }
+                last = Some(Box::new(tracking));
+            }
+            Err(Error::Ended)
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => Err(Error::TrackingTimeout(last)),
         }
     }
 }

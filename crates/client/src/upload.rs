@@ -30,6 +30,8 @@ enum Source {
 pub struct Upload {
     attachment: Attachment,
     source: Source,
+    /// The most bytes one chunk of it carries (1 to [`MAX_CHUNK_BYTES`]).
+    chunk_bytes: usize,
 }
 
 impl std::fmt::Debug for Upload {
@@ -76,6 +78,7 @@ impl Upload {
                 description: String::new(),
             },
             source: Source::File(path.to_path_buf()),
+            chunk_bytes: MAX_CHUNK_BYTES,
         })
     }
 
@@ -91,6 +94,7 @@ impl Upload {
                 description: String::new(),
             },
             source: Source::Bytes(data),
+            chunk_bytes: MAX_CHUNK_BYTES,
         }
     }
 
@@ -101,12 +105,21 @@ impl Upload {
         Upload {
             attachment,
             source: Source::Reader(Box::pin(reader)),
+            chunk_bytes: MAX_CHUNK_BYTES,
         }
     }
 
     /// With a description (free text) in the envelope.
     pub fn described(mut self, description: &str) -> Upload {
         self.attachment.description = description.to_owned();
+        self
+    }
+
+    /// Sent in chunks of at most `bytes` (clamped to 1 to
+    /// [`MAX_CHUNK_BYTES`], the default and the most a node accepts), e.g. to
+    /// measure what the chunk size costs.
+    pub fn chunk_bytes(mut self, bytes: usize) -> Upload {
+        self.chunk_bytes = bytes.clamp(1, MAX_CHUNK_BYTES);
         self
     }
 
@@ -143,6 +156,7 @@ pub(crate) async fn stream(
             u32::try_from(index).map_err(|_| Error::Protocol("too many attachments".into()))?;
         let label = upload.label();
         let size = upload.attachment.size;
+        let chunk_bytes = upload.chunk_bytes as u64;
         let mut reader: Pin<Box<dyn AsyncRead + Send>> = match upload.source {
             Source::File(path) => Box::pin(
                 tokio::fs::File::open(&path)
@@ -154,7 +168,7 @@ pub(crate) async fn stream(
         };
         let mut offset = 0u64;
         while offset < size {
-            let want = (size - offset).min(MAX_CHUNK_BYTES as u64);
+            let want = (size - offset).min(chunk_bytes);
             let mut buf = Vec::with_capacity(want as usize);
             (&mut reader)
                 .take(want)
@@ -270,6 +284,33 @@ mod tests {
                 ring::digest::digest(&SHA256, &c.data).as_ref()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_chunk_size_can_be_smaller_but_not_larger_than_the_limit() {
+        let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let small = Upload::bytes("a", "text/plain", data.clone()).chunk_bytes(1000);
+        let (tx, mut rx) = mpsc::channel(16);
+        stream(Envelope::default(), vec![small], tx)
+            .await
+            .expect("streamed");
+        let mut shape = Vec::new();
+        let mut joined = Vec::new();
+        while let Some(m) = rx.recv().await {
+            if let Some(send_document_request::Part::Chunk(c)) = m.part {
+                shape.push((c.offset, c.data.len()));
+                joined.extend_from_slice(&c.data);
+            }
+        }
+        assert_eq!(shape, [(0, 1000), (1000, 1000), (2000, 500)]);
+        assert_eq!(joined, data);
+        let clamped = |n| {
+            Upload::bytes("a", "text/plain", &b""[..])
+                .chunk_bytes(n)
+                .chunk_bytes
+        };
+        assert_eq!(clamped(0), 1);
+        assert_eq!(clamped(usize::MAX), MAX_CHUNK_BYTES);
     }
 
     #[tokio::test]

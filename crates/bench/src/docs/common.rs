@@ -1,19 +1,24 @@
 //! What the measurements share: the pseudo-random attachment bytes, the
-//! benchmark documents, polling the tracking until "01", and units.
+//! benchmark documents, waiting (on the tracking watch) until "01", and
+//! units.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use ring::digest::{Context, SHA256};
-use tokio::sync::mpsc;
-use tonic::{Status, transport::Channel};
+use tokio::{
+    io::{AsyncRead, ReadBuf},
+    sync::mpsc,
+};
+use tonic::Code;
+use truc_client::Client;
 use truc_demo::{G22, H37};
 use truc_proto::v1::{
-    Attachment, Chunk, DocumentCode, Envelope, GetTrackingRequest, Organ, PromulgationInfo,
-    Tracking, agency_client::AgencyClient,
+    Attachment, Chunk, DocumentCode, Envelope, Organ, PromulgationInfo, RecipientTracking,
 };
 
 use super::{DATE, MIB};
@@ -60,8 +65,45 @@ impl Generated {
     }
 }
 
+/// The bytes of a [`Generated`] attachment as a reader, made chunk by chunk
+/// as they are read (one chunk in memory at a time), for `truc_client`'s
+/// `Upload::reader`.
+pub(super) struct GeneratedReader {
+    data: Generated,
+    next: u64,
+    current: Bytes,
+}
+
+impl GeneratedReader {
+    pub(super) fn new(data: Generated) -> GeneratedReader {
+        GeneratedReader {
+            data,
+            next: 0,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for GeneratedReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.current.is_empty() && this.next < this.data.chunks() {
+            this.current = this.data.chunk(this.next).1;
+            this.next += 1;
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Sends `first`, then every chunk of `data` (attachment 0, each with its
-/// SHA-256, as `truc send` does) wrapped by `wrap`, into `tx`. Stops quietly
+/// SHA-256, as `truc send` does) wrapped by `wrap`, into `tx`: the raw
+/// baseline's stream, which no client library sends. Stops quietly
 /// when the receiving side is gone (the call's error is the one to report).
 pub(super) async fn feed<M>(first: M, data: Generated, tx: mpsc::Sender<M>, wrap: fn(Chunk) -> M) {
     if tx.send(first).await.is_err() {
@@ -115,64 +157,57 @@ pub(super) fn attachment(name: &str, size: u64, sha256: Bytes) -> Attachment {
     }
 }
 
-pub(super) fn g22_status(t: &Tracking) -> (&str, &str, &str) {
-    t.recipients
-        .iter()
-        .find(|r| r.recipient == G22)
-        .map_or(("", "", ""), |r| {
-            (
-                r.status.as_str(),
-                r.delivery.as_str(),
-                r.last_error.as_str(),
-            )
-        })
+/// Why a document did not count: a gRPC code (as the error tallies name
+/// them) and the first message.
+pub(super) struct Failure {
+    pub(super) code: Code,
+    pub(super) message: String,
 }
 
-/// How a poll for "01" ended.
+impl From<truc_client::Error> for Failure {
+    fn from(e: truc_client::Error) -> Failure {
+        let message = match (&e, e.status()) {
+            (truc_client::Error::Timeout(_), _) => "not at 01 within truc-bench's timeout".into(),
+            (_, Some(status)) => status.message().to_owned(),
+            (_, None) => e.to_string(),
+        };
+        Failure {
+            code: e.code(),
+            message,
+        }
+    }
+}
+
+/// How a wait for "01" ended.
 pub(super) enum Seen {
     Delivered,
     /// The window ended first (the document is not counted).
     WindowEnded,
 }
 
-/// Polls the sender's tracking of `document_id` every `poll` until G22 is
-/// at "01"; `polls` counts the calls made.
-pub(super) async fn poll_until_01(
-    client: &mut AgencyClient<Channel>,
+/// Follows the sender's tracking of `document_id` (the node's
+/// `WatchTracking` stream, through `truc_client`) until G22 is at "01", its
+/// delivery has failed, `stop_at` (the window's end) or `give_up`.
+pub(super) async fn wait_until_01(
+    client: &Client,
     document_id: &str,
-    poll: Duration,
     give_up: Instant,
     stop_at: Option<Instant>,
-    polls: &AtomicU64,
-) -> Result<Seen, Status> {
-    loop {
-        tokio::time::sleep(poll).await;
-        polls.fetch_add(1, Ordering::Relaxed);
-        let t = client
-            .get_tracking(GetTrackingRequest {
-                sender: H37.into(),
-                document_id: document_id.into(),
-            })
-            .await?
-            .into_inner();
-        match g22_status(&t) {
-            ("01", _, _) => return Ok(Seen::Delivered),
-            (_, "failed", error) => {
-                return Err(Status::failed_precondition(format!(
-                    "delivery failed: {error}"
-                )));
-            }
-            _ => {}
-        }
-        let now = Instant::now();
-        if stop_at.is_some_and(|end| now >= end) {
-            return Ok(Seen::WindowEnded);
-        }
-        if now >= give_up {
-            return Err(Status::deadline_exceeded(
-                "not at 01 within truc-bench's timeout",
-            ));
-        }
+) -> Result<Seen, Failure> {
+    let window_first = stop_at.filter(|end| *end < give_up);
+    let deadline = window_first.unwrap_or(give_up);
+    let done = |r: &RecipientTracking| r.status == "01" || r.delivery == "failed";
+    match client
+        .wait_for_status(H37, document_id, G22, done, deadline)
+        .await
+    {
+        Ok(r) if r.status == "01" => Ok(Seen::Delivered),
+        Ok(r) => Err(Failure {
+            code: Code::FailedPrecondition,
+            message: format!("delivery failed: {}", r.last_error),
+        }),
+        Err(truc_client::Error::Timeout(_)) if window_first.is_some() => Ok(Seen::WindowEnded),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -182,4 +217,39 @@ pub(super) fn mb_per_s(bytes: u64, d: Duration) -> f64 {
 
 pub(super) fn mib_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64().max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_reader_gives_the_generated_bytes_whose_sha256_was_declared() {
+        let data = Generated {
+            size: 10_000,
+            chunk: 4096,
+        };
+        let mut read = Vec::new();
+        GeneratedReader::new(data)
+            .read_to_end(&mut read)
+            .await
+            .expect("read");
+        let chunks: Vec<u8> = (0..data.chunks())
+            .flat_map(|i| data.chunk(i).1.to_vec())
+            .collect();
+        assert_eq!(read.len(), 10_000);
+        assert_eq!(read, chunks);
+        assert_eq!(
+            data.sha256().as_ref(),
+            ring::digest::digest(&SHA256, &read).as_ref()
+        );
+        // Another chunk size makes other bytes: the size is part of the data.
+        let other = Generated {
+            size: 10_000,
+            chunk: 1000,
+        };
+        assert_ne!(other.sha256(), data.sha256());
+    }
 }

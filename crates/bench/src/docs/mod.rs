@@ -4,12 +4,13 @@
 //! echo backends:
 //!
 //! - **small**: N senders on the province node each send a document from
-//!   000.00.00.H37 to 000.00.00.G22 (one tiny attachment, or none), then poll
-//!   the document's tracking (`Agency.GetTracking`) on the province node until
-//!   G22's status is "01". The province node sets "01" when the hub's relay
-//!   to the ministry node has been acknowledged, that is once the ministry
-//!   node has the document flushed in G22's inbox. Latency runs from the
-//!   start of `SendDocument` to the poll that saw "01".
+//!   000.00.00.H37 to 000.00.00.G22 (one tiny attachment, or none) with
+//!   `truc_client`, then follow the document's tracking
+//!   (`Agency.WatchTracking`, `Client::wait_for_status`) on the province node
+//!   until G22's status is "01". The province node sets "01" when the hub's
+//!   relay to the ministry node has been acknowledged, that is once the
+//!   ministry node has the document flushed in G22's inbox. Latency runs
+//!   from the start of `SendDocument` to the tracking that shows "01".
 //! - **large**: one document with one attachment of S MiB of pseudo-random
 //!   bytes, generated chunk by chunk while it is sent (never held whole in
 //!   memory), timed from the first message to "01" seen, and to the
@@ -26,7 +27,8 @@ mod transfer;
 use std::{path::Path, time::Duration};
 
 use clap::ValueEnum;
-use truc_demo::{BackendKind, DemoOptions, Deployment};
+use truc_client::Client;
+use truc_demo::{BackendKind, DemoOptions, Deployment, PROVINCE_NODE};
 
 use self::{report::*, small::*, transfer::*};
 use crate::cpu_model;
@@ -34,7 +36,8 @@ use crate::cpu_model;
 const MIB: u64 = 1024 * 1024;
 /// Largest gRPC message either side accepts (a 1 MiB chunk and its framing fit).
 const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
-/// Messages queued between the task making chunks and the network (as `truc send`).
+/// Messages queued between the task making chunks and the network in the
+/// raw baseline (as `truc_client` does).
 const SEND_QUEUE: usize = 4;
 /// A small document not seen as "01" this long after its send started is an error.
 const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,9 +74,6 @@ pub(crate) struct DocsArgs {
     /// Bytes of the one attachment of each small document; 0 sends none.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=MIB))]
     attachment_bytes: u64,
-    /// Milliseconds between two tracking polls of one document.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    poll_ms: u64,
     /// Size of the large attachment, in MiB.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     size_mib: u64,
@@ -110,13 +110,12 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
     );
     println!("machine: nproc {cpus}, CPU {cpu}");
     println!(
-        "parameters: docs --part {} --senders {} --duration {} --warmup {} --attachment-bytes {} --poll-ms {} --size-mib {} --chunk-kib {}{}",
+        "parameters: docs --part {} --senders {} --duration {} --warmup {} --attachment-bytes {} --size-mib {} --chunk-kib {}{}",
         part_name(args.part),
         args.senders,
         args.duration,
         args.warmup,
         args.attachment_bytes,
-        args.poll_ms,
         args.size_mib,
         args.chunk_kib,
         if args.no_durable { " --no-durable" } else { "" },
@@ -130,8 +129,8 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         },
     );
     println!(
-        "  delivered = the sender's GetTracking on the province node shows status 01 for G22 (set when the ministry node has acknowledged the document in its inbox, on disk); each document is polled every {} ms after SendDocument returns",
-        args.poll_ms
+        "  delivered = the sender's tracking on the province node shows status 01 for G22 (set when the ministry node has acknowledged the document in its inbox, on disk); each sender follows its document on WatchTracking from when SendDocument returns (the province node allows {} watchers per agency)",
+        watchers_for(args.senders)
     );
 
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
@@ -141,11 +140,12 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
     {
         let deployment = start(dir.path(), &args).await?;
         let result = async {
-            let client = deployment
-                .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
-                .map_err(|e| format!("cannot make an agency client: {e}"))?
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let client = Client::from_grpc(
+                deployment
+                    .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
+                    .map_err(|e| format!("cannot make an agency client: {e}"))?,
+            )
+            .max_message_bytes(MAX_MESSAGE_BYTES);
             let s = if matches!(args.part, Part::Small | Part::All) {
                 let s = small(&client, &args).await?;
                 print_small(&s);
@@ -155,7 +155,9 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
             };
             if matches!(args.part, Part::Large | Part::All) {
                 // Let the last small documents' deliveries finish.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Some(s) = &s {
+                    finish_deliveries(&client, &s.tally.unfinished).await;
+                }
                 let l = large(&client, &args).await?;
                 print_large(&l);
                 large_outcome = Some(l);
@@ -186,11 +188,84 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
 }
 
 async fn start(dir: &Path, args: &DocsArgs) -> Result<Deployment, String> {
-    Deployment::start(DemoOptions {
+    let mut deployment = Deployment::start(DemoOptions {
         backend: BackendKind::Echo,
         durable: !args.no_durable,
         ..DemoOptions::new(dir)
     })
     .await
-    .map_err(|e| format!("cannot start the deployment: {e}"))
+    .map_err(|e| format!("cannot start the deployment: {e}"))?;
+    // Each sender follows its document on a WatchTracking stream of its
+    // own, and a node allows few watchers per agency by default: the
+    // province node restarts with room for every sender's watch (and for
+    // watches that ended before the node noticed).
+    let watchers = watchers_for(args.senders);
+    let restarted = async {
+        deployment.stop_node(PROVINCE_NODE).await?;
+        deployment.edit_node_config(PROVINCE_NODE, |f| {
+            let service = &mut f.document_service;
+            service.max_watchers_per_agency = service.max_watchers_per_agency.max(watchers);
+            service.max_watchers = service.max_watchers.max(watchers);
+        })?;
+        deployment.restart_node(PROVINCE_NODE).await
+    }
+    .await;
+    if let Err(e) = restarted {
+        let _ = deployment.stop().await;
+        return Err(format!(
+            "cannot restart the province node with room for {watchers} watchers: {e}"
+        ));
+    }
+    Ok(deployment)
+}
+
+/// The tracking watchers the province node allows H37 for `senders`
+/// senders: two each, and some to spare.
+fn watchers_for(senders: u64) -> usize {
+    usize::try_from(senders)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_province_node_has_room_for_a_tracking_watch_per_sender() {
+        let dir = tempfile::tempdir().expect("dir");
+        let args = DocsArgs {
+            senders: 16,
+            duration: 1,
+            warmup: 0,
+            attachment_bytes: 0,
+            size_mib: 1,
+            chunk_kib: 1024,
+            part: Part::Small,
+            no_durable: true,
+            json: false,
+        };
+        let deployment = start(dir.path(), &args).await.expect("started");
+        let client = Client::from_grpc(
+            deployment
+                .agency_client(PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
+                .expect("client"),
+        );
+        let (_, sent) = small::one_small(&client, "watchers", None, None).await;
+        assert!(sent.is_ok(), "the first document went through");
+        // More watches at once than the node's default allows one agency
+        // (8), as many senders do.
+        let env = common::envelope("watchers", Vec::new());
+        let mut watches = Vec::new();
+        for i in 0..args.senders {
+            let w = client
+                .watch_tracking(truc_demo::H37, &env.document_id)
+                .await;
+            assert!(w.is_ok(), "watch {i}: {:?}", w.err());
+            watches.push(w);
+        }
+        drop(watches);
+        deployment.stop().await.expect("stop");
+    }
 }

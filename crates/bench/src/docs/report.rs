@@ -10,11 +10,11 @@ pub(super) fn print_small(s: &SmallOutcome) {
     println!();
     println!("small documents (closed loop, each sender one document at a time):");
     println!(
-        "  {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "docs", "errors", "docs/s", "p50 ms", "p99 ms", "max ms", "ack p50", "ack p99", "polls/s"
+        "  {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "docs", "errors", "docs/s", "p50 ms", "p99 ms", "max ms", "ack p50", "ack p99"
     );
     println!(
-        "  {:>7} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>10.1}",
+        "  {:>7} {:>7} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3}",
         s.docs(),
         s.errors(),
         s.rate(),
@@ -23,18 +23,10 @@ pub(super) fn print_small(s: &SmallOutcome) {
         d.max() as f64 / 1000.0,
         ms(a, 0.50),
         ms(a, 0.99),
-        s.polls as f64 / s.seconds,
     );
     println!(
-        "  latency = SendDocument start -> 01 seen (includes up to one poll interval); ack = SendDocument start -> acknowledged (on disk at the province node)"
+        "  latency = SendDocument start -> 01 seen on WatchTracking; ack = SendDocument start -> acknowledged (on disk at the province node)"
     );
-    if s.docs() > 0 {
-        println!(
-            "  tracking polls: {} in the window, {:.1} per delivered document",
-            s.polls,
-            s.polls as f64 / s.docs() as f64
-        );
-    }
     for (code, (n, msg)) in &s.tally.errors {
         println!("  errors: {n} × {code} (first: {msg})");
     }
@@ -54,11 +46,10 @@ pub(super) fn print_large(l: &LargeOutcome) {
         mib_per_s(l.bytes, l.acked)
     );
     println!(
-        "  delivered (01 seen, on disk at the ministry node): {:.3} s  {:.1} MB/s ({:.1} MiB/s); {} tracking polls",
+        "  delivered (01 seen, on disk at the ministry node): {:.3} s  {:.1} MB/s ({:.1} MiB/s)",
         l.delivered.as_secs_f64(),
         mb_per_s(l.bytes, l.delivered),
         mib_per_s(l.bytes, l.delivered),
-        l.polls
     );
 }
 
@@ -102,7 +93,6 @@ pub(super) fn print_json(
             "max_ms": s.tally.delivered_us.max() as f64 / 1000.0,
             "ack_p50_ms": ms(&s.tally.acked_us, 0.5),
             "ack_p99_ms": ms(&s.tally.acked_us, 0.99),
-            "tracking_polls": s.polls,
         })
     });
     let large = l.map(|l| {
@@ -136,7 +126,6 @@ pub(super) fn print_json(
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "attachment_bytes": args.attachment_bytes,
-            "poll_ms": args.poll_ms,
             "size_mib": args.size_mib,
             "chunk_kib": args.chunk_kib,
             "durable": !args.no_durable,

@@ -1,22 +1,18 @@
 //! Small documents: N senders in a closed loop, each sending one document
-//! and polling its tracking until "01" before the next.
+//! and following its tracking until "01" before the next.
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use ring::digest::SHA256;
-use tonic::{Status, transport::Channel};
-use truc_proto::v1::{
-    Attachment, Chunk, SendDocumentRequest, agency_client::AgencyClient, send_document_request,
-};
+use tonic::Code;
+use truc_client::{Client, Upload};
+use truc_proto::v1::Attachment;
 
 use crate::MAX_LATENCY_US;
 
@@ -29,6 +25,8 @@ pub(super) struct SmallTally {
     /// Send start to `SendDocument` acknowledged, µs.
     pub(super) acked_us: Histogram<u64>,
     pub(super) errors: BTreeMap<&'static str, (u64, String)>,
+    /// Documents sent whose wait for "01" the window's end cut short.
+    pub(super) unfinished: Vec<String>,
 }
 
 impl SmallTally {
@@ -41,13 +39,14 @@ impl SmallTally {
             delivered_us: h()?,
             acked_us: h()?,
             errors: BTreeMap::new(),
+            unfinished: Vec::new(),
         })
     }
 
-    pub(super) fn error(&mut self, status: &Status) {
+    pub(super) fn error(&mut self, failure: &Failure) {
         self.errors
-            .entry(truc_ops::code_name(status.code()))
-            .or_insert_with(|| (0, status.message().to_owned()))
+            .entry(truc_ops::code_name(failure.code))
+            .or_insert_with(|| (0, failure.message.clone()))
             .0 += 1;
     }
 
@@ -58,6 +57,7 @@ impl SmallTally {
         for (code, (n, msg)) in other.errors {
             self.errors.entry(code).or_insert((0, msg)).0 += n;
         }
+        self.unfinished.extend(other.unfinished);
         Ok(())
     }
 }
@@ -72,71 +72,55 @@ pub(super) struct Window {
     pub(super) end: Instant,
 }
 
-/// The messages of one small document (envelope and at most one chunk).
-pub(super) fn small_messages(
-    number: &str,
-    tiny: Option<&(Attachment, Chunk)>,
-) -> Vec<SendDocumentRequest> {
-    let env = envelope(number, tiny.iter().map(|(a, _)| a.clone()).collect());
-    let mut out = vec![SendDocumentRequest {
-        part: Some(send_document_request::Part::Envelope(env)),
-    }];
-    if let Some((_, chunk)) = tiny {
-        out.push(SendDocumentRequest {
-            part: Some(send_document_request::Part::Chunk(chunk.clone())),
-        });
-    }
-    out
-}
+/// The one attachment of every small document: its description and its
+/// bytes, made once.
+pub(super) type Tiny = (Attachment, Bytes);
 
-/// One small document: sent, then polled until "01" (or `stop_at`).
-/// Returns when it was acknowledged (if it was) and how the wait ended.
+/// One small document: sent through `truc_client`, then followed until "01"
+/// (or `stop_at`). Returns its id and when it was acknowledged (if it was),
+/// and how the wait ended.
 pub(super) async fn one_small(
-    client: &mut AgencyClient<Channel>,
+    client: &Client,
     number: &str,
-    tiny: Option<&(Attachment, Chunk)>,
-    poll: Duration,
+    tiny: Option<&Tiny>,
     stop_at: Option<Instant>,
-    polls: &AtomicU64,
-) -> (Option<Instant>, Result<Seen, Status>) {
+) -> (Option<(String, Instant)>, Result<Seen, Failure>) {
     let start = Instant::now();
+    let uploads = tiny
+        .iter()
+        .map(|(a, data)| Upload::reader(a.clone(), std::io::Cursor::new(data.clone())))
+        .collect();
     let sent = tokio::time::timeout(
         SMALL_TIMEOUT,
-        client.send_document(tokio_stream::iter(small_messages(number, tiny))),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Status::deadline_exceeded(
-            "SendDocument not acknowledged within truc-bench's timeout",
-        ))
-    });
-    let document_id = match sent {
-        Ok(r) => r.into_inner().document_id,
-        Err(status) => return (None, Err(status)),
-    };
-    let acked = Instant::now();
-    let seen = poll_until_01(
-        client,
-        &document_id,
-        poll,
-        start + SMALL_TIMEOUT,
-        stop_at,
-        polls,
+        client.send_document(envelope(number, Vec::new()), uploads),
     )
     .await;
-    (Some(acked), seen)
+    let document_id = match sent {
+        Ok(Ok(r)) => r.document_id,
+        Ok(Err(e)) => return (None, Err(e.into())),
+        Err(_) => {
+            return (
+                None,
+                Err(Failure {
+                    code: Code::DeadlineExceeded,
+                    message: "SendDocument not acknowledged within truc-bench's timeout".into(),
+                }),
+            );
+        }
+    };
+    let acked = Instant::now();
+    let seen = wait_until_01(client, &document_id, start + SMALL_TIMEOUT, stop_at).await;
+    (Some((document_id, acked)), seen)
 }
 
-/// One sender: send a document, poll until "01", repeat until the window
+/// One sender: send a document, wait until "01", repeat until the window
 /// ends. A document counts if its "01" is seen inside the measured window.
 pub(super) async fn small_sender(
-    mut client: AgencyClient<Channel>,
+    client: Client,
     task: u64,
     run: u64,
-    tiny: Option<Arc<(Attachment, Chunk)>>,
+    tiny: Option<Arc<Tiny>>,
     window: Window,
-    poll: Duration,
-    polls: Arc<AtomicU64>,
 ) -> Result<SmallTally, String> {
     let mut tally = SmallTally::new()?;
     let mut n: u64 = 0;
@@ -145,25 +129,20 @@ pub(super) async fn small_sender(
         n += 1;
         let number = format!("{run}-{task}-{n}");
         let start = Instant::now();
-        let (acked, seen) = one_small(
-            &mut client,
-            &number,
-            tiny.as_deref(),
-            poll,
-            Some(window.end),
-            &polls,
-        )
-        .await;
+        let (acked, seen) = one_small(&client, &number, tiny.as_deref(), Some(window.end)).await;
         let done = Instant::now();
         match (acked, seen) {
-            (Some(acked), Ok(Seen::Delivered)) if in_window(done) => {
+            (Some((_, acked)), Ok(Seen::Delivered)) if in_window(done) => {
                 tally.delivered_us.saturating_record(us(done - start));
                 tally.acked_us.saturating_record(us(acked - start));
             }
+            (Some((document_id, _)), Ok(Seen::WindowEnded)) => {
+                tally.unfinished.push(document_id);
+            }
             (_, Ok(_)) => {}
-            (_, Err(status)) => {
+            (_, Err(failure)) => {
                 if in_window(done) {
-                    tally.error(&status);
+                    tally.error(&failure);
                 }
             }
         }
@@ -171,10 +150,19 @@ pub(super) async fn small_sender(
     Ok(tally)
 }
 
+/// Waits (at most [`SMALL_TIMEOUT`]) until the documents whose wait the
+/// window's end cut short are at "01" or failed, so that their deliveries
+/// do not share the cores with what is measured next. Nothing is counted.
+pub(super) async fn finish_deliveries(client: &Client, unfinished: &[String]) {
+    let give_up = Instant::now() + SMALL_TIMEOUT;
+    for document_id in unfinished {
+        let _ = wait_until_01(client, document_id, give_up, None).await;
+    }
+}
+
 pub(super) struct SmallOutcome {
     pub(super) tally: SmallTally,
     pub(super) seconds: f64,
-    pub(super) polls: u64,
 }
 
 impl SmallOutcome {
@@ -193,10 +181,7 @@ pub(super) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-pub(super) async fn small(
-    client: &AgencyClient<Channel>,
-    args: &DocsArgs,
-) -> Result<SmallOutcome, String> {
+pub(super) async fn small(client: &Client, args: &DocsArgs) -> Result<SmallOutcome, String> {
     let tiny = if args.attachment_bytes == 0 {
         None
     } else {
@@ -207,30 +192,20 @@ pub(super) async fn small(
         let sha = Bytes::copy_from_slice(ring::digest::digest(&SHA256, &data).as_ref());
         Some(Arc::new((
             attachment("tiny.bin", args.attachment_bytes, sha),
-            truc_doc::chunks::chunk(0, 0, data),
+            data,
         )))
     };
     // Document numbers must be new in every run against the same data.
     let run = truc_ops::now_ms() / 1000;
-    let poll = Duration::from_millis(args.poll_ms);
     // One document first: it opens the connections and checks the path works.
-    let (_, first) = one_small(
-        &mut client.clone(),
-        &format!("{run}-first"),
-        tiny.as_deref(),
-        poll,
-        None,
-        &AtomicU64::new(0),
-    )
-    .await;
-    if let Err(s) = first {
+    let (_, first) = one_small(client, &format!("{run}-first"), tiny.as_deref(), None).await;
+    if let Err(f) = first {
         return Err(format!(
             "small: the first document failed: {}: {}",
-            truc_ops::code_name(s.code()),
-            s.message()
+            truc_ops::code_name(f.code),
+            f.message
         ));
     }
-    let polls = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measure = start + Duration::from_secs(args.warmup);
     let window = Window {
@@ -245,15 +220,8 @@ pub(super) async fn small(
             run,
             tiny.clone(),
             window,
-            poll,
-            polls.clone(),
         )));
     }
-    // Polls counted over the measured window only.
-    tokio::time::sleep_until(measure.into()).await;
-    let polls_at_measure = polls.load(Ordering::Relaxed);
-    tokio::time::sleep_until(window.end.into()).await;
-    let polls_in_window = polls.load(Ordering::Relaxed) - polls_at_measure;
     let mut total = SmallTally::new()?;
     for t in tasks {
         total.merge(
@@ -264,6 +232,5 @@ pub(super) async fn small(
     Ok(SmallOutcome {
         tally: total,
         seconds: args.duration as f64,
-        polls: polls_in_window,
     })
 }

@@ -3,7 +3,6 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -14,16 +13,15 @@ use tokio_stream::{
 };
 use tonic::{
     Request, Response, Status, Streaming,
-    transport::{Channel, Endpoint, Server},
+    transport::{Endpoint, Server},
 };
+use truc_client::{Client, Upload};
 use truc_demo::{G22, H37};
 use truc_proto::v1::{
-    DataRequest, DataResponse, GetTrackingRequest, RelayHeader, RelayRequest, RelayResponse,
-    SendDocumentRequest, StatusAck, StatusUpdate,
-    agency_client::AgencyClient,
+    DataRequest, DataResponse, RelayHeader, RelayRequest, RelayResponse, StatusAck, StatusUpdate,
     node_client::NodeClient,
     node_server::{Node, NodeServer},
-    relay_request, send_document_request,
+    relay_request,
 };
 
 use super::{
@@ -34,73 +32,51 @@ pub(super) struct LargeOutcome {
     pub(super) bytes: u64,
     pub(super) acked: Duration,
     pub(super) delivered: Duration,
-    pub(super) polls: u64,
 }
 
-pub(super) async fn large(
-    client: &AgencyClient<Channel>,
-    args: &DocsArgs,
-) -> Result<LargeOutcome, String> {
-    let mut client = client.clone();
+pub(super) async fn large(client: &Client, args: &DocsArgs) -> Result<LargeOutcome, String> {
     let data = Generated {
         size: args.size_mib * MIB,
         chunk: args.chunk_kib * 1024,
     };
     let sha = data.sha256();
     let number = format!("L{}", truc_ops::now_ms());
-    let env = envelope(&number, vec![attachment("large.bin", data.size, sha)]);
+    let env = envelope(&number, Vec::new());
+    let upload = Upload::reader(
+        attachment("large.bin", data.size, sha),
+        GeneratedReader::new(data),
+    )
+    .chunk_bytes(usize::try_from(data.chunk).unwrap_or(usize::MAX));
     // Open the connection (if the small part did not) before timing.
-    let _ = client
-        .get_tracking(GetTrackingRequest {
-            sender: H37.into(),
-            document_id: env.document_id.clone(),
-        })
-        .await;
-    let (tx, rx) = mpsc::channel(SEND_QUEUE);
-    let first = SendDocumentRequest {
-        part: Some(send_document_request::Part::Envelope(env.clone())),
-    };
+    let _ = client.tracking(H37, &env.document_id).await;
     let start = Instant::now();
-    let feeder = tokio::spawn(feed(first, data, tx, |c| SendDocumentRequest {
-        part: Some(send_document_request::Part::Chunk(c)),
-    }));
-    let sent =
-        tokio::time::timeout(LARGE_TIMEOUT, client.send_document(ReceiverStream::new(rx))).await;
+    let sent = tokio::time::timeout(LARGE_TIMEOUT, client.send_document(env, vec![upload])).await;
     let acked = start.elapsed();
-    feeder.abort();
     let response = match sent {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(s)) => {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let f = Failure::from(e);
             return Err(format!(
                 "large: SendDocument failed: {}: {}",
-                truc_ops::code_name(s.code()),
-                s.message()
+                truc_ops::code_name(f.code),
+                f.message
             ));
         }
         Err(_) => return Err("large: SendDocument not acknowledged within 600 s".into()),
     };
-    let polls = AtomicU64::new(0);
-    poll_until_01(
-        &mut client,
-        &response.document_id,
-        Duration::from_millis(args.poll_ms),
-        start + LARGE_TIMEOUT,
-        None,
-        &polls,
-    )
-    .await
-    .map_err(|s| {
-        format!(
-            "large: waiting for 01: {}: {}",
-            truc_ops::code_name(s.code()),
-            s.message()
-        )
-    })?;
+    wait_until_01(client, &response.document_id, start + LARGE_TIMEOUT, None)
+        .await
+        .map_err(|f| {
+            format!(
+                "large: waiting for 01: {}: {}",
+                truc_ops::code_name(f.code),
+                f.message
+            )
+        })?;
     Ok(LargeOutcome {
         bytes: data.size,
         acked,
         delivered: start.elapsed(),
-        polls: polls.load(Ordering::Relaxed),
     })
 }
 
