@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use truc_client::{Client, Error, Upload};
 use truc_proto::v1::{
-    Attachment, DocumentCode, Envelope, InboxEntry, ListInboxRequest, Organ, PromulgationInfo,
-    RelayHeader, RelayRequest, SendDocumentRequest, SendDocumentResponse, Tracking,
-    UpdateStatusRequest, relay_request, send_document_request,
+    Envelope, InboxEntry, ListInboxRequest, RelayHeader, RelayRequest, SendDocumentRequest,
+    SendDocumentResponse, Tracking, UpdateStatusRequest, relay_request, send_document_request,
 };
 
 /// The promulgation date of every test document.
-pub const DATE: &str = "2026/11/28";
+pub const DATE: &str = truc_doc::sample::DATE;
 
 /// The size of the chunks [`messages`] cuts attachments into (the client
 /// library sends chunks of 1 MiB).
@@ -28,41 +27,11 @@ pub fn sha(data: &[u8]) -> Bytes {
 /// A valid envelope from `from` to `to`, numbered `number/UBND-VP` and
 /// dated [`DATE`], with the attachments `files` (name and content).
 pub fn envelope(from: &str, to: &[&str], number: &str, files: &[(&str, &[u8])]) -> Envelope {
-    Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            organ_name: "UBND tỉnh Lạng Sơn".into(),
-            ..Organ::default()
-        }),
-        to: to
-            .iter()
-            .map(|t| Organ {
-                organ_id: (*t).into(),
-                ..Organ::default()
-            })
-            .collect(),
-        code: Some(DocumentCode {
-            code_number: number.into(),
-            code_notation: "UBND-VP".into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: DATE.into(),
-        }),
-        subject: "V/v báo cáo tình hình kinh tế - xã hội tháng 11".into(),
-        document_id: format!("{from},{DATE},{number}/UBND-VP"),
-        attachments: files
-            .iter()
-            .map(|(name, data)| Attachment {
-                name: (*name).into(),
-                content_type: "application/pdf".into(),
-                size: data.len() as u64,
-                sha256: sha(data),
-                description: String::new(),
-            })
-            .collect(),
-        ..Envelope::default()
-    }
+    let attachments = files
+        .iter()
+        .map(|(name, data)| truc_doc::sample::attachment(name, data))
+        .collect();
+    truc_doc::sample::envelope(from, to, number, attachments)
 }
 
 /// The uploads of `envelope`'s attachments, described exactly as the

@@ -116,6 +116,7 @@ mod digest;
 mod error;
 mod event;
 mod id;
+pub mod sample;
 mod status;
 mod text;
 mod validate;

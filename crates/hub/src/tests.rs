@@ -11,8 +11,8 @@ use truc_audit::{AuditLog, Options, sth::Signer};
 use truc_pipeline::{client_stream, request_from};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
-    Attachment, Chunk, DataRequest, DocumentCode, Envelope, Organ, PromulgationInfo, RelayHeader,
-    RelayRequest, StatusEvent, StatusUpdate, hub_server::Hub, relay_request,
+    Chunk, DataRequest, Envelope, RelayHeader, RelayRequest, StatusEvent, StatusUpdate,
+    hub_server::Hub, relay_request,
 };
 use truc_registry::Registry;
 use truc_store::Store;
@@ -346,47 +346,14 @@ async fn an_unreachable_provider_node_is_unavailable_and_recorded() {
 const H37: &str = "000.00.00.H37";
 const G22: &str = "000.00.00.G22";
 
-/// The SHA-256 of `data`, as a chunk of it carries it (the hub links no
-/// crypto crate of its own).
-fn sha(data: &[u8]) -> Bytes {
-    truc_doc::chunks::chunk(0, 0, Bytes::copy_from_slice(data)).sha256
-}
-
 /// A valid envelope from `from` to `to` with the attachments `files`.
 fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
-    Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            organ_name: "UBND tỉnh Lạng Sơn".into(),
-            ..Organ::default()
-        }),
-        to: vec![Organ {
-            organ_id: to.into(),
-            ..Organ::default()
-        }],
-        code: Some(DocumentCode {
-            code_number: "1".into(),
-            code_notation: "UBND-VP".into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: "2026/11/28".into(),
-        }),
-        subject: "V/v báo cáo tháng 11".into(),
-        document_id: format!("{from},2026/11/28,1/UBND-VP"),
-        attachments: files
-            .iter()
-            .enumerate()
-            .map(|(i, data)| Attachment {
-                name: format!("f{i}.pdf"),
-                content_type: "application/pdf".into(),
-                size: data.len() as u64,
-                sha256: sha(data),
-                description: String::new(),
-            })
-            .collect(),
-        ..Envelope::default()
-    }
+    let attachments = files
+        .iter()
+        .enumerate()
+        .map(|(i, data)| truc_doc::sample::attachment(&format!("f{i}.pdf"), data))
+        .collect();
+    truc_doc::sample::envelope(from, &[to], "1", attachments)
 }
 
 fn header(n: u32, sender: &str, recipient: &str, envelope: Option<Envelope>) -> RelayRequest {

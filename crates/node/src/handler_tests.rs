@@ -10,11 +10,10 @@ use truc_audit::{AuditLog, Options};
 use truc_pipeline::{Pipeline, client_stream, request_from};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
-    Attachment, CallRequest, Chunk, DataRequest, DocumentCode, Envelope, FetchDocumentRequest,
-    GetTrackingRequest, ListInboxRequest, Organ, PromulgationInfo, RelayHeader, RelayRequest,
-    SendDocumentRequest, StatusEvent, StatusUpdate, UpdateStatusRequest, WatchInboxRequest,
-    WatchTrackingRequest, agency_server::Agency, node_server::Node, relay_request,
-    send_document_request,
+    CallRequest, Chunk, DataRequest, Envelope, FetchDocumentRequest, GetTrackingRequest,
+    ListInboxRequest, Organ, RelayHeader, RelayRequest, SendDocumentRequest, StatusEvent,
+    StatusUpdate, UpdateStatusRequest, WatchInboxRequest, WatchTrackingRequest,
+    agency_server::Agency, node_server::Node, relay_request, send_document_request,
 };
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 use truc_store::Store;
@@ -372,39 +371,12 @@ const A01: &str = "000.00.00.A01";
 
 /// A valid envelope from `from` to `to` with the attachments `files`.
 fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
-    Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            organ_name: "UBND tỉnh Lạng Sơn".into(),
-            ..Organ::default()
-        }),
-        to: vec![Organ {
-            organ_id: to.into(),
-            ..Organ::default()
-        }],
-        code: Some(DocumentCode {
-            code_number: "1".into(),
-            code_notation: "UBND-VP".into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: "2026/11/28".into(),
-        }),
-        subject: "V/v báo cáo tháng 11".into(),
-        document_id: format!("{from},2026/11/28,1/UBND-VP"),
-        attachments: files
-            .iter()
-            .enumerate()
-            .map(|(i, data)| Attachment {
-                name: format!("f{i}.pdf"),
-                content_type: "application/pdf".into(),
-                size: data.len() as u64,
-                sha256: truc_doc::chunks::chunk(0, 0, Bytes::copy_from_slice(data)).sha256,
-                description: String::new(),
-            })
-            .collect(),
-        ..Envelope::default()
-    }
+    let attachments = files
+        .iter()
+        .enumerate()
+        .map(|(i, data)| truc_doc::sample::attachment(&format!("f{i}.pdf"), data))
+        .collect();
+    truc_doc::sample::envelope(from, &[to], "1", attachments)
 }
 
 /// A chunk of `data` at `offset` of attachment 0, with its digest.

@@ -17,11 +17,9 @@ use tokio::{
 use tonic::Code;
 use truc_client::Client;
 use truc_demo::{G22, H37};
-use truc_proto::v1::{
-    Attachment, Chunk, DocumentCode, Envelope, Organ, PromulgationInfo, RecipientTracking,
-};
+use truc_proto::v1::{Attachment, Chunk, Envelope, RecipientTracking};
 
-use super::{DATE, MIB};
+use super::MIB;
 
 /// The attachment: `size` bytes of pseudo-random data made chunk by chunk
 /// from the chunk's index (splitmix64), so that it can be made twice (once
@@ -122,40 +120,10 @@ pub(super) async fn feed<M>(first: M, data: Generated, tx: mpsc::Sender<M>, wrap
 }
 
 pub(super) fn envelope(number: &str, attachments: Vec<Attachment>) -> Envelope {
-    Envelope {
-        from: Some(Organ {
-            organ_id: H37.into(),
-            organ_name: "UBND tỉnh Lạng Sơn".into(),
-            ..Organ::default()
-        }),
-        to: vec![Organ {
-            organ_id: G22.into(),
-            ..Organ::default()
-        }],
-        code: Some(DocumentCode {
-            code_number: number.into(),
-            code_notation: "BENCH".into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: "Lạng Sơn".into(),
-            promulgation_date: DATE.into(),
-        }),
-        subject: "truc-bench".into(),
-        document_id: truc_doc::DocumentId::format(H37, DATE, number, "BENCH"),
-        attachments,
-        ..Envelope::default()
-    }
+    truc_doc::sample::envelope(H37, &[G22], number, attachments)
 }
 
-pub(super) fn attachment(name: &str, size: u64, sha256: Bytes) -> Attachment {
-    Attachment {
-        name: name.into(),
-        content_type: "application/octet-stream".into(),
-        size,
-        sha256,
-        description: String::new(),
-    }
-}
+pub(super) use truc_doc::sample::attachment_of as attachment;
 
 /// Why a document did not count: a gRPC code (as the error tallies name
 /// them) and the first message.

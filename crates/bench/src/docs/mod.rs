@@ -43,8 +43,6 @@ const SEND_QUEUE: usize = 4;
 const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The same for the large document.
 const LARGE_TIMEOUT: Duration = Duration::from_secs(600);
-/// The promulgation date of every benchmark document (any real date will do).
-const DATE: &str = "2026/01/15";
 /// Response metadata key in which the raw server reports the bytes it counted.
 const RAW_BYTES_KEY: &str = "x-bench-bytes";
 
