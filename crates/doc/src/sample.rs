@@ -58,6 +58,15 @@ pub fn attachment(name: &str, data: &[u8]) -> Attachment {
     attachment_of(name, data.len() as u64, sha256)
 }
 
+/// PDF attachments `f0.pdf`, `f1.pdf`, ... declaring exactly `files`.
+pub fn attachments(files: &[&[u8]]) -> Vec<Attachment> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, data)| attachment(&format!("f{i}.pdf"), data))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,12 +348,7 @@ const G22: &str = "000.00.00.G22";
 
 /// A valid envelope from `from` to `to` with the attachments `files`.
 fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
-    let attachments = files
-        .iter()
-        .enumerate()
-        .map(|(i, data)| truc_doc::sample::attachment(&format!("f{i}.pdf"), data))
-        .collect();
-    truc_doc::sample::envelope(from, &[to], "1", attachments)
+    truc_doc::sample::envelope(from, &[to], "1", truc_doc::sample::attachments(files))
 }
 
 fn header(n: u32, sender: &str, recipient: &str, envelope: Option<Envelope>) -> RelayRequest {

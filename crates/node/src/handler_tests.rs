@@ -371,12 +371,7 @@ const A01: &str = "000.00.00.A01";
 
 /// A valid envelope from `from` to `to` with the attachments `files`.
 fn envelope(from: &str, to: &str, files: &[&[u8]]) -> Envelope {
-    let attachments = files
-        .iter()
-        .enumerate()
-        .map(|(i, data)| truc_doc::sample::attachment(&format!("f{i}.pdf"), data))
-        .collect();
-    truc_doc::sample::envelope(from, &[to], "1", attachments)
+    truc_doc::sample::envelope(from, &[to], "1", truc_doc::sample::attachments(files))
 }
 
 /// A chunk of `data` at `offset` of attachment 0, with its digest.
