@@ -9,9 +9,9 @@ use truc_pipeline::{Deadline, Kind, Pipeline, Step, Transaction, TxError, fields
 use truc_pki::{Identity, Role, peer};
 use truc_proto::v1::{
     CallRequest, CallResponse, DataRequest, FetchDocumentRequest, FetchDocumentResponse,
-    GetRegistryRequest, GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse,
-    SendDocumentRequest, SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse,
-    WatchInboxRequest, WatchTrackingRequest, agency_server::Agency, hub_client::HubClient,
+    GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse, SendDocumentRequest,
+    SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse, WatchInboxRequest,
+    WatchTrackingRequest, agency_server::Agency, hub_client::HubClient,
 };
 use truc_registry::AgencyCode;
 
@@ -142,26 +142,21 @@ impl Step for Call<'_> {
         deadline: &Deadline,
         tx: &mut Transaction,
     ) -> Result<CallResponse, TxError> {
-        let hub = &self.0.hub;
-        let response = hub
+        let response = self
+            .0
+            .hub
             .clone()
             .route(deadline.request(routed))
             .await
             .map_err(|s| TxError::from_peer(s, "the hub"))?
             .into_inner();
-        if response.receipt.is_some() && !self.0.hub_key.known() {
-            // The first receipts may come before the start-up fetch of the
-            // registry: fetch the hub's key now.
-            if let Ok(r) = hub.clone().get_registry(GetRegistryRequest {}).await {
-                self.0.hub_key.learn(r.get_ref());
-            }
-        }
-        let verified = response
-            .receipt
-            .as_ref()
-            .is_some_and(|r| self.0.hub_key.verifies(r));
+        let verified = response.receipt.as_ref().is_some_and(|r| {
+            r.tree_head
+                .as_ref()
+                .is_some_and(|h| h.tree_size > r.record_index && self.0.hub_key.head_is_valid(h))
+        });
         if !verified {
-            tracing::warn!(tx = %tx.transaction_id, "the hub's receipt did not verify (or the hub key is not known yet)");
+            tracing::warn!(tx = %tx.transaction_id, "the hub's receipt did not verify with the pinned hub keys");
         }
         tx.receipt = response.receipt.clone();
         tx.receipt_verified = verified;
