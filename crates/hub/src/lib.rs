@@ -16,6 +16,7 @@ mod dashboard;
 mod relay;
 mod reporting;
 mod route;
+mod signed_registry;
 
 use std::{sync::Arc, time::Duration};
 
@@ -88,7 +89,8 @@ pub async fn start(
     })?;
     let store = Store::open(&config.data_dir)?;
     let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
-    let audit_public_key = signer.public_key();
+    // A second handle on the audit key, to sign registry snapshots.
+    let registry_key = truc_pki::load_audit_key(&config.audit_key)?;
     let audit_options = truc_audit::Options {
         time_zone: config.time_zone.clone(),
         ..options.audit.clone()
@@ -112,7 +114,7 @@ pub async fn start(
     );
     let router = route::HubService::new(
         registry.clone(),
-        audit_public_key,
+        registry_key,
         audit,
         client_tls,
         metrics.clone(),

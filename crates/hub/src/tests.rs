@@ -80,7 +80,6 @@ fn hub() -> Hub_ {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let signer = Signer::generate().expect("key");
-    let public = signer.public_key();
     let audit =
         AuditLog::open(store.clone(), "hub", Options::default(), Some(signer)).expect("log");
     let registry = registry();
@@ -91,7 +90,7 @@ fn hub() -> Hub_ {
     );
     let service = HubService::new(
         registry,
-        public,
+        crate::signed_registry::tests::key(),
         audit,
         client_tls,
         Arc::new(truc_ops::Metrics::new()),

@@ -159,12 +159,16 @@ pub async fn start(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-    tokio::spawn(registry_sync::registry_check(
+    let registry_stats = Arc::new(registry_sync::RegistryStats::default());
+    tokio::spawn(registry_sync::keep_current(
         hub_channel_for_check,
         config.clone(),
+        hub_key.clone(),
         metrics.clone(),
+        registry_stats.clone(),
         shutdown.clone(),
     ));
+    metrics.add_source(Box::new(move |out| registry_stats.write(out)));
     {
         truc_pipeline::watch_audit(&metrics, audit_handle.reader().clone());
         let docs = documents.clone();

@@ -80,6 +80,7 @@
 
 mod ids;
 mod registry;
+pub mod signed;
 
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
 pub use registry::{Agency, Node, Registry, RegistryError, Service};
