@@ -16,9 +16,10 @@ use truc_proto::v1::{
 use truc_registry::AgencyCode;
 
 use crate::{
-    HubKey, NodeConfig,
+    NodeConfig,
     docs::{Caller, Documents},
     new_transaction_id,
+    receipts::Receipts,
 };
 
 /// The Agency service.
@@ -27,7 +28,7 @@ pub struct AgencyService {
     config: Arc<NodeConfig>,
     hub: HubClient<Channel>,
     pipeline: Arc<Pipeline>,
-    hub_key: HubKey,
+    receipts: Receipts,
     docs: Arc<Documents>,
 }
 
@@ -36,7 +37,7 @@ impl AgencyService {
         config: Arc<NodeConfig>,
         channel: Channel,
         pipeline: Arc<Pipeline>,
-        hub_key: HubKey,
+        receipts: Receipts,
         docs: Arc<Documents>,
     ) -> AgencyService {
         let limit = config.limits.max_message_bytes();
@@ -47,7 +48,7 @@ impl AgencyService {
             config,
             hub,
             pipeline,
-            hub_key,
+            receipts,
             docs,
         }
     }
@@ -150,17 +151,12 @@ impl Step for Call<'_> {
             .await
             .map_err(|s| TxError::from_peer(s, "the hub"))?
             .into_inner();
-        let verified = response.receipt.as_ref().is_some_and(|r| {
-            r.tree_head
-                .as_ref()
-                .is_some_and(|h| h.tree_size > r.record_index && self.0.hub_key.head_is_valid(h))
-        });
-        if !verified {
-            tracing::warn!(tx = %tx.transaction_id, "the hub's receipt did not verify with the pinned hub keys");
-        }
+        fields::response_payload(tx, &response.payload);
+        // The call path checks what needs nothing from the hub; the
+        // inclusion proof is asked in the background.
+        let verified = self.0.receipts.accept(response.receipt.as_ref(), tx);
         tx.receipt = response.receipt.clone();
         tx.receipt_verified = verified;
-        fields::response_payload(tx, &response.payload);
         Ok(CallResponse {
             content_type: response.content_type,
             payload: response.payload,

@@ -97,7 +97,8 @@ fn fixture() -> Fixture {
     )
     .expect("documents");
     let node = NodeService::new(config.clone(), pipeline.clone(), docs.clone()).expect("node");
-    let agency = AgencyService::new(config, hub, pipeline, HubKey::new(Vec::new()), docs.clone());
+    let receipts = crate::receipts::Receipts::unstarted(HubKey::new(Vec::new()), &config.id);
+    let agency = AgencyService::new(config, hub, pipeline, receipts, docs.clone());
     Fixture {
         _dir: dir,
         store,

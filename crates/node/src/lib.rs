@@ -17,6 +17,7 @@ mod config;
 mod docs;
 mod hub_trust;
 mod invoke;
+mod receipts;
 mod registry_sync;
 
 use std::{sync::Arc, time::Duration};
@@ -25,6 +26,7 @@ pub use config::{
     AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile,
 };
 pub use hub_trust::{HubKey, PinnedKey, TrustError};
+pub use receipts::{ReceiptFailure, ReceiptProblem, receipt_problems};
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
@@ -130,11 +132,20 @@ pub async fn start(
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
     let pipeline = Arc::new(truc_pipeline::Pipeline::new(audit, metrics.clone()));
+    let receipts = receipts::Receipts::start(
+        hub_key.clone(),
+        &config.id,
+        hub_channel.clone(),
+        store.clone(),
+        &metrics,
+        Duration::from_millis(config.limits.call_timeout_ms),
+        shutdown.clone(),
+    );
     let agency = agency::AgencyService::new(
         config.clone(),
         hub_channel,
         pipeline.clone(),
-        hub_key.clone(),
+        receipts,
         documents.clone(),
     );
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
