@@ -11,7 +11,9 @@
 //! check, on the call path or in the background, is also written under
 //! [`PREFIX`] (transaction id → which check and why) and flushed, so that
 //! `truc audit verify` of the node shows it; `truc_receipts_total{result}`
-//! counts every outcome.
+//! counts every outcome. A receipt the task has taken is remembered in the
+//! store until it is proven, so that one left unproven when the node stops
+//! is proven at the next start.
 
 use std::{
     sync::{
@@ -36,6 +38,10 @@ use crate::HubKey;
 /// Store key prefix of receipts that failed a check (or could not be
 /// checked), followed by the transaction id.
 pub const PREFIX: &[u8] = b"receipt/f/";
+/// Store key prefix of receipts waiting for their inclusion proof (proven
+/// at the next start if the node stops first), followed by the
+/// transaction id.
+const PENDING: &[u8] = b"receipt/p/";
 
 /// Receipts waiting for their inclusion proof at most; beyond it a receipt
 /// is counted as unchecked rather than holding memory without bound.
@@ -236,7 +242,7 @@ pub(crate) fn check_inclusion(
 }
 
 /// A receipt waiting for its inclusion proof.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Pending {
     transaction_id: String,
     index: u64,
@@ -387,14 +393,33 @@ struct Prover {
 }
 
 impl Prover {
-    async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Job>, shutdown: Shutdown) {
+    async fn run(self, mut rx: tokio::sync::mpsc::Receiver<Job>, shutdown: Shutdown) {
+        // Receipts left unproven when the node last stopped come first.
+        match stored_pending(&self.store) {
+            Ok(stored) if !stored.is_empty() => {
+                tracing::info!(
+                    receipts = stored.len(),
+                    "proving receipts left unproven at the last stop"
+                );
+                for chunk in stored.chunks(BATCH) {
+                    if !self.handle(chunk.to_vec(), Vec::new(), &shutdown).await {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the receipts left unproven"),
+        }
         loop {
             let first = tokio::select! {
                 job = rx.recv() => match job {
                     Some(job) => job,
                     None => return,
                 },
-                () = shutdown.wait() => return,
+                () = shutdown.wait() => {
+                    self.keep_queued(&mut rx);
+                    return;
+                }
             };
             let mut batch = vec![first];
             while batch.len() < BATCH {
@@ -403,26 +428,82 @@ impl Prover {
                     Err(_) => break,
                 }
             }
-            let mut pending = Vec::new();
-            let mut failed = Vec::new();
-            for job in batch {
-                match job {
-                    Job::Prove(p) => pending.push(p),
-                    Job::Failed(id, f) => failed.push((id, f)),
-                }
+            let (pending, failed) = split(batch);
+            self.remember(&pending);
+            if !self.handle(pending, failed, &shutdown).await {
+                self.keep_queued(&mut rx);
+                return;
             }
-            failed.extend(self.prove_all(pending, &shutdown).await);
-            self.record(failed);
         }
     }
 
-    /// Proves `pending`, retrying while the hub is unreachable; the failures.
+    /// Proves `pending` and records the results with `failed`; false if
+    /// shutdown came first (what was not proven stays remembered).
+    async fn handle(
+        &self,
+        pending: Vec<Pending>,
+        mut failed: Vec<(String, ReceiptFailure)>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let (results, stopped) = self.prove_all(pending, shutdown).await;
+        let done: Vec<String> = results.iter().map(|(id, _)| id.clone()).collect();
+        for (_, r) in &results {
+            if r.is_ok() {
+                self.counts.add("verified");
+            }
+        }
+        failed.extend(
+            results
+                .into_iter()
+                .filter_map(|(id, r)| r.err().map(|f| (id, f))),
+        );
+        self.record(failed, &done);
+        !stopped
+    }
+
+    /// At shutdown: remembers what is still queued, to prove at the next start.
+    fn keep_queued(&self, rx: &mut tokio::sync::mpsc::Receiver<Job>) {
+        let mut rest = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            rest.push(job);
+        }
+        let (pending, failed) = split(rest);
+        self.remember(&pending);
+        self.record(failed, &[]);
+    }
+
+    /// Writes `pending` under [`PENDING`] (not flushed: sled flushes within
+    /// half a second, and a receipt lost here is only a check not made).
+    fn remember(&self, pending: &[Pending]) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut batch = truc_store::WriteBatch::default();
+        for p in pending {
+            let receipt = Receipt {
+                transaction_id: p.transaction_id.clone(),
+                record_index: p.index,
+                leaf_hash: p.leaf.clone(),
+                tree_head: Some(p.head.clone()),
+                ..Receipt::default()
+            };
+            batch.insert(key(PENDING, &p.transaction_id), receipt.encode_to_vec());
+        }
+        if let Err(e) = self.store.apply(batch) {
+            tracing::error!(error = %e, "cannot remember receipts waiting for their proof");
+        }
+    }
+
+    /// Proves `pending`, retrying while the hub is unreachable: each
+    /// receipt's result (those still unreachable after the last attempt are
+    /// unchecked), and whether shutdown stopped it (then the receipts not
+    /// proven yet have no result).
     async fn prove_all(
-        &mut self,
+        &self,
         mut pending: Vec<Pending>,
         shutdown: &Shutdown,
-    ) -> Vec<(String, ReceiptFailure)> {
-        let mut failed = Vec::new();
+    ) -> (Vec<(String, Result<(), ReceiptFailure>)>, bool) {
+        let mut results = Vec::new();
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             let mut retry = Vec::new();
@@ -461,10 +542,7 @@ impl Prover {
                         ))),
                         None => Err(ReceiptFailure::Unchecked("the proof task failed".into())),
                     };
-                    match result {
-                        Ok(()) => self.counts.add("verified"),
-                        Err(f) => failed.push((p.transaction_id, f)),
-                    }
+                    results.push((p.transaction_id, result));
                 }
             }
             pending = retry;
@@ -473,38 +551,91 @@ impl Prover {
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = shutdown.wait() => break,
+                () = shutdown.wait() => return (results, true),
             }
             delay *= 2;
         }
         for p in pending {
-            failed.push((
+            results.push((
                 p.transaction_id,
-                ReceiptFailure::Unchecked("the hub's Audit service stayed unreachable".into()),
+                Err(ReceiptFailure::Unchecked(
+                    "the hub's Audit service stayed unreachable".into(),
+                )),
             ));
         }
-        failed
+        (results, false)
     }
 
-    /// Writes failures to the store (flushed: they are evidence) and counts them.
-    fn record(&self, failed: Vec<(String, ReceiptFailure)>) {
-        if failed.is_empty() {
+    /// Counts the failures, writes them to the store (flushed: they are
+    /// evidence) and forgets the receipts in `done`.
+    fn record(&self, failed: Vec<(String, ReceiptFailure)>, done: &[String]) {
+        if failed.is_empty() && done.is_empty() {
             return;
         }
         let mut batch = truc_store::WriteBatch::default();
+        for id in done {
+            batch.remove(key(PENDING, id));
+        }
         for (id, failure) in &failed {
             self.counts.add(failure.label());
             if !matches!(failure, ReceiptFailure::Unchecked(_)) {
                 tracing::error!(tx = %id, %failure, "the hub's receipt failed a check");
             }
-            let mut key = PREFIX.to_vec();
-            key.extend_from_slice(id.as_bytes());
-            batch.insert(key, format!("{}\t{failure}", failure.label()));
+            batch.insert(key(PREFIX, id), format!("{}\t{failure}", failure.label()));
         }
-        if let Err(e) = self.store.apply(batch).and_then(|()| self.store.flush()) {
-            tracing::error!(error = %e, "cannot record failed receipts");
+        let flush = !failed.is_empty();
+        if let Err(e) = self
+            .store
+            .apply(batch)
+            .and_then(|()| if flush { self.store.flush() } else { Ok(()) })
+        {
+            tracing::error!(error = %e, "cannot record the results of receipt checks");
         }
     }
+}
+
+/// The receipts to prove and the failures already known, of a batch of jobs.
+fn split(jobs: Vec<Job>) -> (Vec<Pending>, Vec<(String, ReceiptFailure)>) {
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Prove(p) => pending.push(p),
+            Job::Failed(id, f) => failed.push((id, f)),
+        }
+    }
+    (pending, failed)
+}
+
+fn key(prefix: &[u8], transaction_id: &str) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(transaction_id.as_bytes());
+    key
+}
+
+/// The receipts remembered as waiting for their proof.
+fn stored_pending(store: &Store) -> Result<Vec<Pending>, truc_store::StoreError> {
+    let mut out = Vec::new();
+    for entry in store.scan_prefix(PENDING) {
+        let (k, v) = entry?;
+        match Receipt::decode(v.as_slice()) {
+            Ok(r) => out.push(Pending {
+                transaction_id: r.transaction_id,
+                index: r.record_index,
+                leaf: r.leaf_hash,
+                head: r.tree_head.unwrap_or_default(),
+            }),
+            Err(e) => {
+                tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "a remembered receipt does not decode; dropped");
+                let _ = store.apply({
+                    let mut b = truc_store::WriteBatch::default();
+                    b.remove(k);
+                    b
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A failure to ask that may pass: the proof is asked again.
@@ -894,5 +1025,111 @@ mod tests {
         assert_eq!(problems[0].result, "missing", "{problems:?}");
         assert!(problems[0].reason.contains("no receipt"), "{problems:?}");
         shutdown.trigger();
+    }
+
+    /// An Audit service that answers every inclusion proof with `proof`.
+    #[derive(Clone)]
+    struct Proofs(truc_proto::v1::InclusionProof);
+
+    #[tonic::async_trait]
+    impl truc_proto::v1::audit_server::Audit for Proofs {
+        async fn get_tree_head(
+            &self,
+            _: tonic::Request<truc_proto::v1::GetTreeHeadRequest>,
+        ) -> Result<tonic::Response<SignedTreeHead>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no"))
+        }
+
+        async fn get_inclusion_proof(
+            &self,
+            _: tonic::Request<GetInclusionProofRequest>,
+        ) -> Result<tonic::Response<truc_proto::v1::InclusionProof>, tonic::Status> {
+            Ok(tonic::Response::new(self.0.clone()))
+        }
+
+        async fn get_consistency_proof(
+            &self,
+            _: tonic::Request<truc_proto::v1::GetConsistencyProofRequest>,
+        ) -> Result<tonic::Response<truc_proto::v1::ConsistencyProof>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no"))
+        }
+
+        async fn list_records(
+            &self,
+            _: tonic::Request<truc_proto::v1::ListRecordsRequest>,
+        ) -> Result<tonic::Response<truc_proto::v1::ListRecordsResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no"))
+        }
+    }
+
+    /// Polls `done` with a deadline: the prover has no event to wait on.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receipt_left_unproven_at_shutdown_is_proven_at_the_next_start() {
+        let c = case();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let node = truc_registry::NodeId::parse("lgsp-langson").expect("id");
+        let pending = || store.scan_prefix(PENDING).count();
+
+        // The hub's Audit service is down: the proof waits, remembered.
+        let shutdown = Shutdown::new();
+        let down = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let metrics = truc_ops::Metrics::new();
+        let first = Receipts::start(
+            c.keys(),
+            &node,
+            down,
+            store.clone(),
+            &metrics,
+            Duration::from_millis(200),
+            shutdown.clone(),
+        );
+        assert!(first.accept(Some(&c.receipt), &c.tx));
+        eventually("remembered", || pending() == 1).await;
+        shutdown.trigger();
+
+        // Started again with the Audit service up: proven, and forgotten.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(truc_proto::v1::audit_server::AuditServer::new(Proofs(
+                    c.proof(),
+                )))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let up = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        let shutdown = Shutdown::new();
+        let second = Receipts::start(
+            c.keys(),
+            &node,
+            up,
+            store.clone(),
+            &truc_ops::Metrics::new(),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        );
+        let verified = || {
+            let mut out = String::new();
+            second.counts.write(&mut out);
+            out.contains("truc_receipts_total{result=\"verified\"} 1")
+        };
+        eventually("proven after the restart", verified).await;
+        eventually("forgotten once proven", || pending() == 0).await;
+        assert_eq!(receipt_problems(&store).expect("read"), []);
+        shutdown.trigger();
+        server.abort();
     }
 }
