@@ -7,9 +7,8 @@ use truc_audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use truc_audit::sth::verify_tree_head;
 use truc_pki::Role;
 use truc_proto::v1::{
-    GetConsistencyProofRequest, GetInclusionProofRequest, GetRegistryRequest, GetTreeHeadRequest,
-    ListRecordsRequest, Receipt, audit_client::AuditClient, get_inclusion_proof_request::Leaf,
-    hub_client::HubClient,
+    GetConsistencyProofRequest, GetInclusionProofRequest, GetTreeHeadRequest, ListRecordsRequest,
+    Receipt, audit_client::AuditClient, get_inclusion_proof_request::Leaf,
 };
 use truc_tests::*;
 
@@ -25,15 +24,9 @@ fn path(p: &[bytes::Bytes]) -> Vec<Hash> {
 async fn receipts_prove_inclusion_and_the_log_only_grows() {
     let c = start().await;
     let d = &c.deployment;
-    // The hub key, as a node learns it: from the registry the hub serves.
-    let key = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE))
-        .get_registry(GetRegistryRequest {})
-        .await
-        .expect("registry")
-        .into_inner()
-        .audit_public_key
-        .to_vec();
-    assert_eq!(key.len(), 32);
+    // The hub key, as a node has it: the file `truc pki init` wrote, pinned
+    // in the node's config.
+    let key = truc_audit::sth::read_public_key(&d.files.pki.audit_public_key()).expect("key");
 
     let mut province = d
         .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)

@@ -157,7 +157,7 @@ async fn hub_serves_the_registry_to_nodes_only() {
     let c = start().await;
     let mut as_node = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE));
     let snapshot = as_node
-        .get_registry(GetRegistryRequest {})
+        .get_registry(GetRegistryRequest::default())
         .await
         .expect("registry")
         .into_inner();
@@ -167,7 +167,7 @@ async fn hub_serves_the_registry_to_nodes_only() {
     assert_eq!(snapshot.source_sha256.len(), 32);
     let mut as_client = HubClient::new(c.hub_channel(Role::Client, PROVINCE_CLIENT));
     let e = as_client
-        .get_registry(GetRegistryRequest {})
+        .get_registry(GetRegistryRequest::default())
         .await
         .expect_err("agency system");
     assert_eq!(e.code(), Code::PermissionDenied);

@@ -142,6 +142,8 @@ pub struct Appended {
     pub index: u64,
     /// Leaf hash: SHA-256(0x00 || stored record).
     pub leaf_hash: Hash,
+    /// The stored record, as receipts carry it.
+    pub record: Bytes,
     /// The signed head of the tree that first included the record (on a
     /// log with a signing key).
     pub tree_head: Option<SignedTreeHead>,
@@ -488,7 +490,7 @@ impl Writer {
             let index = next;
             next += 1;
             let record = to_record(tx, index, prev_hash, &self.recorded_by);
-            let bytes = record.encode_to_vec();
+            let bytes = Bytes::from(record.encode_to_vec());
             records.push((index, record));
             let leaf = leaf_hash(&bytes);
             batch.insert(record_key(index), &bytes);
@@ -527,6 +529,7 @@ impl Writer {
             appended.push(Appended {
                 index,
                 leaf_hash: leaf,
+                record: bytes,
                 tree_head: None,
             });
             prev_hash = leaf;

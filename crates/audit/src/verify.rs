@@ -203,6 +203,26 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
                 return Ok(report);
             }
         }
+        // What a receipt says of itself needs no key: its transaction, and
+        // (when it carries the hub's record) its leaf hash.
+        if let Some(receipt) = &record.receipt {
+            let reason = if receipt.transaction_id != record.transaction_id {
+                Some(format!(
+                    "the receipt is for transaction {:?}",
+                    receipt.transaction_id
+                ))
+            } else if !receipt.record.is_empty()
+                && receipt.leaf_hash.as_ref() != leaf_hash(&receipt.record)
+            {
+                Some("its leaf hash is not the hash of the hub's record it carries".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                report.problem = Some(Problem::Receipt { position, reason });
+                return Ok(report);
+            }
+        }
         if let (Some(receipt), Some(key)) = (&record.receipt, public_key) {
             report.receipts += 1;
             let reason = match &receipt.tree_head {
@@ -426,6 +446,64 @@ mod tests {
         let mut batch = truc_store::WriteBatch::default();
         batch.remove(key);
         f.store.apply(batch).expect("tamper");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_receipt_for_another_transaction_or_with_a_wrong_leaf_hash_is_found() {
+        let hub_dir = tempfile::tempdir().expect("temp dir");
+        let (signer, key) = signer();
+        let hub = AuditLog::open(
+            Store::open(hub_dir.path()).expect("open"),
+            "hub",
+            Options::default(),
+            Some(signer),
+        )
+        .expect("log");
+        let appended = hub.append(tx(1, "OK")).await.expect("append");
+        let receipt = crate::Receipt {
+            transaction_id: format!("{:032x}", 1),
+            record_index: appended.index,
+            leaf_hash: bytes::Bytes::copy_from_slice(&appended.leaf_hash),
+            recorded_unix_ms: 1,
+            tree_head: appended.tree_head.clone(),
+            record: appended.record.clone(),
+        };
+        hub.close().await;
+        let mut other_tx = receipt.clone();
+        other_tx.transaction_id = format!("{:032x}", 2);
+        let mut wrong_leaf = receipt.clone();
+        wrong_leaf.leaf_hash = bytes::Bytes::from(vec![0; 32]);
+        for (receipt, expected) in [
+            (receipt, None),
+            (other_tx, Some("for transaction")),
+            (wrong_leaf, Some("leaf hash")),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("open");
+            let node = AuditLog::open(store.clone(), "lgsp-langson", Options::default(), None)
+                .expect("log");
+            let mut t = tx(1, "OK");
+            t.receipt = Some(receipt);
+            node.append(t).await.expect("append");
+            node.close().await;
+            // Without the hub's key too: these need none.
+            for public_key in [Some(key.as_slice()), None] {
+                let found = verify(&store, public_key).expect("verify").problem;
+                match (expected, &found) {
+                    (None, None) => {}
+                    (
+                        Some(text),
+                        Some(Problem::Receipt {
+                            position: 0,
+                            reason,
+                        }),
+                    ) => {
+                        assert!(reason.contains(text), "{reason}");
+                    }
+                    _ => panic!("expected {expected:?}, found {found:?}"),
+                }
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,27 @@ fn bad_configs_exit_2_naming_file_and_field() {
 }
 
 #[test]
+fn a_node_without_a_pinned_hub_key_does_not_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let node = dir.path().join("node.toml");
+    std::fs::write(
+        &node,
+        "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
+         [hub]\naddress = \"127.0.0.1:7000\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+    )
+    .expect("write");
+    let out = run(&["node", "--config", node.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("node.toml")
+            && err.contains("hub.audit_keys")
+            && err.contains("no pinned hub audit key"),
+        "{err}"
+    );
+}
+
+#[test]
 fn audit_verify_on_nothing_cannot_check() {
     let dir = tempfile::tempdir().expect("dir");
     let out = run(&[

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
-use truc_node::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
+use truc_node::{AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
 
@@ -113,6 +113,12 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             hub: HubSection {
                 address: hub_addr.clone(),
                 name: "hub".into(),
+                registry_refresh_secs: 10,
+                audit_keys: vec![AuditKeyEntry {
+                    file: pki().audit_public_key(),
+                    not_before: None,
+                    not_after: None,
+                }],
             },
             tls: tls(Role::Node, id)?,
             limits: plan.limits.clone(),

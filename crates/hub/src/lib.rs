@@ -16,6 +16,7 @@ mod dashboard;
 mod relay;
 mod reporting;
 mod route;
+mod signed_registry;
 
 use std::{sync::Arc, time::Duration};
 
@@ -84,6 +85,9 @@ pub async fn start(
         },
         audit_key: Some(&config.audit_key),
     })?;
+    // A second handle on the audit key, to sign registry snapshots.
+    let registry_key =
+        truc_pki::load_audit_key(&config.audit_key).map_err(truc_server::StartError::from)?;
     server.metrics().set_known(
         registry.agencies().map(|a| a.code.to_string()).collect(),
         registry.services().map(|s| s.id.to_string()).collect(),
@@ -99,8 +103,7 @@ pub async fn start(
     );
     let router = route::HubService::new(
         registry.clone(),
-        // Always there: the hub's log signs.
-        server.audit_public_key().unwrap_or_default().to_vec(),
+        registry_key,
         audit.clone(),
         server.client_tls(),
         server.metrics().clone(),

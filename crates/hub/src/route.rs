@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use tonic::{Request, Response, Status, transport::Channel};
 use truc_audit::Receipt;
 use truc_ops::{Metrics, config::Limits};
@@ -26,8 +25,8 @@ pub(crate) struct HubService {
 
 pub(crate) struct Inner {
     pub(crate) registry: Arc<Registry>,
-    /// Served with the registry, so nodes can verify receipts.
-    audit_public_key: Bytes,
+    /// Signs the registry snapshots served to nodes.
+    signed_registry: crate::signed_registry::SignedRegistry,
     /// Every transaction goes through it (ids unique in the hub's log).
     pub(crate) pipeline: Pipeline,
     client_tls: Arc<rustls::ClientConfig>,
@@ -41,7 +40,7 @@ pub(crate) struct Inner {
 impl HubService {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        audit_public_key: Vec<u8>,
+        registry_key: ring::signature::Ed25519KeyPair,
         audit: truc_audit::AuditLog,
         client_tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
@@ -51,7 +50,7 @@ impl HubService {
         HubService {
             inner: Arc::new(Inner {
                 registry,
-                audit_public_key: Bytes::from(audit_public_key),
+                signed_registry: crate::signed_registry::SignedRegistry::new(registry_key),
                 pipeline: Pipeline::new(audit, metrics).with_unique_ids(),
                 client_tls,
                 nodes: Mutex::new(HashMap::new()),
@@ -266,8 +265,12 @@ impl Hub for HubService {
                 caller.identity
             )));
         }
-        let mut snapshot = self.inner.registry.to_snapshot();
-        snapshot.audit_public_key = self.inner.audit_public_key.clone();
-        Ok(Response::new(snapshot))
+        // Read the registry at each request, so that a reloaded one is served.
+        let registry = self.inner.registry.clone();
+        Ok(Response::new(
+            self.inner
+                .signed_registry
+                .answer(&registry, &request.get_ref().known_version),
+        ))
     }
 }

@@ -87,7 +87,6 @@ fn hub_with(registry: Arc<Registry>) -> Hub_ {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let signer = Signer::generate().expect("key");
-    let public = signer.public_key();
     let audit =
         AuditLog::open(store.clone(), "hub", Options::default(), Some(signer)).expect("log");
     let client_tls = Arc::new(
@@ -97,7 +96,7 @@ fn hub_with(registry: Arc<Registry>) -> Hub_ {
     );
     let service = HubService::new(
         registry,
-        public,
+        crate::signed_registry::tests::key(),
         audit,
         client_tls,
         Arc::new(truc_ops::Metrics::new()),

@@ -9,16 +9,17 @@ use truc_pipeline::{Deadline, Kind, Pipeline, Step, Transaction, TxError, fields
 use truc_pki::{Identity, Role, peer};
 use truc_proto::v1::{
     CallRequest, CallResponse, DataRequest, FetchDocumentRequest, FetchDocumentResponse,
-    GetRegistryRequest, GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse,
-    SendDocumentRequest, SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse,
-    WatchInboxRequest, WatchTrackingRequest, agency_server::Agency, hub_client::HubClient,
+    GetTrackingRequest, InboxEvent, ListInboxRequest, ListInboxResponse, SendDocumentRequest,
+    SendDocumentResponse, Tracking, UpdateStatusRequest, UpdateStatusResponse, WatchInboxRequest,
+    WatchTrackingRequest, agency_server::Agency, hub_client::HubClient,
 };
 use truc_registry::AgencyCode;
 
 use crate::{
-    HubKey, NodeConfig,
+    NodeConfig,
     docs::{Caller, Documents},
     new_transaction_id,
+    receipts::Receipts,
 };
 
 /// The Agency service.
@@ -27,7 +28,7 @@ pub(crate) struct AgencyService {
     config: Arc<NodeConfig>,
     hub: HubClient<Channel>,
     pipeline: Arc<Pipeline>,
-    hub_key: HubKey,
+    receipts: Receipts,
     docs: Arc<Documents>,
 }
 
@@ -36,7 +37,7 @@ impl AgencyService {
         config: Arc<NodeConfig>,
         channel: Channel,
         pipeline: Arc<Pipeline>,
-        hub_key: HubKey,
+        receipts: Receipts,
         docs: Arc<Documents>,
     ) -> AgencyService {
         let limit = config.limits.max_message_bytes();
@@ -47,7 +48,7 @@ impl AgencyService {
             config,
             hub,
             pipeline,
-            hub_key,
+            receipts,
             docs,
         }
     }
@@ -142,30 +143,20 @@ impl Step for Call<'_> {
         deadline: &Deadline,
         tx: &mut Transaction,
     ) -> Result<CallResponse, TxError> {
-        let hub = &self.0.hub;
-        let response = hub
+        let response = self
+            .0
+            .hub
             .clone()
             .route(deadline.request(routed))
             .await
             .map_err(|s| TxError::from_peer(s, "the hub"))?
             .into_inner();
-        if response.receipt.is_some() && !self.0.hub_key.known() {
-            // The first receipts may come before the start-up fetch of the
-            // registry: fetch the hub's key now.
-            if let Ok(r) = hub.clone().get_registry(GetRegistryRequest {}).await {
-                self.0.hub_key.learn(r.get_ref());
-            }
-        }
-        let verified = response
-            .receipt
-            .as_ref()
-            .is_some_and(|r| self.0.hub_key.verifies(r));
-        if !verified {
-            tracing::warn!(tx = %tx.transaction_id, "the hub's receipt did not verify (or the hub key is not known yet)");
-        }
+        fields::response_payload(tx, &response.payload);
+        // The call path checks what needs nothing from the hub; the
+        // inclusion proof is asked in the background.
+        let verified = self.0.receipts.accept(response.receipt.as_ref(), tx);
         tx.receipt = response.receipt.clone();
         tx.receipt_verified = verified;
-        fields::response_payload(tx, &response.payload);
         Ok(CallResponse {
             content_type: response.content_type,
             payload: response.payload,

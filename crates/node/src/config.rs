@@ -13,6 +13,8 @@ use truc_ops::config::{
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
 
+use crate::hub_trust::PinnedKey;
+
 /// A node's config file as written (`node-ID.toml`), before validation: the
 /// demo and `deploy/node-*.toml` are this struct serialized, so a new key is
 /// a new field here (with its doc comment) and in [`NodeConfig`].
@@ -51,7 +53,7 @@ pub struct NodeFile {
     pub backends: Vec<BackendEntry>,
 }
 
-/// `[hub]`: where the hub is.
+/// `[hub]`: where the hub is, and the keys its audit log is signed with.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
@@ -60,10 +62,43 @@ pub struct HubSection {
     /// The DNS name in the hub's certificate (default `hub`).
     #[serde(default = "default_hub_name")]
     pub name: String,
+    /// Seconds between fetches of the hub's registry (default 10): a fetch
+    /// names the version the node has, and the hub answers "unchanged"
+    /// cheaply when it is current.
+    #[serde(default = "default_registry_refresh_secs")]
+    pub registry_refresh_secs: u64,
+    /// The hub's audit public keys this node accepts (`[[hub.audit_keys]]`),
+    /// at least one: tree heads, receipts and registry snapshots are checked
+    /// against these, never against a key the hub sends.
+    #[serde(default)]
+    pub audit_keys: Vec<AuditKeyEntry>,
 }
 
 fn default_hub_name() -> String {
     "hub".into()
+}
+
+fn default_registry_refresh_secs() -> u64 {
+    10
+}
+
+/// `[[hub.audit_keys]]`: one accepted hub audit public key and when it is
+/// valid. A key rotation lists the old key with a `not_after` and the new
+/// one with a `not_before`; one entry without dates is the common case.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditKeyEntry {
+    /// The public key file: 64 hex digits (`audit-signing.pub`, written by
+    /// `truc pki init`).
+    pub file: PathBuf,
+    /// Heads signed before this instant (RFC 3339, e.g.
+    /// `2027-01-01T00:00:00Z`) are not accepted with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Heads signed after this instant (RFC 3339) are not accepted with
+    /// this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
 }
 
 /// `[[client]]`: an agency system, by client certificate name
@@ -103,6 +138,10 @@ pub struct NodeConfig {
     pub hub_address: String,
     /// The name in the hub's certificate.
     pub hub_name: String,
+    /// The hub audit keys this node accepts, with their validity.
+    pub hub_keys: Vec<PinnedKey>,
+    /// Time between registry fetches.
+    pub registry_refresh: std::time::Duration,
     /// The node's certificate, key and CA.
     pub tls: TlsFiles,
     /// Limits.
@@ -209,6 +248,14 @@ impl NodeConfig {
         let raw: NodeFile = load_toml(path)?;
         check_version(path, raw.version)?;
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
+        let hub_keys = pinned_keys(path, &raw.hub)?;
+        if raw.hub.registry_refresh_secs == 0 {
+            return Err(ConfigError::new(
+                path,
+                "hub.registry_refresh_secs",
+                "must be positive",
+            ));
+        }
         raw.limits.validate(path)?;
         raw.document_service.validate(path)?;
         let tls = raw.tls.resolve(path)?;
@@ -267,6 +314,8 @@ impl NodeConfig {
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
             hub_address: raw.hub.address,
             hub_name: raw.hub.name,
+            hub_keys,
+            registry_refresh: std::time::Duration::from_secs(raw.hub.registry_refresh_secs),
             tls,
             limits: raw.limits,
             clients,
@@ -278,6 +327,65 @@ impl NodeConfig {
             document_service: raw.document_service,
         })
     }
+}
+
+/// The pinned hub keys: every file must hold a key, every date must parse,
+/// and there must be at least one, since a node that took the hub's key from
+/// the hub would believe any log the hub shows it.
+fn pinned_keys(path: &Path, hub: &HubSection) -> Result<Vec<PinnedKey>, ConfigError> {
+    if hub.audit_keys.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "hub.audit_keys",
+            "no pinned hub audit key: add [[hub.audit_keys]] with file = the hub's \
+             audit-signing.pub (written by `truc pki init`, or given by the hub's operator); \
+             a node does not take the hub's key from the hub",
+        ));
+    }
+    let mut keys = Vec::with_capacity(hub.audit_keys.len());
+    for (i, entry) in hub.audit_keys.iter().enumerate() {
+        let field = |f: &str| format!("hub.audit_keys[{i}].{f}");
+        let file = resolve(path, &field("file"), &entry.file, true)?;
+        let key = truc_audit::sth::read_public_key(&file)
+            .map_err(|e| ConfigError::new(path, &field("file"), e))?;
+        let instant = |name: &str, value: &Option<String>| -> Result<Option<u64>, ConfigError> {
+            value
+                .as_deref()
+                .map(|v| parse_instant(v).map_err(|e| ConfigError::new(path, &field(name), e)))
+                .transpose()
+        };
+        let pinned = PinnedKey::new(
+            key,
+            instant("not_before", &entry.not_before)?,
+            instant("not_after", &entry.not_after)?,
+        );
+        if let (Some(from), Some(to)) = (pinned.not_before_ms, pinned.not_after_ms) {
+            if from > to {
+                return Err(ConfigError::new(
+                    path,
+                    &field("not_after"),
+                    "is before not_before",
+                ));
+            }
+        }
+        if keys.iter().any(|k: &PinnedKey| k.key_id == pinned.key_id) {
+            return Err(ConfigError::new(
+                path,
+                &field("file"),
+                "the same key is listed twice",
+            ));
+        }
+        keys.push(pinned);
+    }
+    Ok(keys)
+}
+
+/// An RFC 3339 instant as milliseconds since the Unix epoch.
+fn parse_instant(text: &str) -> Result<u64, String> {
+    let t: jiff::Timestamp = text.parse().map_err(|e| {
+        format!("{text:?} is not an RFC 3339 instant (e.g. 2027-01-01T00:00:00Z): {e}")
+    })?;
+    u64::try_from(t.as_millisecond()).map_err(|_| format!("{text:?} is before 1970"))
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -336,5 +444,83 @@ mod tests {
         assert_eq!(again.clients[0].agencies, ["000.00.00.G22"]);
         assert_eq!(again.document_service, DocumentService::default());
         assert_eq!(again.hub.name, "hub");
+    }
+
+    const NO_KEYS: &str = "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+                           data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n";
+
+    fn load_with(hub_keys: &str, files: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{NO_KEYS}{hub_keys}\n[tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n"
+            ),
+        )
+        .expect("write");
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn a_node_without_a_pinned_hub_key_is_refused() {
+        let err = load_with("", &[]).expect_err("no key");
+        assert_eq!(err.field, "hub.audit_keys", "{err}");
+        assert!(err.to_string().contains("no pinned hub audit key"), "{err}");
+    }
+
+    #[test]
+    fn pinned_keys_are_checked_field_by_field() {
+        let key = "11".repeat(32);
+        let other = "22".repeat(32);
+        let files = [
+            ("hub.pub", key.as_str()),
+            ("new.pub", other.as_str()),
+            ("bad.pub", "zz"),
+        ];
+        let field = |keys: &str| load_with(keys, &files).expect_err("refused").field;
+        assert_eq!(
+            field("[[hub.audit_keys]]\nfile = \"missing.pub\""),
+            "hub.audit_keys[0].file"
+        );
+        assert_eq!(
+            field("[[hub.audit_keys]]\nfile = \"bad.pub\""),
+            "hub.audit_keys[0].file"
+        );
+        assert_eq!(
+            field("[[hub.audit_keys]]\nfile = \"hub.pub\"\nnot_before = \"yesterday\""),
+            "hub.audit_keys[0].not_before"
+        );
+        assert_eq!(
+            field(
+                "[[hub.audit_keys]]\nfile = \"hub.pub\"\n\
+                 [[hub.audit_keys]]\nfile = \"new.pub\"\n\
+                 not_before = \"2027-02-01T00:00:00Z\"\nnot_after = \"2027-01-01T00:00:00Z\""
+            ),
+            "hub.audit_keys[1].not_after"
+        );
+        assert_eq!(
+            field("[[hub.audit_keys]]\nfile = \"hub.pub\"\n[[hub.audit_keys]]\nfile = \"hub.pub\""),
+            "hub.audit_keys[1].file"
+        );
+        // Well-formed keys pass on to the next check (the certificate files).
+        assert_eq!(
+            field(
+                "[[hub.audit_keys]]\nfile = \"hub.pub\"\nnot_after = \"2027-01-01T00:00:00Z\"\n\
+                 [[hub.audit_keys]]\nfile = \"new.pub\"\nnot_before = \"2026-12-01T00:00:00+07:00\""
+            ),
+            "tls.ca"
+        );
+    }
+
+    #[test]
+    fn instants_are_rfc_3339() {
+        assert_eq!(parse_instant("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(parse_instant("1970-01-01T07:00:01+07:00"), Ok(1000));
+        assert!(parse_instant("1969-12-31T23:59:59Z").is_err());
+        assert!(parse_instant("2027-01-01").is_err());
     }
 }

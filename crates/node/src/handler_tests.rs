@@ -46,6 +46,8 @@ pub(crate) fn config(
         data_dir: data_dir.into(),
         hub_address: "127.0.0.1:9".into(),
         hub_name: "hub".into(),
+        hub_keys: Vec::new(),
+        registry_refresh: Duration::from_secs(10),
         tls: truc_pki::TlsFiles {
             ca: "a".into(),
             cert: "b".into(),
@@ -98,7 +100,8 @@ fn fixture() -> Fixture {
     )
     .expect("documents");
     let node = NodeService::new(config.clone(), pipeline.clone(), docs.clone()).expect("node");
-    let agency = AgencyService::new(config, hub, pipeline, HubKey::default(), docs.clone());
+    let receipts = crate::receipts::Receipts::unstarted(HubKey::new(Vec::new()), &config.id);
+    let agency = AgencyService::new(config, hub, pipeline, receipts, docs.clone());
     Fixture {
         _dir: dir,
         store,

@@ -278,6 +278,7 @@ impl Pipeline {
             leaf_hash: Bytes::copy_from_slice(&appended.leaf_hash),
             recorded_unix_ms: now_ms(),
             tree_head: Some(head),
+            record: appended.record,
         });
         match result {
             Ok(response) => Ok(S::respond(response, receipt)),

@@ -80,6 +80,7 @@
 
 mod ids;
 mod registry;
+pub mod signed;
 
 // A dev-dependency only the integration tests (`tests/`) use; the unit-test build links it too.
 #[cfg(test)]

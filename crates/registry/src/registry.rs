@@ -526,7 +526,7 @@ impl Registry {
                     service: s.to_string(),
                 })
                 .collect(),
-            audit_public_key: bytes::Bytes::new(),
+            ..pb::RegistrySnapshot::default()
         }
     }
 }

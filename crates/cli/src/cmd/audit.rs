@@ -22,7 +22,9 @@ use super::{CliError, table};
 pub(crate) enum AuditCommand {
     /// Recomputes a stopped hub's or node's log from its data directory: the
     /// records, the Merkle tree, every signed tree head, the hub receipts a
-    /// node holds, and the counters. Names the first broken position.
+    /// node holds, and the counters. Names the first broken position. On a
+    /// node, also lists the hub receipts that failed the node's checks
+    /// (exit 1) or could not be checked.
     Verify(VerifyArgs),
     /// Fetches a transaction's record and an inclusion proof from the hub
     /// and verifies them against the latest signed tree head.
@@ -115,6 +117,30 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             );
         }
         println!("{} records verified before it", report.records);
+        return Ok(ExitCode::from(1));
+    }
+    // On a node: the hub receipts its checks flagged when they came.
+    let receipts =
+        truc_node::receipt_problems(&store).map_err(|e| CliError::CannotCheck(e.to_string()))?;
+    let (unchecked, failed): (Vec<_>, Vec<_>) =
+        receipts.iter().partition(|p| p.result == "unchecked");
+    for p in &unchecked {
+        println!(
+            "receipt of transaction {} not checked: {}",
+            p.transaction_id, p.reason
+        );
+    }
+    if !failed.is_empty() {
+        for p in &failed {
+            println!(
+                "RECEIPT FAILED ({}): transaction {}: {}",
+                p.result, p.transaction_id, p.reason
+            );
+        }
+        println!(
+            "{} hub receipts failed the node's checks when they came: the hub's word did not hold",
+            failed.len()
+        );
         return Ok(ExitCode::from(1));
     }
     println!(

@@ -80,7 +80,7 @@ fn init(a: InitArgs) -> Result<ExitCode, CliError> {
     println!("  CA certificate:     {}", layout.ca_cert().display());
     println!("  audit signing key:  {}", layout.audit_key().display());
     println!(
-        "  audit public key:   {}",
+        "  audit public key:   {} (pin it in every node's [[hub.audit_keys]])",
         layout.audit_public_key().display()
     );
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,115 @@
+//! The registry as served to nodes: a snapshot signed with the hub's audit
+//! key, made once per registry loaded (the holder's `Arc` says which), and
+//! a short "unchanged" answer to a node that already has its version.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use truc_proto::v1::RegistrySnapshot;
+use truc_registry::Registry;
+
+/// Signs registry snapshots, and keeps the last one signed.
+pub(crate) struct SignedRegistry {
+    key: Ed25519KeyPair,
+    key_id: [u8; 32],
+    last: Mutex<Option<(Arc<Registry>, Arc<RegistrySnapshot>)>>,
+}
+
+impl SignedRegistry {
+    /// Signing with `key` (the hub's audit key).
+    pub(crate) fn new(key: Ed25519KeyPair) -> SignedRegistry {
+        let key_id = truc_audit::sth::key_id(key.public_key().as_ref());
+        SignedRegistry {
+            key,
+            key_id,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The signed snapshot of `registry` (signed on first use).
+    pub(crate) fn snapshot(&self, registry: &Arc<Registry>) -> Arc<RegistrySnapshot> {
+        if let Ok(last) = self.last.lock() {
+            if let Some((r, s)) = last.as_ref() {
+                if Arc::ptr_eq(r, registry) {
+                    return s.clone();
+                }
+            }
+        }
+        let mut snapshot = registry.to_snapshot();
+        snapshot.audit_public_key = Bytes::copy_from_slice(self.key.public_key().as_ref());
+        snapshot.version = Bytes::copy_from_slice(&truc_registry::signed::version(&snapshot));
+        snapshot.key_id = Bytes::copy_from_slice(&self.key_id);
+        snapshot.signed_unix_ms = truc_proto::now_ms();
+        let signature = self
+            .key
+            .sign(&truc_registry::signed::signed_bytes(&snapshot));
+        snapshot.signature = Bytes::copy_from_slice(signature.as_ref());
+        let snapshot = Arc::new(snapshot);
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((registry.clone(), snapshot.clone()));
+        }
+        snapshot
+    }
+
+    /// What to answer a node that has `known_version`: "unchanged" when it
+    /// is current, else the whole signed snapshot.
+    pub(crate) fn answer(
+        &self,
+        registry: &Arc<Registry>,
+        known_version: &[u8],
+    ) -> RegistrySnapshot {
+        let snapshot = self.snapshot(registry);
+        if !known_version.is_empty() && snapshot.version.as_ref() == known_version {
+            return RegistrySnapshot {
+                version: snapshot.version.clone(),
+                unchanged: true,
+                ..RegistrySnapshot::default()
+            };
+        }
+        (*snapshot).clone()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn key() -> Ed25519KeyPair {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
+    }
+
+    fn registry(text: &str) -> Arc<Registry> {
+        Arc::new(Registry::from_toml_str(text, "registry.toml").expect("registry"))
+    }
+
+    #[test]
+    fn snapshots_are_signed_once_per_registry_and_unchanged_is_short() {
+        let signer = SignedRegistry::new(key());
+        let public = signer.key.public_key().as_ref().to_vec();
+        let one = registry("");
+        let first = signer.snapshot(&one);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+            .verify(
+                &truc_registry::signed::signed_bytes(&first),
+                &first.signature,
+            )
+            .expect("signed");
+        assert_eq!(
+            first.version.as_ref(),
+            truc_registry::signed::version(&first)
+        );
+        assert!(Arc::ptr_eq(&first, &signer.snapshot(&one)), "signed once");
+        let unchanged = signer.answer(&one, &first.version);
+        assert!(unchanged.unchanged && unchanged.signature.is_empty());
+        assert_eq!(unchanged.version, first.version);
+        assert!(!signer.answer(&one, b"old").unchanged);
+        // A registry with other entries has another version.
+        let two = registry("[[agency]]\ncode = \"000.00.00.G22\"\nname = \"Bo Cong an\"\n");
+        let second = signer.answer(&two, &first.version);
+        assert!(!second.unchanged);
+        assert_ne!(second.version, first.version);
+        assert_eq!(second.agencies.len(), 1);
+    }
+}
