@@ -87,7 +87,8 @@ pub async fn start(
         source: e,
     })?;
     let store = Store::open(&config.data_dir)?;
-    let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?);
+    let signer = truc_audit::sth::Signer::new(truc_pki::load_audit_key(&config.audit_key)?)
+        .with_origin(&config.log_origin());
     let audit_public_key = signer.public_key();
     let audit_options = truc_audit::Options {
         time_zone: config.time_zone.clone(),

@@ -16,10 +16,13 @@ mod agency;
 mod config;
 mod docs;
 mod invoke;
+mod witness;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile};
+pub use config::{
+    BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile, WitnessSection,
+};
 use tokio::net::TcpListener;
 use truc_audit::{AuditLog, Options};
 use truc_ops::{GrpcServer, Metrics, ServeError, Servers, Shutdown};
@@ -135,6 +138,16 @@ pub async fn start(
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
     let server = GrpcServer::new(metrics.clone(), &config.limits)?;
+    witness::start(
+        &config,
+        store.clone(),
+        hub_channel_for_check.clone(),
+        &hub_key,
+        &server.health,
+        &metrics,
+        &shutdown,
+    )
+    .await?;
     server
         .health
         .set_serving::<AgencyServer<agency::AgencyService>>()
@@ -214,7 +227,20 @@ pub(crate) fn new_transaction_id() -> Result<String, truc_pipeline::TxError> {
 pub(crate) struct HubKey(
     Arc<std::sync::RwLock<Option<Vec<u8>>>>,
     Arc<std::sync::Mutex<VerifiedHeads>>,
+    /// The latest head seen verified in a receipt, for the witness.
+    Arc<tokio::sync::watch::Sender<Option<truc_proto::v1::SignedTreeHead>>>,
 );
+
+/// Why a hub head does not verify.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeadError {
+    /// The hub's key is not known yet.
+    #[error("the hub's audit key is not known yet")]
+    UnknownKey,
+    /// The head is not signed by it.
+    #[error(transparent)]
+    Sth(#[from] truc_audit::sth::SthError),
+}
 
 /// The last heads verified, whole (size, time, root, key id, signature).
 #[derive(Default)]
@@ -279,8 +305,31 @@ impl HubKey {
             if let Ok(mut v) = self.1.lock() {
                 v.insert(head.clone());
             }
+            // A new head: the witness checks it against the one it keeps.
+            self.2.send_replace(Some(head.clone()));
         }
         ok
+    }
+
+    /// Checks a head's signature with the hub's key.
+    pub(crate) fn verify_head(
+        &self,
+        head: &truc_proto::v1::SignedTreeHead,
+    ) -> Result<(), HeadError> {
+        let key = self
+            .0
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or(HeadError::UnknownKey)?;
+        Ok(truc_audit::sth::verify_tree_head(head, &key)?)
+    }
+
+    /// The heads receipts bring, as they are verified.
+    pub(crate) fn sightings(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Option<truc_proto::v1::SignedTreeHead>> {
+        self.2.subscribe()
     }
 }
 
@@ -415,6 +464,7 @@ mod tests {
                 id: "lgsp-langson".into(),
                 address: "127.0.0.1:1".into(),
                 agencies: vec!["000.00.00.H37".into()],
+                ..NodeEntry::default()
             }],
             services: vec![ServiceEntry {
                 id: "000.00.00.H37/known/v1".into(),

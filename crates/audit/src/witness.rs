@@ -1,0 +1,211 @@
+//! What witnessing the hub's log leaves in the stores: on the hub, the
+//! cosignatures nodes returned (a few per node); on a node, the latest hub
+//! head it verified and the evidence of any contradiction it found. The
+//! node's task that fills them lives in the node crate; offline checks read
+//! them from here.
+
+use prost::Message;
+use truc_proto::v1::{Cosignature, SignedTreeHead, WitnessEvidence};
+use truc_store::{Store, WriteBatch};
+
+use crate::AuditError;
+
+/// Key prefix of cosignatures on the hub: name, 0x00, big-endian tree size.
+const COSIGNATURE_PREFIX: &[u8] = b"audit/w/";
+/// Cosignatures kept per witness on the hub (its latest, by tree size).
+pub const KEEP_PER_WITNESS: usize = 16;
+
+/// The node's latest verified head of the hub's log.
+const LATEST_KEY: &[u8] = b"witness/latest";
+/// Key prefix of the node's evidence, followed by a big-endian sequence.
+const EVIDENCE_PREFIX: &[u8] = b"witness/evidence/";
+/// Evidence entries a node keeps: the first conflicts are the ones that
+/// matter, and a hostile hub must not fill the node's disk.
+pub const MAX_EVIDENCE: usize = 16;
+
+fn corrupt(key: &[u8], what: &str, e: prost::DecodeError) -> AuditError {
+    AuditError::Corrupt {
+        key: hex::encode(key),
+        reason: format!("undecodable {what}: {e}"),
+    }
+}
+
+fn cosignature_key(name: &str, size: u64) -> Vec<u8> {
+    let mut key = witness_prefix(name);
+    key.extend_from_slice(&size.to_be_bytes());
+    key
+}
+
+fn witness_prefix(name: &str) -> Vec<u8> {
+    let mut key = COSIGNATURE_PREFIX.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Stores a (checked) cosignature of the head of `size`, replacing the
+/// witness's earlier one of that size and dropping its oldest beyond
+/// [`KEEP_PER_WITNESS`]; durable when it returns.
+pub fn store_cosignature(store: &Store, size: u64, c: &Cosignature) -> Result<(), AuditError> {
+    let mut batch = WriteBatch::default();
+    let key = cosignature_key(&c.name, size);
+    batch.insert(&key, c.encode_to_vec());
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for entry in store.scan_prefix(&witness_prefix(&c.name)) {
+        let (k, _) = entry?;
+        if k != key {
+            kept.push(k);
+        }
+    }
+    kept.push(key);
+    kept.sort();
+    let excess = kept.len().saturating_sub(KEEP_PER_WITNESS);
+    for k in kept.iter().take(excess) {
+        batch.remove(k);
+    }
+    store.apply(batch)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// The stored cosignatures of the head of `size` by the witnesses `names`.
+pub fn cosignatures_of<'a>(
+    store: &Store,
+    size: u64,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Cosignature>, AuditError> {
+    let mut out = Vec::new();
+    for name in names {
+        let key = cosignature_key(name, size);
+        if let Some(v) = store.get(&key)? {
+            out.push(
+                Cosignature::decode(v.as_slice()).map_err(|e| corrupt(&key, "cosignature", e))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Number of cosignatures stored by `name` (for tests of the bound).
+pub fn cosignature_count(store: &Store, name: &str) -> usize {
+    store.scan_prefix(&witness_prefix(name)).count()
+}
+
+/// The latest head the node verified, if any.
+pub fn latest(store: &Store) -> Result<Option<SignedTreeHead>, AuditError> {
+    match store.get(LATEST_KEY)? {
+        Some(v) => Ok(Some(
+            SignedTreeHead::decode(v.as_slice())
+                .map_err(|e| corrupt(LATEST_KEY, "witnessed head", e))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Keeps `head` (with its cosignatures) as the latest verified; durable
+/// when it returns.
+pub fn set_latest(store: &Store, head: &SignedTreeHead) -> Result<(), AuditError> {
+    store.insert(LATEST_KEY, head.encode_to_vec())?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Keeps evidence of a contradiction (up to [`MAX_EVIDENCE`] entries);
+/// durable when it returns. False when the store is full of evidence already.
+pub fn add_evidence(store: &Store, evidence: &WitnessEvidence) -> Result<bool, AuditError> {
+    let n = store.scan_prefix(EVIDENCE_PREFIX).count();
+    if n >= MAX_EVIDENCE {
+        return Ok(false);
+    }
+    let next = match store.last_with_prefix(EVIDENCE_PREFIX)? {
+        Some((k, _)) => k
+            .strip_prefix(EVIDENCE_PREFIX)
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map_or(0, |t| u64::from_be_bytes(t) + 1),
+        None => 0,
+    };
+    let mut key = EVIDENCE_PREFIX.to_vec();
+    key.extend_from_slice(&next.to_be_bytes());
+    store.insert(&key, evidence.encode_to_vec())?;
+    store.flush()?;
+    Ok(true)
+}
+
+/// Every piece of evidence the node keeps, oldest first.
+pub fn evidence(store: &Store) -> Result<Vec<WitnessEvidence>, AuditError> {
+    store
+        .scan_prefix(EVIDENCE_PREFIX)
+        .map(|e| {
+            let (k, v) = e?;
+            WitnessEvidence::decode(v.as_slice()).map_err(|e| corrupt(&k, "witness evidence", e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosig(name: &str, t: u64) -> Cosignature {
+        Cosignature {
+            name: name.into(),
+            timestamp: t,
+            ..Cosignature::default()
+        }
+    }
+
+    #[test]
+    fn cosignatures_are_bounded_per_witness() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        for size in 1..=40u64 {
+            store_cosignature(&store, size, &cosig("a", size)).expect("store");
+        }
+        store_cosignature(&store, 3, &cosig("b", 1)).expect("store");
+        // Replacing one of the same size adds nothing.
+        store_cosignature(&store, 3, &cosig("b", 2)).expect("store");
+        assert_eq!(cosignature_count(&store, "a"), KEEP_PER_WITNESS);
+        assert_eq!(cosignature_count(&store, "b"), 1);
+        // The latest are kept.
+        assert_eq!(
+            cosignatures_of(&store, 40, ["a", "b"]).expect("read").len(),
+            1
+        );
+        assert!(cosignatures_of(&store, 10, ["a"]).expect("read").is_empty());
+        let at3 = cosignatures_of(&store, 3, ["a", "b"]).expect("read");
+        assert_eq!(at3, vec![cosig("b", 2)]);
+        // A name that is a prefix of another does not see its entries.
+        store_cosignature(&store, 40, &cosig("ab", 1)).expect("store");
+        assert_eq!(cosignature_count(&store, "a"), KEEP_PER_WITNESS);
+    }
+
+    #[test]
+    fn evidence_is_bounded_and_kept_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        for i in 0..(MAX_EVIDENCE as u64 + 5) {
+            let e = WitnessEvidence {
+                detected_unix_ms: i,
+                ..WitnessEvidence::default()
+            };
+            assert_eq!(
+                add_evidence(&store, &e).expect("add"),
+                i < MAX_EVIDENCE as u64
+            );
+        }
+        let all = evidence(&store).expect("read");
+        assert_eq!(all.len(), MAX_EVIDENCE);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, e)| e.detected_unix_ms == i as u64)
+        );
+        assert_eq!(latest(&store).expect("read"), None);
+        let head = SignedTreeHead {
+            tree_size: 3,
+            ..SignedTreeHead::default()
+        };
+        set_latest(&store, &head).expect("set");
+        assert_eq!(latest(&store).expect("read"), Some(head));
+    }
+}
