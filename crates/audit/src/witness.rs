@@ -142,6 +142,73 @@ pub fn evidence(store: &Store) -> Result<Vec<WitnessEvidence>, AuditError> {
         .collect()
 }
 
+/// What a hub's log says about one head a witness kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedCheck {
+    /// The head's tree size.
+    pub size: u64,
+    /// None: the hub's records give the same root; otherwise why not.
+    pub problem: Option<String>,
+}
+
+/// Checks the heads a witness kept against a hub's stored records: each
+/// must be signed by the hub (when its key is given) and be the root of the
+/// first `size` records, recomputed from the records themselves (never from
+/// the hub's stored tree or heads, which a dishonest hub rewrites too).
+pub fn check_witnessed(
+    hub: &Store,
+    heads: &[SignedTreeHead],
+    public_key: Option<&[u8]>,
+) -> Result<Vec<WitnessedCheck>, AuditError> {
+    use std::collections::BTreeMap;
+    let mut wanted: BTreeMap<u64, Option<crate::merkle::Hash>> =
+        heads.iter().map(|h| (h.tree_size, None)).collect();
+    let mut frontier = crate::merkle::Frontier::new();
+    let last = wanted.keys().next_back().copied().unwrap_or(0);
+    if let Some(r) = wanted.get_mut(&0) {
+        *r = Some(crate::merkle::empty_root());
+    }
+    for entry in crate::read_records(hub, 0) {
+        if frontier.size() >= last {
+            break;
+        }
+        let (_, leaf) = entry?;
+        frontier.push(leaf);
+        if let Some(r) = wanted.get_mut(&frontier.size()) {
+            *r = Some(frontier.root());
+        }
+    }
+    let records = frontier.size();
+    Ok(heads
+        .iter()
+        .map(|head| {
+            let problem = if let Some(e) = public_key
+                .and_then(|k| crate::sth::verify_tree_head(head, k).err())
+            {
+                Some(format!("the kept head is not the hub's: {e}"))
+            } else {
+                match wanted.get(&head.tree_size).copied().flatten() {
+                    None => Some(format!(
+                        "the hub's log has {records} records, fewer than the {} of a head it signed",
+                        head.tree_size
+                    )),
+                    Some(root) if root.as_slice() != head.root_hash.as_ref() => Some(format!(
+                        "the hub's first {} records give root {}, but it signed root {} for them",
+                        head.tree_size,
+                        hex::encode(root),
+                        hex::encode(&head.root_hash)
+                    )),
+                    Some(_) => None,
+                }
+            };
+            WitnessedCheck {
+                size: head.tree_size,
+                problem,
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +274,72 @@ mod tests {
         };
         set_latest(&store, &head).expect("set");
         assert_eq!(latest(&store).expect("read"), Some(head));
+    }
+
+    #[tokio::test]
+    async fn witnessed_heads_are_checked_against_the_records() {
+        use crate::{AuditLog, Options, Transaction, sth::Signer};
+        let signer = || {
+            let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[4; 32]).expect("seed");
+            Signer::new(key).with_origin("hub.test/log")
+        };
+        let key = signer().public_key();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer())).expect("log");
+        let mut heads = Vec::new();
+        for i in 0..5u8 {
+            let tx = Transaction::call(
+                &format!("{i:032x}"),
+                "000.00.00.H37",
+                "000.00.00.G22",
+                "s",
+                b"x",
+                1,
+            );
+            heads.push(
+                log.append(tx)
+                    .await
+                    .expect("append")
+                    .tree_head
+                    .expect("head"),
+            );
+        }
+        log.close().await;
+        drop(log);
+        let ok = check_witnessed(&store, &heads, Some(&key)).expect("check");
+        assert!(ok.iter().all(|c| c.problem.is_none()), "{ok:?}");
+        // A head beyond the log, and one signed by another key.
+        let beyond = signer().sign(9, &[0; 32], 1);
+        let foreign = Signer::generate()
+            .expect("key")
+            .with_origin("hub.test/log")
+            .sign(2, &[0; 32], 1);
+        let found = check_witnessed(&store, &[beyond, foreign], Some(&key)).expect("check");
+        assert!(
+            found[0]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("fewer")),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("not the hub's")),
+            "{found:?}"
+        );
+        // After a rewrite of record 3, heads from size 4 on no longer match.
+        crate::tamper::rewrite_record(&store, 3, &signer(), |r| r.latency_us += 1)
+            .expect("rewrite");
+        let after = check_witnessed(&store, &heads, Some(&key)).expect("check");
+        let bad: Vec<u64> = after
+            .iter()
+            .filter(|c| c.problem.is_some())
+            .map(|c| c.size)
+            .collect();
+        assert_eq!(bad, [4, 5]);
     }
 }
