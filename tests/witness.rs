@@ -57,6 +57,28 @@ fn hub_signer(c: &Cluster) -> sth::Signer {
     sth::Signer::new(key).with_origin(&config.log_origin())
 }
 
+/// Waits until the hub serves the province's cosignature of the head of
+/// `size`, and returns that head.
+async fn cosigned_by_province(c: &Cluster, size: u64) -> SignedTreeHead {
+    let mut audit = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
+    let mut cosigned: Option<SignedTreeHead> = None;
+    eventually(
+        &format!("the province's cosignature of size {size}"),
+        async || {
+            let head = audit
+                .get_tree_head(GetTreeHeadRequest { tree_size: size })
+                .await
+                .expect("head")
+                .into_inner();
+            let found = head.cosignatures.iter().any(|x| x.name == PROVINCE_NODE);
+            cosigned = Some(head);
+            found
+        },
+    )
+    .await;
+    cosigned.expect("head")
+}
+
 async fn province_call(c: &Cluster) {
     c.deployment
         .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
@@ -73,24 +95,11 @@ async fn a_hub_that_rewrites_its_log_is_caught_by_a_witnessing_node() {
         province_call(&c).await;
     }
     let key = hub_key(&c);
-    let mut audit = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
     // The node cosigns the head of its last receipt; the hub serves it.
     let witness_key =
         sth::read_public_key(&c.deployment.files.pki.witness_public_key(PROVINCE_NODE))
             .expect("witness key");
-    let mut cosigned: Option<SignedTreeHead> = None;
-    eventually("the province's cosignature of size 4", async || {
-        let head = audit
-            .get_tree_head(GetTreeHeadRequest { tree_size: 4 })
-            .await
-            .expect("head")
-            .into_inner();
-        let found = head.cosignatures.iter().any(|x| x.name == PROVINCE_NODE);
-        cosigned = Some(head);
-        found
-    })
-    .await;
-    let cosigned = cosigned.expect("head");
+    let cosigned = cosigned_by_province(&c, 4).await;
     sth::verify_tree_head(&cosigned, &key).expect("a checkpoint the hub signed");
     let mine = cosigned
         .cosignatures
@@ -157,5 +166,67 @@ async fn a_hub_that_rewrites_its_log_is_caught_by_a_witnessing_node() {
             .as_deref()
             .is_some_and(|p| p.contains("give root")),
         "{checks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_contact_catches_a_rewrite_and_the_alarm_outlives_a_restart() {
+    let mut c = start().await;
+    for _ in 0..3 {
+        province_call(&c).await;
+    }
+    cosigned_by_province(&c, 3).await;
+    // The node stops, with the head of size 3 kept in its store, and comes
+    // back contacting the hub every 50 ms; no call is made after that, so
+    // only the periodic contact can find the rewrite.
+    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stop"));
+    c.deployment
+        .edit_node_config(PROVINCE_NODE, |f| f.witness.interval_ms = 50)
+        .expect("edit");
+    let dir = c.dir.path().to_path_buf();
+    let signer = hub_signer(&c);
+    c.deployment
+        .restart_hub(async || {
+            let store = Store::open(&dir.join("hub")).expect("hub store");
+            truc_audit::tamper::rewrite_record(&store, 0, &signer, |r| {
+                r.request_sha256 = Bytes::from_static(&[7; 32]);
+            })
+            .expect("rewrite");
+        })
+        .await
+        .expect("restart hub");
+    c.deployment
+        .restart_node(PROVINCE_NODE)
+        .await
+        .expect("restart node");
+    eventually("the witness alarm", async || {
+        metric(&c, PROVINCE_NODE, "truc_witness_alarm").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(witness_health(&c).await, ServingStatus::NotServing);
+
+    // Restarted again, and contacting the hub only in an hour, the node
+    // raises the alarm from its stored evidence at once.
+    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stop"));
+    c.deployment
+        .edit_node_config(PROVINCE_NODE, |f| f.witness.interval_ms = 3_600_000)
+        .expect("edit");
+    c.deployment
+        .restart_node(PROVINCE_NODE)
+        .await
+        .expect("restart node");
+    assert_eq!(
+        metric(&c, PROVINCE_NODE, "truc_witness_alarm").await,
+        Some(1.0)
+    );
+    assert_eq!(witness_health(&c).await, ServingStatus::NotServing);
+    let node_dir = c.dir.path().join("nodes").join(PROVINCE_NODE);
+    c.deployment.stop().await.expect("stop");
+    let evidence = witness::evidence(&Store::open(&node_dir).expect("store")).expect("evidence");
+    assert!(
+        evidence[0]
+            .reason
+            .contains("two different roots for tree size 3"),
+        "{evidence:?}"
     );
 }

@@ -407,7 +407,9 @@ pub(crate) fn spawn(
     shutdown: Shutdown,
 ) {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
+        // The first contact after one interval: at start the hub's key is
+        // not known yet.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = shutdown.wait();
         tokio::pin!(stop);
