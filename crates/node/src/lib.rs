@@ -277,7 +277,7 @@ impl HubKey {
         }
     }
 
-    fn set(&self, key: Vec<u8>) {
+    pub(crate) fn set(&self, key: Vec<u8>) {
         if let Ok(mut k) = self.0.write() {
             *k = Some(key);
         }

@@ -430,3 +430,293 @@ pub(crate) fn spawn(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ring::signature::KeyPair;
+    use tonic::{Request, Response, Status};
+    use truc_audit::{AuditLog, LogReader, Options, Transaction, sth::Signer};
+    use truc_proto::v1::{
+        AddCosignatureResponse, ConsistencyProof, GetInclusionProofRequest, InclusionProof,
+        ListRecordsRequest, ListRecordsResponse, audit_server::Audit, audit_server::AuditServer,
+    };
+
+    use super::*;
+
+    const ORIGIN: &str = "hub.test/truc-audit";
+
+    fn hub_signer() -> Signer {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).expect("seed");
+        Signer::new(key).with_origin(ORIGIN)
+    }
+
+    fn witness_key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[6; 32]).expect("seed")
+    }
+
+    /// A hub log of `n` records whose payloads start with `tag`.
+    struct Log {
+        _dir: tempfile::TempDir,
+        log: AuditLog,
+    }
+
+    async fn log(tag: &str, n: u64) -> Log {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let log =
+            AuditLog::open(store, "hub", Options::default(), Some(hub_signer())).expect("log");
+        let l = Log { _dir: dir, log };
+        grow(&l, tag, n).await;
+        l
+    }
+
+    async fn grow(l: &Log, tag: &str, n: u64) {
+        for i in 0..n {
+            let id = format!("{:032x}", l.log.reader().size() + i);
+            let tx = Transaction::call(
+                &id,
+                "000.00.00.H37",
+                "000.00.00.G22",
+                "s",
+                tag.as_bytes(),
+                1,
+            );
+            l.log.append(tx).await.expect("append");
+        }
+    }
+
+    /// A hub that answers from whichever log it is given, and keeps the
+    /// cosignatures it receives.
+    #[derive(Clone, Default)]
+    struct FakeHub {
+        log: Arc<Mutex<Option<LogReader>>>,
+        cosignatures: Arc<Mutex<Vec<AddCosignatureRequest>>>,
+    }
+
+    impl FakeHub {
+        fn reader(&self) -> Result<LogReader, Status> {
+            self.log
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .ok_or_else(|| Status::unavailable("no log"))
+        }
+        fn serve(&self, l: &Log) {
+            *self.log.lock().expect("lock") = Some(l.log.reader().clone());
+        }
+        fn cosigned(&self) -> Vec<u64> {
+            self.cosignatures
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|c| c.tree_size)
+                .collect()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Audit for FakeHub {
+        async fn get_tree_head(
+            &self,
+            r: Request<GetTreeHeadRequest>,
+        ) -> Result<Response<SignedTreeHead>, Status> {
+            self.reader()?
+                .tree_head(r.into_inner().tree_size)
+                .map(Response::new)
+                .map_err(|e| Status::not_found(e.to_string()))
+        }
+        async fn get_inclusion_proof(
+            &self,
+            _: Request<GetInclusionProofRequest>,
+        ) -> Result<Response<InclusionProof>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn get_consistency_proof(
+            &self,
+            r: Request<GetConsistencyProofRequest>,
+        ) -> Result<Response<ConsistencyProof>, Status> {
+            let r = r.into_inner();
+            let path = self
+                .reader()?
+                .consistency_proof(r.from_size, r.to_size)
+                .map_err(|e| Status::out_of_range(e.to_string()))?;
+            Ok(Response::new(ConsistencyProof {
+                from_size: r.from_size,
+                to_size: r.to_size,
+                path: path
+                    .iter()
+                    .map(|h| bytes::Bytes::copy_from_slice(h))
+                    .collect(),
+            }))
+        }
+        async fn list_records(
+            &self,
+            _: Request<ListRecordsRequest>,
+        ) -> Result<Response<ListRecordsResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn add_cosignature(
+            &self,
+            r: Request<AddCosignatureRequest>,
+        ) -> Result<Response<AddCosignatureResponse>, Status> {
+            self.cosignatures.lock().expect("lock").push(r.into_inner());
+            Ok(Response::new(AddCosignatureResponse {}))
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: Store,
+        hub: FakeHub,
+        witness: Witness,
+    }
+
+    async fn setup() -> Setup {
+        let hub = FakeHub::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tonic::transport::Server::builder()
+            .add_service(AuditServer::new(hub.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let config = crate::handler_tests::config(dir.path(), &[], &[]);
+        let hub_key = HubKey::default();
+        hub_key.set(hub_signer().public_key());
+        let (health, _) = tonic_health::server::health_reporter();
+        let witness = Witness::open(
+            &config,
+            store.clone(),
+            Some(witness_key()),
+            channel,
+            hub_key,
+            health,
+            &Metrics::new(),
+        )
+        .await
+        .expect("witness");
+        Setup {
+            _dir: dir,
+            store,
+            hub,
+            witness,
+        }
+    }
+
+    fn conflict(o: &Outcome, needle: &str) -> bool {
+        matches!(o, Outcome::Conflict(r) if r.contains(needle))
+    }
+
+    #[tokio::test]
+    async fn an_honest_log_is_followed_and_cosigned() {
+        let mut s = setup().await;
+        let a = log("a", 3).await;
+        s.hub.serve(&a);
+        assert_eq!(s.witness.contact(None).await, Outcome::Consistent);
+        grow(&a, "a", 2).await;
+        assert_eq!(s.witness.contact(None).await, Outcome::Consistent);
+        // An older head, as a slow receipt brings it, is checked and fine.
+        let old = a.log.reader().tree_head(3).expect("head");
+        assert_eq!(s.witness.contact(Some(old)).await, Outcome::Consistent);
+        assert_eq!(s.hub.cosigned(), [3, 5]);
+        let kept = stored::latest(&s.store).expect("read").expect("kept");
+        assert_eq!(kept.tree_size, 5);
+        let c = &kept.cosignatures[0];
+        sth::verify_cosignature(&kept, c, witness_key().public_key().as_ref())
+            .expect("cosignature");
+        assert!(!s.witness.alarm.load(Ordering::Relaxed));
+        assert!(stored::evidence(&s.store).expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fork_is_kept_as_evidence_and_nothing_more_is_cosigned() {
+        let mut s = setup().await;
+        let a = log("a", 5).await;
+        s.hub.serve(&a);
+        assert_eq!(s.witness.contact(None).await, Outcome::Consistent);
+        // Same key, same size, other records.
+        let b = log("b", 5).await;
+        s.hub.serve(&b);
+        let o = s.witness.contact(None).await;
+        assert!(conflict(&o, "two different roots for tree size 5"), "{o:?}");
+        // It goes on: larger, but not an extension of what was seen.
+        grow(&b, "b", 2).await;
+        let o = s.witness.contact(None).await;
+        assert!(
+            conflict(&o, "no valid consistency proof from size 5 to size 7"),
+            "{o:?}"
+        );
+        // Again: the same conflicting head is not stored twice.
+        let o = s.witness.contact(None).await;
+        assert!(matches!(o, Outcome::Conflict(_)), "{o:?}");
+        let evidence = stored::evidence(&s.store).expect("read");
+        assert_eq!(evidence.len(), 2);
+        let key = hub_signer().public_key();
+        for e in &evidence {
+            for h in [e.seen.as_ref(), e.conflicting.as_ref()] {
+                sth::verify_tree_head(h.expect("head"), &key).expect("signed by the hub");
+            }
+        }
+        assert!(s.witness.alarm.load(Ordering::Relaxed));
+        assert_eq!(s.hub.cosigned(), [5], "nothing cosigned after the fork");
+        assert_eq!(
+            stored::latest(&s.store)
+                .expect("read")
+                .expect("kept")
+                .root_hash,
+            a.log.reader().tree_head(5).expect("head").root_hash
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_that_shrinks_or_changes_origin_is_caught() {
+        let mut s = setup().await;
+        let a = log("a", 4).await;
+        s.hub.serve(&a);
+        assert_eq!(s.witness.contact(None).await, Outcome::Consistent);
+        let short = log("a", 2).await;
+        s.hub.serve(&short);
+        let o = s.witness.contact(None).await;
+        assert!(conflict(&o, "smaller than the head of size 4"), "{o:?}");
+
+        let mut s = setup().await;
+        s.hub.serve(&a);
+        assert_eq!(s.witness.contact(None).await, Outcome::Consistent);
+        let renamed = hub_signer()
+            .with_origin("other.test/log")
+            .sign(6, &[0; 32], 1);
+        let o = s.witness.contact(Some(renamed)).await;
+        assert!(conflict(&o, "origin changed"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_checked_raises_no_alarm() {
+        let mut s = setup().await;
+        // No log to serve: the hub is "down".
+        assert!(matches!(
+            s.witness.contact(None).await,
+            Outcome::Unchecked(_)
+        ));
+        // A head signed by another key.
+        let a = log("a", 2).await;
+        s.hub.serve(&a);
+        let forged = Signer::generate()
+            .expect("key")
+            .with_origin(ORIGIN)
+            .sign(2, &[0; 32], 1);
+        assert!(matches!(
+            s.witness.contact(Some(forged)).await,
+            Outcome::Unchecked(_)
+        ));
+        assert!(!s.witness.alarm.load(Ordering::Relaxed));
+        assert!(stored::latest(&s.store).expect("read").is_none());
+    }
+}
