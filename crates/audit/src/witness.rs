@@ -43,29 +43,32 @@ fn witness_prefix(name: &str) -> Vec<u8> {
     key
 }
 
-/// Stores a (checked) cosignature of the head of `size`, replacing the
-/// witness's earlier one of that size and dropping its oldest beyond
-/// [`KEEP_PER_WITNESS`]; durable when it returns.
-pub fn store_cosignature(store: &Store, size: u64, c: &Cosignature) -> Result<(), AuditError> {
-    let mut batch = WriteBatch::default();
-    let key = cosignature_key(&c.name, size);
-    batch.insert(&key, c.encode_to_vec());
+/// Stores a (checked) cosignature of the head of `size` when it is of a
+/// larger head than the witness's latest stored one (a witness cosigns ever
+/// larger heads; anything else is dropped, so a node can cause at most one
+/// write per head the hub signs), dropping its oldest beyond
+/// [`KEEP_PER_WITNESS`]. True when stored; durable when it returns.
+pub fn store_cosignature(store: &Store, size: u64, c: &Cosignature) -> Result<bool, AuditError> {
+    let prefix = witness_prefix(&c.name);
     let mut kept: Vec<Vec<u8>> = Vec::new();
-    for entry in store.scan_prefix(&witness_prefix(&c.name)) {
-        let (k, _) = entry?;
-        if k != key {
-            kept.push(k);
-        }
+    for entry in store.scan_prefix(&prefix) {
+        kept.push(entry?.0);
     }
+    let key = cosignature_key(&c.name, size);
+    // Keys sort by size (big-endian after the name's prefix).
+    if kept.last().is_some_and(|last| *last >= key) {
+        return Ok(false);
+    }
+    let mut batch = WriteBatch::default();
+    batch.insert(&key, c.encode_to_vec());
     kept.push(key);
-    kept.sort();
     let excess = kept.len().saturating_sub(KEEP_PER_WITNESS);
     for k in kept.iter().take(excess) {
         batch.remove(k);
     }
     store.apply(batch)?;
     store.flush()?;
-    Ok(())
+    Ok(true)
 }
 
 /// The stored cosignatures of the head of `size` by the witnesses `names`.
@@ -226,11 +229,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         for size in 1..=40u64 {
-            store_cosignature(&store, size, &cosig("a", size)).expect("store");
+            assert!(store_cosignature(&store, size, &cosig("a", size)).expect("store"));
         }
-        store_cosignature(&store, 3, &cosig("b", 1)).expect("store");
-        // Replacing one of the same size adds nothing.
-        store_cosignature(&store, 3, &cosig("b", 2)).expect("store");
+        // Only ever larger heads: older or equal ones are dropped.
+        assert!(!store_cosignature(&store, 40, &cosig("a", 99)).expect("store"));
+        assert!(!store_cosignature(&store, 3, &cosig("a", 99)).expect("store"));
+        assert!(store_cosignature(&store, 3, &cosig("b", 1)).expect("store"));
+        assert!(!store_cosignature(&store, 3, &cosig("b", 2)).expect("store"));
         assert_eq!(cosignature_count(&store, "a"), KEEP_PER_WITNESS);
         assert_eq!(cosignature_count(&store, "b"), 1);
         // The latest are kept.
@@ -240,7 +245,11 @@ mod tests {
         );
         assert!(cosignatures_of(&store, 10, ["a"]).expect("read").is_empty());
         let at3 = cosignatures_of(&store, 3, ["a", "b"]).expect("read");
-        assert_eq!(at3, vec![cosig("b", 2)]);
+        assert_eq!(at3, vec![cosig("b", 1)]);
+        assert_eq!(
+            cosignatures_of(&store, 40, ["a"]).expect("read"),
+            vec![cosig("a", 40)]
+        );
         // A name that is a prefix of another does not see its entries.
         store_cosignature(&store, 40, &cosig("ab", 1)).expect("store");
         assert_eq!(cosignature_count(&store, "a"), KEEP_PER_WITNESS);

@@ -181,13 +181,13 @@ impl Audit for AuditService {
             }
             Err(e) => return Err(Status::invalid_argument(e.to_string())),
         }
-        truc_audit::witness::store_cosignature(self.log.store(), req.tree_size, &c).map_err(
-            |e| {
+        // One of a head no larger than the node's last is valid but dropped.
+        let stored = truc_audit::witness::store_cosignature(self.log.store(), req.tree_size, &c)
+            .map_err(|e| {
                 tracing::error!(error = %e, "cannot store a cosignature");
                 Status::internal("cannot store the cosignature")
-            },
-        )?;
-        tracing::debug!(node = %node.id, size = req.tree_size, "cosignature stored");
+            })?;
+        tracing::debug!(node = %node.id, size = req.tree_size, stored, "cosignature checked");
         Ok(Response::new(AddCosignatureResponse {}))
     }
 
