@@ -228,6 +228,16 @@ impl Audit for LyingHub {
     ) -> Result<Response<ListRecordsResponse>, Status> {
         self.audit.clone().list_records(request.into_inner()).await
     }
+
+    async fn add_cosignature(
+        &self,
+        request: Request<truc_proto::v1::AddCosignatureRequest>,
+    ) -> Result<Response<truc_proto::v1::AddCosignatureResponse>, Status> {
+        self.audit
+            .clone()
+            .add_cosignature(request.into_inner())
+            .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,11 +24,15 @@ mod counts;
 pub mod index;
 mod log;
 pub mod merkle;
+pub mod note;
 mod proofs;
 pub mod report;
 pub use proofs::QueryError;
 pub mod sth;
+#[doc(hidden)]
+pub mod tamper;
 mod verify;
+pub mod witness;
 mod zone;
 pub use zone::{Zone, day_in, day_of};
 

@@ -548,6 +548,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_log_with_heads_of_an_earlier_build_verifies_and_grows() {
+        use prost::Message;
+        let seeded = || {
+            let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[8; 32]).expect("seed");
+            Signer::new(key)
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let key = seeded().public_key();
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(seeded())).expect("log");
+        for i in 0..3 {
+            log.append(tx(i, "OK")).await.expect("append");
+        }
+        log.close().await;
+        drop(log);
+        // Make the stored heads what an earlier build wrote: no origin,
+        // signed over the truc-sth-v1 bytes.
+        let heads = LogReader::offline(store.clone())
+            .expect("reader")
+            .tree_heads()
+            .expect("heads");
+        for h in &heads {
+            let root: [u8; 32] = h.root_hash.as_ref().try_into().expect("root");
+            let old = seeded().sign_legacy(h.tree_size, &root, h.timestamp_unix_ms);
+            store
+                .insert(crate::log::head_key(h.tree_size), old.encode_to_vec())
+                .expect("insert");
+        }
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(seeded())).expect("log");
+        log.append(tx(3, "OK")).await.expect("append");
+        log.close().await;
+        let heads = LogReader::offline(store.clone())
+            .expect("reader")
+            .tree_heads()
+            .expect("heads");
+        let origins: Vec<&str> = heads.iter().map(|h| h.origin.as_str()).collect();
+        assert_eq!(origins, ["", "", "", crate::sth::DEFAULT_ORIGIN]);
+        let report = verify(&store, Some(&key)).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(report.tree_heads, 4);
+    }
+
+    #[tokio::test]
     async fn flipped_byte_is_reported_at_its_record() {
         for position in [4, 9] {
             let f = filled(10).await;

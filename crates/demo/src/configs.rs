@@ -8,7 +8,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
-use truc_node::{AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
+use truc_node::{
+    AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile, WitnessSection,
+};
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
 
@@ -30,6 +32,9 @@ pub(crate) struct Plan {
     pub(crate) node_data: PathBuf,
     /// Limits written into the hub's and nodes' configs.
     pub(crate) limits: Limits,
+    /// Per node, the hex of its witness public key, for the registry (when
+    /// the PKI exists already).
+    pub(crate) witness_keys: [Option<String>; 2],
 }
 
 /// One config file: its name (in the configs' directory) and text.
@@ -79,7 +84,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
     let hub_addr = plan.hub.0.to_string();
     let mut out = vec![File {
         name: "registry.toml".into(),
-        text: registry(plan.nodes[0].0, plan.nodes[1].0),
+        text: registry(plan.nodes[0].0, plan.nodes[1].0, &plan.witness_keys),
     }];
     let hub = HubFile {
         version: CONFIG_VERSION,
@@ -89,6 +94,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         registry: "registry.toml".into(),
         audit_key: pki().audit_key(),
         time_zone: "Asia/Ho_Chi_Minh".into(),
+        log_origin: None,
         tls: tls(Role::Hub, "hub")?,
         limits: plan.limits.clone(),
         documents: Default::default(),
@@ -132,6 +138,10 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                 service: service.into(),
                 address: backend.to_string(),
             }],
+            witness: WitnessSection {
+                key: Some(pki().witness_key(id)),
+                ..WitnessSection::default()
+            },
         };
         out.push(toml_file(
             format!("node-{id}.toml"),
@@ -179,7 +189,13 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
 
 /// The registry, for the nodes at these addresses. The registry has no
 /// serializable model yet, so this one stays a template.
-fn registry(ministry: SocketAddr, province: SocketAddr) -> String {
+fn registry(ministry: SocketAddr, province: SocketAddr, witness: &[Option<String>; 2]) -> String {
+    // The hub checks a node's cosignatures of its log with this key.
+    let witness_key = |i: usize, id: &str| match &witness[i] {
+        Some(hex) => format!("witness_key = \"{hex}\"\n"),
+        None => format!("# witness_key = \"...\"  # the hex in pki/node-{id}-witness.pub\n"),
+    };
+    let (w0, w1) = (witness_key(0, MINISTRY_NODE), witness_key(1, PROVINCE_NODE));
     format!(
         r#"# The registry the hub enforces: who exists, which node hosts whom, which
 # services exist and who may call them. Keep it under version control.
@@ -201,12 +217,12 @@ parent = "{H37}"
 id = "{MINISTRY_NODE}"
 address = "{ministry}"
 agencies = ["{G22}"]
-
+{w0}
 [[node]]
 id = "{PROVINCE_NODE}"
 address = "{province}"
 agencies = ["{H37}", "{H37_DEPT}"]
-
+{w1}
 [[service]]
 id = "{CITIZEN_LOOKUP}"
 description = "Look up a citizen record by citizen id"
@@ -246,6 +262,7 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
         hub_data: "data/hub".into(),
         node_data: "data".into(),
         limits: Limits::default(),
+        witness_keys: [None, None],
     };
     Ok(files(&plan)?
         .into_iter()

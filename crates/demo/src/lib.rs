@@ -513,6 +513,11 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
             max_payload_bytes: options.max_payload_bytes,
             ..truc_ops::config::Limits::default()
         },
+        witness_keys: [MINISTRY_NODE, PROVINCE_NODE].map(|id| {
+            std::fs::read_to_string(pki.witness_public_key(id))
+                .ok()
+                .map(|k| k.trim().to_string())
+        }),
     };
     for file in configs::files(&plan)? {
         let path = dir.join(&file.name);

@@ -93,6 +93,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, DevCaError> {
         issue_with(&layout, &ca_cert, &ca_key, id, opts.validity_days)?;
     }
     write_audit_key(&layout)?;
+    for id in ids.iter().filter(|id| id.role == Role::Node) {
+        write_ed25519_key(
+            &layout.witness_key(&id.name),
+            &layout.witness_public_key(&id.name),
+        )?;
+    }
     tracing::info!(dir = %dir.display(), certificates = ids.len(), "development pki initialised");
     Ok(layout)
 }
@@ -166,7 +172,16 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
         ))
         .into());
     }
-    issue_with(layout, &issuer, &ca_key, id, validity_days)
+    let files = issue_with(layout, &issuer, &ca_key, id, validity_days)?;
+    // A node witnesses the hub's log with a key of its own; a reissued
+    // node certificate keeps the witness key it has.
+    if id.role == Role::Node && !layout.witness_key(&id.name).exists() {
+        write_ed25519_key(
+            &layout.witness_key(&id.name),
+            &layout.witness_public_key(&id.name),
+        )?;
+    }
+    Ok(files)
 }
 
 fn check_validity(days: u32) -> Result<(), DevCaError> {
@@ -258,8 +273,14 @@ fn issue_with(
 }
 
 fn write_audit_key(layout: &Layout) -> Result<(), DevCaError> {
+    write_ed25519_key(&layout.audit_key(), &layout.audit_public_key())
+}
+
+/// Writes a new Ed25519 key (PKCS#8 PEM, mode 0600) and its public key
+/// (hex) beside it.
+fn write_ed25519_key(path: &Path, public_path: &Path) -> Result<(), DevCaError> {
     use ring::signature::KeyPair as _;
-    let path = layout.audit_key();
+    let path = path.to_path_buf();
     let bad = |reason: String| PkiError::BadKey {
         path: path.clone(),
         reason,
@@ -276,7 +297,7 @@ fn write_audit_key(layout: &Layout) -> Result<(), DevCaError> {
     .serialize_pem();
     write_file(&path, pem.as_bytes(), true)?;
     let public = format!("{}\n", hex::encode(pair.public_key().as_ref()));
-    write_file(&layout.audit_public_key(), public.as_bytes(), false)
+    write_file(public_path, public.as_bytes(), false)
 }
 
 /// Writes a new file (never overwriting); private files get mode 0600.

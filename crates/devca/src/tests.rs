@@ -154,3 +154,29 @@ fn issue_refuses_a_node_named_like_the_hub() {
     // Other names are still issued.
     issue(&layout, &Identity::new(Role::Node, "node3").unwrap(), 30).unwrap();
 }
+
+#[test]
+fn every_node_gets_its_own_witness_key() {
+    use ring::signature::KeyPair;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(dir.path(), &opts()).unwrap();
+    let node = opts().nodes[0].clone();
+    let key = load_audit_key(&layout.witness_key(&node)).unwrap();
+    let public = std::fs::read_to_string(layout.witness_public_key(&node)).unwrap();
+    assert_eq!(public.trim(), hex::encode(key.public_key().as_ref()));
+    assert_eq!(mode(&layout.witness_key(&node)), 0o600);
+    let audit = std::fs::read_to_string(layout.audit_public_key()).unwrap();
+    assert_ne!(public, audit);
+    // A node issued later gets one too; reissuing keeps it.
+    let id = Identity::new(Role::Node, "later").unwrap();
+    issue(&layout, &id, 1).unwrap();
+    let later = std::fs::read_to_string(layout.witness_public_key("later")).unwrap();
+    std::fs::remove_file(layout.files(&id).cert).unwrap();
+    std::fs::remove_file(layout.files(&id).key).unwrap();
+    issue(&layout, &id, 1).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(layout.witness_public_key("later")).unwrap(),
+        later
+    );
+    assert!(!layout.witness_key(&opts().admin).exists());
+}

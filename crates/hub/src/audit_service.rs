@@ -14,11 +14,12 @@ use truc_audit::{
 };
 use truc_pki::peer;
 use truc_proto::v1::{
-    ConsistencyProof, GetConsistencyProofRequest, GetInclusionProofRequest, GetTreeHeadRequest,
-    InclusionProof, ListRecordsRequest, ListRecordsResponse, SignedTreeHead, StoredRecord,
-    audit_server::Audit, get_inclusion_proof_request::Leaf,
+    AddCosignatureRequest, AddCosignatureResponse, ConsistencyProof, GetConsistencyProofRequest,
+    GetInclusionProofRequest, GetTreeHeadRequest, InclusionProof, ListRecordsRequest,
+    ListRecordsResponse, SignedTreeHead, StoredRecord, audit_server::Audit,
+    get_inclusion_proof_request::Leaf,
 };
-use truc_registry::Registry;
+use truc_registry::{NodeId, Registry};
 
 use crate::access::Visibility;
 
@@ -74,6 +75,36 @@ impl AuditService {
     fn size_or_latest(&self, size: u64) -> u64 {
         if size == 0 { self.log.size() } else { size }
     }
+
+    /// Adds the stored cosignatures of registered witnesses to `head`. A
+    /// head whose cosignatures cannot be read is still served, without.
+    fn attach_cosignatures(&self, head: &mut SignedTreeHead) {
+        let names: Vec<String> = self
+            .registry
+            .nodes()
+            .filter(|n| n.witness_key.is_some())
+            .map(|n| n.id.to_string())
+            .collect();
+        match truc_audit::witness::cosignatures_of(
+            self.log.store(),
+            head.tree_size,
+            names.iter().map(String::as_str),
+        ) {
+            Ok(c) => head.cosignatures = c,
+            Err(e) => {
+                tracing::error!(error = %e, size = head.tree_size, "cannot read cosignatures")
+            }
+        }
+    }
+}
+
+/// How far in the future a cosignature's timestamp may be (clock skew).
+const MAX_COSIGNATURE_SKEW_S: u64 = 300;
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[tonic::async_trait]
@@ -84,7 +115,80 @@ impl Audit for AuditService {
     ) -> Result<Response<SignedTreeHead>, Status> {
         Visibility::of(&peer(&request)?.identity, "the audit log")?;
         let size = request.get_ref().tree_size;
-        self.log.tree_head(size).map(Response::new).map_err(status)
+        let mut head = self.log.tree_head(size).map_err(status)?;
+        self.attach_cosignatures(&mut head);
+        Ok(Response::new(head))
+    }
+
+    async fn add_cosignature(
+        &self,
+        request: Request<AddCosignatureRequest>,
+    ) -> Result<Response<AddCosignatureResponse>, Status> {
+        use truc_audit::sth::{CosignatureError, verify_cosignature};
+        let caller = &peer(&request)?.identity;
+        if caller.role != truc_pki::Role::Node {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not cosign the log: only nodes witness it"
+            )));
+        }
+        let node = NodeId::parse(&caller.name)
+            .ok()
+            .and_then(|id| self.registry.node(&id).cloned())
+            .ok_or_else(|| Status::permission_denied("unknown node"))?;
+        let req = request.into_inner();
+        let c = req
+            .cosignature
+            .ok_or_else(|| Status::invalid_argument("cosignature: missing"))?;
+        // Identity comes from the certificate: a node cosigns in its own name.
+        if c.name != node.id.as_str() {
+            return Err(Status::permission_denied(format!(
+                "node {} may not cosign as {:?}",
+                node.id, c.name
+            )));
+        }
+        let key = node.witness_key.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "the registry lists no witness_key for node {}",
+                node.id
+            ))
+        })?;
+        if c.signature.len() != 64 || c.key_id.len() != 4 {
+            return Err(Status::invalid_argument(
+                "cosignature: a 4-byte key id and a 64-byte Ed25519 signature",
+            ));
+        }
+        if c.timestamp > now_s() + MAX_COSIGNATURE_SKEW_S {
+            return Err(Status::invalid_argument(
+                "cosignature: timestamp in the future",
+            ));
+        }
+        if req.tree_size == 0 {
+            return Err(Status::invalid_argument(
+                "tree_size: give the cosigned head's size",
+            ));
+        }
+        let head = self.log.tree_head(req.tree_size).map_err(status)?;
+        if head.root_hash != req.root_hash {
+            return Err(Status::invalid_argument(format!(
+                "root_hash is not the root of the hub's head of size {}",
+                req.tree_size
+            )));
+        }
+        match verify_cosignature(&head, &c, &key) {
+            Ok(()) => {}
+            Err(e @ CosignatureError::NotACheckpoint) => {
+                return Err(Status::failed_precondition(e.to_string()));
+            }
+            Err(e) => return Err(Status::invalid_argument(e.to_string())),
+        }
+        // One of a head no larger than the node's last is valid but dropped.
+        let stored = truc_audit::witness::store_cosignature(self.log.store(), req.tree_size, &c)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot store a cosignature");
+                Status::internal("cannot store the cosignature")
+            })?;
+        tracing::debug!(node = %node.id, size = req.tree_size, stored, "cosignature checked");
+        Ok(Response::new(AddCosignatureResponse {}))
     }
 
     async fn get_inclusion_proof(
@@ -478,6 +582,190 @@ mod tests {
         assert!(truc_audit::unreadable_skipped() > before, "counted");
         let (all, _) = list_all(&f, Role::Admin, "admin", ListRecordsRequest::default()).await;
         assert_eq!(all.len(), 299);
+        f.log.close().await;
+    }
+
+    fn witness(seed: u8) -> ring::signature::Ed25519KeyPair {
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).expect("seed")
+    }
+
+    /// The fixture's service, with a registry where vpcp and lgsp-langson
+    /// have witness keys (seeds 1 and 2) and "other" has none.
+    fn witnessed(f: &Fixture) -> AuditService {
+        use ring::signature::KeyPair;
+        let key = |seed| hex::encode(witness(seed).public_key().as_ref());
+        let text = crate::tests::REGISTRY
+            .replacen(
+                "id = \"vpcp\"\n",
+                &format!("id = \"vpcp\"\nwitness_key = \"{}\"\n", key(1)),
+                1,
+            )
+            .replacen(
+                "id = \"lgsp-langson\"\n",
+                &format!("id = \"lgsp-langson\"\nwitness_key = \"{}\"\n", key(2)),
+                1,
+            );
+        let registry = Arc::new(Registry::from_toml_str(&text, "registry.toml").expect("registry"));
+        AuditService::new(registry, f.log.reader().clone())
+    }
+
+    fn as_peer<T>(role: Role, name: &str, req: T) -> Request<T> {
+        let mut r = Request::new(req);
+        r.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role,
+                name: name.into(),
+            },
+            remote_addr: None,
+        });
+        r
+    }
+
+    fn add(head: &SignedTreeHead, c: truc_proto::v1::Cosignature) -> AddCosignatureRequest {
+        AddCosignatureRequest {
+            tree_size: head.tree_size,
+            root_hash: head.root_hash.clone(),
+            cosignature: Some(c),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cosignatures_are_checked_stored_and_served() {
+        use truc_audit::sth::cosign;
+        let f = fixture().await;
+        let service = witnessed(&f);
+        let head = f.log.reader().latest_head().expect("head");
+        let now = now_s();
+        let good = cosign(&witness(1), "vpcp", &head, now);
+        service
+            .add_cosignature(as_peer(Role::Node, "vpcp", add(&head, good.clone())))
+            .await
+            .expect("accepted");
+        let served = service
+            .get_tree_head(as_peer(
+                Role::Admin,
+                "admin",
+                GetTreeHeadRequest { tree_size: 0 },
+            ))
+            .await
+            .expect("head")
+            .into_inner();
+        assert_eq!(served.cosignatures, vec![good.clone()]);
+
+        let code = |r: Result<Response<AddCosignatureResponse>, Status>| {
+            r.map(|_| ()).map_err(|s| s.code())
+        };
+        // Another node's name, even with that node's valid signature.
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(
+                        Role::Node,
+                        "lgsp-langson",
+                        add(&head, good.clone())
+                    ))
+                    .await
+            ),
+            Err(tonic::Code::PermissionDenied)
+        );
+        // Its own name, signed with another node's key.
+        let forged = cosign(&witness(1), "lgsp-langson", &head, now);
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(Role::Node, "lgsp-langson", add(&head, forged)))
+                    .await
+            ),
+            Err(tonic::Code::InvalidArgument)
+        );
+        // A bad signature.
+        let mut bad = cosign(&witness(2), "lgsp-langson", &head, now);
+        bad.timestamp -= 1;
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(Role::Node, "lgsp-langson", add(&head, bad)))
+                    .await
+            ),
+            Err(tonic::Code::InvalidArgument)
+        );
+        // A root the hub never signed at that size.
+        let mut wrong_root = add(&head, cosign(&witness(2), "lgsp-langson", &head, now));
+        wrong_root.root_hash = Bytes::from(vec![0; 32]);
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(Role::Node, "lgsp-langson", wrong_root))
+                    .await
+            ),
+            Err(tonic::Code::InvalidArgument)
+        );
+        // A node without a registered key, the admin, a client.
+        let other = cosign(&witness(3), "other", &head, now);
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(Role::Node, "other", add(&head, other.clone())))
+                    .await
+            ),
+            Err(tonic::Code::FailedPrecondition)
+        );
+        for role in [Role::Admin, Role::Client] {
+            assert_eq!(
+                code(
+                    service
+                        .add_cosignature(as_peer(role, "other", add(&head, other.clone())))
+                        .await
+                ),
+                Err(tonic::Code::PermissionDenied)
+            );
+        }
+        // Too far in the future.
+        let future = cosign(&witness(2), "lgsp-langson", &head, now + 3600);
+        assert_eq!(
+            code(
+                service
+                    .add_cosignature(as_peer(Role::Node, "lgsp-langson", add(&head, future)))
+                    .await
+            ),
+            Err(tonic::Code::InvalidArgument)
+        );
+        // Nothing of the refused ones was kept.
+        let served = service
+            .get_tree_head(as_peer(
+                Role::Node,
+                "vpcp",
+                GetTreeHeadRequest { tree_size: 0 },
+            ))
+            .await
+            .expect("head")
+            .into_inner();
+        assert_eq!(served.cosignatures, vec![good]);
+        f.log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_cosigning_every_head_keeps_a_bounded_number() {
+        use truc_audit::sth::cosign;
+        let f = fixture().await;
+        let service = witnessed(&f);
+        let heads = f.log.reader().tree_heads().expect("heads");
+        assert!(
+            heads.len() > truc_audit::witness::KEEP_PER_WITNESS,
+            "{}",
+            heads.len()
+        );
+        for head in &heads {
+            let c = cosign(&witness(1), "vpcp", head, now_s());
+            service
+                .add_cosignature(as_peer(Role::Node, "vpcp", add(head, c)))
+                .await
+                .expect("accepted");
+        }
+        assert_eq!(
+            truc_audit::witness::cosignature_count(f.log.store(), "vpcp"),
+            truc_audit::witness::KEEP_PER_WITNESS
+        );
         f.log.close().await;
     }
 }

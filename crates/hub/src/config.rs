@@ -34,6 +34,12 @@ pub struct HubFile {
     /// like +07:00 (default Asia/Ho_Chi_Minh).
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// The origin line of the log's checkpoints (C2SP tlog-checkpoint): a
+    /// name without spaces or `+`, e.g. `hub.example.gov.vn/audit`. By
+    /// default `<hub name>/truc-audit`, the hub name taken from its
+    /// certificate. Changing it makes witnesses refuse the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
     /// The hub's certificate, key and CA.
     pub tls: TlsSection,
     /// Limits on calls and connections.
@@ -75,6 +81,9 @@ pub struct HubConfig {
     pub audit_key: PathBuf,
     /// The time zone days are cut in.
     pub time_zone: truc_audit::Zone,
+    /// The origin of the log's checkpoints, if configured (see
+    /// [`HubConfig::log_origin`]).
+    pub log_origin: Option<String>,
     /// Dashboard access.
     pub dashboard: Dashboard,
     /// Limits on relayed documents.
@@ -108,6 +117,16 @@ impl HubConfig {
                     ),
                 )
             })?,
+            log_origin: match raw.log_origin {
+                Some(o) if !truc_audit::sth::valid_origin(&o) => {
+                    return Err(ConfigError::new(
+                        path,
+                        "log_origin",
+                        format!("{o:?}: a name without spaces, `+` or control characters, at most 255 bytes"),
+                    ));
+                }
+                o => o,
+            },
             dashboard: raw.dashboard,
             documents: raw
                 .documents
@@ -116,6 +135,22 @@ impl HubConfig {
             tls: raw.tls.resolve(path)?,
             limits,
         })
+    }
+}
+
+impl HubConfig {
+    /// The origin of the log's checkpoints: `log_origin`, or
+    /// `<hub name>/truc-audit` with the name from the hub's certificate.
+    pub fn log_origin(&self) -> String {
+        if let Some(o) = &self.log_origin {
+            return o.clone();
+        }
+        std::fs::read(&self.tls.cert)
+            .ok()
+            .and_then(|pem| truc_pki::Identity::from_cert_pem(&pem).ok())
+            .map(|id| format!("{}/truc-audit", id.name))
+            .filter(|o| truc_audit::sth::valid_origin(o))
+            .unwrap_or_else(|| truc_audit::sth::DEFAULT_ORIGIN.to_string())
     }
 }
 
@@ -143,6 +178,19 @@ mod tests {
         )
         .expect("write");
         HubConfig::load(&path)
+    }
+
+    #[test]
+    fn the_log_origin_is_a_key_name() {
+        let named = load_with("log_origin = \"hub.example/audit\"\n", "UTC").expect("valid");
+        assert_eq!(named.log_origin(), "hub.example/audit");
+        // Without one, and without a readable certificate: the default.
+        let unnamed = load_with("", "UTC").expect("valid");
+        assert_eq!(unnamed.log_origin(), truc_audit::sth::DEFAULT_ORIGIN);
+        for bad in ["a b", "a+b", ""] {
+            let err = load_with(&format!("log_origin = \"{bad}\"\n"), "UTC").unwrap_err();
+            assert!(err.to_string().contains("log_origin"), "{err}");
+        }
     }
 
     #[test]

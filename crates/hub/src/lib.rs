@@ -72,6 +72,7 @@ pub async fn start(
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
     let registry = Arc::new(Registry::load(&config.registry)?);
+    let origin = config.log_origin();
     let server = Server::open(Common {
         role: truc_pki::Role::Hub,
         name: "hub",
@@ -83,7 +84,7 @@ pub async fn start(
             time_zone: config.time_zone.clone(),
             ..options.audit
         },
-        audit_key: Some(&config.audit_key),
+        audit_key: Some((&config.audit_key, &origin)),
     })?;
     // A second handle on the audit key, to sign registry snapshots.
     let registry_key =

@@ -22,7 +22,7 @@ use crate::route::HubService;
 /// The registry of the hub's unit tests: `vpcp` hosts G22, `lgsp-langson`
 /// hosts H37, `other` hosts two agencies that have nothing to do with either;
 /// H37 may look up citizens at G22. No node listens at its address.
-const REGISTRY: &str = r#"
+pub(crate) const REGISTRY: &str = r#"
 [[agency]]
 code = "000.00.00.G22"
 name = "Văn phòng Chính phủ"

@@ -51,6 +51,35 @@ pub struct NodeFile {
     /// Backends of the services this node's agencies provide (`[[backend]]`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
+    /// How this node witnesses the hub's audit log.
+    #[serde(default)]
+    pub witness: WitnessSection,
+}
+
+/// `[witness]`: the node checks that the hub's log only ever grows (C2SP
+/// tlog-witness style) and cosigns the heads it verified.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WitnessSection {
+    /// The node's Ed25519 witness key (PKCS#8 PEM, `truc pki init` writes
+    /// `node-ID-witness.key`); its public key goes in the registry's node
+    /// entry as `witness_key`. Without it the node still checks the hub's
+    /// log but cosigns nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// How often the node asks the hub for its latest head and a
+    /// consistency proof, in milliseconds (default 10 s); it also checks
+    /// every new head it sees in a receipt.
+    pub interval_ms: u64,
+}
+
+impl Default for WitnessSection {
+    fn default() -> Self {
+        WitnessSection {
+            key: None,
+            interval_ms: 10_000,
+        }
+    }
 }
 
 /// `[hub]`: where the hub is, and the keys its audit log is signed with.
@@ -156,6 +185,10 @@ pub struct NodeConfig {
     pub documents: truc_doc::Limits,
     /// How this node delivers documents and statuses, and what it holds for them.
     pub document_service: DocumentService,
+    /// The witness key file, if any (resolved).
+    pub witness_key: Option<PathBuf>,
+    /// How often the witness contacts the hub.
+    pub witness_interval: std::time::Duration,
 }
 
 /// `[document_service]`: deadlines of the document workers' calls, how many
@@ -325,6 +358,20 @@ impl NodeConfig {
                 .checked()
                 .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             document_service: raw.document_service,
+            witness_key: match &raw.witness.key {
+                Some(k) => Some(resolve(path, "witness.key", k, true)?),
+                None => None,
+            },
+            witness_interval: match raw.witness.interval_ms {
+                0 => {
+                    return Err(ConfigError::new(
+                        path,
+                        "witness.interval_ms",
+                        "must be positive",
+                    ));
+                }
+                ms => std::time::Duration::from_millis(ms),
+            },
         })
     }
 }

@@ -56,6 +56,8 @@ pub(crate) fn config(
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),
+        witness_key: None,
+        witness_interval: std::time::Duration::from_secs(10),
         clients: clients
             .iter()
             .map(|(name, agencies)| {

@@ -68,6 +68,8 @@ pub enum TrustError {
 pub struct HubKey {
     keys: Arc<[PinnedKey]>,
     verified: Arc<Mutex<VerifiedHeads>>,
+    /// The latest head newly verified, for the witness to check.
+    sightings: Arc<tokio::sync::watch::Sender<Option<SignedTreeHead>>>,
 }
 
 /// The last heads verified, whole (size, time, root, key id, signature).
@@ -95,6 +97,7 @@ impl HubKey {
         HubKey {
             keys: keys.into(),
             verified: Arc::default(),
+            sightings: Arc::new(tokio::sync::watch::Sender::new(None)),
         }
     }
 
@@ -126,7 +129,15 @@ impl HubKey {
         if let Ok(mut v) = self.verified.lock() {
             v.insert(head.clone());
         }
+        // A new head: the witness checks it against the one it keeps.
+        self.sightings.send_replace(Some(head.clone()));
         Ok(())
+    }
+
+    /// The heads newly verified (from receipts or anywhere else), as they
+    /// are verified.
+    pub(crate) fn sightings(&self) -> tokio::sync::watch::Receiver<Option<SignedTreeHead>> {
+        self.sightings.subscribe()
     }
 
     /// [`HubKey::check_head`] as a yes or no.

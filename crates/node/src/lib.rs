@@ -19,11 +19,13 @@ mod hub_trust;
 mod invoke;
 mod receipts;
 mod registry_sync;
+mod witness;
 
 use std::{sync::Arc, time::Duration};
 
 pub use config::{
     AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile,
+    WitnessSection,
 };
 pub use hub_trust::{HubKey, PinnedKey, TrustError};
 pub use receipts::{ReceiptFailure, ReceiptProblem, receipt_problems};
@@ -129,6 +131,16 @@ pub async fn start(
     );
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
+    witness::start(
+        &config,
+        server.store().clone(),
+        hub_channel.clone(),
+        &hub_key,
+        server.health(),
+        server.metrics(),
+        &shutdown,
+    )
+    .await?;
     let registry_stats = Arc::new(registry_sync::RegistryStats::default());
     tokio::spawn(registry_sync::keep_current(
         hub_channel,

@@ -1060,6 +1060,14 @@ mod tests {
         ) -> Result<tonic::Response<truc_proto::v1::ListRecordsResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("no"))
         }
+
+        async fn add_cosignature(
+            &self,
+            _: tonic::Request<truc_proto::v1::AddCosignatureRequest>,
+        ) -> Result<tonic::Response<truc_proto::v1::AddCosignatureResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("no"))
+        }
     }
 
     /// Polls `done` with a deadline: the prover has no event to wait on.

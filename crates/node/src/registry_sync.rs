@@ -277,6 +277,7 @@ mod tests {
                 id: "lgsp-langson".into(),
                 address: "127.0.0.1:1".into(),
                 agencies: vec!["000.00.00.H37".into()],
+                ..NodeEntry::default()
             }],
             services: vec![ServiceEntry {
                 id: "000.00.00.H37/known/v1".into(),

@@ -47,4 +47,16 @@ impl Layout {
     pub fn audit_public_key(&self) -> PathBuf {
         self.dir.join("audit-signing.pub")
     }
+
+    /// A node's Ed25519 witness key (PKCS#8 PEM), `dir/node-ID-witness.key`:
+    /// it cosigns the hub's tree heads.
+    pub fn witness_key(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("node-{node}-witness.key"))
+    }
+
+    /// A node's witness public key (lowercase hex of the raw 32 bytes), for
+    /// the registry's `witness_key`: `dir/node-ID-witness.pub`.
+    pub fn witness_public_key(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("node-{node}-witness.pub"))
+    }
 }

@@ -56,6 +56,9 @@ pub struct Node {
     pub address: String,
     /// The agencies it hosts, in file order.
     pub agencies: Vec<AgencyCode>,
+    /// Its raw Ed25519 witness public key, with which the hub checks the
+    /// cosignatures it returns of the hub's tree heads.
+    pub witness_key: Option<[u8; 32]>,
 }
 
 /// A service offered by a provider agency.
@@ -138,6 +141,9 @@ struct RawNode {
     address: Spanned<String>,
     #[serde(default)]
     agencies: Vec<Spanned<String>>,
+    /// 64 hex digits (as `truc pki init` writes `node-ID-witness.pub`).
+    #[serde(default)]
+    witness_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,12 +322,28 @@ impl Registry {
                 hosting.insert(code.clone(), id.clone());
                 hosted.push(code);
             }
+            let witness_key = match &n.witness_key {
+                None => None,
+                Some(k) => Some(
+                    hex::decode(k.get_ref().trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            cx.at(
+                                k,
+                                format!("node[{i}].witness_key"),
+                                "expected the 64 hex digits of an Ed25519 public key".into(),
+                            )
+                        })?,
+                ),
+            };
             nodes.insert(
                 id.clone(),
                 Node {
                     id,
                     address: address.clone(),
                     agencies: hosted,
+                    witness_key,
                 },
             );
         }
@@ -509,6 +531,10 @@ impl Registry {
                     id: n.id.to_string(),
                     address: n.address.clone(),
                     agencies: n.agencies.iter().map(|a| a.to_string()).collect(),
+                    witness_key: n
+                        .witness_key
+                        .map(|k| bytes::Bytes::copy_from_slice(&k))
+                        .unwrap_or_default(),
                 })
                 .collect(),
             services: self

@@ -494,3 +494,29 @@ fn document_policy_errors_name_the_field() {
         "{e}"
     );
 }
+
+#[test]
+fn a_node_may_name_its_witness_key() {
+    let key = "11".repeat(32);
+    let text = edit(
+        "id = \"ministry\"\n",
+        &format!("id = \"ministry\"\nwitness_key = \"{key}\"\n"),
+    );
+    let r = Registry::from_toml_str(&text, "test.toml").unwrap();
+    assert_eq!(
+        r.node(&n("ministry")).unwrap().witness_key,
+        Some([0x11; 32])
+    );
+    assert_eq!(r.node(&n("lgsp-langson")).unwrap().witness_key, None);
+    let snapshot = r.to_snapshot();
+    assert_eq!(snapshot.nodes[1].witness_key.as_ref(), &[0x11; 32]);
+    expect(
+        &edit(
+            "id = \"ministry\"\n",
+            "id = \"ministry\"\nwitness_key = \"abcd\"\n",
+        ),
+        "node[0].witness_key",
+        16,
+        "64 hex digits",
+    );
+}

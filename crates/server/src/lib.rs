@@ -79,9 +79,10 @@ pub struct Common<'a> {
     pub limits: &'a Limits,
     /// How the audit log commits, and its time zone.
     pub audit: Options,
-    /// The Ed25519 key that signs the audit log's tree heads (the hub's);
-    /// none for a log that signs nothing (a node's).
-    pub audit_key: Option<&'a Path>,
+    /// The Ed25519 key that signs the audit log's tree heads (the hub's),
+    /// and the log's origin (the name its checkpoints carry); none for a
+    /// log that signs nothing (a node's).
+    pub audit_key: Option<(&'a Path, &'a str)>,
 }
 
 /// A server process being assembled: what it opened, and the services
@@ -116,9 +117,9 @@ impl Server {
         })?;
         let store = Store::open(common.data_dir)?;
         let signer = match common.audit_key {
-            Some(path) => Some(truc_audit::sth::Signer::new(truc_pki::load_audit_key(
-                path,
-            )?)),
+            Some((path, origin)) => Some(
+                truc_audit::sth::Signer::new(truc_pki::load_audit_key(path)?).with_origin(origin),
+            ),
             None => None,
         };
         let audit_public_key = signer.as_ref().map(truc_audit::sth::Signer::public_key);
@@ -155,6 +156,12 @@ impl Server {
     /// The public key of the audit signing key, if the log signs.
     pub fn audit_public_key(&self) -> Option<&[u8]> {
         self.audit_public_key.as_deref()
+    }
+
+    /// The gRPC health reporter, for a service whose health the process
+    /// reports itself (a node's witness).
+    pub fn health(&self) -> &tonic_health::server::HealthReporter {
+        &self.grpc.health
     }
 
     /// The metrics the gRPC layer and the ops port use; add sources here.

@@ -231,7 +231,7 @@ fn a_signing_log_gives_its_public_key_and_a_node_log_none() {
     let limits = Limits::default();
     let key = f.layout.audit_key();
     let server = Server::open(Common {
-        audit_key: Some(&key),
+        audit_key: Some((&key, truc_audit::sth::DEFAULT_ORIGIN)),
         ..common(&f, &limits)
     })
     .unwrap();

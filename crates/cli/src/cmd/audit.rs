@@ -1,13 +1,14 @@
-//! `truc audit`: checks of the audit log, offline (`verify`) and against a
+//! `truc audit`: checks of the audit log, offline (`verify`, with the heads
+//! nodes witnessed), of a node's witnessed head (`head`), and against a
 //! running hub (`prove`, `consistency`). Exit codes: 0 verified, 1 tampered
-//! (or a proof that does not verify), 3 could not check.
+//! (or a proof that does not verify), 2 bad input, 3 could not check.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
 use truc_audit::{
     merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion},
-    sth::{read_public_key, root_of, verify_tree_head},
+    sth::{head_from_note, note_with_cosignatures, read_public_key, root_of, verify_tree_head},
 };
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::{
@@ -29,9 +30,23 @@ pub(crate) enum AuditCommand {
     /// Fetches a transaction's record and an inclusion proof from the hub
     /// and verifies them against the latest signed tree head.
     Prove(ProveArgs),
-    /// Verifies that the hub's log at one size is a prefix of the log at a
-    /// later size (both sizes must have signed tree heads).
+    /// Verifies that a head the operator supplies (`--head`, a checkpoint
+    /// file as `truc audit head` writes it from a node's store) is a prefix
+    /// of the hub's log now. With `--from` instead, both heads come from the
+    /// hub itself, which proves nothing against a hub that re-signs a
+    /// rewritten log.
     Consistency(ConsistencyArgs),
+    /// Prints the latest hub head a stopped node verified, as a C2SP signed
+    /// checkpoint with the node's cosignature, and any evidence the node
+    /// keeps of the hub contradicting itself (exit 1 then).
+    Head(HeadArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct HeadArgs {
+    /// The data directory of a node (the node must be stopped).
+    #[arg(long)]
+    data: PathBuf,
 }
 
 #[derive(Args)]
@@ -43,6 +58,11 @@ pub(crate) struct VerifyArgs {
     /// `pki/audit-signing.pub` beside the data directory, if present.
     #[arg(long)]
     public_key: Option<PathBuf>,
+    /// The data directory of a stopped node that witnessed the hub's log
+    /// (repeat for each): every head it verified must be the root of the
+    /// hub's records, and it must hold no evidence of a contradiction.
+    #[arg(long = "witness")]
+    witnesses: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -63,9 +83,12 @@ pub(crate) struct ConsistencyArgs {
     /// Client config for the hub (a node's or the admin's certificate).
     #[arg(long)]
     config: PathBuf,
-    /// The earlier tree size.
+    /// The earlier head: a signed checkpoint file (`truc audit head`).
+    #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+    head: Option<PathBuf>,
+    /// The earlier tree size, its head fetched from the hub.
     #[arg(long)]
-    from: u64,
+    from: Option<u64>,
     /// The later tree size (default: the latest).
     #[arg(long, default_value_t = 0)]
     to: u64,
@@ -79,7 +102,103 @@ pub(super) async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Prove(a) => prove(a).await,
         AuditCommand::Consistency(a) => consistency(a).await,
+        AuditCommand::Head(a) => head(a),
     }
+}
+
+fn open_store(dir: &std::path::Path) -> Result<Store, CliError> {
+    if !dir.join("db").exists() {
+        return Err(CliError::Usage(format!(
+            "{} holds no truc database",
+            dir.display()
+        )));
+    }
+    Store::open(dir).map_err(|e| CliError::CannotCheck(e.to_string()))
+}
+
+fn head(args: HeadArgs) -> Result<ExitCode, CliError> {
+    let store = open_store(&args.data)?;
+    let cannot = |e: truc_audit::AuditError| CliError::CannotCheck(e.to_string());
+    let evidence = truc_audit::witness::evidence(&store).map_err(cannot)?;
+    let Some(latest) = truc_audit::witness::latest(&store).map_err(cannot)? else {
+        return Err(CliError::Usage(format!(
+            "{}: this node has not verified a hub head yet",
+            args.data.display()
+        )));
+    };
+    let note = note_with_cosignatures(&latest);
+    if note.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: the kept head (size {}) has no checkpoint form",
+            args.data.display(),
+            latest.tree_size
+        )));
+    }
+    print!("{note}");
+    for e in &evidence {
+        eprintln!("EVIDENCE: {}", e.reason);
+        for (what, h) in [("seen", &e.seen), ("conflicting", &e.conflicting)] {
+            if let Some(h) = h {
+                eprint!("{what} head:\n{}", note_with_cosignatures(h));
+            }
+        }
+    }
+    Ok(if evidence.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Checks the heads the nodes in `dirs` witnessed against the hub's
+/// records; true when all match and no node holds evidence.
+fn check_witnesses(
+    hub: &Store,
+    dirs: &[PathBuf],
+    public_key: Option<&[u8]>,
+) -> Result<bool, CliError> {
+    let mut ok = true;
+    for dir in dirs {
+        let node = open_store(dir)?;
+        let cannot =
+            |e: truc_audit::AuditError| CliError::CannotCheck(format!("{}: {e}", dir.display()));
+        let mut heads: Vec<SignedTreeHead> = truc_audit::witness::latest(&node)
+            .map_err(cannot)?
+            .into_iter()
+            .collect();
+        let evidence = truc_audit::witness::evidence(&node).map_err(cannot)?;
+        for e in &evidence {
+            println!(
+                "TAMPERED: witness {} holds evidence: {}",
+                dir.display(),
+                e.reason
+            );
+            ok = false;
+            heads.extend(e.seen.clone());
+        }
+        if heads.is_empty() {
+            println!("witness {}: no head verified yet", dir.display());
+            continue;
+        }
+        for c in truc_audit::witness::check_witnessed(hub, &heads, public_key).map_err(cannot)? {
+            match c.problem {
+                None => println!(
+                    "witness {}: the head of size {} it verified matches the hub's records",
+                    dir.display(),
+                    c.size
+                ),
+                Some(p) => {
+                    println!(
+                        "TAMPERED: witness {}, head of size {}: {p}",
+                        dir.display(),
+                        c.size
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    Ok(ok)
 }
 
 fn key(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
@@ -141,6 +260,9 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             "{} hub receipts failed the node's checks when they came: the hub's word did not hold",
             failed.len()
         );
+        return Ok(ExitCode::from(1));
+    }
+    if !check_witnesses(&store, &args.witnesses, public_key.as_deref())? {
         return Ok(ExitCode::from(1));
     }
     println!(
@@ -269,7 +391,16 @@ async fn consistency(args: ConsistencyArgs) -> Result<ExitCode, CliError> {
                 .map_err(unreachable)
         }
     };
-    let old = head(args.from).await?;
+    let old = match (&args.head, args.from) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+            head_from_note(&text, &key)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+        }
+        (None, Some(from)) => head(from).await?,
+        (None, None) => return Err(CliError::Usage("give --head FILE or --from SIZE".into())),
+    };
     let new = head(args.to).await?;
     let (old, old_root) = match checked_head(old, &key) {
         Ok(h) => h,
@@ -279,6 +410,30 @@ async fn consistency(args: ConsistencyArgs) -> Result<ExitCode, CliError> {
         Ok(h) => h,
         Err(code) => return Ok(code),
     };
+    if new.tree_size < old.tree_size {
+        println!(
+            "TAMPERED: the hub's head has size {}, smaller than the head of size {} it signed before",
+            new.tree_size, old.tree_size
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if new.tree_size == old.tree_size {
+        if new_root == old_root {
+            println!(
+                "verified: the hub's head of size {} has the root {} supplied",
+                new.tree_size,
+                hex::encode(new_root)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "TAMPERED: two roots signed for size {}: {} supplied, {} now",
+            new.tree_size,
+            hex::encode(old_root),
+            hex::encode(new_root)
+        );
+        return Ok(ExitCode::from(1));
+    }
     let proof = audit
         .get_consistency_proof(GetConsistencyProofRequest {
             from_size: old.tree_size,

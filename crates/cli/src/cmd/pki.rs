@@ -11,7 +11,9 @@ use super::CliError;
 #[derive(Subcommand)]
 pub(crate) enum PkiCommand {
     /// Creates a development CA, hub, node, admin and client certificates,
-    /// and the hub's Ed25519 audit signing key.
+    /// the hub's Ed25519 audit signing key, and each node's Ed25519 witness
+    /// key (`node-ID-witness.key`, its public key in `node-ID-witness.pub`
+    /// for the registry's `witness_key`).
     Init(InitArgs),
     /// Issues one more certificate from an existing development CA. A node is
     /// never issued the name of the hub (nor the hub that of a node).
@@ -65,6 +67,7 @@ pub(super) fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
 }
 
 fn init(a: InitArgs) -> Result<ExitCode, CliError> {
+    let nodes = a.nodes.clone();
     let layout = truc_devca::init(
         &a.dir,
         &InitOptions {
@@ -83,6 +86,13 @@ fn init(a: InitArgs) -> Result<ExitCode, CliError> {
         "  audit public key:   {} (pin it in every node's [[hub.audit_keys]])",
         layout.audit_public_key().display()
     );
+    for node in &nodes {
+        println!(
+            "  witness key of {node}: {} (registry witness_key: {})",
+            layout.witness_key(node).display(),
+            layout.witness_public_key(node).display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -95,5 +105,9 @@ fn issue(a: IssueArgs) -> Result<ExitCode, CliError> {
     println!("issued {id}");
     println!("  certificate: {}", files.cert.display());
     println!("  key:         {}", files.key.display());
+    if role == Role::Node {
+        let layout = Layout::new(&a.dir);
+        println!("  witness key: {}", layout.witness_key(&a.name).display());
+    }
     Ok(ExitCode::SUCCESS)
 }

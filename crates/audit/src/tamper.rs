@@ -1,0 +1,118 @@
+//! A test tool that does what a dishonest hub could do to its own stopped
+//! log: edit a record, rewrite the hash chain after it, recompute the whole
+//! Merkle tree, and re-sign every stored tree head with the hub's own key.
+//! The result verifies on its own (`truc audit verify --data` finds nothing);
+//! only a party that kept an earlier head (a witness) can tell.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use prost::Message;
+use truc_store::{Store, WriteBatch};
+
+use crate::{
+    AuditError, AuditRecord, HEAD_PREFIX, RECORD_PREFIX,
+    log::{decode_head, decode_record, head_key, node_key, record_key},
+    merkle::{Frontier, leaf_hash},
+    sth::Signer,
+};
+
+/// Edits record `index` of a hub log with `edit` and rewrites everything
+/// that depends on it, signing the new heads with `signer`. Choose a field
+/// no counter depends on (a payload digest) to leave no other trace.
+pub fn rewrite_record(
+    store: &Store,
+    index: u64,
+    signer: &Signer,
+    edit: impl FnOnce(&mut AuditRecord),
+) -> Result<(), AuditError> {
+    let mut records = Vec::new();
+    for entry in store.scan_prefix(RECORD_PREFIX) {
+        let (k, v) = entry?;
+        records.push((decode_record(&k, &v)?, v));
+    }
+    let Some((record, _)) = records.get_mut(usize::try_from(index).unwrap_or(usize::MAX)) else {
+        return Err(AuditError::Corrupt {
+            key: String::new(),
+            reason: format!("no record {index} to rewrite"),
+        });
+    };
+    edit(record);
+    let mut heads = BTreeMap::new();
+    for entry in store.scan_prefix(HEAD_PREFIX) {
+        let (k, v) = entry?;
+        let head = decode_head(&k, &v)?;
+        heads.insert(head.tree_size, head);
+    }
+    let mut batch = WriteBatch::default();
+    let mut frontier = Frontier::new();
+    let mut prev = [0u8; 32];
+    for (i, (record, stored)) in records.iter_mut().enumerate() {
+        let i = i as u64;
+        let bytes = if i < index {
+            stored.clone()
+        } else {
+            record.prev_hash = Bytes::copy_from_slice(&prev);
+            let bytes = record.encode_to_vec();
+            batch.insert(record_key(i), &bytes);
+            bytes
+        };
+        let leaf = leaf_hash(&bytes);
+        for (level, at, hash) in frontier.push(leaf) {
+            batch.insert(node_key(level, at), hash);
+        }
+        if let Some(old) = heads.get(&frontier.size()) {
+            let head = signer.sign(frontier.size(), &frontier.root(), old.timestamp_unix_ms);
+            batch.insert(head_key(head.tree_size), head.encode_to_vec());
+        }
+        prev = leaf;
+    }
+    store.apply(batch)?;
+    store.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuditLog, LogReader, Options, Transaction, sha256};
+
+    fn signer() -> Signer {
+        let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[9; 32]).expect("seed");
+        Signer::new(key).with_origin("hub.test/log")
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_log_verifies_alone_but_its_roots_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let key = signer().public_key();
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer())).expect("log");
+        for i in 0..6u8 {
+            let tx = Transaction::call(
+                &format!("{i:032x}"),
+                "000.00.00.H37",
+                "000.00.00.G22",
+                "s",
+                b"x",
+                1,
+            );
+            log.append(tx).await.expect("append");
+        }
+        let before = log.reader().latest_head().expect("head");
+        log.close().await;
+        drop(log);
+        rewrite_record(&store, 2, &signer(), |r| {
+            r.request_sha256 = Bytes::copy_from_slice(&sha256(b"forged"));
+        })
+        .expect("rewrite");
+        let report = crate::verify(&store, Some(&key)).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        let reader = LogReader::offline(store.clone()).expect("reader");
+        let after = reader.latest_head().expect("head");
+        assert_eq!(after.tree_size, before.tree_size);
+        assert_ne!(after.root_hash, before.root_hash);
+        assert_eq!(crate::sth::verify_tree_head(&after, &key), Ok(()));
+    }
+}
