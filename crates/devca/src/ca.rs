@@ -17,7 +17,7 @@ use crate::{DevCaError, Identity, Layout, PkiError, Role, TlsFiles};
 
 const CA_COMMON_NAME: &str = "truc development CA";
 /// The longest a participant certificate may be valid: a leaked key stays
-/// useful only that long, since this CA has no revocation.
+/// useful only that long where peers do not load the CA's CRL.
 pub const MAX_LEAF_VALIDITY_DAYS: u32 = 366;
 /// The default validity of participant certificates (`truc pki init` and
 /// `truc pki issue`).
@@ -93,6 +93,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, DevCaError> {
         issue_with(&layout, &ca_cert, &ca_key, id, opts.validity_days)?;
     }
     write_audit_key(&layout)?;
+    crate::crl::write_new(&layout, &ca_cert, &ca_key)?;
     tracing::info!(dir = %dir.display(), certificates = ids.len(), "development pki initialised");
     Ok(layout)
 }
@@ -116,6 +117,13 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
             }
         }
     }
+    let (issuer, ca_key) = load_issuer(layout)?;
+    issue_with(layout, &issuer, &ca_key, id, validity_days)
+}
+
+/// The CA of `layout` as an in-memory issuer (same subject, same key, same
+/// key identifier as the certificate on disk), and its key.
+pub(crate) fn load_issuer(layout: &Layout) -> Result<(rcgen::Certificate, KeyPair), DevCaError> {
     let ca_cert_path = layout.ca_cert();
     let ca_key_path = layout.ca_key();
     let ca_pem = read_string(&ca_cert_path)?;
@@ -166,7 +174,7 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
         ))
         .into());
     }
-    issue_with(layout, &issuer, &ca_key, id, validity_days)
+    Ok((issuer, ca_key))
 }
 
 fn check_validity(days: u32) -> Result<(), DevCaError> {
@@ -280,7 +288,7 @@ fn write_audit_key(layout: &Layout) -> Result<(), DevCaError> {
 }
 
 /// Writes a new file (never overwriting); private files get mode 0600.
-fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevCaError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevCaError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true)
         .create_new(true)

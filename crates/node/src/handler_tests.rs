@@ -43,11 +43,7 @@ pub(crate) fn config(
         data_dir: data_dir.into(),
         hub_address: "127.0.0.1:9".into(),
         hub_name: "hub".into(),
-        tls: truc_pki::TlsFiles {
-            ca: "a".into(),
-            cert: "b".into(),
-            key: "c".into(),
-        },
+        tls: truc_pki::TlsFiles::new("a".into(), "b".into(), "c".into()),
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),

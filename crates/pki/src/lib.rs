@@ -7,20 +7,24 @@
 
 #![forbid(unsafe_code)]
 
+mod crl;
 mod identity;
 mod keys;
 mod layout;
+mod live;
 mod tls;
 
 use std::path::PathBuf;
 
+pub use crl::{CrlInfo, CrlPolicy, CrlSet, REFUSAL_REASONS, RefusalCounts};
 pub use identity::{Identity, Role};
 pub use keys::load_audit_key;
 pub use layout::Layout;
+pub use live::LiveTls;
 pub use tls::{
-    AcceptLimits, PeerInfo, TlsConn, TlsFiles, channel, check_server_identity, client_config,
-    client_config_for, install_crypto_provider, peer, server_config, tls_incoming,
-    tool_client_config,
+    AcceptLimits, PeerInfo, TlsConn, TlsFiles, channel, channel_live, check_server_identity,
+    client_config, client_config_for, install_crypto_provider, peer, server_config, tls_incoming,
+    tls_incoming_live, tool_client_config,
 };
 
 /// Everything that can go wrong in this crate.
@@ -56,6 +60,14 @@ pub enum PkiError {
         /// What is wrong.
         reason: String,
     },
+    /// A certificate revocation list cannot be read, parsed or verified.
+    #[error("bad certificate revocation list {path}: {reason}")]
+    BadCrl {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A private key file is missing a key or holds an unusable one.
     #[error("bad private key file {path}: {reason}")]
     BadKey {
@@ -82,4 +94,19 @@ pub enum PkiError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl PkiError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            PkiError::Read { path, .. }
+            | PkiError::BadCertificate { path, .. }
+            | PkiError::BadCrl { path, .. }
+            | PkiError::BadKey { path, .. }
+            | PkiError::Tls { path, .. } => Some(path),
+            PkiError::NoCertificate(path) => Some(path),
+            _ => None,
+        }
+    }
 }
