@@ -18,7 +18,6 @@ use truc_proto::v1::{
     InclusionProof, ListRecordsRequest, ListRecordsResponse, SignedTreeHead, StoredRecord,
     audit_server::Audit, get_inclusion_proof_request::Leaf,
 };
-use truc_registry::Registry;
 
 use crate::access::Visibility;
 
@@ -33,7 +32,7 @@ const MAX_EXAMINED: usize = 10 * MAX_PAGE as usize;
 /// The Audit service.
 #[derive(Clone)]
 pub struct AuditService {
-    registry: Arc<Registry>,
+    registry: truc_registry::Live,
     log: LogReader,
     /// Records read by ListRecords (what its filters cost).
     records_read: Arc<AtomicU64>,
@@ -42,9 +41,9 @@ pub struct AuditService {
 }
 
 impl AuditService {
-    pub(crate) fn new(registry: Arc<Registry>, log: LogReader) -> AuditService {
+    pub(crate) fn new(registry: impl Into<truc_registry::Live>, log: LogReader) -> AuditService {
         AuditService {
-            registry,
+            registry: registry.into(),
             log,
             records_read: Arc::new(AtomicU64::new(0)),
             max_examined: MAX_EXAMINED,
@@ -110,7 +109,7 @@ impl Audit for AuditService {
                     .map_err(|e| status(e.into()))?
                     .ok_or_else(not_found)?;
                 if !visibility.sees(
-                    &self.registry,
+                    &self.registry.current(),
                     &record.client_agency,
                     &record.provider_agency,
                 ) {
@@ -192,7 +191,11 @@ impl Audit for AuditService {
                 && r.finished_unix_ms >= req.from_unix_ms
                 && (req.to_unix_ms == 0 || r.finished_unix_ms < req.to_unix_ms)
                 && (req.transaction_id.is_empty() || r.transaction_id == req.transaction_id)
-                && visibility.sees(&self.registry, &r.client_agency, &r.provider_agency)
+                && visibility.sees(
+                    &self.registry.current(),
+                    &r.client_agency,
+                    &r.provider_agency,
+                )
         };
         let candidates = self
             .candidates(&req.agency, &visibility, next, end)
@@ -246,7 +249,7 @@ impl AuditService {
         end: u64,
     ) -> Result<Indexes, AuditError> {
         let store = self.log.store();
-        let visible = visibility.agencies(&self.registry);
+        let visible = visibility.agencies(&self.registry.current());
         if end <= next {
             return Ok(Box::new(std::iter::empty()));
         }

@@ -79,9 +79,9 @@ pub async fn start(
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
     truc_pki::install_crypto_provider();
-    let registry = Arc::new(Registry::load(&config.registry)?);
-    let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Node)?;
+    let registry = truc_registry::Live::new(Registry::load(&config.registry)?);
+    // Accepted and outgoing (to nodes) connections; reloaded by `Servers`.
+    let tls = truc_pki::LiveTls::load(config.tls.clone(), Some(truc_pki::Role::Node))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| truc_store::StoreError::Sync {
         path: config.data_dir.clone(),
         source: e,
@@ -96,10 +96,7 @@ pub async fn start(
     let audit = AuditLog::open(store.clone(), "hub", audit_options, Some(signer))?;
     let audit_handle = audit.clone();
     let metrics = Arc::new(Metrics::new());
-    metrics.set_known(
-        registry.agencies().map(|a| a.code.to_string()).collect(),
-        registry.services().map(|s| s.id.to_string()).collect(),
-    );
+    set_known(&metrics, &registry.current());
     truc_pipeline::watch_audit(&metrics, audit.reader().clone());
 
     let limit = config.limits.max_message_bytes();
@@ -114,7 +111,7 @@ pub async fn start(
         registry.clone(),
         audit_public_key,
         audit,
-        client_tls,
+        tls.clone(),
         metrics.clone(),
         config.limits.clone(),
         config.documents.clone(),
@@ -150,19 +147,53 @@ pub async fn start(
     let servers = Servers::start(
         server,
         listener,
-        server_tls,
+        tls,
         truc_ops::OpsPort {
             listener: ops_listener,
-            metrics,
+            metrics: metrics.clone(),
             routes: dashboard,
         },
         shutdown,
         options.drain,
     )?;
-    tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.agencies().count(), "hub serving");
+    watch_registry(
+        servers.reloader(),
+        &config.registry,
+        registry.clone(),
+        &metrics,
+    );
+    tracing::info!(addr = %servers.addr(), ops_addr = %servers.ops_addr(), agencies = registry.current().agencies().count(), "hub serving");
     Ok(truc_ops::Running::new(servers, async move {
         audit_handle.close().await;
     }))
+}
+
+/// The agencies and services metrics may name: those of `registry`.
+fn set_known(metrics: &Metrics, registry: &Registry) {
+    metrics.set_known(
+        registry.agencies().map(|a| a.code.to_string()).collect(),
+        registry.services().map(|s| s.id.to_string()).collect(),
+    );
+}
+
+/// Reloads the registry file into `registry` when it changes (and on
+/// SIGHUP); a file that does not validate is refused, the old registry stays.
+fn watch_registry(
+    reloader: &truc_ops::Reloader,
+    path: &std::path::Path,
+    registry: truc_registry::Live,
+    metrics: &Arc<Metrics>,
+) {
+    let (file, metrics) = (path.to_path_buf(), metrics.clone());
+    reloader.watch("registry", vec![file.clone()], move || {
+        let loaded = registry.reload(&file).map_err(|e| truc_ops::ReloadError {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        set_known(&metrics, &loaded);
+        tracing::info!(agencies = loaded.agencies().count(), "registry reloaded");
+        Ok(())
+    });
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use truc_proto::v1::{
     DataRequest, DataResponse, GetRegistryRequest, RegistrySnapshot, hub_server::Hub,
     node_client::NodeClient,
 };
-use truc_registry::{AgencyCode, NodeId, Registry};
+use truc_registry::{AgencyCode, NodeId};
 
 /// The Hub service.
 #[derive(Clone)]
@@ -25,12 +25,13 @@ pub struct HubService {
 }
 
 pub(crate) struct Inner {
-    pub(crate) registry: Arc<Registry>,
+    /// The registry in force (reloaded when its file changes).
+    pub(crate) registry: truc_registry::Live,
     /// Served with the registry, so nodes can verify receipts.
     audit_public_key: Bytes,
     /// Every transaction goes through it (ids unique in the hub's log).
     pub(crate) pipeline: Pipeline,
-    client_tls: Arc<rustls::ClientConfig>,
+    client_tls: truc_pki::ClientTls,
     // One long-lived HTTP/2 channel per provider node, made on first use.
     nodes: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
     pub(crate) limits: Limits,
@@ -40,20 +41,20 @@ pub(crate) struct Inner {
 
 impl HubService {
     pub(crate) fn new(
-        registry: Arc<Registry>,
+        registry: impl Into<truc_registry::Live>,
         audit_public_key: Vec<u8>,
         audit: truc_audit::AuditLog,
-        client_tls: Arc<rustls::ClientConfig>,
+        client_tls: impl Into<truc_pki::ClientTls>,
         metrics: Arc<Metrics>,
         limits: Limits,
         documents: truc_doc::Limits,
     ) -> HubService {
         HubService {
             inner: Arc::new(Inner {
-                registry,
+                registry: registry.into(),
                 audit_public_key: Bytes::from(audit_public_key),
                 pipeline: Pipeline::new(audit, metrics).with_unique_ids(),
-                client_tls,
+                client_tls: client_tls.into(),
                 nodes: Mutex::new(HashMap::new()),
                 limits,
                 documents,
@@ -75,8 +76,8 @@ impl Inner {
         if let Some(client) = nodes.get(id) {
             return Ok(client.clone());
         }
-        let node = self
-            .registry
+        let registry = self.registry.current();
+        let node = registry
             .node(id)
             .ok_or_else(|| TxError::Internal(format!("node {id} vanished from the registry")))?;
         let channel = truc_pki::channel(&node.address, id.as_str(), self.client_tls.clone())
@@ -112,7 +113,7 @@ impl Inner {
     ) -> Result<AgencyCode, TxError> {
         let id = fields::transaction_id(id_field, id)?;
         let agency = fields::agency(agency_field, agency)?;
-        if !self.registry.hosts(node, &agency) {
+        if !self.registry.current().hosts(node, &agency) {
             return Err(TxError::Denied(format!(
                 "node {node} does not host agency {agency}"
             )));
@@ -160,7 +161,7 @@ impl Step for Route<'_> {
         req: DataRequest,
         tx: &mut Transaction,
     ) -> Result<Self::Admitted, TxError> {
-        let registry = &self.0.registry;
+        let registry = self.0.registry.current();
         let node = Inner::calling_node(caller)?;
         let client = self.0.hosted_origin(
             &node,
@@ -266,7 +267,7 @@ impl Hub for HubService {
                 caller.identity
             )));
         }
-        let mut snapshot = self.inner.registry.to_snapshot();
+        let mut snapshot = self.inner.registry.current().to_snapshot();
         snapshot.audit_public_key = self.inner.audit_public_key.clone();
         Ok(Response::new(snapshot))
     }

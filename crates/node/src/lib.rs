@@ -90,8 +90,8 @@ pub async fn start(
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
     truc_pki::install_crypto_provider();
-    let server_tls = truc_pki::server_config(&config.tls)?;
-    let client_tls = truc_pki::client_config_for(&config.tls, truc_pki::Role::Hub)?;
+    // Accepted and outgoing (to the hub) connections; reloaded by `Servers`.
+    let tls = truc_pki::LiveTls::load(config.tls.clone(), Some(truc_pki::Role::Hub))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -108,7 +108,7 @@ pub async fn start(
     let config = Arc::new(config);
     let limit = config.limits.max_message_bytes();
 
-    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, client_tls)?;
+    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, tls.clone())?;
     let hub_channel_for_check = hub_channel.clone();
     let hub_key = HubKey::default();
     let documents = docs::Documents::open(
@@ -181,7 +181,7 @@ pub async fn start(
     let servers = Servers::start(
         server,
         listener,
-        server_tls,
+        tls,
         truc_ops::OpsPort {
             listener: ops_listener,
             metrics,

@@ -22,7 +22,7 @@ pub use keys::load_audit_key;
 pub use layout::Layout;
 pub use live::LiveTls;
 pub use tls::{
-    AcceptLimits, PeerInfo, TlsConn, TlsFiles, channel, channel_live, check_server_identity,
+    AcceptLimits, ClientTls, PeerInfo, TlsConn, TlsFiles, channel, check_server_identity,
     client_config, client_config_for, install_crypto_provider, peer, server_config, tls_incoming,
     tls_incoming_live, tool_client_config,
 };

@@ -904,6 +904,27 @@ async fn handshake(
     })
 }
 
+/// The client TLS configuration outgoing connections are made with.
+#[derive(Clone, Debug)]
+pub enum ClientTls {
+    /// One configuration.
+    Fixed(Arc<rustls::ClientConfig>),
+    /// The configuration a [`LiveTls`] holds at each connect.
+    Live(Arc<LiveTls>),
+}
+
+impl From<Arc<rustls::ClientConfig>> for ClientTls {
+    fn from(c: Arc<rustls::ClientConfig>) -> Self {
+        ClientTls::Fixed(c)
+    }
+}
+
+impl From<Arc<LiveTls>> for ClientTls {
+    fn from(l: Arc<LiveTls>) -> Self {
+        ClientTls::Live(l)
+    }
+}
+
 /// The identity of the caller of a request, from its connection (UNAUTHENTICATED Status if absent).
 pub fn peer<T>(req: &tonic::Request<T>) -> Result<&PeerInfo, tonic::Status> {
     req.extensions().get::<PeerInfo>().ok_or_else(|| {
@@ -912,36 +933,14 @@ pub fn peer<T>(req: &tonic::Request<T>) -> Result<&PeerInfo, tonic::Status> {
 }
 
 /// A lazily connecting channel to `addr` ("host:port") whose server certificate must carry DNS name `server_name`, over TLS 1.3 with the client certificate in `config`. TCP_NODELAY, HTTP/2 keepalive (30 s interval, 10 s timeout), connect timeout 5 s.
+/// With a [`LiveTls`], each connection uses the client config in force when
+/// it is made, and is closed when a reload revokes the server's certificate.
 pub fn channel(
     addr: &str,
     server_name: &str,
-    config: Arc<rustls::ClientConfig>,
+    config: impl Into<ClientTls>,
 ) -> Result<tonic::transport::Channel, PkiError> {
-    connect_channel(addr, server_name, Connector::Fixed(config))
-}
-
-/// Like [`channel`], each connection with the client config `live` holds
-/// when it is made; connections are tracked by `live`, which closes those
-/// whose server certificate a reload revokes.
-pub fn channel_live(
-    addr: &str,
-    server_name: &str,
-    live: Arc<LiveTls>,
-) -> Result<tonic::transport::Channel, PkiError> {
-    connect_channel(addr, server_name, Connector::Live(live))
-}
-
-#[derive(Clone)]
-enum Connector {
-    Fixed(Arc<rustls::ClientConfig>),
-    Live(Arc<LiveTls>),
-}
-
-fn connect_channel(
-    addr: &str,
-    server_name: &str,
-    connector: Connector,
-) -> Result<tonic::transport::Channel, PkiError> {
+    let connector = config.into();
     let endpoint_err = |reason: String| PkiError::Endpoint {
         addr: addr.to_owned(),
         server_name: server_name.to_owned(),
@@ -966,15 +965,15 @@ fn connect_channel(
                 let tcp = TcpStream::connect(addr.as_str()).await?;
                 tcp.set_nodelay(true)?;
                 let config = match &connector {
-                    Connector::Fixed(c) => c.clone(),
-                    Connector::Live(l) => l.client_config(),
+                    ClientTls::Fixed(c) => c.clone(),
+                    ClientTls::Live(l) => l.client_config(),
                 };
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name.clone(), tcp)
                     .await?;
                 let guard = match &connector {
-                    Connector::Fixed(_) => Guard::untracked(),
-                    Connector::Live(l) => {
+                    ClientTls::Fixed(_) => Guard::untracked(),
+                    ClientTls::Live(l) => {
                         let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
                         l.track(
                             cert.map(|c| c.as_ref()),
