@@ -60,6 +60,62 @@ fn pki_init_writes_certificates_once() {
 }
 
 #[test]
+fn pki_revoke_writes_a_crl_rustls_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().join("pki");
+    let d = d.to_str().expect("utf-8");
+    let out = run(&["pki", "init", "--dir", d, "--node", "vpcp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layout = truc_pki::Layout::new(d);
+    assert!(layout.crl().exists(), "init writes the empty list");
+    let node = layout.files(&truc_pki::Identity::new(truc_pki::Role::Node, "vpcp").expect("id"));
+    let cert = node.cert.to_str().expect("utf-8");
+    let out = run(&[
+        "pki",
+        "revoke",
+        "--dir",
+        d,
+        "--cert",
+        cert,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("revoked serial"),
+        "{}",
+        text(&out.stdout)
+    );
+    let set = truc_pki::CrlSet::load(&[layout.crl()]).expect("list");
+    assert_eq!(set.info[0].revoked, 1);
+    // rustls takes it, and it revokes the node.
+    let hub = layout.files(&truc_pki::Identity::new(truc_pki::Role::Hub, "hub").expect("id"));
+    truc_pki::server_config(&hub).expect("rustls accepts the list");
+    let der = std::fs::read(&node.cert).expect("cert");
+    let der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(&der).expect("pem")
+    };
+    assert!(set.revokes(&der));
+
+    for (args, needle) in [
+        (vec!["--serial", "xyz"], "invalid serial"),
+        (vec!["--cert", cert, "--reason", "bored"], "--reason"),
+        (vec![], "--cert"),
+    ] {
+        let mut all = vec!["pki", "revoke", "--dir", d];
+        all.extend(args);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{all:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn bad_configs_exit_2_naming_file_and_field() {
     let dir = tempfile::tempdir().expect("dir");
     let hub = dir.path().join("hub.toml");
