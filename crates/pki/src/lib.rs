@@ -1,7 +1,10 @@
 //! The transport of truc: the `truc://{role}/{name}` identities participant certificates
-//! carry, where the files of a PKI are ([`Layout`]), the hub's audit signing key, TLS 1.3-only rustls configurations for mutual TLS,
+//! carry, where the files of a PKI are ([`Layout`]), the hub's audit signing key, TLS 1.3-only rustls configurations for mutual TLS
+//! that check peers against certificate revocation lists ([`CrlSet`], [`CrlPolicy`]),
 //! and the glue that serves and connects tonic over those configurations (tonic's own TLS
-//! features are not used). It issues no certificate (the development CA is `truc-devca`, which
+//! features are not used). A [`LiveTls`] is reloaded from its files while serving and
+//! closes the connections of peers a new list revokes; when to reload is decided by
+//! its holder (`truc-ops`). It issues no certificate (the development CA is `truc-devca`, which
 //! servers do not link) and holds no authorization policy (callers decide what an
 //! [`Identity`] may do).
 
