@@ -274,6 +274,77 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
 }
 
 #[test]
+fn a_running_node_process_reloads_its_crl_on_sighup_and_refuses_the_revoked_client() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = demo_files(dir.path(), "1");
+    let mut deployment = Deployment::spawn(&data);
+    let client = data.join("client-langson-dms.toml");
+    let lookup = "000.00.00.G22/citizen-lookup/v1";
+    let out = call_until_up(&client, "000.00.00.H37", lookup);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let pki = data.join("pki");
+    let cert = pki.join("client-langson-dms.crt");
+    let out = run(&[
+        "pki",
+        "revoke",
+        "--dir",
+        pki.to_str().expect("utf-8"),
+        "--cert",
+        cert.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = deployment.province.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    // The requirement: refused within 10 s of writing the list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(&[
+            "call",
+            "--config",
+            client.to_str().expect("utf-8"),
+            "--as",
+            "000.00.00.H37",
+            "--service",
+            lookup,
+            "--data",
+            r#"{"id":"001089012345"}"#,
+        ]);
+        if !out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked client still calls");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        deployment.province.0.try_wait().expect("wait").is_none(),
+        "SIGHUP reloads, it does not stop the node"
+    );
+    let other = run(&[
+        "call",
+        "--config",
+        data.join("client-vpcp-dms.toml").to_str().expect("utf-8"),
+        "--as",
+        "000.00.00.G22",
+        "--service",
+        "000.00.00.H37/household-registry/v1",
+        "--data",
+        r#"{"id":"001089012345"}"#,
+    ]);
+    // The province's backend does not run here: the call went through the
+    // hub to the province node, which answered that it cannot reach it.
+    assert!(
+        text(&other.stderr).contains("the backend of 000.00.00.H37/household-registry/v1"),
+        "{}",
+        text(&other.stderr)
+    );
+}
+
+#[test]
 fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
     // The demo writes the PKI, registry and configs; then each part runs as its own process.
