@@ -184,13 +184,16 @@ fn watch_registry(
     registry: truc_registry::Live,
     metrics: &Arc<Metrics>,
 ) {
-    let (file, metrics) = (path.to_path_buf(), metrics.clone());
+    // Weak: the metrics hold the reloader (its counters), which holds this.
+    let (file, metrics) = (path.to_path_buf(), Arc::downgrade(metrics));
     reloader.watch("registry", vec![file.clone()], move || {
         let loaded = registry.reload(&file).map_err(|e| truc_ops::ReloadError {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        set_known(&metrics, &loaded);
+        if let Some(metrics) = metrics.upgrade() {
+            set_known(&metrics, &loaded);
+        }
         tracing::info!(agencies = loaded.agencies().count(), "registry reloaded");
         Ok(())
     });

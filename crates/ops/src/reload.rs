@@ -209,7 +209,10 @@ impl Reloader {
         );
     }
 
-    /// Adds this reloader's metrics to `metrics`.
+    /// Adds this reloader's metrics to `metrics`, which then holds the
+    /// reloader: an item's action must hold `metrics` only weakly, or
+    /// neither (nor what the metrics read, such as an audit log) is ever
+    /// dropped.
     pub fn register(&self, metrics: &Metrics) {
         let this = self.clone();
         metrics.add_source(Box::new(move |out| this.write_metrics(out)));

@@ -124,6 +124,49 @@ impl CrlSet {
         Ok(())
     }
 
+    /// Checks that every list is issued and signed by one of `cas`: a list
+    /// from elsewhere (another CA of the same name, a forged one) would
+    /// otherwise fail every handshake of that issuer's certificates.
+    pub(crate) fn verify_issuers(
+        &self,
+        cas: &[rustls::pki_types::CertificateDer<'_>],
+        ca_path: &Path,
+    ) -> Result<(), PkiError> {
+        let parsed: Vec<_> = cas
+            .iter()
+            .filter_map(|c| x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c))
+            .collect();
+        for (info, der) in self.info.iter().zip(&self.ders) {
+            let bad = |reason: String| PkiError::BadCrl {
+                path: info.path.clone(),
+                reason,
+            };
+            let (_, crl) =
+                x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+            let issuers: Vec<_> = parsed
+                .iter()
+                .filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+                .collect();
+            if issuers.is_empty() {
+                return Err(bad(format!(
+                    "issued by {}, which is not the CA in {}",
+                    crl.issuer(),
+                    ca_path.display()
+                )));
+            }
+            if !issuers
+                .iter()
+                .any(|ca| crl.verify_signature(ca.public_key()).is_ok())
+            {
+                return Err(bad(format!(
+                    "its signature does not verify against the CA in {}",
+                    ca_path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the certificate `der` is revoked by one of these lists.
     pub fn revokes(&self, der: &[u8]) -> bool {
         cert_key(der).is_some_and(|k| self.revoked.contains(&k))

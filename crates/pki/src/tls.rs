@@ -190,48 +190,30 @@ impl Material {
         Ok(m)
     }
 
-    /// Checks this participant's own certificate through verifiers holding
-    /// the lists: first each file alone (a bad signature names its file),
-    /// then all together (the CA must have a list).
+    /// Checks that every list is signed by the CA, then this participant's
+    /// own certificate through a verifier holding the lists: the CA must
+    /// have a list (else every certificate would be refused).
     fn check_crls(&self, files: &TlsFiles) -> Result<(), PkiError> {
         if self.crls.is_empty() {
             return Ok(());
         }
+        let cas = load_certs(&files.ca)?;
+        self.crls.verify_issuers(&cas, &files.ca)?;
         let Some((leaf, chain)) = self.certs.split_first() else {
             return Ok(());
         };
         let now = UnixTime::now();
-        let verify = |ders: Vec<CertificateRevocationListDer<'static>>, allow_unknown: bool| {
-            let mut b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let verify = |ders: Vec<CertificateRevocationListDer<'static>>| {
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
                 self.roots.clone(),
                 self.provider.clone(),
             )
-            .with_crls(ders);
-            if allow_unknown {
-                b = b.allow_unknown_revocation_status();
-            }
-            b.build()
-                .map_err(|e| e.to_string())
-                .map(|v| v.verify_client_cert(leaf, chain, now).map(|_| ()))
+            .with_crls(ders)
+            .build()
+            .map_err(|e| e.to_string())
+            .map(|v| v.verify_client_cert(leaf, chain, now).map(|_| ()))
         };
-        let crl_error = |r: &Result<(), rustls::Error>| match r {
-            Err(rustls::Error::InvalidCertRevocationList(e)) => Some(format!("{e:?}")),
-            _ => None,
-        };
-        for (info, der) in self.crls.info.iter().zip(&self.crls.ders) {
-            let bad = |reason: String| PkiError::BadCrl {
-                path: info.path.clone(),
-                reason,
-            };
-            let result = verify(vec![der.clone()], true).map_err(bad)?;
-            if let Some(reason) = crl_error(&result) {
-                return Err(bad(format!(
-                    "does not verify against the CA {}: {reason}",
-                    files.ca.display()
-                )));
-            }
-        }
-        let result = verify(self.crls.ders.clone(), false).map_err(|reason| PkiError::BadCrl {
+        let result = verify(self.crls.ders.clone()).map_err(|reason| PkiError::BadCrl {
             path: files.crls.first().cloned().unwrap_or_default(),
             reason,
         })?;
