@@ -132,9 +132,20 @@ async fn a_revoked_node_is_refused_by_the_hub_and_the_other_node_keeps_working()
         .call(call(H37, CITIZEN_LOOKUP, ID))
         .await
         .expect("before revocation");
+    // The hub's pooled connection to the province node, open from now on.
+    let mut ministry = d
+        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+        .expect("client");
+    ministry
+        .call(call(G22, HOUSEHOLD_REGISTRY, ID))
+        .await
+        .expect("before revocation");
 
     revoke(&c, Role::Node, PROVINCE_NODE);
-    reload_everywhere(&c);
+    // Only the hub reloads: it alone must close both the connections the
+    // revoked node opened to it and the one it opened to the revoked node.
+    let report = d.hub().reloader().reload();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
     within_10s("the revoked node's open connection is closed", || {
         let mut h = province_hub.clone();
         async move { h.get_registry(GetRegistryRequest {}).await.is_err() }
@@ -150,9 +161,13 @@ async fn a_revoked_node_is_refused_by_the_hub_and_the_other_node_keeps_working()
         async move { p.call(call(H37, CITIZEN_LOOKUP, ID)).await.is_err() }
     })
     .await;
-    let mut ministry = d
-        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
-        .expect("client");
+    // The hub's open connection to the revoked node is closed, and it
+    // refuses the node's certificate when it reconnects.
+    within_10s("the hub stops calling the revoked provider", || {
+        let mut m = ministry.clone();
+        async move { m.call(call(G22, HOUSEHOLD_REGISTRY, ID)).await.is_err() }
+    })
+    .await;
     let e = ministry
         .call(call(G22, HOUSEHOLD_REGISTRY, ID))
         .await
