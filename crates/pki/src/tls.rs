@@ -487,9 +487,11 @@ impl ServerCertVerifier for IdentityVerifier {
         };
         check_server_identity(end_entity, &name, self.role).map_err(|reason| {
             tracing::warn!(%name, %reason, "refusing server certificate");
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(std::io::Error::other(reason)),
-            )))
+            let e = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                rustls::OtherError(Arc::new(std::io::Error::other(reason))),
+            ));
+            self.counts.count(&e);
+            e
         })?;
         Ok(verified)
     }
