@@ -299,6 +299,21 @@ async fn an_invalid_crl_or_registry_leaves_the_previous_one_in_force() {
     .await;
     assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
 
+    // A valid registry that moves the ministry's node: the hub's pooled
+    // channel to its old address is not used any more.
+    let vpcp = format!("id = \"{MINISTRY_NODE}\"\naddress = \"");
+    let at = registry.find(&vpcp).expect("ministry node in the registry") + vpcp.len();
+    let end = at + registry[at..].find('"').expect("address");
+    let moved = format!("{}127.0.0.1:1{}", &registry[..at], &registry[end..]);
+    std::fs::write(&d.files.registry, moved).expect("write");
+    let report = d.hub().reloader().reload();
+    assert!(report.failed.is_empty(), "{report:?}");
+    let e = province
+        .call(call(H37, CITIZEN_LOOKUP, ID))
+        .await
+        .expect_err("the node moved to a dead address");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+
     // A valid registry without the grant takes effect without a restart.
     let without_grant = registry.replace(
         "[[grant]]\nclient = \"000.00.00.H37\"\nservices = [\"000.00.00.G22/citizen-lookup/v1\"]\n",

@@ -33,7 +33,9 @@ pub(crate) struct Inner {
     pub(crate) pipeline: Pipeline,
     client_tls: truc_pki::ClientTls,
     // One long-lived HTTP/2 channel per provider node, made on first use.
-    nodes: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
+    // Keyed with the address it was made for: a reloaded registry that
+    // moves a node gets a new channel.
+    nodes: Mutex<HashMap<NodeId, (String, NodeClient<Channel>)>>,
     pub(crate) limits: Limits,
     /// Limits on relayed documents.
     pub(crate) documents: truc_doc::Limits,
@@ -73,13 +75,16 @@ impl Inner {
             .nodes
             .lock()
             .map_err(|_| TxError::Internal("node channel map poisoned".into()))?;
-        if let Some(client) = nodes.get(id) {
+        let registry = self.registry.current();
+        // A registry reloaded since the call was admitted may have dropped it.
+        let node = registry.node(id).ok_or_else(|| TxError::Unreachable {
+            peer: format!("node {id} (no longer in the registry)"),
+        })?;
+        if let Some((address, client)) = nodes.get(id)
+            && *address == node.address
+        {
             return Ok(client.clone());
         }
-        let registry = self.registry.current();
-        let node = registry
-            .node(id)
-            .ok_or_else(|| TxError::Internal(format!("node {id} vanished from the registry")))?;
         let channel = truc_pki::channel(&node.address, id.as_str(), self.client_tls.clone())
             .map_err(|e| {
                 tracing::error!(node = %id, error = %e, "cannot make a channel to node");
@@ -91,7 +96,7 @@ impl Inner {
         let client = NodeClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        nodes.insert(id.clone(), client.clone());
+        nodes.insert(id.clone(), (node.address.clone(), client.clone()));
         Ok(client)
     }
 
