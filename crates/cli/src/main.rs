@@ -9,7 +9,7 @@ mod cmd;
 
 // Dev-dependencies only the integration tests (`tests/`) use; the unit-test build links them too.
 #[cfg(test)]
-use {tempfile as _, tokio_rustls as _, tokio_stream as _, tonic_reflection as _};
+use {rustls as _, tempfile as _, tokio_rustls as _, tokio_stream as _, tonic_reflection as _};
 
 use std::process::ExitCode;
 

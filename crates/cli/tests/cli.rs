@@ -61,6 +61,62 @@ fn pki_init_writes_certificates_once() {
 }
 
 #[test]
+fn pki_revoke_writes_a_crl_rustls_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().join("pki");
+    let d = d.to_str().expect("utf-8");
+    let out = run(&["pki", "init", "--dir", d, "--node", "vpcp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layout = truc_pki::Layout::new(d);
+    assert!(layout.crl().exists(), "init writes the empty list");
+    let node = layout.files(&truc_pki::Identity::new(truc_pki::Role::Node, "vpcp").expect("id"));
+    let cert = node.cert.to_str().expect("utf-8");
+    let out = run(&[
+        "pki",
+        "revoke",
+        "--dir",
+        d,
+        "--cert",
+        cert,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("revoked serial"),
+        "{}",
+        text(&out.stdout)
+    );
+    let set = truc_pki::CrlSet::load(&[layout.crl()]).expect("list");
+    assert_eq!(set.info[0].revoked, 1);
+    // rustls takes it, and it revokes the node.
+    let hub = layout.files(&truc_pki::Identity::new(truc_pki::Role::Hub, "hub").expect("id"));
+    truc_pki::server_config(&hub).expect("rustls accepts the list");
+    let der = std::fs::read(&node.cert).expect("cert");
+    let der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(&der).expect("pem")
+    };
+    assert!(set.revokes(&der));
+
+    for (args, needle) in [
+        (vec!["--serial", "xyz"], "invalid serial"),
+        (vec!["--cert", cert, "--reason", "bored"], "--reason"),
+        (vec![], "--cert"),
+    ] {
+        let mut all = vec!["pki", "revoke", "--dir", d];
+        all.extend(args);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{all:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn bad_configs_exit_2_naming_file_and_field() {
     let dir = tempfile::tempdir().expect("dir");
     let hub = dir.path().join("hub.toml");
@@ -236,6 +292,77 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     assert!(
         err.contains("tls.cert") && err.contains("node/lgsp-langson"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_running_node_process_reloads_its_crl_on_sighup_and_refuses_the_revoked_client() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = demo_files(dir.path(), "1");
+    let mut deployment = Deployment::spawn(&data);
+    let client = data.join("client-langson-dms.toml");
+    let lookup = "000.00.00.G22/citizen-lookup/v1";
+    let out = call_until_up(&client, "000.00.00.H37", lookup);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let pki = data.join("pki");
+    let cert = pki.join("client-langson-dms.crt");
+    let out = run(&[
+        "pki",
+        "revoke",
+        "--dir",
+        pki.to_str().expect("utf-8"),
+        "--cert",
+        cert.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = deployment.province.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    // The requirement: refused within 10 s of writing the list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(&[
+            "call",
+            "--config",
+            client.to_str().expect("utf-8"),
+            "--as",
+            "000.00.00.H37",
+            "--service",
+            lookup,
+            "--data",
+            r#"{"id":"001089012345"}"#,
+        ]);
+        if !out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked client still calls");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        deployment.province.0.try_wait().expect("wait").is_none(),
+        "SIGHUP reloads, it does not stop the node"
+    );
+    let other = run(&[
+        "call",
+        "--config",
+        data.join("client-vpcp-dms.toml").to_str().expect("utf-8"),
+        "--as",
+        "000.00.00.G22",
+        "--service",
+        "000.00.00.H37/household-registry/v1",
+        "--data",
+        r#"{"id":"001089012345"}"#,
+    ]);
+    // The province's backend does not run here: the call went through the
+    // hub to the province node, which answered that it cannot reach it.
+    assert!(
+        text(&other.stderr).contains("the backend of 000.00.00.H37/household-registry/v1"),
+        "{}",
+        text(&other.stderr)
     );
 }
 

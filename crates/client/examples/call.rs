@@ -23,11 +23,7 @@ async fn main() -> ExitCode {
         eprintln!("usage: call NODE_ADDRESS NODE_NAME CA CERT KEY AGENCY SERVICE JSON");
         return ExitCode::from(2);
     };
-    let tls = TlsFiles {
-        ca: ca.into(),
-        cert: cert.into(),
-        key: key.into(),
-    };
+    let tls = TlsFiles::new(ca.into(), cert.into(), key.into());
     let result = async {
         let client = Client::connect(address, server_name, &tls)?;
         let request = CallRequest {

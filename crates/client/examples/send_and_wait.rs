@@ -29,11 +29,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let tls = TlsFiles {
-        ca: ca.into(),
-        cert: cert.into(),
-        key: key.into(),
-    };
+    let tls = TlsFiles::new(ca.into(), cert.into(), key.into());
     match run(
         address,
         server_name,

@@ -33,11 +33,12 @@
 //! use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
 //!
 //! # async fn run() -> Result<(), truc_client::Error> {
-//! let tls = TlsFiles {
-//!     ca: "pki/ca.pem".into(),
-//!     cert: "pki/clients/dms.pem".into(),
-//!     key: "pki/clients/dms-key.pem".into(),
-//! };
+//! let mut tls = TlsFiles::new(
+//!     "pki/ca.pem".into(),
+//!     "pki/clients/dms.pem".into(),
+//!     "pki/clients/dms-key.pem".into(),
+//! );
+//! tls.crls.push("pki/ca.crl".into());
 //! let client = Client::connect("node.example:7443", "node-langson", &tls)?;
 //!
 //! let sender = "000.00.00.H37";

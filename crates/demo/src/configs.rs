@@ -54,6 +54,9 @@ fn tls(role: Role, name: &str) -> Result<TlsSection, truc_pki::PkiError> {
         ca: files.ca,
         cert: files.cert,
         key: files.key,
+        // The list `truc pki revoke --dir pki` rewrites: servers reload it.
+        crls: vec![pki().crl()],
+        crl_policy: truc_ops::config::CrlPolicySetting::Warn,
     })
 }
 

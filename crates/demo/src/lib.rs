@@ -497,6 +497,16 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
             },
         )?;
     }
+    if !pki.crl().exists() {
+        // A PKI written before CRLs existed: give it an empty list.
+        let now = std::time::SystemTime::now();
+        let days = u64::from(truc_devca::CRL_VALIDITY_DAYS);
+        truc_devca::reissue_crl(
+            &pki,
+            now,
+            now + std::time::Duration::from_secs(days * 86_400),
+        )?;
+    }
     let node = |i: usize| -> Result<_, DemoError> {
         Ok((
             addr(&bound.nodes[i].0)?,

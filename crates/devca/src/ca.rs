@@ -17,7 +17,7 @@ use crate::{DevCaError, Identity, Layout, PkiError, Role, TlsFiles};
 
 const CA_COMMON_NAME: &str = "truc development CA";
 /// The longest a participant certificate may be valid: a leaked key stays
-/// useful only that long, since this CA has no revocation.
+/// useful only that long where peers do not load the CA's CRL.
 pub const MAX_LEAF_VALIDITY_DAYS: u32 = 366;
 /// The default validity of participant certificates (`truc pki init` and
 /// `truc pki issue`).
@@ -99,6 +99,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Layout, DevCaError> {
             &layout.witness_public_key(&id.name),
         )?;
     }
+    crate::crl::write_new(&layout, &ca_cert, &ca_key)?;
     tracing::info!(dir = %dir.display(), certificates = ids.len(), "development pki initialised");
     Ok(layout)
 }
@@ -122,6 +123,22 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
             }
         }
     }
+    let (issuer, ca_key) = load_issuer(layout)?;
+    let files = issue_with(layout, &issuer, &ca_key, id, validity_days)?;
+    // A node witnesses the hub's log with a key of its own; a reissued
+    // node certificate keeps the witness key it has.
+    if id.role == Role::Node && !layout.witness_key(&id.name).exists() {
+        write_ed25519_key(
+            &layout.witness_key(&id.name),
+            &layout.witness_public_key(&id.name),
+        )?;
+    }
+    Ok(files)
+}
+
+/// The CA of `layout` as an in-memory issuer (same subject, same key, same
+/// key identifier as the certificate on disk), and its key.
+pub(crate) fn load_issuer(layout: &Layout) -> Result<(rcgen::Certificate, KeyPair), DevCaError> {
     let ca_cert_path = layout.ca_cert();
     let ca_key_path = layout.ca_key();
     let ca_pem = read_string(&ca_cert_path)?;
@@ -172,16 +189,7 @@ pub fn issue(layout: &Layout, id: &Identity, validity_days: u32) -> Result<TlsFi
         ))
         .into());
     }
-    let files = issue_with(layout, &issuer, &ca_key, id, validity_days)?;
-    // A node witnesses the hub's log with a key of its own; a reissued
-    // node certificate keeps the witness key it has.
-    if id.role == Role::Node && !layout.witness_key(&id.name).exists() {
-        write_ed25519_key(
-            &layout.witness_key(&id.name),
-            &layout.witness_public_key(&id.name),
-        )?;
-    }
-    Ok(files)
+    Ok((issuer, ca_key))
 }
 
 fn check_validity(days: u32) -> Result<(), DevCaError> {
@@ -301,7 +309,7 @@ fn write_ed25519_key(path: &Path, public_path: &Path) -> Result<(), DevCaError> 
 }
 
 /// Writes a new file (never overwriting); private files get mode 0600.
-fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevCaError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevCaError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true)
         .create_new(true)

@@ -2,16 +2,22 @@
 //! participant (hub, nodes, admin, clients) and the hub's audit signing key into a
 //! [`Layout`]; `issue` adds one more certificate later. Only the CLI (`truc pki`), the demo
 //! and tests use it; the hub and nodes read the files it writes through `truc-pki` and never
-//! link a certificate generator. It is not a production CA: there is no revocation and no
-//! key protection beyond file permissions.
+//! link a certificate generator. `revoke` adds a certificate to the CA's revocation list
+//! (`ca.crl`, written empty by `init`). It is not a production CA: there is no key
+//! protection beyond file permissions.
 
 #![forbid(unsafe_code)]
 
 mod ca;
+mod crl;
 
 use std::path::PathBuf;
 
 pub use ca::{DEFAULT_LEAF_VALIDITY_DAYS, InitOptions, MAX_LEAF_VALIDITY_DAYS, init, issue};
+pub use crl::{
+    CRL_VALIDITY_DAYS, REASONS, RevokeTarget, Revoked, parse_reason, reissue_crl, revoke,
+};
+pub use rcgen::RevocationReason;
 pub use truc_pki::{Identity, Layout, PkiError, Role, TlsFiles};
 
 /// Everything that can go wrong while writing a development PKI.
@@ -42,6 +48,9 @@ pub enum DevCaError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A serial number given to `revoke` is not hex.
+    #[error("invalid serial number {0}")]
+    BadSerial(String),
     /// Certificate generation failed.
     #[error("cannot generate certificate {path}: {source}")]
     Generate {

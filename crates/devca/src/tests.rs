@@ -180,3 +180,55 @@ fn every_node_gets_its_own_witness_key() {
     );
     assert!(!layout.witness_key(&opts().admin).exists());
 }
+
+#[test]
+fn revoke_writes_a_list_rustls_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = init(&dir.path().join("a"), &opts()).unwrap();
+    let other = init(&dir.path().join("b"), &opts()).unwrap();
+    let empty = truc_pki::CrlSet::load(&[layout.crl()]).unwrap();
+    assert_eq!(empty.info[0].revoked, 0);
+    let hub = layout.files(&ids()[0]);
+    assert_eq!(hub.crls, vec![layout.crl()]);
+    truc_pki::server_config(&hub).expect("rustls takes the empty list");
+
+    let node = layout.files(&ids()[1]);
+    let out = revoke(
+        &layout,
+        &RevokeTarget::Cert(node.cert.clone()),
+        Some(RevocationReason::KeyCompromise),
+    )
+    .unwrap();
+    assert!(!out.already && out.total == 1, "{out:?}");
+    let admin = layout.files(&ids()[3]);
+    let out = revoke(&layout, &RevokeTarget::Cert(admin.cert.clone()), None).unwrap();
+    assert_eq!(out.total, 2, "the first entry is kept");
+    let set = truc_pki::CrlSet::load(&[layout.crl()]).unwrap();
+    assert!(set.revokes(&cert_der(&node.cert)));
+    assert!(set.revokes(&cert_der(&admin.cert)));
+    assert!(!set.revokes(&cert_der(&hub.cert)));
+    let next = set.info[0].next_update.unwrap();
+    assert!(next - set.info[0].this_update >= i64::from(CRL_VALIDITY_DAYS) * 86_400 - 5);
+    truc_pki::server_config(&hub).expect("rustls takes the list");
+    truc_pki::client_config(&hub).expect("and so do clients");
+
+    // A certificate of another CA, a serial that is not hex, no CA: refused.
+    let foreign = other.files(&ids()[1]).cert;
+    let e = revoke(&layout, &RevokeTarget::Cert(foreign), None).unwrap_err();
+    assert!(e.to_string().contains("not by this CA"), "{e}");
+    let e = revoke(&layout, &RevokeTarget::Serial("zz".into()), None).unwrap_err();
+    assert!(matches!(e, DevCaError::BadSerial(_)), "{e}");
+    let e = revoke(
+        &Layout::new(dir.path().join("none")),
+        &RevokeTarget::Serial("01".into()),
+        None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ca.crt"), "{e}");
+    assert_eq!(
+        parse_reason("superseded"),
+        Some(RevocationReason::Superseded)
+    );
+    assert!(REASONS.iter().all(|r| parse_reason(r).is_some()));
+    assert_eq!(parse_reason("bored"), None);
+}

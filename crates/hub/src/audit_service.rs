@@ -19,7 +19,8 @@ use truc_proto::v1::{
     ListRecordsResponse, SignedTreeHead, StoredRecord, audit_server::Audit,
     get_inclusion_proof_request::Leaf,
 };
-use truc_registry::{NodeId, Registry};
+
+use truc_registry::NodeId;
 
 use crate::access::Visibility;
 
@@ -34,7 +35,7 @@ const MAX_EXAMINED: usize = 10 * MAX_PAGE as usize;
 /// The Audit service.
 #[derive(Clone)]
 pub(crate) struct AuditService {
-    registry: Arc<Registry>,
+    registry: truc_registry::Live,
     log: LogReader,
     /// Records read by ListRecords (what its filters cost).
     records_read: Arc<AtomicU64>,
@@ -43,9 +44,9 @@ pub(crate) struct AuditService {
 }
 
 impl AuditService {
-    pub(crate) fn new(registry: Arc<Registry>, log: LogReader) -> AuditService {
+    pub(crate) fn new(registry: impl Into<truc_registry::Live>, log: LogReader) -> AuditService {
         AuditService {
-            registry,
+            registry: registry.into(),
             log,
             records_read: Arc::new(AtomicU64::new(0)),
             max_examined: MAX_EXAMINED,
@@ -81,6 +82,7 @@ impl AuditService {
     fn attach_cosignatures(&self, head: &mut SignedTreeHead) {
         let names: Vec<String> = self
             .registry
+            .current()
             .nodes()
             .filter(|n| n.witness_key.is_some())
             .map(|n| n.id.to_string())
@@ -133,7 +135,7 @@ impl Audit for AuditService {
         }
         let node = NodeId::parse(&caller.name)
             .ok()
-            .and_then(|id| self.registry.node(&id).cloned())
+            .and_then(|id| self.registry.current().node(&id).cloned())
             .ok_or_else(|| Status::permission_denied("unknown node"))?;
         let req = request.into_inner();
         let c = req
@@ -214,7 +216,7 @@ impl Audit for AuditService {
                     .map_err(|e| status(e.into()))?
                     .ok_or_else(not_found)?;
                 if !visibility.sees(
-                    &self.registry,
+                    &self.registry.current(),
                     &record.client_agency,
                     &record.provider_agency,
                 ) {
@@ -296,7 +298,11 @@ impl Audit for AuditService {
                 && r.finished_unix_ms >= req.from_unix_ms
                 && (req.to_unix_ms == 0 || r.finished_unix_ms < req.to_unix_ms)
                 && (req.transaction_id.is_empty() || r.transaction_id == req.transaction_id)
-                && visibility.sees(&self.registry, &r.client_agency, &r.provider_agency)
+                && visibility.sees(
+                    &self.registry.current(),
+                    &r.client_agency,
+                    &r.provider_agency,
+                )
         };
         let candidates = self
             .candidates(&req.agency, &visibility, next, end)
@@ -350,7 +356,7 @@ impl AuditService {
         end: u64,
     ) -> Result<Indexes, AuditError> {
         let store = self.log.store();
-        let visible = visibility.agencies(&self.registry);
+        let visible = visibility.agencies(&self.registry.current());
         if end <= next {
             return Ok(Box::new(std::iter::empty()));
         }
@@ -605,7 +611,9 @@ mod tests {
                 &format!("id = \"lgsp-langson\"\nwitness_key = \"{}\"\n", key(2)),
                 1,
             );
-        let registry = Arc::new(Registry::from_toml_str(&text, "registry.toml").expect("registry"));
+        let registry = Arc::new(
+            truc_registry::Registry::from_toml_str(&text, "registry.toml").expect("registry"),
+        );
         AuditService::new(registry, f.log.reader().clone())
     }
 

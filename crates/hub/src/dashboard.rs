@@ -33,7 +33,7 @@ const PAGE: &str = include_str!("dashboard.html");
 
 #[derive(Clone)]
 struct Dash {
-    registry: Arc<Registry>,
+    registry: truc_registry::Live,
     audit: AuditLog,
     zone: Zone,
     public: bool,
@@ -44,7 +44,12 @@ struct Dash {
 }
 
 impl Dash {
-    fn new(registry: Arc<Registry>, audit: AuditLog, zone: Zone, public: bool) -> Dash {
+    fn new(
+        registry: impl Into<truc_registry::Live>,
+        audit: AuditLog,
+        zone: Zone,
+        public: bool,
+    ) -> Dash {
         let totals = Arc::new(RwLock::new(None));
         let (alive, dropped) = oneshot::channel();
         tokio::spawn(keep_totals(
@@ -54,7 +59,7 @@ impl Dash {
             dropped,
         ));
         Dash {
-            registry,
+            registry: registry.into(),
             audit,
             zone,
             public,
@@ -66,7 +71,7 @@ impl Dash {
 
 /// The dashboard's routes.
 pub(crate) fn router(
-    registry: Arc<Registry>,
+    registry: truc_registry::Live,
     audit: AuditLog,
     time_zone: Zone,
     public: bool,
@@ -338,13 +343,13 @@ fn current_summary(d: &Dash, now_ms: u64) -> Result<Value, truc_audit::AuditErro
     if let Ok(mut guard) = d.totals.write() {
         if let Some(t) = guard.as_mut() {
             t.prune(now_ms, &d.zone);
-            return Ok(summary_json(&d.registry, t, &d.zone, now_ms));
+            return Ok(summary_json(&d.registry.current(), t, &d.zone, now_ms));
         }
     }
     let counters = read_stats_of_days(d.audit.store(), &window_start(now_ms, &d.zone), "")?;
     note_unreadable("dashboard statistics", &counters.unreadable);
     Ok(summary_json(
-        &d.registry,
+        &d.registry.current(),
         &Totals::from_counters(&counters),
         &d.zone,
         now_ms,
@@ -481,7 +486,7 @@ mod tests {
         let counters = read_stats_of_days(audit.store(), &window_start(now, &Zone::default()), "")
             .expect("counters");
         let from_store = summary_json(
-            &d.registry,
+            &d.registry.current(),
             &Totals::from_counters(&counters),
             &Zone::default(),
             now,

@@ -23,7 +23,7 @@ use std::{sync::Arc, time::Duration};
 pub use config::{Dashboard, HubConfig, HubFile};
 use tokio::net::TcpListener;
 use truc_audit::Options;
-use truc_ops::Shutdown;
+use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{
     audit_server::AuditServer, hub_server::HubServer, reporting_server::ReportingServer,
 };
@@ -71,7 +71,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
-    let registry = Arc::new(Registry::load(&config.registry)?);
+    let registry = truc_registry::Live::new(Registry::load(&config.registry)?);
     let origin = config.log_origin();
     let server = Server::open(Common {
         role: truc_pki::Role::Hub,
@@ -89,10 +89,7 @@ pub async fn start(
     // A second handle on the audit key, to sign registry snapshots.
     let registry_key =
         truc_pki::load_audit_key(&config.audit_key).map_err(truc_server::StartError::from)?;
-    server.metrics().set_known(
-        registry.agencies().map(|a| a.code.to_string()).collect(),
-        registry.services().map(|s| s.id.to_string()).collect(),
-    );
+    set_known(server.metrics(), &registry.current());
     let audit = server.audit();
     let zone = &config.time_zone;
     let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
@@ -117,18 +114,55 @@ pub async fn start(
         zone.clone(),
         config.dashboard.public,
     );
-    tracing::info!(
-        agencies = registry.agencies().count(),
-        services = registry.services().count(),
-        "registry loaded"
-    );
-    Ok(server
+    {
+        let current = registry.current();
+        tracing::info!(
+            agencies = current.agencies().count(),
+            services = current.services().count(),
+            "registry loaded"
+        );
+    }
+    let metrics = server.metrics().clone();
+    let running = server
         .service(HubServer::new(router))
         .report_service(ReportingServer::new(reporting))
         .report_service(AuditServer::new(audit_service))
         .ops_routes(dashboard)
         .start(listener, ops_listener, shutdown, options.drain)
-        .await?)
+        .await?;
+    watch_registry(running.reloader(), &config.registry, registry, &metrics);
+    Ok(running)
+}
+
+/// The agencies and services metrics may name: those of `registry`.
+fn set_known(metrics: &Metrics, registry: &Registry) {
+    metrics.set_known(
+        registry.agencies().map(|a| a.code.to_string()).collect(),
+        registry.services().map(|s| s.id.to_string()).collect(),
+    );
+}
+
+/// Reloads the registry file into `registry` when it changes (and on
+/// SIGHUP); a file that does not validate is refused, the old registry stays.
+fn watch_registry(
+    reloader: &truc_ops::Reloader,
+    path: &std::path::Path,
+    registry: truc_registry::Live,
+    metrics: &Arc<Metrics>,
+) {
+    // Weak: the metrics hold the reloader (its counters), which holds this.
+    let (file, metrics) = (path.to_path_buf(), Arc::downgrade(metrics));
+    reloader.watch("registry", vec![file.clone()], move || {
+        let loaded = registry.reload(&file).map_err(|e| truc_ops::ReloadError {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(metrics) = metrics.upgrade() {
+            set_known(&metrics, &loaded);
+        }
+        tracing::info!(agencies = loaded.agencies().count(), "registry reloaded");
+        Ok(())
+    });
 }
 
 #[cfg(test)]

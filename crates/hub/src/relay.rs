@@ -55,7 +55,7 @@ impl Step for Relay<'_> {
         mut incoming: Streaming<RelayRequest>,
         tx: &mut Transaction,
     ) -> Result<AdmittedRelay, TxError> {
-        let registry = &self.0.registry;
+        let registry = self.0.registry.current();
         let node = Inner::calling_node(caller)?;
         let header = opening(&mut incoming, "header", |m| match m.part {
             Some(relay_request::Part::Header(h)) => Some(h),
@@ -215,7 +215,7 @@ impl Step for RelayStatus<'_> {
         update: StatusUpdate,
         tx: &mut Transaction,
     ) -> Result<Self::Admitted, TxError> {
-        let registry = &self.0.registry;
+        let registry = self.0.registry.current();
         let node = Inner::calling_node(caller)?;
         self.0.hosted_origin(
             &node,

@@ -21,7 +21,6 @@ use truc_proto::v1::{
     CountRow, GetCountsRequest, GetCountsResponse, GetStatsRequest, GetStatsResponse, StatsRow,
     TransactionEvent, WatchTransactionsRequest, reporting_server::Reporting,
 };
-use truc_registry::Registry;
 
 use crate::access::Visibility;
 use truc_store::Store;
@@ -29,7 +28,7 @@ use truc_store::Store;
 /// The Reporting service.
 #[derive(Clone)]
 pub(crate) struct ReportingService {
-    registry: Arc<Registry>,
+    registry: truc_registry::Live,
     store: Store,
     audit: AuditLog,
     time_zone: Zone,
@@ -39,13 +38,13 @@ pub(crate) struct ReportingService {
 
 impl ReportingService {
     pub(crate) fn new(
-        registry: Arc<Registry>,
+        registry: impl Into<truc_registry::Live>,
         store: Store,
         audit: AuditLog,
         time_zone: Zone,
     ) -> ReportingService {
         ReportingService {
-            registry,
+            registry: registry.into(),
             store,
             audit,
             time_zone,
@@ -120,7 +119,7 @@ impl Reporting for ReportingService {
             outcome: req.outcome,
         };
         let (groups, total) = aggregate(&stats, &dims, &filter, |k| {
-            visibility.sees(&self.registry, &k.client, &k.provider)
+            visibility.sees(&self.registry.current(), &k.client, &k.provider)
         });
         Ok(Response::new(GetStatsResponse {
             group_by: req.group_by,
@@ -138,7 +137,7 @@ impl Reporting for ReportingService {
     ) -> Result<Response<Self::WatchTransactionsStream>, Status> {
         let visibility = Visibility::of(&peer(&request)?.identity, "transactions")?;
         let mut committed = self.audit.subscribe();
-        let registry = self.registry.clone();
+        let registry = self.registry.current();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -193,7 +192,7 @@ impl Reporting for ReportingService {
                     && matches(&req.client_agency, &k.client)
                     && matches(&req.provider_agency, &k.provider)
                     && matches(&req.service, &k.service)
-                    && visibility.sees(&self.registry, &k.client, &k.provider)
+                    && visibility.sees(&self.registry.current(), &k.client, &k.provider)
             })
             .map(|(k, stats)| CountRow {
                 day: k.day,
@@ -265,7 +264,8 @@ mod tests {
             );
             audit.append(tx).await.expect("append");
         }
-        let registry = Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"));
+        let registry =
+            Arc::new(truc_registry::Registry::from_toml_str("", "empty.toml").expect("registry"));
         let service =
             ReportingService::new(registry, store.clone(), audit.clone(), Zone::default());
         let (from, to) = (day_in(DAY0 + 30 * DAY, 420), day_in(DAY0 + 32 * DAY, 420));

@@ -15,7 +15,7 @@ use truc_proto::v1::{
     DataRequest, DataResponse, GetRegistryRequest, RegistrySnapshot, hub_server::Hub,
     node_client::NodeClient,
 };
-use truc_registry::{AgencyCode, NodeId, Registry};
+use truc_registry::{AgencyCode, NodeId};
 
 /// The Hub service.
 #[derive(Clone)]
@@ -24,14 +24,17 @@ pub(crate) struct HubService {
 }
 
 pub(crate) struct Inner {
-    pub(crate) registry: Arc<Registry>,
+    /// The registry in force (reloaded when its file changes).
+    pub(crate) registry: truc_registry::Live,
     /// Signs the registry snapshots served to nodes.
     signed_registry: crate::signed_registry::SignedRegistry,
     /// Every transaction goes through it (ids unique in the hub's log).
     pub(crate) pipeline: Pipeline,
-    client_tls: Arc<rustls::ClientConfig>,
+    client_tls: truc_pki::ClientTls,
     // One long-lived HTTP/2 channel per provider node, made on first use.
-    nodes: Mutex<HashMap<NodeId, NodeClient<Channel>>>,
+    // Keyed with the address it was made for: a reloaded registry that
+    // moves a node gets a new channel.
+    nodes: Mutex<HashMap<NodeId, (String, NodeClient<Channel>)>>,
     pub(crate) limits: Limits,
     /// Limits on relayed documents.
     pub(crate) documents: truc_doc::Limits,
@@ -39,20 +42,20 @@ pub(crate) struct Inner {
 
 impl HubService {
     pub(crate) fn new(
-        registry: Arc<Registry>,
+        registry: impl Into<truc_registry::Live>,
         registry_key: ring::signature::Ed25519KeyPair,
         audit: truc_audit::AuditLog,
-        client_tls: Arc<rustls::ClientConfig>,
+        client_tls: impl Into<truc_pki::ClientTls>,
         metrics: Arc<Metrics>,
         limits: Limits,
         documents: truc_doc::Limits,
     ) -> HubService {
         HubService {
             inner: Arc::new(Inner {
-                registry,
+                registry: registry.into(),
                 signed_registry: crate::signed_registry::SignedRegistry::new(registry_key),
                 pipeline: Pipeline::new(audit, metrics).with_unique_ids(),
-                client_tls,
+                client_tls: client_tls.into(),
                 nodes: Mutex::new(HashMap::new()),
                 limits,
                 documents,
@@ -71,13 +74,16 @@ impl Inner {
             .nodes
             .lock()
             .map_err(|_| TxError::Internal("node channel map poisoned".into()))?;
-        if let Some(client) = nodes.get(id) {
+        let registry = self.registry.current();
+        // A registry reloaded since the call was admitted may have dropped it.
+        let node = registry.node(id).ok_or_else(|| TxError::Unreachable {
+            peer: format!("node {id} (no longer in the registry)"),
+        })?;
+        if let Some((address, client)) = nodes.get(id)
+            && *address == node.address
+        {
             return Ok(client.clone());
         }
-        let node = self
-            .registry
-            .node(id)
-            .ok_or_else(|| TxError::Internal(format!("node {id} vanished from the registry")))?;
         let channel = truc_pki::channel(&node.address, id.as_str(), self.client_tls.clone())
             .map_err(|e| {
                 tracing::error!(node = %id, error = %e, "cannot make a channel to node");
@@ -89,7 +95,7 @@ impl Inner {
         let client = NodeClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        nodes.insert(id.clone(), client.clone());
+        nodes.insert(id.clone(), (node.address.clone(), client.clone()));
         Ok(client)
     }
 
@@ -111,7 +117,7 @@ impl Inner {
     ) -> Result<AgencyCode, TxError> {
         let id = fields::transaction_id(id_field, id)?;
         let agency = fields::agency(agency_field, agency)?;
-        if !self.registry.hosts(node, &agency) {
+        if !self.registry.current().hosts(node, &agency) {
             return Err(TxError::Denied(format!(
                 "node {node} does not host agency {agency}"
             )));
@@ -159,7 +165,7 @@ impl Step for Route<'_> {
         req: DataRequest,
         tx: &mut Transaction,
     ) -> Result<Self::Admitted, TxError> {
-        let registry = &self.0.registry;
+        let registry = self.0.registry.current();
         let node = Inner::calling_node(caller)?;
         let client = self.0.hosted_origin(
             &node,
@@ -266,7 +272,7 @@ impl Hub for HubService {
             )));
         }
         // Read the registry at each request, so that a reloaded one is served.
-        let registry = self.inner.registry.clone();
+        let registry = self.inner.registry.current();
         Ok(Response::new(
             self.inner
                 .signed_registry

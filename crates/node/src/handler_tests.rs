@@ -48,11 +48,7 @@ pub(crate) fn config(
         hub_name: "hub".into(),
         hub_keys: Vec::new(),
         registry_refresh: Duration::from_secs(10),
-        tls: truc_pki::TlsFiles {
-            ca: "a".into(),
-            cert: "b".into(),
-            key: "c".into(),
-        },
+        tls: truc_pki::TlsFiles::new("a".into(), "b".into(), "c".into()),
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),

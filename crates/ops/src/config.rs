@@ -131,16 +131,47 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// This side's private key (PEM).
     pub key: PathBuf,
+    /// Certificate revocation lists (PEM or DER) peers' certificates are
+    /// checked against at every handshake; reloaded when they change.
+    /// `truc pki init` writes the CA's, `pki/ca.crl`. Empty: no check.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// A list past its nextUpdate: `warn` (default) keeps accepting and
+    /// reports it (metrics, `/healthz`); `refuse` refuses every certificate
+    /// of its issuer.
+    #[serde(default)]
+    pub crl_policy: CrlPolicySetting,
+}
+
+/// `tls.crl_policy` as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlPolicySetting {
+    /// Keep accepting; report the stale list.
+    #[default]
+    Warn,
+    /// Refuse certificates of the stale list's issuer.
+    Refuse,
 }
 
 impl TlsSection {
     /// The files, resolved against the config `file`'s directory; each must exist.
     pub fn resolve(&self, file: &Path) -> Result<TlsFiles, ConfigError> {
-        Ok(TlsFiles {
-            ca: resolve(file, "tls.ca", &self.ca, true)?,
-            cert: resolve(file, "tls.cert", &self.cert, true)?,
-            key: resolve(file, "tls.key", &self.key, true)?,
-        })
+        let mut files = TlsFiles::new(
+            resolve(file, "tls.ca", &self.ca, true)?,
+            resolve(file, "tls.cert", &self.cert, true)?,
+            resolve(file, "tls.key", &self.key, true)?,
+        );
+        for (i, crl) in self.crls.iter().enumerate() {
+            files
+                .crls
+                .push(resolve(file, &format!("tls.crls[{i}]"), crl, true)?);
+        }
+        files.crl_policy = match self.crl_policy {
+            CrlPolicySetting::Warn => truc_pki::CrlPolicy::Warn,
+            CrlPolicySetting::Refuse => truc_pki::CrlPolicy::Refuse,
+        };
+        Ok(files)
     }
 }
 

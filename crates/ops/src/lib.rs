@@ -1,7 +1,8 @@
 //! What every truc server process shares, so that the hub and the nodes serve
 //! alike: gRPC over mutual TLS 1.3 with `grpc.health.v1`, server reflection
 //! and a bounded drain on shutdown; the ops HTTP port (`/metrics`,
-//! `/healthz`); transaction metrics; deadline propagation; the clock.
+//! `/healthz`); transaction metrics; deadline propagation; the clock;
+//! reloading certificates, CRLs and other files without a restart.
 //!
 //! It holds no business rules: those are in `truc-hub` and `truc-node`.
 
@@ -13,12 +14,16 @@ mod layer;
 mod limits;
 mod metrics;
 mod record;
+pub mod reload;
+mod revocation;
 mod serve;
 
 pub use deadline::{incoming_timeout, is_transport_failure};
-pub use metrics::{Metrics, code_name, write_metric};
+pub use metrics::{HealthCheck, Metrics, code_name, write_metric};
 pub use record::{TRANSACTION_ID_HEADER, tag};
-pub use serve::{GrpcServer, OpsPort, Running, Servers, Shutdown, serve_ops};
+pub use reload::{ReloadError, ReloadReport, Reloader};
+pub use revocation::watch_tls;
+pub use serve::{GrpcServer, OpsPort, Running, ServerTls, Servers, Shutdown, serve_ops};
 
 pub use truc_proto::now_ms;
 

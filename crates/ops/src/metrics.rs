@@ -45,6 +45,9 @@ struct GrpcMethodLabels {
 /// Writes more metric families into the exposition at scrape time.
 pub(crate) type Source = Box<dyn Fn(&mut String) + Send + Sync>;
 
+/// A health check run by `/healthz`: the warnings it has now (none: healthy).
+pub type HealthCheck = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +57,7 @@ pub struct Metrics {
     grpc_seconds: Family<GrpcMethodLabels, Histogram>,
     known: RwLock<(HashSet<String>, HashSet<String>)>,
     sources: RwLock<Vec<Source>>,
+    health: RwLock<Vec<HealthCheck>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -102,6 +106,7 @@ impl Metrics {
             grpc_seconds,
             known: RwLock::new((HashSet::new(), HashSet::new())),
             sources: RwLock::new(vec![Box::new(process_metrics)]),
+            health: RwLock::new(Vec::new()),
         }
     }
 
@@ -117,6 +122,21 @@ impl Metrics {
         if let Ok(mut s) = self.sources.write() {
             s.push(source);
         }
+    }
+
+    /// Adds a check whose warnings `/healthz` shows.
+    pub fn add_health_check(&self, check: HealthCheck) {
+        if let Ok(mut h) = self.health.write() {
+            h.push(check);
+        }
+    }
+
+    /// The warnings of every health check now.
+    pub fn health_warnings(&self) -> Vec<String> {
+        self.health
+            .read()
+            .map(|h| h.iter().flat_map(|c| c()).collect())
+            .unwrap_or_default()
     }
 
     fn bounded(&self, value: &str, services: bool) -> String {

@@ -7,7 +7,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
-use crate::{Metrics, ServeError, config::Limits, layer::GrpcLayer};
+use crate::{Metrics, Reloader, ServeError, config::Limits, layer::GrpcLayer};
 
 type Layers = tower::layer::util::Stack<GrpcLayer, tower::layer::util::Identity>;
 
@@ -149,17 +149,24 @@ impl GrpcServer {
     }
 
     /// Serves on `listener` over TLS until `shutdown` fires, then lets open
-    /// calls finish for at most `drain`.
+    /// calls finish for at most `drain`. With a [`ServerTls::Live`]
+    /// configuration each handshake uses the one in force when it starts.
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        tls: impl Into<ServerTls>,
         shutdown: Shutdown,
         drain: Duration,
     ) -> Result<(), ServeError> {
         let accept = self.accept;
         let router = self.with_reflection()?;
-        let incoming = truc_pki::tls_incoming(listener, tls, accept);
+        type Incoming = std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<truc_pki::TlsConn, std::io::Error>> + Send>,
+        >;
+        let incoming: Incoming = match tls.into() {
+            ServerTls::Fixed(config) => Box::pin(truc_pki::tls_incoming(listener, config, accept)),
+            ServerTls::Live(live) => Box::pin(truc_pki::tls_incoming_live(listener, live, accept)),
+        };
         let serve = router.serve_with_incoming_shutdown(incoming, shutdown.wait());
         tokio::pin!(serve);
         tokio::select! {
@@ -177,8 +184,32 @@ impl GrpcServer {
     }
 }
 
+/// The TLS configuration a gRPC server accepts with.
+#[derive(Clone, Debug)]
+pub enum ServerTls {
+    /// One configuration for the server's life.
+    Fixed(Arc<rustls::ServerConfig>),
+    /// Reloaded from its files (see [`Servers::start`]).
+    Live(Arc<truc_pki::LiveTls>),
+}
+
+impl From<Arc<rustls::ServerConfig>> for ServerTls {
+    fn from(c: Arc<rustls::ServerConfig>) -> Self {
+        ServerTls::Fixed(c)
+    }
+}
+
+impl From<Arc<truc_pki::LiveTls>> for ServerTls {
+    fn from(l: Arc<truc_pki::LiveTls>) -> Self {
+        ServerTls::Live(l)
+    }
+}
+
 /// Serves `/metrics` (Prometheus text), `/healthz` and the routes of
-/// `extra` on `listener` until `shutdown` fires.
+/// `extra` on `listener` until `shutdown` fires. `/healthz` answers 200
+/// with `ok`, or with `warn` and one line per warning of the health checks
+/// (a CRL past its nextUpdate under `crl_policy = "warn"`): the process
+/// serves, and needs an operator.
 pub async fn serve_ops(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -187,7 +218,7 @@ pub async fn serve_ops(
 ) -> Result<(), ServeError> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health_handler))
         .with_state(metrics)
         .merge(extra);
     axum::serve(
@@ -197,6 +228,20 @@ pub async fn serve_ops(
     .with_graceful_shutdown(shutdown.wait())
     .await?;
     Ok(())
+}
+
+async fn health_handler(State(metrics): State<Arc<Metrics>>) -> String {
+    let warnings = metrics.health_warnings();
+    if warnings.is_empty() {
+        "ok\n".into()
+    } else {
+        let mut out = String::from("warn\n");
+        for w in warnings {
+            out.push_str(&w);
+            out.push('\n');
+        }
+        out
+    }
 }
 
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -224,17 +269,22 @@ pub struct OpsPort {
 pub struct Servers {
     addr: std::net::SocketAddr,
     ops_addr: std::net::SocketAddr,
+    reloader: Reloader,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
 
 impl Servers {
     /// Starts `grpc` on `listener` over TLS and the ops HTTP port on
-    /// `ops_listener`, both stopping when `shutdown` fires.
+    /// `ops_listener`, both stopping when `shutdown` fires. A
+    /// [`ServerTls::Live`] configuration is reloaded when its files change
+    /// (polled every [`POLL_INTERVAL`](crate::reload::POLL_INTERVAL)) and on
+    /// SIGHUP, by the process's [`Reloader`], which other files (the hub's
+    /// registry) join with [`Servers::reloader`].
     pub fn start(
         grpc: GrpcServer,
         listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        tls: impl Into<ServerTls>,
         ops: OpsPort,
         shutdown: Shutdown,
         drain: Duration,
@@ -246,16 +296,35 @@ impl Servers {
         } = ops;
         let addr = listener.local_addr()?;
         let ops_addr = ops_listener.local_addr()?;
+        let tls = tls.into();
+        let reloader = Reloader::new();
+        reloader.register(&metrics);
+        if let ServerTls::Live(live) = &tls {
+            crate::watch_tls(&reloader, &metrics, live.clone());
+        }
+        let reload_task = reloader.spawn(crate::reload::POLL_INTERVAL, shutdown.clone());
         let tasks = vec![
             tokio::spawn(grpc.serve(listener, tls, shutdown.clone(), drain)),
             tokio::spawn(serve_ops(ops_listener, metrics, extra, shutdown.clone())),
+            tokio::spawn(async move {
+                reload_task
+                    .await
+                    .map_err(|e| ServeError::Join(e.to_string()))
+            }),
         ];
         Ok(Servers {
             addr,
             ops_addr,
+            reloader,
             shutdown,
             tasks,
         })
+    }
+
+    /// The reloader of this process's files: add files to it, or reload
+    /// them now (tests, tools).
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
     }
 
     /// The gRPC address.
@@ -314,6 +383,12 @@ impl Running {
     /// The ops HTTP address.
     pub fn ops_addr(&self) -> std::net::SocketAddr {
         self.servers.ops_addr()
+    }
+
+    /// The reloader of this process's certificates, keys, CRLs (and the
+    /// hub's registry): [`Reloader::reload`] does what SIGHUP does.
+    pub fn reloader(&self) -> &Reloader {
+        self.servers.reloader()
     }
 
     /// Stops serving, lets open calls finish (up to the drain deadline) and

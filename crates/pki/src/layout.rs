@@ -28,14 +28,24 @@ impl Layout {
         self.dir.join("ca.key")
     }
 
-    /// The CA, certificate and key files of one participant.
+    /// The CA's certificate revocation list (PEM), `dir/ca.crl`.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("ca.crl")
+    }
+
+    /// The CA, certificate and key files of one participant, and the CA's
+    /// CRL if there is one (a PKI written before CRLs existed has none).
     pub fn files(&self, id: &Identity) -> TlsFiles {
         let stem = id.stem();
-        TlsFiles {
-            ca: self.ca_cert(),
-            cert: self.dir.join(format!("{stem}.crt")),
-            key: self.dir.join(format!("{stem}.key")),
+        let mut files = TlsFiles::new(
+            self.ca_cert(),
+            self.dir.join(format!("{stem}.crt")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        if self.crl().exists() {
+            files.crls.push(self.crl());
         }
+        files
     }
 
     /// The hub's Ed25519 audit signing key (PKCS#8 PEM), `dir/audit-signing.key`.

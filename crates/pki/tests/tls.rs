@@ -125,6 +125,7 @@ async fn tls_handshake_identities() {
     // A client certificate from another CA (trusting our CA for the server) is refused.
     let foreign = TlsFiles {
         ca: layout.ca_cert(),
+        crls: vec![],
         ..other.files(&node)
     };
     let res = tls_ping(addr, "hub", client_config(&foreign).unwrap()).await;

@@ -5,7 +5,8 @@
 //! registry file ([`Registry::load`]) with errors naming the file, line and
 //! field, and converts it to the protobuf snapshot the hub serves. It is not
 //! for networking, certificates, storage or policy beyond exact grants: it
-//! does no I/O except reading the file, and it does not watch it for changes.
+//! does no I/O except reading the file, and it does not watch it for changes
+//! (its holder, [`Live`], is replaced by whoever does).
 //!
 //! # File format
 //!
@@ -79,6 +80,7 @@
 #![forbid(unsafe_code)]
 
 mod ids;
+mod live;
 mod registry;
 pub mod signed;
 
@@ -87,4 +89,5 @@ pub mod signed;
 use tempfile as _;
 
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
+pub use live::Live;
 pub use registry::{Agency, Node, Registry, RegistryError, Service};

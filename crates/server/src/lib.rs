@@ -90,8 +90,7 @@ pub struct Common<'a> {
 pub struct Server {
     role: Role,
     name: String,
-    server_tls: Arc<rustls::ServerConfig>,
-    client_tls: Arc<rustls::ClientConfig>,
+    tls: Arc<truc_pki::LiveTls>,
     store: Store,
     audit: AuditLog,
     audit_public_key: Option<Vec<u8>>,
@@ -109,8 +108,9 @@ impl Server {
     /// log's health in the metrics.
     pub fn open(common: Common<'_>) -> Result<Server, StartError> {
         truc_pki::install_crypto_provider();
-        let server_tls = truc_pki::server_config(common.tls)?;
-        let client_tls = truc_pki::client_config_for(common.tls, common.peers)?;
+        // Accepted and outgoing connections, reloaded by `Servers` when the
+        // certificate, key or CRL files change.
+        let tls = truc_pki::LiveTls::load(common.tls.clone(), Some(common.peers))?;
         std::fs::create_dir_all(common.data_dir).map_err(|source| StartError::DataDir {
             path: common.data_dir.to_path_buf(),
             source,
@@ -130,8 +130,7 @@ impl Server {
         Ok(Server {
             role: common.role,
             name: common.name.to_string(),
-            server_tls,
-            client_tls,
+            tls,
             store,
             audit,
             audit_public_key,
@@ -170,8 +169,8 @@ impl Server {
     }
 
     /// The client TLS config for calls to the peers named in [`Common`].
-    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
-        self.client_tls.clone()
+    pub fn client_tls(&self) -> Arc<truc_pki::LiveTls> {
+        self.tls.clone()
     }
 
     /// Adds a service that carries payloads, with the configured message
@@ -235,7 +234,7 @@ impl Server {
         let servers = Servers::start(
             self.grpc,
             listener,
-            self.server_tls,
+            self.tls,
             OpsPort {
                 listener: ops_listener,
                 metrics: self.metrics,

@@ -1,4 +1,4 @@
-//! `truc pki init` and `truc pki issue`.
+//! `truc pki init`, `truc pki issue` and `truc pki revoke`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -18,6 +18,30 @@ pub(crate) enum PkiCommand {
     /// Issues one more certificate from an existing development CA. A node is
     /// never issued the name of the hub (nor the hub that of a node).
     Issue(IssueArgs),
+    /// Adds a certificate to the development CA's revocation list
+    /// (`DIR/ca.crl`) and rewrites it. Hub and nodes whose `tls.crls` name
+    /// the list reload it within seconds (or at once on SIGHUP), refuse the
+    /// certificate at the handshake and close its open connections.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cert", "serial"])))]
+pub(crate) struct RevokeArgs {
+    /// The directory of the CA (`truc pki init --dir`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The certificate to revoke (PEM), issued by this CA.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The serial number to revoke, in hex (colons allowed).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Why: unspecified, key-compromise, ca-compromise, affiliation-changed,
+    /// superseded, cessation-of-operation, certificate-hold,
+    /// privilege-withdrawn or aa-compromise.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
@@ -63,7 +87,39 @@ pub(super) fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
     match command {
         PkiCommand::Init(a) => init(a),
         PkiCommand::Issue(a) => issue(a),
+        PkiCommand::Revoke(a) => revoke(a),
     }
+}
+
+fn revoke(a: RevokeArgs) -> Result<ExitCode, CliError> {
+    let reason = match &a.reason {
+        None => None,
+        Some(r) => Some(truc_devca::parse_reason(r).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--reason {r:?}: expected one of {}",
+                truc_devca::REASONS.join(", ")
+            ))
+        })?),
+    };
+    let target = match (a.cert, a.serial) {
+        (Some(cert), _) => truc_devca::RevokeTarget::Cert(cert),
+        (None, Some(serial)) => truc_devca::RevokeTarget::Serial(serial),
+        (None, None) => return Err(CliError::Usage("give --cert FILE or --serial HEX".into())),
+    };
+    let out = truc_devca::revoke(&Layout::new(&a.dir), &target, reason)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if out.already {
+        println!("serial {} was already revoked", out.serial);
+    } else {
+        println!("revoked serial {}", out.serial);
+    }
+    println!(
+        "  list: {} ({} revoked; valid {} days)",
+        out.crl.display(),
+        out.total,
+        truc_devca::CRL_VALIDITY_DAYS
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(a: InitArgs) -> Result<ExitCode, CliError> {
@@ -81,6 +137,7 @@ fn init(a: InitArgs) -> Result<ExitCode, CliError> {
     .map_err(|e| CliError::Usage(e.to_string()))?;
     println!("wrote certificates and keys to {}", layout.dir.display());
     println!("  CA certificate:     {}", layout.ca_cert().display());
+    println!("  revocation list:    {}", layout.crl().display());
     println!("  audit signing key:  {}", layout.audit_key().display());
     println!(
         "  audit public key:   {} (pin it in every node's [[hub.audit_keys]])",
