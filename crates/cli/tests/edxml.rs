@@ -126,3 +126,98 @@ fn status_write_then_read() {
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
+
+/// A package's document sent with `truc send --edxml` arrives, and `truc
+/// fetch --edxml` gives it back as a package with the same envelope and
+/// attachments.
+#[test]
+fn send_edxml_then_fetch_edxml_between_two_nodes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = demo_files(dir.path(), "1");
+    let p = |f: &str| data.join(f).to_str().expect("utf-8").to_string();
+    let _d = Deployment::spawn(&data);
+    let up = call_until_up(
+        &data.join("client-langson-dms.toml"),
+        "000.00.00.H37",
+        "000.00.00.G22/citizen-lookup/v1",
+    );
+    assert!(up.status.success(), "{}", text(&up.stderr));
+
+    // The fixture, addressed to the one agency the demo's other node serves.
+    let mut sink = truc_edxml::Memory::default();
+    let bytes = std::fs::read(fixture("document-new.edxml")).expect("fixture");
+    let mut package = truc_edxml::parse_package(bytes.as_slice(), &mut sink).expect("fixture");
+    package.envelope.to.truncate(1);
+    package.extra.unknown.retain(|f| !f.parent.contains("/To["));
+    let doc = package.envelope.document_id.clone();
+    let sent_path = dir.path().join("sent.edxml");
+    let file = std::fs::File::create(&sent_path).expect("create");
+    truc_edxml::write_package(&file, &package.envelope, &package.extra, &mut sink.clone())
+        .expect("write");
+    let send = run(&[
+        "send",
+        "--config",
+        &p("client-langson-dms.toml"),
+        "--as",
+        "000.00.00.H37",
+        "--edxml",
+        sent_path.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        send.status.success(),
+        "{}{}",
+        text(&send.stdout),
+        text(&send.stderr)
+    );
+    assert!(text(&send.stdout).contains(&doc), "{}", text(&send.stdout));
+
+    let fetched = dir.path().join("fetched.edxml");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = run(&[
+            "fetch",
+            "--config",
+            &p("client-vpcp-dms.toml"),
+            "--as",
+            "000.00.00.G22",
+            "--from",
+            "000.00.00.H37",
+            "--document-id",
+            &doc,
+            "--edxml",
+            fetched.to_str().expect("utf-8"),
+        ]);
+        if out.status.success() {
+            break;
+        }
+        // Not there yet (NOT_FOUND) until the hub has delivered it.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never fetched: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let check = run(&["edxml", "check", fetched.to_str().expect("utf-8")]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    let mut got = truc_edxml::Memory::default();
+    let bytes = std::fs::read(&fetched).expect("fetched");
+    let back = truc_edxml::parse_package(bytes.as_slice(), &mut got).expect("fetched package");
+    assert_eq!(back.envelope, package.envelope);
+    assert_eq!(got, sink);
+    // A second fetch never overwrites the package.
+    let again = run(&[
+        "fetch",
+        "--config",
+        &p("client-vpcp-dms.toml"),
+        "--as",
+        "000.00.00.G22",
+        "--from",
+        "000.00.00.H37",
+        "--document-id",
+        &doc,
+        "--edxml",
+        fetched.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+}
