@@ -276,6 +276,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             if avail.is_empty() {
                 return Ok(());
             }
+            let avail = &avail[..avail.len().min(64 * 1024)];
             let (n, stop) = match avail.iter().position(|&c| c == b'<') {
                 Some(i) => (i, true),
                 None => (avail.len(), false),
@@ -779,7 +780,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 .with_decode_allow_trailing_bits(true),
         );
         let index = self.doc.metas.len().saturating_sub(1);
-        let mut pending: Vec<u8> = Vec::with_capacity(PIECE + 8192);
+        let mut pending: Vec<u8> = Vec::with_capacity(2 * PIECE);
         let mut out: Vec<u8> = Vec::with_capacity(PIECE / 4 * 3 + 3);
         let mut padded = false;
         loop {
@@ -787,6 +788,8 @@ impl<'a, R: BufRead> Parser<'a, R> {
             if avail.is_empty() {
                 break;
             }
+            // At most PIECE bytes at a time, however much the reader offers.
+            let avail = &avail[..avail.len().min(PIECE)];
             let (n, stop) = match avail.iter().position(|&c| c == b'<') {
                 Some(i) => (i, true),
                 None => (avail.len(), false),
@@ -817,18 +820,15 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 self.bad_base64(index);
                 pending.clear();
             }
-            let full = if stop {
-                pending.len()
-            } else {
-                pending.len() / 4 * 4
-            };
-            if full >= PIECE || (stop && full > 0) {
+            // Whole pieces (PIECE is a multiple of 4), then the rest at the end.
+            while pending.len() >= PIECE || (stop && !pending.is_empty()) {
+                let take = pending.len().min(PIECE);
                 out.clear();
-                match engine.decode_vec(&pending[..full], &mut out) {
+                match engine.decode_vec(&pending[..take], &mut out) {
                     Ok(()) => self.emit(index, &out)?,
                     Err(_) => self.bad_base64(index),
                 }
-                pending.drain(..full);
+                pending.drain(..take);
             }
             if stop {
                 break;

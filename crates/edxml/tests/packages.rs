@@ -263,3 +263,65 @@ fn a_source_that_differs_from_the_envelope_fails_the_write() {
         "{err}"
     );
 }
+
+/// Attachment content bypasses the text buffer: a 2 MiB attachment parses
+/// with a 1 KiB text limit, arriving in the sink in pieces, while a 2 KiB
+/// subject is refused under the same limit.
+#[test]
+fn attachments_stream_past_the_text_limit() {
+    let data: Vec<u8> = (0..2u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let envelope = truc_doc::sample::envelope(
+        "000.00.00.H37",
+        &["000.00.00.G22"],
+        "7",
+        truc_doc::sample::attachments(&[&data]),
+    );
+    let mut out = Vec::new();
+    write_package(
+        &mut out,
+        &envelope,
+        &truc_edxml::Preserved::default(),
+        &mut Memory(vec![data.clone()]),
+    )
+    .expect("write");
+    struct Pieces(usize, usize, Vec<u8>);
+    impl truc_edxml::AttachmentSink for Pieces {
+        fn begin(&mut self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write(&mut self, _: usize, d: &[u8]) -> std::io::Result<()> {
+            self.0 += 1;
+            self.1 = self.1.max(d.len());
+            self.2.extend_from_slice(d);
+            Ok(())
+        }
+        fn end(&mut self, _: &truc_edxml::AttachmentMeta) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let opts = truc_edxml::Options {
+        max_text_bytes: 1024,
+        ..truc_edxml::Options::default()
+    };
+    let mut sink = Pieces(0, 0, Vec::new());
+    let p = truc_edxml::parse_package_with(out.as_slice(), &mut sink, &opts).expect("parses");
+    assert_eq!(sink.2, data);
+    assert!(sink.0 > 10, "{} pieces", sink.0);
+    assert!(sink.1 <= 64 * 1024, "largest piece {} bytes", sink.1);
+    assert_eq!(p.envelope, envelope);
+
+    let mut long = envelope.clone();
+    long.subject = "x".repeat(2048);
+    long.attachments.clear();
+    let mut out = Vec::new();
+    write_package(
+        &mut out,
+        &long,
+        &truc_edxml::Preserved::default(),
+        &mut Memory::default(),
+    )
+    .expect("write");
+    let err = truc_edxml::parse_package_with(out.as_slice(), &mut Memory::default(), &opts)
+        .expect_err("text over the limit");
+    assert_eq!(err.codes(), ["R.Xml"]);
+}
