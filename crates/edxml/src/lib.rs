@@ -98,8 +98,9 @@ pub struct AttachmentMeta {
     pub sha256: [u8; 32],
 }
 
-/// The edXML content a truc [`Envelope`] cannot carry, kept beside it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The edXML content a truc [`Envelope`] cannot carry, kept beside it
+/// (serde, so that a caller can store it with the document, e.g. as JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preserved {
     /// `edXML:DigitalSignature` exactly as it came (the element with its
     /// tags), or `None` for none.
@@ -117,7 +118,7 @@ pub struct Preserved {
 }
 
 /// One `TraceHeader`: an organ that handled the package and when.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceHop {
     pub organ_id: String,
     /// `yyyy/MM/dd HH:mm:ss`, as written.
@@ -125,7 +126,7 @@ pub struct TraceHop {
 }
 
 /// An unknown element kept as raw XML.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fragment {
     /// Local names from the root, `/`-separated, with `[i]` after repeated
     /// elements: `edXML/edXMLEnvelope/edXMLHeader/MessageHeader/To[1]`.
