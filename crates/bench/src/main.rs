@@ -14,10 +14,14 @@
 //! `truc-bench docs` measures documents instead (see [`docs`]): small
 //! documents per second end to end, one large attachment's MB/s, and a raw
 //! tonic streaming baseline of the same bytes.
+//!
+//! `truc-bench edxml` writes and parses an edXML package with one large
+//! attachment (see [`edxml`]): throughput and peak memory growth.
 
 #![forbid(unsafe_code)]
 
 mod docs;
+mod edxml;
 
 use std::{
     collections::BTreeMap,
@@ -98,6 +102,9 @@ enum Command {
     /// Documents: small documents per second end to end, one large
     /// attachment's MB/s, and a raw tonic streaming baseline of the same bytes.
     Docs(docs::DocsArgs),
+    /// edXML packages: writes then parses one with a large attachment
+    /// (`--size-mib`, default 200), reports MiB/s and peak RSS growth.
+    Edxml(edxml::EdxmlArgs),
 }
 
 /// A client of one path, cheap to clone (clones share the connection).
@@ -597,6 +604,7 @@ async fn main() -> ExitCode {
     let mut args = Args::parse();
     let result = match args.command.take() {
         Some(Command::Docs(docs)) => docs::run(docs).await,
+        Some(Command::Edxml(a)) => edxml::run(a),
         None => bench(args).await,
     };
     match result {

@@ -39,11 +39,15 @@ pub(crate) struct SendArgs {
     #[command(flatten)]
     agent: Agent,
     /// A recipient agency; repeat for several.
-    #[arg(long = "to", required = true)]
+    #[arg(long = "to", required_unless_present = "edxml")]
     to: Vec<String>,
     /// The subject (required, at most 500 characters).
-    #[arg(long)]
-    subject: String,
+    #[arg(long, required_unless_present = "edxml")]
+    subject: Option<String>,
+    /// Send the document of this edXML package (envelope and attachments
+    /// from the package; the other document options do not apply).
+    #[arg(long, conflicts_with_all = ["to", "subject", "attach", "document_id", "number", "notation", "date", "reason"])]
+    edxml: Option<PathBuf>,
     /// The document number [default: seconds since midnight UTC, or the one in --document-id].
     #[arg(long)]
     number: Option<String>,
@@ -99,6 +103,9 @@ impl Kind {
 }
 
 pub(super) async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
+    if let Some(path) = &args.edxml {
+        return super::edxml::send(&args.agent.config, &args.agent.agency, path).await;
+    }
     let sender = args.agent.agency.clone();
     // A given document id supplies the date, number and notation not given
     // explicitly, so that a recall or update names the same document.
@@ -168,7 +175,7 @@ pub(super) async fn send(args: SendArgs) -> Result<ExitCode, CliError> {
             r#type: args.doc_type,
             ..DocumentType::default()
         }),
-        subject: args.subject,
+        subject: args.subject.unwrap_or_default(),
         content: args.content,
         due_date: args.due.unwrap_or_default(),
         other_info: Some(OtherInfo {
@@ -331,11 +338,30 @@ pub(crate) struct FetchArgs {
     #[arg(long)]
     document_id: String,
     /// Where to write the attachments and envelope.txt (created if missing).
+    #[arg(long, required_unless_present = "edxml", conflicts_with = "edxml")]
+    out: Option<PathBuf>,
+    /// Write the document, attachments included, as this edXML package
+    /// instead (the file must not exist).
     #[arg(long)]
-    out: PathBuf,
+    edxml: Option<PathBuf>,
 }
 
 pub(super) async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
+    let a = &args.agent;
+    let out = match (&args.edxml, &args.out) {
+        (Some(package), _) => {
+            return super::edxml::fetch(
+                &a.config,
+                &a.agency,
+                &args.from,
+                &args.document_id,
+                package,
+            )
+            .await;
+        }
+        (None, Some(out)) => out.clone(),
+        (None, None) => return Err(CliError::Usage("--out or --edxml is required".into())),
+    };
     let incoming = client(&args.agent.config)?
         .fetch(&args.agent.agency, &args.from, &args.document_id)
         .await
@@ -343,13 +369,13 @@ pub(super) async fn fetch(args: FetchArgs) -> Result<ExitCode, CliError> {
     let entry = incoming.entry().clone();
     // Every name is decided, and nothing is there, before anything is written.
     let files = incoming
-        .plan(&args.out, &[ENVELOPE_FILE])
+        .plan(&out, &[ENVELOPE_FILE])
         .await
         .map_err(|e| match e {
             truc_client::Error::Rpc(_) | truc_client::Error::Protocol(_) => failed(e),
             _ => CliError::Usage(e.to_string()),
         })?;
-    let dump = args.out.join(ENVELOPE_FILE);
+    let dump = out.join(ENVELOPE_FILE);
     let mut envelope_file = truc_client::create_new(&dump).await.map_err(failed)?;
     envelope_file
         .write_all(envelope_dump(&entry, &files).as_bytes())

@@ -4,6 +4,7 @@ mod audit;
 mod call;
 mod demo;
 mod doc;
+mod edxml;
 mod pki;
 mod report;
 mod serve;
@@ -70,6 +71,9 @@ pub(crate) enum Command {
     Status(doc::StatusArgs),
     /// Shows where a sent document stands with each recipient.
     Track(doc::TrackArgs),
+    /// edXML packages (QCVN 102:2016): check one, write or read a status package.
+    #[command(subcommand)]
+    Edxml(edxml::EdxmlCommand),
 }
 
 /// A failed command, with the exit code it maps to.
@@ -137,6 +141,7 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Fetch(a) => doc::fetch(a).await,
         Command::Status(a) => doc::status(a).await,
         Command::Track(a) => doc::track(a).await,
+        Command::Edxml(c) => edxml::run(c),
     }
 }
 
