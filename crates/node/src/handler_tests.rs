@@ -66,7 +66,12 @@ pub(crate) fn config(
             .collect(),
         backends: backends
             .iter()
-            .map(|(s, a)| (ServiceId::parse(s).expect("id"), (*a).to_string()))
+            .map(|(s, a)| {
+                (
+                    ServiceId::parse(s).expect("id"),
+                    crate::config::Backend::from_address(a),
+                )
+            })
             .collect(),
     }
 }

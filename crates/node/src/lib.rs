@@ -16,16 +16,20 @@ mod agency;
 mod config;
 mod docs;
 mod invoke;
+mod rest_backend;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile};
+pub use config::{
+    Backend, BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile,
+};
 use tokio::net::TcpListener;
 use truc_audit::Options;
 use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{agency_server::AgencyServer, node_server::NodeServer};
 use truc_server::{Common, Server};
 
+pub use rest_backend::{CLIENT_HEADER, SERVICE_HEADER};
 pub use truc_ops::TRANSACTION_ID_HEADER;
 pub use truc_server::StartError;
 
