@@ -23,6 +23,9 @@ pub(crate) struct Plan {
     pub(crate) hub: (SocketAddr, SocketAddr),
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
     pub(crate) nodes: [(SocketAddr, SocketAddr, SocketAddr); 2],
+    /// Whether the province's backend is the REST one
+    /// ([`crate::rest::household_registry`]) rather than gRPC.
+    pub(crate) province_rest: bool,
     /// The hub's data directory, relative to the configs.
     pub(crate) hub_data: PathBuf,
     /// The directory under which each node's data directory (named by its
@@ -101,9 +104,14 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
          # Generated from the config types (see deploy/README.md): edit those, not this file.",
         &hub,
     )?);
-    for ((id, client, agencies, service), (listen, ops, backend)) in
-        nodes().into_iter().zip(plan.nodes)
+    for (i, ((id, client, agencies, service), (listen, ops, backend))) in
+        nodes().into_iter().zip(plan.nodes).enumerate()
     {
+        let backend = if plan.province_rest && i == crate::PROVINCE {
+            format!("http://{backend}{}", crate::rest::HOUSEHOLD_REGISTRY_PATH)
+        } else {
+            backend.to_string()
+        };
         let node = NodeFile {
             version: CONFIG_VERSION,
             id: id.into(),
@@ -124,7 +132,8 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             }],
             backends: vec![BackendEntry {
                 service: service.into(),
-                address: backend.to_string(),
+                address: backend,
+                ca: None,
             }],
         };
         out.push(toml_file(
@@ -135,7 +144,8 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                  # `id` must match the node certificate (truc://node/{id}); each [[client]] is an\n\
                  # agency system by client certificate name (truc://client/NAME) and the agencies\n\
                  # it may act for; each [[backend]] is plaintext gRPC truc.v1.Backend on a trusted\n\
-                 # network next to the node.\n\
+                 # network next to the node (host:port), or a REST backend (an http:// or https://\n\
+                 # URL, with `ca` for https) the node POSTs each payload to.\n\
                  # Generated from the config types (see deploy/README.md): edit those, not this file."
             ),
             &node,
@@ -237,6 +247,7 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
             (at(7101), at(9101), at(7301)),
             (at(7201), at(9201), at(7401)),
         ],
+        province_rest: true,
         hub_data: "data/hub".into(),
         node_data: "data".into(),
         limits: Limits::default(),

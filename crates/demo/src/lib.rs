@@ -11,6 +11,7 @@
 
 pub mod backend;
 mod configs;
+pub mod rest;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -86,10 +87,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     move |source| DemoError::Io { what, source }
 }
 
+/// The province node's index in the deployment's nodes and backends.
+const PROVINCE: usize = 1;
+
 /// Which backend answers the demo services.
 #[derive(Clone)]
 pub enum BackendKind {
-    /// Made-up citizen records (the demo).
+    /// Made-up citizen records (the demo): the ministry's citizen lookup
+    /// over gRPC, the province's household registry over REST
+    /// ([`rest::household_registry`]).
     CitizenLookup,
     /// The request payload back (benchmarks).
     Echo,
@@ -193,7 +199,7 @@ pub struct Deployment {
     hub: Option<RunningHub>,
     /// The nodes: ministry first, then province.
     pub nodes: Vec<(String, RunningNode)>,
-    backends: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    backends: Vec<JoinHandle<()>>,
     backend_addrs: Vec<SocketAddr>,
     backend_shutdown: Shutdown,
     options: DemoOptions,
@@ -224,10 +230,27 @@ impl Deployment {
         let max_message = options.max_payload_bytes + 64 * 1024;
         let mut backends = Vec::new();
         let mut backend_addrs = Vec::new();
-        for (listener, a) in bound.backends {
+        for (i, (listener, a)) in bound.backends.into_iter().enumerate() {
             backend_addrs.push(a);
             let stop = backend_shutdown.wait();
-            let serve = |b| tokio::spawn(backend::serve_backend(b, listener, max_message, stop));
+            // The province's household registry is a REST backend.
+            if i == PROVINCE && matches!(options.backend, BackendKind::CitizenLookup) {
+                let serving = rest::serve_rest(rest::household_registry(), listener, stop);
+                backends.push(tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::warn!(error = %e, "demo REST backend failed");
+                    }
+                }));
+                continue;
+            }
+            let serve = |b| {
+                let serving = backend::serve_backend(b, listener, max_message, stop);
+                tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::warn!(error = %e, "demo backend failed");
+                    }
+                })
+            };
             backends.push(match &options.backend {
                 BackendKind::CitizenLookup => serve(Shared(Arc::new(backend::CitizenLookup))),
                 BackendKind::Echo => serve(Shared(Arc::new(backend::Echo))),
@@ -507,6 +530,7 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     let plan = configs::Plan {
         hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
         nodes: [node(0)?, node(1)?],
+        province_rest: matches!(options.backend, BackendKind::CitizenLookup),
         hub_data: "hub".into(),
         node_data: "nodes".into(),
         limits: truc_ops::config::Limits {
