@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
-use truc_node::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
+use truc_node::{BackendEntry, ClientEntry, DocumentService, HttpSection, HubSection, NodeFile};
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
 
@@ -23,6 +23,8 @@ pub(crate) struct Plan {
     pub(crate) hub: (SocketAddr, SocketAddr),
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
     pub(crate) nodes: [(SocketAddr, SocketAddr, SocketAddr); 2],
+    /// Per node: the HTTP listener's address (the REST door).
+    pub(crate) http: [SocketAddr; 2],
     /// Whether the province's backend is the REST one
     /// ([`crate::rest::household_registry`]) rather than gRPC.
     pub(crate) province_rest: bool,
@@ -135,6 +137,10 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                 address: backend,
                 ca: None,
             }],
+            http: Some(HttpSection {
+                listen: plan.http[i].to_string(),
+                request_timeout_ms: 30_000,
+            }),
         };
         out.push(toml_file(
             format!("node-{id}.toml"),
@@ -236,8 +242,8 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 }
 
 /// The example files of `deploy/` (name, text): the demo's deployment on
-/// fixed ports (hub 7000, nodes 7101 and 7201, backends 7301 and 7401, ops
-/// ports 9100, 9101, 9201), data under `data/`, default limits.
+/// fixed ports (hub 7000, nodes 7101 and 7201, their HTTP listeners 7102
+/// and 7202, backends 7301 and 7401, ops ports 9100, 9101, 9201), data under `data/`, default limits.
 /// `tests/deploy.rs` checks that `deploy/` holds exactly these.
 pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -248,6 +254,7 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
             (at(7201), at(9201), at(7401)),
         ],
         province_rest: true,
+        http: [at(7102), at(7202)],
         hub_data: "data/hub".into(),
         node_data: "data".into(),
         limits: Limits::default(),

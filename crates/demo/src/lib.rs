@@ -179,6 +179,8 @@ pub struct Files {
 struct Bound {
     hub: (TcpListener, TcpListener),
     nodes: Vec<(TcpListener, TcpListener)>,
+    /// Each node's HTTP listener (the REST door).
+    http: Vec<TcpListener>,
     backends: Vec<(TcpListener, SocketAddr)>,
 }
 
@@ -215,6 +217,7 @@ impl Deployment {
                 (bind().await?, bind().await?),
                 (bind().await?, bind().await?),
             ],
+            http: vec![bind().await?, bind().await?],
             backends: {
                 let mut v = Vec::new();
                 for _ in 0..2 {
@@ -275,7 +278,9 @@ impl Deployment {
         )
         .await?;
         let mut nodes = Vec::new();
-        for ((id, path), (l, ops)) in files.node_configs.iter().zip(bound.nodes) {
+        for (((id, path), (l, ops)), http) in
+            files.node_configs.iter().zip(bound.nodes).zip(bound.http)
+        {
             let node = truc_node::start(
                 NodeConfig::load(path)?,
                 l,
@@ -284,6 +289,7 @@ impl Deployment {
                 truc_node::RunOptions {
                     audit: audit.clone(),
                     retry: options.retry,
+                    http_listener: Some(truc_node::PreBound::new(http)),
                     ..truc_node::RunOptions::default()
                 },
             )
@@ -299,6 +305,12 @@ impl Deployment {
             backend_shutdown,
             options,
         })
+    }
+
+    /// The address of node `id`'s HTTP listener (the REST door), from its config.
+    pub fn http_addr(&self, id: &str) -> Option<SocketAddr> {
+        let config = NodeConfig::load(&self.node_config(id).ok()?).ok()?;
+        config.http.map(|h| h.listen)
     }
 
     /// The running node `id`.
@@ -342,6 +354,7 @@ impl Deployment {
                     "grpc": n.addr().to_string(),
                     "tls_server_name": id,
                     "ops": format!("http://{}", n.ops_addr()),
+                    "rest_call": self.http_addr(id).map(|a| format!("https://{id}:{}/v1/call/{{service}}", a.port())),
                     "config": self.files.node_configs.iter().find(|(i, _)| i == id).map(|(_, p)| p),
                 })
             })
@@ -530,6 +543,7 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     let plan = configs::Plan {
         hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
         nodes: [node(0)?, node(1)?],
+        http: [addr(&bound.http[0])?, addr(&bound.http[1])?],
         province_rest: matches!(options.backend, BackendKind::CitizenLookup),
         hub_data: "hub".into(),
         node_data: "nodes".into(),

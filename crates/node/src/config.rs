@@ -49,6 +49,36 @@ pub struct NodeFile {
     /// Backends of the services this node's agencies provide (`[[backend]]`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendEntry>,
+    /// The HTTP listener (`[http]`: the REST door for data calls); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSection>,
+}
+
+/// `[http]`: the node's HTTP listener, mutual TLS with the same client
+/// certificates and `[[client]]` mapping as gRPC, serving `POST
+/// /v1/call/{service}` (the REST door for data calls).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address (`ip:port`).
+    pub listen: String,
+    /// Longest a REST call may take, in milliseconds (default 30 s; the
+    /// node's `limits.call_timeout_ms` caps it too).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The validated `[http]` section.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Longest a REST call may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// `[hub]`: where the hub is.
@@ -200,6 +230,8 @@ pub struct NodeConfig {
     pub documents: truc_doc::Limits,
     /// How this node delivers documents and statuses, and what it holds for them.
     pub document_service: DocumentService,
+    /// The HTTP listener, if on.
+    pub http: Option<HttpConfig>,
 }
 
 /// `[document_service]`: deadlines of the document workers' calls, how many
@@ -337,7 +369,24 @@ impl NodeConfig {
                 format!("{:?} is not host:port", raw.hub.address),
             ));
         }
+        let http = match &raw.http {
+            None => None,
+            Some(h) => {
+                if h.request_timeout_ms == 0 {
+                    return Err(ConfigError::new(
+                        path,
+                        "http.request_timeout_ms",
+                        "must be positive",
+                    ));
+                }
+                Some(HttpConfig {
+                    listen: socket_addr(path, "http.listen", &h.listen)?,
+                    request_timeout: std::time::Duration::from_millis(h.request_timeout_ms),
+                })
+            }
+        };
         Ok(NodeConfig {
+            http,
             id,
             listen: socket_addr(path, "listen", &raw.listen)?,
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,

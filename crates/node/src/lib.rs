@@ -15,13 +15,16 @@
 mod agency;
 mod config;
 mod docs;
+mod http;
 mod invoke;
 mod rest_backend;
+mod rest_door;
 
 use std::{sync::Arc, time::Duration};
 
 pub use config::{
-    Backend, BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile,
+    Backend, BackendEntry, ClientEntry, DocumentService, HttpConfig, HttpSection, HubSection,
+    NodeConfig, NodeFile,
 };
 use tokio::net::TcpListener;
 use truc_audit::Options;
@@ -30,6 +33,7 @@ use truc_proto::v1::{agency_server::AgencyServer, node_server::NodeServer};
 use truc_server::{Common, Server};
 
 pub use rest_backend::{CLIENT_HEADER, SERVICE_HEADER};
+pub use rest_door::{RECEIPT_HEADER, http_status};
 pub use truc_ops::TRANSACTION_ID_HEADER;
 pub use truc_server::StartError;
 
@@ -43,6 +47,9 @@ pub enum NodeError {
     /// A backend address is unusable.
     #[error("bad backend: {0}")]
     Backend(String),
+    /// The HTTP listener could not be set up.
+    #[error("http listener: {0}")]
+    Http(String),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -54,6 +61,25 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Document and status delivery retries: the first delay and the cap.
     pub retry: (Duration, Duration),
+    /// A listener already bound for `[http]` (tests bind port 0); without
+    /// one, the node binds `http.listen` itself.
+    pub http_listener: Option<PreBound>,
+}
+
+/// A listener bound by the caller, handed to [`start`] through
+/// [`RunOptions`] (which is cloned): the first start takes it.
+#[derive(Clone, Debug)]
+pub struct PreBound(Arc<std::sync::Mutex<Option<TcpListener>>>);
+
+impl PreBound {
+    /// Wraps `listener`.
+    pub fn new(listener: TcpListener) -> PreBound {
+        PreBound(Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<TcpListener> {
+        self.0.lock().ok().and_then(|mut l| l.take())
+    }
 }
 
 impl Default for RunOptions {
@@ -62,6 +88,7 @@ impl Default for RunOptions {
             audit: Options::default(),
             drain: Duration::from_secs(10),
             retry: (Duration::from_millis(500), Duration::from_secs(60)),
+            http_listener: None,
         }
     }
 }
@@ -77,6 +104,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
+    let http_listener = bind_http(&config, &options).await?;
     let server = Server::open(Common {
         role: truc_pki::Role::Node,
         name: config.id.as_str(),
@@ -104,6 +132,7 @@ pub async fn start(
         source,
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
+    let server_tls = server.server_tls();
     let pipeline = Arc::new(truc_pipeline::Pipeline::new(
         server.audit().clone(),
         server.metrics().clone(),
@@ -125,11 +154,51 @@ pub async fn start(
         shutdown.clone(),
     ));
     watch_document_queues(server.metrics(), documents);
-    Ok(server
+    let http_routes = http_routes(&config, &agency);
+    let running = server
         .service(AgencyServer::new(agency))
         .service(NodeServer::new(invoke))
-        .start(listener, ops_listener, shutdown, options.drain)
-        .await?)
+        .start(listener, ops_listener, shutdown.clone(), options.drain)
+        .await?;
+    Ok(match http_listener {
+        Some(listener) => running.with_task(tokio::spawn(http::serve(
+            listener,
+            server_tls,
+            config.limits.accept(),
+            http_routes,
+            shutdown,
+            options.drain,
+        ))),
+        None => running,
+    })
+}
+
+/// The routes of the node's HTTP listener: the REST door for data calls
+/// (merge more here).
+fn http_routes(config: &NodeConfig, agency: &agency::AgencyService) -> axum::Router {
+    let timeout = config
+        .http
+        .as_ref()
+        .map_or(Duration::from_secs(30), |h| h.request_timeout);
+    rest_door::routes(agency.clone(), config.limits.max_payload_bytes, timeout)
+}
+
+/// The HTTP listener if `[http]` is on: the one the caller bound, or
+/// `http.listen`.
+async fn bind_http(
+    config: &NodeConfig,
+    options: &RunOptions,
+) -> Result<Option<TcpListener>, NodeError> {
+    let Some(http) = &config.http else {
+        return Ok(None);
+    };
+    if let Some(listener) = options.http_listener.as_ref().and_then(PreBound::take) {
+        return Ok(Some(listener));
+    }
+    TcpListener::bind(http.listen)
+        .await
+        .map(Some)
+        .map_err(|e| NodeError::Http(format!("cannot listen on {}: {e}", http.listen)))
 }
 
 /// Exposes on `metrics` how many deliveries and statuses wait to be sent.

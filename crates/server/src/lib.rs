@@ -162,6 +162,13 @@ impl Server {
         &self.metrics
     }
 
+    /// The mutual-TLS server config of the gRPC port, for another listener
+    /// of the process that accepts the same certificates (a node's HTTP
+    /// listener).
+    pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.server_tls.clone()
+    }
+
     /// The client TLS config for calls to the peers named in [`Common`].
     pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
         self.client_tls.clone()
