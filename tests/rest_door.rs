@@ -413,3 +413,49 @@ async fn a_body_over_the_payload_limit_is_413_resource_exhausted() {
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     c.deployment.stop().await.expect("stop");
 }
+
+/// A backend that never answers.
+struct Never;
+
+#[tonic::async_trait]
+impl truc_proto::v1::backend_server::Backend for Never {
+    async fn invoke(
+        &self,
+        _request: tonic::Request<truc_proto::v1::DataRequest>,
+    ) -> Result<tonic::Response<truc_proto::v1::DataResponse>, tonic::Status> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_call_past_the_request_timeout_is_504_deadline_exceeded() {
+    let mut c = start_with(truc_demo::BackendKind::Custom(Arc::new(Never)), 4096).await;
+    c.deployment
+        .edit_node_config(PROVINCE_NODE, |f| {
+            if let Some(http) = f.http.as_mut() {
+                http.request_timeout_ms = 500;
+            }
+        })
+        .expect("edit");
+    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stop"));
+    c.deployment
+        .restart_node(PROVINCE_NODE)
+        .await
+        .expect("restart");
+    let answer = rest_call(
+        &c,
+        PROVINCE_NODE,
+        Some(PROVINCE_CLIENT),
+        H37,
+        CITIZEN_LOOKUP,
+        ID.into(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (504, "DEADLINE_EXCEEDED")
+    );
+    assert_eq!(answer.header("x-truc-transaction-id").len(), 32);
+    c.deployment.stop().await.expect("stop");
+}

@@ -326,6 +326,22 @@ impl NodeConfig {
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
         raw.limits.validate(path)?;
         raw.document_service.validate(path)?;
+        let http = match &raw.http {
+            None => None,
+            Some(h) => {
+                if h.request_timeout_ms == 0 {
+                    return Err(ConfigError::new(
+                        path,
+                        "http.request_timeout_ms",
+                        "must be positive",
+                    ));
+                }
+                Some(HttpConfig {
+                    listen: socket_addr(path, "http.listen", &h.listen)?,
+                    request_timeout: std::time::Duration::from_millis(h.request_timeout_ms),
+                })
+            }
+        };
         let tls = raw.tls.resolve(path)?;
         check_certificate(path, &tls, &id)?;
         let mut clients = BTreeMap::new();
@@ -369,22 +385,6 @@ impl NodeConfig {
                 format!("{:?} is not host:port", raw.hub.address),
             ));
         }
-        let http = match &raw.http {
-            None => None,
-            Some(h) => {
-                if h.request_timeout_ms == 0 {
-                    return Err(ConfigError::new(
-                        path,
-                        "http.request_timeout_ms",
-                        "must be positive",
-                    ));
-                }
-                Some(HttpConfig {
-                    listen: socket_addr(path, "http.listen", &h.listen)?,
-                    request_timeout: std::time::Duration::from_millis(h.request_timeout_ms),
-                })
-            }
-        };
         Ok(NodeConfig {
             http,
             id,
@@ -504,6 +504,39 @@ mod tests {
         ] {
             let err = ok(address, ca).expect_err(address);
             assert_eq!(err.field, field, "{address}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_http_section_is_off_by_default_and_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("node.toml");
+        let base = "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+                    data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n\
+                    [tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n";
+        let file: NodeFile = toml::from_str(base).expect("parse");
+        assert!(file.http.is_none());
+        assert!(!toml::to_string(&file).expect("ser").contains("[http]"));
+        let file: NodeFile =
+            toml::from_str(&format!("{base}[http]\nlisten = \"127.0.0.1:7102\"\n")).expect("parse");
+        assert_eq!(
+            file.http,
+            Some(HttpSection {
+                listen: "127.0.0.1:7102".into(),
+                request_timeout_ms: 30_000
+            })
+        );
+        // Checked before the certificates are read.
+        for (section, field) in [
+            ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
+            (
+                "[http]\nlisten = \"127.0.0.1:1\"\nrequest_timeout_ms = 0\n",
+                "http.request_timeout_ms",
+            ),
+        ] {
+            std::fs::write(&path, format!("{base}{section}")).expect("write");
+            let err = NodeConfig::load(&path).expect_err(section);
+            assert_eq!(err.field, field, "{err}");
         }
     }
 }
