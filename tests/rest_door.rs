@@ -320,6 +320,8 @@ async fn acting_for_an_agency_the_certificate_may_not_is_403_permission_denied()
     assert_eq!(answer.status, 403);
     assert_eq!(answer.code(), "PERMISSION_DENIED");
     assert_eq!(answer.header("content-type"), "application/json");
+    // Refused before it got a transaction id: no empty header either.
+    assert!(answer.headers.get("x-truc-transaction-id").is_none());
     // The ministry's certificate on the province's node: not one of its clients.
     let answer = rest_call(
         &c,

@@ -200,7 +200,9 @@ async fn call(
         }
         Err(status) => {
             let mut response = refuse(status.code(), status.message().to_string());
-            if let Some(id) = status.metadata().get(truc_ops::TRANSACTION_ID_HEADER) {
+            let id = status.metadata().get(truc_ops::TRANSACTION_ID_HEADER);
+            // A call refused before it got an id carries an empty one.
+            if let Some(id) = id.filter(|id| !id.is_empty()) {
                 if let Ok(v) = HeaderValue::from_bytes(id.as_bytes()) {
                     response
                         .headers_mut()
