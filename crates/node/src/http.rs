@@ -8,21 +8,23 @@
 use std::{sync::Arc, time::Duration};
 
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use truc_ops::{ServeError, Shutdown};
+use truc_ops::{ServeError, Shutdown, config::Limits};
 use truc_pki::AcceptLimits;
 
 /// Serves `router` on `listener` over mutual TLS until `shutdown` fires;
-/// open requests then get `drain` to finish.
+/// open requests then get `drain` to finish. `limits` are the node's: the
+/// accept limits, streams per HTTP/2 connection, keepalive; request headers
+/// must arrive within the handshake timeout.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    accept: AcceptLimits,
+    limits: &Limits,
     router: axum::Router,
     shutdown: Shutdown,
     drain: Duration,
@@ -30,6 +32,20 @@ pub(crate) async fn serve(
     // The gRPC config offers only h2; REST clients often speak HTTP/1.1.
     let mut tls = (*tls).clone();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let accept: AcceptLimits = limits.accept();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper enforces no header timeout: a peer trickling
+    // headers would hold its connection until the idle timeout.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(accept.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .keep_alive_interval(Duration::from_millis(limits.keepalive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(limits.keepalive_timeout_ms));
     let mut incoming = Box::pin(truc_pki::tls_incoming(listener, Arc::new(tls), accept));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -54,8 +70,8 @@ pub(crate) async fn serve(
             },
         );
         let shutdown = shutdown.clone();
+        let builder = builder.clone();
         connections.spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
             let serving = builder.serve_connection_with_upgrades(
                 TokioIo::new(conn),
                 TowerToHyperService::new(service),

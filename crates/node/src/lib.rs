@@ -161,14 +161,20 @@ pub async fn start(
         .start(listener, ops_listener, shutdown.clone(), options.drain)
         .await?;
     Ok(match http_listener {
-        Some(listener) => running.with_task(tokio::spawn(http::serve(
-            listener,
-            server_tls,
-            config.limits.accept(),
-            http_routes,
-            shutdown,
-            options.drain,
-        ))),
+        Some(listener) => {
+            let limits = config.limits.clone();
+            running.with_task(tokio::spawn(async move {
+                http::serve(
+                    listener,
+                    server_tls,
+                    &limits,
+                    http_routes,
+                    shutdown,
+                    options.drain,
+                )
+                .await
+            }))
+        }
         None => running,
     })
 }
