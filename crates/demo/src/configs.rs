@@ -9,7 +9,8 @@ use std::{net::SocketAddr, path::PathBuf};
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
 use truc_node::{
-    AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile, WitnessSection,
+    AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HttpSection, HubSection, NodeFile,
+    WitnessSection,
 };
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
@@ -25,6 +26,11 @@ pub(crate) struct Plan {
     pub(crate) hub: (SocketAddr, SocketAddr),
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
     pub(crate) nodes: [(SocketAddr, SocketAddr, SocketAddr); 2],
+    /// Per node: the HTTP listener's address (the REST door).
+    pub(crate) http: [SocketAddr; 2],
+    /// Whether the province's backend is the REST one
+    /// ([`crate::rest::household_registry`]) rather than gRPC.
+    pub(crate) province_rest: bool,
     /// The hub's data directory, relative to the configs.
     pub(crate) hub_data: PathBuf,
     /// The directory under which each node's data directory (named by its
@@ -110,9 +116,14 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
          # Generated from the config types (see deploy/README.md): edit those, not this file.",
         &hub,
     )?);
-    for ((id, client, agencies, service), (listen, ops, backend)) in
-        nodes().into_iter().zip(plan.nodes)
+    for (i, ((id, client, agencies, service), (listen, ops, backend))) in
+        nodes().into_iter().zip(plan.nodes).enumerate()
     {
+        let backend = if plan.province_rest && i == crate::PROVINCE {
+            format!("http://{backend}{}", crate::rest::HOUSEHOLD_REGISTRY_PATH)
+        } else {
+            backend.to_string()
+        };
         let node = NodeFile {
             version: CONFIG_VERSION,
             id: id.into(),
@@ -139,12 +150,17 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             }],
             backends: vec![BackendEntry {
                 service: service.into(),
-                address: backend.to_string(),
+                address: backend,
+                ca: None,
             }],
             witness: WitnessSection {
                 key: Some(pki().witness_key(id)),
                 ..WitnessSection::default()
             },
+            http: Some(HttpSection {
+                listen: plan.http[i].to_string(),
+                request_timeout_ms: 30_000,
+            }),
         };
         out.push(toml_file(
             format!("node-{id}.toml"),
@@ -154,7 +170,8 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                  # `id` must match the node certificate (truc://node/{id}); each [[client]] is an\n\
                  # agency system by client certificate name (truc://client/NAME) and the agencies\n\
                  # it may act for; each [[backend]] is plaintext gRPC truc.v1.Backend on a trusted\n\
-                 # network next to the node.\n\
+                 # network next to the node (host:port), or a REST backend (an http:// or https://\n\
+                 # URL, with `ca` for https) the node POSTs each payload to.\n\
                  # Generated from the config types (see deploy/README.md): edit those, not this file."
             ),
             &node,
@@ -251,8 +268,8 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 }
 
 /// The example files of `deploy/` (name, text): the demo's deployment on
-/// fixed ports (hub 7000, nodes 7101 and 7201, backends 7301 and 7401, ops
-/// ports 9100, 9101, 9201), data under `data/`, default limits.
+/// fixed ports (hub 7000, nodes 7101 and 7201, their HTTP listeners 7102
+/// and 7202, backends 7301 and 7401, ops ports 9100, 9101, 9201), data under `data/`, default limits.
 /// `tests/deploy.rs` checks that `deploy/` holds exactly these.
 pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -262,6 +279,8 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
             (at(7101), at(9101), at(7301)),
             (at(7201), at(9201), at(7401)),
         ],
+        province_rest: true,
+        http: [at(7102), at(7202)],
         hub_data: "data/hub".into(),
         node_data: "data".into(),
         limits: Limits::default(),

@@ -11,6 +11,7 @@
 
 pub mod backend;
 mod configs;
+pub mod rest;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -86,10 +87,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     move |source| DemoError::Io { what, source }
 }
 
+/// The province node's index in the deployment's nodes and backends.
+const PROVINCE: usize = 1;
+
 /// Which backend answers the demo services.
 #[derive(Clone)]
 pub enum BackendKind {
-    /// Made-up citizen records (the demo).
+    /// Made-up citizen records (the demo): the ministry's citizen lookup
+    /// over gRPC, the province's household registry over REST
+    /// ([`rest::household_registry`]).
     CitizenLookup,
     /// The request payload back (benchmarks).
     Echo,
@@ -173,6 +179,8 @@ pub struct Files {
 struct Bound {
     hub: (TcpListener, TcpListener),
     nodes: Vec<(TcpListener, TcpListener)>,
+    /// Each node's HTTP listener (the REST door).
+    http: Vec<TcpListener>,
     backends: Vec<(TcpListener, SocketAddr)>,
 }
 
@@ -193,7 +201,7 @@ pub struct Deployment {
     hub: Option<RunningHub>,
     /// The nodes: ministry first, then province.
     pub nodes: Vec<(String, RunningNode)>,
-    backends: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    backends: Vec<JoinHandle<()>>,
     backend_addrs: Vec<SocketAddr>,
     backend_shutdown: Shutdown,
     options: DemoOptions,
@@ -209,6 +217,7 @@ impl Deployment {
                 (bind().await?, bind().await?),
                 (bind().await?, bind().await?),
             ],
+            http: vec![bind().await?, bind().await?],
             backends: {
                 let mut v = Vec::new();
                 for _ in 0..2 {
@@ -224,10 +233,27 @@ impl Deployment {
         let max_message = options.max_payload_bytes + 64 * 1024;
         let mut backends = Vec::new();
         let mut backend_addrs = Vec::new();
-        for (listener, a) in bound.backends {
+        for (i, (listener, a)) in bound.backends.into_iter().enumerate() {
             backend_addrs.push(a);
             let stop = backend_shutdown.wait();
-            let serve = |b| tokio::spawn(backend::serve_backend(b, listener, max_message, stop));
+            // The province's household registry is a REST backend.
+            if i == PROVINCE && matches!(options.backend, BackendKind::CitizenLookup) {
+                let serving = rest::serve_rest(rest::household_registry(), listener, stop);
+                backends.push(tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::warn!(error = %e, "demo REST backend failed");
+                    }
+                }));
+                continue;
+            }
+            let serve = |b| {
+                let serving = backend::serve_backend(b, listener, max_message, stop);
+                tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::warn!(error = %e, "demo backend failed");
+                    }
+                })
+            };
             backends.push(match &options.backend {
                 BackendKind::CitizenLookup => serve(Shared(Arc::new(backend::CitizenLookup))),
                 BackendKind::Echo => serve(Shared(Arc::new(backend::Echo))),
@@ -252,7 +278,9 @@ impl Deployment {
         )
         .await?;
         let mut nodes = Vec::new();
-        for ((id, path), (l, ops)) in files.node_configs.iter().zip(bound.nodes) {
+        for (((id, path), (l, ops)), http) in
+            files.node_configs.iter().zip(bound.nodes).zip(bound.http)
+        {
             let node = truc_node::start(
                 NodeConfig::load(path)?,
                 l,
@@ -261,6 +289,7 @@ impl Deployment {
                 truc_node::RunOptions {
                     audit: audit.clone(),
                     retry: options.retry,
+                    http_listener: Some(truc_node::PreBound::new(http)),
                     ..truc_node::RunOptions::default()
                 },
             )
@@ -276,6 +305,12 @@ impl Deployment {
             backend_shutdown,
             options,
         })
+    }
+
+    /// The address of node `id`'s HTTP listener (the REST door), from its config.
+    pub fn http_addr(&self, id: &str) -> Option<SocketAddr> {
+        let config = NodeConfig::load(&self.node_config(id).ok()?).ok()?;
+        config.http.map(|h| h.listen)
     }
 
     /// The running node `id`.
@@ -319,6 +354,7 @@ impl Deployment {
                     "grpc": n.addr().to_string(),
                     "tls_server_name": id,
                     "ops": format!("http://{}", n.ops_addr()),
+                    "rest_call": self.http_addr(id).map(|a| format!("https://{id}:{}/v1/call/{{service}}", a.port())),
                     "config": self.files.node_configs.iter().find(|(i, _)| i == id).map(|(_, p)| p),
                 })
             })
@@ -517,6 +553,8 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     let plan = configs::Plan {
         hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
         nodes: [node(0)?, node(1)?],
+        http: [addr(&bound.http[0])?, addr(&bound.http[1])?],
+        province_rest: matches!(options.backend, BackendKind::CitizenLookup),
         hub_data: "hub".into(),
         node_data: "nodes".into(),
         limits: truc_ops::config::Limits {

@@ -103,7 +103,7 @@ pub async fn start(
         registry.clone(),
         registry_key,
         audit.clone(),
-        server.client_tls(),
+        server.tls(),
         server.metrics().clone(),
         config.limits.clone(),
         config.documents.clone(),

@@ -93,6 +93,17 @@ impl AgencyService {
     }
 }
 
+impl AgencyService {
+    /// `Agency.Call`: the one step every data call of an agency system runs,
+    /// over gRPC or through the REST door.
+    pub(crate) async fn run_call(
+        &self,
+        request: Request<CallRequest>,
+    ) -> Result<CallResponse, Status> {
+        self.pipeline.run(&Call(self), request).await
+    }
+}
+
 /// A data call from an agency system to another agency's service, through
 /// the hub.
 struct Call<'a>(&'a AgencyService);
@@ -176,10 +187,7 @@ fn only_agency_systems(caller: &Identity) -> Result<(), TxError> {
 #[tonic::async_trait]
 impl Agency for AgencyService {
     async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallResponse>, Status> {
-        self.pipeline
-            .run(&Call(self), request)
-            .await
-            .map(Response::new)
+        self.run_call(request).await.map(Response::new)
     }
 
     async fn send_document(

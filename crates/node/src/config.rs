@@ -54,6 +54,36 @@ pub struct NodeFile {
     /// How this node witnesses the hub's audit log.
     #[serde(default)]
     pub witness: WitnessSection,
+    /// The HTTP listener (`[http]`: the REST door for data calls); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSection>,
+}
+
+/// `[http]`: the node's HTTP listener, mutual TLS with the same client
+/// certificates and `[[client]]` mapping as gRPC, serving `POST
+/// /v1/call/{service}` (the REST door for data calls).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address (`ip:port`).
+    pub listen: String,
+    /// Longest a REST call may take, in milliseconds (default 30 s; the
+    /// node's `limits.call_timeout_ms` caps it too).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The validated `[http]` section.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Longest a REST call may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// `[witness]`: the node checks that the hub's log only ever grows (C2SP
@@ -141,15 +171,98 @@ pub struct ClientEntry {
     pub agencies: Vec<String>,
 }
 
-/// `[[backend]]`: where a provided service's backend listens (plaintext
-/// gRPC `truc.v1.Backend` on a trusted network next to the node).
+/// `[[backend]]`: where a provided service's backend listens: plaintext
+/// gRPC `truc.v1.Backend` on a trusted network next to the node (`host:port`),
+/// or a REST backend (`http://` or `https://` URL) the node POSTs each
+/// payload to.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendEntry {
     /// The service id.
     pub service: String,
-    /// The backend's `host:port`.
+    /// The backend's `host:port` (gRPC) or URL (`http://...`, `https://...`: REST).
     pub address: String,
+    /// For an `https://` backend: the CA file (PEM) its certificate must
+    /// chain to (required there, refused elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+/// Where a provided service's backend is, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Plaintext gRPC `truc.v1.Backend` at `host:port`.
+    Grpc(String),
+    /// A REST backend: `POST url` with the payload.
+    Http {
+        /// The `http://` or `https://` URL.
+        url: String,
+        /// For `https://`: the CA file its certificate must chain to.
+        ca: Option<PathBuf>,
+    },
+}
+
+impl Backend {
+    /// A backend address without a CA file: a URL is REST, anything else gRPC.
+    pub fn from_address(address: &str) -> Backend {
+        if is_url(address) {
+            Backend::Http {
+                url: address.to_string(),
+                ca: None,
+            }
+        } else {
+            Backend::Grpc(address.to_string())
+        }
+    }
+}
+
+fn is_url(address: &str) -> bool {
+    address.starts_with("http://") || address.starts_with("https://")
+}
+
+/// Checks one `[[backend]]` entry of `path` (`field` is `backend[i]`).
+fn backend(path: &Path, field: &str, entry: &BackendEntry) -> Result<Backend, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError::new(path, &format!("{field}.{key}"), reason);
+    if !is_url(&entry.address) {
+        if !valid_host_port(&entry.address) {
+            return Err(err(
+                "address",
+                format!(
+                    "{:?} is neither host:port (gRPC) nor an http:// or https:// URL",
+                    entry.address
+                ),
+            ));
+        }
+        if entry.ca.is_some() {
+            return Err(err("ca", "only an https:// backend has a CA file".into()));
+        }
+        return Ok(Backend::Grpc(entry.address.clone()));
+    }
+    let uri: http::Uri = entry
+        .address
+        .parse()
+        .map_err(|e| err("address", format!("{:?} is not a URL: {e}", entry.address)))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(err("address", format!("{:?} names no host", entry.address)));
+    }
+    let https = uri.scheme_str() == Some("https");
+    let ca = match (&entry.ca, https) {
+        (Some(ca), true) => Some(resolve(path, &format!("{field}.ca"), ca, true)?),
+        (None, true) => {
+            return Err(err(
+                "ca",
+                "an https:// backend needs the CA file its certificate chains to".into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(err("ca", "only an https:// backend has a CA file".into()));
+        }
+        (None, false) => None,
+    };
+    Ok(Backend::Http {
+        url: entry.address.clone(),
+        ca,
+    })
 }
 
 /// A validated node config, paths resolved against the file's directory.
@@ -178,9 +291,9 @@ pub struct NodeConfig {
     /// Agency systems allowed to call this node: client certificate name →
     /// the agencies it may act for.
     pub clients: BTreeMap<String, BTreeSet<AgencyCode>>,
-    /// Backend address (`host:port`, plaintext gRPC on a trusted network)
-    /// per provided service.
-    pub backends: BTreeMap<ServiceId, String>,
+    /// The backend of each provided service: gRPC (`host:port`, plaintext
+    /// on a trusted network) or REST (a URL).
+    pub backends: BTreeMap<ServiceId, Backend>,
     /// Limits on documents sent through this node.
     pub documents: truc_doc::Limits,
     /// How this node delivers documents and statuses, and what it holds for them.
@@ -189,6 +302,8 @@ pub struct NodeConfig {
     pub witness_key: Option<PathBuf>,
     /// How often the witness contacts the hub.
     pub witness_interval: std::time::Duration,
+    /// The HTTP listener, if on.
+    pub http: Option<HttpConfig>,
 }
 
 /// `[document_service]`: deadlines of the document workers' calls, how many
@@ -291,6 +406,22 @@ impl NodeConfig {
         }
         raw.limits.validate(path)?;
         raw.document_service.validate(path)?;
+        let http = match &raw.http {
+            None => None,
+            Some(h) => {
+                if h.request_timeout_ms == 0 {
+                    return Err(ConfigError::new(
+                        path,
+                        "http.request_timeout_ms",
+                        "must be positive",
+                    ));
+                }
+                Some(HttpConfig {
+                    listen: socket_addr(path, "http.listen", &h.listen)?,
+                    request_timeout: std::time::Duration::from_millis(h.request_timeout_ms),
+                })
+            }
+        };
         let tls = raw.tls.resolve(path)?;
         check_certificate(path, &tls, &id)?;
         let mut clients = BTreeMap::new();
@@ -318,14 +449,8 @@ impl NodeConfig {
             let field = format!("backend[{i}]");
             let service = ServiceId::parse(&b.service)
                 .map_err(|e| ConfigError::new(path, &format!("{field}.service"), e.to_string()))?;
-            if !valid_host_port(&b.address) {
-                return Err(ConfigError::new(
-                    path,
-                    &format!("{field}.address"),
-                    format!("{:?} is not host:port", b.address),
-                ));
-            }
-            if backends.insert(service, b.address.clone()).is_some() {
+            let target = backend(path, &field, b)?;
+            if backends.insert(service, target).is_some() {
                 return Err(ConfigError::new(
                     path,
                     &format!("{field}.service"),
@@ -341,6 +466,7 @@ impl NodeConfig {
             ));
         }
         Ok(NodeConfig {
+            http,
             id,
             listen: socket_addr(path, "listen", &raw.listen)?,
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
@@ -569,5 +695,81 @@ mod tests {
         assert_eq!(parse_instant("1970-01-01T07:00:01+07:00"), Ok(1000));
         assert!(parse_instant("1969-12-31T23:59:59Z").is_err());
         assert!(parse_instant("2027-01-01").is_err());
+    }
+
+    #[test]
+    fn backends_are_grpc_addresses_or_http_urls_and_https_needs_a_ca() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(dir.path().join("ca.crt"), "x").expect("ca");
+        let entry = |address: &str, ca: Option<&str>| BackendEntry {
+            service: "000.00.00.H37/household-registry/v1".into(),
+            address: address.into(),
+            ca: ca.map(PathBuf::from),
+        };
+        let ok = |address, ca| backend(&path, "backend[0]", &entry(address, ca));
+        assert_eq!(
+            ok("127.0.0.1:4000", None).expect("grpc"),
+            Backend::Grpc("127.0.0.1:4000".into())
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:4000/v1/x", None).expect("http"),
+            Backend::Http {
+                url: "http://127.0.0.1:4000/v1/x".into(),
+                ca: None
+            }
+        );
+        assert!(matches!(
+            ok("https://backend.example:443/x", Some("ca.crt")).expect("https"),
+            Backend::Http { ca: Some(_), .. }
+        ));
+        for (address, ca, field) in [
+            ("https://backend.example/x", None, "backend[0].ca"),
+            (
+                "https://backend.example/x",
+                Some("missing.crt"),
+                "backend[0].ca",
+            ),
+            ("http://backend.example/x", Some("ca.crt"), "backend[0].ca"),
+            ("127.0.0.1:4000", Some("ca.crt"), "backend[0].ca"),
+            ("backend", None, "backend[0].address"),
+            ("http:///x", None, "backend[0].address"),
+        ] {
+            let err = ok(address, ca).expect_err(address);
+            assert_eq!(err.field, field, "{address}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_http_section_is_off_by_default_and_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("node.toml");
+        let base = "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+                    data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n\
+                    [tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n";
+        let file: NodeFile = toml::from_str(base).expect("parse");
+        assert!(file.http.is_none());
+        assert!(!toml::to_string(&file).expect("ser").contains("[http]"));
+        let file: NodeFile =
+            toml::from_str(&format!("{base}[http]\nlisten = \"127.0.0.1:7102\"\n")).expect("parse");
+        assert_eq!(
+            file.http,
+            Some(HttpSection {
+                listen: "127.0.0.1:7102".into(),
+                request_timeout_ms: 30_000
+            })
+        );
+        // Checked before the certificates are read.
+        for (section, field) in [
+            ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
+            (
+                "[http]\nlisten = \"127.0.0.1:1\"\nrequest_timeout_ms = 0\n",
+                "http.request_timeout_ms",
+            ),
+        ] {
+            std::fs::write(&path, format!("{base}{section}")).expect("write");
+            let err = NodeConfig::load(&path).expect_err(section);
+            assert_eq!(err.field, field, "{err}");
+        }
     }
 }

@@ -54,6 +54,7 @@ pub(crate) fn config(
         document_service: crate::config::DocumentService::default(),
         witness_key: None,
         witness_interval: std::time::Duration::from_secs(10),
+        http: None,
         clients: clients
             .iter()
             .map(|(name, agencies)| {
@@ -66,7 +67,12 @@ pub(crate) fn config(
             .collect(),
         backends: backends
             .iter()
-            .map(|(s, a)| (ServiceId::parse(s).expect("id"), (*a).to_string()))
+            .map(|(s, a)| {
+                (
+                    ServiceId::parse(s).expect("id"),
+                    crate::config::Backend::from_address(a),
+                )
+            })
             .collect(),
     }
 }

@@ -15,13 +15,13 @@ use truc_proto::v1::{
 };
 use truc_registry::ServiceId;
 
-use crate::{NodeConfig, docs::Documents};
+use crate::{NodeConfig, config::Backend, docs::Documents, rest_backend::RestBackend};
 
 /// The Node service.
 #[derive(Clone)]
 pub(crate) struct NodeService {
     config: Arc<NodeConfig>,
-    backends: Arc<HashMap<ServiceId, BackendClient<Channel>>>,
+    backends: Arc<HashMap<ServiceId, Target>>,
     pipeline: Arc<Pipeline>,
     docs: Arc<Documents>,
 }
@@ -34,15 +34,24 @@ impl NodeService {
     ) -> Result<NodeService, Status> {
         let limit = config.limits.max_message_bytes();
         let mut backends = HashMap::new();
-        for (service, address) in &config.backends {
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                .map_err(|e| Status::internal(format!("backend {address}: {e}")))?
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(5));
-            let client = BackendClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit);
-            backends.insert(service.clone(), client);
+        for (service, backend) in &config.backends {
+            let target = match backend {
+                Backend::Grpc(address) => {
+                    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                        .map_err(|e| Status::internal(format!("backend {address}: {e}")))?
+                        .tcp_nodelay(true)
+                        .connect_timeout(Duration::from_secs(5));
+                    let client = BackendClient::new(endpoint.connect_lazy())
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(limit);
+                    Target::Grpc(client)
+                }
+                Backend::Http { url, ca } => Target::Rest(Arc::new(
+                    RestBackend::new(url, ca.as_deref(), config.limits.max_payload_bytes)
+                        .map_err(|e| Status::internal(format!("backend {url}: {e}")))?,
+                )),
+            };
+            backends.insert(service.clone(), target);
         }
         Ok(NodeService {
             config,
@@ -50,6 +59,38 @@ impl NodeService {
             pipeline,
             docs,
         })
+    }
+}
+
+/// A service's backend: a gRPC `truc.v1.Backend` or a REST URL. The
+/// [`Invoke`] step is the same for both.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// gRPC.
+    Grpc(BackendClient<Channel>),
+    /// REST.
+    Rest(Arc<RestBackend>),
+}
+
+impl Target {
+    /// Calls the backend within `deadline`: the answer's content type and payload.
+    async fn invoke(
+        self,
+        req: DataRequest,
+        deadline: &Deadline,
+        peer: &str,
+    ) -> Result<(String, bytes::Bytes), TxError> {
+        match self {
+            Target::Grpc(mut backend) => {
+                let response = backend
+                    .invoke(deadline.request(req))
+                    .await
+                    .map_err(|s| TxError::from_peer(s, peer))?
+                    .into_inner();
+                Ok((response.content_type, response.payload))
+            }
+            Target::Rest(backend) => backend.invoke(&req, deadline, peer).await,
+        }
     }
 }
 
@@ -68,7 +109,7 @@ struct Invoke<'a>(&'a NodeService);
 
 impl Step for Invoke<'_> {
     type Request = DataRequest;
-    type Admitted = (BackendClient<Channel>, DataRequest);
+    type Admitted = (Target, DataRequest);
     type Response = DataResponse;
     const KIND: Kind = Kind::Call;
 
@@ -109,20 +150,16 @@ impl Step for Invoke<'_> {
 
     async fn forward(
         &self,
-        (mut backend, req): Self::Admitted,
+        (backend, req): Self::Admitted,
         deadline: &Deadline,
         tx: &mut Transaction,
     ) -> Result<DataResponse, TxError> {
         let peer = format!("the backend of {}", req.service);
-        let response = backend
-            .invoke(deadline.request(req))
-            .await
-            .map_err(|s| TxError::from_peer(s, &peer))?
-            .into_inner();
-        fields::response(tx, || peer, &response.content_type, &response.payload)?;
+        let (content_type, payload) = backend.invoke(req, deadline, &peer).await?;
+        fields::response(tx, || peer, &content_type, &payload)?;
         Ok(DataResponse {
-            content_type: response.content_type,
-            payload: response.payload,
+            content_type,
+            payload,
             receipt: None,
         })
     }

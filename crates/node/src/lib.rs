@@ -15,17 +15,20 @@
 mod agency;
 mod config;
 mod docs;
+mod http;
 mod hub_trust;
 mod invoke;
 mod receipts;
 mod registry_sync;
+mod rest_backend;
+mod rest_door;
 mod witness;
 
 use std::{sync::Arc, time::Duration};
 
 pub use config::{
-    AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile,
-    WitnessSection,
+    AuditKeyEntry, Backend, BackendEntry, ClientEntry, DocumentService, HttpConfig, HttpSection,
+    HubSection, NodeConfig, NodeFile, WitnessSection,
 };
 pub use hub_trust::{HubKey, PinnedKey, TrustError};
 pub use receipts::{ReceiptFailure, ReceiptProblem, receipt_problems};
@@ -35,6 +38,8 @@ use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{agency_server::AgencyServer, node_server::NodeServer};
 use truc_server::{Common, Server};
 
+pub use rest_backend::{CLIENT_HEADER, SERVICE_HEADER};
+pub use rest_door::{RECEIPT_HEADER, http_status};
 pub use truc_ops::TRANSACTION_ID_HEADER;
 pub use truc_server::StartError;
 
@@ -48,6 +53,9 @@ pub enum NodeError {
     /// A backend address is unusable.
     #[error("bad backend: {0}")]
     Backend(String),
+    /// The HTTP listener could not be set up.
+    #[error("http listener: {0}")]
+    Http(String),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -59,6 +67,25 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Document and status delivery retries: the first delay and the cap.
     pub retry: (Duration, Duration),
+    /// A listener already bound for `[http]` (tests bind port 0); without
+    /// one, the node binds `http.listen` itself.
+    pub http_listener: Option<PreBound>,
+}
+
+/// A listener bound by the caller, handed to [`start`] through
+/// [`RunOptions`] (which is cloned): the first start takes it.
+#[derive(Clone, Debug)]
+pub struct PreBound(Arc<std::sync::Mutex<Option<TcpListener>>>);
+
+impl PreBound {
+    /// Wraps `listener`.
+    pub fn new(listener: TcpListener) -> PreBound {
+        PreBound(Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<TcpListener> {
+        self.0.lock().ok().and_then(|mut l| l.take())
+    }
 }
 
 impl Default for RunOptions {
@@ -67,6 +94,7 @@ impl Default for RunOptions {
             audit: Options::default(),
             drain: Duration::from_secs(10),
             retry: (Duration::from_millis(500), Duration::from_secs(60)),
+            http_listener: None,
         }
     }
 }
@@ -82,6 +110,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
+    let http_listener = bind_http(&config, &options).await?;
     let server = Server::open(Common {
         role: truc_pki::Role::Node,
         name: config.id.as_str(),
@@ -93,7 +122,7 @@ pub async fn start(
         audit_key: None,
     })?;
     let config = Arc::new(config);
-    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, server.client_tls())
+    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, server.tls())
         .map_err(StartError::from)?;
     let hub_key = HubKey::new(config.hub_keys.clone());
     let documents = docs::Documents::open(
@@ -109,6 +138,7 @@ pub async fn start(
         source,
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
+    let server_tls = server.tls();
     let pipeline = Arc::new(truc_pipeline::Pipeline::new(
         server.audit().clone(),
         server.metrics().clone(),
@@ -154,11 +184,57 @@ pub async fn start(
         .metrics()
         .add_source(Box::new(move |out| registry_stats.write(out)));
     watch_document_queues(server.metrics(), documents);
-    Ok(server
+    let http_routes = http_routes(&config, &agency);
+    let running = server
         .service(AgencyServer::new(agency))
         .service(NodeServer::new(invoke))
-        .start(listener, ops_listener, shutdown, options.drain)
-        .await?)
+        .start(listener, ops_listener, shutdown.clone(), options.drain)
+        .await?;
+    Ok(match http_listener {
+        Some(listener) => {
+            let limits = config.limits.clone();
+            running.with_task(tokio::spawn(async move {
+                http::serve(
+                    listener,
+                    server_tls,
+                    &limits,
+                    http_routes,
+                    shutdown,
+                    options.drain,
+                )
+                .await
+            }))
+        }
+        None => running,
+    })
+}
+
+/// The routes of the node's HTTP listener: the REST door for data calls
+/// (merge more here).
+fn http_routes(config: &NodeConfig, agency: &agency::AgencyService) -> axum::Router {
+    let timeout = config
+        .http
+        .as_ref()
+        .map_or(Duration::from_secs(30), |h| h.request_timeout);
+    rest_door::routes(agency.clone(), config.limits.max_payload_bytes, timeout)
+}
+
+/// The HTTP listener if `[http]` is on: the one the caller bound, or
+/// `http.listen`.
+async fn bind_http(
+    config: &NodeConfig,
+    options: &RunOptions,
+) -> Result<Option<TcpListener>, NodeError> {
+    let Some(http) = &config.http else {
+        return Ok(None);
+    };
+    if let Some(listener) = options.http_listener.as_ref().and_then(PreBound::take) {
+        return Ok(Some(listener));
+    }
+    TcpListener::bind(http.listen)
+        .await
+        .map(Some)
+        .map_err(|e| NodeError::Http(format!("cannot listen on {}: {e}", http.listen)))
 }
 
 /// Exposes on `metrics` how many deliveries and statuses wait to be sent.

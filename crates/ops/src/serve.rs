@@ -375,6 +375,13 @@ impl Running {
         }
     }
 
+    /// Also waits, on stopping, for `task`: another server of the process
+    /// (a node's HTTP listener) that stops on the same shutdown signal.
+    pub fn with_task(mut self, task: tokio::task::JoinHandle<Result<(), ServeError>>) -> Running {
+        self.servers.tasks.push(task);
+        self
+    }
+
     /// The gRPC address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.servers.addr()

@@ -103,7 +103,11 @@ impl TxError {
             TxError::Unreachable {
                 peer: peer.to_string(),
             }
-        } else if status.code() == Code::DeadlineExceeded && status.metadata().is_empty() {
+        } else if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled)
+            && status.metadata().is_empty()
+        {
+            // tonic's client reports its own expired `grpc-timeout` as
+            // CANCELLED ("Timeout expired"): our deadline, not the peer's word.
             TxError::Deadline {
                 peer: peer.to_string(),
             }
@@ -180,6 +184,10 @@ mod tests {
             .insert("content-type", "application/grpc".parse().expect("ascii"));
         let e = TxError::from_peer(sent, "node x");
         assert!(matches!(e, TxError::Peer(_)));
+        assert!(matches!(
+            TxError::from_peer(Status::cancelled("Timeout expired"), "node x"),
+            TxError::Deadline { .. }
+        ));
         let sent = Status::not_found("no such citizen");
         assert_eq!(
             Status::from(TxError::from_peer(sent, "node x")).code(),

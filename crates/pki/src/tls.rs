@@ -257,7 +257,9 @@ impl Material {
         }))
     }
 
-    /// The TLS 1.3 server config (ALPN h2) built from this material.
+    /// The TLS 1.3 server config (ALPN h2, then http/1.1) built from this
+    /// material. gRPC clients offer only h2; the node's HTTP listener serves
+    /// HTTP/1.1 clients with the same (reloaded) config.
     pub(crate) fn server_config(
         &self,
         files: &TlsFiles,
@@ -269,7 +271,7 @@ impl Material {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(tls_err(&files.cert))?;
-        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 

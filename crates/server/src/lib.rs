@@ -2,7 +2,7 @@
 //! [`Server::open`] loads the TLS configs, creates the data directory, opens
 //! the store and the audit log and sets up the metrics; the process builds
 //! its services from what it opened ([`Server::store`], [`Server::audit`],
-//! [`Server::metrics`], [`Server::client_tls`]) and adds them
+//! [`Server::metrics`], [`Server::tls`]) and adds them
 //! ([`Server::service`]: health and message limits handled); then
 //! [`Server::start`] serves them and the ops port, and gives the
 //! [`Running`] process, which closes the audit log once it has stopped.
@@ -168,8 +168,10 @@ impl Server {
         &self.metrics
     }
 
-    /// The client TLS config for calls to the peers named in [`Common`].
-    pub fn client_tls(&self) -> Arc<truc_pki::LiveTls> {
+    /// The live TLS configuration: for calls to the peers named in
+    /// [`Common`], and for another listener of the process that accepts the
+    /// same certificates (a node's HTTP listener).
+    pub fn tls(&self) -> Arc<truc_pki::LiveTls> {
         self.tls.clone()
     }
 

@@ -80,10 +80,29 @@ pub(crate) struct BackendArgs {
     /// Address to listen on.
     #[arg(long)]
     listen: std::net::SocketAddr,
+    /// Serve the REST household registry (HTTP/1.1, `POST
+    /// /v1/household-registry`) instead of the gRPC citizen lookup.
+    #[arg(long)]
+    rest: bool,
 }
 
 pub(super) async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
     let listener = bind(args.listen, "--listen").await?;
+    if args.rest {
+        println!(
+            "demo REST backend listening on http://{}{}",
+            args.listen,
+            truc_demo::rest::HOUSEHOLD_REGISTRY_PATH
+        );
+        truc_demo::rest::serve_rest(
+            truc_demo::rest::household_registry(),
+            listener,
+            interrupted(),
+        )
+        .await
+        .map_err(failed)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("demo backend listening on {}", args.listen);
     truc_demo::backend::serve_backend(
         truc_demo::backend::CitizenLookup,

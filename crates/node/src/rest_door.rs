@@ -1,0 +1,238 @@
+//! The REST door for data calls: `POST /v1/call/{service}` on the node's
+//! HTTP listener, for agency systems that cannot speak gRPC.
+//!
+//! The caller is the client certificate of the connection (mutual TLS, the
+//! same certificates and `[[client]]` mapping as gRPC); `X-Truc-Client`
+//! names the agency it acts for, checked like `CallRequest.client_agency`.
+//! The body is the payload, `Content-Type` is passed through. The call runs
+//! the very `Agency.Call` step (same pipeline, audit record and statistics);
+//! this module only translates HTTP to it and back. Answers: the response
+//! body with its content type, `X-Truc-Transaction-Id`, and `X-Truc-Receipt`
+//! (the hub's receipt, protobuf `truc.v1.Receipt` in standard base64); errors
+//! as JSON `{"code": "PERMISSION_DENIED", "message": "..."}` with the HTTP
+//! status of [`http_status`].
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path as UrlPath, Request, State, rejection::PathRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use base64::Engine;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use tonic::Code;
+use truc_pki::PeerInfo;
+use truc_proto::v1::CallRequest;
+
+use crate::{agency::AgencyService, rest_backend::CLIENT_HEADER};
+
+/// The hub's receipt of a REST call: protobuf `truc.v1.Receipt`, base64.
+pub const RECEIPT_HEADER: &str = "x-truc-receipt";
+
+struct Door {
+    agency: AgencyService,
+    max_body: usize,
+    timeout: Duration,
+}
+
+/// The routes of the REST door, for the node's HTTP listener: bodies up to
+/// `max_body` bytes, calls within `timeout`.
+pub(crate) fn routes(agency: AgencyService, max_body: usize, timeout: Duration) -> Router {
+    let door = Arc::new(Door {
+        agency,
+        max_body,
+        timeout,
+    });
+    Router::new()
+        .route(
+            "/v1/call/{*service}",
+            post(call).fallback(|| async {
+                error(
+                    Code::Unimplemented,
+                    "only POST is served here".into(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                )
+            }),
+        )
+        .with_state(door)
+}
+
+/// The HTTP status a call's gRPC code is answered with (the REST backends'
+/// table read backwards; documented in the README).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Internal | Code::Unknown | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error(code: Code, message: String, status: StatusCode) -> Response {
+    let body = serde_json::json!({
+        "code": truc_ops::code_name(code),
+        "message": message,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn refuse(code: Code, message: String) -> Response {
+    error(code, message, http_status(code))
+}
+
+/// A header as printable text (empty if absent), or why it is not.
+fn text_header(headers: &HeaderMap, name: &str) -> Result<String, String> {
+    match headers.get(name) {
+        None => Ok(String::new()),
+        Some(v) => v
+            .to_str()
+            .map(str::to_string)
+            .map_err(|_| format!("header {name} is not printable ASCII")),
+    }
+}
+
+async fn call(
+    State(door): State<Arc<Door>>,
+    service: Result<UrlPath<String>, PathRejection>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    // The listener puts it there from the verified client certificate.
+    let Some(peer) = parts.extensions.get::<PeerInfo>().cloned() else {
+        return refuse(Code::Unauthenticated, "no client certificate".into());
+    };
+    let service = match service {
+        Ok(UrlPath(s)) => s,
+        Err(e) => return refuse(Code::InvalidArgument, format!("service: {e}")),
+    };
+    let (client_agency, content_type) = match (
+        text_header(&parts.headers, CLIENT_HEADER),
+        text_header(&parts.headers, header::CONTENT_TYPE.as_str()),
+    ) {
+        (Ok(a), Ok(c)) => (a, c),
+        (Err(e), _) | (_, Err(e)) => return refuse(Code::InvalidArgument, e),
+    };
+    let too_large = || {
+        error(
+            Code::ResourceExhausted,
+            format!("the body is larger than {} bytes", door.max_body),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > door.max_body as u64) {
+        return too_large();
+    }
+    let read =
+        tokio::time::timeout(door.timeout, Limited::new(body, door.max_body).collect()).await;
+    let payload = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(e)) => {
+            return refuse(
+                Code::InvalidArgument,
+                format!("the body could not be read: {e}"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                Code::DeadlineExceeded,
+                "the body did not arrive within the request timeout".into(),
+            );
+        }
+    };
+    let mut grpc = tonic::Request::new(CallRequest {
+        client_agency,
+        service,
+        content_type,
+        payload,
+    });
+    grpc.extensions_mut().insert(peer);
+    grpc.set_timeout(door.timeout.saturating_sub(started.elapsed()));
+    match door.agency.run_call(grpc).await {
+        Ok(answer) => {
+            let mut response = Response::new(Body::from(answer.payload));
+            let headers = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&answer.content_type) {
+                if !answer.content_type.is_empty() {
+                    headers.insert(header::CONTENT_TYPE, v);
+                }
+            }
+            if let Some(receipt) = answer.receipt {
+                if let Ok(v) = HeaderValue::from_str(&receipt.transaction_id) {
+                    headers.insert(truc_ops::TRANSACTION_ID_HEADER, v);
+                }
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(receipt.encode_to_vec());
+                if let Ok(v) = HeaderValue::from_str(&encoded) {
+                    headers.insert(RECEIPT_HEADER, v);
+                }
+            }
+            response
+        }
+        Err(status) => {
+            let mut response = refuse(status.code(), status.message().to_string());
+            let id = status.metadata().get(truc_ops::TRANSACTION_ID_HEADER);
+            // A call refused before it got an id carries an empty one.
+            if let Some(id) = id.filter(|id| !id.is_empty()) {
+                if let Ok(v) = HeaderValue::from_bytes(id.as_bytes()) {
+                    response
+                        .headers_mut()
+                        .insert(truc_ops::TRANSACTION_ID_HEADER, v);
+                }
+            }
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_http_statuses_and_back_to_the_backend_table() {
+        use crate::rest_backend::code_for;
+        for code in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::ResourceExhausted,
+            Code::Unavailable,
+            Code::Internal,
+        ] {
+            assert_eq!(code_for(http_status(code)), code, "{code:?}");
+        }
+        assert_eq!(http_status(Code::DeadlineExceeded), 504);
+        assert_eq!(http_status(Code::Ok), 200);
+    }
+}
