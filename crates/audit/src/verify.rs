@@ -356,6 +356,7 @@ mod tests {
             receipt: None,
             receipt_verified: false,
             caller: "lgsp-langson".into(),
+            ..Transaction::default()
         }
     }
 

@@ -45,6 +45,11 @@ pub struct HubFile {
     /// Dashboard access.
     #[serde(default)]
     pub dashboard: Dashboard,
+    /// A file holding the key (hex, at least 32 bytes) under which the hub
+    /// records end users as HMAC-SHA256 where the registry says
+    /// `hash_end_user = true`. Needed when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_key: Option<PathBuf>,
 }
 
 fn default_time_zone() -> String {
@@ -83,6 +88,8 @@ pub struct HubConfig {
     pub tls: TlsFiles,
     /// Limits.
     pub limits: Limits,
+    /// The end-user hashing key's file.
+    pub end_user_key: Option<PathBuf>,
 }
 
 impl HubConfig {
@@ -115,6 +122,11 @@ impl HubConfig {
                 .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             tls: raw.tls.resolve(path)?,
             limits,
+            end_user_key: raw
+                .end_user_key
+                .as_ref()
+                .map(|k| resolve(path, "end_user_key", k, true))
+                .transpose()?,
         })
     }
 }

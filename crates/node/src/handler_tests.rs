@@ -125,6 +125,7 @@ fn routed(id: &str) -> DataRequest {
         service: SERVICE.into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(b"{}"),
+        ..Default::default()
     }
 }
 
@@ -193,6 +194,7 @@ fn call(agency: &str) -> CallRequest {
         service: "000.00.00.G22/citizen-lookup/v1".into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(b"{}"),
+        ..Default::default()
     }
 }
 

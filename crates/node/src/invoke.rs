@@ -104,6 +104,7 @@ impl Step for Invoke<'_> {
             &req.payload,
             self.0.config.limits.max_payload_bytes,
         )?;
+        fields::Why::parse(&req.purpose, &req.end_user, &req.case)?.record(tx);
         Ok((backend, req))
     }
 
@@ -114,8 +115,12 @@ impl Step for Invoke<'_> {
         tx: &mut Transaction,
     ) -> Result<DataResponse, TxError> {
         let peer = format!("the backend of {}", req.service);
+        // Checked in admit; the backend also finds them in the request.
+        let why = fields::Why::parse(&req.purpose, &req.end_user, &req.case).unwrap_or_default();
+        let mut request = deadline.request(req);
+        why.to_metadata(request.metadata_mut());
         let response = backend
-            .invoke(deadline.request(req))
+            .invoke(request)
             .await
             .map_err(|s| TxError::from_peer(s, &peer))?
             .into_inner();

@@ -86,4 +86,4 @@ mod registry;
 use tempfile as _;
 
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
-pub use registry::{Agency, Node, Registry, RegistryError, Service};
+pub use registry::{Agency, Node, PurposeRule, Registry, RegistryError, Service};
