@@ -259,6 +259,57 @@ async fn a_call_with_bad_fields_never_leaves_the_node() {
 }
 
 #[tokio::test]
+async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
+    let f = fixture();
+    let dms = who(Role::Client, "dms");
+    let cases = [
+        CallRequest {
+            end_user: "Nguyễn\0Văn A".into(),
+            ..call("000.00.00.H37")
+        },
+        CallRequest {
+            purpose: "x".repeat(201),
+            ..call("000.00.00.H37")
+        },
+        CallRequest {
+            case: "HS-1\r\nx: y".into(),
+            ..call("000.00.00.H37")
+        },
+    ];
+    for req in cases {
+        let err = f
+            .agency
+            .call(request_from(dms.clone(), req))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let r = f.last();
+        assert_eq!(
+            (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+            ("", "", "")
+        );
+    }
+    // Valid values are recorded as given (the hub is down here).
+    let _ = f
+        .agency
+        .call(request_from(
+            dms,
+            CallRequest {
+                purpose: "hộ tịch".into(),
+                end_user: "Nguyễn Văn A".into(),
+                case: "HS-1".into(),
+                ..call("000.00.00.H37")
+            },
+        ))
+        .await;
+    let r = f.last();
+    assert_eq!(
+        (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+        ("hộ tịch", "Nguyễn Văn A", "HS-1")
+    );
+}
+
+#[tokio::test]
 async fn a_hub_that_is_down_is_unavailable_and_the_call_is_recorded() {
     let f = fixture();
     let err = f
