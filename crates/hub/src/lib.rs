@@ -14,6 +14,7 @@ mod audit_service;
 mod config;
 mod dashboard;
 mod end_user;
+mod i18n;
 mod relay;
 mod reporting;
 mod route;
