@@ -100,16 +100,25 @@ async fn why_a_call_is_made_is_checked_recorded_filterable_and_reaches_the_backe
     let backend = Arc::new(Recorder::default());
     let mut c = start_with(BackendKind::Custom(backend.clone()), 4096).await;
     // The hub again, with the province's grant requiring the purpose and
-    // end users hashed under a key.
+    // end users hashed under a key. Without the key it does not start.
     let registry = c.deployment.files.registry.clone();
     let hub_config = c.deployment.files.hub_config.clone();
+    let err = c
+        .deployment
+        .restart_hub(async || {
+            let text = std::fs::read_to_string(&registry).expect("registry");
+            std::fs::write(&registry, format!("hash_end_user = true\n{text}")).expect("write");
+        })
+        .await
+        .expect_err("hashing end users needs a key");
+    assert!(err.to_string().contains("end_user_key"), "{err}");
     c.deployment
         .restart_hub(async || {
             let text = std::fs::read_to_string(&registry).expect("registry");
             let grant = format!("client = \"{H37}\"\nservices = [\"{CITIZEN_LOOKUP}\"]\n");
             assert!(text.contains(&grant), "{text}");
             let text = text.replace(&grant, &format!("{grant}purposes = [\"{PURPOSE}\"]\n"));
-            std::fs::write(&registry, format!("hash_end_user = true\n{text}")).expect("write");
+            std::fs::write(&registry, text).expect("write");
             let dir = hub_config.parent().expect("dir");
             std::fs::write(dir.join("end_user.key"), "5a".repeat(32)).expect("key");
             let text = std::fs::read_to_string(&hub_config).expect("hub config");
