@@ -69,6 +69,7 @@ pub fn call(agency: &str, service: &str, payload: &str) -> CallRequest {
         service: service.into(),
         content_type: "application/json".into(),
         payload: Bytes::from(payload.to_string()),
+        ..CallRequest::default()
     }
 }
 

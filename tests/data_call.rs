@@ -144,6 +144,7 @@ async fn node_naming_an_agency_it_does_not_host_is_refused_by_the_hub() {
             service: CITIZEN_LOOKUP.into(),
             content_type: "application/json".into(),
             payload: Bytes::from_static(ID.as_bytes()),
+            ..DataRequest::default()
         })
         .await
         .expect_err("ministry node claiming a province agency");

@@ -279,3 +279,164 @@ async fn one_unreadable_statistics_entry_breaks_no_reader() {
     let recomputed: u64 = report.stats.values().map(|s| s.count).sum();
     assert_eq!(recomputed, 9);
 }
+
+/// `GET path` with `Accept-Language: accept`: the status line and headers,
+/// and the body.
+async fn get_in(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Language: {accept}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("in time")
+        .expect("GET");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_in_the_language_asked_for() {
+    let c = start().await;
+    let addr = c.deployment.hub().ops_addr();
+    let (head, vi) = get_in(addr, "/", "vi-VN,vi;q=0.9,en;q=0.5").await;
+    assert!(head.contains("content-language: vi"), "{head}");
+    assert!(head.contains("vary: accept-language"), "{head}");
+    assert!(vi.contains("<html lang=\"vi\""));
+    assert!(vi.contains("<h2>Hôm nay ") && vi.contains("Giao dịch trực tiếp"));
+    assert!(!vi.contains("<h2>Today "));
+    let (head, en) = get_in(addr, "/", "en-GB,en;q=0.9").await;
+    assert!(head.contains("content-language: en"), "{head}");
+    assert!(en.contains("<h2>Today ") && en.contains("Live feed"));
+    assert!(!en.contains("Hôm nay"));
+    // Neither: English. The toggle's ?lang= wins over the header.
+    let (_, fr) = get_in(addr, "/", "fr-FR").await;
+    assert!(fr.contains("<h2>Today ") && fr.contains("data-lang-source=\"default\""));
+    let (_, toggled) = get_in(addr, "/?lang=vi", "en").await;
+    assert!(toggled.contains("<h2>Hôm nay "));
+    assert!(
+        toggled.contains("href=\"?lang=en\""),
+        "the toggle is on the page"
+    );
+}
+
+/// The DOM of `url` after Chromium ran its scripts, with `accept_lang`
+/// and the browser's own zone UTC (not the hub's), in `profile`.
+async fn chromium_dom(
+    browser: &str,
+    url: &str,
+    accept_lang: &str,
+    profile: &std::path::Path,
+) -> String {
+    let out = tokio::process::Command::new(browser)
+        .env("TZ", "UTC")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--accept-lang={accept_lang}"))
+        .arg(format!("--lang={accept_lang}"))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium ran");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "page never rendered:\n{dom}"
+    );
+    dom
+}
+
+/// (finished_unix_ms, shown time) of each row of the live feed.
+fn feed_times(dom: &str) -> Vec<(u64, String)> {
+    dom.split("data-ms=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let ms = rest.split('"').next()?.parse().ok()?;
+            let start = rest.find('>')? + 1;
+            let end = rest[start..].find('<')? + start;
+            Some((ms, rest[start..end].to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_speaks_vietnamese_or_english_in_the_hubs_zone() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is required in CI (apt-get install chromium)"
+        );
+        eprintln!("skipped: no chromium on this machine");
+        return;
+    };
+    let c = start().await;
+    traffic(&c, 3).await;
+    let url = format!("http://{}/", c.deployment.hub().ops_addr());
+
+    let profile = tempfile::tempdir().expect("profile");
+    let vi = chromium_dom(browser, &url, "vi", profile.path()).await;
+    assert!(vi.contains("<html lang=\"vi\""), "{vi}");
+    assert!(vi.contains("Hôm nay") && !vi.contains("<h2>Today "), "{vi}");
+    assert!(vi.contains("gọi dịch vụ"), "kinds in Vietnamese");
+    assert!(vi.contains("Văn phòng Chính phủ") && vi.contains("UBND tỉnh Lạng Sơn"));
+    // Times as the hub's zone (+07:00) tells them, though the browser runs
+    // in UTC.
+    let zone = truc_audit::Zone::default();
+    let times = feed_times(&vi);
+    assert!(!times.is_empty(), "the feed shows the traffic: {vi}");
+    for (ms, shown) in &times {
+        let local = zone.local_time(*ms);
+        assert_eq!(shown, local.split(' ').nth(1).expect("time"), "{ms}");
+    }
+
+    let profile = tempfile::tempdir().expect("profile");
+    let en = chromium_dom(browser, &url, "en-US", profile.path()).await;
+    assert!(
+        en.contains("<html lang=\"en\"") && en.contains("Today"),
+        "{en}"
+    );
+    assert!(!en.contains("Hôm nay"));
+    assert!(
+        en.contains("Văn phòng Chính phủ"),
+        "names in either language"
+    );
+
+    // The toggle: an English browser that chose Vietnamese gets it, and
+    // keeps it on the next visit without ?lang=.
+    let profile = tempfile::tempdir().expect("profile");
+    let chosen = chromium_dom(browser, &format!("{url}?lang=vi"), "en-US", profile.path()).await;
+    assert!(chosen.contains("<html lang=\"vi\""), "{chosen}");
+    assert!(
+        chosen.contains("class=\"current\""),
+        "the toggle shows the choice"
+    );
+    let again = chromium_dom(browser, &url, "en-US", profile.path()).await;
+    assert!(
+        again.contains("<html lang=\"vi\""),
+        "the choice is kept: {again}"
+    );
+}

@@ -91,6 +91,14 @@ pub struct Transaction {
     /// Who sent the request, from its certificate (the calling node on the
     /// hub); never from a request field.
     pub caller: String,
+    /// Why a data call was made: its purpose (empty when not given).
+    pub purpose: String,
+    /// The end user on whose behalf, as given or as a keyed hash.
+    pub end_user: String,
+    /// Whether `end_user` is a keyed hash (lowercase hex HMAC-SHA256).
+    pub end_user_hashed: bool,
+    /// The case or file number.
+    pub case: String,
 }
 
 impl Transaction {
@@ -645,6 +653,10 @@ fn to_record(tx: &Transaction, index: u64, prev_hash: Hash, by: &str) -> AuditRe
         receipt: tx.receipt.clone(),
         receipt_verified: tx.receipt_verified,
         caller: tx.caller.clone(),
+        purpose: tx.purpose.clone(),
+        end_user: tx.end_user.clone(),
+        case: tx.case.clone(),
+        end_user_hashed: tx.end_user_hashed,
     }
 }
 

@@ -376,6 +376,7 @@ mod tests {
             receipt: None,
             receipt_verified: false,
             caller: "lgsp-langson".into(),
+            ..Transaction::default()
         }
     }
 
@@ -676,6 +677,45 @@ mod tests {
         assert_eq!(bounded.1.count, 2);
         assert!(huge.starts_with(&bounded.0.outcome));
         drop(key);
+    }
+
+    #[tokio::test]
+    async fn records_with_and_without_why_fields_verify_in_one_log() {
+        // Records without them, as written before the fields existed (an
+        // empty proto3 field is not encoded: their bytes are the old ones).
+        let f = filled(3).await;
+        let (before, _) = crate::read_records(&f.store, 0)
+            .next()
+            .expect("a record")
+            .expect("readable");
+        assert!(before.purpose.is_empty() && !before.end_user_hashed);
+        let log = AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer().0))
+            .expect("log");
+        log.append(Transaction {
+            purpose: "giải quyết thủ tục hành chính".into(),
+            end_user: "ab".repeat(32),
+            end_user_hashed: true,
+            case: "HS-2026/1".into(),
+            ..tx(60, "OK")
+        })
+        .await
+        .expect("append");
+        log.close().await;
+        let report = verify(&f.store, None).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(report.records, 4);
+        let (last, _) = crate::read_records(&f.store, 3)
+            .next()
+            .expect("the new record")
+            .expect("readable");
+        assert_eq!(
+            (
+                last.purpose.as_str(),
+                last.case.as_str(),
+                last.end_user_hashed
+            ),
+            ("giải quyết thủ tục hành chính", "HS-2026/1", true)
+        );
     }
 
     #[tokio::test]

@@ -78,6 +78,19 @@ impl Zone {
         format_day(self.date(unix_ms))
     }
 
+    /// The local date and time (`YYYY-MM-DD HH:MM:SS`) of a time in
+    /// milliseconds since the Unix epoch.
+    pub fn local_time(&self, unix_ms: u64) -> String {
+        let t = self.tz.to_datetime(timestamp(unix_ms));
+        format!(
+            "{} {:02}:{:02}:{:02}",
+            format_day(t.date()),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
     /// The local day `days` calendar days before the day of `unix_ms` (not
     /// `days` × 24 hours: a day with a daylight saving change is 23 or 25
     /// hours long).
@@ -160,6 +173,20 @@ mod tests {
         assert_eq!(day_of(1_795_910_399_000), "2026-11-28");
         // Past what a civil date holds: jiff's last instant, still ten bytes.
         assert_eq!(day_of(u64::MAX), "9999-12-30");
+    }
+
+    #[test]
+    fn local_times_are_in_the_zone() {
+        // 2026-11-28T23:59:59Z
+        let t = 1_795_910_399_000;
+        let hcm = Zone::parse("Asia/Ho_Chi_Minh").expect("zone");
+        assert_eq!(hcm.local_time(t), "2026-11-29 06:59:59");
+        let paris = Zone::parse("Europe/Paris").expect("zone");
+        assert_eq!(paris.local_time(t), "2026-11-29 00:59:59");
+        assert_eq!(
+            Zone::fixed(0).expect("utc").local_time(t),
+            "2026-11-28 23:59:59"
+        );
     }
 
     #[test]

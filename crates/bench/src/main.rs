@@ -137,6 +137,7 @@ impl Client {
                     service: CITIZEN_LOOKUP.to_owned(),
                     content_type: CONTENT_TYPE.to_owned(),
                     payload: payload.clone(),
+                    ..DataRequest::default()
                 })
                 .await?
                 .into_inner()
@@ -148,6 +149,7 @@ impl Client {
                     service: CITIZEN_LOOKUP.to_owned(),
                     content_type: CONTENT_TYPE.to_owned(),
                     payload: payload.clone(),
+                    ..CallRequest::default()
                 };
                 c.call(request, None)
                     .await

@@ -60,6 +60,7 @@ fn hub_killed_under_load_keeps_every_acknowledged_record() {
                         service: "000.00.00.G22/citizen-lookup/v1".into(),
                         content_type: "application/json".into(),
                         payload: Bytes::from_static(br#"{"id":"001089012345"}"#),
+                        ..CallRequest::default()
                     });
                     req.set_timeout(Duration::from_secs(5));
                     match client.call(req).await {

@@ -297,6 +297,7 @@ async fn a_node_refuses_a_node_certificate_posing_as_the_hub() {
             service: truc_demo::CITIZEN_LOOKUP.into(),
             content_type: "application/json".into(),
             payload: bytes::Bytes::from_static(br#"{"id":"001089012345"}"#),
+            ..truc_proto::v1::CallRequest::default()
         })
         .await
         .expect_err("no hub to route through");

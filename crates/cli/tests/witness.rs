@@ -28,6 +28,7 @@ async fn calls(d: &Deployment, n: usize) {
                 service: CITIZEN_LOOKUP.into(),
                 content_type: "application/json".into(),
                 payload: bytes::Bytes::from_static(br#"{"id":"001089012345"}"#),
+                ..CallRequest::default()
             })
             .await
             .expect("call");

@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
             service: service.clone(),
             content_type: "application/json".into(),
             payload: json.clone().into_bytes().into(),
+            ..CallRequest::default()
         };
         client.call(request, Some(Duration::from_secs(30))).await
     }

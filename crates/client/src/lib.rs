@@ -108,6 +108,57 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// network.
 const SEND_QUEUE: usize = 4;
 
+/// How a data call is made: its deadline, and why it is made (recorded
+/// in the audit records at every hop and passed to the provider's
+/// backend; a grant may require a purpose). Empty values are not sent.
+///
+/// ```
+/// let options = truc_client::CallOptions::default()
+///     .timeout(std::time::Duration::from_secs(10))
+///     .purpose("giải quyết thủ tục hành chính")
+///     .end_user("001089012345")
+///     .case("HS-2026/123");
+/// assert_eq!(options.case, "HS-2026/123");
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// The deadline of the whole call.
+    pub timeout: Option<Duration>,
+    /// Why the call is made.
+    pub purpose: String,
+    /// The end user on whose behalf.
+    pub end_user: String,
+    /// The case or file number.
+    pub case: String,
+}
+
+impl CallOptions {
+    /// With a deadline.
+    pub fn timeout(mut self, timeout: Duration) -> CallOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// With a purpose.
+    pub fn purpose(mut self, purpose: impl Into<String>) -> CallOptions {
+        self.purpose = purpose.into();
+        self
+    }
+
+    /// With an end user.
+    pub fn end_user(mut self, end_user: impl Into<String>) -> CallOptions {
+        self.end_user = end_user.into();
+        self
+    }
+
+    /// With a case or file number.
+    pub fn case(mut self, case: impl Into<String>) -> CallOptions {
+        self.case = case.into();
+        self
+    }
+}
+
 /// A connection to a node, as one agency system. Cheap to clone; clones
 /// share the connection.
 #[derive(Clone, Debug)]
@@ -164,8 +215,31 @@ impl Client {
         request: CallRequest,
         timeout: Option<Duration>,
     ) -> Result<CallResponse, Error> {
+        let options = CallOptions {
+            timeout,
+            ..CallOptions::default()
+        };
+        self.call_with(request, &options).await
+    }
+
+    /// A data call with `options`: its deadline and why it is made (each
+    /// value given there replaces the request's own).
+    pub async fn call_with(
+        &self,
+        mut request: CallRequest,
+        options: &CallOptions,
+    ) -> Result<CallResponse, Error> {
+        for (field, value) in [
+            (&mut request.purpose, &options.purpose),
+            (&mut request.end_user, &options.end_user),
+            (&mut request.case, &options.case),
+        ] {
+            if !value.is_empty() {
+                field.clone_from(value);
+            }
+        }
         let mut request = tonic::Request::new(request);
-        if let Some(t) = timeout {
+        if let Some(t) = options.timeout {
             request.set_timeout(t);
         }
         Ok(self.agency.clone().call(request).await?.into_inner())

@@ -108,6 +108,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         limits: plan.limits.clone(),
         documents: Default::default(),
         dashboard: Dashboard::default(),
+        end_user_key: None,
     };
     out.push(toml_file(
         "hub.toml".into(),

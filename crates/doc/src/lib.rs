@@ -133,6 +133,9 @@ pub use event::{
 };
 pub use id::{DocumentId, MAX_DOCUMENT_ID_CHARS, MAX_NOTATION_CHARS, MAX_NUMBER_CHARS};
 pub use status::{ChangeKind, DocState, StatusCode, TransitionError};
+/// Whether a character may not appear in a one-line text field (used by
+/// other crates' one-line fields, so that every such field follows one rule).
+pub use text::forbidden_in_line;
 pub use validate::{
     Limits, LimitsError, MAX_EMAIL_CHARS, MAX_LIST_ENTRIES, MAX_LONG_TEXT_CHARS, MAX_NAME_CHARS,
     MAX_PHONE_CHARS, MAX_REASON_CHARS, Violation, check, is_valid_date, validate,

@@ -39,7 +39,7 @@ pub(crate) fn forbidden(s: &str, kind: Kind) -> Option<(usize, char)> {
 }
 
 /// Whether `c` may not appear in a one-line field.
-pub(crate) fn forbidden_in_line(c: char) -> bool {
+pub fn forbidden_in_line(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -22,7 +22,7 @@ use truc_proto::v1::{
 
 use truc_registry::NodeId;
 
-use crate::access::Visibility;
+use crate::{access::Visibility, end_user::EndUserKey};
 
 /// Most records one page may hold.
 const MAX_PAGE: u32 = 1000;
@@ -41,15 +41,22 @@ pub(crate) struct AuditService {
     records_read: Arc<AtomicU64>,
     /// Most records one ListRecords call reads.
     max_examined: usize,
+    /// To find records whose end user is hashed.
+    end_user_key: EndUserKey,
 }
 
 impl AuditService {
-    pub(crate) fn new(registry: impl Into<truc_registry::Live>, log: LogReader) -> AuditService {
+    pub(crate) fn new(
+        registry: impl Into<truc_registry::Live>,
+        log: LogReader,
+        end_user_key: EndUserKey,
+    ) -> AuditService {
         AuditService {
             registry: registry.into(),
             log,
             records_read: Arc::new(AtomicU64::new(0)),
             max_examined: MAX_EXAMINED,
+            end_user_key,
         }
     }
 }
@@ -289,6 +296,20 @@ impl Audit for AuditService {
                 _ => end = next,
             }
         }
+        // The end user as hashed records hold it (under the hub's key).
+        let hashed_user = if req.end_user.is_empty() {
+            None
+        } else {
+            self.end_user_key.hash(&req.end_user)
+        };
+        let user_matches = |r: &truc_audit::AuditRecord| {
+            req.end_user.is_empty()
+                || if r.end_user_hashed {
+                    hashed_user.as_deref() == Some(r.end_user.as_str())
+                } else {
+                    r.end_user == req.end_user
+                }
+        };
         let matches = |r: &truc_audit::AuditRecord| {
             (req.agency.is_empty()
                 || r.client_agency == req.agency
@@ -298,6 +319,9 @@ impl Audit for AuditService {
                 && r.finished_unix_ms >= req.from_unix_ms
                 && (req.to_unix_ms == 0 || r.finished_unix_ms < req.to_unix_ms)
                 && (req.transaction_id.is_empty() || r.transaction_id == req.transaction_id)
+                && (req.purpose.is_empty() || r.purpose == req.purpose)
+                && (req.case.is_empty() || r.case == req.case)
+                && user_matches(r)
                 && visibility.sees(
                     &self.registry.current(),
                     &r.client_agency,
@@ -427,7 +451,11 @@ mod tests {
                 .expect("join")
                 .expect("append");
         }
-        let service = AuditService::new(crate::tests::registry(), log.reader().clone());
+        let service = AuditService::new(
+            crate::tests::registry(),
+            log.reader().clone(),
+            EndUserKey::default(),
+        );
         Fixture {
             _dir: dir,
             log,
@@ -614,7 +642,7 @@ mod tests {
         let registry = Arc::new(
             truc_registry::Registry::from_toml_str(&text, "registry.toml").expect("registry"),
         );
-        AuditService::new(registry, f.log.reader().clone())
+        AuditService::new(registry, f.log.reader().clone(), Default::default())
     }
 
     fn as_peer<T>(role: Role, name: &str, req: T) -> Request<T> {

@@ -51,6 +51,11 @@ pub struct HubFile {
     /// Dashboard access.
     #[serde(default)]
     pub dashboard: Dashboard,
+    /// A file holding the key (hex, at least 32 bytes) under which the hub
+    /// records end users as HMAC-SHA256 where the registry says
+    /// `hash_end_user = true`. Needed when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_key: Option<PathBuf>,
 }
 
 fn default_time_zone() -> String {
@@ -92,6 +97,8 @@ pub struct HubConfig {
     pub tls: TlsFiles,
     /// Limits.
     pub limits: Limits,
+    /// The end-user hashing key's file.
+    pub end_user_key: Option<PathBuf>,
 }
 
 impl HubConfig {
@@ -134,6 +141,16 @@ impl HubConfig {
                 .map_err(|e| ConfigError::new(path, "documents", e.to_string()))?,
             tls: raw.tls.resolve(path)?,
             limits,
+            end_user_key: match &raw.end_user_key {
+                None => None,
+                Some(k) => {
+                    let key = resolve(path, "end_user_key", k, true)?;
+                    // Read now, so a bad key is a config error (exit 2).
+                    crate::end_user::EndUserKey::load(&key)
+                        .map_err(|e| ConfigError::new(path, "end_user_key", e))?;
+                    Some(key)
+                }
+            },
         })
     }
 }
@@ -201,6 +218,31 @@ mod tests {
         assert_eq!(fixed.time_zone.label(), "+05:30");
         let err = load_with_zone("Mars/Olympus").expect_err("refused");
         assert!(err.to_string().contains("time_zone"), "{err}");
+    }
+
+    #[test]
+    fn an_end_user_key_is_long_hex() {
+        let dir = tempfile::tempdir().expect("dir");
+        for f in ["registry.toml", "audit.key", "ca.crt", "hub.crt", "hub.key"] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        let path = dir.path().join("hub.toml");
+        let config = "end_user_key = \"user.key\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
+                      data_dir = \"data\"\nregistry = \"registry.toml\"\naudit_key = \"audit.key\"\n\
+                      [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n";
+        std::fs::write(&path, config).expect("write");
+        let err = HubConfig::load(&path).expect_err("no key file");
+        assert_eq!(err.field, "end_user_key", "{err}");
+        std::fs::write(dir.path().join("user.key"), "not hex").expect("write");
+        let err = HubConfig::load(&path).expect_err("not hex");
+        assert_eq!(err.field, "end_user_key", "{err}");
+        std::fs::write(
+            dir.path().join("user.key"),
+            format!("{}\n", "0f".repeat(32)),
+        )
+        .expect("write");
+        let ok = HubConfig::load(&path).expect("a key");
+        assert_eq!(ok.end_user_key, Some(dir.path().join("user.key")));
     }
 
     #[test]

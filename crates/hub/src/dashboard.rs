@@ -13,8 +13,8 @@ use std::{
 
 use axum::{
     Router,
-    extract::{ConnectInfo, State},
-    http::{StatusCode, header},
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -28,6 +28,8 @@ use truc_audit::{
     AuditLog, AuditRecord, CountKey, Counters, Stats, Zone, note_unreadable, read_stats_of_days,
 };
 use truc_registry::{AgencyCode, Registry};
+
+use crate::i18n;
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -104,27 +106,52 @@ fn json_response(v: &Value) -> Response {
         .into_response()
 }
 
-async fn page(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+/// The page in the language the request asks for (see [`crate::i18n`]).
+async fn page(
+    State(d): State<Dash>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     if !allowed(&d, peer) {
         return forbidden();
     }
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let (lang, source) = i18n::choose(query.as_deref(), accept);
     (
         [
+            (header::VARY, "Accept-Language"),
+            (header::CONTENT_LANGUAGE, lang.tag()),
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; style-src 'unsafe-inline'; img-src 'self' data:"),
         ],
-        PAGE,
+        i18n::render(PAGE, lang, source),
     )
         .into_response()
 }
 
-fn transaction_json(index: u64, r: &AuditRecord) -> Value {
+/// The registry's name of the agency `code`; empty when it has none.
+fn agency_name(registry: &Registry, code: &str) -> String {
+    AgencyCode::parse(code)
+        .ok()
+        .and_then(|c| registry.agency(&c).map(|a| a.name.clone()))
+        .unwrap_or_default()
+}
+
+/// One transaction of the feed: its time also in the hub's time zone, its
+/// parties also by name.
+fn transaction_json(index: u64, r: &AuditRecord, registry: &Registry, zone: &Zone) -> Value {
     json!({
         "index": index,
         "finished_unix_ms": r.finished_unix_ms,
+        "local_time": zone.local_time(r.finished_unix_ms),
         "kind": r.kind,
         "client": r.client_agency,
+        "client_name": agency_name(registry, &r.client_agency),
         "provider": r.provider_agency,
+        "provider_name": agency_name(registry, &r.provider_agency),
         "service": r.service,
         "outcome": r.outcome,
         "latency_ms": r.latency_us as f64 / 1000.0,
@@ -263,23 +290,24 @@ pub(crate) fn summary_json(
         v.truncate(10);
         v
     }
-    let name = |code: &str| {
-        AgencyCode::parse(code)
-            .ok()
-            .and_then(|c| registry.agency(&c).map(|a| a.name.clone()))
+    let name = |code: &str| agency_name(registry, code);
+    let provider_name = |service: &str| {
+        truc_registry::ServiceId::parse(service)
+            .map(|s| agency_name(registry, s.provider().as_str()))
             .unwrap_or_default()
     };
     let q = |p| t.latency_quantile_ms(p).unwrap_or(0.0);
     json!({
         "time_zone": zone.label(),
         "generated_unix_ms": now_ms,
+        "generated_local": zone.local_time(now_ms),
         "today": {"day": today, "count": t.count, "errors": t_errors},
         "month": {"month": month, "count": m.count, "errors": m_errors},
         "year": {"year": year, "count": y.count, "errors": y_errors},
         "per_day": last30.iter().map(|(day, d)| json!({"day": day, "count": d.stats.count, "errors": d.errors})).collect::<Vec<_>>(),
         "by_kind": per(|d| &d.kinds).into_iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
         "top_agencies": top(per(|d| &d.clients)).into_iter().map(|(a, n)| json!({"agency": a, "name": name(a), "count": n})).collect::<Vec<_>>(),
-        "top_services": top(per(|d| &d.services)).into_iter().map(|(s, n)| json!({"service": s, "count": n})).collect::<Vec<_>>(),
+        "top_services": top(per(|d| &d.services)).into_iter().map(|(s, n)| json!({"service": s, "provider_name": provider_name(s), "count": n})).collect::<Vec<_>>(),
         "error_rate": if window.count == 0 { 0.0 } else { window_errors as f64 / window.count as f64 },
         "latency_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
         "unreadable_entries": totals.unreadable,
@@ -381,7 +409,7 @@ async fn recent(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
         Ok(records) => json_response(&Value::Array(
             records
                 .iter()
-                .map(|(i, r)| transaction_json(*i, r))
+                .map(|(i, r)| transaction_json(*i, r, &d.registry.current(), &d.zone))
                 .collect(),
         )),
         Err(e) => {
@@ -395,14 +423,15 @@ async fn events(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr
     if !allowed(&d, peer) {
         return forbidden();
     }
+    let (registry, zone) = (d.registry.clone(), d.zone.clone());
     let stream =
-        tokio_stream::wrappers::BroadcastStream::new(d.audit.subscribe()).filter_map(|item| {
+        tokio_stream::wrappers::BroadcastStream::new(d.audit.subscribe()).filter_map(move |item| {
             // A lagging browser skips what it missed; the summary catches up.
             let record = item.ok()?;
             let (index, r) = &*record;
-            Some(Ok::<_, Infallible>(
-                Event::default().data(transaction_json(*index, r).to_string()),
-            ))
+            Some(Ok::<_, Infallible>(Event::default().data(
+                transaction_json(*index, r, &registry.current(), &zone).to_string(),
+            )))
         });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

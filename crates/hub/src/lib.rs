@@ -13,6 +13,8 @@ mod access;
 mod audit_service;
 mod config;
 mod dashboard;
+mod end_user;
+mod i18n;
 mod relay;
 mod reporting;
 mod route;
@@ -40,6 +42,9 @@ pub enum HubError {
     /// What every server process opens and serves failed.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The end-user key is missing, or unreadable.
+    #[error("end_user_key: {0}")]
+    EndUserKey(String),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -72,6 +77,15 @@ pub async fn start(
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
     let registry = truc_registry::Live::new(Registry::load(&config.registry)?);
+    let end_user_key = match &config.end_user_key {
+        Some(path) => end_user::EndUserKey::load(path).map_err(HubError::EndUserKey)?,
+        None => end_user::EndUserKey::default(),
+    };
+    if registry.current().hashes_any_end_user() && !end_user_key.is_set() {
+        return Err(HubError::EndUserKey(
+            "the registry hashes end users (hash_end_user = true): the hub config must name an end_user_key file".into(),
+        ));
+    }
     let origin = config.log_origin();
     let server = Server::open(Common {
         role: truc_pki::Role::Hub,
@@ -92,7 +106,11 @@ pub async fn start(
     set_known(server.metrics(), &registry.current());
     let audit = server.audit();
     let zone = &config.time_zone;
-    let audit_service = audit_service::AuditService::new(registry.clone(), audit.reader().clone());
+    let audit_service = audit_service::AuditService::new(
+        registry.clone(),
+        audit.reader().clone(),
+        end_user_key.clone(),
+    );
     let reporting = reporting::ReportingService::new(
         registry.clone(),
         server.store().clone(),
@@ -107,6 +125,7 @@ pub async fn start(
         server.metrics().clone(),
         config.limits.clone(),
         config.documents.clone(),
+        end_user_key,
     );
     let dashboard = dashboard::router(
         registry.clone(),

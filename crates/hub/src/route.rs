@@ -15,7 +15,9 @@ use truc_proto::v1::{
     DataRequest, DataResponse, GetRegistryRequest, RegistrySnapshot, hub_server::Hub,
     node_client::NodeClient,
 };
-use truc_registry::{AgencyCode, NodeId};
+use truc_registry::{AgencyCode, NodeId, ServiceId};
+
+use crate::end_user::EndUserKey;
 
 /// The Hub service.
 #[derive(Clone)]
@@ -38,9 +40,15 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     /// Limits on relayed documents.
     pub(crate) documents: truc_doc::Limits,
+    /// The key end users are recorded under, where the registry says so.
+    end_user_key: EndUserKey,
 }
 
 impl HubService {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a part the hub's start-up builds once"
+    )]
     pub(crate) fn new(
         registry: impl Into<truc_registry::Live>,
         registry_key: ring::signature::Ed25519KeyPair,
@@ -49,6 +57,7 @@ impl HubService {
         metrics: Arc<Metrics>,
         limits: Limits,
         documents: truc_doc::Limits,
+        end_user_key: EndUserKey,
     ) -> HubService {
         HubService {
             inner: Arc::new(Inner {
@@ -59,6 +68,7 @@ impl HubService {
                 nodes: Mutex::new(HashMap::new()),
                 limits,
                 documents,
+                end_user_key,
             }),
         }
     }
@@ -97,6 +107,29 @@ impl Inner {
             .max_encoding_message_size(limit);
         nodes.insert(id.clone(), (node.address.clone(), client.clone()));
         Ok(client)
+    }
+
+    /// Records why a call to `service` is made: the end user as given, or
+    /// as a keyed hash where the registry says so (never as given then).
+    fn record_why(
+        &self,
+        why: &fields::Why,
+        service: &ServiceId,
+        tx: &mut Transaction,
+    ) -> Result<(), TxError> {
+        if why.end_user.is_empty() || !self.registry.current().hashes_end_user(service) {
+            why.record(tx);
+            return Ok(());
+        }
+        let hashed = self.end_user_key.hash(&why.end_user).ok_or_else(|| {
+            TxError::Internal(
+                "the registry hashes end users but the hub has no end_user_key".into(),
+            )
+        })?;
+        why.record(tx);
+        tx.end_user = hashed;
+        tx.end_user_hashed = true;
+        Ok(())
     }
 
     /// The node id of a calling node, from its certificate.
@@ -158,7 +191,8 @@ impl Step for Route<'_> {
     }
 
     /// The registry checks, in the order that leaks least: the caller's own
-    /// agency first, then the service, then the grant.
+    /// agency first, then the service, then the grant, then the purpose the
+    /// grant requires.
     async fn admit(
         &self,
         caller: &Identity,
@@ -186,10 +220,24 @@ impl Step for Route<'_> {
             &req.payload,
             self.0.limits.max_payload_bytes,
         )?;
+        let why = fields::Why::parse(&req.purpose, &req.end_user, &req.case)?;
+        self.0.record_why(&why, &service, tx)?;
         if !registry.is_granted(&client, &service) {
             return Err(TxError::Denied(format!(
                 "agency {client} has no grant for service {service}"
             )));
+        }
+        if let Some(rule) = registry.required_purpose(&client, &service) {
+            if !rule.allows(&why.purpose) {
+                return Err(TxError::Denied(if why.purpose.is_empty() {
+                    format!("the grant of service {service} to agency {client} requires a purpose")
+                } else {
+                    format!(
+                        "the grant of service {service} to agency {client} does not allow purpose {:?}",
+                        why.purpose
+                    )
+                }));
+            }
         }
         let provider = registry
             .node_hosting(service.provider())

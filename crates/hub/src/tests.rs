@@ -102,6 +102,7 @@ fn hub_with(registry: Arc<Registry>) -> Hub_ {
         Arc::new(truc_ops::Metrics::new()),
         truc_ops::config::Limits::default(),
         truc_doc::Limits::default(),
+        crate::end_user::EndUserKey::parse(&"4b".repeat(32)).expect("key"),
     );
     Hub_ {
         _dir: dir,
@@ -121,6 +122,7 @@ fn call(id: &str, client: &str, service: &str) -> DataRequest {
         service: service.into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(b"{}"),
+        ..DataRequest::default()
     }
 }
 
@@ -670,4 +672,153 @@ async fn a_relay_to_an_agency_no_node_hosts_is_unavailable() {
         (r.client_agency.as_str(), r.provider_agency.as_str()),
         (H37, a03)
     );
+}
+
+/// [`REGISTRY`] with the citizen lookup's end users hashed and its grant
+/// requiring one of two purposes.
+fn registry_with_purposes() -> Arc<Registry> {
+    let text = REGISTRY
+        .replace(
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]\n",
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]\npurposes = [\"hộ tịch\", \"cư trú\"]\n",
+        )
+        .replace(
+            "description = \"Look up a citizen\"\n",
+            "description = \"Look up a citizen\"\nhash_end_user = true\n",
+        );
+    Arc::new(Registry::from_toml_str(&text, "registry.toml").expect("registry"))
+}
+
+fn why(id: u64, purpose: &str, user: &str, case: &str) -> DataRequest {
+    DataRequest {
+        purpose: purpose.into(),
+        end_user: user.into(),
+        case: case.into(),
+        ..call(&format!("{id:032x}"), "000.00.00.H37", LOOKUP)
+    }
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_grant_requiring_a_purpose_refuses_calls_without_an_allowed_one() {
+    let h = hub_with(registry_with_purposes());
+    let lg = || node("lgsp-langson");
+    for (i, purpose) in [(0x51, ""), (0x52, "other")] {
+        let err = h
+            .service
+            .route(request_from(lg(), why(i, purpose, "", "HS-1")))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{purpose:?}: {err:?}");
+        assert!(err.message().contains("purpose"), "{err:?}");
+        let r = h.records().pop().expect("recorded");
+        assert_eq!(
+            (r.outcome.as_str(), r.purpose.as_str()),
+            ("PERMISSION_DENIED", purpose)
+        );
+        assert_eq!(r.case, "HS-1");
+    }
+    // An allowed purpose passes the hub's checks; no node listens at the
+    // provider's address, so the call ends there.
+    let err = h
+        .service
+        .route(request_from(lg(), why(0x53, "cư trú", "", "")))
+        .await
+        .expect_err("the provider is down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(h.records().pop().expect("recorded").purpose, "cư trú");
+}
+
+#[tokio::test]
+async fn a_hashed_end_user_never_reaches_the_hubs_store_as_given() {
+    let h = hub_with(registry_with_purposes());
+    let user = "Nguyễn Thị Hồng Nhung 079123456789";
+    let _ = h
+        .service
+        .route(request_from(
+            node("lgsp-langson"),
+            why(0x61, "hộ tịch", user, "HS-2026/61"),
+        ))
+        .await;
+    let r = h.records().pop().expect("recorded");
+    assert!(r.end_user_hashed);
+    let key = crate::end_user::EndUserKey::parse(&"4b".repeat(32)).expect("key");
+    assert_eq!(Some(r.end_user.clone()), key.hash(user));
+    assert_eq!(r.case, "HS-2026/61");
+    h.store.flush().expect("flush");
+    let files = files_under(h._dir.path());
+    assert!(!files.is_empty());
+    // The probe is found where it is (the case), so the scan can fail.
+    assert!(
+        files
+            .iter()
+            .any(|(_, b)| b.windows(10).any(|w| w == b"HS-2026/61"))
+    );
+    for needle in [user, "079123456789"] {
+        for (path, bytes) in &files {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} in {}",
+                path.display()
+            );
+        }
+    }
+    // A service not hashed records the user as given.
+    let _ = h
+        .service
+        .route(request_from(
+            node("lgsp-langson"),
+            DataRequest {
+                end_user: "Trần Văn B".into(),
+                ..call(&format!("{:032x}", 0x62), "000.00.00.H37", HOUSEHOLD)
+            },
+        ))
+        .await;
+    let r = h.records().pop().expect("recorded");
+    assert_eq!(
+        (r.end_user.as_str(), r.end_user_hashed),
+        ("Trần Văn B", false)
+    );
+}
+
+#[tokio::test]
+async fn hostile_why_values_are_refused_and_recorded_in_no_ones_name() {
+    let h = hub_with(registry_with_purposes());
+    let cases = [
+        why(0x71, &"x".repeat(100_000), "", ""),
+        why(0x72, "hộ tịch", "a\u{0}b", ""),
+        why(0x73, "hộ tịch", "", "HS\n1"),
+        why(0x74, "hộ\u{202E}tịch", "", ""),
+        why(0x75, "hộ tịch", &"ệ".repeat(201), ""),
+    ];
+    for req in cases {
+        let err = h
+            .service
+            .route(request_from(node("lgsp-langson"), req))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let r = h.records().pop().expect("recorded");
+        assert_eq!(
+            (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+            ("", "", "")
+        );
+        assert!(r.encoded_len() < 1024);
+    }
 }

@@ -138,6 +138,10 @@ impl Step for Call<'_> {
             &req.payload,
             self.0.config.limits.max_payload_bytes,
         )?;
+        // Checked before anything of them is recorded: a refused value is
+        // not recorded in anyone's name.
+        let why = fields::Why::parse(&req.purpose, &req.end_user, &req.case)?;
+        why.record(tx);
         tx.transaction_id = new_transaction_id()?;
         Ok(DataRequest {
             transaction_id: tx.transaction_id.clone(),
@@ -145,6 +149,9 @@ impl Step for Call<'_> {
             service: service.to_string(),
             content_type: req.content_type,
             payload: req.payload,
+            purpose: why.purpose,
+            end_user: why.end_user,
+            case: why.case,
         })
     }
 

@@ -132,6 +132,7 @@ fn routed(id: &str) -> DataRequest {
         service: SERVICE.into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(b"{}"),
+        ..Default::default()
     }
 }
 
@@ -200,6 +201,7 @@ fn call(agency: &str) -> CallRequest {
         service: "000.00.00.G22/citizen-lookup/v1".into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(b"{}"),
+        ..Default::default()
     }
 }
 
@@ -261,6 +263,57 @@ async fn a_call_with_bad_fields_never_leaves_the_node() {
         let r = f.last();
         assert_eq!(r.transaction_id, "", "no id was spent on it");
     }
+}
+
+#[tokio::test]
+async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
+    let f = fixture();
+    let dms = who(Role::Client, "dms");
+    let cases = [
+        CallRequest {
+            end_user: "Nguyễn\0Văn A".into(),
+            ..call("000.00.00.H37")
+        },
+        CallRequest {
+            purpose: "x".repeat(201),
+            ..call("000.00.00.H37")
+        },
+        CallRequest {
+            case: "HS-1\r\nx: y".into(),
+            ..call("000.00.00.H37")
+        },
+    ];
+    for req in cases {
+        let err = f
+            .agency
+            .call(request_from(dms.clone(), req))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let r = f.last();
+        assert_eq!(
+            (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+            ("", "", "")
+        );
+    }
+    // Valid values are recorded as given (the hub is down here).
+    let _ = f
+        .agency
+        .call(request_from(
+            dms,
+            CallRequest {
+                purpose: "hộ tịch".into(),
+                end_user: "Nguyễn Văn A".into(),
+                case: "HS-1".into(),
+                ..call("000.00.00.H37")
+            },
+        ))
+        .await;
+    let r = f.last();
+    assert_eq!(
+        (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+        ("hộ tịch", "Nguyễn Văn A", "HS-1")
+    );
 }
 
 #[tokio::test]

@@ -77,19 +77,22 @@ impl Target {
     async fn invoke(
         self,
         req: DataRequest,
+        why: &fields::Why,
         deadline: &Deadline,
         peer: &str,
     ) -> Result<(String, bytes::Bytes), TxError> {
         match self {
             Target::Grpc(mut backend) => {
+                let mut request = deadline.request(req);
+                why.to_metadata(request.metadata_mut());
                 let response = backend
-                    .invoke(deadline.request(req))
+                    .invoke(request)
                     .await
                     .map_err(|s| TxError::from_peer(s, peer))?
                     .into_inner();
                 Ok((response.content_type, response.payload))
             }
-            Target::Rest(backend) => backend.invoke(&req, deadline, peer).await,
+            Target::Rest(backend) => backend.invoke(&req, why, deadline, peer).await,
         }
     }
 }
@@ -145,6 +148,7 @@ impl Step for Invoke<'_> {
             &req.payload,
             self.0.config.limits.max_payload_bytes,
         )?;
+        fields::Why::parse(&req.purpose, &req.end_user, &req.case)?.record(tx);
         Ok((backend, req))
     }
 
@@ -155,7 +159,9 @@ impl Step for Invoke<'_> {
         tx: &mut Transaction,
     ) -> Result<DataResponse, TxError> {
         let peer = format!("the backend of {}", req.service);
-        let (content_type, payload) = backend.invoke(req, deadline, &peer).await?;
+        // Checked in admit; the backend also finds them in the request.
+        let why = fields::Why::parse(&req.purpose, &req.end_user, &req.case).unwrap_or_default();
+        let (content_type, payload) = backend.invoke(req, &why, deadline, &peer).await?;
         fields::response(tx, || peer, &content_type, &payload)?;
         Ok(DataResponse {
             content_type,

@@ -78,10 +78,11 @@ impl RestBackend {
     pub(crate) async fn invoke(
         &self,
         req: &DataRequest,
+        why: &truc_pipeline::fields::Why,
         deadline: &Deadline,
         peer: &str,
     ) -> Result<(String, Bytes), TxError> {
-        let request = self.request(req)?;
+        let request = self.request(req, why)?;
         match tokio::time::timeout(deadline.remaining(), self.exchange(request, peer)).await {
             Ok(result) => result,
             Err(_) => Err(TxError::Deadline {
@@ -90,7 +91,11 @@ impl RestBackend {
         }
     }
 
-    fn request(&self, req: &DataRequest) -> Result<Request<Full<Bytes>>, TxError> {
+    fn request(
+        &self,
+        req: &DataRequest,
+        why: &truc_pipeline::fields::Why,
+    ) -> Result<Request<Full<Bytes>>, TxError> {
         // The fields were validated on admission (printable ASCII): a
         // failure here is ours.
         let value = |v: &str| {
@@ -103,6 +108,10 @@ impl RestBackend {
             .header(truc_ops::TRANSACTION_ID_HEADER, value(&req.transaction_id)?);
         if !req.content_type.is_empty() {
             builder = builder.header(header::CONTENT_TYPE, value(&req.content_type)?);
+        }
+        // Why the call is made (percent-encoded, so always ASCII).
+        for (name, v) in why.headers() {
+            builder = builder.header(name, value(&v)?);
         }
         builder
             .body(Full::new(req.payload.clone()))

@@ -73,6 +73,7 @@ fn request() -> DataRequest {
         service: "000.00.00.H37/household-registry/v1".into(),
         content_type: "application/json".into(),
         payload: Bytes::from_static(br#"{"id":"001"}"#),
+        ..DataRequest::default()
     }
 }
 
@@ -83,7 +84,12 @@ fn deadline(ms: u64) -> Deadline {
 async fn call(url: &str) -> Result<(String, Bytes), TxError> {
     let backend = RestBackend::new(url, None, LIMIT).expect("backend");
     backend
-        .invoke(&request(), &deadline(30_000), "the backend")
+        .invoke(
+            &request(),
+            &Default::default(),
+            &deadline(30_000),
+            "the backend",
+        )
         .await
 }
 
@@ -150,7 +156,12 @@ async fn connections_are_reused() {
     let backend = RestBackend::new(&format!("http://{addr}/echo"), None, LIMIT).expect("new");
     for _ in 0..5 {
         backend
-            .invoke(&request(), &deadline(30_000), "the backend")
+            .invoke(
+                &request(),
+                &Default::default(),
+                &deadline(30_000),
+                "the backend",
+            )
             .await
             .expect("echo");
     }
@@ -162,7 +173,8 @@ async fn a_backend_that_never_answers_is_deadline_exceeded_within_the_deadline()
     let addr = serve(router()).await;
     let backend = RestBackend::new(&format!("http://{addr}/never"), None, LIMIT).expect("new");
     let (req, deadline) = (request(), deadline(300));
-    let call = backend.invoke(&req, &deadline, "the backend");
+    let why = truc_pipeline::fields::Why::default();
+    let call = backend.invoke(&req, &why, &deadline, "the backend");
     // The guard only keeps a broken timeout from hanging the test.
     let err = tokio::time::timeout(Duration::from_secs(30), call)
         .await
@@ -247,7 +259,12 @@ async fn an_https_backend_is_trusted_through_its_ca_file_only() {
     let url = format!("https://localhost:{}/echo", addr.port());
     let backend = RestBackend::new(&url, Some(&ca), LIMIT).expect("new");
     let (content_type, _) = backend
-        .invoke(&request(), &deadline(30_000), "the backend")
+        .invoke(
+            &request(),
+            &Default::default(),
+            &deadline(30_000),
+            "the backend",
+        )
         .await
         .expect("over TLS");
     assert_eq!(content_type, "text/plain; charset=utf-8");
@@ -257,7 +274,12 @@ async fn an_https_backend_is_trusted_through_its_ca_file_only() {
         .expect("other ca");
     let backend = RestBackend::new(&url, Some(&other.ca_cert()), LIMIT).expect("new");
     let err = backend
-        .invoke(&request(), &deadline(30_000), "the backend")
+        .invoke(
+            &request(),
+            &Default::default(),
+            &deadline(30_000),
+            "the backend",
+        )
         .await
         .expect_err("untrusted");
     assert_eq!(err.code(), Code::Unavailable, "{err}");

@@ -174,6 +174,7 @@ async fn call(
         service,
         content_type,
         payload,
+        ..CallRequest::default()
     });
     grpc.extensions_mut().insert(peer);
     grpc.set_timeout(door.timeout.saturating_sub(started.elapsed()));

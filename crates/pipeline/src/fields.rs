@@ -51,6 +51,104 @@ pub fn content_type(field: &'static str, value: &str) -> Result<(), TxError> {
     Ok(())
 }
 
+/// Longest purpose accepted, in characters.
+pub const MAX_PURPOSE_CHARS: usize = 200;
+/// Longest end user accepted, in characters.
+pub const MAX_END_USER_CHARS: usize = 200;
+/// Longest case or file number accepted, in characters.
+pub const MAX_CASE_CHARS: usize = 100;
+
+/// Why a data call is made: its purpose, the end user on whose behalf and
+/// a case or file number, each empty when not given, each one line of at
+/// most its bound (the rule of every one-line text field,
+/// [`truc_doc::forbidden_in_line`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Why {
+    /// The purpose.
+    pub purpose: String,
+    /// The end user, as given.
+    pub end_user: String,
+    /// The case or file number.
+    pub case: String,
+}
+
+impl Why {
+    /// The three values checked, in this order.
+    pub fn parse(purpose: &str, end_user: &str, case: &str) -> Result<Why, TxError> {
+        line("purpose", purpose, MAX_PURPOSE_CHARS)?;
+        line("end_user", end_user, MAX_END_USER_CHARS)?;
+        line("case", case, MAX_CASE_CHARS)?;
+        Ok(Why {
+            purpose: purpose.to_string(),
+            end_user: end_user.to_string(),
+            case: case.to_string(),
+        })
+    }
+
+    /// The values as HTTP header or gRPC metadata pairs (`truc-purpose`,
+    /// `truc-end-user`, `truc-case`), those given only, each
+    /// percent-encoded as `grpc-message` is (UTF-8 bytes outside printable
+    /// ASCII, and `%`, as `%XX`), since header values are ASCII.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        [
+            ("truc-purpose", &self.purpose),
+            ("truc-end-user", &self.end_user),
+            ("truc-case", &self.case),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, percent_encode(v)))
+        .collect()
+    }
+
+    /// Adds [`Why::headers`] to `metadata`.
+    pub fn to_metadata(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        for (key, value) in self.headers() {
+            // Percent-encoded values are printable ASCII: always valid.
+            if let Ok(value) = value.parse() {
+                metadata.insert(key, value);
+            }
+        }
+    }
+
+    /// Records the purpose, the case and the end user as given (a node's
+    /// record; the hub may record a keyed hash of the user instead).
+    pub fn record(&self, tx: &mut Transaction) {
+        tx.purpose.clone_from(&self.purpose);
+        tx.end_user.clone_from(&self.end_user);
+        tx.case.clone_from(&self.case);
+        tx.end_user_hashed = false;
+    }
+}
+
+/// A one-line text field of at most `max` characters (empty is allowed).
+pub fn line(field: &'static str, value: &str, max: usize) -> Result<(), TxError> {
+    // Bytes bound the count first: a huge value is not walked twice.
+    if value.len() > max * 4 || value.chars().count() > max {
+        return Err(TxError::invalid(field, format!("at most {max} characters")));
+    }
+    if value.chars().any(truc_doc::forbidden_in_line) {
+        return Err(TxError::invalid(
+            field,
+            "no control characters, line separators or bidirectional marks",
+        ));
+    }
+    Ok(())
+}
+
+/// `value` with its UTF-8 bytes outside printable ASCII, and `%`, as `%XX`.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A payload of `len` bytes against the limit of `max`.
 pub fn payload(len: usize, max: usize) -> Result<(), TxError> {
     if len > max {
@@ -129,6 +227,44 @@ mod tests {
         assert!(content_type("ct", "a\0b").is_err());
         assert!(content_type("ct", &"x".repeat(256)).is_err());
         assert!(content_type("ct", "tệp").is_err());
+    }
+
+    #[test]
+    fn why_fields_are_bounded_lines() {
+        let why = Why::parse("Giải quyết thủ tục", "Nguyễn Văn A", "HS-2026/17").expect("ok");
+        assert_eq!(why.end_user, "Nguyễn Văn A");
+        assert!(Why::parse("", "", "").is_ok());
+        assert!(Why::parse(&"ệ".repeat(200), "", "").is_ok());
+        for (p, u, c) in [
+            ("a\nb", "", ""),
+            ("", "x\0", ""),
+            ("", "", "\u{202E}fdp"),
+            (&*"x".repeat(201), "", ""),
+            ("", &*"ệ".repeat(201), ""),
+            ("", "", &*"1".repeat(101)),
+        ] {
+            let err = Why::parse(p, u, c).expect_err("refused");
+            assert!(matches!(err, TxError::Invalid { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn why_goes_to_backends_percent_encoded() {
+        let why = Why::parse("hộ tịch 100%", "", "HS-1").expect("ok");
+        assert_eq!(
+            why.headers(),
+            vec![
+                ("truc-purpose", "h%E1%BB%99 t%E1%BB%8Bch 100%25".to_string()),
+                ("truc-case", "HS-1".to_string()),
+            ]
+        );
+        let mut md = tonic::metadata::MetadataMap::new();
+        why.to_metadata(&mut md);
+        assert_eq!(
+            md.get("truc-case").and_then(|v| v.to_str().ok()),
+            Some("HS-1")
+        );
+        assert!(md.get("truc-end-user").is_none());
     }
 
     #[test]

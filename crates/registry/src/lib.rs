@@ -90,4 +90,4 @@ use tempfile as _;
 
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
 pub use live::Live;
-pub use registry::{Agency, Node, Registry, RegistryError, Service};
+pub use registry::{Agency, Node, PurposeRule, Registry, RegistryError, Service};

@@ -81,8 +81,47 @@ pub struct Registry {
     /// Whether documents may go between any two agencies without a grant.
     documents_by_default: bool,
     document_grants: BTreeMap<AgencyCode, BTreeSet<AgencyCode>>,
+    /// The purposes data calls of a grant must give, where it requires one.
+    purposes: BTreeMap<(AgencyCode, ServiceId), PurposeRule>,
+    /// Whether the hub records every call's end user as a keyed hash.
+    hash_end_user: bool,
+    /// The services whose calls' end users it records as a keyed hash.
+    hashed_end_users: BTreeSet<ServiceId>,
     sha256: [u8; 32],
 }
+
+/// The purpose a grant requires of its data calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurposeRule {
+    /// Any purpose, as long as there is one (`require_purpose = true`).
+    Any,
+    /// One of these (`purposes = [..]`).
+    OneOf(BTreeSet<String>),
+}
+
+impl PurposeRule {
+    /// Whether a call giving `purpose` (empty: none) meets the rule.
+    pub fn allows(&self, purpose: &str) -> bool {
+        match self {
+            PurposeRule::Any => !purpose.is_empty(),
+            PurposeRule::OneOf(list) => list.contains(purpose),
+        }
+    }
+
+    /// The rule of two grants of the same pair: either suffices.
+    fn or(self, other: PurposeRule) -> PurposeRule {
+        match (self, other) {
+            (PurposeRule::OneOf(mut a), PurposeRule::OneOf(b)) => {
+                a.extend(b);
+                PurposeRule::OneOf(a)
+            }
+            _ => PurposeRule::Any,
+        }
+    }
+}
+
+/// Longest purpose a grant may list, in characters (as calls may give).
+const MAX_PURPOSE_CHARS: usize = 200;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +138,9 @@ struct RawFile {
     documents: RawDocuments,
     #[serde(default)]
     document_grant: Vec<RawDocumentGrant>,
+    /// Record every call's end user at the hub as a keyed hash.
+    #[serde(default)]
+    hash_end_user: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +194,9 @@ struct RawService {
     id: Spanned<String>,
     #[serde(default)]
     description: String,
+    /// Record this service's calls' end users at the hub as a keyed hash.
+    #[serde(default)]
+    hash_end_user: bool,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +204,12 @@ struct RawService {
 struct RawGrant {
     client: Spanned<String>,
     services: Vec<Spanned<String>>,
+    /// Calls must give a purpose.
+    #[serde(default)]
+    require_purpose: bool,
+    /// Calls must give one of these purposes.
+    #[serde(default)]
+    purposes: Vec<Spanned<String>>,
 }
 
 /// Builds `Invalid` errors for one text.
@@ -376,23 +427,65 @@ impl Registry {
             );
         }
 
-        // Grants.
+        let hashed_end_users = raw
+            .service
+            .iter()
+            .filter(|s| s.hash_end_user)
+            .filter_map(|s| ServiceId::parse(s.id.get_ref()).ok())
+            .collect();
+
+        // Grants. A pair granted twice requires a purpose only if both
+        // grants do (either grant suffices).
         let mut grants: BTreeMap<AgencyCode, BTreeSet<ServiceId>> = BTreeMap::new();
+        let mut rules: BTreeMap<(AgencyCode, ServiceId), Option<PurposeRule>> = BTreeMap::new();
         for (i, g) in raw.grant.iter().enumerate() {
             let field = format!("grant[{i}].client");
             let client = cx.parse(&g.client, field.clone(), AgencyCode::parse)?;
             if !agencies.contains_key(&client) {
                 return Err(cx.at(&g.client, field, format!("unknown client agency {client}")));
             }
+            let mut listed = BTreeSet::new();
+            for (j, p) in g.purposes.iter().enumerate() {
+                let text = p.get_ref();
+                if text.is_empty()
+                    || text.chars().count() > MAX_PURPOSE_CHARS
+                    || text.chars().any(char::is_control)
+                {
+                    return Err(cx.at(
+                        p,
+                        format!("grant[{i}].purposes[{j}]"),
+                        format!(
+                            "a purpose is 1 to {MAX_PURPOSE_CHARS} characters without control characters"
+                        ),
+                    ));
+                }
+                listed.insert(text.clone());
+            }
+            let rule = if !listed.is_empty() {
+                Some(PurposeRule::OneOf(listed))
+            } else if g.require_purpose {
+                Some(PurposeRule::Any)
+            } else {
+                None
+            };
             for (j, s) in g.services.iter().enumerate() {
                 let field = format!("grant[{i}].services[{j}]");
                 let id = cx.parse(s, field.clone(), ServiceId::parse)?;
                 if !services.contains_key(&id) {
                     return Err(cx.at(s, field, format!("unknown service {id}")));
                 }
-                grants.entry(client.clone()).or_default().insert(id);
+                grants.entry(client.clone()).or_default().insert(id.clone());
+                let merged = match rules.remove(&(client.clone(), id.clone())) {
+                    None => rule.clone(),
+                    Some(old) => old.zip(rule.clone()).map(|(a, b)| a.or(b)),
+                };
+                rules.insert((client.clone(), id), merged);
             }
         }
+        let purposes = rules
+            .into_iter()
+            .filter_map(|(pair, rule)| rule.map(|r| (pair, r)))
+            .collect();
 
         // Documents.
         let documents_by_default = match raw.documents.default.get_ref().as_str() {
@@ -437,6 +530,9 @@ impl Registry {
             grants,
             documents_by_default,
             document_grants,
+            purposes,
+            hash_end_user: raw.hash_end_user,
+            hashed_end_users,
             sha256,
         })
     }
@@ -485,6 +581,27 @@ impl Registry {
     /// are not inherited by its children (nor the reverse).
     pub fn is_granted(&self, client: &AgencyCode, service: &ServiceId) -> bool {
         self.grants.get(client).is_some_and(|s| s.contains(service))
+    }
+
+    /// The purpose `client`'s calls to `service` must give, if its grant
+    /// requires one.
+    pub fn required_purpose(
+        &self,
+        client: &AgencyCode,
+        service: &ServiceId,
+    ) -> Option<&PurposeRule> {
+        self.purposes.get(&(client.clone(), service.clone()))
+    }
+
+    /// Whether the hub records the end users of calls to `service` as a
+    /// keyed hash (`hash_end_user = true`, globally or for the service).
+    pub fn hashes_end_user(&self, service: &ServiceId) -> bool {
+        self.hash_end_user || self.hashed_end_users.contains(service)
+    }
+
+    /// Whether any service's end users are recorded as a keyed hash.
+    pub fn hashes_any_end_user(&self) -> bool {
+        self.hash_end_user || !self.hashed_end_users.is_empty()
     }
 
     /// Whether `sender` may send documents to `recipient`: both must exist,

@@ -520,3 +520,38 @@ fn a_node_may_name_its_witness_key() {
         "64 hex digits",
     );
 }
+
+#[test]
+fn grants_may_require_a_purpose_and_services_a_hashed_end_user() {
+    let text = VALID
+        .replace(
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]\n",
+            "services = [\"000.00.00.G22/citizen-lookup/v1\"]\npurposes = [\"hộ tịch\", \"cư trú\"]\n",
+        )
+        .replace(
+            "description = \"Look up a citizen record\"\n",
+            "description = \"Look up a citizen record\"\nhash_end_user = true\n",
+        )
+        + "\n[[grant]]\nclient = \"000.01.37.H37\"\nservices = [\"000.00.00.G22/citizen-lookup/v1\"]\nrequire_purpose = true\n";
+    let r = Registry::from_toml_str(&text, "test.toml").unwrap();
+    let svc = s("000.00.00.G22/citizen-lookup/v1");
+    let listed = r.required_purpose(&a("000.00.00.H37"), &svc).unwrap();
+    assert!(listed.allows("hộ tịch") && !listed.allows("other") && !listed.allows(""));
+    let any = r.required_purpose(&a("000.01.37.H37"), &svc).unwrap();
+    assert!(any.allows("anything") && !any.allows(""));
+    assert!(r.hashes_end_user(&svc));
+    // Without the keys nothing is required and nothing hashed.
+    let plain = Registry::from_toml_str(VALID, "test.toml").unwrap();
+    assert!(plain.required_purpose(&a("000.00.00.H37"), &svc).is_none());
+    assert!(!plain.hashes_end_user(&svc) && !plain.hashes_any_end_user());
+    // Globally.
+    let global = Registry::from_toml_str(&format!("hash_end_user = true\n{VALID}"), "t").unwrap();
+    assert!(global.hashes_end_user(&svc));
+    // A bad purpose in a grant is refused with its field.
+    let bad = VALID.replace(
+        "services = [\"000.00.00.G22/citizen-lookup/v1\"]\n",
+        "services = [\"000.00.00.G22/citizen-lookup/v1\"]\npurposes = [\"a\\u0007b\"]\n",
+    );
+    let (field, _, _) = invalid(&bad);
+    assert_eq!(field, "grant[0].purposes[0]");
+}

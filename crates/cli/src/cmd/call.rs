@@ -4,6 +4,7 @@ use std::{io::Read, io::Write, path::PathBuf, process::ExitCode, time::Duration}
 
 use bytes::Bytes;
 use clap::Args;
+use truc_client::CallOptions;
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::CallRequest;
 
@@ -33,6 +34,15 @@ pub(crate) struct CallArgs {
     /// Deadline for the whole call, in seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Why the call is made (a grant may require a purpose, or one of a list).
+    #[arg(long, default_value = "")]
+    purpose: String,
+    /// The end user on whose behalf the call is made.
+    #[arg(long, default_value = "")]
+    end_user: String,
+    /// The case or file number the call is made for.
+    #[arg(long, default_value = "")]
+    case: String,
 }
 
 fn read_data(data: &str) -> Result<Vec<u8>, CliError> {
@@ -64,9 +74,15 @@ pub(super) async fn run(args: CallArgs) -> Result<ExitCode, CliError> {
         service: args.service,
         content_type: args.content_type,
         payload: Bytes::from(payload),
+        ..CallRequest::default()
     };
+    let options = CallOptions::default()
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .purpose(args.purpose)
+        .end_user(args.end_user)
+        .case(args.case);
     let r = client
-        .call(request, Some(Duration::from_secs_f64(args.timeout)))
+        .call_with(request, &options)
         .await
         .map_err(rpc_failed)?;
     let mut out = std::io::stdout().lock();

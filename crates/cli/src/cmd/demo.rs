@@ -148,6 +148,7 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
                         service: service.into(),
                         content_type: "application/json".into(),
                         payload: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+                        ..CallRequest::default()
                     })
                     .await
                     .map(|_| ())
