@@ -744,8 +744,10 @@ mod tests {
     fn the_http_section_is_off_by_default_and_checked() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("node.toml");
+        std::fs::write(dir.path().join("hub.pub"), "11".repeat(32)).expect("key");
         let base = "id = \"vpcp\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n\
                     data_dir = \"data\"\n[hub]\naddress = \"127.0.0.1:7000\"\n\
+                    [[hub.audit_keys]]\nfile = \"hub.pub\"\n\
                     [tls]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n";
         let file: NodeFile = toml::from_str(base).expect("parse");
         assert!(file.http.is_none());
