@@ -429,7 +429,9 @@ impl truc_proto::v1::backend_server::Backend for Never {
     }
 }
 
-#[tokio::test]
+// Several threads: the node's tasks must see its stop and let go of its
+// store while the restart waits for the store's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_the_request_timeout_is_504_deadline_exceeded() {
     let mut c = start_with(truc_demo::BackendKind::Custom(Arc::new(Never)), 4096).await;
     c.deployment
