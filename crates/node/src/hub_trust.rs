@@ -129,13 +129,23 @@ impl HubKey {
         if let Ok(mut v) = self.verified.lock() {
             v.insert(head.clone());
         }
-        // A new head: the witness checks it against the one it keeps.
-        self.sightings.send_replace(Some(head.clone()));
         Ok(())
     }
 
-    /// The heads newly verified (from receipts or anywhere else), as they
-    /// are verified.
+    /// [`HubKey::check_head`] for the head of a receipt: a head not seen
+    /// before is also handed to the witness, which checks it against the
+    /// one it keeps. (The witness's own checks do not feed it: each of its
+    /// contacts may see a newer head, and would start the next.)
+    pub(crate) fn check_receipt_head(&self, head: &SignedTreeHead) -> Result<(), TrustError> {
+        let seen = self.verified.lock().is_ok_and(|v| v.contains(head));
+        self.check_head(head)?;
+        if !seen {
+            self.sightings.send_replace(Some(head.clone()));
+        }
+        Ok(())
+    }
+
+    /// The heads of receipts newly verified, as they are verified.
     pub(crate) fn sightings(&self) -> tokio::sync::watch::Receiver<Option<SignedTreeHead>> {
         self.sightings.subscribe()
     }

@@ -203,7 +203,7 @@ pub(crate) fn check(
         )));
     }
     hub_key
-        .check_head(head)
+        .check_receipt_head(head)
         .map_err(|e| ReceiptFailure::BadSignature(e.to_string()))
 }
 
