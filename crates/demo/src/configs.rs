@@ -126,6 +126,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                 service: service.into(),
                 address: backend.to_string(),
             }],
+            vxp: None,
         };
         out.push(toml_file(
             format!("node-{id}.toml"),

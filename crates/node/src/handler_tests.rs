@@ -54,6 +54,7 @@ pub(crate) fn config(
         limits: truc_ops::config::Limits::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),
+        vxp: None,
         clients: clients
             .iter()
             .map(|(name, agencies)| {

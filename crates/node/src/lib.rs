@@ -19,7 +19,10 @@ mod invoke;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile};
+pub use config::{
+    BackendEntry, ClientEntry, DocumentService, HubSection, NodeConfig, NodeFile, VxpConfig,
+    VxpSection, VxpSystem, VxpSystemEntry,
+};
 use tokio::net::TcpListener;
 use truc_audit::Options;
 use truc_ops::{Metrics, Shutdown};
