@@ -16,6 +16,10 @@ mod agency;
 mod config;
 mod docs;
 mod invoke;
+mod vxp;
+
+// Used by the VXP calls being written (sendEdoc, getEdoc).
+use {base64 as _, truc_edxml as _};
 
 use std::{sync::Arc, time::Duration};
 
@@ -42,6 +46,16 @@ pub enum NodeError {
     /// A backend address is unusable.
     #[error("bad backend: {0}")]
     Backend(String),
+    /// The VXP listener could not start.
+    #[error("VXP listener: {0}")]
+    Vxp(String),
+}
+
+/// Binds the VXP listener of the config.
+async fn vxp_listener(vxp: &VxpConfig) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(vxp.listen)
+        .await
+        .map_err(|e| NodeError::Vxp(format!("cannot listen on {}: {e}", vxp.listen)))
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -117,12 +131,21 @@ pub async fn start(
     let invoke = invoke::NodeService::new(config.clone(), pipeline, documents.clone())
         .map_err(|s| NodeError::Backend(s.message().to_string()))?;
     tokio::spawn(registry_check(
-        hub_channel,
+        hub_channel.clone(),
         config.clone(),
         hub_key,
         server.metrics().clone(),
         shutdown.clone(),
     ));
+    if let Some(vxp) = &config.vxp {
+        let node = vxp::Node {
+            docs: documents.clone(),
+            hub: hub_channel.clone(),
+            config: config.clone(),
+        };
+        vxp::spawn(vxp, vxp_listener(vxp).await?, node, shutdown.clone())
+            .map_err(NodeError::Vxp)?;
+    }
     watch_document_queues(server.metrics(), documents);
     Ok(server
         .service(AgencyServer::new(agency))
