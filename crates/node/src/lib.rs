@@ -18,9 +18,6 @@ mod docs;
 mod invoke;
 mod vxp;
 
-// Used by the VXP calls being written (sendEdoc, getEdoc).
-use {base64 as _, truc_edxml as _};
-
 use std::{sync::Arc, time::Duration};
 
 pub use config::{

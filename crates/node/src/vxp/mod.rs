@@ -48,14 +48,12 @@ impl Refusal {
     pub(crate) fn unauthenticated(desc: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", desc)
     }
-    #[allow(dead_code)]
     pub(crate) fn invalid(desc: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", desc)
     }
     pub(crate) fn denied(desc: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", desc)
     }
-    #[allow(dead_code)]
     pub(crate) fn internal(desc: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", desc)
     }

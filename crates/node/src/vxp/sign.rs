@@ -112,7 +112,6 @@ pub(crate) fn verify(
 
 /// SHA-256 of `bytes` the way the SDK writes `hash-file`: each byte as
 /// `Integer.toHexString`, i.e. lowercase hex without zero padding.
-#[allow(dead_code)]
 pub(crate) fn unpadded_hex(digest: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(digest.len() * 2);
