@@ -270,6 +270,9 @@ impl axum::serve::Listener for TlsIncoming {
     }
 }
 
+/// The largest body of a call whose body is ignored (`{}`, `registerAgency`'s JSON).
+const MAX_IGNORED_BODY: usize = 64 * 1024;
+
 /// Every request: the call named by the last path segment.
 async fn handle(
     State(vxp): State<Arc<Vxp>>,
@@ -318,6 +321,22 @@ async fn handle(
             error_extra(),
         );
     }
+    // Bodies other than sendEdoc's are ignored, but read: hyper sends the
+    // interim `100 Continue` HttpClient waits for (3 s otherwise) only once
+    // the body is read.
+    let body = if send {
+        body
+    } else {
+        match axum::body::to_bytes(body, MAX_IGNORED_BODY).await {
+            Ok(_) => Body::empty(),
+            Err(e) => {
+                return refused(
+                    &Refusal::invalid(format!("reading the body: {e}")),
+                    error_extra(),
+                );
+            }
+        }
+    };
     let signed = match sign::verify(&headers, &vxp.systems) {
         Ok(s) => s,
         Err(r) => {
