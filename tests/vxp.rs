@@ -406,6 +406,64 @@ async fn a_document_and_its_status_travel_between_two_dms_through_vxp() {
     // The ministry's gRPC tracking sees it.
     let grpc = c.client(MINISTRY_NODE, MINISTRY_CLIENT);
     tracking_at(&grpc, G22, &env.document_id, H37, "03").await;
+
+    // And the ministry's DMS receives it as a status package.
+    let is_03 = |e: &Value| e["status"] == "03" && e["from"] == H37;
+    let list = ministry
+        .received_until("status", |l| l.iter().any(is_03))
+        .await;
+    let entry = list.iter().find(|e| is_03(e)).expect("listed");
+    assert_eq!(entry["messageType"], "status");
+    let id = entry["docId"].as_str().expect("docId").to_string();
+    let got = ministry
+        .call(
+            "POST",
+            "getEdoc",
+            &[("docId", &id), ("filePath", "/tmp/dms")],
+            b"{}",
+        )
+        .await;
+    assert_eq!(got.json["status"], "OK", "{}", got.json);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(got.json["data"].as_str().expect("data"))
+        .expect("base64");
+    let parsed = truc_edxml::parse_status(&bytes).expect("a status package");
+    assert_eq!(parsed.update.document_id, env.document_id);
+    assert_eq!(parsed.update.event.expect("event").code, "03");
+    let done = ministry
+        .call(
+            "POST",
+            "updateStatus",
+            &[("docId", &id), ("status", "done")],
+            b"{}",
+        )
+        .await;
+    assert_eq!(done.json["status"], "OK", "{}", done.json);
+    let list = ministry.received_until("status", |_| true).await;
+    assert!(!list.iter().any(|e| e["docId"] == id.as_str()), "{list:?}");
+
+    // The sent list, although the signed docId is a stale one of a status.
+    let sent = ministry
+        .call(
+            "POST",
+            "getSentEdocList",
+            &[
+                ("servicetype", "eDoc"),
+                ("messagetype", "edoc"),
+                ("docId", &id),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(sent.json["status"], "OK", "{}", sent.json);
+    let rows = sent.json["data"].as_array().expect("data");
+    let row = rows
+        .iter()
+        .find(|r| r["senderDocId"] == doc_id.as_str())
+        .unwrap_or_else(|| panic!("not in the sent list: {rows:?}"));
+    assert_eq!(row["toCode"], H37);
+    assert_eq!(row["receiveStatus"], "03");
+    assert_eq!(row["sendStatus"], "delivered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

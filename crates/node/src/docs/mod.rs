@@ -204,6 +204,31 @@ impl Documents {
         )
     }
 
+    /// The trackings of the (new) documents `sender` sent, at most `max`,
+    /// oldest key first.
+    pub(crate) fn sent_by(
+        &self,
+        sender: &AgencyCode,
+        max: usize,
+    ) -> Result<Vec<truc_proto::v1::Tracking>, Status> {
+        let mut out = Vec::new();
+        for item in self.store.scan_prefix(&keys::outbox_of(sender.as_str())) {
+            let (k, v) = item.map_err(storage)?;
+            if k.last() != Some(&b'0') {
+                continue;
+            }
+            let Ok(t) = <truc_proto::v1::Tracking as prost::Message>::decode(v.as_slice()) else {
+                tracing::error!(key = %hex::encode(&k), "undecodable outbox entry skipped");
+                continue;
+            };
+            out.push(self.tracking(sender, &t.document_id)?);
+            if out.len() == max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The node's store (the VXP API keeps its receipts there).
     pub(crate) fn store(&self) -> &Store {
         &self.store

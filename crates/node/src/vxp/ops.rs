@@ -59,6 +59,7 @@ pub(crate) async fn dispatch(
         "getEdoc" => get_edoc(vxp, signed, false).await,
         "downloadEdoc" => get_edoc(vxp, signed, true).await,
         "updateStatus" => update_status(vxp, signed).await,
+        "getSentEdocList" => sent_list(vxp, signed),
         "getAgenciesList" => agencies(vxp, false).await,
         "getAgenciesListQD20" => agencies(vxp, true).await,
         "registerAgency" | "deleteAgency" => Err(Refusal::denied(
@@ -467,8 +468,7 @@ async fn received_list(vxp: &Vxp, signed: &Signed) -> Result<(Vec<Value>, ()), R
     let caller = caller(vxp, signed)?;
     let mut data = Vec::new();
     if kind == "status" {
-        // Statuses received are not listed through VXP yet.
-        return Ok((data, ()));
+        return Ok((received_statuses(vxp, signed, &caller)?, ()));
     }
     if kind != "edoc" {
         return Err(Refusal::invalid(format!(
@@ -555,6 +555,13 @@ impl truc_edxml::AttachmentSource for Blobs<'_> {
 /// getEdoc (base64 in `data`) and downloadEdoc (the raw package): the
 /// document as an edXML package written by `truc_edxml`.
 async fn get_edoc(vxp: &Vxp, signed: &Signed, raw: bool) -> Result<Response, Refusal> {
+    if let Some(status) = status_ref(required(signed, "docId")?)? {
+        let package = status_package(vxp, signed, &status)?;
+        let mut out = Vec::new();
+        truc_edxml::write_status(&mut out, &package)
+            .map_err(|e| Refusal::internal(format!("writing the status package: {e}")))?;
+        return Ok(package_answer(out, raw));
+    }
     let (_, entry) = find_entry(vxp, signed)?;
     let envelope = entry.envelope.unwrap_or_default();
     let docs = vxp.node.docs.clone();
@@ -571,13 +578,18 @@ async fn get_edoc(vxp: &Vxp, signed: &Signed, raw: bool) -> Result<Response, Ref
     .await
     .map_err(|e| Refusal::internal(e.to_string()))?
     .map_err(|e| Refusal::internal(format!("writing the edXML package: {e}")))?;
+    Ok(package_answer(package, raw))
+}
+
+/// A package as downloadEdoc's raw body or getEdoc's base64 `data`.
+fn package_answer(package: Vec<u8>, raw: bool) -> Response {
     if raw {
         let mut response = (StatusCode::OK, package).into_response();
         response.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/xml"),
         );
-        return Ok(response);
+        return response;
     }
     use base64::Engine;
     let mut extra = Map::new();
@@ -587,7 +599,7 @@ async fn get_edoc(vxp: &Vxp, signed: &Signed, raw: bool) -> Result<Response, Ref
             .encode(package)
             .into(),
     );
-    Ok(ok(extra))
+    ok(extra)
 }
 
 /// updateStatus: `done` (taken by the DMS) or `fail` (it could not take
@@ -598,6 +610,14 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
         return Err(Refusal::invalid(format!(
             "status {status:?}: done or fail (business statuses travel as status packages)"
         )));
+    }
+    if let Some(r) = status_ref(required(signed, "docId")?)? {
+        status_package(vxp, signed, &r)?;
+        let key = receipt_key(&signed.system, &r.sender, &r.status_key(), &r.document_id);
+        let store = vxp.node.docs.store();
+        store.insert(&key, status.as_bytes()).map_err(storage)?;
+        store.flush().map_err(storage)?;
+        return Ok(ok(Map::new()));
     }
     let (agency, entry) = find_entry(vxp, signed)?;
     let key = receipt_key(
@@ -611,4 +631,182 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
     store.flush().map_err(storage)?;
     tracing::info!(system = %signed.system, recipient = %agency, sender = %entry.sender, document_id = %entry.document_id, status, "VXP receipt recorded");
     Ok(ok(Map::new()))
+}
+
+/// A status a recipient set on a document one of the system's agencies
+/// sent: its docId is `recipient~seq~sender:document_id` (agency codes hold
+/// neither `~` nor `:`).
+struct StatusRef {
+    recipient: String,
+    seq: usize,
+    sender: String,
+    document_id: String,
+}
+
+impl StatusRef {
+    fn id(&self) -> String {
+        format!(
+            "{}~{}~{}",
+            self.recipient,
+            self.seq,
+            doc_id(&self.sender, &self.document_id)
+        )
+    }
+    /// Where its receipt is kept (in place of the sender of a document).
+    fn status_key(&self) -> String {
+        format!("status~{}~{}", self.recipient, self.seq)
+    }
+}
+
+fn status_ref(id: &str) -> Result<Option<StatusRef>, Refusal> {
+    let (head, document_id) = parse_doc_id(id)?;
+    let mut parts = head.split('~');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), None, _, _) => Ok(None),
+        (Some(recipient), Some(seq), Some(sender), None) => Ok(Some(StatusRef {
+            recipient: recipient.into(),
+            seq: seq
+                .parse()
+                .map_err(|_| Refusal::invalid(format!("docId {id:?} is not one this node gave")))?,
+            sender: sender.into(),
+            document_id: document_id.into(),
+        })),
+        _ => Err(Refusal::invalid(format!(
+            "docId {id:?} is not one this node gave"
+        ))),
+    }
+}
+
+/// How many sent documents the lists look at, per agency.
+const MAX_SENT: usize = 1000;
+
+/// The statuses set on the documents the system's agencies sent that it
+/// has not taken yet.
+fn received_statuses(
+    vxp: &Vxp,
+    signed: &Signed,
+    caller: &crate::docs::Caller,
+) -> Result<Vec<Value>, Refusal> {
+    let store = vxp.node.docs.store();
+    let mut data = Vec::new();
+    for agency in &caller.agencies {
+        for t in vxp.node.docs.sent_by(agency, MAX_SENT)? {
+            for r in &t.recipients {
+                for (seq, event) in r.history.iter().enumerate() {
+                    let s = StatusRef {
+                        recipient: r.recipient.clone(),
+                        seq,
+                        sender: t.sender.clone(),
+                        document_id: t.document_id.clone(),
+                    };
+                    let key =
+                        receipt_key(&signed.system, &s.sender, &s.status_key(), &s.document_id);
+                    if store.get(&key).map_err(storage)?.is_some() {
+                        continue;
+                    }
+                    let mut o = Map::new();
+                    o.insert("docId".into(), s.id().into());
+                    o.insert("serviceType".into(), "eDoc".into());
+                    o.insert("messageType".into(), "status".into());
+                    o.insert("created_time".into(), date(event.unix_ms).into());
+                    o.insert("updated_time".into(), date(event.unix_ms).into());
+                    o.insert("from".into(), r.recipient.clone().into());
+                    o.insert("to".into(), t.sender.clone().into());
+                    o.insert("status".into(), event.code.clone().into());
+                    o.insert("status_desc".into(), event.description.clone().into());
+                    data.push(Value::Object(o));
+                }
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// The status package of a status the system may read.
+fn status_package(
+    vxp: &Vxp,
+    signed: &Signed,
+    s: &StatusRef,
+) -> Result<truc_edxml::StatusPackage, Refusal> {
+    let caller = caller(vxp, signed)?;
+    let sender = caller.may_act_for(&s.sender)?;
+    let t = vxp.node.docs.tracking(&sender, &s.document_id)?;
+    let event = t
+        .recipients
+        .iter()
+        .find(|r| r.recipient == s.recipient)
+        .and_then(|r| r.history.get(s.seq))
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("no status {}", s.id()),
+            )
+        })?;
+    Ok(truc_edxml::StatusPackage {
+        update: truc_proto::v1::StatusUpdate {
+            sender: s.sender.clone(),
+            document_id: s.document_id.clone(),
+            recipient: s.recipient.clone(),
+            event: Some(event),
+            ..Default::default()
+        },
+        from: truc_proto::v1::Organ {
+            organ_id: s.recipient.clone(),
+            ..Default::default()
+        },
+        extra: truc_edxml::Preserved::default(),
+    })
+}
+
+/// getSentEdocList: one line per recipient of each document the system's
+/// agencies sent. The signed `docId` is not a filter: it is usually a
+/// stale key from an earlier getEdoc/updateStatus of the same SDK object.
+fn sent_list(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> {
+    let caller = caller(vxp, signed)?;
+    let mut data = Vec::new();
+    for agency in &caller.agencies {
+        for t in vxp.node.docs.sent_by(agency, MAX_SENT)? {
+            let env = t.envelope.clone().unwrap_or_default();
+            let code = env.code.clone().unwrap_or_default();
+            for r in &t.recipients {
+                let received = r
+                    .history
+                    .first()
+                    .map(|e| date(e.unix_ms))
+                    .unwrap_or_default();
+                let mut o = Map::new();
+                let id = doc_id(&t.sender, &t.document_id);
+                o.insert("senderDocId".into(), id.clone().into());
+                o.insert("receiverDocId".into(), id.into());
+                o.insert("fromCode".into(), t.sender.clone().into());
+                o.insert("toCode".into(), r.recipient.clone().into());
+                o.insert("serviceType".into(), "eDoc".into());
+                o.insert("messageType".into(), "edoc".into());
+                o.insert("title".into(), env.subject.clone().into());
+                o.insert(
+                    "notation".into(),
+                    format!("{}/{}", code.code_number, code.code_notation).into(),
+                );
+                o.insert("sentTime".into(), date(t.accepted_unix_ms).into());
+                o.insert("receivedTime".into(), received.into());
+                o.insert("sendStatus".into(), r.delivery.clone().into());
+                o.insert("sendStatusDesc".into(), r.last_error.clone().into());
+                o.insert("receiveStatus".into(), r.status.clone().into());
+                o.insert(
+                    "receiveStatusDesc".into(),
+                    r.history
+                        .last()
+                        .map(|e| e.description.clone())
+                        .unwrap_or_default()
+                        .into(),
+                );
+                data.push(Value::Object(o));
+            }
+        }
+    }
+    let mut extra = Map::new();
+    extra.insert("data".into(), Value::Array(data));
+    Ok(ok(extra))
 }
