@@ -17,6 +17,8 @@ use truc_tests::{docs::*, *};
 /// A DMS's SDK service object: its header map keeps every key ever set.
 struct Sdk {
     addr: std::net::SocketAddr,
+    /// HTTPS: the client's TLS config and the server name.
+    tls: Option<(std::sync::Arc<tokio_rustls::rustls::ClientConfig>, String)>,
     secret: String,
     keys: Vec<(String, String)>,
 }
@@ -32,6 +34,7 @@ impl Sdk {
     fn new(addr: std::net::SocketAddr, system: &str, secret: &str) -> Sdk {
         Sdk {
             addr,
+            tls: None,
             secret: secret.into(),
             // Taken once at construction, never refreshed: days old.
             keys: vec![
@@ -132,9 +135,22 @@ impl Sdk {
             head.push_str("Accept-Encoding: gzip,deflate\r\n");
         }
         head.push_str("\r\n");
-        let stream = tokio::net::TcpStream::connect(self.addr)
+        let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.clone())
+                    .expect("name");
+                Box::new(
+                    tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .expect("TLS handshake"),
+                )
+            }
+        };
         let mut stream = BufReader::new(stream);
         stream
             .get_mut()
@@ -236,6 +252,9 @@ impl Sdk {
     }
 }
 
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -250,6 +269,12 @@ const H37_SYSTEM: &str = "vxp.langson.01";
 /// Restarts both nodes with a VXP listener and one system each; returns the
 /// two SDK objects (ministry, province).
 async fn with_vxp(c: &mut Cluster) -> (Sdk, Sdk) {
+    with_vxp_tls(c, false).await
+}
+
+/// As [`with_vxp`]; with `tls`, the ministry's listener serves HTTPS with
+/// its node certificate.
+async fn with_vxp_tls(c: &mut Cluster, tls: bool) -> (Sdk, Sdk) {
     let mut out = Vec::new();
     for (node, system, agencies) in [
         (MINISTRY_NODE, G22_SYSTEM, vec![G22]),
@@ -265,11 +290,12 @@ async fn with_vxp(c: &mut Cluster) -> (Sdk, Sdk) {
         c.deployment.stop_node(node).await.expect("stop");
         c.deployment
             .edit_node_config(node, |f| {
+                let https = tls && node == MINISTRY_NODE;
                 f.vxp = Some(truc_node::VxpSection {
                     listen: addr.to_string(),
-                    tls: false,
-                    cert: None,
-                    key: None,
+                    tls: https,
+                    cert: https.then(|| f.tls.cert.clone()),
+                    key: https.then(|| f.tls.key.clone()),
                     systems: vec![truc_node::VxpSystemEntry {
                         id: system.into(),
                         secret_file: secret_file.clone(),
@@ -616,4 +642,28 @@ async fn refusals_come_in_the_sdk_json_shape() {
         .raw("POST", "sendEdoc", &signed, &tag, &body, &[])
         .await;
     assert_eq!(a.json["status"], "OK", "{}", a.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vxp_listener_serves_tls_1_2_and_1_3() {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let mut c = start_fast_retries().await;
+    let (mut ministry, _) = with_vxp_tls(&mut c, true).await;
+    let ca = std::fs::read(c.deployment.files.pki.ca_cert()).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .expect("version")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        ministry.tls = Some((std::sync::Arc::new(config), MINISTRY_NODE.into()));
+        let a = ministry.call("POST", "getAgenciesList", &[], b"").await;
+        assert_eq!(a.json["status"], "OK", "{version:?}: {}", a.json);
+    }
 }
