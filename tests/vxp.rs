@@ -667,3 +667,67 @@ async fn the_vxp_listener_serves_tls_1_2_and_1_3() {
         assert_eq!(a.json["status"], "OK", "{version:?}: {}", a.json);
     }
 }
+
+/// The hub's counts of documents from `from` to `to`: (kind, outcome) → count.
+async fn document_counts(
+    c: &Cluster,
+    from: &str,
+    to: &str,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    let counts = c
+        .counts(truc_pki::Role::Admin, "admin")
+        .await
+        .expect("counts");
+    let mut out = std::collections::BTreeMap::new();
+    for r in counts.rows {
+        if r.client_agency == from && r.provider_agency == to {
+            *out.entry((r.kind, r.outcome)).or_default() += r.count;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vxp_send_is_counted_like_a_grpc_send_and_works_within_one_node() {
+    let mut c = start_fast_retries().await;
+    let (mut ministry, mut province) = with_vxp(&mut c).await;
+    let grpc = c.client(MINISTRY_NODE, MINISTRY_CLIENT);
+    let files: [(&str, &[u8]); 1] = [("a.txt", b"noi dung")];
+
+    let by_grpc = envelope(G22, &[H37], "501", &files);
+    send(&grpc, &by_grpc, &files).await.expect("gRPC send");
+    tracking_at(&grpc, G22, &by_grpc.document_id, H37, "01").await;
+    let after_grpc = document_counts(&c, G22, H37).await;
+    assert!(!after_grpc.is_empty(), "the hub counted the gRPC send");
+
+    let by_vxp = envelope(G22, &[H37], "502", &files);
+    let a = ministry
+        .send_edoc(G22, "edoc", &package(&by_vxp, &files))
+        .await;
+    assert_eq!(a.json["status"], "OK", "{}", a.json);
+    tracking_at(&grpc, G22, &by_vxp.document_id, H37, "01").await;
+    let after_vxp = document_counts(&c, G22, H37).await;
+    let doubled: std::collections::BTreeMap<_, _> =
+        after_grpc.iter().map(|(k, v)| (k.clone(), v * 2)).collect();
+    assert_eq!(after_vxp, doubled, "the VXP send counted as the gRPC one");
+
+    // Between two agencies of the same node, through one system.
+    let inner = envelope(H37, &[H37_DEPT], "503", &files);
+    let a = province
+        .send_edoc(H37, "edoc", &package(&inner, &files))
+        .await;
+    assert_eq!(a.json["status"], "OK", "{}", a.json);
+    let list = province
+        .received_until("edoc", |l| doc_id_of(l, &inner.document_id).is_some())
+        .await;
+    let row = list
+        .iter()
+        .find(|e| {
+            e["docId"]
+                .as_str()
+                .is_some_and(|d| d.ends_with(&inner.document_id))
+        })
+        .expect("listed");
+    assert_eq!(row["to"], H37_DEPT);
+    assert_eq!(row["from"], H37);
+}
