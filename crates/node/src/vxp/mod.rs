@@ -24,7 +24,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use truc_ops::Shutdown;
 
 use crate::config::{VxpConfig, VxpSystem};
@@ -148,30 +148,19 @@ pub(crate) fn spawn(
         node,
     });
     let router = axum::Router::new().fallback(handle).with_state(vxp);
-    match &config.tls {
-        None => {
-            tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown.wait())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "VXP listener stopped");
-                }
-            });
+    let tls = match &config.tls {
+        None => None,
+        Some((cert, key)) => Some(tls_config(cert, key)?),
+    };
+    let incoming = incoming(listener, tls, shutdown.clone())?;
+    tokio::spawn(async move {
+        let served = axum::serve(incoming, router)
+            .with_graceful_shutdown(shutdown.wait())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "VXP listener stopped");
         }
-        Some((cert, key)) => {
-            let tls = tls_config(cert, key)?;
-            let incoming = tls_incoming(listener, tls, shutdown.clone())?;
-            tokio::spawn(async move {
-                let served = axum::serve(incoming, router)
-                    .with_graceful_shutdown(shutdown.wait())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "VXP listener stopped");
-                }
-            });
-        }
-    }
+    });
     Ok(())
 }
 
@@ -198,25 +187,112 @@ fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Connections whose TLS handshake completed; handshakes run in their own
-/// tasks (at most [`MAX_HANDSHAKES`] at once, each within
-/// [`HANDSHAKE_TIMEOUT`]) so a slow client holds up no other.
-struct TlsIncoming {
-    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+/// A connection's byte stream, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connection closed once nothing was read or written on it for
+/// [`IDLE_TIMEOUT`]: the SDK's list calls never close their connections, so
+/// a polling DMS would otherwise pile up idle ones.
+struct Idle {
+    inner: Box<dyn Stream>,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long a connection may stay silent.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Idle {
+    fn new(inner: Box<dyn Stream>) -> Idle {
+        Idle {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        }
+    }
+
+    fn active(&mut self) {
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    /// `Pending` unless the connection has been idle too long.
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        use std::future::Future;
+        self.sleep
+            .as_mut()
+            .poll(cx)
+            .map(|()| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle connection"))
+    }
+}
+
+impl tokio::io::AsyncRead for Idle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Idle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepted connections (TLS ones once their handshake completed;
+/// handshakes run in their own tasks, at most [`MAX_HANDSHAKES`] at once,
+/// each within [`HANDSHAKE_TIMEOUT`], so a slow client holds up no other).
+struct Incoming {
+    rx: tokio::sync::mpsc::Receiver<(Idle, SocketAddr)>,
     local: SocketAddr,
 }
 
 const MAX_HANDSHAKES: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn tls_incoming(
+fn incoming(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
-) -> Result<TlsIncoming, String> {
+) -> Result<Incoming, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
@@ -232,17 +308,20 @@ fn tls_incoming(
                     continue;
                 }
             };
+            let Some(acceptor) = acceptor.clone() else {
+                let _ = tx.send((Idle::new(Box::new(tcp)), peer)).await;
+                continue;
+            };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "VXP: too many TLS handshakes at once, connection closed");
                 continue;
             };
-            let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send((stream, peer)).await;
+                        let _ = tx.send((Idle::new(Box::new(stream)), peer)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "VXP TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "VXP TLS handshake timed out"),
@@ -250,11 +329,11 @@ fn tls_incoming(
             });
         }
     });
-    Ok(TlsIncoming { rx, local })
+    Ok(Incoming { rx, local })
 }
 
-impl axum::serve::Listener for TlsIncoming {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+impl axum::serve::Listener for Incoming {
+    type Io = Idle;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
