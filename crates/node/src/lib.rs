@@ -136,7 +136,7 @@ pub async fn start(
     ));
     if let Some(vxp) = &config.vxp {
         let node = vxp::Node {
-            docs: documents.clone(),
+            docs: Arc::downgrade(&documents),
             hub: hub_channel.clone(),
             config: config.clone(),
         };

@@ -32,9 +32,23 @@ pub(crate) const CALLS: &[&str] = &[
 /// What the calls act on.
 #[derive(Clone)]
 pub(crate) struct Node {
-    pub(crate) docs: Arc<Documents>,
+    /// Weak: a stopped node's documents (and store) are not kept open by
+    /// the VXP server still draining.
+    pub(crate) docs: std::sync::Weak<Documents>,
     pub(crate) hub: tonic::transport::Channel,
     pub(crate) config: Arc<crate::NodeConfig>,
+}
+
+impl Node {
+    fn docs(&self) -> Result<Arc<Documents>, Refusal> {
+        self.docs.upgrade().ok_or_else(|| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the node is stopping",
+            )
+        })
+    }
 }
 
 pub(crate) async fn dispatch(
@@ -320,7 +334,7 @@ async fn send_edoc(vxp: &Vxp, signed: &Signed, body: Body) -> Result<Response, R
     let mut chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
     let response = vxp
         .node
-        .docs
+        .docs()?
         .send_envelope(&caller, envelope, &mut chunks)
         .await?;
     drop(spool);
@@ -423,10 +437,10 @@ async fn send_status(
     // A retried status the inbox already holds is not a transition.
     let current = vxp
         .node
-        .docs
+        .docs()?
         .inbox_entry(&recipient, &update.sender, &update.document_id)?;
     if !current.as_ref().is_some_and(same) {
-        vxp.node.docs.update_status(&recipient, request).await?;
+        vxp.node.docs()?.update_status(&recipient, request).await?;
     }
     let mut extra = Map::new();
     extra.insert(
@@ -475,11 +489,12 @@ async fn received_list(vxp: &Vxp, signed: &Signed) -> Result<(Vec<Value>, ()), R
             "messagetype {kind:?}: edoc or status"
         )));
     }
-    let store = vxp.node.docs.store();
+    let docs = vxp.node.docs()?;
+    let store = docs.store();
     for agency in &caller.agencies {
         let mut page_token = String::new();
         loop {
-            let page = vxp.node.docs.list_inbox(
+            let page = vxp.node.docs()?.list_inbox(
                 agency,
                 &truc_proto::v1::ListInboxRequest {
                     recipient: agency.to_string(),
@@ -523,7 +538,7 @@ fn find_entry(
     let (sender, document_id) = parse_doc_id(id)?;
     let caller = caller(vxp, signed)?;
     for agency in &caller.agencies {
-        if let Some(e) = vxp.node.docs.inbox_entry(agency, sender, document_id)? {
+        if let Some(e) = vxp.node.docs()?.inbox_entry(agency, sender, document_id)? {
             return Ok((agency.clone(), e));
         }
     }
@@ -564,7 +579,7 @@ async fn get_edoc(vxp: &Vxp, signed: &Signed, raw: bool) -> Result<Response, Ref
     }
     let (_, entry) = find_entry(vxp, signed)?;
     let envelope = entry.envelope.unwrap_or_default();
-    let docs = vxp.node.docs.clone();
+    let docs = vxp.node.docs()?;
     let package = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         truc_edxml::write_package(
@@ -614,7 +629,8 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
     if let Some(r) = status_ref(required(signed, "docId")?)? {
         status_package(vxp, signed, &r)?;
         let key = receipt_key(&signed.system, &r.sender, &r.status_key(), &r.document_id);
-        let store = vxp.node.docs.store();
+        let docs = vxp.node.docs()?;
+        let store = docs.store();
         store.insert(&key, status.as_bytes()).map_err(storage)?;
         store.flush().map_err(storage)?;
         return Ok(ok(Map::new()));
@@ -626,7 +642,8 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
         &entry.sender,
         &entry.document_id,
     );
-    let store = vxp.node.docs.store();
+    let docs = vxp.node.docs()?;
+    let store = docs.store();
     store.insert(&key, status.as_bytes()).map_err(storage)?;
     store.flush().map_err(storage)?;
     tracing::info!(system = %signed.system, recipient = %agency, sender = %entry.sender, document_id = %entry.document_id, status, "VXP receipt recorded");
@@ -687,10 +704,11 @@ fn received_statuses(
     signed: &Signed,
     caller: &crate::docs::Caller,
 ) -> Result<Vec<Value>, Refusal> {
-    let store = vxp.node.docs.store();
+    let docs = vxp.node.docs()?;
+    let store = docs.store();
     let mut data = Vec::new();
     for agency in &caller.agencies {
-        for t in vxp.node.docs.sent_by(agency, MAX_SENT)? {
+        for t in vxp.node.docs()?.sent_by(agency, MAX_SENT)? {
             for r in &t.recipients {
                 for (seq, event) in r.history.iter().enumerate() {
                     let s = StatusRef {
@@ -730,7 +748,7 @@ fn status_package(
 ) -> Result<truc_edxml::StatusPackage, Refusal> {
     let caller = caller(vxp, signed)?;
     let sender = caller.may_act_for(&s.sender)?;
-    let t = vxp.node.docs.tracking(&sender, &s.document_id)?;
+    let t = vxp.node.docs()?.tracking(&sender, &s.document_id)?;
     let event = t
         .recipients
         .iter()
@@ -767,7 +785,7 @@ fn sent_list(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> {
     let caller = caller(vxp, signed)?;
     let mut data = Vec::new();
     for agency in &caller.agencies {
-        for t in vxp.node.docs.sent_by(agency, MAX_SENT)? {
+        for t in vxp.node.docs()?.sent_by(agency, MAX_SENT)? {
             let env = t.envelope.clone().unwrap_or_default();
             let code = env.code.clone().unwrap_or_default();
             for r in &t.recipients {
