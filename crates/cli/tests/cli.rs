@@ -176,6 +176,28 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
             .as_str()
             .is_some()
     );
+    // Each node's VXP endpoint and its demo DMS system.
+    for node in json["nodes"].as_array().expect("nodes") {
+        let vxp = &node["vxp"];
+        assert!(
+            vxp["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+            "{vxp}"
+        );
+        assert!(
+            vxp["system"]["secret"]
+                .as_str()
+                .is_some_and(|s| s.len() >= 32),
+            "{vxp}"
+        );
+        let agencies = vxp["system"]["agencies"]
+            .as_array()
+            .expect("agencies")
+            .len();
+        let expected = if node["id"] == "lgsp-langson" { 2 } else { 1 };
+        assert_eq!(agencies, expected, "{vxp}");
+    }
 
     let verify = run(&[
         "audit",

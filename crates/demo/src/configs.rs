@@ -8,7 +8,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
-use truc_node::{BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile};
+use truc_node::{
+    BackendEntry, ClientEntry, DocumentService, HubSection, NodeFile, VxpSection, VxpSystemEntry,
+};
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
 
@@ -19,6 +21,8 @@ use crate::{
 
 /// The addresses and directories one set of config files is written for.
 pub(crate) struct Plan {
+    /// Per node (ministry, then province): the VXP listener, if any.
+    pub(crate) vxp: Option<[SocketAddr; 2]>,
     /// The hub's gRPC and ops addresses.
     pub(crate) hub: (SocketAddr, SocketAddr),
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
@@ -74,6 +78,11 @@ fn nodes() -> [(&'static str, &'static str, Vec<&'static str>, &'static str); 2]
     ]
 }
 
+/// The file name of node `id`'s demo VXP secret (under `secrets/`).
+pub(crate) fn vxp_secret_name(id: &str) -> String {
+    format!("vxp-{id}.secret")
+}
+
 /// Every config file of the deployment, registry first.
 pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
     let hub_addr = plan.hub.0.to_string();
@@ -101,8 +110,8 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
          # Generated from the config types (see deploy/README.md): edit those, not this file.",
         &hub,
     )?);
-    for ((id, client, agencies, service), (listen, ops, backend)) in
-        nodes().into_iter().zip(plan.nodes)
+    for (i, ((id, client, agencies, service), (listen, ops, backend))) in
+        nodes().into_iter().zip(plan.nodes).enumerate()
     {
         let node = NodeFile {
             version: CONFIG_VERSION,
@@ -126,7 +135,17 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
                 service: service.into(),
                 address: backend.to_string(),
             }],
-            vxp: None,
+            vxp: plan.vxp.map(|v| VxpSection {
+                listen: v[i].to_string(),
+                tls: false,
+                cert: None,
+                key: None,
+                systems: vec![VxpSystemEntry {
+                    id: format!("demo.{id}"),
+                    secret_file: PathBuf::from("secrets").join(vxp_secret_name(id)),
+                    agencies: agencies.iter().map(|a| a.to_string()).collect(),
+                }],
+            }),
         };
         out.push(toml_file(
             format!("node-{id}.toml"),
@@ -233,6 +252,7 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let plan = Plan {
+        vxp: None,
         hub: (at(7000), at(9100)),
         nodes: [
             (at(7101), at(9101), at(7301)),

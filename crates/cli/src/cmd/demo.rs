@@ -28,9 +28,12 @@ pub(crate) struct DemoArgs {
 }
 
 pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    let deployment = Deployment::start(DemoOptions::new(&args.data))
-        .await
-        .map_err(failed)?;
+    let deployment = Deployment::start(DemoOptions {
+        vxp: true,
+        ..DemoOptions::new(&args.data)
+    })
+    .await
+    .map_err(failed)?;
     let demo_json = args.data.join("demo.json");
     let described = serde_json::to_string_pretty(&deployment.describe()).map_err(failed)?;
     std::fs::write(&demo_json, described)
