@@ -156,7 +156,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     let demo_rows = table_rows(&stdout);
     assert_eq!(
         demo_rows.last().map(String::as_str),
-        Some("total transactions: 21"),
+        Some("total transactions: 23"),
         "{stdout}"
     );
     assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
@@ -212,7 +212,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
         demo_rows,
         "demo table and audit log differ"
     );
-    assert!(vout.contains("verified: 21 records"), "{vout}");
+    assert!(vout.contains("verified: 23 records"), "{vout}");
     let stats = run(&[
         "report",
         "--verify",
@@ -221,7 +221,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     ]);
     assert_eq!(stats.status.code(), Some(0), "{}", text(&stats.stdout));
     assert!(
-        text(&stats.stdout).contains("21 transactions"),
+        text(&stats.stdout).contains("23 transactions"),
         "{}",
         text(&stats.stdout)
     );
