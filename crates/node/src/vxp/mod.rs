@@ -437,6 +437,29 @@ async fn handle(
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_and_an_active_one_kept() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(64);
+        let mut idle = Idle::new(Box::new(server));
+        let mut client = client;
+        // Traffic just before each deadline keeps it open, well past one
+        // idle time in all.
+        let mut buf = [0u8; 1];
+        for _ in 0..3 {
+            // The read waits (and watches the idle timer) while time passes.
+            let (read, ()) = tokio::join!(idle.read_exact(&mut buf), async {
+                tokio::time::advance(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+                client.write_all(b"x").await.expect("write");
+            });
+            read.expect("read while active");
+        }
+        // Then silence: the read fails once the idle time has passed.
+        let err = idle.read(&mut buf).await.expect_err("idle");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(client);
+    }
+
     #[test]
     fn answers_are_ascii_json_with_the_three_fields() {
         let mut extra = Map::new();
