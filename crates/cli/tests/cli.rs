@@ -233,7 +233,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     let demo_rows = table_rows(&stdout);
     assert_eq!(
         demo_rows.last().map(String::as_str),
-        Some("total transactions: 21"),
+        Some("total transactions: 23"),
         "{stdout}"
     );
     assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
@@ -253,6 +253,28 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
             .as_str()
             .is_some()
     );
+    // Each node's VXP endpoint and its demo DMS system.
+    for node in json["nodes"].as_array().expect("nodes") {
+        let vxp = &node["vxp"];
+        assert!(
+            vxp["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+            "{vxp}"
+        );
+        assert!(
+            vxp["system"]["secret"]
+                .as_str()
+                .is_some_and(|s| s.len() >= 32),
+            "{vxp}"
+        );
+        let agencies = vxp["system"]["agencies"]
+            .as_array()
+            .expect("agencies")
+            .len();
+        let expected = if node["id"] == "lgsp-langson" { 2 } else { 1 };
+        assert_eq!(agencies, expected, "{vxp}");
+    }
 
     let verify = run(&[
         "audit",
@@ -267,7 +289,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
         demo_rows,
         "demo table and audit log differ"
     );
-    assert!(vout.contains("verified: 21 records"), "{vout}");
+    assert!(vout.contains("verified: 23 records"), "{vout}");
     let stats = run(&[
         "report",
         "--verify",
@@ -276,7 +298,7 @@ fn demo_counts_match_audit_verify_and_a_node_config_with_a_foreign_certificate_i
     ]);
     assert_eq!(stats.status.code(), Some(0), "{}", text(&stats.stdout));
     assert!(
-        text(&stats.stdout).contains("21 transactions"),
+        text(&stats.stdout).contains("23 transactions"),
         "{}",
         text(&stats.stdout)
     );

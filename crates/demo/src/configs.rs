@@ -10,7 +10,7 @@ use serde::Serialize;
 use truc_hub::{Dashboard, HubFile};
 use truc_node::{
     AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HttpSection, HubSection, NodeFile,
-    WitnessSection,
+    VxpSection, VxpSystemEntry, WitnessSection,
 };
 use truc_ops::config::{CONFIG_VERSION, ClientFile, Limits, TlsSection};
 use truc_pki::{Identity, Layout, Role};
@@ -22,6 +22,8 @@ use crate::{
 
 /// The addresses and directories one set of config files is written for.
 pub(crate) struct Plan {
+    /// Per node (ministry, then province): the VXP listener, if any.
+    pub(crate) vxp: Option<[SocketAddr; 2]>,
     /// The hub's gRPC and ops addresses.
     pub(crate) hub: (SocketAddr, SocketAddr),
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
@@ -86,6 +88,11 @@ fn nodes() -> [(&'static str, &'static str, Vec<&'static str>, &'static str); 2]
             HOUSEHOLD_REGISTRY,
         ),
     ]
+}
+
+/// The file name of node `id`'s demo VXP secret (under `secrets/`).
+pub(crate) fn vxp_secret_name(id: &str) -> String {
+    format!("vxp-{id}.secret")
 }
 
 /// Every config file of the deployment, registry first.
@@ -161,6 +168,17 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             http: Some(HttpSection {
                 listen: plan.http[i].to_string(),
                 request_timeout_ms: 30_000,
+            }),
+            vxp: plan.vxp.map(|v| VxpSection {
+                listen: v[i].to_string(),
+                tls: false,
+                cert: None,
+                key: None,
+                systems: vec![VxpSystemEntry {
+                    id: format!("demo.{id}"),
+                    secret_file: PathBuf::from("secrets").join(vxp_secret_name(id)),
+                    agencies: agencies.iter().map(|a| a.to_string()).collect(),
+                }],
             }),
         };
         out.push(toml_file(
@@ -275,6 +293,7 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let plan = Plan {
+        vxp: None,
         hub: (at(7000), at(9100)),
         nodes: [
             (at(7101), at(9101), at(7301)),

@@ -143,6 +143,9 @@ pub struct DemoOptions {
     pub max_payload_bytes: usize,
     /// Document delivery retries: first delay and cap.
     pub retry: (std::time::Duration, std::time::Duration),
+    /// Give each node a VXP listener (plain HTTP on loopback) with one demo
+    /// DMS system (`truc demo`; off by default).
+    pub vxp: bool,
 }
 
 impl DemoOptions {
@@ -154,6 +157,7 @@ impl DemoOptions {
             durable: true,
             max_payload_bytes: 4 * 1024 * 1024,
             retry: truc_node::RunOptions::default().retry,
+            vxp: false,
         }
     }
 }
@@ -335,6 +339,34 @@ impl Deployment {
         Ok(AgencyClient::new(channel))
     }
 
+    /// Node `id`'s VXP endpoint and demo system, from its config file;
+    /// `null` without one.
+    fn describe_vxp(&self, id: &str) -> serde_json::Value {
+        let Ok(path) = self.node_config(id) else {
+            return serde_json::Value::Null;
+        };
+        let Ok(file) = truc_ops::config::load_toml::<truc_node::NodeFile>(&path) else {
+            return serde_json::Value::Null;
+        };
+        let Some(vxp) = file.vxp else {
+            return serde_json::Value::Null;
+        };
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let systems: Vec<_> = vxp
+            .systems
+            .iter()
+            .map(|s| {
+                let secret = std::fs::read_to_string(base.join(&s.secret_file)).unwrap_or_default();
+                serde_json::json!({"id": s.id, "secret": secret.trim_end(), "agencies": s.agencies})
+            })
+            .collect();
+        let scheme = if vxp.tls { "https" } else { "http" };
+        serde_json::json!({
+            "url": format!("{scheme}://{}", vxp.listen),
+            "system": systems.first(),
+        })
+    }
+
     /// A summary for `demo.json`: every endpoint and certificate path.
     pub fn describe(&self) -> serde_json::Value {
         let pki = &self.files.pki;
@@ -356,6 +388,7 @@ impl Deployment {
                     "ops": format!("http://{}", n.ops_addr()),
                     "rest_call": self.http_addr(id).map(|a| format!("https://{id}:{}/v1/call/{{service}}", a.port())),
                     "config": self.files.node_configs.iter().find(|(i, _)| i == id).map(|(_, p)| p),
+                    "vxp": self.describe_vxp(id),
                 })
             })
             .collect();
@@ -517,6 +550,29 @@ impl Deployment {
 }
 
 /// Writes the PKI (once), the registry and the configs for the bound ports.
+/// A random secret per node's demo VXP system, kept if already written.
+fn write_vxp_secrets(dir: &std::path::Path) -> Result<(), DemoError> {
+    use ring::rand::SecureRandom;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(io(format!("creating {}", secrets.display())))?;
+    for id in [MINISTRY_NODE, PROVINCE_NODE] {
+        let path = secrets.join(configs::vxp_secret_name(id));
+        if path.exists() {
+            continue;
+        }
+        let mut bytes = [0u8; 18];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| DemoError::Io {
+                what: "no randomness for a VXP secret".into(),
+                source: std::io::ErrorKind::Other.into(),
+            })?;
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, secret).map_err(io(format!("writing {}", path.display())))?;
+    }
+    Ok(())
+}
+
 fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError> {
     let dir = &options.dir;
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -550,7 +606,20 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
             bound.backends[i].1,
         ))
     };
+    let vxp = if options.vxp {
+        // Ports the OS chose, for the nodes to bind again.
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(io("choosing a VXP port"))
+        };
+        write_vxp_secrets(dir)?;
+        Some([port()?, port()?])
+    } else {
+        None
+    };
     let plan = configs::Plan {
+        vxp,
         hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
         nodes: [node(0)?, node(1)?],
         http: [addr(&bound.http[0])?, addr(&bound.http[1])?],

@@ -57,6 +57,179 @@ pub struct NodeFile {
     /// The HTTP listener (`[http]`: the REST door for data calls); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSection>,
+    /// The VXP API for document management systems built on the VXP SDK
+    /// (`[vxp]`; absent: no VXP listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxp: Option<VxpSection>,
+}
+
+/// `[vxp]`: the HTTP/1.1 listener speaking the VXP SDK's protocol.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxpSection {
+    /// Listen address (`ip:port`).
+    pub listen: String,
+    /// Serve HTTPS (TLS 1.2 and 1.3) with `cert` and `key` (default true);
+    /// `false` serves plain HTTP, allowed only on a loopback address (behind
+    /// the operator's reverse proxy).
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// The server certificate chain (PEM) the DMS's JVM must trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// The DMS installations allowed to use it (`[[vxp.system]]`).
+    #[serde(default, rename = "system")]
+    pub systems: Vec<VxpSystemEntry>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[[vxp.system]]`: a DMS installation (the SDK's `systemid`), its secret
+/// and the agencies it may act for.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxpSystemEntry {
+    /// The system id the SDK is configured with (`systemid`).
+    pub id: String,
+    /// A file holding the shared secret (the SDK's `secret`), as text; one
+    /// trailing newline is ignored.
+    pub secret_file: PathBuf,
+    /// Agency codes it may act for.
+    pub agencies: Vec<String>,
+}
+
+/// A validated `[vxp]` section.
+#[derive(Clone, Debug)]
+pub struct VxpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Certificate and key files, or `None` for plain HTTP on loopback.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// System id → its secret and agencies.
+    pub systems: BTreeMap<String, VxpSystem>,
+}
+
+/// One DMS installation allowed on the VXP listener.
+#[derive(Clone)]
+pub struct VxpSystem {
+    /// The shared secret's bytes (the HMAC key).
+    pub secret: Vec<u8>,
+    /// The agencies it may act for.
+    pub agencies: BTreeSet<AgencyCode>,
+}
+
+impl std::fmt::Debug for VxpSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VxpSystem")
+            .field("secret", &"<redacted>")
+            .field("agencies", &self.agencies)
+            .finish()
+    }
+}
+
+impl VxpSection {
+    fn validate(&self, path: &Path) -> Result<VxpConfig, ConfigError> {
+        let listen = socket_addr(path, "vxp.listen", &self.listen)?;
+        let tls = if self.tls {
+            let cert = self.cert.as_ref().ok_or_else(|| {
+                ConfigError::new(path, "vxp.cert", "required when vxp.tls = true")
+            })?;
+            let key = self
+                .key
+                .as_ref()
+                .ok_or_else(|| ConfigError::new(path, "vxp.key", "required when vxp.tls = true"))?;
+            Some((
+                resolve(path, "vxp.cert", cert, true)?,
+                resolve(path, "vxp.key", key, true)?,
+            ))
+        } else {
+            if !listen.ip().is_loopback() {
+                return Err(ConfigError::new(
+                    path,
+                    "vxp.tls",
+                    format!(
+                        "plain HTTP (tls = false) is allowed only on a loopback address, not {listen}"
+                    ),
+                ));
+            }
+            None
+        };
+        let mut systems = BTreeMap::new();
+        for (i, s) in self.systems.iter().enumerate() {
+            let field = format!("vxp.system[{i}]");
+            if s.id.is_empty()
+                || s.id.len() > 128
+                || !s
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                return Err(ConfigError::new(
+                    path,
+                    &format!("{field}.id"),
+                    format!(
+                        "{:?} is not a system id (1 to 128 printable ASCII characters)",
+                        s.id
+                    ),
+                ));
+            }
+            let secret_path = resolve(path, &format!("{field}.secret_file"), &s.secret_file, true)?;
+            let mut secret = std::fs::read(&secret_path).map_err(|e| {
+                ConfigError::new(
+                    path,
+                    &format!("{field}.secret_file"),
+                    format!("cannot read: {e}"),
+                )
+            })?;
+            if secret.ends_with(b"\n") {
+                secret.pop();
+                if secret.ends_with(b"\r") {
+                    secret.pop();
+                }
+            }
+            if secret.is_empty() {
+                return Err(ConfigError::new(
+                    path,
+                    &format!("{field}.secret_file"),
+                    format!("{} is empty", secret_path.display()),
+                ));
+            }
+            let mut agencies = BTreeSet::new();
+            for (j, a) in s.agencies.iter().enumerate() {
+                let code = AgencyCode::parse(a).map_err(|e| {
+                    ConfigError::new(path, &format!("{field}.agencies[{j}]"), e.to_string())
+                })?;
+                agencies.insert(code);
+            }
+            if agencies.is_empty() {
+                return Err(ConfigError::new(
+                    path,
+                    &format!("{field}.agencies"),
+                    "must name at least one agency",
+                ));
+            }
+            if systems
+                .insert(s.id.clone(), VxpSystem { secret, agencies })
+                .is_some()
+            {
+                return Err(ConfigError::new(
+                    path,
+                    &format!("{field}.id"),
+                    format!("system {:?} is listed twice", s.id),
+                ));
+            }
+        }
+        Ok(VxpConfig {
+            listen,
+            tls,
+            systems,
+        })
+    }
 }
 
 /// `[http]`: the node's HTTP listener, mutual TLS with the same client
@@ -304,6 +477,8 @@ pub struct NodeConfig {
     pub witness_interval: std::time::Duration,
     /// The HTTP listener, if on.
     pub http: Option<HttpConfig>,
+    /// The VXP listener, if configured.
+    pub vxp: Option<VxpConfig>,
 }
 
 /// `[document_service]`: deadlines of the document workers' calls, how many
@@ -465,8 +640,10 @@ impl NodeConfig {
                 format!("{:?} is not host:port", raw.hub.address),
             ));
         }
+        let vxp = raw.vxp.as_ref().map(|v| v.validate(path)).transpose()?;
         Ok(NodeConfig {
             http,
+            vxp,
             id,
             listen: socket_addr(path, "listen", &raw.listen)?,
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
@@ -771,6 +948,65 @@ mod tests {
         ] {
             std::fs::write(&path, format!("{base}{section}")).expect("write");
             let err = NodeConfig::load(&path).expect_err(section);
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    fn vxp_section(dir: &Path, body: &str) -> Result<VxpConfig, ConfigError> {
+        let path = dir.join("node.toml");
+        let section: VxpSection = toml::from_str(body).expect("parse");
+        section.validate(&path)
+    }
+
+    #[test]
+    fn a_vxp_system_reads_its_secret_from_a_file_and_never_shows_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("dms.secret"), "s3cret/+abc\n").expect("write");
+        let vxp = vxp_section(
+            dir.path(),
+            "listen = \"127.0.0.1:8080\"\ntls = false\n[[system]]\nid = \"test.truc.01\"\n\
+             secret_file = \"dms.secret\"\nagencies = [\"000.00.00.G22\"]\n",
+        )
+        .expect("valid");
+        let system = &vxp.systems["test.truc.01"];
+        assert_eq!(
+            system.secret, b"s3cret/+abc",
+            "one trailing newline dropped"
+        );
+        assert!(vxp.tls.is_none());
+        assert!(!format!("{vxp:?}").contains("s3cret"), "{vxp:?}");
+    }
+
+    #[test]
+    fn vxp_refusals_name_the_field() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("dms.secret"), "x").expect("write");
+        let system = "[[system]]\nid = \"a\"\nsecret_file = \"dms.secret\"\nagencies = [\"000.00.00.G22\"]\n";
+        let cases = [
+            (
+                format!("listen = \"0.0.0.0:8080\"\ntls = false\n{system}"),
+                "vxp.tls",
+            ),
+            (format!("listen = \"127.0.0.1:8080\"\n{system}"), "vxp.cert"),
+            (
+                "listen = \"127.0.0.1:1\"\ntls = false\n[[system]]\nid = \"a\"\n\
+                 secret_file = \"missing\"\nagencies = [\"000.00.00.G22\"]\n"
+                    .to_string(),
+                "vxp.system[0].secret_file",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\ntls = false\n[[system]]\nid = \"a\"\n\
+                 secret_file = \"dms.secret\"\nagencies = [\"nope\"]\n"
+                    .to_string(),
+                "vxp.system[0].agencies[0]",
+            ),
+            (
+                format!("listen = \"127.0.0.1:1\"\ntls = false\n{system}{system}"),
+                "vxp.system[1].id",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = vxp_section(dir.path(), &body).expect_err(field);
             assert_eq!(err.field, field, "{err}");
         }
     }

@@ -55,6 +55,7 @@ pub(crate) fn config(
         witness_key: None,
         witness_interval: std::time::Duration::from_secs(10),
         http: None,
+        vxp: None,
         clients: clients
             .iter()
             .map(|(name, agencies)| {

@@ -22,13 +22,15 @@ mod receipts;
 mod registry_sync;
 mod rest_backend;
 mod rest_door;
+mod vxp;
 mod witness;
 
 use std::{sync::Arc, time::Duration};
 
 pub use config::{
     AuditKeyEntry, Backend, BackendEntry, ClientEntry, DocumentService, HttpConfig, HttpSection,
-    HubSection, NodeConfig, NodeFile, WitnessSection,
+    HubSection, NodeConfig, NodeFile, VxpConfig, VxpSection, VxpSystem, VxpSystemEntry,
+    WitnessSection,
 };
 pub use hub_trust::{HubKey, PinnedKey, TrustError};
 pub use receipts::{ReceiptFailure, ReceiptProblem, receipt_problems};
@@ -56,6 +58,33 @@ pub enum NodeError {
     /// The HTTP listener could not be set up.
     #[error("http listener: {0}")]
     Http(String),
+    /// The VXP listener could not start.
+    #[error("VXP listener: {0}")]
+    Vxp(String),
+}
+
+/// Binds the VXP listener of the config. The address may still be held
+/// for a moment by the listener of this node's previous run in the same
+/// process, which stops on its own shutdown signal: wait a little for it.
+async fn vxp_listener(vxp: &VxpConfig) -> Result<TcpListener, NodeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(vxp.listen).await {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(NodeError::Vxp(format!(
+                    "cannot listen on {}: {e}",
+                    vxp.listen
+                )));
+            }
+        }
+    }
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -173,7 +202,7 @@ pub async fn start(
     .await?;
     let registry_stats = Arc::new(registry_sync::RegistryStats::default());
     tokio::spawn(registry_sync::keep_current(
-        hub_channel,
+        hub_channel.clone(),
         config.clone(),
         hub_key,
         server.metrics().clone(),
@@ -183,6 +212,15 @@ pub async fn start(
     server
         .metrics()
         .add_source(Box::new(move |out| registry_stats.write(out)));
+    if let Some(vxp) = &config.vxp {
+        let node = vxp::Node {
+            docs: Arc::downgrade(&documents),
+            hub: hub_channel.clone(),
+            config: config.clone(),
+        };
+        vxp::spawn(vxp, vxp_listener(vxp).await?, node, shutdown.clone())
+            .map_err(NodeError::Vxp)?;
+    }
     watch_document_queues(server.metrics(), documents);
     let http_routes = http_routes(&config, &agency);
     let running = server

@@ -28,9 +28,12 @@ pub(crate) struct DemoArgs {
 }
 
 pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    let deployment = Deployment::start(DemoOptions::new(&args.data))
-        .await
-        .map_err(failed)?;
+    let deployment = Deployment::start(DemoOptions {
+        vxp: true,
+        ..DemoOptions::new(&args.data)
+    })
+    .await
+    .map_err(failed)?;
     let demo_json = args.data.join("demo.json");
     let described = serde_json::to_string_pretty(&deployment.describe()).map_err(failed)?;
     std::fs::write(&demo_json, described)
@@ -49,7 +52,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     );
 
     let sent = drive_traffic(&deployment, args.calls).await?;
-    let documents = drive_documents(&deployment).await?;
+    let documents = drive_documents(&deployment).await? + drive_vxp(&deployment).await?;
     println!(
         "\nsent {sent} sample calls and {documents} documents (delivered, statuses returned); the hub counts (all runs kept in {}):\n",
         args.data.display()
@@ -282,4 +285,158 @@ async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
         status("05").await?;
     }
     Ok(sent)
+}
+
+/// One document each way through the nodes' VXP listeners, sent as the VXP
+/// SDK does (`sendEdoc`: the edXML file, CRLF, signed headers).
+async fn drive_vxp(d: &Deployment) -> Result<u32, CliError> {
+    use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
+    let described = d.describe();
+    let now = truc_ops::now_ms();
+    let date = truc_audit::day_of(now).replace('-', "/");
+    let number = format!("{}", now / 1000 % 1_000_000);
+    let plan = [
+        (
+            MINISTRY_NODE,
+            MINISTRY_CLIENT,
+            G22,
+            H37,
+            "VPCP-VXP",
+            "Công văn gửi qua VXP",
+        ),
+        (
+            PROVINCE_NODE,
+            PROVINCE_CLIENT,
+            H37,
+            G22,
+            "UBND-VXP",
+            "Báo cáo gửi qua VXP",
+        ),
+    ];
+    let mut sent = 0;
+    for (node, client, from, to, notation, subject) in plan {
+        let vxp = described["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["id"] == node))
+            .map(|n| &n["vxp"])
+            .ok_or_else(|| failed(format!("no VXP listener on {node} in demo.json")))?;
+        let addr = vxp["url"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("http://"))
+            .ok_or_else(|| failed(format!("no VXP URL for {node}")))?;
+        let system = vxp["system"]["id"].as_str().unwrap_or_default();
+        let secret = vxp["system"]["secret"].as_str().unwrap_or_default();
+        let envelope = Envelope {
+            from: Some(Organ {
+                organ_id: from.into(),
+                ..Organ::default()
+            }),
+            to: vec![Organ {
+                organ_id: to.into(),
+                ..Organ::default()
+            }],
+            code: Some(DocumentCode {
+                code_number: number.clone(),
+                code_notation: notation.into(),
+            }),
+            promulgation_info: Some(PromulgationInfo {
+                place: String::new(),
+                promulgation_date: date.clone(),
+            }),
+            subject: subject.into(),
+            document_id: format!("{from},{date},{number}/{notation}"),
+            ..Envelope::default()
+        };
+        let mut file = Vec::new();
+        truc_edxml::write_package(
+            &mut file,
+            &envelope,
+            &truc_edxml::Preserved::default(),
+            &mut truc_edxml::Memory::default(),
+        )
+        .map_err(|e| failed(format!("writing a sample edXML package: {e}")))?;
+        let answer = send_edoc(addr, system, secret, from, &file).await?;
+        if answer["status"] != "OK" {
+            return Err(failed(format!("VXP sendEdoc on {node} refused: {answer}")));
+        }
+        // Delivered and acknowledged, like the gRPC samples, before the counts.
+        let tracker =
+            truc_client::Client::from_grpc(d.agency_client(node, client).map_err(failed)?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        tracker
+            .wait_for_status(
+                from,
+                &envelope.document_id,
+                to,
+                truc_client::has_status("01"),
+                deadline,
+            )
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "VXP document {} not delivered: {e}",
+                    envelope.document_id
+                ))
+            })?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// `POST /sendEdoc` with the VXP SDK's headers; the JSON answer.
+async fn send_edoc(
+    addr: &str,
+    system: &str,
+    secret: &str,
+    from: &str,
+    file: &[u8],
+) -> Result<serde_json::Value, CliError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let digest = ring::digest::digest(&ring::digest::SHA256, file);
+    // The SDK's hash-file: each byte in hex without zero padding.
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:x}")).collect();
+    let timestamp = "01012026T000000+0000";
+    let keys = [
+        ("systemid", system),
+        ("servicetype", "eDoc"),
+        ("messagetype", "edoc"),
+        ("hash-file", hash.as_str()),
+        ("from", from),
+        ("timestamp", timestamp),
+        ("Content-Type", "application/octet-stream"),
+    ];
+    let signed = serde_json::Value::Object(
+        keys.iter()
+            .map(|(k, v)| (format!("XroadVnpt-{k}"), serde_json::Value::from(*v)))
+            .collect(),
+    )
+    .to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hex::encode(ring::hmac::sign(&key, signed.as_bytes()).as_ref());
+    let mut head =
+        String::from("POST /sendEdoc HTTP/1.1\r\nContent-Type: application/octet-stream\r\n");
+    for (k, v) in keys {
+        head.push_str(&format!("XroadVnpt-{k}: {v}\r\n"));
+    }
+    let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    head.push_str(&format!(
+        "XroadVnpt-sign-header-key: {}\r\nXroadVnpt-sign-header: {signed}\r\nXroadVnpt-hash-header: {tag}\r\n\
+         User-Agent: JAVASDKAgent/1.0.0 XRoad/VPCP\r\nXroadVnpt-version: 3.0.201608\r\n\
+         Host: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        names.join(";"),
+        file.len() + 2
+    ));
+    let io = |e: std::io::Error| failed(format!("VXP on {addr}: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    stream.write_all(head.as_bytes()).await.map_err(io)?;
+    stream.write_all(file).await.map_err(io)?;
+    stream.write_all(b"\r\n").await.map_err(io)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.map_err(io)?;
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &answer[i + 4..])
+        .ok_or_else(|| failed(format!("VXP on {addr}: no HTTP answer")))?;
+    serde_json::from_slice(body).map_err(|e| failed(format!("VXP on {addr}: not JSON: {e}")))
 }

@@ -144,6 +144,13 @@ pub(crate) fn inbox(recipient: &str, sender: &str, document_id: &str) -> Vec<u8>
     )
 }
 
+/// The prefix of one sender's outbox.
+pub(crate) fn outbox_of(sender: &str) -> Vec<u8> {
+    let mut k = key(OUTBOX, &[sender.as_bytes()]);
+    k.push(SEP);
+    k
+}
+
 /// The prefix of one recipient's inbox.
 pub(crate) fn inbox_of(recipient: &str) -> Vec<u8> {
     let mut k = key(INBOX, &[recipient.as_bytes()]);

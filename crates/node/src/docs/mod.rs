@@ -189,6 +189,56 @@ impl Documents {
         self.store.flush().map_err(storage)
     }
 
+    /// The inbox entry of document `document_id` from `sender` at `recipient`.
+    pub(crate) fn inbox_entry(
+        &self,
+        recipient: &AgencyCode,
+        sender: &str,
+        document_id: &str,
+    ) -> Result<Option<truc_proto::v1::InboxEntry>, Status> {
+        keys::check_part("sender", sender)?;
+        keys::check_part("document_id", document_id)?;
+        keys::load(
+            &self.store,
+            &keys::inbox(recipient.as_str(), sender, document_id),
+        )
+    }
+
+    /// The trackings of the (new) documents `sender` sent, at most `max`,
+    /// oldest key first.
+    pub(crate) fn sent_by(
+        &self,
+        sender: &AgencyCode,
+        max: usize,
+    ) -> Result<Vec<truc_proto::v1::Tracking>, Status> {
+        let mut out = Vec::new();
+        for item in self.store.scan_prefix(&keys::outbox_of(sender.as_str())) {
+            let (k, v) = item.map_err(storage)?;
+            if k.last() != Some(&b'0') {
+                continue;
+            }
+            let Ok(t) = <truc_proto::v1::Tracking as prost::Message>::decode(v.as_slice()) else {
+                tracing::error!(key = %hex::encode(&k), "undecodable outbox entry skipped");
+                continue;
+            };
+            out.push(self.tracking(sender, &t.document_id)?);
+            if out.len() == max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node's store (the VXP API keeps its receipts there).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Where the attachment with this SHA-256 is stored.
+    pub(crate) fn blob_path(&self, sha256: &[u8]) -> std::path::PathBuf {
+        self.blobs.path(sha256)
+    }
+
     /// How many deliveries and statuses are waiting.
     pub(crate) fn queue_lengths(&self) -> (usize, usize) {
         (

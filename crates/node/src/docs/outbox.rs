@@ -33,6 +33,23 @@ impl Documents {
             _ => None,
         })
         .await?;
+        let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
+            Some(send_document_request::Part::Chunk(c)) => Ok(c),
+            _ => Err(only_chunks_after("envelope")),
+        });
+        self.send_envelope(caller, envelope, &mut chunks).await
+    }
+
+    /// SendDocument after its opening message: the envelope, then its
+    /// attachments' chunks (also the VXP API's `sendEdoc`).
+    pub(crate) async fn send_envelope(
+        &self,
+        caller: &Caller,
+        envelope: truc_proto::v1::Envelope,
+        chunks: &mut (
+                 impl tokio_stream::Stream<Item = Result<truc_proto::v1::Chunk, Status>> + Unpin + Send
+             ),
+    ) -> Result<SendDocumentResponse, Status> {
         let from = envelope
             .from
             .as_ref()
@@ -44,10 +61,6 @@ impl Documents {
         let kind = kind_of(&envelope);
         let key = keys::outbox(sender.as_str(), &envelope.document_id, kind);
         let digest = envelope_digest(&envelope);
-        let mut chunks = tokio_stream::StreamExt::map(stream, |m| match m?.part {
-            Some(send_document_request::Part::Chunk(c)) => Ok(c),
-            _ => Err(only_chunks_after("envelope")),
-        });
         let repeat = |existing: Option<Tracking>| -> Result<Option<u64>, Status> {
             match existing {
                 None => Ok(None),
@@ -72,7 +85,7 @@ impl Documents {
         };
         if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
             // A repeated send: check what comes, store nothing new.
-            blobs::check_only(&envelope, &mut chunks).await?;
+            blobs::check_only(&envelope, chunks).await?;
             return Ok(repeated(accepted));
         }
         if kind != BusinessKind::New as i32 {
@@ -84,7 +97,7 @@ impl Documents {
                 )));
             }
         }
-        self.blobs.receive(&envelope, &mut chunks).await?;
+        self.blobs.receive(&envelope, chunks).await?;
         // The same id may have been sent concurrently: decide under the lock.
         let _guard = self.write_lock.lock().await;
         if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
