@@ -204,7 +204,7 @@ pub async fn start(
     tokio::spawn(registry_sync::keep_current(
         hub_channel.clone(),
         config.clone(),
-        hub_key,
+        hub_key.clone(),
         server.metrics().clone(),
         registry_stats.clone(),
         shutdown.clone(),
@@ -216,6 +216,7 @@ pub async fn start(
         let node = vxp::Node {
             docs: Arc::downgrade(&documents),
             hub: hub_channel.clone(),
+            hub_key,
             config: config.clone(),
         };
         vxp::spawn(vxp, vxp_listener(vxp).await?, node, shutdown.clone())

@@ -36,6 +36,8 @@ pub(crate) struct Node {
     /// the VXP server still draining.
     pub(crate) docs: std::sync::Weak<Documents>,
     pub(crate) hub: tonic::transport::Channel,
+    /// The pinned hub keys the registry served to DMS must be signed by.
+    pub(crate) hub_key: crate::HubKey,
     pub(crate) config: Arc<crate::NodeConfig>,
 }
 
@@ -96,7 +98,18 @@ async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal
     request.set_timeout(std::time::Duration::from_millis(
         vxp.node.config.limits.call_timeout_ms,
     ));
-    Ok(hub.get_registry(request).await?.into_inner())
+    let answer = hub.get_registry(request).await?.into_inner();
+    // The same check as the node's own registry: signed by a pinned key.
+    // Asked with no version, the hub cannot rightly answer "unchanged".
+    match crate::registry_sync::check_answer(&vxp.node.hub_key, None, answer) {
+        crate::registry_sync::Fetched::Updated(snapshot) => Ok((*snapshot).clone()),
+        crate::registry_sync::Fetched::Refused(why) => Err(Refusal::from(
+            tonic::Status::unavailable(format!("the hub's registry is refused: {why}")),
+        )),
+        crate::registry_sync::Fetched::Unchanged => Err(Refusal::from(tonic::Status::unavailable(
+            "the hub answered unchanged to a request naming no version",
+        ))),
+    }
 }
 
 /// getAgenciesList (`oldCode`) and getAgenciesListQD20 (`code102`): the
