@@ -116,20 +116,34 @@ async fn page(
     if !allowed(&d, peer) {
         return forbidden();
     }
-    let accept = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    let (lang, source) = i18n::choose(query.as_deref(), accept);
-    (
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let (lang, source) = i18n::choose(
+        query.as_deref(),
+        text(header::COOKIE),
+        text(header::ACCEPT_LANGUAGE),
+    );
+    let mut response = (
         [
-            (header::VARY, "Accept-Language"),
+            (header::VARY, "Accept-Language, Cookie"),
             (header::CONTENT_LANGUAGE, lang.tag()),
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; style-src 'unsafe-inline'; img-src 'self' data:"),
         ],
         i18n::render(PAGE, lang, source),
     )
-        .into_response()
+        .into_response();
+    if source == i18n::Source::Query {
+        // The toggle's choice is kept for a year, for this page only.
+        let cookie = format!(
+            "{}={}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly",
+            i18n::COOKIE,
+            lang.tag()
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
 }
 
 /// The registry's name of the agency `code`; empty when it has none.

@@ -1,6 +1,7 @@
 //! The dashboard's words in Vietnamese and English, and which language a
-//! request gets: `?lang=vi|en` when given (the page's toggle), otherwise
-//! the browser's `Accept-Language`, whichever of the two it ranks higher;
+//! request gets: `?lang=vi|en` when given (the page's toggle, which the hub
+//! keeps in a `truc-lang` cookie), otherwise the kept choice, otherwise the
+//! browser's `Accept-Language`, whichever of the two it ranks higher;
 //! English when it names neither.
 
 use serde_json::{Map, Value};
@@ -34,11 +35,13 @@ impl Lang {
 }
 
 /// How the language was chosen: the page tells the browser, which may then
-/// prefer a choice kept in localStorage or `navigator.languages`.
+/// prefer `navigator.languages` when the request named no language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
     /// `?lang=`.
     Query,
+    /// The `truc-lang` cookie: a choice made earlier with `?lang=`.
+    Cookie,
     /// `Accept-Language` named vi or en.
     Header,
     /// Neither: English.
@@ -49,14 +52,23 @@ impl Source {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Query => "query",
+            Source::Cookie => "cookie",
             Source::Header => "header",
             Source::Default => "default",
         }
     }
 }
 
-/// The language of a request with this query string and `Accept-Language`.
-pub(crate) fn choose(query: Option<&str>, accept_language: Option<&str>) -> (Lang, Source) {
+/// The name of the cookie that keeps a choice made with `?lang=`.
+pub(crate) const COOKIE: &str = "truc-lang";
+
+/// The language of a request with this query string, `Cookie` header and
+/// `Accept-Language`.
+pub(crate) fn choose(
+    query: Option<&str>,
+    cookie: Option<&str>,
+    accept_language: Option<&str>,
+) -> (Lang, Source) {
     let asked = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -64,6 +76,14 @@ pub(crate) fn choose(query: Option<&str>, accept_language: Option<&str>) -> (Lan
         .find_map(Lang::of_tag);
     if let Some(lang) = asked {
         return (lang, Source::Query);
+    }
+    let kept = cookie
+        .into_iter()
+        .flat_map(|c| c.split(';').take(50))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(Lang::of_tag);
+    if let Some(lang) = kept {
+        return (lang, Source::Cookie);
     }
     // The highest-ranked of vi and en; the first one on a tie. A header
     // is short: bound what is read of a hostile one.
@@ -213,23 +233,49 @@ mod tests {
 
     #[test]
     fn the_language_follows_the_toggle_then_the_browser() {
-        assert_eq!(choose(None, None), (Lang::En, Source::Default));
-        assert_eq!(choose(None, Some("vi-VN,vi;q=0.9")).0, Lang::Vi);
-        assert_eq!(choose(None, Some("en-US,en;q=0.9,vi;q=0.8")).0, Lang::En);
-        assert_eq!(choose(None, Some("fr-FR, vi;q=0.5, en;q=0.4")).0, Lang::Vi);
+        assert_eq!(choose(None, None, None), (Lang::En, Source::Default));
+        assert_eq!(choose(None, None, Some("vi-VN,vi;q=0.9")).0, Lang::Vi);
         assert_eq!(
-            choose(None, Some("fr, de")),
+            choose(None, None, Some("en-US,en;q=0.9,vi;q=0.8")).0,
+            Lang::En
+        );
+        assert_eq!(
+            choose(None, None, Some("fr-FR, vi;q=0.5, en;q=0.4")).0,
+            Lang::Vi
+        );
+        assert_eq!(
+            choose(None, None, Some("fr, de")),
             (Lang::En, Source::Default),
             "neither: English"
         );
-        assert_eq!(choose(None, Some("vi;q=0, en;q=0.1")).0, Lang::En);
-        assert_eq!(choose(None, Some("vi;q=abc")).1, Source::Default);
+        assert_eq!(choose(None, None, Some("vi;q=0, en;q=0.1")).0, Lang::En);
+        assert_eq!(choose(None, None, Some("vi;q=abc")).1, Source::Default);
         assert_eq!(
-            choose(Some("x=1&lang=en"), Some("vi")),
+            choose(Some("x=1&lang=en"), None, Some("vi")),
             (Lang::En, Source::Query)
         );
-        assert_eq!(choose(Some("lang=vi"), Some("en")).0, Lang::Vi);
-        assert_eq!(choose(Some("lang=xx"), Some("vi")).1, Source::Header);
+        assert_eq!(choose(Some("lang=vi"), None, Some("en")).0, Lang::Vi);
+        assert_eq!(choose(Some("lang=xx"), None, Some("vi")).1, Source::Header);
+    }
+
+    #[test]
+    fn a_kept_choice_comes_after_the_toggle_and_before_the_browser() {
+        let kept = Some("theme=dark; truc-lang=vi");
+        assert_eq!(choose(None, kept, Some("en")), (Lang::Vi, Source::Cookie));
+        assert_eq!(
+            choose(Some("lang=en"), kept, Some("vi")),
+            (Lang::En, Source::Query)
+        );
+        // A value it does not know, or a cookie of a similar name, is ignored.
+        assert_eq!(
+            choose(None, Some("truc-lang=xx"), Some("vi")).1,
+            Source::Header
+        );
+        assert_eq!(choose(None, Some("xtruc-lang=vi"), None).1, Source::Default);
+        assert_eq!(
+            choose(None, Some("truc-language=vi"), None).1,
+            Source::Default
+        );
     }
 
     #[test]
