@@ -212,16 +212,28 @@ pub async fn start(
     server
         .metrics()
         .add_source(Box::new(move |out| registry_stats.write(out)));
-    if let Some(vxp) = &config.vxp {
+    let vxp_task = if let Some(vxp) = &config.vxp {
         let node = vxp::Node {
             docs: Arc::downgrade(&documents),
             hub: hub_channel.clone(),
             hub_key,
             config: config.clone(),
         };
-        vxp::spawn(vxp, vxp_listener(vxp).await?, node, shutdown.clone())
-            .map_err(NodeError::Vxp)?;
-    }
+        let accept = config.limits.accept();
+        Some(
+            vxp::spawn(
+                vxp,
+                vxp_listener(vxp).await?,
+                node,
+                shutdown.clone(),
+                accept.max_connections,
+                options.drain,
+            )
+            .map_err(NodeError::Vxp)?,
+        )
+    } else {
+        None
+    };
     watch_document_queues(server.metrics(), documents);
     let http_routes = http_routes(&config, &agency);
     let running = server
@@ -229,6 +241,10 @@ pub async fn start(
         .service(NodeServer::new(invoke))
         .start(listener, ops_listener, shutdown.clone(), options.drain)
         .await?;
+    let running = match vxp_task {
+        Some(task) => running.with_task(task),
+        None => running,
+    };
     Ok(match http_listener {
         Some(listener) => {
             let limits = config.limits.clone();

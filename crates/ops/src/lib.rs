@@ -42,4 +42,7 @@ pub enum ServeError {
     /// The ops HTTP server failed.
     #[error("ops server failed: {0}")]
     Ops(#[from] std::io::Error),
+    /// Another listener of the process (named) failed.
+    #[error("{0} listener failed: {1}")]
+    Listener(&'static str, std::io::Error),
 }

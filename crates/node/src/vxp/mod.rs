@@ -136,13 +136,17 @@ pub(crate) struct Vxp {
     pub(crate) node: ops::Node,
 }
 
-/// Serves the VXP API on `listener` until `shutdown`.
+/// Serves the VXP API on `listener` until `shutdown`, with at most
+/// `max_connections` connections open at once; the task ends once open
+/// requests finished, or `drain` after the shutdown.
 pub(crate) fn spawn(
     config: &VxpConfig,
     listener: TcpListener,
     node: ops::Node,
     shutdown: Shutdown,
-) -> Result<(), String> {
+    max_connections: usize,
+    drain: Duration,
+) -> Result<tokio::task::JoinHandle<Result<(), truc_ops::ServeError>>, String> {
     let vxp = Arc::new(Vxp {
         systems: config.systems.clone(),
         node,
@@ -152,16 +156,21 @@ pub(crate) fn spawn(
         None => None,
         Some((cert, key)) => Some(tls_config(cert, key)?),
     };
-    let incoming = incoming(listener, tls, shutdown.clone())?;
-    tokio::spawn(async move {
-        let served = axum::serve(incoming, router)
-            .with_graceful_shutdown(shutdown.wait())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "VXP listener stopped");
+    let incoming = incoming(listener, tls, shutdown.clone(), max_connections)?;
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(incoming, router).with_graceful_shutdown(shutdown.clone().wait());
+        let bounded = async {
+            shutdown.wait().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            served = served => served.map_err(|e| truc_ops::ServeError::Listener("VXP", e)),
+            () = bounded => {
+                tracing::warn!(?drain, "VXP requests still open after the drain deadline; closing");
+                Ok(())
+            }
         }
-    });
-    Ok(())
+    }))
 }
 
 /// TLS 1.3 and 1.2 (the SDK runs on Java 8 JVMs), no client certificate,
@@ -197,16 +206,19 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 struct Idle {
     inner: Box<dyn Stream>,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The connection's place among those allowed at once.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How long a connection may stay silent.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Idle {
-    fn new(inner: Box<dyn Stream>) -> Idle {
+    fn new(inner: Box<dyn Stream>, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Idle {
         Idle {
             inner,
             sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            _slot: slot,
         }
     }
 
@@ -277,6 +289,8 @@ impl tokio::io::AsyncWrite for Idle {
 /// Accepted connections (TLS ones once their handshake completed;
 /// handshakes run in their own tasks, at most [`MAX_HANDSHAKES`] at once,
 /// each within [`HANDSHAKE_TIMEOUT`], so a slow client holds up no other).
+/// A connection over the limit of open ones is closed as soon as it is
+/// accepted; each holds its place until it closes.
 struct Incoming {
     rx: tokio::sync::mpsc::Receiver<(Idle, SocketAddr)>,
     local: SocketAddr,
@@ -289,8 +303,10 @@ fn incoming(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
+    max_connections: usize,
 ) -> Result<Incoming, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -308,8 +324,12 @@ fn incoming(
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, max_connections, "VXP: too many connections open, connection closed");
+                continue;
+            };
             let Some(acceptor) = acceptor.clone() else {
-                let _ = tx.send((Idle::new(Box::new(tcp)), peer)).await;
+                let _ = tx.send((Idle::new(Box::new(tcp), Some(slot)), peer)).await;
                 continue;
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -321,7 +341,9 @@ fn incoming(
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send((Idle::new(Box::new(stream)), peer)).await;
+                        let _ = tx
+                            .send((Idle::new(Box::new(stream), Some(slot)), peer))
+                            .await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "VXP TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "VXP TLS handshake timed out"),
@@ -441,7 +463,7 @@ mod tests {
     async fn a_silent_connection_is_closed_and_an_active_one_kept() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, server) = tokio::io::duplex(64);
-        let mut idle = Idle::new(Box::new(server));
+        let mut idle = Idle::new(Box::new(server), None);
         let mut client = client;
         // Traffic just before each deadline keeps it open, well past one
         // idle time in all.
@@ -458,6 +480,32 @@ mod tests {
         let err = idle.read(&mut buf).await.expect_err("idle");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_is_closed_and_a_closed_one_frees_its_place() {
+        use axum::serve::Listener as _;
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = Shutdown::new();
+        let mut incoming = incoming(listener, None, shutdown.clone(), 2).expect("incoming");
+        let first = tokio::net::TcpStream::connect(addr).await.expect("first");
+        let (kept_first, _) = incoming.accept().await;
+        let _second = tokio::net::TcpStream::connect(addr).await.expect("second");
+        let (_kept_second, _) = incoming.accept().await;
+        // The third is accepted by the kernel, then closed: it reads EOF.
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("third");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+        assert_eq!(read.expect("closed at once").expect("read"), 0, "closed");
+        // Once the first closes, a new one gets its place.
+        drop(kept_first);
+        drop(first);
+        let _fourth = tokio::net::TcpStream::connect(addr).await.expect("fourth");
+        let accepted = tokio::time::timeout(Duration::from_secs(10), incoming.accept()).await;
+        assert!(accepted.is_ok(), "a freed place is taken again");
+        shutdown.trigger();
     }
 
     #[test]
