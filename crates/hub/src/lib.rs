@@ -15,6 +15,7 @@ mod config;
 mod dashboard;
 mod end_user;
 mod i18n;
+mod quota;
 mod relay;
 mod reporting;
 mod route;
@@ -184,5 +185,7 @@ fn watch_registry(
     });
 }
 
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) documents: truc_doc::Limits,
     /// The key end users are recorded under, where the registry says so.
     end_user_key: EndUserKey,
+    /// This replica's call quotas.
+    pub(crate) quotas: crate::quota::Quotas,
 }
 
 impl HubService {
@@ -69,6 +71,7 @@ impl HubService {
                 limits,
                 documents,
                 end_user_key,
+                quotas: crate::quota::Quotas::new(),
             }),
         }
     }
@@ -192,7 +195,8 @@ impl Step for Route<'_> {
 
     /// The registry checks, in the order that leaks least: the caller's own
     /// agency first, then the service, then the grant, then the purpose the
-    /// grant requires.
+    /// grant requires; then the quota, which only a call that passed them
+    /// all can spend.
     async fn admit(
         &self,
         caller: &Identity,
@@ -238,6 +242,15 @@ impl Step for Route<'_> {
                     )
                 }));
             }
+        }
+        if let Err(retry_after) = self.0.quotas.take(&registry, &client, &service) {
+            return Err(TxError::Quota {
+                message: format!(
+                    "agency {client} is over its quota for service {service}; retry after {} ms",
+                    retry_after.as_nanos().div_ceil(1_000_000)
+                ),
+                retry_after,
+            });
         }
         let provider = registry
             .node_hosting(service.provider())
