@@ -273,7 +273,12 @@ impl Step for Route<'_> {
             .node_client(&provider)?
             .invoke(deadline.request(req))
             .await
-            .map_err(|s| TxError::from_peer(s, peer()))?
+            .map_err(|mut s| {
+                // Only the hub's own quota refusals carry a retry hint: a
+                // provider's would be counted as one at the client's node.
+                s.metadata_mut().remove(truc_ops::RETRY_AFTER_MS_HEADER);
+                TxError::from_peer(s, peer())
+            })?
             .into_inner();
         fields::response(tx, peer, &response.content_type, &response.payload)?;
         Ok(response)

@@ -126,6 +126,25 @@ impl TxError {
         }
     }
 
+    /// What the hub's answer to a routed call means: [`TxError::from_peer`],
+    /// except that RESOURCE_EXHAUSTED with `retry-after-ms` is the hub's
+    /// quota refusal, recorded as such here too (the hub strips that key
+    /// from what provider nodes answer, so only its own refusals carry it).
+    pub fn from_hub(status: Status) -> TxError {
+        let retry_ms = status
+            .metadata()
+            .get(truc_ops::RETRY_AFTER_MS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match retry_ms {
+            Some(ms) if status.code() == Code::ResourceExhausted => TxError::Quota {
+                message: status.message().to_string(),
+                retry_after: std::time::Duration::from_millis(ms),
+            },
+            _ => TxError::from_peer(status, "the hub"),
+        }
+    }
+
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {
@@ -256,6 +275,26 @@ mod tests {
             Some("3"),
             "rounded up"
         );
+    }
+
+    #[test]
+    fn the_hubs_quota_refusal_is_one_here_too() {
+        let mut s = Status::resource_exhausted("over quota");
+        s.metadata_mut()
+            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "250".parse().expect("ascii"));
+        let e = TxError::from_hub(s);
+        assert_eq!(e.outcome(), "QUOTA_EXCEEDED");
+        let back = Status::from(e);
+        assert_eq!(back.message(), "over quota");
+        assert_eq!(
+            back.metadata()
+                .get(truc_ops::RETRY_AFTER_MS_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("250")
+        );
+        // Without the hint, or with it on another code: the peer's status.
+        let plain = Status::resource_exhausted("too big");
+        assert_eq!(TxError::from_hub(plain).outcome(), "RESOURCE_EXHAUSTED");
     }
 
     #[test]
