@@ -175,6 +175,16 @@ pub(crate) fn only_nodes(caller: &Identity, what: &str) -> Result<(), TxError> {
     }
 }
 
+/// What a provider node's error answer means ([`TxError::from_peer`]),
+/// without its `retry-after-ms`: only the hub's own quota refusals carry a
+/// retry hint, and the client's node counts those as `QUOTA_EXCEEDED`.
+fn from_provider(mut status: Status, peer: String) -> TxError {
+    status
+        .metadata_mut()
+        .remove(truc_ops::RETRY_AFTER_MS_HEADER);
+    TxError::from_peer(status, peer)
+}
+
 /// A data call from a client agency hosted by the calling node to the node
 /// of the service's provider.
 struct Route<'a>(&'a Inner);
@@ -273,12 +283,7 @@ impl Step for Route<'_> {
             .node_client(&provider)?
             .invoke(deadline.request(req))
             .await
-            .map_err(|mut s| {
-                // Only the hub's own quota refusals carry a retry hint: a
-                // provider's would be counted as one at the client's node.
-                s.metadata_mut().remove(truc_ops::RETRY_AFTER_MS_HEADER);
-                TxError::from_peer(s, peer())
-            })?
+            .map_err(|s| from_provider(s, peer()))?
             .into_inner();
         fields::response(tx, peer, &response.content_type, &response.payload)?;
         Ok(response)
@@ -289,6 +294,30 @@ impl Step for Route<'_> {
         response.receipt = receipt;
         response
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_providers_retry_hint_is_not_passed_on() {
+    let mut s = Status::resource_exhausted("busy");
+    let md = s.metadata_mut();
+    md.insert(
+        truc_ops::RETRY_AFTER_MS_HEADER,
+        "10".parse().expect("ascii"),
+    );
+    md.insert("content-type", "application/grpc".parse().expect("ascii"));
+    let e = from_provider(s, "provider node vpcp".into());
+    assert_eq!(e.outcome(), "RESOURCE_EXHAUSTED");
+    let answered = Status::from(e);
+    assert_eq!(answered.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        answered
+            .metadata()
+            .get(truc_ops::RETRY_AFTER_MS_HEADER)
+            .is_none()
+    );
+    // So the client's node does not take it for the hub's quota.
+    assert_eq!(TxError::from_hub(answered).outcome(), "RESOURCE_EXHAUSTED");
 }
 
 #[tonic::async_trait]

@@ -351,8 +351,10 @@ impl truc_proto::v1::hub_server::Hub for QuotaHub {
         _: tonic::Request<DataRequest>,
     ) -> Result<tonic::Response<truc_proto::v1::DataResponse>, Status> {
         let mut s = Status::resource_exhausted("agency 000.00.00.H37 is over its quota");
-        s.metadata_mut()
-            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "1234".parse().expect("ascii"));
+        s.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "1234".parse().expect("ascii"),
+        );
         Err(s)
     }
 

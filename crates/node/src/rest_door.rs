@@ -257,12 +257,21 @@ mod tests {
     fn a_call_over_its_quota_is_429_with_retry_after() {
         let mut status = tonic::Status::resource_exhausted("over its quota");
         let md = status.metadata_mut();
-        md.insert(truc_ops::RETRY_AFTER_MS_HEADER, "1500".parse().expect("ascii"));
-        md.insert(truc_ops::TRANSACTION_ID_HEADER, "ab".parse().expect("ascii"));
+        md.insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "1500".parse().expect("ascii"),
+        );
+        md.insert(
+            truc_ops::TRANSACTION_ID_HEADER,
+            "ab".parse().expect("ascii"),
+        );
         let r = refused(&status);
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         let h = r.headers();
-        assert_eq!(h.get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"2"[..]));
+        assert_eq!(
+            h.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
         assert_eq!(
             h.get(truc_ops::RETRY_AFTER_MS_HEADER).map(|v| v.as_bytes()),
             Some(&b"1500"[..])
@@ -278,8 +287,10 @@ mod tests {
             .insert(truc_ops::RETRY_AFTER_MS_HEADER, "5".parse().expect("ascii"));
         assert!(refused(&other).headers().get(header::RETRY_AFTER).is_none());
         let mut junk = tonic::Status::resource_exhausted("x");
-        junk.metadata_mut()
-            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "soon".parse().expect("ascii"));
+        junk.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "soon".parse().expect("ascii"),
+        );
         assert!(refused(&junk).headers().get(header::RETRY_AFTER).is_none());
     }
 }

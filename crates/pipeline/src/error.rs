@@ -280,8 +280,10 @@ mod tests {
     #[test]
     fn the_hubs_quota_refusal_is_one_here_too() {
         let mut s = Status::resource_exhausted("over quota");
-        s.metadata_mut()
-            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "250".parse().expect("ascii"));
+        s.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "250".parse().expect("ascii"),
+        );
         let e = TxError::from_hub(s);
         assert_eq!(e.outcome(), "QUOTA_EXCEEDED");
         let back = Status::from(e);
@@ -292,9 +294,21 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("250")
         );
-        // Without the hint, or with it on another code: the peer's status.
+        // Without the hint, with one that is not a number, or with it on
+        // another code: the peer's status.
         let plain = Status::resource_exhausted("too big");
         assert_eq!(TxError::from_hub(plain).outcome(), "RESOURCE_EXHAUSTED");
+        let mut junk = Status::resource_exhausted("x");
+        junk.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "-1".parse().expect("ascii"),
+        );
+        assert_eq!(TxError::from_hub(junk).outcome(), "RESOURCE_EXHAUSTED");
+        let mut other = Status::not_found("x");
+        other
+            .metadata_mut()
+            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "5".parse().expect("ascii"));
+        assert_eq!(TxError::from_hub(other).outcome(), "NOT_FOUND");
     }
 
     #[test]

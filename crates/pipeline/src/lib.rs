@@ -248,7 +248,9 @@ impl Pipeline {
                     peer: "the next hop".into(),
                 })
             });
-        let outcome = result.as_ref().map_or_else(TxError::outcome, |_| code_name(Code::Ok));
+        let outcome = result
+            .as_ref()
+            .map_or_else(TxError::outcome, |_| code_name(Code::Ok));
         if result.is_err() {
             tx.response_bytes = 0;
             tx.response_sha256 = truc_audit::sha256(b"");

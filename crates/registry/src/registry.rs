@@ -230,7 +230,12 @@ impl Ctx<'_> {
         upto.iter().filter(|&&b| b == b'\n').count() + 1
     }
 
-    pub(crate) fn err(&self, span: Option<Range<usize>>, field: String, message: String) -> RegistryError {
+    pub(crate) fn err(
+        &self,
+        span: Option<Range<usize>>,
+        field: String,
+        message: String,
+    ) -> RegistryError {
         RegistryError::Invalid {
             origin: self.origin.to_owned(),
             line: span.map(|s| self.line(s)),
@@ -239,7 +244,12 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn at<T>(&self, value: &Spanned<T>, field: String, message: String) -> RegistryError {
+    pub(crate) fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        field: String,
+        message: String,
+    ) -> RegistryError {
         self.err(Some(value.span()), field, message)
     }
 

@@ -146,8 +146,22 @@ fn replicas_divide_the_rate_and_the_burst_rounded_up() {
             &ServiceId::parse(LOOKUP).unwrap(),
         )
         .unwrap();
-    assert_eq!(one, Limit { rate: 10.0, burst: 4 });
-    assert_eq!(Limit { rate: 1.0, burst: 1 }.per_replica(5).burst, 1);
+    assert_eq!(
+        one,
+        Limit {
+            rate: 10.0,
+            burst: 4
+        }
+    );
+    assert_eq!(
+        Limit {
+            rate: 1.0,
+            burst: 1
+        }
+        .per_replica(5)
+        .burst,
+        1
+    );
 }
 
 #[test]
@@ -157,7 +171,12 @@ fn bad_quota_tables_name_the_field_and_line() {
     expect("[quota]\nrate = nan\n", "quota.rate", 37, "a rate is");
     expect("[quota]\nrate = 2e6\n", "quota.rate", 37, "a rate is");
     expect("[quota]\nrate = \"fast\"\n", "toml", 37, "");
-    expect("[quota]\nrate = 1\nburst = 0\n", "quota.burst", 38, "a burst is");
+    expect(
+        "[quota]\nrate = 1\nburst = 0\n",
+        "quota.burst",
+        38,
+        "a burst is",
+    );
     expect(
         "[quota]\nrate = 1\nburst = 99999999999\n",
         "quota.burst",
@@ -211,7 +230,9 @@ fn bad_quota_tables_name_the_field_and_line() {
         "a burst is",
     );
     expect(
-        &format!("{o}client = \"{H37}\"\nrate = 1\n[[quota.override]]\nclient = \"{H37}\"\nrate = 2\n"),
+        &format!(
+            "{o}client = \"{H37}\"\nrate = 1\n[[quota.override]]\nclient = \"{H37}\"\nrate = 2\n"
+        ),
         "quota.override[1]",
         41,
         "the same client and service as quota.override[0]",
