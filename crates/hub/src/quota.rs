@@ -53,6 +53,15 @@ struct Built {
     buckets: HashMap<(AgencyCode, ServiceId), (Limit, Arc<Bucket>)>,
 }
 
+impl Built {
+    /// Whether these are the buckets of `registry`.
+    fn is_of(&self, registry: &Arc<Registry>) -> bool {
+        self.registry
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, registry))
+    }
+}
+
 /// The quotas of this replica.
 pub(crate) struct Quotas {
     clock: TokioClock,
@@ -110,11 +119,7 @@ impl Quotas {
                 Ok(b) => b,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            if built
-                .registry
-                .as_ref()
-                .is_some_and(|r| Arc::ptr_eq(r, registry))
-            {
+            if built.is_of(registry) {
                 return built.buckets.get(&key).map(|(_, b)| b.clone());
             }
         }
@@ -123,11 +128,7 @@ impl Quotas {
             Err(poisoned) => poisoned.into_inner(),
         };
         // Another call may have rebuilt it meanwhile.
-        if !built
-            .registry
-            .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(r, registry))
-        {
+        if !built.is_of(registry) {
             let buckets = self.rebuild(registry, &built.buckets);
             tracing::info!(buckets = buckets.len(), "quotas taken from the registry");
             *built = Built {
@@ -180,27 +181,7 @@ fn quota(limit: Limit) -> Quota {
 mod tests {
     use super::*;
 
-    const REGISTRY: &str = r#"
-[[agency]]
-code = "000.00.00.G22"
-name = "Văn phòng Chính phủ"
-[[agency]]
-code = "000.00.00.H37"
-name = "UBND tỉnh Lạng Sơn"
-[[node]]
-id = "ministry"
-address = "127.0.0.1:7101"
-agencies = ["000.00.00.G22"]
-[[node]]
-id = "langson"
-address = "127.0.0.1:7201"
-agencies = ["000.00.00.H37"]
-[[service]]
-id = "000.00.00.G22/citizen-lookup/v1"
-[[grant]]
-client = "000.00.00.H37"
-services = ["000.00.00.G22/citizen-lookup/v1"]
-"#;
+    use crate::tests::{LOOKUP, REGISTRY};
 
     fn registry(quota: &str) -> Arc<Registry> {
         Arc::new(
@@ -212,7 +193,7 @@ services = ["000.00.00.G22/citizen-lookup/v1"]
     fn pair() -> (AgencyCode, ServiceId) {
         (
             AgencyCode::parse("000.00.00.H37").unwrap_or_else(|e| panic!("{e}")),
-            ServiceId::parse("000.00.00.G22/citizen-lookup/v1").unwrap_or_else(|e| panic!("{e}")),
+            ServiceId::parse(LOOKUP).unwrap_or_else(|e| panic!("{e}")),
         )
     }
 

@@ -23,6 +23,11 @@ const A01: &str = "000.00.00.A01";
 /// two calls at once per pair, then one every 1000 s: long enough that no
 /// test sees a refill.
 fn limited() -> Arc<Registry> {
+    limited_with("")
+}
+
+/// [`limited`] with `overrides` appended.
+fn limited_with(overrides: &str) -> Arc<Registry> {
     let text = format!(
         "{REGISTRY}
 [[grant]]
@@ -32,7 +37,7 @@ services = [\"{LOOKUP}\"]
 [quota]
 rate = 0.001
 burst = 2
-"
+{overrides}"
     );
     Arc::new(Registry::from_toml_str(&text, "registry.toml").expect("registry"))
 }
@@ -177,25 +182,9 @@ async fn a_reloaded_registry_changes_the_limit_without_a_restart() {
         Code::ResourceExhausted
     );
     // An override for H37: unlimited.
-    let text = format!(
-        "{REGISTRY}
-[[grant]]
-client = \"{A01}\"
-services = [\"{LOOKUP}\"]
-
-[quota]
-rate = 0.001
-burst = 2
-
-[[quota.override]]
-client = \"{H37}\"
-unlimited = true
-"
-    );
-    h.service
-        .inner()
-        .registry
-        .replace(Registry::from_toml_str(&text, "registry.toml").expect("registry"));
+    h.service.inner().registry.replace(limited_with(&format!(
+        "[[quota.override]]\nclient = \"{H37}\"\nunlimited = true\n"
+    )));
     for n in 3..10 {
         let s = route(&h, "lgsp-langson", n, H37).await;
         assert_ne!(s.code(), Code::ResourceExhausted, "{s:?}");
