@@ -178,6 +178,8 @@ fn transaction_json(index: u64, r: &AuditRecord, registry: &Registry, zone: &Zon
 struct Day {
     stats: Stats,
     errors: u64,
+    /// Calls refused by a quota (`QUOTA_EXCEEDED`), also among the errors.
+    quota: u64,
     /// Transactions per kind, client and service (kept for the last 30
     /// days only, which is all the summary shows of them).
     kinds: BTreeMap<String, u64>,
@@ -223,6 +225,9 @@ impl Totals {
         if k.outcome != "OK" {
             day.errors = day.errors.saturating_add(s.count);
         }
+        if k.outcome == truc_pipeline::QUOTA_EXCEEDED {
+            day.quota = day.quota.saturating_add(s.count);
+        }
         for (map, value) in [
             (&mut day.kinds, &k.kind),
             (&mut day.clients, &k.client),
@@ -255,16 +260,18 @@ impl Totals {
         }
     }
 
-    fn sum(&self, from: &str, to: &str) -> (Stats, u64) {
-        let mut stats = Stats::default();
-        let mut errors = 0u64;
+    /// The days `from..=to` together (their statistics, errors and quota
+    /// refusals).
+    fn sum(&self, from: &str, to: &str) -> Day {
+        let mut sum = Day::default();
         if from <= to {
             for (_, d) in self.days.range(from.to_string()..=to.to_string()) {
-                stats.add(&d.stats);
-                errors = errors.saturating_add(d.errors);
+                sum.stats.add(&d.stats);
+                sum.errors = sum.errors.saturating_add(d.errors);
+                sum.quota = sum.quota.saturating_add(d.quota);
             }
         }
-        (stats, errors)
+        sum
     }
 }
 
@@ -279,10 +286,10 @@ pub(crate) fn summary_json(
     let month = today.get(..7).unwrap_or(&today).to_string();
     let year = today.get(..4).unwrap_or(&today).to_string();
     let since = zone.days_before(now_ms, 29);
-    let (t, t_errors) = totals.sum(&today, &today);
-    let (m, m_errors) = totals.sum(&format!("{month}-01"), &format!("{month}-31"));
-    let (y, y_errors) = totals.sum(&format!("{year}-01-01"), &format!("{year}-12-31"));
-    let (window, window_errors) = totals.sum(&since, &today);
+    let t = totals.sum(&today, &today);
+    let m = totals.sum(&format!("{month}-01"), &format!("{month}-31"));
+    let y = totals.sum(&format!("{year}-01-01"), &format!("{year}-12-31"));
+    let window = totals.sum(&since, &today);
     let last30: Vec<(&String, &Day)> = if since <= today {
         totals.days.range(since.clone()..=today.clone()).collect()
     } else {
@@ -310,19 +317,19 @@ pub(crate) fn summary_json(
             .map(|s| agency_name(registry, s.provider().as_str()))
             .unwrap_or_default()
     };
-    let q = |p| t.latency_quantile_ms(p).unwrap_or(0.0);
+    let q = |p| t.stats.latency_quantile_ms(p).unwrap_or(0.0);
     json!({
         "time_zone": zone.label(),
         "generated_unix_ms": now_ms,
         "generated_local": zone.local_time(now_ms),
-        "today": {"day": today, "count": t.count, "errors": t_errors},
-        "month": {"month": month, "count": m.count, "errors": m_errors},
-        "year": {"year": year, "count": y.count, "errors": y_errors},
-        "per_day": last30.iter().map(|(day, d)| json!({"day": day, "count": d.stats.count, "errors": d.errors})).collect::<Vec<_>>(),
+        "today": {"day": today, "count": t.stats.count, "errors": t.errors, "quota": t.quota},
+        "month": {"month": month, "count": m.stats.count, "errors": m.errors, "quota": m.quota},
+        "year": {"year": year, "count": y.stats.count, "errors": y.errors, "quota": y.quota},
+        "per_day": last30.iter().map(|(day, d)| json!({"day": day, "count": d.stats.count, "errors": d.errors, "quota": d.quota})).collect::<Vec<_>>(),
         "by_kind": per(|d| &d.kinds).into_iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
         "top_agencies": top(per(|d| &d.clients)).into_iter().map(|(a, n)| json!({"agency": a, "name": name(a), "count": n})).collect::<Vec<_>>(),
         "top_services": top(per(|d| &d.services)).into_iter().map(|(s, n)| json!({"service": s, "provider_name": provider_name(s), "count": n})).collect::<Vec<_>>(),
-        "error_rate": if window.count == 0 { 0.0 } else { window_errors as f64 / window.count as f64 },
+        "error_rate": if window.stats.count == 0 { 0.0 } else { window.errors as f64 / window.stats.count as f64 },
         "latency_ms": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
         "unreadable_entries": totals.unreadable,
     })
@@ -516,13 +523,19 @@ mod tests {
     async fn the_summary_is_kept_from_the_committed_records_not_reread() {
         let (_dir, audit) = log();
         let now = truc_ops::now_ms();
+        let outcome = |i| match i {
+            0 => "NOT_FOUND",
+            // Quota refusals: one counted when seeding, one after.
+            1 | 6 => "QUOTA_EXCEEDED",
+            _ => "OK",
+        };
         for i in 0..5 {
-            append(&audit, i, if i == 0 { "NOT_FOUND" } else { "OK" }, now).await;
+            append(&audit, i, outcome(i), now).await;
         }
         let d = Dash::new(registry(), audit.clone(), Zone::default(), false);
         until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
         for i in 5..8 {
-            append(&audit, i, "OK", now).await;
+            append(&audit, i, outcome(i), now).await;
         }
         until("the new records counted", || today_count(&d, now) == 8).await;
         // The running totals equal what the counters say.
@@ -536,7 +549,9 @@ mod tests {
         );
         let running = current_summary(&d, now).expect("summary");
         assert_eq!(running, from_store);
-        assert_eq!(running["today"]["errors"], 1);
+        assert_eq!(running["today"]["errors"], 3);
+        assert_eq!(running["today"]["quota"], 2, "quota refusals shown apart");
+        assert_eq!(running["year"]["quota"], 2);
         assert_eq!(running["top_agencies"][0]["count"], 8);
         // A counter written behind the log's back is not seen: a refresh
         // does not read the counters.

@@ -125,6 +125,11 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("this_month", "This month", "Tháng này"),
     ("this_year", "This year", "Năm nay"),
     ("errors", "errors", "lỗi"),
+    (
+        "quota_refused",
+        "of them refused over quota",
+        "trong đó bị từ chối do vượt hạn mức",
+    ),
     ("error_rate", "Error rate (30 days)", "Tỷ lệ lỗi (30 ngày)"),
     ("p50_today", "p50 today", "p50 hôm nay"),
     (

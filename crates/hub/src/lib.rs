@@ -1,6 +1,8 @@
 //! The hub: the national exchange axis. It holds the registry, checks every
 //! routed call against it (the calling node must host the client agency, the
-//! service must exist, a grant must allow the call), relays the call to the
+//! service must exist, a grant must allow the call), holds each client
+//! agency to its call quota for each service (the registry's `[quota]`, this
+//! replica's share), relays the call to the
 //! provider's node over pooled mutual-TLS connections, writes every
 //! transaction to its audit log and counts it, and answers reports.
 //!
@@ -15,6 +17,7 @@ mod config;
 mod dashboard;
 mod end_user;
 mod i18n;
+mod quota;
 mod relay;
 mod reporting;
 mod route;
@@ -184,5 +187,7 @@ fn watch_registry(
     });
 }
 
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) documents: truc_doc::Limits,
     /// The key end users are recorded under, where the registry says so.
     end_user_key: EndUserKey,
+    /// This replica's call quotas.
+    pub(crate) quotas: crate::quota::Quotas,
 }
 
 impl HubService {
@@ -69,6 +71,7 @@ impl HubService {
                 limits,
                 documents,
                 end_user_key,
+                quotas: crate::quota::Quotas::new(),
             }),
         }
     }
@@ -172,6 +175,16 @@ pub(crate) fn only_nodes(caller: &Identity, what: &str) -> Result<(), TxError> {
     }
 }
 
+/// What a provider node's error answer means ([`TxError::from_peer`]),
+/// without its `retry-after-ms`: only the hub's own quota refusals carry a
+/// retry hint, and the client's node counts those as `QUOTA_EXCEEDED`.
+fn from_provider(mut status: Status, peer: String) -> TxError {
+    status
+        .metadata_mut()
+        .remove(truc_ops::RETRY_AFTER_MS_HEADER);
+    TxError::from_peer(status, peer)
+}
+
 /// A data call from a client agency hosted by the calling node to the node
 /// of the service's provider.
 struct Route<'a>(&'a Inner);
@@ -192,7 +205,8 @@ impl Step for Route<'_> {
 
     /// The registry checks, in the order that leaks least: the caller's own
     /// agency first, then the service, then the grant, then the purpose the
-    /// grant requires.
+    /// grant requires; then the quota, which only a call that passed them
+    /// all can spend.
     async fn admit(
         &self,
         caller: &Identity,
@@ -239,6 +253,15 @@ impl Step for Route<'_> {
                 }));
             }
         }
+        if let Err(retry_after) = self.0.quotas.take(&registry, &client, &service) {
+            return Err(TxError::Quota {
+                message: format!(
+                    "agency {client} is over its quota for service {service}; retry after {} ms",
+                    retry_after.as_nanos().div_ceil(1_000_000)
+                ),
+                retry_after,
+            });
+        }
         let provider = registry
             .node_hosting(service.provider())
             .map(|n| n.id.clone())
@@ -260,7 +283,7 @@ impl Step for Route<'_> {
             .node_client(&provider)?
             .invoke(deadline.request(req))
             .await
-            .map_err(|s| TxError::from_peer(s, peer()))?
+            .map_err(|s| from_provider(s, peer()))?
             .into_inner();
         fields::response(tx, peer, &response.content_type, &response.payload)?;
         Ok(response)
@@ -271,6 +294,30 @@ impl Step for Route<'_> {
         response.receipt = receipt;
         response
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_providers_retry_hint_is_not_passed_on() {
+    let mut s = Status::resource_exhausted("busy");
+    let md = s.metadata_mut();
+    md.insert(
+        truc_ops::RETRY_AFTER_MS_HEADER,
+        "10".parse().expect("ascii"),
+    );
+    md.insert("content-type", "application/grpc".parse().expect("ascii"));
+    let e = from_provider(s, "provider node vpcp".into());
+    assert_eq!(e.outcome(), "RESOURCE_EXHAUSTED");
+    let answered = Status::from(e);
+    assert_eq!(answered.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        answered
+            .metadata()
+            .get(truc_ops::RETRY_AFTER_MS_HEADER)
+            .is_none()
+    );
+    // So the client's node does not take it for the hub's quota.
+    assert_eq!(TxError::from_hub(answered).outcome(), "RESOURCE_EXHAUSTED");
 }
 
 #[tonic::async_trait]

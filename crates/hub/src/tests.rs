@@ -72,17 +72,17 @@ pub(crate) fn registry() -> Arc<Registry> {
     Arc::new(Registry::from_toml_str(REGISTRY, "registry.toml").expect("registry"))
 }
 
-struct Hub_ {
+pub(crate) struct Hub_ {
     _dir: tempfile::TempDir,
-    store: Store,
-    service: HubService,
+    pub(crate) store: Store,
+    pub(crate) service: HubService,
 }
 
 fn hub() -> Hub_ {
     hub_with(registry())
 }
 
-fn hub_with(registry: Arc<Registry>) -> Hub_ {
+pub(crate) fn hub_with(registry: Arc<Registry>) -> Hub_ {
     truc_pki::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
@@ -111,11 +111,11 @@ fn hub_with(registry: Arc<Registry>) -> Hub_ {
     }
 }
 
-fn node(name: &str) -> Identity {
+pub(crate) fn node(name: &str) -> Identity {
     Identity::new(Role::Node, name).expect("identity")
 }
 
-fn call(id: &str, client: &str, service: &str) -> DataRequest {
+pub(crate) fn call(id: &str, client: &str, service: &str) -> DataRequest {
     DataRequest {
         transaction_id: id.into(),
         client_agency: client.into(),
@@ -126,11 +126,11 @@ fn call(id: &str, client: &str, service: &str) -> DataRequest {
     }
 }
 
-const LOOKUP: &str = "000.00.00.G22/citizen-lookup/v1";
+pub(crate) const LOOKUP: &str = "000.00.00.G22/citizen-lookup/v1";
 const HOUSEHOLD: &str = "000.00.00.H37/household-registry/v1";
 
 impl Hub_ {
-    fn records(&self) -> Vec<truc_audit::AuditRecord> {
+    pub(crate) fn records(&self) -> Vec<truc_audit::AuditRecord> {
         truc_audit::read_records(&self.store, 0)
             .map(|r| r.expect("record").0)
             .collect()

@@ -167,7 +167,7 @@ impl Step for Call<'_> {
             .clone()
             .route(deadline.request(routed))
             .await
-            .map_err(|s| TxError::from_peer(s, "the hub"))?
+            .map_err(TxError::from_hub)?
             .into_inner();
         fields::response_payload(tx, &response.payload);
         // The call path checks what needs nothing from the hub; the

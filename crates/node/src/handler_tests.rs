@@ -79,6 +79,12 @@ pub(crate) fn config(
 }
 
 fn fixture() -> Fixture {
+    // Nothing listens there: the hub is down.
+    fixture_with_hub(Endpoint::from_static("http://127.0.0.1:9").connect_lazy())
+}
+
+/// The fixture with its hub at `hub`.
+fn fixture_with_hub(hub: tonic::transport::Channel) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("db")).expect("store");
     // Nothing listens at the backend's address: the backend is down.
@@ -93,8 +99,6 @@ fn fixture() -> Fixture {
     let audit =
         AuditLog::open(store.clone(), "lgsp-langson", Options::default(), None).expect("log");
     let pipeline = Arc::new(Pipeline::new(audit, Arc::new(truc_ops::Metrics::new())));
-    // Nothing listens there either: the hub is down.
-    let hub = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
     let docs = Documents::open(
         store.clone(),
         dir.path(),
@@ -334,6 +338,88 @@ async fn a_hub_that_is_down_is_unavailable_and_the_call_is_recorded() {
     assert_eq!(r.outcome, "UNAVAILABLE");
     assert_eq!(r.client_agency, "000.00.00.H37");
     assert_eq!(r.transaction_id.len(), 32);
+}
+
+/// A hub that refuses every routed call as over its quota, as the hub
+/// answers it (RESOURCE_EXHAUSTED, `retry-after-ms`).
+struct QuotaHub;
+
+#[tonic::async_trait]
+impl truc_proto::v1::hub_server::Hub for QuotaHub {
+    async fn route(
+        &self,
+        _: tonic::Request<DataRequest>,
+    ) -> Result<tonic::Response<truc_proto::v1::DataResponse>, Status> {
+        let mut s = Status::resource_exhausted("agency 000.00.00.H37 is over its quota");
+        s.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "1234".parse().expect("ascii"),
+        );
+        Err(s)
+    }
+
+    async fn relay(
+        &self,
+        _: tonic::Request<tonic::Streaming<RelayRequest>>,
+    ) -> Result<tonic::Response<truc_proto::v1::RelayResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn relay_status(
+        &self,
+        _: tonic::Request<StatusUpdate>,
+    ) -> Result<tonic::Response<truc_proto::v1::StatusAck>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn get_registry(
+        &self,
+        _: tonic::Request<truc_proto::v1::GetRegistryRequest>,
+    ) -> Result<tonic::Response<truc_proto::v1::RegistrySnapshot>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+}
+
+#[tokio::test]
+async fn a_quota_refusal_reaches_the_agency_system_with_its_retry_hint() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(truc_proto::v1::hub_server::HubServer::new(QuotaHub))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let hub = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_lazy();
+    let f = fixture_with_hub(hub);
+    let err = f
+        .agency
+        .call(request_from(
+            who(Role::Client, "dms"),
+            call("000.00.00.H37"),
+        ))
+        .await
+        .expect_err("over quota");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(
+        err.metadata()
+            .get(truc_ops::RETRY_AFTER_MS_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("1234"),
+        "{err:?}"
+    );
+    assert!(err.message().contains("over its quota"), "{err:?}");
+    let r = f.last();
+    assert_eq!(r.outcome, "QUOTA_EXCEEDED", "counted apart here too");
+    assert_eq!(
+        err.metadata()
+            .get(truc_ops::TRANSACTION_ID_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some(r.transaction_id.as_str())
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@
 //! body with its content type, `X-Truc-Transaction-Id`, and `X-Truc-Receipt`
 //! (the hub's receipt, protobuf `truc.v1.Receipt` in standard base64); errors
 //! as JSON `{"code": "PERMISSION_DENIED", "message": "..."}` with the HTTP
-//! status of [`http_status`].
+//! status of [`http_status`]; a call over its quota at the hub is 429 with
+//! `Retry-After` (seconds) and `retry-after-ms`.
 
 use std::{
     sync::Arc,
@@ -199,20 +200,35 @@ async fn call(
             }
             response
         }
-        Err(status) => {
-            let mut response = refuse(status.code(), status.message().to_string());
-            let id = status.metadata().get(truc_ops::TRANSACTION_ID_HEADER);
-            // A call refused before it got an id carries an empty one.
-            if let Some(id) = id.filter(|id| !id.is_empty()) {
-                if let Ok(v) = HeaderValue::from_bytes(id.as_bytes()) {
-                    response
-                        .headers_mut()
-                        .insert(truc_ops::TRANSACTION_ID_HEADER, v);
-                }
-            }
-            response
+        Err(status) => refused(&status),
+    }
+}
+
+/// The answer to a call refused with `status`: its JSON error, the
+/// transaction id, and for a call over its quota (RESOURCE_EXHAUSTED with
+/// `retry-after-ms`) `Retry-After` in whole seconds, rounded up, beside
+/// `retry-after-ms` itself.
+fn refused(status: &tonic::Status) -> Response {
+    let mut response = refuse(status.code(), status.message().to_string());
+    let headers = response.headers_mut();
+    let id = status.metadata().get(truc_ops::TRANSACTION_ID_HEADER);
+    // A call refused before it got an id carries an empty one.
+    if let Some(id) = id.filter(|id| !id.is_empty()) {
+        if let Ok(v) = HeaderValue::from_bytes(id.as_bytes()) {
+            headers.insert(truc_ops::TRANSACTION_ID_HEADER, v);
         }
     }
+    let retry_ms = status
+        .metadata()
+        .get(truc_ops::RETRY_AFTER_MS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| status.code() == Code::ResourceExhausted);
+    if let Some(ms) = retry_ms {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        headers.insert(truc_ops::RETRY_AFTER_MS_HEADER, HeaderValue::from(ms));
+    }
+    response
 }
 
 #[cfg(test)]
@@ -235,5 +251,46 @@ mod tests {
         }
         assert_eq!(http_status(Code::DeadlineExceeded), 504);
         assert_eq!(http_status(Code::Ok), 200);
+    }
+
+    #[test]
+    fn a_call_over_its_quota_is_429_with_retry_after() {
+        let mut status = tonic::Status::resource_exhausted("over its quota");
+        let md = status.metadata_mut();
+        md.insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "1500".parse().expect("ascii"),
+        );
+        md.insert(
+            truc_ops::TRANSACTION_ID_HEADER,
+            "ab".parse().expect("ascii"),
+        );
+        let r = refused(&status);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = r.headers();
+        assert_eq!(
+            h.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
+        assert_eq!(
+            h.get(truc_ops::RETRY_AFTER_MS_HEADER).map(|v| v.as_bytes()),
+            Some(&b"1500"[..])
+        );
+        assert_eq!(
+            h.get(truc_ops::TRANSACTION_ID_HEADER).map(|v| v.as_bytes()),
+            Some(&b"ab"[..])
+        );
+        // A hint on another code, or one that is not a number, is dropped.
+        let mut other = tonic::Status::unavailable("down");
+        other
+            .metadata_mut()
+            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "5".parse().expect("ascii"));
+        assert!(refused(&other).headers().get(header::RETRY_AFTER).is_none());
+        let mut junk = tonic::Status::resource_exhausted("x");
+        junk.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "soon".parse().expect("ascii"),
+        );
+        assert!(refused(&junk).headers().get(header::RETRY_AFTER).is_none());
     }
 }

@@ -20,7 +20,7 @@ mod serve;
 
 pub use deadline::{incoming_timeout, is_transport_failure};
 pub use metrics::{HealthCheck, Metrics, code_name, write_metric};
-pub use record::{TRANSACTION_ID_HEADER, tag};
+pub use record::{RETRY_AFTER_MS_HEADER, TRANSACTION_ID_HEADER, tag};
 pub use reload::{ReloadError, ReloadReport, Reloader};
 pub use revocation::watch_tls;
 pub use serve::{GrpcServer, OpsPort, Running, ServerTls, Servers, Shutdown, serve_ops};

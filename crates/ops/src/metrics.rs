@@ -74,7 +74,7 @@ impl Metrics {
         let transactions = Family::<TxLabels, Counter>::default();
         registry.register(
             "truc_transactions",
-            "Transactions completed, by kind, client and provider agency, service and outcome (gRPC code)",
+            "Transactions completed, by kind, client and provider agency, service and outcome (gRPC code, or QUOTA_EXCEEDED)",
             transactions.clone(),
         );
         let latency =
@@ -158,11 +158,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one transaction. `outcome` is its gRPC code.
+    /// Counts one transaction. `outcome` is its audit record's: a gRPC code
+    /// name, or `QUOTA_EXCEEDED`.
     pub fn observe(
         &self,
         kind: &'static str,
-        outcome: tonic::Code,
+        outcome: &'static str,
         parties: (&str, &str, &str),
         seconds: f64,
     ) {
@@ -173,7 +174,7 @@ impl Metrics {
                 client: self.bounded(client, false),
                 provider: self.bounded(provider, false),
                 service: self.bounded(service, true),
-                outcome: code_name(outcome),
+                outcome,
             })
             .inc();
         self.latency
@@ -420,11 +421,11 @@ mod tests {
             "000.00.00.G22",
             "000.00.00.G22/citizen-lookup/v1",
         );
-        m.observe("call", tonic::Code::Ok, known, 0.002);
-        m.observe("call", tonic::Code::Ok, known, 0.003);
+        m.observe("call", "OK", known, 0.002);
+        m.observe("call", "OK", known, 0.003);
         m.observe(
             "call",
-            tonic::Code::NotFound,
+            "NOT_FOUND",
             ("000.00.00.H37", "999.99.99.X99", "999.99.99.X99/x/v1"),
             0.001,
         );

@@ -9,6 +9,7 @@
 //! | [`TxError::AlreadyExists`] | ALREADY_EXISTS |
 //! | [`TxError::Precondition`] | FAILED_PRECONDITION |
 //! | [`TxError::TooLarge`] | RESOURCE_EXHAUSTED |
+//! | [`TxError::Quota`] | RESOURCE_EXHAUSTED, with `retry-after-ms` in the metadata |
 //! | [`TxError::Unreachable`] | UNAVAILABLE |
 //! | [`TxError::Deadline`] | DEADLINE_EXCEEDED |
 //! | [`TxError::Peer`] | the peer's own code, kept |
@@ -49,6 +50,15 @@ pub enum TxError {
     /// Over a configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Over the caller's call quota: the call may be made again after
+    /// `retry_after`. Recorded with its own outcome, `QUOTA_EXCEEDED`.
+    #[error("{message}")]
+    Quota {
+        /// What was exceeded, for the message.
+        message: String,
+        /// How long until the next call can pass.
+        retry_after: std::time::Duration,
+    },
     /// The next hop did not answer (connection refused, reset, TLS failure).
     #[error("{peer} is unreachable")]
     Unreachable {
@@ -116,6 +126,25 @@ impl TxError {
         }
     }
 
+    /// What the hub's answer to a routed call means: [`TxError::from_peer`],
+    /// except that RESOURCE_EXHAUSTED with `retry-after-ms` is the hub's
+    /// quota refusal, recorded as such here too (the hub strips that key
+    /// from what provider nodes answer, so only its own refusals carry it).
+    pub fn from_hub(status: Status) -> TxError {
+        let retry_ms = status
+            .metadata()
+            .get(truc_ops::RETRY_AFTER_MS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match retry_ms {
+            Some(ms) if status.code() == Code::ResourceExhausted => TxError::Quota {
+                message: status.message().to_string(),
+                retry_after: std::time::Duration::from_millis(ms),
+            },
+            _ => TxError::from_peer(status, "the hub"),
+        }
+    }
+
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {
@@ -125,7 +154,7 @@ impl TxError {
             TxError::NotFound(_) => Code::NotFound,
             TxError::AlreadyExists(_) => Code::AlreadyExists,
             TxError::Precondition(_) => Code::FailedPrecondition,
-            TxError::TooLarge(_) => Code::ResourceExhausted,
+            TxError::TooLarge(_) | TxError::Quota { .. } => Code::ResourceExhausted,
             TxError::Unreachable { .. } => Code::Unavailable,
             TxError::Deadline { .. } => Code::DeadlineExceeded,
             TxError::Peer(s) => s.code(),
@@ -135,10 +164,40 @@ impl TxError {
     }
 }
 
+/// The outcome an audit record gives a transaction refused by a quota: a
+/// RESOURCE_EXHAUSTED of its own, so statistics count quota refusals apart
+/// from oversized requests.
+pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
+
+impl TxError {
+    /// The outcome an audit record and the metrics give this error: its
+    /// gRPC code name, or [`QUOTA_EXCEEDED`].
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            TxError::Quota { .. } => QUOTA_EXCEEDED,
+            other => truc_ops::code_name(other.code()),
+        }
+    }
+}
+
 impl From<TxError> for Status {
     fn from(e: TxError) -> Status {
         match e {
             TxError::Peer(status) => status,
+            TxError::Quota {
+                ref message,
+                retry_after,
+            } => {
+                let mut status = Status::resource_exhausted(message.clone());
+                // Whole milliseconds, rounded up: waiting that long is enough.
+                let ms = retry_after.as_nanos().div_ceil(1_000_000);
+                if let Ok(v) = ms.to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(truc_ops::RETRY_AFTER_MS_HEADER, v);
+                }
+                status
+            }
             // With the first violation's code in the metadata.
             TxError::Document(e) => e.into(),
             TxError::Audit(ref cause) => {
@@ -193,6 +252,63 @@ mod tests {
             Status::from(TxError::from_peer(sent, "node x")).code(),
             Code::NotFound
         );
+    }
+
+    #[test]
+    fn a_quota_refusal_has_its_own_outcome_and_a_retry_hint() {
+        let e = TxError::Quota {
+            message: "over quota".into(),
+            retry_after: std::time::Duration::from_micros(2_500),
+        };
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert_eq!(e.outcome(), "QUOTA_EXCEEDED");
+        assert_eq!(
+            TxError::TooLarge("big".into()).outcome(),
+            "RESOURCE_EXHAUSTED"
+        );
+        let s = Status::from(e);
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.metadata()
+                .get(truc_ops::RETRY_AFTER_MS_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("3"),
+            "rounded up"
+        );
+    }
+
+    #[test]
+    fn the_hubs_quota_refusal_is_one_here_too() {
+        let mut s = Status::resource_exhausted("over quota");
+        s.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "250".parse().expect("ascii"),
+        );
+        let e = TxError::from_hub(s);
+        assert_eq!(e.outcome(), "QUOTA_EXCEEDED");
+        let back = Status::from(e);
+        assert_eq!(back.message(), "over quota");
+        assert_eq!(
+            back.metadata()
+                .get(truc_ops::RETRY_AFTER_MS_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("250")
+        );
+        // Without the hint, with one that is not a number, or with it on
+        // another code: the peer's status.
+        let plain = Status::resource_exhausted("too big");
+        assert_eq!(TxError::from_hub(plain).outcome(), "RESOURCE_EXHAUSTED");
+        let mut junk = Status::resource_exhausted("x");
+        junk.metadata_mut().insert(
+            truc_ops::RETRY_AFTER_MS_HEADER,
+            "-1".parse().expect("ascii"),
+        );
+        assert_eq!(TxError::from_hub(junk).outcome(), "RESOURCE_EXHAUSTED");
+        let mut other = Status::not_found("x");
+        other
+            .metadata_mut()
+            .insert(truc_ops::RETRY_AFTER_MS_HEADER, "5".parse().expect("ascii"));
+        assert_eq!(TxError::from_hub(other).outcome(), "NOT_FOUND");
     }
 
     #[test]

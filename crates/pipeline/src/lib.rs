@@ -35,7 +35,7 @@ use std::{
 
 pub use audit_metrics::watch_audit;
 use bytes::Bytes;
-pub use error::TxError;
+pub use error::{QUOTA_EXCEEDED, TxError};
 use tonic::{Code, Request, Status};
 use truc_audit::{AuditLog, Receipt};
 pub use truc_audit::{Kind, Transaction};
@@ -248,12 +248,14 @@ impl Pipeline {
                     peer: "the next hop".into(),
                 })
             });
-        let outcome = result.as_ref().map_or_else(TxError::code, |_| Code::Ok);
+        let outcome = result
+            .as_ref()
+            .map_or_else(TxError::outcome, |_| code_name(Code::Ok));
         if result.is_err() {
             tx.response_bytes = 0;
             tx.response_sha256 = truc_audit::sha256(b"");
         }
-        tx.outcome = code_name(outcome).to_string();
+        tx.outcome = outcome.to_string();
         tx.finished_unix_ms = now_ms();
         tx.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let tx_id = tx.transaction_id.clone();

@@ -55,6 +55,30 @@
 //! a service's provider (the prefix of its id) exists and is hosted by a node;
 //! grant clients and granted services exist.
 //!
+//! # Quotas
+//!
+//! An optional `[quota]` table limits data calls per (client agency,
+//! service) pair, each pair with a token bucket of its own (see
+//! [`Quotas`]): `rate` calls per second (0.0001 to 1 000 000), `burst` calls
+//! at once (1 to 1 000 000; default: the rate rounded up), `replicas` hub
+//! replicas the limits are divided between (default 1). Overrides name a
+//! `client`, a `service` or both, with a `rate` (and `burst`) or
+//! `unlimited = true`; the pair's override wins over the client's, the
+//! client's over the service's, and any of them over the default. Without a
+//! `[quota]` table, or a rate in it, calls are not limited.
+//!
+//! ```toml
+//! [quota]
+//! rate = 20
+//! burst = 40
+//! replicas = 3
+//!
+//! [[quota.override]]
+//! client = "000.00.00.H37"
+//! service = "000.00.00.G22/citizen-lookup/v1"
+//! rate = 5
+//! ```
+//!
 //! ```
 //! use truc_registry::{AgencyCode, Registry, ServiceId};
 //! let text = r#"
@@ -81,6 +105,7 @@
 
 mod ids;
 mod live;
+mod quota;
 mod registry;
 pub mod signed;
 
@@ -90,4 +115,5 @@ use tempfile as _;
 
 pub use ids::{AgencyCode, IdError, NodeId, ServiceId};
 pub use live::Live;
+pub use quota::{Limit, Quotas};
 pub use registry::{Agency, Node, PurposeRule, Registry, RegistryError, Service};

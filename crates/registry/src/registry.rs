@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use truc_proto::v1 as pb;
 
+use crate::quota::{Quotas, RawQuota};
 use crate::{AgencyCode, IdError, NodeId, ServiceId};
 
 /// An error loading a registry file.
@@ -87,6 +88,8 @@ pub struct Registry {
     hash_end_user: bool,
     /// The services whose calls' end users it records as a keyed hash.
     hashed_end_users: BTreeSet<ServiceId>,
+    /// The call quotas the hub enforces.
+    quotas: Quotas,
     sha256: [u8; 32],
 }
 
@@ -141,6 +144,9 @@ struct RawFile {
     /// Record every call's end user at the hub as a keyed hash.
     #[serde(default)]
     hash_end_user: bool,
+    /// Call quotas.
+    #[serde(default)]
+    quota: RawQuota,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +219,7 @@ struct RawGrant {
 }
 
 /// Builds `Invalid` errors for one text.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     text: &'a str,
     origin: &'a str,
 }
@@ -224,7 +230,12 @@ impl Ctx<'_> {
         upto.iter().filter(|&&b| b == b'\n').count() + 1
     }
 
-    fn err(&self, span: Option<Range<usize>>, field: String, message: String) -> RegistryError {
+    pub(crate) fn err(
+        &self,
+        span: Option<Range<usize>>,
+        field: String,
+        message: String,
+    ) -> RegistryError {
         RegistryError::Invalid {
             origin: self.origin.to_owned(),
             line: span.map(|s| self.line(s)),
@@ -233,11 +244,16 @@ impl Ctx<'_> {
         }
     }
 
-    fn at<T>(&self, value: &Spanned<T>, field: String, message: String) -> RegistryError {
+    pub(crate) fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        field: String,
+        message: String,
+    ) -> RegistryError {
         self.err(Some(value.span()), field, message)
     }
 
-    fn parse<T>(
+    pub(crate) fn parse<T>(
         &self,
         value: &Spanned<String>,
         field: String,
@@ -519,6 +535,8 @@ impl Registry {
             }
         }
 
+        let quotas = cx.quotas(&raw.quota, &agencies, &services)?;
+
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(digest.as_ref());
@@ -533,6 +551,7 @@ impl Registry {
             purposes,
             hash_end_user: raw.hash_end_user,
             hashed_end_users,
+            quotas,
             sha256,
         })
     }
@@ -622,6 +641,11 @@ impl Registry {
         self.grants
             .iter()
             .flat_map(|(c, ss)| ss.iter().map(move |s| (c, s)))
+    }
+
+    /// The call quotas (`[quota]`), which the hub enforces.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// SHA-256 of the registry text this was loaded from.
