@@ -891,3 +891,81 @@ async fn a_bad_delivery_even_from_the_hub_is_refused_and_nothing_stored() {
     assert!(!ok.duplicate);
     assert_eq!(f.inbox(G22).len(), 1);
 }
+
+/// An envelope carrying kept edXML content: a signature and one unknown
+/// element whose XML is `unknown`.
+fn with_edxml(mut e: Envelope, unknown: &str) -> Envelope {
+    let extra = truc_edxml::Preserved {
+        signature: Some("<edXML:DigitalSignature><Signature/></edXML:DigitalSignature>".into()),
+        unknown: vec![truc_edxml::Fragment {
+            parent: "edXML/edXMLEnvelope/edXMLHeader/MessageHeader".into(),
+            xml: unknown.into(),
+        }],
+        ..truc_edxml::Preserved::default()
+    };
+    e.preserved = extra.to_bytes().into();
+    e
+}
+
+/// A second Subject hidden in an "unknown" element: the recipient's
+/// package would say something the audited envelope does not.
+const FORGED: &str = "<edXML:Subject>Giả mạo</edXML:Subject>";
+
+fn violation(s: &Status) -> Option<&str> {
+    s.metadata()
+        .get(truc_doc::VIOLATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn kept_edxml_content_that_changes_the_document_is_refused_by_both_nodes() {
+    let f = fixture();
+    // A sending system with a valid certificate.
+    let dms = who(Role::Client, "dms");
+    let forged = with_edxml(envelope(H37, G22, &[]), FORGED);
+    let err = f
+        .send(dms.clone(), vec![opening(forged)])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violation(&err), Some("R.Preserved"), "{err:?}");
+    let mut oversized = envelope(H37, G22, &[]);
+    oversized.preserved = vec![b' '; truc_doc::MAX_PRESERVED_BYTES + 1].into();
+    let err = f
+        .send(dms.clone(), vec![opening(oversized)])
+        .await
+        .expect_err("refused");
+    assert_eq!(violation(&err), Some("R.Preserved.Size"), "{err:?}");
+    assert_eq!(f.docs.queue_lengths(), (0, 0), "nothing queued");
+
+    // A sending node that skipped the check: the recipient's node refuses.
+    let hub = who(Role::Hub, "hub");
+    let err = f
+        .node
+        .deliver(request_from(
+            hub.clone(),
+            client_stream(vec![relay_header(Some(with_edxml(
+                envelope(A01, G22, &[]),
+                FORGED,
+            )))]),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(violation(&err), Some("R.Preserved"), "{err:?}");
+    assert!(f.inbox(G22).is_empty(), "nothing stored");
+
+    // A real unknown element passes both and is kept as it came.
+    let good = with_edxml(envelope(A01, G22, &[]), "<edXML:Ghi>chú</edXML:Ghi>");
+    f.node
+        .deliver(request_from(
+            hub,
+            client_stream(vec![relay_header(Some(good.clone()))]),
+        ))
+        .await
+        .expect("delivered");
+    let inbox = f.inbox(G22);
+    assert_eq!(inbox[0].envelope.as_ref().map(|e| &e.preserved), Some(&good.preserved));
+    f.send(dms, vec![opening(with_edxml(envelope(H37, G22, &[]), "<edXML:Ghi/>"))])
+        .await
+        .expect("sent");
+}
