@@ -969,3 +969,94 @@ async fn kept_edxml_content_that_changes_the_document_is_refused_by_both_nodes()
         .await
         .expect("sent");
 }
+
+/// `POST /v1/call/{service}` to the REST door as agency system `dms`
+/// (its verified certificate), with `headers`: the HTTP status and the
+/// JSON error's code, if any.
+async fn door_call(f: &Fixture, headers: &[(&str, &[u8])]) -> (u16, String) {
+    use tower::ServiceExt;
+    let door = crate::rest_door::routes(f.agency.clone(), 1 << 20, Duration::from_secs(5));
+    let mut request = axum::http::Request::post("/v1/call/000.00.00.G22/citizen-lookup/v1")
+        .header("content-type", "application/json")
+        .header("x-truc-client", "000.00.00.H37");
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            axum::http::HeaderValue::from_bytes(value).expect("header value"),
+        );
+    }
+    let mut request = request.body(axum::body::Body::from("{}")).expect("request");
+    request.extensions_mut().insert(truc_pki::PeerInfo {
+        identity: who(Role::Client, "dms"),
+        remote_addr: None,
+    });
+    let response = door.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    (status, json["code"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_ones() {
+    let f = fixture();
+    let long = "x".repeat(truc_pipeline::fields::MAX_PURPOSE_CHARS + 1);
+    let hostile: [(&str, &[u8]); 6] = [
+        // Too long.
+        ("truc-purpose", long.as_bytes()),
+        // A control character, percent-encoded, and a header injection.
+        ("truc-end-user", b"Nguy%E1%BB%85n%00A"),
+        ("truc-case", b"HS-1%0D%0Ax-truc-client: 000.00.00.G22"),
+        // Not percent-encoded: raw UTF-8 bytes; a broken escape; not UTF-8.
+        ("truc-purpose", "hộ tịch".as_bytes()),
+        ("truc-case", b"HS-1%"),
+        ("truc-end-user", b"%C3%28"),
+    ];
+    for (name, value) in hostile {
+        let answer = door_call(&f, &[(name, value)]).await;
+        assert_eq!(answer, (400, "INVALID_ARGUMENT".into()), "{name}: {value:?}");
+        let r = f.last();
+        assert_eq!(
+            (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+            ("", "", ""),
+            "{name}: nothing of it recorded"
+        );
+    }
+    // Valid values are recorded as given, as Agency.Call records them (the
+    // hub is down here: the call fails, its record is written).
+    let (status, code) = door_call(
+        &f,
+        &[
+            ("truc-purpose", b"h%E1%BB%99 t%E1%BB%8Bch"),
+            ("truc-end-user", b"Nguy%E1%BB%85n V%C4%83n A"),
+            ("truc-case", b"HS-1"),
+        ],
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (503, "UNAVAILABLE"));
+    let by_rest = f.last();
+    let _ = f
+        .agency
+        .call(request_from(
+            who(Role::Client, "dms"),
+            CallRequest {
+                purpose: "hộ tịch".into(),
+                end_user: "Nguyễn Văn A".into(),
+                case: "HS-1".into(),
+                ..call("000.00.00.H37")
+            },
+        ))
+        .await;
+    let by_grpc = f.last();
+    assert_eq!(
+        (by_rest.purpose.as_str(), by_rest.end_user.as_str(), by_rest.case.as_str()),
+        ("hộ tịch", "Nguyễn Văn A", "HS-1")
+    );
+    let why = |r: &truc_audit::AuditRecord| {
+        (r.purpose.clone(), r.end_user.clone(), r.case.clone(), r.end_user_hashed)
+    };
+    assert_eq!(why(&by_rest), why(&by_grpc));
+}
