@@ -487,7 +487,10 @@ async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_h
     // "giải quyết hồ sơ" and its case number, percent-encoded as REST
     // backends get them.
     let why = [
-        ("truc-purpose", "gi%E1%BA%A3i quy%E1%BA%BFt h%E1%BB%93 s%C6%A1"),
+        (
+            "truc-purpose",
+            "gi%E1%BA%A3i quy%E1%BA%BFt h%E1%BB%93 s%C6%A1",
+        ),
         ("truc-case", "HS-2026/000077"),
     ];
     let answer = rest_call_with(
@@ -515,7 +518,13 @@ async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_h
         .into_inner()
         .records;
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].record.as_ref().map(|r| r.transaction_id.as_str()), Some(tx.as_str()));
+    assert_eq!(
+        records[0]
+            .record
+            .as_ref()
+            .map(|r| r.transaction_id.as_str()),
+        Some(tx.as_str())
+    );
 
     // A hostile value from a caller with a valid certificate: a decoded
     // line break (a header injection once passed on) is refused before the
@@ -531,6 +540,9 @@ async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_h
     )
     .await
     .expect("call");
-    assert_eq!((answer.status, answer.code().as_str()), (400, "INVALID_ARGUMENT"));
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (400, "INVALID_ARGUMENT")
+    );
     c.deployment.stop().await.expect("stop");
 }

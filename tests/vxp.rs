@@ -684,7 +684,13 @@ async fn document_counts(c: &Cluster, from: &str, to: &str) -> Counts {
     let mut out = std::collections::BTreeMap::new();
     for r in counts.rows {
         if r.client_agency == from && r.provider_agency == to {
-            let key = (r.client_agency, r.provider_agency, r.service, r.kind, r.outcome);
+            let key = (
+                r.client_agency,
+                r.provider_agency,
+                r.service,
+                r.kind,
+                r.outcome,
+            );
             *out.entry(key).or_default() += r.count;
         }
     }
@@ -918,10 +924,7 @@ async fn a_dms_signature_and_unknown_elements_reach_the_other_dms_as_they_came()
     // And through gRPC, the recipient's envelope carries the same bytes
     // that the hub's audit record digested.
     let grpc = c.client(PROVINCE_NODE, PROVINCE_CLIENT);
-    let fetched = grpc
-        .fetch(H37, G22, &env.document_id)
-        .await
-        .expect("fetch");
+    let fetched = grpc.fetch(H37, G22, &env.document_id).await.expect("fetch");
     let carried = fetched.entry().envelope.clone().expect("envelope");
     let kept = truc_edxml::Preserved::from_envelope(&carried).expect("kept");
     assert_eq!(kept.signature.as_deref(), Some(SIGNATURE));

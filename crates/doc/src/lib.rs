@@ -139,5 +139,6 @@ pub use status::{ChangeKind, DocState, StatusCode, TransitionError};
 pub use text::forbidden_in_line;
 pub use validate::{
     Limits, LimitsError, MAX_EMAIL_CHARS, MAX_LIST_ENTRIES, MAX_LONG_TEXT_CHARS, MAX_NAME_CHARS,
-    MAX_PHONE_CHARS, MAX_PRESERVED_BYTES, MAX_REASON_CHARS, Violation, check, is_valid_date, validate,
+    MAX_PHONE_CHARS, MAX_PRESERVED_BYTES, MAX_REASON_CHARS, Violation, check, is_valid_date,
+    validate,
 };

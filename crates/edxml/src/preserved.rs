@@ -91,7 +91,12 @@ pub fn check_preserved(envelope: &Envelope) -> Result<Preserved, Error> {
             ));
         }
     };
-    for (b, a) in back.envelope.attachments.iter_mut().zip(&envelope.attachments) {
+    for (b, a) in back
+        .envelope
+        .attachments
+        .iter_mut()
+        .zip(&envelope.attachments)
+    {
         b.size = a.size;
         b.sha256 = a.sha256.clone();
     }
@@ -170,8 +175,13 @@ mod tests {
         assert!(check_preserved(&envelope()).expect("none").is_empty());
         // What a parser returns passes as it is.
         let mut out = Vec::new();
-        write_package(&mut out, &envelope(), &extra, &mut Memory(vec![b"noi dung".to_vec()]))
-            .expect("write");
+        write_package(
+            &mut out,
+            &envelope(),
+            &extra,
+            &mut Memory(vec![b"noi dung".to_vec()]),
+        )
+        .expect("write");
         let p = parse_package(out.as_slice(), &mut crate::Discard).expect("parse");
         let mut e = p.envelope;
         e.preserved = p.extra.to_bytes().into();
@@ -196,7 +206,9 @@ mod tests {
             assert!(err.codes().contains(&"R.Preserved"), "{xml}: {err}");
         }
         let mut forged = unknown(MH, "<edXML:X/>");
-        forged.signature = Some(format!("{SIGNATURE}<edXML:DueDate>2030/01/01</edXML:DueDate>"));
+        forged.signature = Some(format!(
+            "{SIGNATURE}<edXML:DueDate>2030/01/01</edXML:DueDate>"
+        ));
         let err = check_preserved(&with(&forged)).expect_err("signature plus an element");
         assert!(err.codes().contains(&"R.Preserved"), "{err}");
     }
@@ -205,10 +217,19 @@ mod tests {
     fn oversized_or_undecodable_bytes_are_refused() {
         let mut e = envelope();
         e.preserved = b"{not json".to_vec().into();
-        assert_eq!(check_preserved(&e).expect_err("json").codes(), ["R.Preserved"]);
-        let big = unknown(MH, &format!("<edXML:X>{}</edXML:X>", "a".repeat(MAX_PRESERVED_BYTES)));
+        assert_eq!(
+            check_preserved(&e).expect_err("json").codes(),
+            ["R.Preserved"]
+        );
+        let big = unknown(
+            MH,
+            &format!("<edXML:X>{}</edXML:X>", "a".repeat(MAX_PRESERVED_BYTES)),
+        );
         let e = with(&big);
-        assert_eq!(check_preserved(&e).expect_err("size").codes(), ["R.Preserved.Size"]);
+        assert_eq!(
+            check_preserved(&e).expect_err("size").codes(),
+            ["R.Preserved.Size"]
+        );
         assert!(
             truc_doc::validate(&e, &truc_doc::Limits::default())
                 .iter()

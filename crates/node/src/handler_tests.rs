@@ -964,10 +964,16 @@ async fn kept_edxml_content_that_changes_the_document_is_refused_by_both_nodes()
         .await
         .expect("delivered");
     let inbox = f.inbox(G22);
-    assert_eq!(inbox[0].envelope.as_ref().map(|e| &e.preserved), Some(&good.preserved));
-    f.send(dms, vec![opening(with_edxml(envelope(H37, G22, &[]), "<edXML:Ghi/>"))])
-        .await
-        .expect("sent");
+    assert_eq!(
+        inbox[0].envelope.as_ref().map(|e| &e.preserved),
+        Some(&good.preserved)
+    );
+    f.send(
+        dms,
+        vec![opening(with_edxml(envelope(H37, G22, &[]), "<edXML:Ghi/>"))],
+    )
+    .await
+    .expect("sent");
 }
 
 /// `POST /v1/call/{service}` to the REST door as agency system `dms`
@@ -1017,7 +1023,11 @@ async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_o
     ];
     for (name, value) in hostile {
         let answer = door_call(&f, &[(name, value)]).await;
-        assert_eq!(answer, (400, "INVALID_ARGUMENT".into()), "{name}: {value:?}");
+        assert_eq!(
+            answer,
+            (400, "INVALID_ARGUMENT".into()),
+            "{name}: {value:?}"
+        );
         let r = f.last();
         assert_eq!(
             (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
@@ -1052,11 +1062,20 @@ async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_o
         .await;
     let by_grpc = f.last();
     assert_eq!(
-        (by_rest.purpose.as_str(), by_rest.end_user.as_str(), by_rest.case.as_str()),
+        (
+            by_rest.purpose.as_str(),
+            by_rest.end_user.as_str(),
+            by_rest.case.as_str()
+        ),
         ("hộ tịch", "Nguyễn Văn A", "HS-1")
     );
     let why = |r: &truc_audit::AuditRecord| {
-        (r.purpose.clone(), r.end_user.clone(), r.case.clone(), r.end_user_hashed)
+        (
+            r.purpose.clone(),
+            r.end_user.clone(),
+            r.case.clone(),
+            r.end_user_hashed,
+        )
     };
     assert_eq!(why(&by_rest), why(&by_grpc));
 }

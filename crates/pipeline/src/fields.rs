@@ -287,11 +287,21 @@ mod tests {
     #[test]
     fn percent_decoding_undoes_encoding_and_refuses_the_rest() {
         for v in ["hộ tịch 100%", "Nguyễn Văn A", "", "a%b", "HS-1/2"] {
-            assert_eq!(percent_decode(percent_encode(v).as_bytes()).as_deref(), Ok(v));
+            assert_eq!(
+                percent_decode(percent_encode(v).as_bytes()).as_deref(),
+                Ok(v)
+            );
         }
         // Decoded control characters come out, for Why::parse to refuse.
         assert_eq!(percent_decode(b"a%0Ab").as_deref(), Ok("a\nb"));
-        for bad in [&b"100%"[..], b"%zz", b"%4", b"%FF", "hộ".as_bytes(), b"a\tb"] {
+        for bad in [
+            &b"100%"[..],
+            b"%zz",
+            b"%4",
+            b"%FF",
+            "hộ".as_bytes(),
+            b"a\tb",
+        ] {
             assert!(percent_decode(bad).is_err(), "{bad:?}");
         }
     }

@@ -14,8 +14,8 @@ use truc_registry::AgencyCode;
 use truc_store::{Store, WriteBatch};
 
 use super::{
-    Caller, Delivery, Documents, TrackingChanged, blobs, check_envelope, check_parts, keys, keys::storage, kind_of,
-    now_ms, recipients_of, watch,
+    Caller, Delivery, Documents, TrackingChanged, blobs, check_envelope, check_parts, keys,
+    keys::storage, kind_of, now_ms, recipients_of, watch,
 };
 
 use truc_doc::chunks::{only_chunks_after, opening};
