@@ -159,19 +159,6 @@ fn increments(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> 
         .collect()
 }
 
-/// A record with what differs between two transactions (ids, times,
-/// positions, the receipt) blanked.
-fn comparable(mut r: AuditRecord) -> AuditRecord {
-    r.index = 0;
-    r.prev_hash = Bytes::new();
-    r.transaction_id.clear();
-    r.started_unix_ms = 0;
-    r.finished_unix_ms = 0;
-    r.latency_us = 0;
-    r.receipt = None;
-    r
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rest_call_is_the_same_transaction_as_a_grpc_call() {
     let c = start().await;
@@ -493,17 +480,18 @@ async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_h
         ),
         ("truc-case", "HS-2026/000077"),
     ];
-    let answer = rest_call_with(
-        &c,
-        PROVINCE_NODE,
-        Some(PROVINCE_CLIENT),
-        H37,
-        CITIZEN_LOOKUP,
-        ID.into(),
-        &why,
-    )
-    .await
-    .expect("call");
+    let call_with = |headers| {
+        rest_call_with(
+            &c,
+            PROVINCE_NODE,
+            Some(PROVINCE_CLIENT),
+            H37,
+            CITIZEN_LOOKUP,
+            ID.into(),
+            headers,
+        )
+    };
+    let answer = call_with(&why).await.expect("call");
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let tx = answer.header("x-truc-transaction-id").to_string();
     let mut admin = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
@@ -529,17 +517,9 @@ async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_h
     // A hostile value from a caller with a valid certificate: a decoded
     // line break (a header injection once passed on) is refused before the
     // call leaves the node.
-    let answer = rest_call_with(
-        &c,
-        PROVINCE_NODE,
-        Some(PROVINCE_CLIENT),
-        H37,
-        CITIZEN_LOOKUP,
-        ID.into(),
-        &[("truc-case", "HS-1%0D%0Ax-truc-client: 000.00.00.G22")],
-    )
-    .await
-    .expect("call");
+    let answer = call_with(&[("truc-case", "HS-1%0D%0Ax-truc-client: 000.00.00.G22")])
+        .await
+        .expect("call");
     assert_eq!(
         (answer.status, answer.code().as_str()),
         (400, "INVALID_ARGUMENT")

@@ -722,16 +722,10 @@ async fn hub_records(c: &Cluster) -> Vec<truc_proto::v1::AuditRecord> {
     }
 }
 
-/// A record without the fields two sends must differ in: its place in the
-/// log, the transaction id, times and the digests. Sizes are kept: both
-/// sends carry the same attachment.
-fn masked(mut r: truc_proto::v1::AuditRecord) -> truc_proto::v1::AuditRecord {
-    r.index = 0;
-    r.prev_hash = Default::default();
-    r.transaction_id.clear();
-    r.started_unix_ms = 0;
-    r.finished_unix_ms = 0;
-    r.latency_us = 0;
+/// A record without the fields two sends must differ in: [`comparable`]'s
+/// and the digests. Sizes are kept: both sends carry the same attachment.
+fn masked(r: truc_proto::v1::AuditRecord) -> truc_proto::v1::AuditRecord {
+    let mut r = comparable(r);
     r.request_sha256 = Default::default();
     r.response_sha256 = Default::default();
     r

@@ -266,6 +266,16 @@ async fn a_call_with_bad_fields_never_leaves_the_node() {
     }
 }
 
+/// A call from H37 with a purpose, an end user and a case that are valid.
+fn valid_why() -> CallRequest {
+    CallRequest {
+        purpose: "hộ tịch".into(),
+        end_user: "Nguyễn Văn A".into(),
+        case: "HS-1".into(),
+        ..call("000.00.00.H37")
+    }
+}
+
 #[tokio::test]
 async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
     let f = fixture();
@@ -298,18 +308,7 @@ async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
         );
     }
     // Valid values are recorded as given (the hub is down here).
-    let _ = f
-        .agency
-        .call(request_from(
-            dms,
-            CallRequest {
-                purpose: "hộ tịch".into(),
-                end_user: "Nguyễn Văn A".into(),
-                case: "HS-1".into(),
-                ..call("000.00.00.H37")
-            },
-        ))
-        .await;
+    let _ = f.agency.call(request_from(dms, valid_why())).await;
     let r = f.last();
     assert_eq!(
         (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
@@ -1050,15 +1049,7 @@ async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_o
     let by_rest = f.last();
     let _ = f
         .agency
-        .call(request_from(
-            who(Role::Client, "dms"),
-            CallRequest {
-                purpose: "hộ tịch".into(),
-                end_user: "Nguyễn Văn A".into(),
-                case: "HS-1".into(),
-                ..call("000.00.00.H37")
-            },
-        ))
+        .call(request_from(who(Role::Client, "dms"), valid_why()))
         .await;
     let by_grpc = f.last();
     assert_eq!(
