@@ -53,6 +53,19 @@ async fn rest_call(
     service: &str,
     body: Vec<u8>,
 ) -> Result<Answer, String> {
+    rest_call_with(c, node, client, act_for, service, body, &[]).await
+}
+
+/// [`rest_call`] with more request headers.
+async fn rest_call_with(
+    c: &Cluster,
+    node: &str,
+    client: Option<&str>,
+    act_for: &str,
+    service: &str,
+    body: Vec<u8>,
+    more: &[(&str, &str)],
+) -> Result<Answer, String> {
     let addr = c.deployment.http_addr(node).expect("the node has [http]");
     let mut tls = match client {
         Some(name) => (*truc_pki::client_config_for(&c.tls(Role::Client, name), Role::Node)
@@ -89,10 +102,14 @@ async fn rest_call(
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
-        let request = http::Request::post(format!("/v1/call/{service}"))
+        let mut request = http::Request::post(format!("/v1/call/{service}"))
             .header("host", node)
             .header("content-type", "application/json")
-            .header("x-truc-client", act_for)
+            .header("x-truc-client", act_for);
+        for (name, value) in more {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -140,19 +157,6 @@ fn increments(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> 
             (d > 0).then(|| (k.clone(), d))
         })
         .collect()
-}
-
-/// A record with what differs between two transactions (ids, times,
-/// positions, the receipt) blanked.
-fn comparable(mut r: AuditRecord) -> AuditRecord {
-    r.index = 0;
-    r.prev_hash = Bytes::new();
-    r.transaction_id.clear();
-    r.started_unix_ms = 0;
-    r.finished_unix_ms = 0;
-    r.latency_us = 0;
-    r.receipt = None;
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,5 +465,64 @@ async fn a_call_past_the_request_timeout_is_504_deadline_exceeded() {
         (504, "DEADLINE_EXCEEDED")
     );
     assert_eq!(answer.header("x-truc-transaction-id").len(), 32);
+    c.deployment.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn why_a_rest_call_is_made_is_taken_from_its_headers_and_recorded_at_the_hub() {
+    let c = start().await;
+    // "giải quyết hồ sơ" and its case number, percent-encoded as REST
+    // backends get them.
+    let why = [
+        (
+            "truc-purpose",
+            "gi%E1%BA%A3i quy%E1%BA%BFt h%E1%BB%93 s%C6%A1",
+        ),
+        ("truc-case", "HS-2026/000077"),
+    ];
+    let call_with = |headers| {
+        rest_call_with(
+            &c,
+            PROVINCE_NODE,
+            Some(PROVINCE_CLIENT),
+            H37,
+            CITIZEN_LOOKUP,
+            ID.into(),
+            headers,
+        )
+    };
+    let answer = call_with(&why).await.expect("call");
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let tx = answer.header("x-truc-transaction-id").to_string();
+    let mut admin = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
+    let records = admin
+        .list_records(ListRecordsRequest {
+            purpose: "giải quyết hồ sơ".into(),
+            case: "HS-2026/000077".into(),
+            ..ListRecordsRequest::default()
+        })
+        .await
+        .expect("records")
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0]
+            .record
+            .as_ref()
+            .map(|r| r.transaction_id.as_str()),
+        Some(tx.as_str())
+    );
+
+    // A hostile value from a caller with a valid certificate: a decoded
+    // line break (a header injection once passed on) is refused before the
+    // call leaves the node.
+    let answer = call_with(&[("truc-case", "HS-1%0D%0Ax-truc-client: 000.00.00.G22")])
+        .await
+        .expect("call");
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (400, "INVALID_ARGUMENT")
+    );
     c.deployment.stop().await.expect("stop");
 }

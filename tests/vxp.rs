@@ -314,15 +314,19 @@ async fn with_vxp_tls(c: &mut Cluster, tls: bool) -> (Sdk, Sdk) {
 
 /// An edXML package of `envelope` with its attachments.
 fn package(envelope: &truc_proto::v1::Envelope, files: &[(&str, &[u8])]) -> Vec<u8> {
+    package_with(envelope, files, &truc_edxml::Preserved::default())
+}
+
+/// An edXML package of `envelope` with a DMS's own content: `extra`'s
+/// signature and unknown elements.
+fn package_with(
+    envelope: &truc_proto::v1::Envelope,
+    files: &[(&str, &[u8])],
+    extra: &truc_edxml::Preserved,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut source = truc_edxml::Memory(files.iter().map(|(_, d)| d.to_vec()).collect());
-    truc_edxml::write_package(
-        &mut out,
-        envelope,
-        &truc_edxml::Preserved::default(),
-        &mut source,
-    )
-    .expect("package");
+    truc_edxml::write_package(&mut out, envelope, extra, &mut source).expect("package");
     out
 }
 
@@ -668,12 +672,11 @@ async fn the_vxp_listener_serves_tls_1_2_and_1_3() {
     }
 }
 
-/// The hub's counts of documents from `from` to `to`: (kind, outcome) → count.
-async fn document_counts(
-    c: &Cluster,
-    from: &str,
-    to: &str,
-) -> std::collections::BTreeMap<(String, String), u64> {
+/// Count rows: every field but the day (a test may cross midnight) → count.
+type Counts = std::collections::BTreeMap<(String, String, String, String, String), u64>;
+
+/// The hub's counts of documents from `from` to `to`.
+async fn document_counts(c: &Cluster, from: &str, to: &str) -> Counts {
     let counts = c
         .counts(truc_pki::Role::Admin, "admin")
         .await
@@ -681,35 +684,168 @@ async fn document_counts(
     let mut out = std::collections::BTreeMap::new();
     for r in counts.rows {
         if r.client_agency == from && r.provider_agency == to {
-            *out.entry((r.kind, r.outcome)).or_default() += r.count;
+            let key = (
+                r.client_agency,
+                r.provider_agency,
+                r.service,
+                r.kind,
+                r.outcome,
+            );
+            *out.entry(key).or_default() += r.count;
         }
     }
     out
 }
 
+/// Every audit record the hub holds (read as its administrator).
+async fn hub_records(c: &Cluster) -> Vec<truc_proto::v1::AuditRecord> {
+    let mut audit = truc_proto::v1::audit_client::AuditClient::new(
+        c.hub_channel(truc_pki::Role::Admin, "admin"),
+    );
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = audit
+            .list_records(truc_proto::v1::ListRecordsRequest {
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("records")
+            .into_inner();
+        out.extend(page.records.into_iter().filter_map(|r| r.record));
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A record without the fields two sends must differ in: [`comparable`]'s
+/// and the digests. Sizes are kept: both sends carry the same attachment.
+fn masked(r: truc_proto::v1::AuditRecord) -> truc_proto::v1::AuditRecord {
+    let mut r = comparable(r);
+    r.request_sha256 = Default::default();
+    r.response_sha256 = Default::default();
+    r
+}
+
+/// What the sender's node and the recipient's node keep of one delivered
+/// document: the hub's record (decoded from the receipt the sender's node
+/// holds), the hub's own copy of it, the sender's tracking of the
+/// recipient and the recipient's inbox entry.
+struct Kept {
+    in_receipt: truc_proto::v1::AuditRecord,
+    at_hub: truc_proto::v1::AuditRecord,
+    tracking: truc_proto::v1::RecipientTracking,
+    inbox: truc_proto::v1::InboxEntry,
+    envelope: truc_proto::v1::Envelope,
+}
+
+async fn kept(c: &Cluster, document_id: &str) -> Kept {
+    let sender = c.client(MINISTRY_NODE, MINISTRY_CLIENT);
+    let t = tracking_at(&sender, G22, document_id, H37, "01").await;
+    let r = t.recipients.into_iter().next().expect("one recipient");
+    let receipt = r.receipt.clone().expect("the hub's receipt");
+    let in_receipt =
+        <truc_proto::v1::AuditRecord as prost::Message>::decode(receipt.record.as_ref())
+            .expect("the receipt's record");
+    let at_hub = hub_records(c)
+        .await
+        .into_iter()
+        .find(|h| h.transaction_id == receipt.transaction_id)
+        .expect("the hub's record");
+    let recipient = c.client(PROVINCE_NODE, PROVINCE_CLIENT);
+    let inbox = inbox(&recipient, H37)
+        .await
+        .into_iter()
+        .find(|e| e.document_id == document_id)
+        .expect("in the recipient's inbox");
+    Kept {
+        in_receipt,
+        at_hub,
+        tracking: r,
+        inbox,
+        envelope: t.envelope.expect("envelope"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vxp_send_is_counted_like_a_grpc_send_and_works_within_one_node() {
+async fn a_vxp_send_is_recorded_and_counted_like_a_grpc_send_and_works_within_one_node() {
     let mut c = start_fast_retries().await;
     let (mut ministry, mut province) = with_vxp(&mut c).await;
     let grpc = c.client(MINISTRY_NODE, MINISTRY_CLIENT);
     let files: [(&str, &[u8]); 1] = [("a.txt", b"noi dung")];
 
+    let before = document_counts(&c, G22, H37).await;
     let by_grpc = envelope(G22, &[H37], "501", &files);
     send(&grpc, &by_grpc, &files).await.expect("gRPC send");
-    tracking_at(&grpc, G22, &by_grpc.document_id, H37, "01").await;
+    let g = kept(&c, &by_grpc.document_id).await;
     let after_grpc = document_counts(&c, G22, H37).await;
-    assert!(!after_grpc.is_empty(), "the hub counted the gRPC send");
 
     let by_vxp = envelope(G22, &[H37], "502", &files);
     let a = ministry
         .send_edoc(G22, "edoc", &package(&by_vxp, &files))
         .await;
     assert_eq!(a.json["status"], "OK", "{}", a.json);
-    tracking_at(&grpc, G22, &by_vxp.document_id, H37, "01").await;
+    let v = kept(&c, &by_vxp.document_id).await;
     let after_vxp = document_counts(&c, G22, H37).await;
-    let doubled: std::collections::BTreeMap<_, _> =
-        after_grpc.iter().map(|(k, v)| (k.clone(), v * 2)).collect();
-    assert_eq!(after_vxp, doubled, "the VXP send counted as the gRPC one");
+
+    for k in [&g, &v] {
+        // The node holds what the hub holds, and the digest is the envelope's.
+        assert_eq!(k.in_receipt, k.at_hub);
+        assert_eq!(
+            k.at_hub.request_sha256,
+            truc_doc::envelope_digest(&k.envelope).to_vec()
+        );
+        assert_eq!(k.at_hub.kind, "document");
+        assert_eq!(k.at_hub.outcome, "OK");
+    }
+    assert_ne!(g.at_hub.transaction_id, v.at_hub.transaction_id);
+    // Field by field, every field but those that must differ.
+    assert_eq!(masked(g.at_hub.clone()), masked(v.at_hub.clone()));
+    assert_eq!(g.at_hub.request_bytes, files[0].1.len() as u64);
+    let tracked = |mut r: truc_proto::v1::RecipientTracking| {
+        r.receipt = None;
+        r.next_attempt_unix_ms = 0;
+        for e in &mut r.history {
+            e.unix_ms = 0;
+        }
+        r
+    };
+    assert_eq!(tracked(g.tracking), tracked(v.tracking));
+    let entry = |mut e: truc_proto::v1::InboxEntry| {
+        e.document_id.clear();
+        e.envelope = None;
+        e.arrived_unix_ms = 0;
+        e.updated_unix_ms = 0;
+        for h in &mut e.history {
+            h.unix_ms = 0;
+        }
+        e
+    };
+    assert_eq!(entry(g.inbox), entry(v.inbox));
+    // The envelopes differ only in the document's own number and in what
+    // the package kept beside them (content ids).
+    let same_doc = |mut e: truc_proto::v1::Envelope| {
+        e.document_id.clear();
+        e.code = None;
+        e.preserved = Default::default();
+        e
+    };
+    assert_eq!(same_doc(g.envelope), same_doc(v.envelope));
+
+    // The statistics: the VXP send added exactly the rows the gRPC send did.
+    let added = |from: &Counts, to: &Counts| {
+        to.iter()
+            .map(|(k, n)| (k.clone(), n - from.get(k).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let by_grpc_rows = added(&before, &after_grpc);
+    assert!(!by_grpc_rows.is_empty(), "the hub counted the gRPC send");
+    assert_eq!(added(&after_grpc, &after_vxp), by_grpc_rows);
 
     // Between two agencies of the same node, through one system.
     let inner = envelope(H37, &[H37_DEPT], "503", &files);
@@ -730,4 +866,98 @@ async fn a_vxp_send_is_counted_like_a_grpc_send_and_works_within_one_node() {
         .expect("listed");
     assert_eq!(row["to"], H37_DEPT);
     assert_eq!(row["from"], H37);
+}
+
+/// A DMS's XML signature, with its own namespaces, attribute order and
+/// spacing, as it would come from a signing library.
+const SIGNATURE: &str = "<edXML:DigitalSignature><Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\" Id=\"sig-1\"><SignedInfo><CanonicalizationMethod Algorithm=\"http://www.w3.org/TR/2001/REC-xml-c14n-20010315\"/><Reference URI=\"\"><DigestValue>q83vEjRWeJA=</DigestValue></Reference></SignedInfo>\n  <SignatureValue>TWluaCBjaOG7qW5n</SignatureValue><KeyInfo><X509Data><X509Certificate>MIIBszCCAVmgAwIBAgIU</X509Certificate></X509Data></KeyInfo></Signature></edXML:DigitalSignature>";
+
+/// A vendor's element this node does not know.
+const VENDOR: &str = "<edXML:VendorExtension xmlns:v=\"urn:vendor\" v:ban=\"2\"><v:SoDen>1234</v:SoDen><v:GhiChu>Văn bản mật</v:GhiChu></edXML:VendorExtension>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dms_signature_and_unknown_elements_reach_the_other_dms_as_they_came() {
+    let mut c = start_fast_retries().await;
+    let (mut ministry, mut province) = with_vxp(&mut c).await;
+    let files: [(&str, &[u8]); 1] = [("quyet-dinh.pdf", b"%PDF-1.4 quyet dinh")];
+    let env = envelope(G22, &[H37], "8801", &files);
+    let extra = truc_edxml::Preserved {
+        signature: Some(SIGNATURE.into()),
+        unknown: vec![truc_edxml::Fragment {
+            parent: "edXML/edXMLEnvelope/edXMLHeader/MessageHeader".into(),
+            xml: VENDOR.into(),
+        }],
+        ..truc_edxml::Preserved::default()
+    };
+    let file = package_with(&env, &files, &extra);
+    let sent = ministry.send_edoc(G22, "edoc", &file).await;
+    assert_eq!(sent.json["status"], "OK", "{}", sent.json);
+
+    let list = province
+        .received_until("edoc", |l| doc_id_of(l, &env.document_id).is_some())
+        .await;
+    let id = doc_id_of(&list, &env.document_id).expect("listed");
+    let got = province
+        .call("POST", "getEdoc", &[("docId", &id)], b"{}")
+        .await;
+    assert_eq!(got.json["status"], "OK", "{}", got.json);
+    let edxml = base64::engine::general_purpose::STANDARD
+        .decode(got.json["data"].as_str().expect("data"))
+        .expect("base64");
+    let text = String::from_utf8(edxml.clone()).expect("utf-8");
+    // Byte for byte, in the other DMS's package.
+    assert!(text.contains(SIGNATURE), "signature lost:\n{text}");
+    assert!(text.contains(VENDOR), "unknown element lost:\n{text}");
+    let mut memory = truc_edxml::Memory::default();
+    let parsed = truc_edxml::parse_package(&edxml[..], &mut memory).expect("edXML");
+    assert_eq!(parsed.extra.signature.as_deref(), Some(SIGNATURE));
+    assert_eq!(parsed.extra.unknown, extra.unknown);
+    assert_eq!(parsed.envelope.subject, env.subject);
+    assert_eq!(memory.0, [files[0].1.to_vec()]);
+
+    // And through gRPC, the recipient's envelope carries the same bytes
+    // that the hub's audit record digested.
+    let grpc = c.client(PROVINCE_NODE, PROVINCE_CLIENT);
+    let fetched = grpc.fetch(H37, G22, &env.document_id).await.expect("fetch");
+    let carried = fetched.entry().envelope.clone().expect("envelope");
+    let kept = truc_edxml::Preserved::from_envelope(&carried).expect("kept");
+    assert_eq!(kept.signature.as_deref(), Some(SIGNATURE));
+    let relayed = hub_records(&c)
+        .await
+        .into_iter()
+        .find(|r| r.kind == "document" && r.provider_agency == H37 && r.client_agency == G22)
+        .expect("the hub's record of the delivery");
+    assert_eq!(
+        relayed.request_sha256,
+        truc_doc::envelope_digest(&carried).to_vec(),
+        "the hub's digest covers the kept content"
+    );
+
+    // A signature past the bound is refused in the SDK's shape, by code.
+    let big = truc_edxml::Preserved {
+        signature: Some(format!(
+            "<edXML:DigitalSignature><Signature>{}</Signature></edXML:DigitalSignature>",
+            "A".repeat(truc_doc::MAX_PRESERVED_BYTES)
+        )),
+        ..truc_edxml::Preserved::default()
+    };
+    let env = envelope(G22, &[H37], "8802", &files);
+    let refused = ministry
+        .send_edoc(G22, "edoc", &package_with(&env, &files, &big))
+        .await;
+    assert_eq!(
+        (refused.http, refused.json["status"].as_str()),
+        (400, Some("FAIL")),
+        "{}",
+        refused.json
+    );
+    assert_eq!(refused.json["ErrorCode"], "INVALID_ARGUMENT");
+    assert!(
+        refused.json["ErrorDesc"]
+            .as_str()
+            .is_some_and(|d| d.contains("R.Preserved.Size")),
+        "{}",
+        refused.json
+    );
+    assert_eq!(refused.json["DocId"], "");
 }

@@ -128,8 +128,8 @@ fn status_write_then_read() {
 }
 
 /// A package's document sent with `truc send --edxml` arrives, and `truc
-/// fetch --edxml` gives it back as a package with the same envelope and
-/// attachments.
+/// fetch --edxml` gives it back as a package with the same envelope,
+/// attachments, signature and unknown elements.
 #[test]
 fn send_edxml_then_fetch_edxml_between_two_nodes() {
     let dir = tempfile::tempdir().expect("dir");
@@ -205,6 +205,11 @@ fn send_edxml_then_fetch_edxml_between_two_nodes() {
     let back = truc_edxml::parse_package(bytes.as_slice(), &mut got).expect("fetched package");
     assert_eq!(back.envelope, package.envelope);
     assert_eq!(got, sink);
+    // The sender's signature and vendor elements came along, as they were.
+    assert!(package.extra.signature.is_some() && !package.extra.unknown.is_empty());
+    assert_eq!(back.extra.signature, package.extra.signature);
+    assert_eq!(back.extra.unknown, package.extra.unknown);
+    assert_eq!(back.extra.trace, package.extra.trace);
     // A second fetch never overwrites the package.
     let again = run(&[
         "fetch",

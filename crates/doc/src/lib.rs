@@ -84,6 +84,7 @@
 //! | `R.Attachment.Size` | `attachments[i].size` | at most [`Limits::max_attachment_bytes`] |
 //! | `N.Attachment.Sha256` | `attachments[i].sha256` | the file's SHA-256 is required |
 //! | `R.Attachment.Sha256` | `attachments[i].sha256` | exactly 32 bytes |
+//! | `R.Preserved.Size` | `preserved` | at most [`MAX_PRESERVED_BYTES`] |
 //!
 //! Status messages ([`check_status_update`] and the others):
 //!
@@ -138,5 +139,6 @@ pub use status::{ChangeKind, DocState, StatusCode, TransitionError};
 pub use text::forbidden_in_line;
 pub use validate::{
     Limits, LimitsError, MAX_EMAIL_CHARS, MAX_LIST_ENTRIES, MAX_LONG_TEXT_CHARS, MAX_NAME_CHARS,
-    MAX_PHONE_CHARS, MAX_REASON_CHARS, Violation, check, is_valid_date, validate,
+    MAX_PHONE_CHARS, MAX_PRESERVED_BYTES, MAX_REASON_CHARS, Violation, check, is_valid_date,
+    validate,
 };

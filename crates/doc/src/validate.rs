@@ -46,6 +46,9 @@ pub const MAX_PHONE_CHARS: usize = 64;
 pub const MAX_REASON_CHARS: usize = 1000;
 /// Most entries of `to_places`, `other_info.appendixes` and `response_for`.
 pub const MAX_LIST_ENTRIES: usize = 100;
+/// Largest [`Envelope::preserved`] in bytes: the edXML content the envelope
+/// does not model (a `DigitalSignature` with its certificates is a few KiB).
+pub const MAX_PRESERVED_BYTES: usize = 256 * 1024;
 
 const SUBJECT: Rule = free_rule!("Subject", 500);
 const CONTENT: Rule = free_rule!("Content", 500);
@@ -461,6 +464,16 @@ pub fn validate(envelope: &Envelope, limits: &Limits) -> Vec<Violation> {
     }
 
     check_attachments(&mut r, &envelope.attachments, limits);
+    if envelope.preserved.len() > MAX_PRESERVED_BYTES {
+        r.push(
+            "R.Preserved.Size",
+            "preserved",
+            format!(
+                "the kept edXML content (signature, unknown elements) is at most {MAX_PRESERVED_BYTES} bytes (has {})",
+                envelope.preserved.len()
+            ),
+        );
+    }
     r.0
 }
 

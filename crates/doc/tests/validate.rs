@@ -631,3 +631,12 @@ fn check_respects_limits() {
         "R.Attachments.Count attachments: at most 0 attachments are allowed (has 1)"
     );
 }
+
+#[test]
+fn preserved_edxml_content_is_bounded() {
+    let mut e = valid_envelope();
+    e.preserved = Bytes::from(vec![b'x'; truc_doc::MAX_PRESERVED_BYTES]);
+    assert!(codes(&e).is_empty(), "{:?}", codes(&e));
+    e.preserved = Bytes::from(vec![b'x'; truc_doc::MAX_PRESERVED_BYTES + 1]);
+    only(&e, "R.Preserved.Size", "preserved");
+}

@@ -36,6 +36,12 @@
 //! and attribute order of known elements are not kept (the writer has its
 //! own layout).
 //!
+//! The sidecar travels inside the envelope ([`Envelope::preserved`], as the
+//! JSON of [`Preserved`], see [`Preserved::to_bytes`]), so it is stored,
+//! relayed and digested with the document. Bytes from another participant
+//! are checked with [`check_preserved`]: writing them into a package must
+//! give back the same envelope and the same sidecar.
+//!
 //! # Errors
 //!
 //! [`Error::codes`] gives the codes to report: the violations of
@@ -52,6 +58,7 @@
 //! Vietnam time (UTC+07:00, no daylight saving).
 
 mod parse;
+mod preserved;
 mod time;
 mod write;
 
@@ -62,6 +69,7 @@ use {proptest as _, ring as _, truc_doc as _};
 use std::io::{self, Read};
 
 pub use parse::{Options, is_status_package, parse_package, parse_package_with, parse_status};
+pub use preserved::check_preserved;
 pub use time::{format_timestamp, parse_timestamp};
 use truc_doc::Violation;
 use truc_proto::v1::{Attachment, Envelope, Organ, StatusUpdate};

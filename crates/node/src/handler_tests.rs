@@ -270,6 +270,16 @@ async fn a_call_with_bad_fields_never_leaves_the_node() {
     }
 }
 
+/// A call from H37 with a purpose, an end user and a case that are valid.
+fn valid_why() -> CallRequest {
+    CallRequest {
+        purpose: "hộ tịch".into(),
+        end_user: "Nguyễn Văn A".into(),
+        case: "HS-1".into(),
+        ..call("000.00.00.H37")
+    }
+}
+
 #[tokio::test]
 async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
     let f = fixture();
@@ -302,18 +312,7 @@ async fn hostile_why_values_never_leave_the_node_nor_reach_its_record() {
         );
     }
     // Valid values are recorded as given (the hub is down here).
-    let _ = f
-        .agency
-        .call(request_from(
-            dms,
-            CallRequest {
-                purpose: "hộ tịch".into(),
-                end_user: "Nguyễn Văn A".into(),
-                case: "HS-1".into(),
-                ..call("000.00.00.H37")
-            },
-        ))
-        .await;
+    let _ = f.agency.call(request_from(dms, valid_why())).await;
     let r = f.last();
     assert_eq!(
         (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
@@ -976,4 +975,184 @@ async fn a_bad_delivery_even_from_the_hub_is_refused_and_nothing_stored() {
         .into_inner();
     assert!(!ok.duplicate);
     assert_eq!(f.inbox(G22).len(), 1);
+}
+
+/// An envelope carrying kept edXML content: a signature and one unknown
+/// element whose XML is `unknown`.
+fn with_edxml(mut e: Envelope, unknown: &str) -> Envelope {
+    let extra = truc_edxml::Preserved {
+        signature: Some("<edXML:DigitalSignature><Signature/></edXML:DigitalSignature>".into()),
+        unknown: vec![truc_edxml::Fragment {
+            parent: "edXML/edXMLEnvelope/edXMLHeader/MessageHeader".into(),
+            xml: unknown.into(),
+        }],
+        ..truc_edxml::Preserved::default()
+    };
+    e.preserved = extra.to_bytes().into();
+    e
+}
+
+/// A second Subject hidden in an "unknown" element: the recipient's
+/// package would say something the audited envelope does not.
+const FORGED: &str = "<edXML:Subject>Giả mạo</edXML:Subject>";
+
+fn violation(s: &Status) -> Option<&str> {
+    s.metadata()
+        .get(truc_doc::VIOLATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn kept_edxml_content_that_changes_the_document_is_refused_by_both_nodes() {
+    let f = fixture();
+    // A sending system with a valid certificate.
+    let dms = who(Role::Client, "dms");
+    let forged = with_edxml(envelope(H37, G22, &[]), FORGED);
+    let err = f
+        .send(dms.clone(), vec![opening(forged)])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violation(&err), Some("R.Preserved"), "{err:?}");
+    let mut oversized = envelope(H37, G22, &[]);
+    oversized.preserved = vec![b' '; truc_doc::MAX_PRESERVED_BYTES + 1].into();
+    let err = f
+        .send(dms.clone(), vec![opening(oversized)])
+        .await
+        .expect_err("refused");
+    assert_eq!(violation(&err), Some("R.Preserved.Size"), "{err:?}");
+    assert_eq!(f.docs.queue_lengths(), (0, 0), "nothing queued");
+
+    // A sending node that skipped the check: the recipient's node refuses.
+    let hub = who(Role::Hub, "hub");
+    let err = f
+        .node
+        .deliver(request_from(
+            hub.clone(),
+            client_stream(vec![relay_header(Some(with_edxml(
+                envelope(A01, G22, &[]),
+                FORGED,
+            )))]),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(violation(&err), Some("R.Preserved"), "{err:?}");
+    assert!(f.inbox(G22).is_empty(), "nothing stored");
+
+    // A real unknown element passes both and is kept as it came.
+    let good = with_edxml(envelope(A01, G22, &[]), "<edXML:Ghi>chú</edXML:Ghi>");
+    f.node
+        .deliver(request_from(
+            hub,
+            client_stream(vec![relay_header(Some(good.clone()))]),
+        ))
+        .await
+        .expect("delivered");
+    let inbox = f.inbox(G22);
+    assert_eq!(
+        inbox[0].envelope.as_ref().map(|e| &e.preserved),
+        Some(&good.preserved)
+    );
+    f.send(
+        dms,
+        vec![opening(with_edxml(envelope(H37, G22, &[]), "<edXML:Ghi/>"))],
+    )
+    .await
+    .expect("sent");
+}
+
+/// `POST /v1/call/{service}` to the REST door as agency system `dms`
+/// (its verified certificate), with `headers`: the HTTP status and the
+/// JSON error's code, if any.
+async fn door_call(f: &Fixture, headers: &[(&str, &[u8])]) -> (u16, String) {
+    use tower::ServiceExt;
+    let door = crate::rest_door::routes(f.agency.clone(), 1 << 20, Duration::from_secs(5));
+    let mut request = axum::http::Request::post("/v1/call/000.00.00.G22/citizen-lookup/v1")
+        .header("content-type", "application/json")
+        .header("x-truc-client", "000.00.00.H37");
+    for (name, value) in headers {
+        request = request.header(
+            *name,
+            axum::http::HeaderValue::from_bytes(value).expect("header value"),
+        );
+    }
+    let mut request = request.body(axum::body::Body::from("{}")).expect("request");
+    request.extensions_mut().insert(truc_pki::PeerInfo {
+        identity: who(Role::Client, "dms"),
+        remote_addr: None,
+    });
+    let response = door.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    (status, json["code"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_ones() {
+    let f = fixture();
+    let long = "x".repeat(truc_pipeline::fields::MAX_PURPOSE_CHARS + 1);
+    let hostile: [(&str, &[u8]); 6] = [
+        // Too long.
+        ("truc-purpose", long.as_bytes()),
+        // A control character, percent-encoded, and a header injection.
+        ("truc-end-user", b"Nguy%E1%BB%85n%00A"),
+        ("truc-case", b"HS-1%0D%0Ax-truc-client: 000.00.00.G22"),
+        // Not percent-encoded: raw UTF-8 bytes; a broken escape; not UTF-8.
+        ("truc-purpose", "hộ tịch".as_bytes()),
+        ("truc-case", b"HS-1%"),
+        ("truc-end-user", b"%C3%28"),
+    ];
+    for (name, value) in hostile {
+        let answer = door_call(&f, &[(name, value)]).await;
+        assert_eq!(
+            answer,
+            (400, "INVALID_ARGUMENT".into()),
+            "{name}: {value:?}"
+        );
+        let r = f.last();
+        assert_eq!(
+            (r.purpose.as_str(), r.end_user.as_str(), r.case.as_str()),
+            ("", "", ""),
+            "{name}: nothing of it recorded"
+        );
+    }
+    // Valid values are recorded as given, as Agency.Call records them (the
+    // hub is down here: the call fails, its record is written).
+    let (status, code) = door_call(
+        &f,
+        &[
+            ("truc-purpose", b"h%E1%BB%99 t%E1%BB%8Bch"),
+            ("truc-end-user", b"Nguy%E1%BB%85n V%C4%83n A"),
+            ("truc-case", b"HS-1"),
+        ],
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (503, "UNAVAILABLE"));
+    let by_rest = f.last();
+    let _ = f
+        .agency
+        .call(request_from(who(Role::Client, "dms"), valid_why()))
+        .await;
+    let by_grpc = f.last();
+    assert_eq!(
+        (
+            by_rest.purpose.as_str(),
+            by_rest.end_user.as_str(),
+            by_rest.case.as_str()
+        ),
+        ("hộ tịch", "Nguyễn Văn A", "HS-1")
+    );
+    let why = |r: &truc_audit::AuditRecord| {
+        (
+            r.purpose.clone(),
+            r.end_user.clone(),
+            r.case.clone(),
+            r.end_user_hashed,
+        )
+    };
+    assert_eq!(why(&by_rest), why(&by_grpc));
 }

@@ -4,7 +4,9 @@
 //! The caller is the client certificate of the connection (mutual TLS, the
 //! same certificates and `[[client]]` mapping as gRPC); `X-Truc-Client`
 //! names the agency it acts for, checked like `CallRequest.client_agency`.
-//! The body is the payload, `Content-Type` is passed through. The call runs
+//! `truc-purpose`, `truc-end-user` and `truc-case` say why the call is made
+//! (percent-encoded UTF-8, the headers REST backends get), checked and
+//! recorded like `CallRequest`'s fields. The body is the payload, `Content-Type` is passed through. The call runs
 //! the very `Agency.Call` step (same pipeline, audit record and statistics);
 //! this module only translates HTTP to it and back. Answers: the response
 //! body with its content type, `X-Truc-Transaction-Id`, and `X-Truc-Receipt`
@@ -104,6 +106,23 @@ fn refuse(code: Code, message: String) -> Response {
     error(code, message, http_status(code))
 }
 
+/// Why the call is made, from the headers REST backends get them in
+/// (`truc-purpose`, `truc-end-user`, `truc-case`, percent-encoded UTF-8):
+/// `[purpose, end user, case]`, empty when absent. Their content is checked
+/// by the call itself, like `CallRequest`'s fields.
+fn why_headers(headers: &HeaderMap) -> Result<[String; 3], String> {
+    use truc_pipeline::fields::{CASE_HEADER, END_USER_HEADER, PURPOSE_HEADER, percent_decode};
+    let one = |name: &str| match headers.get(name) {
+        None => Ok(String::new()),
+        Some(v) => percent_decode(v.as_bytes()).map_err(|why| format!("header {name}: {why}")),
+    };
+    Ok([
+        one(PURPOSE_HEADER)?,
+        one(END_USER_HEADER)?,
+        one(CASE_HEADER)?,
+    ])
+}
+
 /// A header as printable text (empty if absent), or why it is not.
 fn text_header(headers: &HeaderMap, name: &str) -> Result<String, String> {
     match headers.get(name) {
@@ -136,6 +155,10 @@ async fn call(
     ) {
         (Ok(a), Ok(c)) => (a, c),
         (Err(e), _) | (_, Err(e)) => return refuse(Code::InvalidArgument, e),
+    };
+    let [purpose, end_user, case] = match why_headers(&parts.headers) {
+        Ok(why) => why,
+        Err(e) => return refuse(Code::InvalidArgument, e),
     };
     let too_large = || {
         error(
@@ -175,7 +198,9 @@ async fn call(
         service,
         content_type,
         payload,
-        ..CallRequest::default()
+        purpose,
+        end_user,
+        case,
     });
     grpc.extensions_mut().insert(peer);
     grpc.set_timeout(door.timeout.saturating_sub(started.elapsed()));

@@ -58,6 +58,14 @@ pub const MAX_END_USER_CHARS: usize = 200;
 /// Longest case or file number accepted, in characters.
 pub const MAX_CASE_CHARS: usize = 100;
 
+/// The HTTP header (and gRPC metadata key) of [`Why::purpose`], as REST
+/// backends get it and the REST door takes it.
+pub const PURPOSE_HEADER: &str = "truc-purpose";
+/// The header of [`Why::end_user`].
+pub const END_USER_HEADER: &str = "truc-end-user";
+/// The header of [`Why::case`].
+pub const CASE_HEADER: &str = "truc-case";
+
 /// Why a data call is made: its purpose, the end user on whose behalf and
 /// a case or file number, each empty when not given, each one line of at
 /// most its bound (the rule of every one-line text field,
@@ -91,9 +99,9 @@ impl Why {
     /// ASCII, and `%`, as `%XX`), since header values are ASCII.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         [
-            ("truc-purpose", &self.purpose),
-            ("truc-end-user", &self.end_user),
-            ("truc-case", &self.case),
+            (PURPOSE_HEADER, &self.purpose),
+            (END_USER_HEADER, &self.end_user),
+            (CASE_HEADER, &self.case),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -134,6 +142,34 @@ pub fn line(field: &'static str, value: &str, max: usize) -> Result<(), TxError>
         ));
     }
     Ok(())
+}
+
+/// The text [`percent_encode`] made `value` from: every `%XX` a byte, the
+/// bytes UTF-8. Refused: a `%` not followed by two hex digits, bytes that
+/// are not UTF-8, and anything outside printable ASCII (a header value
+/// carries text only percent-encoded).
+pub fn percent_decode(value: &[u8]) -> Result<String, &'static str> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if !(0x20..0x7f).contains(&b) {
+            return Err("only printable ASCII, the rest percent-encoded");
+        }
+        if b == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a % not followed by two hex digits")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-encoded bytes that are not UTF-8")
 }
 
 /// `value` with its UTF-8 bytes outside printable ASCII, and `%`, as `%XX`.
@@ -245,6 +281,28 @@ mod tests {
         ] {
             let err = Why::parse(p, u, c).expect_err("refused");
             assert!(matches!(err, TxError::Invalid { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_undoes_encoding_and_refuses_the_rest() {
+        for v in ["hộ tịch 100%", "Nguyễn Văn A", "", "a%b", "HS-1/2"] {
+            assert_eq!(
+                percent_decode(percent_encode(v).as_bytes()).as_deref(),
+                Ok(v)
+            );
+        }
+        // Decoded control characters come out, for Why::parse to refuse.
+        assert_eq!(percent_decode(b"a%0Ab").as_deref(), Ok("a\nb"));
+        for bad in [
+            &b"100%"[..],
+            b"%zz",
+            b"%4",
+            b"%FF",
+            "hộ".as_bytes(),
+            b"a\tb",
+        ] {
+            assert!(percent_decode(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -197,7 +197,7 @@ async fn print_tree_head(admin: &ClientConfig) -> Result<(), CliError> {
 /// processing (05), and the statuses travel back to the senders. Waits until
 /// the senders' tracking shows it. Returns how many documents were sent.
 async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
-    use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo, UpdateStatusRequest};
+    use truc_proto::v1::UpdateStatusRequest;
     let province = truc_client::Client::from_grpc(
         d.agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
             .map_err(failed)?,
@@ -206,31 +206,7 @@ async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
         d.agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
             .map_err(failed)?,
     );
-    let now = truc_ops::now_ms();
-    let date = truc_audit::day_of(now).replace('-', "/");
-    // A number per run, so a demo kept between runs sends new documents.
-    let number = (now / 1000 % 1_000_000).to_string();
-    let envelope = |from: &str, to: &str, notation: &str, subject: &str| Envelope {
-        from: Some(Organ {
-            organ_id: from.into(),
-            ..Organ::default()
-        }),
-        to: vec![Organ {
-            organ_id: to.into(),
-            ..Organ::default()
-        }],
-        code: Some(DocumentCode {
-            code_number: number.clone(),
-            code_notation: notation.into(),
-        }),
-        promulgation_info: Some(PromulgationInfo {
-            place: String::new(),
-            promulgation_date: date.clone(),
-        }),
-        subject: subject.into(),
-        document_id: format!("{from},{date},{number}/{notation}"),
-        ..Envelope::default()
-    };
+    let envelope = sample_envelope();
     let plan = [
         (
             H37,
@@ -287,14 +263,42 @@ async fn drive_documents(d: &Deployment) -> Result<u32, CliError> {
     Ok(sent)
 }
 
+/// The sample documents' envelope, `(from, to, notation, subject)` →
+/// envelope: dated today, numbered per run (so a demo kept between runs
+/// sends new documents), without attachments.
+fn sample_envelope() -> impl Fn(&str, &str, &str, &str) -> truc_proto::v1::Envelope {
+    use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
+    let now = truc_ops::now_ms();
+    let date = truc_audit::day_of(now).replace('-', "/");
+    let number = (now / 1000 % 1_000_000).to_string();
+    move |from, to, notation, subject| Envelope {
+        from: Some(Organ {
+            organ_id: from.into(),
+            ..Organ::default()
+        }),
+        to: vec![Organ {
+            organ_id: to.into(),
+            ..Organ::default()
+        }],
+        code: Some(DocumentCode {
+            code_number: number.clone(),
+            code_notation: notation.into(),
+        }),
+        promulgation_info: Some(PromulgationInfo {
+            place: String::new(),
+            promulgation_date: date.clone(),
+        }),
+        subject: subject.into(),
+        document_id: format!("{from},{date},{number}/{notation}"),
+        ..Envelope::default()
+    }
+}
+
 /// One document each way through the nodes' VXP listeners, sent as the VXP
 /// SDK does (`sendEdoc`: the edXML file, CRLF, signed headers).
 async fn drive_vxp(d: &Deployment) -> Result<u32, CliError> {
-    use truc_proto::v1::{DocumentCode, Envelope, Organ, PromulgationInfo};
     let described = d.describe();
-    let now = truc_ops::now_ms();
-    let date = truc_audit::day_of(now).replace('-', "/");
-    let number = format!("{}", now / 1000 % 1_000_000);
+    let envelope = sample_envelope();
     let plan = [
         (
             MINISTRY_NODE,
@@ -326,27 +330,7 @@ async fn drive_vxp(d: &Deployment) -> Result<u32, CliError> {
             .ok_or_else(|| failed(format!("no VXP URL for {node}")))?;
         let system = vxp["system"]["id"].as_str().unwrap_or_default();
         let secret = vxp["system"]["secret"].as_str().unwrap_or_default();
-        let envelope = Envelope {
-            from: Some(Organ {
-                organ_id: from.into(),
-                ..Organ::default()
-            }),
-            to: vec![Organ {
-                organ_id: to.into(),
-                ..Organ::default()
-            }],
-            code: Some(DocumentCode {
-                code_number: number.clone(),
-                code_notation: notation.into(),
-            }),
-            promulgation_info: Some(PromulgationInfo {
-                place: String::new(),
-                promulgation_date: date.clone(),
-            }),
-            subject: subject.into(),
-            document_id: format!("{from},{date},{number}/{notation}"),
-            ..Envelope::default()
-        };
+        let envelope = envelope(from, to, notation, subject);
         let mut file = Vec::new();
         truc_edxml::write_package(
             &mut file,

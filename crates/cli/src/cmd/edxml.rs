@@ -316,8 +316,11 @@ pub(super) async fn send(config: &Path, agency: &str, path: &Path) -> Result<Exi
         uploads.push(Upload::reader(a.clone(), f));
     }
     let recipients = package.envelope.to.len();
+    let mut envelope = package.envelope;
+    // The signature and unknown elements travel with the document.
+    envelope.preserved = package.extra.to_bytes().into();
     let response = doc::client(config)?
-        .send_document(package.envelope, uploads)
+        .send_document(envelope, uploads)
         .await
         .map_err(doc::rpc_failed)?;
     let duplicate = if response.duplicate {
@@ -381,7 +384,9 @@ pub(super) async fn fetch(
     let files = incoming.save(files).await.map_err(doc::rpc_failed)?;
     let target = create_new(out)?;
     let mut source = Files(files.into_iter().map(|f| f.path).collect());
-    let written = truc_edxml::write_package(&target, &envelope, &Preserved::default(), &mut source)
+    // The sender's signature and unknown elements, checked by both nodes.
+    let written = Preserved::from_envelope(&envelope)
+        .and_then(|extra| truc_edxml::write_package(&target, &envelope, &extra, &mut source))
         .and_then(|()| Ok(target.sync_all()?));
     if let Err(e) = written {
         let _ = std::fs::remove_file(out);

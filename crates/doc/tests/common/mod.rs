@@ -85,5 +85,7 @@ pub(crate) fn valid_envelope() -> Envelope {
             email: "ttb@example.gov.vn".to_owned(),
         }),
         attachments: vec![attachment("bao-cao-thang-11.pdf")],
+        // A document that never was an edXML package keeps nothing beside.
+        preserved: Bytes::new(),
     }
 }

@@ -37,7 +37,7 @@ impl Documents {
             .envelope
             .take()
             .ok_or_else(|| Status::invalid_argument("header.envelope is required"))?;
-        truc_doc::check(&envelope, &self.limits)?;
+        super::check_envelope(&envelope, &self.limits)?;
         keys::check_part("sender", &header.sender)?;
         keys::check_part("recipient", &header.recipient)?;
         keys::check_part("document_id", &envelope.document_id)?;

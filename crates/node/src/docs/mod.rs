@@ -135,6 +135,17 @@ fn recipients_of(envelope: &Envelope) -> Vec<String> {
         .collect()
 }
 
+/// The envelope's rules and, when it carries kept edXML content (a
+/// signature, unknown elements), that writing that content into a package
+/// changes none of the envelope's fields: it comes from another participant
+/// and ends up in a recipient's package.
+fn check_envelope(envelope: &Envelope, limits: &truc_doc::Limits) -> Result<(), Status> {
+    truc_doc::check(envelope, limits)?;
+    truc_edxml::check_preserved(envelope)
+        .map_err(|e| Status::from(truc_doc::Error::Invalid(e.violations().to_vec())))?;
+    Ok(())
+}
+
 /// The key parts of a document: sender, id and recipients.
 fn check_parts(sender: &str, envelope: &Envelope) -> Result<(), Status> {
     keys::check_part("sender", sender)?;

@@ -14,8 +14,8 @@ use truc_registry::AgencyCode;
 use truc_store::{Store, WriteBatch};
 
 use super::{
-    Caller, Delivery, Documents, TrackingChanged, blobs, check_parts, keys, keys::storage, kind_of,
-    now_ms, recipients_of, watch,
+    Caller, Delivery, Documents, TrackingChanged, blobs, check_envelope, check_parts, keys,
+    keys::storage, kind_of, now_ms, recipients_of, watch,
 };
 
 use truc_doc::chunks::{only_chunks_after, opening};
@@ -56,7 +56,7 @@ impl Documents {
             .map(|o| o.organ_id.as_str())
             .unwrap_or("");
         let sender = caller.may_act_for(from)?;
-        truc_doc::check(&envelope, &self.limits)?;
+        check_envelope(&envelope, &self.limits)?;
         check_parts(sender.as_str(), &envelope)?;
         let kind = kind_of(&envelope);
         let key = keys::outbox(sender.as_str(), &envelope.document_id, kind);

@@ -331,7 +331,9 @@ async fn send_edoc(vxp: &Vxp, signed: &Signed, body: Body) -> Result<Response, R
             e.codes().join(", ")
         ))
     })?;
-    let envelope = package.envelope;
+    let mut envelope = package.envelope;
+    // The signature and unknown elements travel with the document.
+    envelope.preserved = package.extra.to_bytes().into();
     let organ = envelope
         .from
         .as_ref()
@@ -592,16 +594,13 @@ async fn get_edoc(vxp: &Vxp, signed: &Signed, raw: bool) -> Result<Response, Ref
     }
     let (_, entry) = find_entry(vxp, signed)?;
     let envelope = entry.envelope.unwrap_or_default();
+    // Checked when it arrived; a stored one that no longer reads is a bug.
+    let extra = truc_edxml::Preserved::from_envelope(&envelope)
+        .map_err(|e| Refusal::internal(format!("the stored edXML content: {e}")))?;
     let docs = vxp.node.docs()?;
     let package = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        truc_edxml::write_package(
-            &mut out,
-            &envelope,
-            &truc_edxml::Preserved::default(),
-            &mut Blobs(&docs),
-        )
-        .map(|()| out)
+        truc_edxml::write_package(&mut out, &envelope, &extra, &mut Blobs(&docs)).map(|()| out)
     })
     .await
     .map_err(|e| Refusal::internal(e.to_string()))?
