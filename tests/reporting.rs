@@ -15,6 +15,10 @@ use truc_tests::*;
 
 const ID: &str = r#"{"id":"001089012345"}"#;
 
+fn all_total_sketch(p: &Option<truc_proto::v1::LatencySketch>) -> truc_audit::Sketch {
+    truc_audit::Sketch::from_proto(p.as_ref().expect("a sketch")).expect("a valid sketch")
+}
+
 async fn traffic(c: &Cluster, n: u32) {
     let province = c
         .deployment
@@ -57,6 +61,7 @@ async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
     };
     let all = admin.get_stats(by(&[])).await.expect("stats").into_inner();
     let total = all.total.expect("total");
+    let all_sketch = total.latency.clone();
     assert_eq!(total.count, 60);
     assert_eq!(total.errors, 20, "the department has no grant");
     assert!(total.request_bytes >= 40 * ID.len() as u64);
@@ -96,7 +101,15 @@ async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
         .await
         .expect("stats")
         .into_inner();
-    assert_eq!(seen.total.expect("total").count, 40);
+    let seen_total = seen.total.expect("total");
+    assert_eq!(seen_total.count, 40);
+    // The sketch it carries holds those 40 latencies only, and merges with
+    // nothing it may not see.
+    let sketch = truc_audit::Sketch::from_proto(&seen_total.latency.expect("a sketch"))
+        .expect("a valid sketch");
+    assert_eq!(sketch.total(), 40);
+    let admin_total = all_total_sketch(&all_sketch);
+    assert_eq!(admin_total.total(), 60);
 
     let hub_dir = c.dir.path().join("hub");
     c.deployment.stop().await.expect("stop");

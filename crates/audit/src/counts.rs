@@ -803,7 +803,10 @@ mod stats_tests {
         ];
         let (s, format) = Stats::decode_stored(&stored).expect("decodes");
         assert_eq!(format, Format::Earlier);
-        assert_eq!((s.count, s.request_bytes, s.response_bytes), (300, 0, 1 << 35));
+        assert_eq!(
+            (s.count, s.request_bytes, s.response_bytes),
+            (300, 0, 1 << 35)
+        );
         assert_eq!(s.latency.total(), 300);
         let p50 = s.latency_quantile_ms(0.5).expect("p50");
         assert!((p50 - 2.048).abs() < 0.03, "{p50}");
@@ -819,6 +822,9 @@ mod stats_tests {
         // What this build writes.
         let now = Stats::one(1, 2, 3).encode();
         assert_eq!(now[0], SKETCHED);
-        assert_eq!(Stats::decode_stored(&now).map(|(_, f)| f), Some(Format::Current));
+        assert_eq!(
+            Stats::decode_stored(&now).map(|(_, f)| f),
+            Some(Format::Current)
+        );
     }
 }

@@ -201,9 +201,7 @@ pub enum MergeError {
         source: SketchError,
     },
     /// Counts that contradict each other.
-    #[error(
-        "row {keys:?} counts {count} transactions, {errors} errors and {latencies} latencies"
-    )]
+    #[error("row {keys:?} counts {count} transactions, {errors} errors and {latencies} latencies")]
     Inconsistent {
         /// The row's keys.
         keys: Vec<String>,
@@ -398,8 +396,16 @@ mod merge_tests {
         (0..n)
             .map(|i| {
                 let client = ["A", "B", "C"][((i + seed) % 3) as usize];
-                let outcome = if (i * seed) % 7 == 0 { "NOT_FOUND" } else { "OK" };
-                let day = if i % 2 == 0 { "2026-11-01" } else { "2026-11-02" };
+                let outcome = if (i * seed) % 7 == 0 {
+                    "NOT_FOUND"
+                } else {
+                    "OK"
+                };
+                let day = if i % 2 == 0 {
+                    "2026-11-01"
+                } else {
+                    "2026-11-02"
+                };
                 let latency = 1 + (i * 7919 + seed * 104_729) % 400_000;
                 (key(day, client, outcome), Stats::one(i, 2 * i, latency))
             })
@@ -457,7 +463,13 @@ mod merge_tests {
             }
         });
         assert!(
-            matches!(e, MergeError::Sketch { source: SketchError::Index { .. }, .. }),
+            matches!(
+                e,
+                MergeError::Sketch {
+                    source: SketchError::Index { .. },
+                    ..
+                }
+            ),
             "{e}"
         );
         let mut other_zone = good.clone();

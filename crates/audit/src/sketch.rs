@@ -350,9 +350,7 @@ mod tests {
         // Latencies between 17 and 32 ms all read 32.768 ms with
         // power-of-two buckets.
         let mut rng = Rng(11);
-        let values: Vec<u64> = (0..10_000)
-            .map(|_| 17_000 + rng.next() % 15_000)
-            .collect();
+        let values: Vec<u64> = (0..10_000).map(|_| 17_000 + rng.next() % 15_000).collect();
         let s = sketch_of(&values);
         let q = |p| s.quantile_us(p).expect("not empty");
         let (p50, p95, p99) = (q(0.5), q(0.95), q(0.99));
@@ -377,7 +375,10 @@ mod tests {
             assert!((f64::from(i) - float.ceil()).abs() <= 1.0, "{us}");
             assert!(f64::from(i) >= float - 1e-6 && f64::from(i) < float + 1.0);
             let v = value_of(i);
-            assert!((v - us as f64).abs() / us as f64 <= ALPHA * 1.0001, "{us}: {v}");
+            assert!(
+                (v - us as f64).abs() / us as f64 <= ALPHA * 1.0001,
+                "{us}: {v}"
+            );
         }
     }
 
@@ -385,7 +386,11 @@ mod tests {
     fn merging_is_exact_associative_and_commutative() {
         let mut rng = Rng(3);
         let parts: Vec<Vec<u64>> = (0..3)
-            .map(|k| (0..2_000).map(|_| rng.lognormal(1_000.0 * (k + 1) as f64, 1.0)).collect())
+            .map(|k| {
+                (0..2_000)
+                    .map(|_| rng.lognormal(1_000.0 * (k + 1) as f64, 1.0))
+                    .collect()
+            })
             .collect();
         let [a, b, c] = [0, 1, 2].map(|k| sketch_of(&parts[k]));
         let union: Vec<u64> = parts.concat();
@@ -437,7 +442,10 @@ mod tests {
         );
         // An index beyond the layout, a repeated index, an empty bucket.
         for (pairs, want) in [
-            (vec![(MAX_INDEX as u64 + 1, 1)], SketchError::Index { index: 2219 }),
+            (
+                vec![(MAX_INDEX as u64 + 1, 1)],
+                SketchError::Index { index: 2219 },
+            ),
             (vec![(u64::MAX, 1)], SketchError::Index { index: u32::MAX }),
             (vec![(3, 1), (0, 1)], SketchError::Index { index: 3 }),
             (vec![(3, 0)], SketchError::Empty { index: 3 }),

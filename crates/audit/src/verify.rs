@@ -708,7 +708,10 @@ mod tests {
         assert_problem!(f, None);
         let migrated = read_stats(&f.store).expect("read");
         assert_eq!(migrated.earlier_format, 0);
-        assert_eq!(migrated.stats, good, "the records' statistics, sketches and all");
+        assert_eq!(
+            migrated.stats, good,
+            "the records' statistics, sketches and all"
+        );
         // Opening again finds nothing to do.
         assert_eq!(
             crate::counts::migrate_earlier_formats(&f.store, &crate::Zone::default())

@@ -78,7 +78,9 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 fn sums(v: &serde_json::Value) -> BTreeMap<Vec<String>, [u64; 4]> {
     let mut out = BTreeMap::new();
     for row in v["rows"].as_array().expect("rows") {
-        let keys = BY.map(|k| row[k].as_str().expect("key").to_string()).to_vec();
+        let keys = BY
+            .map(|k| row[k].as_str().expect("key").to_string())
+            .to_vec();
         let n = ["count", "errors", "request_bytes", "response_bytes"]
             .map(|k| row[k].as_u64().expect("number"));
         out.insert(keys, n);
@@ -148,7 +150,11 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
     )
     .expect("write");
     let pki_dir = Path::new(&configs[0]).parent().expect("dir");
-    assert_eq!(listed.parent(), Some(pki_dir), "relative TLS paths still resolve");
+    assert_eq!(
+        listed.parent(),
+        Some(pki_dir),
+        "relative TLS paths still resolve"
+    );
 
     for set in [
         vec![configs[0].clone(), path(&dead), configs[1].clone()],
@@ -157,16 +163,30 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
         let out = truc_async(report(&set, &[])).await;
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
         let err = text(&out.stderr);
-        assert!(err.contains(&dead_addr) && err.contains("did not answer"), "{err}");
+        assert!(
+            err.contains(&dead_addr) && err.contains("did not answer"),
+            "{err}"
+        );
         assert!(out.stdout.is_empty(), "no partial report");
 
         let partial = truc_async(report(&set, &["--allow-partial"])).await;
         let err = text(&partial.stderr);
-        assert!(err.contains(&format!("missing replica {dead_addr}")), "{err}");
+        assert!(
+            err.contains(&format!("missing replica {dead_addr}")),
+            "{err}"
+        );
         let v = json(&partial);
         assert_eq!(v["replicas_missing"], 1);
         assert_eq!(v["replicas"], set.len() as u64 + u64::from(set.len() == 1));
     }
+    // The same replica twice would count it twice: a usage error.
+    let twice = truc_async(report(&[configs[0].clone(), configs[0].clone()], &[])).await;
+    assert_eq!(twice.status.code(), Some(2), "{}", text(&twice.stderr));
+    assert!(
+        text(&twice.stderr).contains("given twice"),
+        "{}",
+        text(&twice.stderr)
+    );
     // The table says so too.
     let mut args = report(&[path(&listed)], &["--allow-partial"]);
     args.retain(|a| a != "--format" && a != "json");
@@ -198,10 +218,17 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
     for (row, g) in rows.iter().zip(&groups) {
         let want = g.to_row();
         assert_eq!(row["count"], want.count);
-        for (k, v) in [("p50_ms", want.p50_ms), ("p95_ms", want.p95_ms), ("p99_ms", want.p99_ms)] {
+        for (k, v) in [
+            ("p50_ms", want.p50_ms),
+            ("p95_ms", want.p95_ms),
+            ("p99_ms", want.p99_ms),
+        ] {
             assert_eq!(row[k].as_f64(), Some(v), "{k} of {:?}", g.keys);
         }
     }
-    assert_eq!(merged["total"]["p99_ms"].as_f64(), Some(total.to_row().p99_ms));
+    assert_eq!(
+        merged["total"]["p99_ms"].as_f64(),
+        Some(total.to_row().p99_ms)
+    );
     assert_eq!(merged["total"]["count"], total.stats.count);
 }

@@ -512,17 +512,29 @@ mod tests {
         assert_eq!(each, ["hub-0:7000", "hub-1:7000", "10.0.0.3:7000"]);
         assert!(c.each_replica().iter().all(|c| c.replicas.is_empty()));
         assert_eq!(
-            load("address = \"hub-0:7000\"").expect("one").each_replica().len(),
+            load("address = \"hub-0:7000\"")
+                .expect("one")
+                .each_replica()
+                .len(),
             1
         );
         for (head, field) in [
-            ("address = \"hub-0:7000\"\naddresses = [\"hub-0:7000\"]", "addresses[0]"),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\"hub-0:7000\"]",
+                "addresses[0]",
+            ),
             (
                 "address = \"hub-0:7000\"\naddresses = [\"hub-1:7000\", \"hub-1:7000\"]",
                 "addresses[1]",
             ),
-            ("address = \"hub-0:7000\"\naddresses = [\"hub-1\"]", "addresses[0]"),
-            ("address = \"hub-0:7000\"\naddresses = [\":7000\"]", "addresses[0]"),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\"hub-1\"]",
+                "addresses[0]",
+            ),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\":7000\"]",
+                "addresses[0]",
+            ),
             ("address = \"hub-0:0\"", "address"),
             ("address = \"hub 0:7000\"", "address"),
         ] {

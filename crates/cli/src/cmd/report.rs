@@ -82,6 +82,17 @@ pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     for path in &args.config {
         let config = ClientConfig::load(path)?;
         for one in config.each_replica() {
+            // The same replica twice would count its transactions twice.
+            if replicas
+                .iter()
+                .any(|(_, r): &(String, ClientConfig)| r.address == one.address)
+            {
+                return Err(CliError::Usage(format!(
+                    "hub replica {} is given twice ({})",
+                    one.address,
+                    path.display()
+                )));
+            }
             let name = format!("{} ({})", one.address, path.display());
             replicas.push((name, one));
         }
@@ -145,9 +156,21 @@ pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     };
     let total = response.total.unwrap_or_default();
     match args.format {
-        Format::Table => print_table(&args.by, &response.rows, &total, &response.time_zone, &scope),
+        Format::Table => print_table(
+            &args.by,
+            &response.rows,
+            &total,
+            &response.time_zone,
+            &scope,
+        ),
         Format::Csv => print_csv(&args.by, &response.rows, &total)?,
-        Format::Json => print_json(&args.by, &response.rows, &total, &response.time_zone, &scope)?,
+        Format::Json => print_json(
+            &args.by,
+            &response.rows,
+            &total,
+            &response.time_zone,
+            &scope,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }
