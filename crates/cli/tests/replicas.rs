@@ -223,7 +223,14 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
             ("p95_ms", want.p95_ms),
             ("p99_ms", want.p99_ms),
         ] {
-            assert_eq!(row[k].as_f64(), Some(v), "{k} of {:?}", g.keys);
+            // The same bucket (neighbours are 2% apart); JSON parsing may
+            // change the last digit.
+            let got = row[k].as_f64().expect("a number");
+            assert!(
+                (got - v).abs() <= v * 1e-12,
+                "{k} of {:?}: {got} vs {v}",
+                g.keys
+            );
         }
     }
     assert_eq!(
