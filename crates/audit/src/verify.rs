@@ -705,7 +705,7 @@ mod tests {
         let log =
             AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer)).expect("log");
         log.close().await;
-        assert_problem!(f, None);
+        assert_eq!(problem(&f), None);
         let migrated = read_stats(&f.store).expect("read");
         assert_eq!(migrated.earlier_format, 0);
         assert_eq!(

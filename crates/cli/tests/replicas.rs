@@ -18,15 +18,6 @@ use truc_demo::{
 };
 use truc_proto::v1::CallRequest;
 
-async fn truc_async(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args)
-    })
-    .await
-    .expect("truc")
-}
-
 /// `n` calls, a third of them refused (the department has no grant).
 async fn traffic(d: &Deployment, n: u32) {
     let province = d
