@@ -15,6 +15,11 @@ use truc_tests::*;
 
 const ID: &str = r#"{"id":"001089012345"}"#;
 
+/// The latency sketch a `GetStats` row carries, checked.
+fn sketch(row: &truc_proto::v1::StatsRow) -> truc_audit::Sketch {
+    truc_audit::Sketch::from_proto(row.latency.as_ref().expect("a sketch")).expect("a valid sketch")
+}
+
 async fn traffic(c: &Cluster, n: u32) {
     let province = c
         .deployment
@@ -57,6 +62,7 @@ async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
     };
     let all = admin.get_stats(by(&[])).await.expect("stats").into_inner();
     let total = all.total.expect("total");
+    assert_eq!(sketch(&total).total(), 60);
     assert_eq!(total.count, 60);
     assert_eq!(total.errors, 20, "the department has no grant");
     assert!(total.request_bytes >= 40 * ID.len() as u64);
@@ -96,7 +102,10 @@ async fn stats_are_sliced_and_equal_the_audit_log_across_a_restart() {
         .await
         .expect("stats")
         .into_inner();
-    assert_eq!(seen.total.expect("total").count, 40);
+    let seen_total = seen.total.expect("total");
+    assert_eq!(seen_total.count, 40);
+    // The sketch it carries holds those 40 latencies only.
+    assert_eq!(sketch(&seen_total).total(), 40);
 
     let hub_dir = c.dir.path().join("hub");
     c.deployment.stop().await.expect("stop");

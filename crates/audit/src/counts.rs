@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use truc_store::Store;
 
-use crate::{AuditError, AuditRecord, COUNT_PREFIX};
+use crate::{
+    AuditError, AuditRecord, COUNT_PREFIX,
+    sketch::{Sketch, get_varint, put_varint},
+};
 
 /// One counter: a day (in the log's time zone) and the parties, service, kind and outcome of the
 /// transactions it counts.
@@ -251,6 +254,10 @@ pub struct Counters {
     pub unreadable: Vec<Unreadable>,
     /// Stored entries read.
     pub scanned: u64,
+    /// Entries in the format of an earlier build, without a latency sketch
+    /// (opening the log rewrites them; until then their latencies are
+    /// power-of-two upper bounds).
+    pub earlier_format: u64,
 }
 
 impl Counters {
@@ -266,11 +273,14 @@ impl Counters {
                     .push(Unreadable::new(&key, "undecodable statistics key"));
                 continue;
             };
-            let Some(stats) = Stats::decode(&value) else {
+            let Some((stats, format)) = Stats::decode_stored(&value) else {
                 out.unreadable
                     .push(Unreadable::new(&key, "undecodable statistics value"));
                 continue;
             };
+            if format == Format::Earlier {
+                out.earlier_format += 1;
+            }
             out.stats.entry(count_key).or_default().add(&stats);
         }
         Ok(out)
@@ -524,12 +534,8 @@ mod tests {
     }
 }
 
-/// Latency buckets: bucket `i` counts latencies below 2^(i+1) µs (the last
-/// one everything slower), from 2 µs to about 4.5 minutes.
-pub const LATENCY_BUCKETS: usize = 28;
-
 /// What one counter holds: how many transactions, their payload bytes, and
-/// a histogram of their latencies.
+/// a sketch of their latencies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Transactions.
@@ -538,21 +544,35 @@ pub struct Stats {
     pub request_bytes: u64,
     /// Response payload bytes.
     pub response_bytes: u64,
-    /// Latency histogram (see [`LATENCY_BUCKETS`]).
-    pub latency: [u64; LATENCY_BUCKETS],
+    /// Latency sketch (µs).
+    pub latency: Sketch,
+}
+
+/// How a stored counter value was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// With a latency sketch: what this build writes.
+    Current,
+    /// By an earlier build: a bare count, or power-of-two latency buckets.
+    /// Read (the buckets as their upper bounds) until [`migrate_earlier_formats`]
+    /// recomputes them from the records.
+    Earlier,
 }
 
 impl Stats {
     /// One transaction.
     pub fn one(request_bytes: u64, response_bytes: u64, latency_us: u64) -> Stats {
-        let mut s = Stats {
+        Stats {
             count: 1,
             request_bytes,
             response_bytes,
-            latency: [0; LATENCY_BUCKETS],
-        };
-        s.latency[bucket(latency_us)] = 1;
-        s
+            latency: Sketch::of(latency_us),
+        }
+    }
+
+    /// The one transaction of a committed record.
+    pub fn of_record(r: &AuditRecord) -> Stats {
+        Stats::one(r.request_bytes, r.response_bytes, r.latency_us)
     }
 
     /// Adds `other` in. Sums saturate: a stored value read back, however large, never
@@ -561,95 +581,172 @@ impl Stats {
         self.count = self.count.saturating_add(other.count);
         self.request_bytes = self.request_bytes.saturating_add(other.request_bytes);
         self.response_bytes = self.response_bytes.saturating_add(other.response_bytes);
-        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
-            *a = a.saturating_add(*b);
-        }
+        self.latency.merge(&other.latency);
     }
 
     /// The latency below which a `q` share (0..=1) of transactions fall, in
-    /// milliseconds: the upper bound of the bucket (so an overestimate by at
-    /// most a factor of two). None without transactions.
+    /// milliseconds, within 1% of the true value (see [`crate::sketch`]).
+    /// None without transactions.
     pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.latency.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.latency.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some((1u64 << (i + 1)) as f64 / 1000.0);
-            }
-        }
-        None
+        self.latency.quantile_us(q).map(|us| us / 1000.0)
     }
 
     /// The stored form, compact because counters are rewritten on every
-    /// commit: a marker byte, then varints for the count and byte sums, the
-    /// number of non-empty latency buckets, and (bucket, count) for each.
+    /// commit: a marker byte, varints for the count and byte sums, then the
+    /// sparse latency sketch (see [`Sketch::encode_into`]).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
-        out.push(COMPACT);
+        out.push(SKETCHED);
         for v in [self.count, self.request_bytes, self.response_bytes] {
             put_varint(&mut out, v);
         }
-        let used = self.latency.iter().filter(|n| **n > 0).count() as u64;
-        put_varint(&mut out, used);
-        for (i, n) in self.latency.iter().enumerate() {
-            if *n > 0 {
-                out.push(i as u8);
-                put_varint(&mut out, *n);
-            }
-        }
+        self.latency.encode_into(&mut out);
         out
     }
 
-    /// Reads the stored form; a bare 8-byte count (the first format) too.
+    /// Reads the stored form (see [`Stats::decode_stored`]).
     pub(crate) fn decode(bytes: &[u8]) -> Option<Stats> {
-        if let Some(rest) = bytes.strip_prefix(&[COMPACT]) {
-            let mut rest = rest;
-            let mut s = Stats {
-                count: get_varint(&mut rest)?,
-                request_bytes: get_varint(&mut rest)?,
-                response_bytes: get_varint(&mut rest)?,
-                latency: [0; LATENCY_BUCKETS],
-            };
-            for _ in 0..get_varint(&mut rest)? {
-                let (i, tail) = rest.split_first()?;
-                rest = tail;
-                *s.latency.get_mut(usize::from(*i))? = get_varint(&mut rest)?;
+        Stats::decode_stored(bytes).map(|(s, _)| s)
+    }
+
+    /// Reads the stored form, and those of earlier builds: power-of-two
+    /// latency buckets (each read as its upper bound) and a bare 8-byte
+    /// count. A sketched value whose latencies do not add up to its count,
+    /// or that is cut short or too long, does not decode.
+    pub(crate) fn decode_stored(bytes: &[u8]) -> Option<(Stats, Format)> {
+        let (marker, mut rest) = bytes.split_first()?;
+        let mut sums = || -> Option<[u64; 3]> {
+            Some([
+                get_varint(&mut rest).ok()?,
+                get_varint(&mut rest).ok()?,
+                get_varint(&mut rest).ok()?,
+            ])
+        };
+        match *marker {
+            SKETCHED => {
+                let [count, request_bytes, response_bytes] = sums()?;
+                let latency = Sketch::decode_from(&mut rest).ok()?;
+                let s = Stats {
+                    count,
+                    request_bytes,
+                    response_bytes,
+                    latency,
+                };
+                (rest.is_empty() && s.latency.total() == count).then_some((s, Format::Current))
             }
-            return rest.is_empty().then_some(s);
+            POWERS_OF_TWO => {
+                let [count, request_bytes, response_bytes] = sums()?;
+                let mut s = Stats {
+                    count,
+                    request_bytes,
+                    response_bytes,
+                    latency: Sketch::default(),
+                };
+                let used = get_varint(&mut rest).ok()?;
+                if used > LEGACY_BUCKETS {
+                    return None;
+                }
+                let mut seen = [false; LEGACY_BUCKETS as usize];
+                for _ in 0..used {
+                    let (i, tail) = rest.split_first()?;
+                    rest = tail;
+                    let first = seen.get_mut(usize::from(*i))?;
+                    if std::mem::replace(first, true) {
+                        return None;
+                    }
+                    let n = get_varint(&mut rest).ok()?;
+                    s.latency.add_n(1u64 << (i + 1), n);
+                }
+                rest.is_empty().then_some((s, Format::Earlier))
+            }
+            _ => {
+                // A bare count: 8 bytes, big-endian (below 2^56 it never
+                // starts with a marker).
+                let count: [u8; 8] = bytes.try_into().ok()?;
+                Some((
+                    Stats {
+                        count: u64::from_be_bytes(count),
+                        ..Stats::default()
+                    },
+                    Format::Earlier,
+                ))
+            }
         }
-        // A bare count: 8 bytes, big-endian (never starts with the marker).
-        let count: [u8; 8] = bytes.try_into().ok()?;
-        Some(Stats {
-            count: u64::from_be_bytes(count),
-            ..Stats::default()
-        })
     }
 }
 
-/// First byte of the compact stats encoding (a bare count below 2^56 never
-/// starts with it).
-const COMPACT: u8 = 0xFE;
+/// First byte of the sketched stats encoding.
+const SKETCHED: u8 = 0xFD;
+/// First byte of the power-of-two histogram encoding of earlier builds.
+const POWERS_OF_TWO: u8 = 0xFE;
+/// Power-of-two buckets of earlier builds: bucket `i` counted latencies
+/// below 2^(i+1) µs.
+const LEGACY_BUCKETS: u64 = 28;
 
-/// LEB128, the protobuf varint: prost's own encoder.
-fn put_varint(out: &mut Vec<u8>, v: u64) {
-    prost::encoding::encode_varint(v, out);
-}
-
-/// Reads one varint and advances `input` past it; None if it is cut short or
-/// longer than ten bytes.
-fn get_varint(input: &mut &[u8]) -> Option<u64> {
-    prost::encoding::decode_varint(input).ok()
-}
-
-fn bucket(latency_us: u64) -> usize {
-    // 0 and 1 µs land in bucket 0; 2^k..2^(k+1)-1 in bucket k.
-    let k = 63 - latency_us.max(1).leading_zeros() as usize;
-    k.min(LATENCY_BUCKETS - 1)
+/// Rewrites, from the records, every counter an earlier build stored without
+/// a latency sketch (and any other stored entry under the same bounded key),
+/// in one batch, flushed. Runs once, when a log is opened, before anything is
+/// written; returns how many counters were rewritten. The records are what
+/// the counters are checked against, so they are the source; a counter whose
+/// count or bytes differed from its records is logged.
+pub(crate) fn migrate_earlier_formats(
+    store: &Store,
+    zone: &crate::Zone,
+) -> Result<u64, AuditError> {
+    let mut raw_keys: BTreeMap<CountKey, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut earlier: BTreeMap<CountKey, Stats> = BTreeMap::new();
+    for entry in store.scan_prefix(COUNT_PREFIX) {
+        let (key, value) = entry?;
+        let Some(count_key) = CountKey::decode(&key) else {
+            continue;
+        };
+        if let Some((stats, Format::Earlier)) = Stats::decode_stored(&value) {
+            earlier.entry(count_key.clone()).or_default().add(&stats);
+        }
+        raw_keys.entry(count_key).or_default().push(key.to_vec());
+    }
+    if earlier.is_empty() {
+        return Ok(0);
+    }
+    let mut recomputed: BTreeMap<CountKey, Stats> = BTreeMap::new();
+    for item in crate::read_records(store, 0) {
+        let (record, _) = item?;
+        let key = CountKey::of_record(&record, zone);
+        if earlier.contains_key(&key) {
+            recomputed
+                .entry(key)
+                .or_default()
+                .add(&Stats::of_record(&record));
+        }
+    }
+    let mut batch = truc_store::WriteBatch::default();
+    for (key, old) in &earlier {
+        for raw in raw_keys.get(key).into_iter().flatten() {
+            batch.remove(raw.as_slice());
+        }
+        let new = recomputed.remove(key).unwrap_or_default();
+        if (old.count, old.request_bytes, old.response_bytes)
+            != (new.count, new.request_bytes, new.response_bytes)
+        {
+            tracing::warn!(
+                counter = ?key,
+                stored = old.count,
+                records = new.count,
+                "a counter of an earlier build differed from its records; rewritten from the records"
+            );
+        }
+        if new.count > 0 {
+            batch.insert(key.encode(), new.encode());
+        }
+    }
+    store.apply(batch)?;
+    store.flush()?;
+    let n = earlier.len() as u64;
+    tracing::info!(
+        counters = n,
+        "statistics of an earlier build recomputed from the audit log with latency sketches"
+    );
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -672,34 +769,62 @@ mod stats_tests {
         let mut truncated = s.encode();
         truncated.pop();
         assert_eq!(Stats::decode(&truncated), None);
-        // 3 µs ≤ 0.004 ms, 1500 µs ≤ 2.048 ms, 40 ms ≤ 65.536 ms.
-        assert_eq!(s.latency_quantile_ms(0.3), Some(0.004));
-        assert_eq!(s.latency_quantile_ms(0.5), Some(2.048));
-        assert_eq!(s.latency_quantile_ms(0.99), Some(65.536));
+        let mut long = s.encode();
+        long.push(0);
+        assert_eq!(Stats::decode(&long), None);
+        // Within 1% of 3 µs, 1.5 ms and 40 ms.
+        let near = |got: Option<f64>, want: f64| {
+            let got = got.expect("a value");
+            assert!((got - want).abs() <= want * 0.01, "{got} for {want}");
+        };
+        near(s.latency_quantile_ms(0.3), 0.003);
+        near(s.latency_quantile_ms(0.5), 1.5);
+        near(s.latency_quantile_ms(0.99), 40.0);
         assert_eq!(Stats::default().latency_quantile_ms(0.5), None);
     }
 
     #[test]
-    fn the_stored_stats_bytes_are_unchanged() {
-        // Bytes written by the hand-written LEB128 encoder of earlier builds:
-        // marker, count 300, request 0, response 2^35, one bucket (10) of 129.
-        let mut s = Stats {
-            count: 300,
-            request_bytes: 0,
-            response_bytes: 1 << 35,
-            ..Stats::default()
-        };
-        s.latency[10] = 129;
+    fn a_sketch_that_does_not_add_up_to_the_count_does_not_decode() {
+        let mut s = Stats::one(1, 2, 3);
+        s.count = 2;
+        assert_eq!(Stats::decode(&s.encode()), None);
+        // A hostile bucket count in a store record: refused, no allocation.
+        let mut b = vec![SKETCHED, 1, 0, 0, 0];
+        put_varint(&mut b, u64::MAX);
+        assert_eq!(Stats::decode(&b), None);
+    }
+
+    #[test]
+    fn the_stored_stats_of_earlier_builds_still_decode() {
+        // Written by an earlier build: marker, count 300, request 0,
+        // response 2^35, one power-of-two bucket (10: below 2048 µs) of 300.
         let stored = [
-            0xFE, 0xAC, 0x02, 0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 0x0A, 0x81, 0x01,
+            0xFE, 0xAC, 0x02, 0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 0x0A, 0xAC, 0x02,
         ];
-        assert_eq!(s.encode(), stored);
-        assert_eq!(Stats::decode(&stored), Some(s));
-        let max = Stats::one(u64::MAX, 0, 1);
-        let mut expected = vec![0xFE, 0x01];
-        expected.extend_from_slice(&[0xFF; 9]);
-        expected.extend_from_slice(&[0x01, 0x00, 0x01, 0x00, 0x01]);
-        assert_eq!(max.encode(), expected);
-        assert_eq!(Stats::decode(&expected), Some(max));
+        let (s, format) = Stats::decode_stored(&stored).expect("decodes");
+        assert_eq!(format, Format::Earlier);
+        assert_eq!(
+            (s.count, s.request_bytes, s.response_bytes),
+            (300, 0, 1 << 35)
+        );
+        assert_eq!(s.latency.total(), 300);
+        let p50 = s.latency_quantile_ms(0.5).expect("p50");
+        assert!((p50 - 2.048).abs() < 0.03, "{p50}");
+        // A bucket beyond the old layout, or twice, does not decode.
+        let mut bad = stored;
+        bad[11] = 28;
+        assert_eq!(Stats::decode(&bad), None);
+        let twice = [0xFE, 2, 0, 0, 2, 3, 1, 3, 1];
+        assert_eq!(Stats::decode(&twice), None);
+        // A bare count of the first format.
+        let (s, format) = Stats::decode_stored(&9u64.to_be_bytes()).expect("bare");
+        assert_eq!((s.count, format), (9, Format::Earlier));
+        // What this build writes.
+        let now = Stats::one(1, 2, 3).encode();
+        assert_eq!(now[0], SKETCHED);
+        assert_eq!(
+            Stats::decode_stored(&now).map(|(_, f)| f),
+            Some(Format::Current)
+        );
     }
 }

@@ -36,9 +36,12 @@ pub mod witness;
 mod zone;
 pub use zone::{Zone, day_in, day_of};
 
+pub mod sketch;
+pub use sketch::{Sketch, SketchError};
+
 pub use counts::{
-    CountKey, Counters, KEY_FIELD_MAX, LATENCY_BUCKETS, Stats, Unreadable, note_unreadable,
-    read_counts, read_stats, read_stats_of_days, unreadable_skipped,
+    CountKey, Counters, KEY_FIELD_MAX, Stats, Unreadable, note_unreadable, read_counts, read_stats,
+    read_stats_of_days, unreadable_skipped,
 };
 pub use log::{
     Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_zone,

@@ -297,6 +297,9 @@ impl AuditLog {
                 store.flush()?;
             }
         }
+        // Counters of an earlier build get their latency sketches now, once,
+        // before the writer adds to them.
+        crate::counts::migrate_earlier_formats(&store, &options.time_zone)?;
         // Only a log that signs heads (the hub's) keeps the Merkle tree and
         // the transaction index that proofs need; a node's log is a hash
         // chain whose integrity its hub receipts anchor.

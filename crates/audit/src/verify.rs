@@ -48,6 +48,12 @@ pub enum Problem {
         /// What is wrong.
         reason: String,
     },
+    /// Counters stored by an earlier build, without latency sketches: the
+    /// log has not been opened by this build yet (which rewrites them).
+    EarlierFormat {
+        /// How many.
+        counters: u64,
+    },
     /// A counter differs from the count of records.
     Count {
         /// The counter.
@@ -69,6 +75,10 @@ impl std::fmt::Display for Problem {
             }
             Problem::Unreadable { entry } => write!(f, "unreadable stored entry: {entry}"),
             Problem::Index { reason } => write!(f, "party index: {reason}"),
+            Problem::EarlierFormat { counters } => write!(
+                f,
+                "{counters} statistics counters are in an earlier build's format (power-of-two latency buckets); start the hub (or node) once with this build, which recomputes them from the log, then verify again"
+            ),
             Problem::Count {
                 key,
                 stored,
@@ -261,11 +271,7 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
             .stats
             .entry(key.clone())
             .or_default()
-            .add(&Stats::one(
-                record.request_bytes,
-                record.response_bytes,
-                record.latency_us,
-            ));
+            .add(&Stats::of_record(&record));
         *report.counts.entry(key).or_default() += 1;
         while let Some(head) = heads.next_if(|h| h.tree_size == frontier.size()) {
             if let Some(problem) = check_head(&head, &report.root, public_key) {
@@ -299,6 +305,7 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
     let Counters {
         stats: stored,
         unreadable,
+        earlier_format,
         ..
     } = read_stats(store)?;
     report.unreadable.extend(unreadable);
@@ -306,6 +313,12 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         // A counter that cannot be read would also show as a difference.
         report.problem = Some(Problem::Unreadable {
             entry: entry.clone(),
+        });
+        return Ok(report);
+    }
+    if earlier_format > 0 {
+        report.problem = Some(Problem::EarlierFormat {
+            counters: earlier_format,
         });
         return Ok(report);
     }
@@ -648,8 +661,63 @@ mod tests {
             .next()
             .expect("a counter")
             .expect("read");
-        f.store.insert(&key, 1000u64.to_be_bytes()).expect("tamper");
+        let mut forged = Stats {
+            count: 1000,
+            ..Stats::default()
+        };
+        forged.latency.add_n(5, 1000);
+        f.store.insert(&key, forged.encode()).expect("tamper");
         assert_problem!(f, Some(Problem::Count { stored: 1000, .. }));
+    }
+
+    /// Power-of-two buckets as an earlier build stored them.
+    fn earlier_format(s: &Stats) -> Vec<u8> {
+        let mut out = vec![0xFE];
+        for v in [s.count, s.request_bytes, s.response_bytes, 1, 5] {
+            prost::encoding::encode_varint(v, &mut out);
+        }
+        prost::encoding::encode_varint(s.count, &mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn counters_of_an_earlier_build_are_named_then_migrated_when_the_log_opens() {
+        let f = filled(9).await;
+        let good = read_stats(&f.store).expect("read").stats;
+        // Rewrite every counter as the earlier build stored it, one of them
+        // with a wrong count (the records win).
+        let mut batch = truc_store::WriteBatch::default();
+        for (i, (k, s)) in good.iter().enumerate() {
+            let mut old = s.clone();
+            if i == 0 {
+                old.count += 5;
+            }
+            batch.insert(k.encode(), earlier_format(&old));
+        }
+        f.store.apply(batch).expect("rewrite");
+        let n = good.len() as u64;
+        assert!(n >= 2);
+        assert_problem!(f, Some(Problem::EarlierFormat { counters }) if *counters == n);
+        let text = problem(&f).map(|p| p.to_string()).unwrap_or_default();
+        assert!(text.contains("start the hub"), "{text}");
+
+        let (signer, _) = signer();
+        let log =
+            AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer)).expect("log");
+        log.close().await;
+        assert_eq!(problem(&f), None);
+        let migrated = read_stats(&f.store).expect("read");
+        assert_eq!(migrated.earlier_format, 0);
+        assert_eq!(
+            migrated.stats, good,
+            "the records' statistics, sketches and all"
+        );
+        // Opening again finds nothing to do.
+        assert_eq!(
+            crate::counts::migrate_earlier_formats(&f.store, &crate::Zone::default())
+                .expect("migrate"),
+            0
+        );
     }
 
     #[tokio::test]

@@ -9,15 +9,6 @@ use truc_demo::{CITIZEN_LOOKUP, DemoOptions, Deployment, H37, PROVINCE_CLIENT};
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{ListRecordsRequest, audit_client::AuditClient};
 
-async fn truc_async(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args)
-    })
-    .await
-    .expect("truc")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truc_call_says_why_the_call_is_made() {
     let dir = tempfile::tempdir().expect("dir");

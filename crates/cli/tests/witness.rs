@@ -64,15 +64,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8")
 }
 
-async fn truc_async(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args)
-    })
-    .await
-    .expect("truc")
-}
-
 async fn consistency(dir: &Path, head: &Path) -> std::process::Output {
     truc_async(
         [

@@ -198,6 +198,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         let client_file = ClientFile {
             version: CONFIG_VERSION,
             address: listen.to_string(),
+            addresses: Vec::new(),
             server_name: id.into(),
             tls: tls(Role::Client, client)?,
         };
@@ -214,6 +215,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
     let admin = ClientFile {
         version: CONFIG_VERSION,
         address: hub_addr,
+        addresses: Vec::new(),
         server_name: "hub".into(),
         tls: tls(Role::Admin, "admin")?,
     };

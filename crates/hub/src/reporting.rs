@@ -69,17 +69,7 @@ impl ReportingService {
 }
 
 fn row(g: &Group) -> StatsRow {
-    let q = |p| g.stats.latency_quantile_ms(p).unwrap_or(0.0);
-    StatsRow {
-        keys: g.keys.clone(),
-        count: g.stats.count,
-        errors: g.errors,
-        request_bytes: g.stats.request_bytes,
-        response_bytes: g.stats.response_bytes,
-        p50_ms: q(0.5),
-        p95_ms: q(0.95),
-        p99_ms: q(0.99),
-    }
+    g.to_row()
 }
 
 #[tonic::async_trait]

@@ -73,6 +73,28 @@ pub fn socket_addr(file: &Path, field: &str, addr: &str) -> Result<SocketAddr, C
     })
 }
 
+/// Checks that `addr` is `host:port` (a name or an IP, and a port above 0),
+/// or an error naming `field`.
+pub fn host_port(file: &Path, field: &str, addr: &str) -> Result<(), ConfigError> {
+    let ok = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            file,
+            field,
+            format!("{addr:?} is not a host:port address, e.g. hub-0.hub:7000"),
+        ))
+    }
+}
+
 /// `path` resolved against the directory of the config `file`; the file must
 /// exist when `must_exist`.
 pub fn resolve(
@@ -310,6 +332,9 @@ impl Limits {
 pub struct ClientConfig {
     /// `host:port` of the node (or, for reports, the hub).
     pub address: String,
+    /// Further replicas of the hub, `host:port` each: `truc report` asks
+    /// `address` and these, and merges their statistics.
+    pub replicas: Vec<String>,
     /// The name in the server's certificate.
     pub server_name: String,
     /// The client's certificate, key and CA.
@@ -325,6 +350,11 @@ pub struct ClientFile {
     pub version: u32,
     /// `host:port` of the node (or, for reports, the hub).
     pub address: String,
+    /// Further replicas of the hub (`host:port`, behind the same server name
+    /// and CA), for `truc report`, which merges the statistics of `address`
+    /// and these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The name in the server's certificate.
     pub server_name: String,
     /// The client's certificate, key and CA.
@@ -336,11 +366,37 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
         let raw: ClientFile = load_toml(path)?;
         check_version(path, raw.version)?;
+        host_port(path, "address", &raw.address)?;
+        for (i, a) in raw.addresses.iter().enumerate() {
+            let field = format!("addresses[{i}]");
+            host_port(path, &field, a)?;
+            if *a == raw.address || raw.addresses[..i].contains(a) {
+                return Err(ConfigError::new(
+                    path,
+                    &field,
+                    format!("{a:?} is listed twice"),
+                ));
+            }
+        }
         Ok(ClientConfig {
             address: raw.address,
+            replicas: raw.addresses,
             server_name: raw.server_name,
             tls: raw.tls.resolve(path)?,
         })
+    }
+
+    /// This config once for `address` and once for each further replica,
+    /// each with that one address.
+    pub fn each_replica(&self) -> Vec<ClientConfig> {
+        std::iter::once(&self.address)
+            .chain(&self.replicas)
+            .map(|address| ClientConfig {
+                address: address.clone(),
+                replicas: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
     }
 
     /// A lazily connecting channel to the server (the hub for an operator's
@@ -436,6 +492,55 @@ mod tests {
             e.to_string().contains(&f.path().display().to_string()),
             "{e}"
         );
+    }
+
+    #[test]
+    fn client_config_replicas_are_checked() {
+        let tls = "server_name = \"hub\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let dir = tempfile::tempdir().expect("dir");
+        for f in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        let load = |head: &str| {
+            let path = dir.path().join("admin.toml");
+            std::fs::write(&path, format!("{head}\n{tls}")).expect("write");
+            ClientConfig::load(&path)
+        };
+        let c = load("address = \"hub-0:7000\"\naddresses = [\"hub-1:7000\", \"10.0.0.3:7000\"]")
+            .expect("valid");
+        let each: Vec<String> = c.each_replica().into_iter().map(|c| c.address).collect();
+        assert_eq!(each, ["hub-0:7000", "hub-1:7000", "10.0.0.3:7000"]);
+        assert!(c.each_replica().iter().all(|c| c.replicas.is_empty()));
+        assert_eq!(
+            load("address = \"hub-0:7000\"")
+                .expect("one")
+                .each_replica()
+                .len(),
+            1
+        );
+        for (head, field) in [
+            (
+                "address = \"hub-0:7000\"\naddresses = [\"hub-0:7000\"]",
+                "addresses[0]",
+            ),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\"hub-1:7000\", \"hub-1:7000\"]",
+                "addresses[1]",
+            ),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\"hub-1\"]",
+                "addresses[0]",
+            ),
+            (
+                "address = \"hub-0:7000\"\naddresses = [\":7000\"]",
+                "addresses[0]",
+            ),
+            ("address = \"hub-0:0\"", "address"),
+            ("address = \"hub 0:7000\"", "address"),
+        ] {
+            let e = load(head).expect_err(head);
+            assert_eq!(e.field, field, "{head}: {e}");
+        }
     }
 
     #[test]

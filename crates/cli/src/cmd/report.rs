@@ -1,13 +1,15 @@
 //! `truc report`: statistics from the hub's Reporting service, sliced by any
-//! dimension, as a table, CSV or JSON; and `--verify`, which recomputes the
-//! stored statistics from a stopped hub's audit log.
+//! dimension, as a table, CSV or JSON, merged over every hub replica the
+//! configs list; and `--verify`, which recomputes the stored statistics from
+//! a stopped hub's audit log.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, ValueEnum};
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::{
-    GetCountsRequest, GetStatsRequest, StatsRow, reporting_client::ReportingClient,
+    GetCountsRequest, GetStatsRequest, GetStatsResponse, StatsRow,
+    reporting_client::ReportingClient,
 };
 
 use super::{CliError, failed, table};
@@ -22,8 +24,17 @@ enum Format {
 #[derive(Args)]
 pub(crate) struct ReportArgs {
     /// Client config for the hub (the admin's certificate sees everything).
+    /// Repeat it, or list `addresses` in it, for several hub replicas: their
+    /// statistics are merged exactly.
     #[arg(long, required_unless_present = "verify")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
+    /// With several replicas, report on those that answer (and name the
+    /// others) rather than fail.
+    #[arg(long)]
+    allow_partial: bool,
+    /// Seconds to wait for each replica's answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
     /// First day (YYYY-MM-DD, in the hub's time zone), inclusive.
     #[arg(long, default_value = "")]
     from: String,
@@ -64,35 +75,142 @@ pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     if args.verify {
         return verify(args.data.as_deref());
     }
-    let Some(path) = args.config.as_deref() else {
+    if args.config.is_empty() {
         return Err(CliError::Usage("--config is required".into()));
+    }
+    let mut replicas = Vec::new();
+    for path in &args.config {
+        let config = ClientConfig::load(path)?;
+        for one in config.each_replica() {
+            // The same replica twice would count its transactions twice.
+            if replicas
+                .iter()
+                .any(|(_, r): &(String, ClientConfig)| r.address == one.address)
+            {
+                return Err(CliError::Usage(format!(
+                    "hub replica {} is given twice ({})",
+                    one.address,
+                    path.display()
+                )));
+            }
+            let name = format!("{} ({})", one.address, path.display());
+            replicas.push((name, one));
+        }
+    }
+    let request = GetStatsRequest {
+        from_day: args.from.clone(),
+        to_day: args.to.clone(),
+        group_by: args.by.clone(),
+        client: args.client.clone(),
+        provider: args.provider.clone(),
+        service: args.service.clone(),
+        kind: args.kind.clone(),
+        outcome: args.outcome.clone(),
     };
-    let config = ClientConfig::load(path)?;
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut asks = tokio::task::JoinSet::new();
+    for (position, (_, config)) in replicas.iter().enumerate() {
+        let (config, request) = (config.clone(), request.clone());
+        asks.spawn(async move { (position, ask(&config, request, timeout).await) });
+    }
+    let mut answers: Vec<Option<Result<GetStatsResponse, CliError>>> =
+        replicas.iter().map(|_| None).collect();
+    while let Some(done) = asks.join_next().await {
+        let (position, answer) = done.map_err(failed)?;
+        answers[position] = Some(answer);
+    }
+    let mut got = Vec::new();
+    let mut missing = Vec::new();
+    for ((name, _), answer) in replicas.iter().zip(answers) {
+        match answer {
+            Some(Ok(a)) => got.push(a),
+            // What the caller can fix is the same on every replica.
+            Some(Err(CliError::Usage(m))) => return Err(CliError::Usage(m)),
+            Some(Err(e)) => missing.push(format!("{name}: {e}")),
+            None => missing.push(format!("{name}: no answer")),
+        }
+    }
+    if !missing.is_empty() && (!args.allow_partial || got.is_empty()) {
+        return Err(failed(format!(
+            "{} of {} hub replicas did not answer (--allow-partial reports on the others):\n  {}",
+            missing.len(),
+            replicas.len(),
+            missing.join("\n  ")
+        )));
+    }
+    let answered = got.len();
+    let response = match got.len() {
+        // One replica: its answer as it is (a hub of an earlier build sends
+        // no sketches, and needs none here).
+        1 => got.remove(0),
+        _ => truc_audit::report::merge_responses(&got)
+            .map_err(|e| failed(format!("cannot merge the replicas' statistics: {e}")))?,
+    };
+    for m in &missing {
+        eprintln!("missing replica {m}");
+    }
+    let scope = Scope {
+        replicas: replicas.len(),
+        answered,
+        missing: missing.len(),
+    };
+    let total = response.total.unwrap_or_default();
+    match args.format {
+        Format::Table => print_table(
+            &args.by,
+            &response.rows,
+            &total,
+            &response.time_zone,
+            &scope,
+        ),
+        Format::Csv => print_csv(&args.by, &response.rows, &total)?,
+        Format::Json => print_json(
+            &args.by,
+            &response.rows,
+            &total,
+            &response.time_zone,
+            &scope,
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many replicas the report covers.
+struct Scope {
+    replicas: usize,
+    answered: usize,
+    missing: usize,
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        match (self.replicas, self.missing) {
+            (1, _) => String::new(),
+            (n, 0) => format!("; merged over {n} hub replicas"),
+            (n, m) => format!(
+                "; PARTIAL: merged over {} of {n} hub replicas, {m} missing (named on stderr)",
+                self.answered
+            ),
+        }
+    }
+}
+
+/// One replica's answer, or why there is none.
+async fn ask(
+    config: &ClientConfig,
+    request: GetStatsRequest,
+    timeout: Duration,
+) -> Result<GetStatsResponse, CliError> {
     let mut client = ReportingClient::new(config.channel().map_err(failed)?);
-    let response = client
-        .get_stats(GetStatsRequest {
-            from_day: args.from,
-            to_day: args.to,
-            group_by: args.by.clone(),
-            client: args.client,
-            provider: args.provider,
-            service: args.service,
-            kind: args.kind,
-            outcome: args.outcome,
-        })
+    let answer = tokio::time::timeout(timeout, client.get_stats(request))
         .await
+        .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?;
+    answer
+        .map(tonic::Response::into_inner)
         .map_err(|s| match s.code() {
             tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
             _ => failed(format!("{:?}: {}", s.code(), s.message())),
-        })?
-        .into_inner();
-    let total = response.total.unwrap_or_default();
-    match args.format {
-        Format::Table => print_table(&args.by, &response.rows, &total, &response.time_zone),
-        Format::Csv => print_csv(&args.by, &response.rows, &total)?,
-        Format::Json => print_json(&args.by, &response.rows, &total, &response.time_zone)?,
-    }
-    Ok(ExitCode::SUCCESS)
+        })
 }
 
 const NUMBERS: [&str; 7] = [
@@ -117,10 +235,11 @@ fn numbers(r: &StatsRow) -> [String; 7] {
     ]
 }
 
-fn print_table(by: &[String], rows: &[StatsRow], total: &StatsRow, tz: &str) {
+fn print_table(by: &[String], rows: &[StatsRow], total: &StatsRow, tz: &str, scope: &Scope) {
     println!("{}", render_table(by, rows, total));
     println!(
-        "days in {tz}; latency percentiles are bucket upper bounds (at most 2x the true value)"
+        "days in {tz}; latency percentiles within 1% of the true value{}",
+        scope.describe()
     );
 }
 
@@ -199,9 +318,13 @@ fn print_json(
     rows: &[StatsRow],
     total: &StatsRow,
     tz: &str,
+    scope: &Scope,
 ) -> Result<(), CliError> {
     let v = serde_json::json!({
         "time_zone": tz,
+        "replicas": scope.replicas,
+        "replicas_answered": scope.answered,
+        "replicas_missing": scope.missing,
         "group_by": by,
         "rows": rows.iter().map(|r| row_json(by, r)).collect::<Vec<_>>(),
         "total": row_json(&[], total),
@@ -227,7 +350,7 @@ fn verify(data: Option<&std::path::Path>) -> Result<ExitCode, CliError> {
         None => {
             let transactions: u64 = report.counts.values().sum();
             println!(
-                "verified: the stored statistics equal the audit log to the unit: {} groups, {transactions} transactions, their bytes and latency histograms",
+                "verified: the stored statistics equal the audit log to the unit: {} groups, {transactions} transactions, their bytes and latency sketches",
                 report.stats.len()
             );
             Ok(ExitCode::SUCCESS)
@@ -284,6 +407,7 @@ mod tests {
             p50_ms: 0.004,
             p95_ms: 2.048,
             p99_ms: 65.536,
+            latency: None,
         }
     }
 

@@ -18,6 +18,16 @@ pub(crate) fn run(args: &[&str]) -> Output {
     truc().args(args).output().expect("run truc")
 }
 
+/// [`run`] from async code, off the runtime's worker threads.
+pub(crate) async fn truc_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .expect("truc")
+}
+
 pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
