@@ -96,7 +96,11 @@ fn example_configs_are_generated_from_the_types() {
         }
     }
     for entry in std::fs::read_dir(deploy_dir().join("k8s")).expect("deploy/k8s/") {
-        let name = entry.expect("entry").file_name().to_string_lossy().to_string();
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
         if name.ends_with(".toml") {
             assert!(
                 examples.iter().any(|(n, _)| *n == format!("k8s/{name}")),
@@ -174,9 +178,9 @@ fn mount_pod(root: &Path, manifest: &str, sources: &Path) -> Vec<PathBuf> {
             plain.push(dir);
             continue;
         };
-        let files = generated
-            .get(&object)
-            .unwrap_or_else(|| panic!("{object} mounted at {path} is not made by kustomization.yaml"));
+        let files = generated.get(&object).unwrap_or_else(|| {
+            panic!("{object} mounted at {path} is not made by kustomization.yaml")
+        });
         for (key, file) in files {
             std::fs::copy(sources.join(file), dir.join(key))
                 .unwrap_or_else(|e| panic!("{object}: {file}: {e}"));
@@ -246,7 +250,11 @@ fn k8s_configs_load_from_what_the_manifests_mount() {
         let name = format!("hub-{i}");
         let hub = truc_hub::HubConfig::load_replica(&hub_toml, Some(&name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(hub.audit_key.ends_with(format!("{name}.key")), "{:?}", hub.audit_key);
+        assert!(
+            hub.audit_key.ends_with(format!("{name}.key")),
+            "{:?}",
+            hub.audit_key
+        );
         assert!(
             volumes.iter().any(|v| hub.data_dir.starts_with(v)),
             "{:?} is on no volume of the pod",
@@ -268,9 +276,14 @@ fn k8s_configs_load_from_what_the_manifests_mount() {
         root,
     ))
     .expect("probe.toml");
-    let identity = truc_pki::Identity::from_cert_pem(&std::fs::read(&probe.tls.cert).expect("cert"))
-        .expect("a truc certificate");
-    assert_eq!(identity.role, truc_pki::Role::Admin, "the probe asks the hub");
+    let identity =
+        truc_pki::Identity::from_cert_pem(&std::fs::read(&probe.tls.cert).expect("cert"))
+            .expect("a truc certificate");
+    assert_eq!(
+        identity.role,
+        truc_pki::Role::Admin,
+        "the probe asks the hub"
+    );
 
     let node_root = tempfile::tempdir().expect("dir");
     let root = node_root.path();
@@ -280,7 +293,11 @@ fn k8s_configs_load_from_what_the_manifests_mount() {
     let node = truc_node::NodeConfig::load(&rooted(&root.join("etc/truc/config/node.toml"), root))
         .expect("node.toml");
     assert_eq!(node.id.to_string(), "vpcp");
-    assert!(volumes.iter().any(|v| node.data_dir.starts_with(v)), "{:?}", node.data_dir);
+    assert!(
+        volumes.iter().any(|v| node.data_dir.starts_with(v)),
+        "{:?}",
+        node.data_dir
+    );
     let identity = truc_pki::Identity::from_cert_pem(&std::fs::read(&node.tls.cert).expect("cert"))
         .expect("a truc certificate");
     assert_eq!(identity.name, "vpcp");

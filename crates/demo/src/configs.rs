@@ -69,7 +69,11 @@ fn tls(role: Role, name: &str) -> Result<TlsSection, truc_pki::PkiError> {
 }
 
 /// `header` (comment lines) then `value` as pretty TOML.
-pub(crate) fn toml_file(name: String, header: &str, value: &impl Serialize) -> Result<File, DemoError> {
+pub(crate) fn toml_file(
+    name: String,
+    header: &str,
+    value: &impl Serialize,
+) -> Result<File, DemoError> {
     let body = toml::to_string(value)?;
     Ok(File {
         name,

@@ -57,9 +57,7 @@ fn hub_dns() -> String {
 /// The ministry node's stable address: its StatefulSet's pod 0 behind its
 /// headless Service.
 fn node_dns() -> String {
-    format!(
-        "{MINISTRY_NODE}-0.node-{MINISTRY_NODE}.{NAMESPACE}.svc.cluster.local:{NODE_PORT}"
-    )
+    format!("{MINISTRY_NODE}-0.node-{MINISTRY_NODE}.{NAMESPACE}.svc.cluster.local:{NODE_PORT}")
 }
 
 /// The files of `deploy/k8s/` that the config types produce (name under

@@ -47,38 +47,93 @@ pub(super) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
     let check = client.check(HealthCheckRequest {
         service: args.service.clone(),
     });
-    let answer = match tokio::time::timeout(timeout, check).await {
+    let answer = tokio::time::timeout(timeout, check)
+        .await
+        .map(|r| r.map(|a| a.into_inner().status));
+    verdict(&config.address, &args.service, args.timeout, answer)
+}
+
+/// What one answer means: SERVING is success; another status, or a server
+/// that knows no such service, is a failure (exit 1); no answer, or an
+/// error before the check was made, means it could not be checked (exit 3).
+fn verdict(
+    address: &str,
+    service: &str,
+    timeout_secs: f64,
+    answer: Result<Result<i32, tonic::Status>, tokio::time::error::Elapsed>,
+) -> Result<ExitCode, CliError> {
+    let status = match answer {
         Err(_) => {
             return Err(CliError::CannotCheck(format!(
-                "{}: no answer within {}s",
-                config.address, args.timeout
+                "{address}: no answer within {timeout_secs}s"
             )));
         }
         Ok(Err(status)) if status.code() == Code::NotFound => {
             return Err(CliError::Failed(format!(
-                "{}: no such service {:?}",
-                config.address, args.service
+                "{address}: no such service {service:?}"
             )));
         }
         Ok(Err(status)) => {
             return Err(CliError::CannotCheck(format!(
-                "{}: {:?}: {}",
-                config.address,
+                "{address}: {:?}: {}",
                 status.code(),
                 status.message()
             )));
         }
-        Ok(Ok(answer)) => answer.into_inner().status,
+        Ok(Ok(status)) => status,
     };
-    let status = ServingStatus::try_from(answer).unwrap_or(ServingStatus::Unknown);
+    let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
     if status == ServingStatus::Serving {
         println!("SERVING");
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError::Failed(format!(
-            "{}: {}",
-            config.address,
+            "{address}: {}",
             status.as_str_name()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(answer: Result<i32, tonic::Status>) -> u8 {
+        match verdict("hub-0:7000", "", 1.0, Ok(answer)) {
+            Ok(_) => 0,
+            Err(CliError::Failed(_)) => 1,
+            Err(CliError::Usage(_)) => 2,
+            Err(CliError::CannotCheck(_)) => 3,
+        }
+    }
+
+    #[test]
+    fn only_serving_passes_the_probe() {
+        assert_eq!(code(Ok(ServingStatus::Serving as i32)), 0);
+        // A draining hub says NOT_SERVING: the pod must leave the endpoints.
+        assert_eq!(code(Ok(ServingStatus::NotServing as i32)), 1);
+        assert_eq!(code(Ok(ServingStatus::Unknown as i32)), 1);
+        assert_eq!(code(Ok(ServingStatus::ServiceUnknown as i32)), 1);
+        // A status no version of the protocol has.
+        assert_eq!(code(Ok(42)), 1);
+        assert_eq!(code(Err(tonic::Status::not_found("unknown service"))), 1);
+        assert_eq!(
+            code(Err(tonic::Status::unavailable("connection refused"))),
+            3
+        );
+        assert_eq!(code(Err(tonic::Status::unauthenticated("certificate"))), 3);
+    }
+
+    #[tokio::test]
+    async fn no_answer_in_time_cannot_be_checked() {
+        // A zero timeout on an answer that never comes: elapsed at once.
+        let elapsed = tokio::time::timeout(
+            Duration::ZERO,
+            std::future::pending::<Result<i32, tonic::Status>>(),
+        )
+        .await;
+        let err = verdict("hub-0:7000", "", 1.0, elapsed).expect_err("no answer");
+        assert!(matches!(err, CliError::CannotCheck(_)), "{err}");
+        assert!(err.to_string().contains("within 1s"), "{err}");
     }
 }
