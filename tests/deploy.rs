@@ -15,6 +15,22 @@ fn deploy_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"))
 }
 
+/// The development PKI of the demo's deployment in `dir` (what `truc pki
+/// init` writes for it).
+fn dev_pki(dir: &Path) -> truc_pki::Layout {
+    truc_devca::init(
+        dir,
+        &InitOptions {
+            hub: "hub".into(),
+            nodes: vec!["vpcp".into(), "lgsp-langson".into()],
+            admin: "admin".into(),
+            clients: vec!["vpcp-dms".into(), "langson-dms".into()],
+            validity_days: 1,
+        },
+    )
+    .expect("pki")
+}
+
 #[test]
 fn example_configs_are_valid() {
     let dir = tempfile::tempdir().expect("dir");
@@ -25,17 +41,7 @@ fn example_configs_are_valid() {
             std::fs::copy(&path, dir.path().join(name)).expect("copy");
         }
     }
-    truc_devca::init(
-        &dir.path().join("pki"),
-        &InitOptions {
-            hub: "hub".into(),
-            nodes: vec!["vpcp".into(), "lgsp-langson".into()],
-            admin: "admin".into(),
-            clients: vec!["vpcp-dms".into(), "langson-dms".into()],
-            validity_days: 1,
-        },
-    )
-    .expect("pki");
+    dev_pki(&dir.path().join("pki"));
     let registry =
         truc_registry::Registry::load(&dir.path().join("registry.toml")).expect("registry");
     let hub = truc_hub::HubConfig::load(&dir.path().join("hub.toml")).expect("hub.toml");
@@ -219,17 +225,7 @@ fn k8s_configs_load_from_what_the_manifests_mount() {
     // What deploy/k8s/pki.sh makes, by the same calls as its `truc pki` lines.
     let pki_sh = std::fs::read_to_string(deploy_dir().join("k8s/pki.sh")).expect("pki.sh");
     assert!(pki_sh.contains("--role admin --name probe"), "{pki_sh}");
-    let layout = truc_devca::init(
-        &src.join("pki"),
-        &InitOptions {
-            hub: "hub".into(),
-            nodes: vec!["vpcp".into(), "lgsp-langson".into()],
-            admin: "admin".into(),
-            clients: vec!["vpcp-dms".into(), "langson-dms".into()],
-            validity_days: 1,
-        },
-    )
-    .expect("pki");
+    let layout = dev_pki(&src.join("pki"));
     let probe = truc_pki::Identity::new(truc_pki::Role::Admin, "probe").expect("name");
     truc_devca::issue(&layout, &probe, 1).expect("probe");
     for i in 0..truc_demo::k8s::HUB_REPLICAS {

@@ -17,6 +17,11 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8")
 }
 
+/// Asserts the exit code, showing stderr otherwise.
+fn exits(out: &std::process::Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+}
+
 /// `truc health --config CONFIG [more]`.
 fn health(config: &Path, more: &[&str]) -> std::process::Output {
     let mut args = vec!["health", "--config", s(config)];
@@ -72,9 +77,9 @@ fn a_replica_picks_its_key_by_name_and_truc_health_probes_it_over_mutual_tls() {
     assert!(keys.join("hub-0.key").exists() && keys.join("hub-0.pub").exists());
     // Never overwritten; a name that is no DNS label is refused.
     let again = run(&["pki", "audit-key", "--dir", s(&keys), "--name", "hub-0"]);
-    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    exits(&again, 2);
     let bad = run(&["pki", "audit-key", "--dir", s(&keys), "--name", "../hub-0"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    exits(&bad, 2);
     assert!(!d.join("hub-0.key").exists());
 
     std::fs::copy(
@@ -97,14 +102,14 @@ fn a_replica_picks_its_key_by_name_and_truc_health_probes_it_over_mutual_tls() {
         .env("TRUC_REPLICA", "hub-1")
         .output()
         .expect("run");
-    assert_eq!(no_key.status.code(), Some(2), "{}", text(&no_key.stderr));
+    exits(&no_key, 2);
     assert!(
         text(&no_key.stderr).contains("hub-1.key"),
         "{}",
         text(&no_key.stderr)
     );
     let unnamed = run(&["hub", "--config", s(&hub_toml)]);
-    assert_eq!(unnamed.status.code(), Some(2), "{}", text(&unnamed.stderr));
+    exits(&unnamed, 2);
     assert!(
         text(&unnamed.stderr).contains("TRUC_REPLICA"),
         "{}",
@@ -147,17 +152,12 @@ fn a_replica_picks_its_key_by_name_and_truc_health_probes_it_over_mutual_tls() {
     let probe = d.join("probe.toml");
     client_file(&probe, &addr, "admin-probe");
     let up = health(&probe, &[]);
-    assert_eq!(up.status.code(), Some(0), "{}", text(&up.stderr));
+    exits(&up, 0);
     assert_eq!(text(&up.stdout), "SERVING\n");
     let hub_service = health(&probe, &["--service", "truc.v1.Hub"]);
-    assert_eq!(
-        hub_service.status.code(),
-        Some(0),
-        "{}",
-        text(&hub_service.stderr)
-    );
+    exits(&hub_service, 0);
     let unknown = health(&probe, &["--service", "truc.v1.Nope"]);
-    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
+    exits(&unknown, 1);
     assert!(
         text(&unknown.stderr).contains("no such service"),
         "{}",
@@ -168,17 +168,12 @@ fn a_replica_picks_its_key_by_name_and_truc_health_probes_it_over_mutual_tls() {
     let agency = d.join("agency.toml");
     client_file(&agency, &addr, "client-vpcp-dms");
     let wrong = health(&agency, &[]);
-    assert_eq!(wrong.status.code(), Some(3), "{}", text(&wrong.stderr));
+    exits(&wrong, 3);
     let bad_timeout = health(&probe, &["--timeout", "0"]);
-    assert_eq!(
-        bad_timeout.status.code(),
-        Some(2),
-        "{}",
-        text(&bad_timeout.stderr)
-    );
+    exits(&bad_timeout, 2);
 
     assert!(hub.signal_and_wait("TERM").success());
     // Nothing listens any more: the probe cannot check (exit 3).
     let down = health(&probe, &["--timeout", "2"]);
-    assert_eq!(down.status.code(), Some(3), "{}", text(&down.stderr));
+    exits(&down, 3);
 }
