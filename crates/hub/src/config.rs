@@ -139,6 +139,11 @@ impl HubConfig {
                 ),
             ));
         }
+        // Checked in the file's order: the addresses and paths before the key.
+        let listen = socket_addr(path, "listen", &raw.listen)?;
+        let ops_listen = socket_addr(path, "ops_listen", &raw.ops_listen)?;
+        let data_dir = resolve(path, "data_dir", &raw.data_dir, false)?;
+        let registry = resolve(path, "registry", &raw.registry, true)?;
         let audit_key = match (&raw.audit_key, &raw.audit_key_dir, replica) {
             (Some(key), None, _) => resolve(path, "audit_key", key, true)?,
             (None, Some(dir), Some(name)) => {
@@ -180,10 +185,10 @@ impl HubConfig {
         };
         Ok(HubConfig {
             replica: replica.map(str::to_string),
-            listen: socket_addr(path, "listen", &raw.listen)?,
-            ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
-            data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
-            registry: resolve(path, "registry", &raw.registry, true)?,
+            listen,
+            ops_listen,
+            data_dir,
+            registry,
             audit_key,
             time_zone: truc_audit::Zone::parse(&raw.time_zone).ok_or_else(|| {
                 ConfigError::new(
