@@ -69,7 +69,11 @@ fn tls(role: Role, name: &str) -> Result<TlsSection, truc_pki::PkiError> {
 }
 
 /// `header` (comment lines) then `value` as pretty TOML.
-fn toml_file(name: String, header: &str, value: &impl Serialize) -> Result<File, DemoError> {
+pub(crate) fn toml_file(
+    name: String,
+    header: &str,
+    value: &impl Serialize,
+) -> Result<File, DemoError> {
     let body = toml::to_string(value)?;
     Ok(File {
         name,
@@ -100,7 +104,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
     let hub_addr = plan.hub.0.to_string();
     let mut out = vec![File {
         name: "registry.toml".into(),
-        text: registry(plan.nodes[0].0, plan.nodes[1].0, &plan.witness_keys),
+        text: registry(&plan.nodes[0].0, &plan.nodes[1].0, &plan.witness_keys),
     }];
     let hub = HubFile {
         version: CONFIG_VERSION,
@@ -108,7 +112,8 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         ops_listen: plan.hub.1.to_string(),
         data_dir: plan.hub_data.clone(),
         registry: "registry.toml".into(),
-        audit_key: pki().audit_key(),
+        audit_key: Some(pki().audit_key()),
+        audit_key_dir: None,
         time_zone: "Asia/Ho_Chi_Minh".into(),
         log_origin: None,
         tls: tls(Role::Hub, "hub")?,
@@ -230,7 +235,11 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
 
 /// The registry, for the nodes at these addresses. The registry has no
 /// serializable model yet, so this one stays a template.
-fn registry(ministry: SocketAddr, province: SocketAddr, witness: &[Option<String>; 2]) -> String {
+pub(crate) fn registry(
+    ministry: &dyn std::fmt::Display,
+    province: &dyn std::fmt::Display,
+    witness: &[Option<String>; 2],
+) -> String {
     // The hub checks a node's cosignatures of its log with this key.
     let witness_key = |i: usize, id: &str| match &witness[i] {
         Some(hex) => format!("witness_key = \"{hex}\"\n"),
@@ -291,6 +300,7 @@ services = ["{HOUSEHOLD_REGISTRY}"]
 /// The example files of `deploy/` (name, text): the demo's deployment on
 /// fixed ports (hub 7000, nodes 7101 and 7201, their HTTP listeners 7102
 /// and 7202, backends 7301 and 7401, ops ports 9100, 9101, 9201), data under `data/`, default limits.
+/// Then those of `deploy/k8s/` (named `k8s/...`, [`crate::k8s::k8s_examples`]).
 /// `tests/deploy.rs` checks that `deploy/` holds exactly these.
 pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -308,8 +318,10 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
         limits: Limits::default(),
         witness_keys: [None, None],
     };
-    Ok(files(&plan)?
+    let mut out: Vec<(String, String)> = files(&plan)?
         .into_iter()
         .map(|f| (f.name, f.text))
-        .collect())
+        .collect();
+    out.extend(crate::k8s::k8s_examples()?);
+    Ok(out)
 }

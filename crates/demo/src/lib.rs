@@ -11,6 +11,7 @@
 
 pub mod backend;
 mod configs;
+pub mod k8s;
 pub mod rest;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};

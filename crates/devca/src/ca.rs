@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -278,6 +278,24 @@ fn issue_with(
     write_file(&files.cert, cert.pem().as_bytes(), false)?;
     tracing::debug!(identity = %id, cert = %files.cert.display(), "issued certificate");
     Ok(files)
+}
+
+/// Writes a new audit signing key for the hub replica `name`:
+/// `dir/NAME.key` (PKCS#8 PEM, mode 0600) and its public key (hex)
+/// `dir/NAME.pub`, for a hub config's `audit_key_dir` and the nodes'
+/// `[[hub.audit_keys]]`. Never overwrites; creates `dir`.
+pub fn replica_audit_key(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), DevCaError> {
+    if !truc_pki::valid_name(name) {
+        return Err(PkiError::InvalidName(name.to_owned()).into());
+    }
+    fs::create_dir_all(dir).map_err(|source| DevCaError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let key = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    write_ed25519_key(&key, &public)?;
+    Ok((key, public))
 }
 
 fn write_audit_key(layout: &Layout) -> Result<(), DevCaError> {

@@ -29,7 +29,16 @@ pub struct HubFile {
     /// The registry file.
     pub registry: PathBuf,
     /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
-    pub audit_key: PathBuf,
+    /// Give this or `audit_key_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<PathBuf>,
+    /// A directory holding one signing key per hub replica, `<replica>.key`:
+    /// the key used is the one of the replica name given at start
+    /// (`truc hub --replica NAME` or `TRUC_REPLICA`), so replicas sharing
+    /// this file (a Kubernetes StatefulSet's pods) each sign their own log.
+    /// Give this or `audit_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key_dir: Option<PathBuf>,
     /// The zone statistics' days are cut in: an IANA name or a fixed offset
     /// like +07:00 (default Asia/Ho_Chi_Minh).
     #[serde(default = "default_time_zone")]
@@ -84,6 +93,9 @@ pub struct HubConfig {
     pub registry: PathBuf,
     /// The Ed25519 key (PKCS#8 PEM) that signs the audit log's tree heads.
     pub audit_key: PathBuf,
+    /// This replica's name, when one was given at start: it picks the key
+    /// in `audit_key_dir` and ends the log's origin.
+    pub replica: Option<String>,
     /// The time zone days are cut in.
     pub time_zone: truc_audit::Zone,
     /// The origin of the log's checkpoints, if configured (see
@@ -102,18 +114,82 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
-    /// Loads and validates `path`.
+    /// Loads and validates `path`, for a hub without a replica name.
     pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
+        HubConfig::load_replica(path, None)
+    }
+
+    /// Loads and validates `path` for the replica named `replica` (a DNS
+    /// label such as a StatefulSet pod's name `hub-0`), if any: the name
+    /// picks `<audit_key_dir>/<replica>.key` and is appended to the log's
+    /// origin, so each replica's log has its own key and name.
+    pub fn load_replica(path: &Path, replica: Option<&str>) -> Result<HubConfig, ConfigError> {
         let raw: HubFile = load_toml(path)?;
         check_version(path, raw.version)?;
         let limits = raw.limits;
         limits.validate(path)?;
+        if let Some(name) = replica
+            && !truc_pki::valid_name(name)
+        {
+            return Err(ConfigError::new(
+                path,
+                "replica",
+                format!(
+                    "{name:?}: a replica name is a DNS label (1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`), like hub-0"
+                ),
+            ));
+        }
+        // Checked in the file's order: the addresses and paths before the key.
+        let listen = socket_addr(path, "listen", &raw.listen)?;
+        let ops_listen = socket_addr(path, "ops_listen", &raw.ops_listen)?;
+        let data_dir = resolve(path, "data_dir", &raw.data_dir, false)?;
+        let registry = resolve(path, "registry", &raw.registry, true)?;
+        let audit_key = match (&raw.audit_key, &raw.audit_key_dir, replica) {
+            (Some(key), None, _) => resolve(path, "audit_key", key, true)?,
+            (None, Some(dir), Some(name)) => {
+                let dir = resolve(path, "audit_key_dir", dir, true)?;
+                let key = dir.join(format!("{name}.key"));
+                if !key.exists() {
+                    return Err(ConfigError::new(
+                        path,
+                        "audit_key_dir",
+                        format!(
+                            "{} does not exist: no key for replica {name}",
+                            key.display()
+                        ),
+                    ));
+                }
+                key
+            }
+            (None, Some(_), None) => {
+                return Err(ConfigError::new(
+                    path,
+                    "audit_key_dir",
+                    "the key in audit_key_dir is chosen by the replica's name: give `truc hub --replica NAME` or set TRUC_REPLICA",
+                ));
+            }
+            (Some(_), Some(_), _) => {
+                return Err(ConfigError::new(
+                    path,
+                    "audit_key_dir",
+                    "give audit_key or audit_key_dir, not both",
+                ));
+            }
+            (None, None, _) => {
+                return Err(ConfigError::new(
+                    path,
+                    "audit_key",
+                    "missing: the audit signing key (or audit_key_dir with one key per replica)",
+                ));
+            }
+        };
         Ok(HubConfig {
-            listen: socket_addr(path, "listen", &raw.listen)?,
-            ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
-            data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
-            registry: resolve(path, "registry", &raw.registry, true)?,
-            audit_key: resolve(path, "audit_key", &raw.audit_key, true)?,
+            replica: replica.map(str::to_string),
+            listen,
+            ops_listen,
+            data_dir,
+            registry,
+            audit_key,
             time_zone: truc_audit::Zone::parse(&raw.time_zone).ok_or_else(|| {
                 ConfigError::new(
                     path,
@@ -125,7 +201,12 @@ impl HubConfig {
                 )
             })?,
             log_origin: match raw.log_origin {
-                Some(o) if !truc_audit::sth::valid_origin(&o) => {
+                Some(o)
+                    if !truc_audit::sth::valid_origin(&o)
+                        || replica.is_some_and(|r| {
+                            !truc_audit::sth::valid_origin(&format!("{o}/{r}"))
+                        }) =>
+                {
                     return Err(ConfigError::new(
                         path,
                         "log_origin",
@@ -157,17 +238,26 @@ impl HubConfig {
 
 impl HubConfig {
     /// The origin of the log's checkpoints: `log_origin`, or
-    /// `<hub name>/truc-audit` with the name from the hub's certificate.
+    /// `<hub name>/truc-audit` with the name from the hub's certificate;
+    /// then, for a named replica, `/<replica>` (`hub/truc-audit/hub-0`).
     pub fn log_origin(&self) -> String {
-        if let Some(o) = &self.log_origin {
-            return o.clone();
+        let base = match &self.log_origin {
+            Some(o) => o.clone(),
+            None => std::fs::read(&self.tls.cert)
+                .ok()
+                .and_then(|pem| truc_pki::Identity::from_cert_pem(&pem).ok())
+                .map(|id| format!("{}/truc-audit", id.name))
+                .filter(|o| truc_audit::sth::valid_origin(o))
+                .unwrap_or_else(|| truc_audit::sth::DEFAULT_ORIGIN.to_string()),
+        };
+        match &self.replica {
+            // A configured origin of 255 bytes plus a replica name would be
+            // too long: the checked form is kept then.
+            Some(r) if truc_audit::sth::valid_origin(&format!("{base}/{r}")) => {
+                format!("{base}/{r}")
+            }
+            _ => base,
         }
-        std::fs::read(&self.tls.cert)
-            .ok()
-            .and_then(|pem| truc_pki::Identity::from_cert_pem(&pem).ok())
-            .map(|id| format!("{}/truc-audit", id.name))
-            .filter(|o| truc_audit::sth::valid_origin(o))
-            .unwrap_or_else(|| truc_audit::sth::DEFAULT_ORIGIN.to_string())
     }
 }
 
@@ -208,6 +298,106 @@ mod tests {
             let err = load_with(&format!("log_origin = \"{bad}\"\n"), "UTC").unwrap_err();
             assert!(err.to_string().contains("log_origin"), "{err}");
         }
+    }
+
+    /// A hub config with `audit_key_dir = "keys"` holding `hub-0.key`.
+    fn replica_config(dir: &Path, head: &str) -> PathBuf {
+        for f in ["registry.toml", "ca.crt", "hub.crt", "hub.key"] {
+            std::fs::write(dir.join(f), "").expect("write");
+        }
+        std::fs::create_dir(dir.join("keys")).expect("keys");
+        std::fs::write(dir.join("keys/hub-0.key"), "").expect("write");
+        let path = dir.join("hub.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{head}listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                 registry = \"registry.toml\"\n\
+                 [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n"
+            ),
+        )
+        .expect("write");
+        path
+    }
+
+    #[test]
+    fn a_replica_name_picks_its_key_and_names_its_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = replica_config(dir.path(), "audit_key_dir = \"keys\"\n");
+        let hub0 = HubConfig::load_replica(&path, Some("hub-0")).expect("hub-0 has a key");
+        assert_eq!(hub0.audit_key, dir.path().join("keys/hub-0.key"));
+        assert_eq!(hub0.replica.as_deref(), Some("hub-0"));
+        // No certificate to read: the default origin, then the replica.
+        assert_eq!(
+            hub0.log_origin(),
+            format!("{}/hub-0", truc_audit::sth::DEFAULT_ORIGIN)
+        );
+        let err = HubConfig::load_replica(&path, Some("hub-1")).expect_err("no key for hub-1");
+        assert_eq!(err.field, "audit_key_dir", "{err}");
+        assert!(err.to_string().contains("hub-1.key"), "{err}");
+        let err = HubConfig::load(&path).expect_err("a key directory needs a replica name");
+        assert_eq!(err.field, "audit_key_dir", "{err}");
+        assert!(err.to_string().contains("TRUC_REPLICA"), "{err}");
+        // A name that would leave the directory, or is no DNS label.
+        for bad in [
+            "../hub-0",
+            "hub/0",
+            "Hub-0",
+            "-hub",
+            "hub-",
+            "",
+            "hub 0",
+            &"a".repeat(64),
+        ] {
+            let err = HubConfig::load_replica(&path, Some(bad)).expect_err(bad);
+            assert_eq!(err.field, "replica", "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_replica_name_is_appended_to_a_configured_origin() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = replica_config(
+            dir.path(),
+            "log_origin = \"hub.example/audit\"\naudit_key_dir = \"keys\"\n",
+        );
+        let hub0 = HubConfig::load_replica(&path, Some("hub-0")).expect("valid");
+        assert_eq!(hub0.log_origin(), "hub.example/audit/hub-0");
+        // Too long once the name is appended: refused at load, not cut.
+        let dir = tempfile::tempdir().expect("dir");
+        let long = "o".repeat(250);
+        let path = replica_config(
+            dir.path(),
+            &format!("log_origin = \"{long}\"\naudit_key_dir = \"keys\"\n"),
+        );
+        HubConfig::load(&path).expect_err("needs a replica name, but the origin alone is fine");
+        let err = HubConfig::load_replica(&path, Some("hub-0")).expect_err("too long");
+        assert_eq!(err.field, "log_origin", "{err}");
+    }
+
+    #[test]
+    fn one_audit_key_setting_exactly() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = replica_config(dir.path(), "");
+        let err = HubConfig::load_replica(&path, Some("hub-0")).expect_err("neither");
+        assert_eq!(err.field, "audit_key", "{err}");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = replica_config(
+            dir.path(),
+            "audit_key = \"keys/hub-0.key\"\naudit_key_dir = \"keys\"\n",
+        );
+        let err = HubConfig::load_replica(&path, Some("hub-0")).expect_err("both");
+        assert_eq!(err.field, "audit_key_dir", "{err}");
+        // One key and a replica name: the key, the name in the origin.
+        let dir = tempfile::tempdir().expect("dir");
+        let path = replica_config(dir.path(), "audit_key = \"keys/hub-0.key\"\n");
+        let named = HubConfig::load_replica(&path, Some("hub-7")).expect("valid");
+        assert_eq!(named.audit_key, dir.path().join("keys/hub-0.key"));
+        assert!(
+            named.log_origin().ends_with("/hub-7"),
+            "{}",
+            named.log_origin()
+        );
     }
 
     #[test]

@@ -65,9 +65,11 @@ pub struct Identity {
     pub name: String,
 }
 
-/// Checks a participant name; it must also be a valid DNS name because server
-/// certificates carry it as their DNS subject alternative name.
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a participant (or a hub replica): 1 to 63
+/// lowercase letters, digits and `-`, and a valid DNS name because server
+/// certificates carry it as their DNS subject alternative name (so also
+/// safe as a file name).
+pub fn valid_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name
             .bytes()

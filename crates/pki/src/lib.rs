@@ -24,7 +24,7 @@ use {bytes as _, tempfile as _, truc_devca as _};
 use std::path::PathBuf;
 
 pub use crl::{CrlInfo, CrlPolicy, CrlSet, REFUSAL_REASONS, RefusalCounts};
-pub use identity::{Identity, Role};
+pub use identity::{Identity, Role, valid_name};
 pub use keys::load_audit_key;
 pub use layout::Layout;
 pub use live::LiveTls;

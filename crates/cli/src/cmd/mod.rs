@@ -5,6 +5,7 @@ mod call;
 mod demo;
 mod doc;
 mod edxml;
+mod health;
 mod pki;
 mod report;
 mod serve;
@@ -47,7 +48,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Pki(pki::PkiCommand),
     /// Runs the hub.
-    Hub(serve::ServeArgs),
+    Hub(serve::HubArgs),
     /// Runs a node.
     Node(serve::ServeArgs),
     /// Runs the demo's citizen-lookup backend (plaintext gRPC `truc.v1.Backend`).
@@ -59,6 +60,8 @@ pub(crate) enum Command {
     /// Audit log checks.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Asks a server for its grpc.health.v1 status over mutual TLS (exit 0: SERVING).
+    Health(health::HealthArgs),
     /// Transaction counts from the hub.
     Report(report::ReportArgs),
     /// Sends an official document, with attachments, to other agencies.
@@ -135,6 +138,7 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Demo(a) => demo::run(a).await,
         Command::Call(a) => call::run(a).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Health(a) => health::run(a).await,
         Command::Report(a) => report::run(a).await,
         Command::Send(a) => doc::send(a).await,
         Command::Inbox(a) => doc::inbox(a).await,

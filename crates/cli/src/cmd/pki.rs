@@ -1,4 +1,4 @@
-//! `truc pki init`, `truc pki issue` and `truc pki revoke`.
+//! `truc pki init`, `truc pki issue`, `truc pki revoke` and `truc pki audit-key`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -23,6 +23,20 @@ pub(crate) enum PkiCommand {
     /// the list reload it within seconds (or at once on SIGHUP), refuse the
     /// certificate at the handshake and close its open connections.
     Revoke(RevokeArgs),
+    /// Writes a new audit signing key for one hub replica, `DIR/NAME.key`,
+    /// and its public key `DIR/NAME.pub` (for the hub config's
+    /// `audit_key_dir` and the nodes' `[[hub.audit_keys]]`).
+    AuditKey(AuditKeyArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct AuditKeyArgs {
+    /// The directory of the replicas' keys (created if absent).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The replica's name, as given to `truc hub --replica` (`hub-0`).
+    #[arg(long)]
+    name: String,
 }
 
 #[derive(Args)]
@@ -88,7 +102,17 @@ pub(super) fn run(command: PkiCommand) -> Result<ExitCode, CliError> {
         PkiCommand::Init(a) => init(a),
         PkiCommand::Issue(a) => issue(a),
         PkiCommand::Revoke(a) => revoke(a),
+        PkiCommand::AuditKey(a) => audit_key(a),
     }
+}
+
+fn audit_key(a: AuditKeyArgs) -> Result<ExitCode, CliError> {
+    let (key, public) = truc_devca::replica_audit_key(&a.dir, &a.name)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    println!("audit signing key of replica {}", a.name);
+    println!("  key:        {}", key.display());
+    println!("  public key: {}", public.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn revoke(a: RevokeArgs) -> Result<ExitCode, CliError> {

@@ -17,14 +17,26 @@ pub(crate) struct ServeArgs {
     config: PathBuf,
 }
 
+#[derive(Args)]
+pub(crate) struct HubArgs {
+    /// The config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// This replica's name (a DNS label, e.g. a StatefulSet pod's `hub-0`):
+    /// picks `<audit_key_dir>/<NAME>.key` and ends the log's origin with
+    /// `/<NAME>`, so replicas sharing one config each keep their own log.
+    #[arg(long, env = "TRUC_REPLICA")]
+    replica: Option<String>,
+}
+
 async fn bind(addr: std::net::SocketAddr, field: &str) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| failed(format!("cannot listen on {addr} ({field}): {e}")))
 }
 
-pub(super) async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
-    let config = HubConfig::load(&args.config)?;
+pub(super) async fn hub(args: HubArgs) -> Result<ExitCode, CliError> {
+    let config = HubConfig::load_replica(&args.config, args.replica.as_deref())?;
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
