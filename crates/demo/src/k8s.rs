@@ -90,6 +90,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
     let probe = ClientFile {
         version: CONFIG_VERSION,
         address: format!("127.0.0.1:{HUB_PORT}"),
+        addresses: Vec::new(),
         server_name: "hub".into(),
         tls: tls("/etc/truc/probe"),
     };
