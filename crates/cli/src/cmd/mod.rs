@@ -4,6 +4,7 @@ mod audit;
 mod call;
 mod demo;
 mod doc;
+mod drain;
 mod edxml;
 mod pki;
 mod report;
@@ -46,8 +47,8 @@ pub(crate) enum Command {
     /// Certificates: a development CA and everyone's certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
-    /// Runs the hub.
-    Hub(serve::ServeArgs),
+    /// Runs the hub; `truc hub drain` puts a running one out of service.
+    Hub(serve::HubArgs),
     /// Runs a node.
     Node(serve::ServeArgs),
     /// Runs the demo's citizen-lookup backend (plaintext gRPC `truc.v1.Backend`).

@@ -2,13 +2,31 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio::net::TcpListener;
 use truc_hub::HubConfig;
 use truc_node::NodeConfig;
 use truc_ops::Shutdown;
 
 use super::{CliError, failed, interrupted};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct HubArgs {
+    #[command(subcommand)]
+    command: Option<HubCommand>,
+    /// The config file.
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Puts a running hub replica out of service: health NOT_SERVING, new
+    /// calls refused (UNAVAILABLE, `truc-retry: safe`), calls in flight
+    /// finish within the deadline, then it exits 0. SIGTERM does the same.
+    Drain(super::drain::DrainArgs),
+}
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -23,8 +41,15 @@ async fn bind(addr: std::net::SocketAddr, field: &str) -> Result<TcpListener, Cl
         .map_err(|e| failed(format!("cannot listen on {addr} ({field}): {e}")))
 }
 
-pub(super) async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
-    let config = HubConfig::load(&args.config)?;
+pub(super) async fn hub(args: HubArgs) -> Result<ExitCode, CliError> {
+    let path = match (args.command, args.config) {
+        (Some(HubCommand::Drain(drain)), _) => return super::drain::run(drain).await,
+        (None, Some(path)) => path,
+        (None, None) => return Err(CliError::Usage("--config is required".into())),
+    };
+    let config = HubConfig::load(&path)?;
+    let options = truc_hub::RunOptions::default();
+    let deadline = options.drain;
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
@@ -33,16 +58,12 @@ pub(super) async fn hub(args: ServeArgs) -> Result<ExitCode, CliError> {
         listener,
         ops,
         shutdown.clone(),
-        truc_hub::RunOptions::default(),
+        options,
     )
     .await
     .map_err(failed)?;
     println!("hub listening on {} (ops {})", hub.addr(), hub.ops_addr());
-    tokio::spawn(async move {
-        interrupted().await;
-        tracing::info!("shutting down");
-        shutdown.trigger();
-    });
+    tokio::spawn(drain_on_signal(hub.drain().clone(), deadline, shutdown));
     hub.wait().await.map_err(failed)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -52,12 +73,14 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
+    let options = truc_node::RunOptions::default();
+    let deadline = options.drain;
     let node = truc_node::start(
         config,
         listener,
         ops,
         shutdown.clone(),
-        truc_node::RunOptions::default(),
+        options,
     )
     .await
     .map_err(failed)?;
@@ -66,13 +89,20 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
         node.addr(),
         node.ops_addr()
     );
-    tokio::spawn(async move {
-        interrupted().await;
-        tracing::info!("shutting down");
-        shutdown.trigger();
-    });
+    tokio::spawn(drain_on_signal(node.drain().clone(), deadline, shutdown));
     node.wait().await.map_err(failed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C drains the process (it stops once its calls in flight
+/// finish, or at `deadline`); a second one stops it at once.
+async fn drain_on_signal(drain: truc_ops::Drain, deadline: std::time::Duration, shutdown: Shutdown) {
+    interrupted().await;
+    tracing::info!(?deadline, "signal: draining");
+    drain.start(deadline).await;
+    interrupted().await;
+    tracing::warn!("second signal: stopping now");
+    shutdown.trigger();
 }
 
 #[derive(Args)]
