@@ -28,7 +28,8 @@ use tokio::net::TcpListener;
 use truc_audit::Options;
 use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{
-    admin_server::AdminServer, audit_server::AuditServer, hub_server::HubServer, reporting_server::ReportingServer,
+    admin_server::AdminServer, audit_server::AuditServer, hub_server::HubServer,
+    reporting_server::ReportingServer,
 };
 use truc_registry::Registry;
 pub use truc_server::StartError;

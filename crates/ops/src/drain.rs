@@ -57,7 +57,9 @@ const EXEMPT: [&str; 4] = [
 /// Whether `path` (`/package.Service/Method`) is a watch: a stream that
 /// ends only when its caller goes.
 fn is_watch(path: &str) -> bool {
-    path.rsplit('/').next().is_some_and(|m| m.starts_with("Watch"))
+    path.rsplit('/')
+        .next()
+        .is_some_and(|m| m.starts_with("Watch"))
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,7 +127,8 @@ impl Drain {
     /// Draining again changes nothing (the first deadline stands).
     pub async fn start(&self, deadline: Duration) -> Started {
         let now = Instant::now();
-        let unix = crate::now_ms().saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+        let unix =
+            crate::now_ms().saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
         let started = self.inner.state.send_if_modified(|s| {
             if s.deadline.is_some() {
                 return false;
@@ -405,13 +408,21 @@ mod tests {
         let d = drain();
         let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let svc = DrainLayer::new(d.clone()).layer(counting(reached.clone()));
-        let ok = svc.clone().oneshot(request("/truc.v1.Hub/Route")).await.unwrap();
+        let ok = svc
+            .clone()
+            .oneshot(request("/truc.v1.Hub/Route"))
+            .await
+            .unwrap();
         assert!(!ok.headers().contains_key("grpc-status"));
         drop(ok);
         assert_eq!(d.in_flight(), 0);
 
         assert!(d.start(Duration::from_secs(5)).await.started);
-        let refused = svc.clone().oneshot(request("/truc.v1.Hub/Route")).await.unwrap();
+        let refused = svc
+            .clone()
+            .oneshot(request("/truc.v1.Hub/Route"))
+            .await
+            .unwrap();
         let status = tonic::Status::from_header_map(refused.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), "hub is draining");
@@ -502,18 +513,29 @@ mod tests {
         let d = drain();
         let (tx, watch) = open_answer();
         let svc = DrainLayer::new(d.clone()).layer(watch);
-        let response = svc.oneshot(request("/truc.v1.Agency/WatchInbox")).await.unwrap();
-        assert_eq!(d.in_flight(), 0);
-        let mut body = response.into_body();
-        tx.send(Ok(Frame::data(tonic::codegen::Bytes::from_static(b"event"))))
+        let response = svc
+            .oneshot(request("/truc.v1.Agency/WatchInbox"))
             .await
             .unwrap();
-        let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        assert_eq!(d.in_flight(), 0);
+        let mut body = response.into_body();
+        tx.send(Ok(Frame::data(tonic::codegen::Bytes::from_static(
+            b"event",
+        ))))
+        .await
+        .unwrap();
+        let frame = http_body_util::BodyExt::frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.into_data().unwrap(), "event");
 
         d.start(Duration::from_secs(5)).await;
         assert!(d.finish().await);
-        let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        let frame = http_body_util::BodyExt::frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap();
         let trailers = frame.into_trailers().unwrap();
         let status = tonic::Status::from_header_map(&trailers).unwrap();
         assert!(is_retry_safe(&status), "{status:?}");

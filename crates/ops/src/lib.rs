@@ -19,8 +19,8 @@ pub mod reload;
 mod revocation;
 mod serve;
 
-pub use drain::{Drain, RETRY_HEADER, RETRY_SAFE, is_retry_safe};
 pub use deadline::{incoming_timeout, is_transport_failure};
+pub use drain::{Drain, RETRY_HEADER, RETRY_SAFE, is_retry_safe};
 pub use metrics::{HealthCheck, Metrics, code_name, write_metric};
 pub use record::{TRANSACTION_ID_HEADER, tag};
 pub use reload::{ReloadError, ReloadReport, Reloader};

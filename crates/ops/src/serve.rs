@@ -14,10 +14,7 @@ use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
 use crate::{
-    Drain, Metrics, Reloader, ServeError,
-    config::Limits,
-    drain::DrainLayer,
-    layer::GrpcLayer,
+    Drain, Metrics, Reloader, ServeError, config::Limits, drain::DrainLayer, layer::GrpcLayer,
 };
 
 type Layers = tower::layer::util::Stack<

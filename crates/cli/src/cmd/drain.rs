@@ -81,7 +81,15 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "-1s", "1.5s", "3d", "99999999999999999999h", "18446744073709551615h"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "3d",
+            "99999999999999999999h",
+            "18446744073709551615h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -53,15 +53,9 @@ pub(super) async fn hub(args: HubArgs) -> Result<ExitCode, CliError> {
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
-    let hub = truc_hub::start(
-        config,
-        listener,
-        ops,
-        shutdown.clone(),
-        options,
-    )
-    .await
-    .map_err(failed)?;
+    let hub = truc_hub::start(config, listener, ops, shutdown.clone(), options)
+        .await
+        .map_err(failed)?;
     println!("hub listening on {} (ops {})", hub.addr(), hub.ops_addr());
     tokio::spawn(drain_on_signal(hub.drain().clone(), deadline, shutdown));
     hub.wait().await.map_err(failed)?;
@@ -75,15 +69,9 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     let shutdown = Shutdown::new();
     let options = truc_node::RunOptions::default();
     let deadline = options.drain;
-    let node = truc_node::start(
-        config,
-        listener,
-        ops,
-        shutdown.clone(),
-        options,
-    )
-    .await
-    .map_err(failed)?;
+    let node = truc_node::start(config, listener, ops, shutdown.clone(), options)
+        .await
+        .map_err(failed)?;
     println!(
         "node listening on {} (ops {})",
         node.addr(),
@@ -96,7 +84,11 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
 
 /// SIGTERM or Ctrl-C drains the process (it stops once its calls in flight
 /// finish, or at `deadline`); a second one stops it at once.
-async fn drain_on_signal(drain: truc_ops::Drain, deadline: std::time::Duration, shutdown: Shutdown) {
+async fn drain_on_signal(
+    drain: truc_ops::Drain,
+    deadline: std::time::Duration,
+    shutdown: Shutdown,
+) {
     interrupted().await;
     tracing::info!(?deadline, "signal: draining");
     drain.start(deadline).await;

@@ -76,6 +76,12 @@ impl Process {
             .status()
             .expect("kill");
         assert!(sent.success());
+        self.wait_for_exit()
+    }
+
+    /// Waits (at most 30 s) for the process to exit by itself.
+    pub(crate) fn wait_for_exit(&mut self) -> ExitStatus {
+        let pid = self.0.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.0.try_wait().expect("wait") {
