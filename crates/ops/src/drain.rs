@@ -71,6 +71,8 @@ struct State {
     in_flight: u64,
     /// The drain is over: watches end, the process shuts down.
     over: bool,
+    /// Cut short ([`Drain::cut`]): calls in flight are not waited for.
+    cut: bool,
 }
 
 /// The maintenance mode of one server process; clones share it.
@@ -199,15 +201,25 @@ impl Drain {
         let Some((deadline, _)) = self.inner.state.borrow().deadline else {
             return false;
         };
-        let idle = self.wait_for(|s| s.in_flight == 0);
-        let finished = tokio::time::timeout_at(deadline, idle).await.is_ok();
+        let idle = self.wait_for(|s| s.in_flight == 0 || s.cut);
+        let finished =
+            tokio::time::timeout_at(deadline, idle).await.is_ok() && !self.inner.state.borrow().cut;
         self.inner.state.send_modify(|s| s.over = true);
         finished
     }
 
-    /// Time left until the deadline; None when not draining.
+    /// Ends a drain now (a second SIGTERM): calls still in flight are cut.
+    pub fn cut(&self) {
+        self.inner.state.send_modify(|s| s.cut = true);
+    }
+
+    /// Time left until the deadline (none once cut); None when not draining.
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        let (deadline, _) = self.inner.state.borrow().deadline?;
+        let state = *self.inner.state.borrow();
+        let (deadline, _) = state.deadline?;
+        if state.cut {
+            return Some(Duration::ZERO);
+        }
         Some(deadline.saturating_duration_since(Instant::now()))
     }
 
@@ -505,6 +517,25 @@ mod tests {
         let started = Instant::now();
         assert!(!d.finish().await);
         assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(d.remaining(), Some(Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_drain_ends_at_once_with_a_call_still_open() {
+        let d = drain();
+        let (_frames, answer) = open_answer();
+        let svc = DrainLayer::new(d.clone()).layer(answer);
+        let _open = svc.oneshot(request("/truc.v1.Hub/Relay")).await.unwrap();
+        d.start(Duration::from_secs(30)).await;
+        let finish = tokio::spawn({
+            let d = d.clone();
+            async move { d.finish().await }
+        });
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        d.cut();
+        assert!(!finish.await.unwrap());
+        assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(d.remaining(), Some(Duration::ZERO));
     }
 

@@ -83,7 +83,8 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 /// SIGTERM or Ctrl-C drains the process (it stops once its calls in flight
-/// finish, or at `deadline`); a second one stops it at once.
+/// finish, or at `deadline`); a second one cuts the calls still open and
+/// stops it (the audit log is still flushed and closed).
 async fn drain_on_signal(
     drain: truc_ops::Drain,
     deadline: std::time::Duration,
@@ -93,7 +94,8 @@ async fn drain_on_signal(
     tracing::info!(?deadline, "signal: draining");
     drain.start(deadline).await;
     interrupted().await;
-    tracing::warn!("second signal: stopping now");
+    tracing::warn!(in_flight = drain.in_flight(), "second signal: stopping now");
+    drain.cut();
     shutdown.trigger();
 }
 
