@@ -183,3 +183,62 @@ async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() 
     assert_eq!(&leaf[..], finished.leaf_hash.as_ref());
     c.deployment.stop().await.expect("nodes stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_refuses_agency_calls_with_the_marker_and_finishes_its_own() {
+    let gate = Arc::new(Gate {
+        entered: watch::Sender::new(0),
+        open: Semaphore::new(0),
+    });
+    let mut c = start_with(BackendKind::Custom(gate.clone()), 4096).await;
+    let mut entered = gate.entered.subscribe();
+    let agency = c
+        .deployment
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .expect("client");
+    // A call in flight through the province's node, held by the backend.
+    let in_flight = tokio::spawn({
+        let mut agency = agency.clone();
+        async move {
+            agency
+                .call(call(H37, CITIZEN_LOOKUP, r#"{"id":"1"}"#))
+                .await
+        }
+    });
+    entered.wait_for(|n| *n == 1).await.expect("entered");
+
+    let node = c.deployment.node(PROVINCE_NODE).expect("node");
+    let started = node.drain().start(Duration::from_secs(30)).await;
+    assert!(started.started);
+    assert_eq!(started.in_flight, 1);
+    let e = agency
+        .clone()
+        .call(call(H37, CITIZEN_LOOKUP, r#"{"id":"2"}"#))
+        .await
+        .expect_err("refused while draining");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(e.message(), "node is draining");
+    assert!(truc_ops::is_retry_safe(&e), "{:?}", e.metadata());
+    let tls = truc_pki::client_config(&c.tls(Role::Client, PROVINCE_CLIENT)).expect("tls");
+    let channel = truc_pki::channel(&node.addr().to_string(), PROVINCE_NODE, tls).expect("channel");
+    for service in ["", "truc.v1.Agency", "truc.v1.Node"] {
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    let (code, body) = http_get(node.ops_addr(), "/healthz").await;
+    assert_eq!((code, body.as_str()), (503, "draining\n"));
+    assert_eq!(*entered.borrow(), 1, "the refused call reached no backend");
+
+    // The call in flight finishes with its receipt, then the node stops.
+    gate.open.add_permits(1);
+    let done = in_flight.await.expect("task").expect("finishes");
+    assert!(done.into_inner().receipt.is_some());
+    c.deployment.stop_node(PROVINCE_NODE).await.expect("stops");
+}
