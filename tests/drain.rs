@@ -44,8 +44,25 @@ impl Backend for Gate {
     }
 }
 
-async fn health(c: &Cluster, service: &str) -> i32 {
-    HealthClient::new(c.hub_channel(Role::Admin, "admin"))
+type AgencyClient = truc_proto::v1::agency_client::AgencyClient<tonic::transport::Channel>;
+
+/// The deployment, its backends behind a closed gate, and the province's
+/// agency system on its node.
+async fn gated() -> (Arc<Gate>, Cluster, AgencyClient) {
+    let gate = Arc::new(Gate {
+        entered: watch::Sender::new(0),
+        open: Semaphore::new(0),
+    });
+    let c = start_with(BackendKind::Custom(gate.clone()), 4096).await;
+    let agency = c
+        .deployment
+        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
+        .expect("client");
+    (gate, c, agency)
+}
+
+async fn health(channel: tonic::transport::Channel, service: &str) -> i32 {
+    HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.into(),
         })
@@ -55,18 +72,27 @@ async fn health(c: &Cluster, service: &str) -> i32 {
         .status
 }
 
+type Answer = Result<Response<truc_proto::v1::CallResponse>, Status>;
+
+/// Starts a call for `id` that the gate holds, and returns once it has
+/// reached the backend, the `nth` call to.
+async fn held_call(
+    agency: &AgencyClient,
+    id: &str,
+    entered: &mut watch::Receiver<usize>,
+    nth: usize,
+) -> tokio::task::JoinHandle<Answer> {
+    let mut agency = agency.clone();
+    let payload = format!(r#"{{"id":"{id}"}}"#);
+    let held = tokio::spawn(async move { agency.call(call(H37, CITIZEN_LOOKUP, &payload)).await });
+    entered.wait_for(|n| *n == nth).await.expect("entered");
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() {
-    let gate = Arc::new(Gate {
-        entered: watch::Sender::new(0),
-        open: Semaphore::new(0),
-    });
-    let mut c = start_with(BackendKind::Custom(gate.clone()), 4096).await;
+    let (gate, mut c, agency) = gated().await;
     let mut entered = gate.entered.subscribe();
-    let agency = c
-        .deployment
-        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
-        .expect("client");
 
     // A first call, let through: the log's size before the drain.
     gate.open.add_permits(1);
@@ -80,15 +106,7 @@ async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() 
         .expect("receipt");
 
     // A second call, held by the backend: in flight at the hub.
-    let in_flight = tokio::spawn({
-        let mut agency = agency.clone();
-        async move {
-            agency
-                .call(call(H37, CITIZEN_LOOKUP, r#"{"id":"2"}"#))
-                .await
-        }
-    });
-    entered.wait_for(|n| *n == 2).await.expect("entered");
+    let in_flight = held_call(&agency, "2", &mut entered, 2).await;
 
     // A node cannot drain the hub, with its valid certificate.
     let mut as_node = AdminClient::new(c.hub_channel(Role::Node, PROVINCE_NODE));
@@ -97,7 +115,10 @@ async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() 
         .await
         .expect_err("a node may not drain");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert_eq!(health(&c, "").await, ServingStatus::Serving as i32);
+    assert_eq!(
+        health(c.hub_channel(Role::Admin, "admin"), "").await,
+        ServingStatus::Serving as i32
+    );
 
     let deadline = Duration::from_secs(30);
     let mut admin = AdminClient::new(c.hub_channel(Role::Admin, "admin"));
@@ -122,7 +143,7 @@ async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() 
     // Out of service: health, /healthz, the metric.
     for service in ["", "truc.v1.Hub", "truc.v1.Reporting", "truc.v1.Audit"] {
         assert_eq!(
-            health(&c, service).await,
+            health(c.hub_channel(Role::Admin, "admin"), service).await,
             ServingStatus::NotServing as i32,
             "{service:?}"
         );
@@ -186,26 +207,10 @@ async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_refuses_agency_calls_with_the_marker_and_finishes_its_own() {
-    let gate = Arc::new(Gate {
-        entered: watch::Sender::new(0),
-        open: Semaphore::new(0),
-    });
-    let mut c = start_with(BackendKind::Custom(gate.clone()), 4096).await;
+    let (gate, mut c, agency) = gated().await;
     let mut entered = gate.entered.subscribe();
-    let agency = c
-        .deployment
-        .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
-        .expect("client");
     // A call in flight through the province's node, held by the backend.
-    let in_flight = tokio::spawn({
-        let mut agency = agency.clone();
-        async move {
-            agency
-                .call(call(H37, CITIZEN_LOOKUP, r#"{"id":"1"}"#))
-                .await
-        }
-    });
-    entered.wait_for(|n| *n == 1).await.expect("entered");
+    let in_flight = held_call(&agency, "1", &mut entered, 1).await;
 
     let node = c.deployment.node(PROVINCE_NODE).expect("node");
     let started = node.drain().start(Duration::from_secs(30)).await;
@@ -222,15 +227,11 @@ async fn a_draining_node_refuses_agency_calls_with_the_marker_and_finishes_its_o
     let tls = truc_pki::client_config(&c.tls(Role::Client, PROVINCE_CLIENT)).expect("tls");
     let channel = truc_pki::channel(&node.addr().to_string(), PROVINCE_NODE, tls).expect("channel");
     for service in ["", "truc.v1.Agency", "truc.v1.Node"] {
-        let status = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("health")
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+        assert_eq!(
+            health(channel.clone(), service).await,
+            ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
     }
     let (code, body) = http_get(node.ops_addr(), "/healthz").await;
     assert_eq!((code, body.as_str()), (503, "draining\n"));

@@ -10,17 +10,6 @@ use common::*;
 const AGENCY: &str = "000.00.00.H37";
 const SERVICE: &str = "000.00.00.G22/citizen-lookup/v1";
 
-fn verify(data: &std::path::Path) {
-    let hub_dir = data.join("hub");
-    let verify = run(&[
-        "audit",
-        "verify",
-        "--data",
-        hub_dir.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
-}
-
 #[test]
 fn truc_hub_drain_and_sigterm_stop_the_hub_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
@@ -56,7 +45,7 @@ fn truc_hub_drain_and_sigterm_stop_the_hub_cleanly() {
     );
     let status = deployment.hub.wait_for_exit();
     assert_eq!(status.code(), Some(0), "{status:?}");
-    verify(&data);
+    verify_hub_log(&data);
 
     // Restarted, it serves again; SIGTERM drains it the same way.
     deployment.hub = spawn(&[
@@ -68,5 +57,5 @@ fn truc_hub_drain_and_sigterm_stop_the_hub_cleanly() {
     assert!(again.status.success(), "{}", text(&again.stderr));
     let status = deployment.hub.signal_and_wait("TERM");
     assert_eq!(status.code(), Some(0), "{status:?}");
-    verify(&data);
+    verify_hub_log(&data);
 }

@@ -30,10 +30,7 @@ pub(super) async fn run(args: DrainArgs) -> Result<ExitCode, CliError> {
     let answer = client
         .drain(DrainRequest { deadline_ms })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
-            _ => failed(format!("{:?}: {}", s.code(), s.message())),
-        })?
+        .map_err(super::refused)?
         .into_inner();
     let left_ms = answer.deadline_unix_ms.saturating_sub(truc_ops::now_ms());
     let what = if answer.started {

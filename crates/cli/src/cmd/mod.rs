@@ -112,6 +112,15 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
 }
 
+/// A gRPC refusal from the hub: INVALID_ARGUMENT is the caller's mistake
+/// (exit 2), anything else a failure (exit 1), with its code.
+fn refused(s: tonic::Status) -> CliError {
+    match s.code() {
+        tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
+        _ => failed(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
 pub(crate) fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()

@@ -81,10 +81,7 @@ pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
             outcome: args.outcome,
         })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
-            _ => failed(format!("{:?}: {}", s.code(), s.message())),
-        })?
+        .map_err(super::refused)?
         .into_inner();
     let total = response.total.unwrap_or_default();
     match args.format {

@@ -123,6 +123,20 @@ impl Deployment {
     }
 }
 
+/// Runs `truc audit verify` on the stopped hub's data directory of the
+/// deployment in `data`, asserts it exits 0, and returns its output.
+pub(crate) fn verify_hub_log(data: &Path) -> Output {
+    let hub_dir = data.join("hub");
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data",
+        hub_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    verify
+}
+
 /// Lays out a deployment with `truc demo` (PKI, registry, configs, a few
 /// sample transactions) in `dir/d` and returns that directory.
 pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
