@@ -370,7 +370,12 @@ async fn reflection_lists_what_each_server_serves_in_v1_and_v1alpha() {
     ];
     for v1alpha in [false, true] {
         let mut want: Vec<&str> = common.to_vec();
-        want.extend(["truc.v1.Audit", "truc.v1.Hub", "truc.v1.Reporting"]);
+        want.extend([
+            "truc.v1.Admin",
+            "truc.v1.Audit",
+            "truc.v1.Hub",
+            "truc.v1.Reporting",
+        ]);
         want.sort();
         assert_eq!(
             list_services(hub.clone(), v1alpha).await,

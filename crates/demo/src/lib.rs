@@ -520,6 +520,16 @@ impl Deployment {
         }
     }
 
+    /// Waits until the hub stops by itself (after a drain: `Admin.Drain`,
+    /// [`RunningHub::drain`]) and closes its log; the deployment then has
+    /// no hub ([`Deployment::hub`] panics).
+    pub async fn wait_hub(&mut self) -> Result<(), DemoError> {
+        if let Some(hub) = self.hub.take() {
+            hub.wait().await?;
+        }
+        Ok(())
+    }
+
     /// The running hub.
     pub fn hub(&self) -> &RunningHub {
         // Only `restart_hub`, which holds `&mut self`, leaves it empty.

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod admin;
 mod audit_service;
 mod config;
 mod dashboard;
@@ -30,7 +31,8 @@ use tokio::net::TcpListener;
 use truc_audit::Options;
 use truc_ops::{Metrics, Shutdown};
 use truc_proto::v1::{
-    audit_server::AuditServer, hub_server::HubServer, reporting_server::ReportingServer,
+    admin_server::AdminServer, audit_server::AuditServer, hub_server::HubServer,
+    reporting_server::ReportingServer,
 };
 use truc_registry::Registry;
 pub use truc_server::StartError;
@@ -55,7 +57,8 @@ pub enum HubError {
 pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
-    /// How long open calls may run after shutdown.
+    /// How long open calls may run after shutdown, and the deadline of a
+    /// drain (SIGTERM, `truc hub drain`) that names none.
     pub drain: Duration,
 }
 
@@ -145,10 +148,12 @@ pub async fn start(
         );
     }
     let metrics = server.metrics().clone();
+    let admin = admin::AdminService::new(server.drain().clone(), options.drain);
     let running = server
         .service(HubServer::new(router))
         .report_service(ReportingServer::new(reporting))
         .report_service(AuditServer::new(audit_service))
+        .report_service(AdminServer::new(admin))
         .ops_routes(dashboard)
         .start(listener, ops_listener, shutdown, options.drain)
         .await?;

@@ -1,6 +1,6 @@
 //! What every truc server process shares, so that the hub and the nodes serve
 //! alike: gRPC over mutual TLS 1.3 with `grpc.health.v1`, server reflection
-//! and a bounded drain on shutdown; the ops HTTP port (`/metrics`,
+//! a bounded drain on shutdown and a maintenance mode (drain, then stop); the ops HTTP port (`/metrics`,
 //! `/healthz`); transaction metrics; deadline propagation; the clock;
 //! reloading certificates, CRLs and other files without a restart.
 //!
@@ -10,6 +10,7 @@
 
 pub mod config;
 mod deadline;
+mod drain;
 mod layer;
 mod limits;
 mod metrics;
@@ -19,6 +20,7 @@ mod revocation;
 mod serve;
 
 pub use deadline::{incoming_timeout, is_transport_failure};
+pub use drain::{Drain, RETRY_HEADER, RETRY_SAFE, is_retry_safe};
 pub use metrics::{HealthCheck, Metrics, code_name, write_metric};
 pub use record::{RETRY_AFTER_MS_HEADER, TRANSACTION_ID_HEADER, tag};
 pub use reload::{ReloadError, ReloadReport, Reloader};

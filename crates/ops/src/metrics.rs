@@ -58,6 +58,8 @@ pub struct Metrics {
     known: RwLock<(HashSet<String>, HashSet<String>)>,
     sources: RwLock<Vec<Source>>,
     health: RwLock<Vec<HealthCheck>>,
+    /// In maintenance mode (see `Drain`): `truc_draining`, `/healthz` 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,6 +109,7 @@ impl Metrics {
             known: RwLock::new((HashSet::new(), HashSet::new())),
             sources: RwLock::new(vec![Box::new(process_metrics)]),
             health: RwLock::new(Vec::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -129,6 +132,17 @@ impl Metrics {
         if let Ok(mut h) = self.health.write() {
             h.push(check);
         }
+    }
+
+    /// Marks the process draining (or not).
+    pub(crate) fn set_draining(&self, draining: bool) {
+        self.draining
+            .store(draining, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the process is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The warnings of every health check now.
@@ -215,6 +229,13 @@ impl Metrics {
         }
         let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
         let mut out = body;
+        write_metric(
+            &mut out,
+            "truc_draining",
+            "gauge",
+            "1 while the process drains: it refuses new calls and stops once those in flight finish",
+            &[("", f64::from(u8::from(self.is_draining())))],
+        );
         if let Ok(sources) = self.sources.read() {
             for source in sources.iter() {
                 source(&mut out);

@@ -2,14 +2,25 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::Router as GrpcRouter;
 use tonic_health::server::HealthReporter;
 
-use crate::{Metrics, Reloader, ServeError, config::Limits, layer::GrpcLayer};
+use crate::{
+    Drain, Metrics, Reloader, ServeError, config::Limits, drain::DrainLayer, layer::GrpcLayer,
+};
 
-type Layers = tower::layer::util::Stack<GrpcLayer, tower::layer::util::Identity>;
+type Layers = tower::layer::util::Stack<
+    DrainLayer,
+    tower::layer::util::Stack<GrpcLayer, tower::layer::util::Identity>,
+>;
 
 /// A shutdown signal shared by every task of a process.
 #[derive(Clone)]
@@ -53,6 +64,8 @@ impl Default for Shutdown {
 pub struct GrpcServer {
     /// Report the serving status of each service here.
     pub health: HealthReporter,
+    /// The process's maintenance mode.
+    pub drain: Drain,
     router: GrpcRouter<Layers>,
     /// The services added, for reflection.
     services: Vec<&'static str>,
@@ -72,9 +85,15 @@ impl GrpcServer {
     /// A server with `grpc.health.v1` already added, recording gRPC metrics
     /// into `metrics`, holding each listener and connection within `limits`.
     /// Server reflection (v1 and v1alpha) is added when it starts serving and
-    /// lists exactly the services added, health and reflection.
-    pub fn new(metrics: Arc<Metrics>, limits: &Limits) -> Result<GrpcServer, ServeError> {
+    /// lists exactly the services added, health and reflection. `what`
+    /// (`hub`, `node`) names the process in a draining refusal.
+    pub fn new(
+        what: &str,
+        metrics: Arc<Metrics>,
+        limits: &Limits,
+    ) -> Result<GrpcServer, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        let drain = Drain::new(what, health.clone(), metrics.clone());
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_millis(limits.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(limits.keepalive_timeout_ms)))
@@ -91,9 +110,12 @@ impl GrpcServer {
                 metrics,
                 Duration::from_millis(limits.request_timeout_ms),
             ))
+            // Inside the metrics layer: refusals are counted (UNAVAILABLE).
+            .layer(DrainLayer::new(drain.clone()))
             .add_service(health_service);
         Ok(GrpcServer {
             health,
+            drain,
             router,
             services: Vec::new(),
             accept: limits.accept(),
@@ -115,6 +137,7 @@ impl GrpcServer {
         S::Future: Send + 'static,
     {
         self.services.push(S::NAME);
+        self.drain.add_service(S::NAME);
         self.router = self.router.add_service(service);
         self
     }
@@ -149,8 +172,10 @@ impl GrpcServer {
     }
 
     /// Serves on `listener` over TLS until `shutdown` fires, then lets open
-    /// calls finish for at most `drain`. With a [`ServerTls::Live`]
-    /// configuration each handshake uses the one in force when it starts.
+    /// calls finish for at most `drain`, or what is left of the drain's
+    /// deadline when the process drained (see [`Drain`]). With a
+    /// [`ServerTls::Live`] configuration each handshake uses the one in
+    /// force when it starts.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -159,6 +184,7 @@ impl GrpcServer {
         drain: Duration,
     ) -> Result<(), ServeError> {
         let accept = self.accept;
+        let maintenance = self.drain.clone();
         let router = self.with_reflection()?;
         type Incoming = std::pin::Pin<
             Box<dyn tokio_stream::Stream<Item = Result<truc_pki::TlsConn, std::io::Error>> + Send>,
@@ -174,6 +200,7 @@ impl GrpcServer {
             () = shutdown.wait() => {}
         }
         // Open streams would hold the server forever: bound the drain.
+        let drain = maintenance.remaining().unwrap_or(drain);
         match tokio::time::timeout(drain, serve).await {
             Ok(result) => result.map_err(ServeError::from),
             Err(_) => {
@@ -209,7 +236,8 @@ impl From<Arc<truc_pki::LiveTls>> for ServerTls {
 /// `extra` on `listener` until `shutdown` fires. `/healthz` answers 200
 /// with `ok`, or with `warn` and one line per warning of the health checks
 /// (a CRL past its nextUpdate under `crl_policy = "warn"`): the process
-/// serves, and needs an operator.
+/// serves, and needs an operator; or 503 `draining` while the process
+/// drains (a readiness probe stops routing to it).
 pub async fn serve_ops(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -230,17 +258,20 @@ pub async fn serve_ops(
     Ok(())
 }
 
-async fn health_handler(State(metrics): State<Arc<Metrics>>) -> String {
+async fn health_handler(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+    if metrics.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
     let warnings = metrics.health_warnings();
     if warnings.is_empty() {
-        "ok\n".into()
+        (StatusCode::OK, "ok\n".into())
     } else {
         let mut out = String::from("warn\n");
         for w in warnings {
             out.push_str(&w);
             out.push('\n');
         }
-        out
+        (StatusCode::OK, out)
     }
 }
 
@@ -271,6 +302,7 @@ pub struct Servers {
     ops_addr: std::net::SocketAddr,
     reloader: Reloader,
     shutdown: Shutdown,
+    drain: Drain,
     tasks: Vec<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
 
@@ -280,7 +312,8 @@ impl Servers {
     /// [`ServerTls::Live`] configuration is reloaded when its files change
     /// (polled every [`POLL_INTERVAL`](crate::reload::POLL_INTERVAL)) and on
     /// SIGHUP, by the process's [`Reloader`], which other files (the hub's
-    /// registry) join with [`Servers::reloader`].
+    /// registry) join with [`Servers::reloader`]. Once the server's
+    /// [`Drain`] is over, `shutdown` fires.
     pub fn start(
         grpc: GrpcServer,
         listener: TcpListener,
@@ -303,7 +336,27 @@ impl Servers {
             crate::watch_tls(&reloader, &metrics, live.clone());
         }
         let reload_task = reloader.spawn(crate::reload::POLL_INTERVAL, shutdown.clone());
+        let maintenance = grpc.drain.clone();
+        let drained = {
+            let (drain, shutdown) = (maintenance.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    finished = drain.finish() => {
+                        if !finished {
+                            tracing::warn!(
+                                in_flight = drain.in_flight(),
+                                "drain deadline passed with calls in flight; closing them"
+                            );
+                        }
+                        shutdown.trigger();
+                    }
+                    () = shutdown.wait() => {}
+                }
+                Ok(())
+            }
+        };
         let tasks = vec![
+            tokio::spawn(drained),
             tokio::spawn(grpc.serve(listener, tls, shutdown.clone(), drain)),
             tokio::spawn(serve_ops(ops_listener, metrics, extra, shutdown.clone())),
             tokio::spawn(async move {
@@ -317,6 +370,7 @@ impl Servers {
             ops_addr,
             reloader,
             shutdown,
+            drain: maintenance,
             tasks,
         })
     }
@@ -340,6 +394,11 @@ impl Servers {
     /// Fires the shutdown signal.
     pub fn shutdown(&self) {
         self.shutdown.trigger();
+    }
+
+    /// The maintenance mode: [`Drain::start`] drains, then stops, the process.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
     }
 
     /// Waits until both servers stop; the first error, if any.
@@ -396,6 +455,12 @@ impl Running {
     /// hub's registry): [`Reloader::reload`] does what SIGHUP does.
     pub fn reloader(&self) -> &Reloader {
         self.servers.reloader()
+    }
+
+    /// The maintenance mode: [`Drain::start`] drains the process, which then
+    /// stops ([`Running::wait`] returns).
+    pub fn drain(&self) -> &Drain {
+        self.servers.drain()
     }
 
     /// Stops serving, lets open calls finish (up to the drain deadline) and
@@ -459,7 +524,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = truc_pki::server_config(&files(f, Role::Hub, "hub")).unwrap();
-        let server = GrpcServer::new(Arc::new(Metrics::new()), limits).unwrap();
+        let server = GrpcServer::new("hub", Arc::new(Metrics::new()), limits).unwrap();
         let shutdown = Shutdown::new();
         tokio::spawn(server.serve(listener, tls, shutdown.clone(), Duration::from_secs(1)));
         (addr, shutdown)

@@ -126,7 +126,7 @@ impl Server {
         let audit = AuditLog::open(store.clone(), common.name, common.audit, signer)?;
         let metrics = Arc::new(Metrics::new());
         truc_pipeline::watch_audit(&metrics, audit.reader().clone());
-        let grpc = GrpcServer::new(metrics.clone(), common.limits)?;
+        let grpc = GrpcServer::new(&common.role.to_string(), metrics.clone(), common.limits)?;
         Ok(Server {
             role: common.role,
             name: common.name.to_string(),
@@ -161,6 +161,11 @@ impl Server {
     /// reports itself (a node's witness).
     pub fn health(&self) -> &tonic_health::server::HealthReporter {
         &self.grpc.health
+    }
+
+    /// The maintenance mode: the hub's `Admin` service starts it.
+    pub fn drain(&self) -> &truc_ops::Drain {
+        &self.grpc.drain
     }
 
     /// The metrics the gRPC layer and the ops port use; add sources here.

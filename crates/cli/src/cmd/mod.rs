@@ -4,6 +4,7 @@ mod audit;
 mod call;
 mod demo;
 mod doc;
+mod drain;
 mod edxml;
 mod health;
 mod pki;
@@ -47,7 +48,7 @@ pub(crate) enum Command {
     /// Certificates: a development CA and everyone's certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
-    /// Runs the hub.
+    /// Runs the hub; `truc hub drain` puts a running one out of service.
     Hub(serve::HubArgs),
     /// Runs a node.
     Node(serve::ServeArgs),
@@ -112,6 +113,15 @@ impl From<truc_ops::config::ConfigError> for CliError {
 /// Turns any error into a failure (exit 1).
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
+}
+
+/// A gRPC refusal from the hub: INVALID_ARGUMENT is the caller's mistake
+/// (exit 2), anything else a failure (exit 1), with its code.
+fn refused(s: tonic::Status) -> CliError {
+    match s.code() {
+        tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
+        _ => failed(format!("{:?}: {}", s.code(), s.message())),
+    }
 }
 
 pub(crate) fn init_tracing(log: &LogArgs) {

@@ -207,10 +207,7 @@ async fn ask(
         .map_err(|_| failed(format!("no answer within {} s", timeout.as_secs())))?;
     answer
         .map(tonic::Response::into_inner)
-        .map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument => CliError::Usage(s.message().to_string()),
-            _ => failed(format!("{:?}: {}", s.code(), s.message())),
-        })
+        .map_err(super::refused)
 }
 
 const NUMBERS: [&str; 7] = [

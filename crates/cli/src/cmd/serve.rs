@@ -2,13 +2,21 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio::net::TcpListener;
 use truc_hub::HubConfig;
 use truc_node::NodeConfig;
 use truc_ops::Shutdown;
 
 use super::{CliError, failed, interrupted};
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Puts a running hub replica out of service: health NOT_SERVING, new
+    /// calls refused (UNAVAILABLE, `truc-retry: safe`), calls in flight
+    /// finish within the deadline, then it exits 0. SIGTERM does the same.
+    Drain(super::drain::DrainArgs),
+}
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -18,10 +26,13 @@ pub(crate) struct ServeArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct HubArgs {
+    #[command(subcommand)]
+    command: Option<HubCommand>,
     /// The config file.
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
     /// This replica's name (a DNS label, e.g. a StatefulSet pod's `hub-0`):
     /// picks `<audit_key_dir>/<NAME>.key` and ends the log's origin with
     /// `/<NAME>`, so replicas sharing one config each keep their own log.
@@ -36,25 +47,22 @@ async fn bind(addr: std::net::SocketAddr, field: &str) -> Result<TcpListener, Cl
 }
 
 pub(super) async fn hub(args: HubArgs) -> Result<ExitCode, CliError> {
-    let config = HubConfig::load_replica(&args.config, args.replica.as_deref())?;
+    let path = match (args.command, args.config) {
+        (Some(HubCommand::Drain(drain)), _) => return super::drain::run(drain).await,
+        (None, Some(path)) => path,
+        (None, None) => return Err(CliError::Usage("--config is required".into())),
+    };
+    let config = HubConfig::load_replica(&path, args.replica.as_deref())?;
+    let options = truc_hub::RunOptions::default();
+    let deadline = options.drain;
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
-    let hub = truc_hub::start(
-        config,
-        listener,
-        ops,
-        shutdown.clone(),
-        truc_hub::RunOptions::default(),
-    )
-    .await
-    .map_err(failed)?;
+    let hub = truc_hub::start(config, listener, ops, shutdown.clone(), options)
+        .await
+        .map_err(failed)?;
     println!("hub listening on {} (ops {})", hub.addr(), hub.ops_addr());
-    tokio::spawn(async move {
-        interrupted().await;
-        tracing::info!("shutting down");
-        shutdown.trigger();
-    });
+    tokio::spawn(drain_on_signal(hub.drain().clone(), deadline, shutdown));
     hub.wait().await.map_err(failed)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -64,27 +72,36 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
-    let node = truc_node::start(
-        config,
-        listener,
-        ops,
-        shutdown.clone(),
-        truc_node::RunOptions::default(),
-    )
-    .await
-    .map_err(failed)?;
+    let options = truc_node::RunOptions::default();
+    let deadline = options.drain;
+    let node = truc_node::start(config, listener, ops, shutdown.clone(), options)
+        .await
+        .map_err(failed)?;
     println!(
         "node listening on {} (ops {})",
         node.addr(),
         node.ops_addr()
     );
-    tokio::spawn(async move {
-        interrupted().await;
-        tracing::info!("shutting down");
-        shutdown.trigger();
-    });
+    tokio::spawn(drain_on_signal(node.drain().clone(), deadline, shutdown));
     node.wait().await.map_err(failed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C drains the process (it stops once its calls in flight
+/// finish, or at `deadline`); a second one cuts the calls still open and
+/// stops it (the audit log is still flushed and closed).
+async fn drain_on_signal(
+    drain: truc_ops::Drain,
+    deadline: std::time::Duration,
+    shutdown: Shutdown,
+) {
+    interrupted().await;
+    tracing::info!(?deadline, "signal: draining");
+    drain.start(deadline).await;
+    interrupted().await;
+    tracing::warn!(in_flight = drain.in_flight(), "second signal: stopping now");
+    drain.cut();
+    shutdown.trigger();
 }
 
 #[derive(Args)]

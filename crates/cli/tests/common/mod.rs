@@ -86,6 +86,12 @@ impl Process {
             .status()
             .expect("kill");
         assert!(sent.success());
+        self.wait_for_exit()
+    }
+
+    /// Waits (at most 30 s) for the process to exit by itself.
+    pub(crate) fn wait_for_exit(&mut self) -> ExitStatus {
+        let pid = self.0.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.0.try_wait().expect("wait") {
@@ -125,6 +131,20 @@ impl Deployment {
             backend: spawn(&["demo-backend", "--listen", &backend_addr]),
         }
     }
+}
+
+/// Runs `truc audit verify` on the stopped hub's data directory of the
+/// deployment in `data`, asserts it exits 0, and returns its output.
+pub(crate) fn verify_hub_log(data: &Path) -> Output {
+    let hub_dir = data.join("hub");
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data",
+        hub_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    verify
 }
 
 /// Lays out a deployment with `truc demo` (PKI, registry, configs, a few
