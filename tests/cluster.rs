@@ -28,7 +28,7 @@ pub struct Cluster {
 }
 
 /// Starts a deployment with the demo's options changed by `configure`.
-async fn start_configured(configure: impl FnOnce(&mut DemoOptions)) -> Cluster {
+pub async fn start_configured(configure: impl FnOnce(&mut DemoOptions)) -> Cluster {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let mut options = DemoOptions::new(dir.path());
     configure(&mut options);

@@ -146,6 +146,9 @@ pub struct DemoOptions {
     /// Give each node a VXP listener (plain HTTP on loopback) with one demo
     /// DMS system (`truc demo`; off by default).
     pub vxp: bool,
+    /// Where the hub's and the nodes' spans go (tests: one in-memory
+    /// exporter for the whole deployment); none: as their configs say.
+    pub tracing: Option<truc_ops::trace::Tracing>,
 }
 
 impl DemoOptions {
@@ -158,6 +161,7 @@ impl DemoOptions {
             max_payload_bytes: 4 * 1024 * 1024,
             retry: truc_node::RunOptions::default().retry,
             vxp: false,
+            tracing: None,
         }
     }
 }
@@ -277,6 +281,7 @@ impl Deployment {
             Shutdown::new(),
             truc_hub::RunOptions {
                 audit: audit.clone(),
+                tracing: options.tracing.clone(),
                 ..truc_hub::RunOptions::default()
             },
         )
@@ -294,6 +299,7 @@ impl Deployment {
                     audit: audit.clone(),
                     retry: options.retry,
                     http_listener: Some(truc_node::PreBound::new(http)),
+                    tracing: options.tracing.clone(),
                     ..truc_node::RunOptions::default()
                 },
             )
@@ -478,6 +484,7 @@ impl Deployment {
             truc_node::RunOptions {
                 audit: self.audit_options(),
                 retry: self.options.retry,
+                tracing: self.options.tracing.clone(),
                 ..truc_node::RunOptions::default()
             },
         )
@@ -504,6 +511,7 @@ impl Deployment {
             Shutdown::new(),
             truc_hub::RunOptions {
                 audit: self.audit_options(),
+                tracing: self.options.tracing.clone(),
                 ..truc_hub::RunOptions::default()
             },
         )

@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, Limits, TlsSection, check_version, config_version, load_toml, resolve, socket_addr,
+    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml, resolve, socket_addr,
 };
 use truc_pki::TlsFiles;
 
@@ -56,6 +56,9 @@ pub struct HubFile {
     /// `hash_end_user = true`. Needed when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_key: Option<PathBuf>,
+    /// Where spans are exported (`[tracing]`; off when absent).
+    #[serde(default, skip_serializing_if = "TracingSection::is_default")]
+    pub tracing: TracingSection,
 }
 
 fn default_time_zone() -> String {
@@ -99,6 +102,8 @@ pub struct HubConfig {
     pub limits: Limits,
     /// The end-user hashing key's file.
     pub end_user_key: Option<PathBuf>,
+    /// Where spans are exported.
+    pub tracing: TracingSection,
 }
 
 impl HubConfig {
@@ -108,6 +113,7 @@ impl HubConfig {
         check_version(path, raw.version)?;
         let limits = raw.limits;
         limits.validate(path)?;
+        raw.tracing.validate(path)?;
         Ok(HubConfig {
             listen: socket_addr(path, "listen", &raw.listen)?,
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
@@ -151,6 +157,7 @@ impl HubConfig {
                     Some(key)
                 }
             },
+            tracing: raw.tracing,
         })
     }
 }

@@ -10,7 +10,8 @@
 //! body with its content type, `X-Truc-Transaction-Id`, and `X-Truc-Receipt`
 //! (the hub's receipt, protobuf `truc.v1.Receipt` in standard base64); errors
 //! as JSON `{"code": "PERMISSION_DENIED", "message": "..."}` with the HTTP
-//! status of [`http_status`].
+//! status of [`http_status`]. A `traceparent` (and `tracestate`) header is
+//! read as the gRPC caller's metadata would be.
 
 use std::{
     sync::Arc,
@@ -177,6 +178,7 @@ async fn call(
         ..CallRequest::default()
     });
     grpc.extensions_mut().insert(peer);
+    truc_ops::trace::copy_headers(&parts.headers, grpc.metadata_mut());
     grpc.set_timeout(door.timeout.saturating_sub(started.elapsed()));
     match door.agency.run_call(grpc).await {
         Ok(answer) => {

@@ -296,6 +296,22 @@ impl Trace {
     }
 }
 
+/// Copies the trace context of HTTP `headers` (an agency system's request
+/// at the node's HTTP doors) into gRPC `metadata`, for the pipeline to read
+/// as it reads a gRPC caller's. Values past the bounds are left out (they
+/// would not parse); repeated headers stay repeated (and are refused).
+pub fn copy_headers(headers: &http::HeaderMap, metadata: &mut MetadataMap) {
+    for (name, max) in [(TRACEPARENT, MAX_TRACEPARENT), (TRACESTATE, MAX_TRACESTATE)] {
+        for value in headers.get_all(name) {
+            if value.len() <= max
+                && let Ok(v) = AsciiMetadataValue::try_from(value.as_bytes())
+            {
+                metadata.append(name, v);
+            }
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {

@@ -1,0 +1,236 @@
+#![allow(unused_crate_dependencies)] // Each test or example file is a crate of its own; none uses every dependency.
+//! Traces across agencies, through a running cluster whose hub and nodes
+//! export their spans into one in-memory exporter: one routed call is one
+//! trace at the client's node, the hub and the provider's node, continued
+//! to the backend; an agency system's trace context changes nothing but the
+//! trace.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use tonic::{Request, Response, Status};
+use truc_pki::Role;
+use truc_proto::v1::{
+    AuditRecord, DataRequest, DataResponse, ListRecordsRequest, audit_client::AuditClient,
+    backend_server::Backend,
+};
+use truc_tests::*;
+
+const FROM_OUTSIDE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+/// A backend that answers the payload back and keeps the trace context of
+/// each request.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(Option<String>, Option<String>)>>,
+}
+
+#[tonic::async_trait]
+impl Backend for Recorder {
+    async fn invoke(
+        &self,
+        request: Request<DataRequest>,
+    ) -> Result<Response<DataResponse>, Status> {
+        let get = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let seen = (get("traceparent"), get("tracestate"));
+        if let Ok(mut all) = self.seen.lock() {
+            all.push(seen);
+        }
+        let req = request.into_inner();
+        Ok(Response::new(DataResponse {
+            content_type: req.content_type,
+            payload: req.payload,
+            receipt: None,
+        }))
+    }
+}
+
+async fn traced_cluster() -> (Cluster, InMemorySpanExporter, Arc<Recorder>) {
+    let exporter = InMemorySpanExporter::default();
+    let recorder = Arc::new(Recorder::default());
+    let (e, r) = (exporter.clone(), recorder.clone());
+    let c = start_configured(move |o| {
+        o.backend = BackendKind::Custom(r);
+        o.tracing = Some(truc_ops::trace::Tracing::with_exporter(e, "truc-test", 1.0));
+    })
+    .await;
+    (c, exporter, recorder)
+}
+
+/// A call from G22's system on the ministry node to H37's service on the
+/// province node, with `metadata` added: the hub's receipt's transaction id.
+async fn call_with(c: &Cluster, metadata: &[(&'static str, &str)]) -> String {
+    let mut client = c
+        .deployment
+        .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
+        .expect("client");
+    let mut request = Request::new(call(G22, HOUSEHOLD_REGISTRY, r#"{"id":"001"}"#));
+    for (k, v) in metadata {
+        request.metadata_mut().append(*k, v.parse().expect("ascii"));
+    }
+    let answer = client.call(request).await.expect("call").into_inner();
+    answer.receipt.expect("receipt").transaction_id
+}
+
+fn attr(span: &SpanData, key: &str) -> String {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+        .unwrap_or_default()
+}
+
+/// The spans of transaction `tx`, by process.
+fn spans_of(exporter: &InMemorySpanExporter, tx: &str) -> Vec<SpanData> {
+    let mut spans: Vec<SpanData> = exporter
+        .get_finished_spans()
+        .expect("spans")
+        .into_iter()
+        .filter(|s| attr(s, truc_ops::trace::attr::TRANSACTION_ID) == tx)
+        .collect();
+    spans.sort_by_key(|s| {
+        match attr(s, truc_ops::trace::attr::PROCESS).as_str() {
+            MINISTRY_NODE => 0,
+            "hub" => 1,
+            _ => 2,
+        }
+    });
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_routed_call_is_one_trace_at_node_hub_and_provider_node() {
+    let (c, exporter, recorder) = traced_cluster().await;
+    let tx = call_with(&c, &[("traceparent", FROM_OUTSIDE)]).await;
+
+    let spans = spans_of(&exporter, &tx);
+    let processes: Vec<String> = spans
+        .iter()
+        .map(|s| attr(s, truc_ops::trace::attr::PROCESS))
+        .collect();
+    assert_eq!(processes, [MINISTRY_NODE, "hub", PROVINCE_NODE]);
+    let (node, hub, provider) = (&spans[0], &spans[1], &spans[2]);
+    // One trace, the agency system's, each hop's parent the hop before.
+    for s in &spans {
+        assert_eq!(
+            s.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(s.name, "truc.call");
+        for (key, value) in [
+            (truc_ops::trace::attr::CLIENT_AGENCY, G22),
+            (truc_ops::trace::attr::PROVIDER_AGENCY, H37),
+            (truc_ops::trace::attr::SERVICE, HOUSEHOLD_REGISTRY),
+            (truc_ops::trace::attr::KIND, "call"),
+            (truc_ops::trace::attr::OUTCOME, "OK"),
+        ] {
+            assert_eq!(attr(s, key), value, "{key} at {}", attr(s, "truc.process"));
+        }
+    }
+    assert_eq!(node.parent_span_id.to_string(), "b7ad6b7169203331");
+    assert_eq!(hub.parent_span_id, node.span_context.span_id());
+    assert_eq!(provider.parent_span_id, hub.span_context.span_id());
+    // The backend is called with the provider node's span as the parent.
+    let seen = recorder.seen.lock().expect("seen").clone();
+    assert_eq!(
+        seen,
+        [(
+            Some(format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                provider.span_context.span_id()
+            )),
+            None
+        )]
+    );
+
+    // Without a traceparent the node starts the trace, and the hops share it.
+    let tx = call_with(&c, &[]).await;
+    let spans = spans_of(&exporter, &tx);
+    assert_eq!(spans.len(), 3);
+    assert_eq!(spans[0].parent_span_id.to_string(), "0".repeat(16));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.span_context.trace_id() == spans[0].span_context.trace_id())
+    );
+    c.deployment.stop().await.expect("stop");
+}
+
+fn comparable(mut r: AuditRecord) -> AuditRecord {
+    r.index = 0;
+    r.prev_hash = Bytes::new();
+    r.transaction_id.clear();
+    r.started_unix_ms = 0;
+    r.finished_unix_ms = 0;
+    r.latency_us = 0;
+    r.receipt = None;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_trace_context_changes_nothing_but_the_trace() {
+    let (c, exporter, recorder) = traced_cluster().await;
+    let plain = call_with(&c, &[]).await;
+    let huge = format!("00-{}", "a".repeat(4_000));
+    let state = format!("k={}", "v".repeat(600));
+    let hostile: [&[(&'static str, &str)]; 4] = [
+        // Version ff, and an all-zero trace id: ignored.
+        &[(
+            "traceparent",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+        &[(
+            "traceparent",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        )],
+        // Oversize, repeated, with an oversize tracestate.
+        &[("traceparent", &huge), ("tracestate", &state)],
+        &[("traceparent", FROM_OUTSIDE), ("traceparent", FROM_OUTSIDE)],
+    ];
+    let admin = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
+    let record = |id: String| {
+        let mut admin = admin.clone();
+        async move {
+            let mut records = admin
+                .list_records(ListRecordsRequest {
+                    transaction_id: id,
+                    ..ListRecordsRequest::default()
+                })
+                .await
+                .expect("records")
+                .into_inner()
+                .records;
+            assert_eq!(records.len(), 1);
+            comparable(records.remove(0).record.expect("record"))
+        }
+    };
+    let expected = record(plain).await;
+    for metadata in hostile {
+        let tx = call_with(&c, metadata).await;
+        // The hub's record is the one a plain call gets.
+        assert_eq!(record(tx.clone()).await, expected, "{metadata:?}");
+        // A new trace was started and followed through.
+        let spans = spans_of(&exporter, &tx);
+        assert_eq!(spans.len(), 3, "{metadata:?}");
+        let trace = spans[0].span_context.trace_id().to_string();
+        assert_ne!(trace, "0af7651916cd43dd8448eb211c80319c", "{metadata:?}");
+        assert_ne!(trace, "0".repeat(32));
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.span_context.trace_id().to_string() == trace)
+        );
+    }
+    // No forged tracestate reached a backend.
+    let seen = recorder.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|(parent, state)| parent.is_some() && state.is_none()));
+    c.deployment.stop().await.expect("stop");
+}
