@@ -15,6 +15,10 @@ use truc_proto::v1::{
     AuditRecord, DataRequest, DataResponse, ListRecordsRequest, audit_client::AuditClient,
     backend_server::Backend,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
 use truc_tests::*;
 
 const FROM_OUTSIDE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
@@ -71,7 +75,7 @@ async fn call_with(c: &Cluster, metadata: &[(&'static str, &str)]) -> String {
         .deployment
         .agency_client(MINISTRY_NODE, MINISTRY_CLIENT)
         .expect("client");
-    let mut request = Request::new(call(G22, HOUSEHOLD_REGISTRY, r#"{"id":"001"}"#));
+    let mut request = Request::new(call(G22, HOUSEHOLD_REGISTRY, r#"{"id":"001089012345"}"#));
     for (k, v) in metadata {
         request.metadata_mut().append(*k, v.parse().expect("ascii"));
     }
@@ -233,4 +237,88 @@ async fn a_forged_trace_context_changes_nothing_but_the_trace() {
     assert_eq!(seen.len(), 5);
     assert!(seen.iter().all(|(parent, state)| parent.is_some() && state.is_none()));
     c.deployment.stop().await.expect("stop");
+}
+
+/// An OTLP collector that keeps what it is sent.
+#[derive(Default, Clone)]
+struct Collector {
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        if let Ok(mut all) = self.spans.lock() {
+            all.extend(spans);
+        }
+        self.arrived.notify_waiters();
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_as_configured() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = collector.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let section = truc_ops::config::TracingSection {
+        otlp_endpoint: Some(format!("http://{addr}")),
+        ..Default::default()
+    };
+    let tracing = section.tracing("truc-test", "").expect("exporter");
+    let t = tracing.clone();
+    let c = start_configured(move |o| o.tracing = Some(t)).await;
+    let tx = call_with(&c, &[("traceparent", FROM_OUTSIDE)]).await;
+    // Batches go every few seconds; ask for this one now.
+    let arrived = collector.arrived.notified();
+    let flush = tokio::task::spawn_blocking(move || tracing.flush());
+    flush.await.expect("join").expect("flush");
+    let ours = |spans: &[opentelemetry_proto::tonic::trace::v1::Span]| {
+        spans
+            .iter()
+            .filter(|s| {
+                s.attributes.iter().any(|kv| {
+                    kv.key == truc_ops::trace::attr::TRANSACTION_ID
+                        && format!("{:?}", kv.value).contains(&tx)
+                })
+            })
+            .count()
+    };
+    if ours(&collector.spans.lock().expect("spans")) < 3 {
+        tokio::time::timeout(std::time::Duration::from_secs(20), arrived)
+            .await
+            .expect("the collector got spans");
+    }
+    let spans = collector.spans.lock().expect("spans").clone();
+    assert_eq!(ours(&spans), 3, "{spans:?}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.trace_id == hex_bytes("0af7651916cd43dd8448eb211c80319c"))
+    );
+    c.deployment.stop().await.expect("stop");
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }

@@ -372,8 +372,8 @@ pub struct Tracing {
     ratio: f64,
     process: Arc<str>,
     tracer: Option<SdkTracer>,
-    // Kept so the exporter flushes when the last handle goes.
-    _provider: Option<SdkTracerProvider>,
+    // Kept to flush; the exporter also flushes when the last handle goes.
+    provider: Option<SdkTracerProvider>,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -404,7 +404,7 @@ impl Tracing {
             ratio: 1.0,
             process: Arc::from(""),
             tracer: None,
-            _provider: None,
+            provider: None,
         }
     }
 
@@ -445,7 +445,7 @@ impl Tracing {
             ratio,
             process: Arc::from(""),
             tracer: Some(provider.tracer("truc")),
-            _provider: Some(provider),
+            provider: Some(provider),
         }
     }
 
@@ -453,6 +453,17 @@ impl Tracing {
     pub fn for_process(mut self, process: &str) -> Tracing {
         self.process = Arc::from(process);
         self
+    }
+
+    /// Exports the spans ended so far, waiting for the exporter (blocking:
+    /// call it outside the async runtime's workers, e.g. `spawn_blocking`).
+    pub fn flush(&self) -> Result<(), TracingError> {
+        match &self.provider {
+            Some(provider) => provider
+                .force_flush()
+                .map_err(|e| TracingError(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Whether spans are exported.
