@@ -263,17 +263,27 @@ impl Trace {
     /// The `traceparent` this process sends to the next hop: the same
     /// trace, this process's span as the parent.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
+    }
+
+    /// The same, formatted without allocating.
+    fn traceparent_bytes(&self) -> [u8; 55] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let fields = [(3, &self.trace_id[..]), (36, &self.span_id[..])];
+        for (start, bytes) in fields {
+            for (i, b) in bytes.iter().enumerate() {
+                out[start + 2 * i] = DIGITS[usize::from(b >> 4)];
+                out[start + 2 * i + 1] = DIGITS[usize::from(b & 15)];
+            }
+        }
+        out[54] = if self.sampled { b'1' } else { b'0' };
+        out
     }
 
     /// Puts the trace context for the next hop into `metadata`.
     pub fn inject(&self, metadata: &mut MetadataMap) {
-        if let Ok(v) = AsciiMetadataValue::try_from(self.traceparent()) {
+        if let Ok(v) = AsciiMetadataValue::try_from(&self.traceparent_bytes()[..]) {
             metadata.insert(TRACEPARENT, v);
         }
         if let Some(state) = &self.state {
@@ -283,7 +293,7 @@ impl Trace {
 
     /// Puts the trace context for the next hop into HTTP `headers`.
     pub fn inject_headers(&self, headers: &mut http::HeaderMap) {
-        if let Ok(v) = http::HeaderValue::try_from(self.traceparent()) {
+        if let Ok(v) = http::HeaderValue::from_bytes(&self.traceparent_bytes()) {
             headers.insert(TRACEPARENT, v);
         }
         if let Some(v) = self

@@ -211,3 +211,29 @@ fn a_sampled_span_takes_the_ids_it_passes_on() {
     // Off: no span at all.
     assert!(Tracing::off().start(&metadata(&[]), Source::Peer).1.is_none());
 }
+
+#[test]
+fn http_headers_are_copied_bounded_and_repeats_kept() {
+    let mut headers = http::HeaderMap::new();
+    headers.append(TRACEPARENT, http::HeaderValue::from_static(VALID));
+    headers.append(TRACESTATE, http::HeaderValue::from_static("a=b"));
+    let mut m = MetadataMap::new();
+    copy_headers(&headers, &mut m);
+    let trace = Trace::from_metadata(&m, Source::Outside, 1.0);
+    assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(m.get(TRACESTATE).map(|v| v.as_bytes()), Some(&b"a=b"[..]));
+
+    // A repeated header stays repeated, so it is refused as the W3C says.
+    headers.append(TRACEPARENT, http::HeaderValue::from_static(VALID));
+    let mut m = MetadataMap::new();
+    copy_headers(&headers, &mut m);
+    assert_eq!(Trace::from_metadata(&m, Source::Outside, 1.0).parent_id(), None);
+
+    // Oversize values are not copied at all.
+    let mut headers = http::HeaderMap::new();
+    let big = "0".repeat(MAX_TRACEPARENT + 1);
+    headers.insert(TRACEPARENT, http::HeaderValue::try_from(big).expect("ascii"));
+    let mut m = MetadataMap::new();
+    copy_headers(&headers, &mut m);
+    assert!(m.is_empty());
+}
