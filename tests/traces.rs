@@ -8,16 +8,16 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tonic::{Request, Response, Status};
 use truc_pki::Role;
 use truc_proto::v1::{
     AuditRecord, DataRequest, DataResponse, ListRecordsRequest, audit_client::AuditClient,
     backend_server::Backend,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
 };
 use truc_tests::*;
 
@@ -99,12 +99,10 @@ fn spans_of(exporter: &InMemorySpanExporter, tx: &str) -> Vec<SpanData> {
         .into_iter()
         .filter(|s| attr(s, truc_ops::trace::attr::TRANSACTION_ID) == tx)
         .collect();
-    spans.sort_by_key(|s| {
-        match attr(s, truc_ops::trace::attr::PROCESS).as_str() {
-            MINISTRY_NODE => 0,
-            "hub" => 1,
-            _ => 2,
-        }
+    spans.sort_by_key(|s| match attr(s, truc_ops::trace::attr::PROCESS).as_str() {
+        MINISTRY_NODE => 0,
+        "hub" => 1,
+        _ => 2,
     });
     spans
 }
@@ -235,7 +233,10 @@ async fn a_forged_trace_context_changes_nothing_but_the_trace() {
     // No forged tracestate reached a backend.
     let seen = recorder.seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), 5);
-    assert!(seen.iter().all(|(parent, state)| parent.is_some() && state.is_none()));
+    assert!(
+        seen.iter()
+            .all(|(parent, state)| parent.is_some() && state.is_none())
+    );
     c.deployment.stop().await.expect("stop");
 }
 
@@ -269,7 +270,9 @@ impl TraceService for Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_otlp_collector_as_configured() {
     let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = collector.clone();
     tokio::spawn(async move {

@@ -7,7 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml, resolve, socket_addr,
+    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::TlsFiles;
 

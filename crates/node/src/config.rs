@@ -8,7 +8,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml, resolve, socket_addr,
+    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};

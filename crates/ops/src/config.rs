@@ -360,9 +360,7 @@ impl TracingSection {
             }
         }
         if let Some(name) = &self.service_name
-            && (name.is_empty()
-                || name.len() > 128
-                || !name.bytes().all(|c| c.is_ascii_graphic()))
+            && (name.is_empty() || name.len() > 128 || !name.bytes().all(|c| c.is_ascii_graphic()))
         {
             return Err(ConfigError::new(
                 file,
@@ -544,7 +542,10 @@ mod tests {
         let f = write("");
         let parsed: File = load_toml(f.path()).expect("absent");
         assert!(parsed.tracing.is_default());
-        parsed.tracing.validate(f.path()).expect("defaults are valid");
+        parsed
+            .tracing
+            .validate(f.path())
+            .expect("defaults are valid");
         let f = write(
             "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"truc-hub-a\"\nsampling_ratio = 0.25\n",
         );
@@ -552,8 +553,14 @@ mod tests {
         parsed.tracing.validate(f.path()).expect("valid");
         assert_eq!(parsed.tracing.sampling_ratio, 0.25);
         for (text, field) in [
-            ("otlp_endpoint = \"127.0.0.1:4317\"", "tracing.otlp_endpoint"),
-            ("otlp_endpoint = \"https://c:4317\"", "tracing.otlp_endpoint"),
+            (
+                "otlp_endpoint = \"127.0.0.1:4317\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"https://c:4317\"",
+                "tracing.otlp_endpoint",
+            ),
             ("otlp_endpoint = \"not a url\"", "tracing.otlp_endpoint"),
             ("service_name = \"\"", "tracing.service_name"),
             ("service_name = \"a b\"", "tracing.service_name"),
@@ -567,7 +574,9 @@ mod tests {
             assert_eq!(e.field, field, "{e}");
         }
         let f = write("[tracing]\nendpoint = \"http://c:4317\"\n");
-        let e = load_toml::<File>(f.path()).map(|_| ()).expect_err("unknown key");
+        let e = load_toml::<File>(f.path())
+            .map(|_| ())
+            .expect_err("unknown key");
         assert_eq!(e.field, "endpoint", "{e}");
     }
 

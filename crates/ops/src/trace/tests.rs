@@ -18,7 +18,9 @@ fn a_valid_traceparent_is_read() {
     let unsampled = parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").expect("00");
     assert!(!unsampled.sampled);
     // Unknown flag bits are ignored.
-    assert!(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe").is_ok_and(|p| !p.sampled));
+    assert!(
+        parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe").is_ok_and(|p| !p.sampled)
+    );
     // A later version may append fields after a dash.
     let later = format!("cc-{}-what-comes-next", &VALID[3..]);
     assert!(parse(&later).is_ok(), "{later}");
@@ -115,21 +117,34 @@ fn a_trace_continues_with_a_new_span_and_keeps_its_state() {
     assert!(trace.sampled());
     let mut out = MetadataMap::new();
     trace.inject(&mut out);
-    let sent = out.get(TRACEPARENT).expect("traceparent").to_str().expect("ascii");
+    let sent = out
+        .get(TRACEPARENT)
+        .expect("traceparent")
+        .to_str()
+        .expect("ascii");
     let parsed = parse(sent).expect("what is sent parses");
     assert_eq!(hex(&parsed.trace_id), trace.trace_id());
     assert_eq!(hex(&parsed.parent_id), trace.span_id());
-    assert_eq!(out.get(TRACESTATE).map(|v| v.as_bytes()), Some(&b"congo=t61rcWkgMzE"[..]));
+    assert_eq!(
+        out.get(TRACESTATE).map(|v| v.as_bytes()),
+        Some(&b"congo=t61rcWkgMzE"[..])
+    );
     let mut headers = http::HeaderMap::new();
     trace.inject_headers(&mut headers);
-    assert_eq!(headers.get(TRACEPARENT).map(|v| v.as_bytes()), Some(sent.as_bytes()));
+    assert_eq!(
+        headers.get(TRACEPARENT).map(|v| v.as_bytes()),
+        Some(sent.as_bytes())
+    );
 }
 
 #[test]
 fn a_malformed_or_repeated_header_starts_a_new_trace() {
     for incoming in [
         metadata(&[]),
-        metadata(&[(TRACEPARENT, "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]),
+        metadata(&[(
+            TRACEPARENT,
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]),
         metadata(&[(TRACEPARENT, &"0".repeat(10_000))]),
         metadata(&[(TRACEPARENT, VALID), (TRACEPARENT, VALID)]),
     ] {
@@ -209,7 +224,12 @@ fn a_sampled_span_takes_the_ids_it_passes_on() {
     );
     assert!(span.is_none());
     // Off: no span at all.
-    assert!(Tracing::off().start(&metadata(&[]), Source::Peer).1.is_none());
+    assert!(
+        Tracing::off()
+            .start(&metadata(&[]), Source::Peer)
+            .1
+            .is_none()
+    );
 }
 
 #[test]
@@ -227,12 +247,18 @@ fn http_headers_are_copied_bounded_and_repeats_kept() {
     headers.append(TRACEPARENT, http::HeaderValue::from_static(VALID));
     let mut m = MetadataMap::new();
     copy_headers(&headers, &mut m);
-    assert_eq!(Trace::from_metadata(&m, Source::Outside, 1.0).parent_id(), None);
+    assert_eq!(
+        Trace::from_metadata(&m, Source::Outside, 1.0).parent_id(),
+        None
+    );
 
     // Oversize values are not copied at all.
     let mut headers = http::HeaderMap::new();
     let big = "0".repeat(MAX_TRACEPARENT + 1);
-    headers.insert(TRACEPARENT, http::HeaderValue::try_from(big).expect("ascii"));
+    headers.insert(
+        TRACEPARENT,
+        http::HeaderValue::try_from(big).expect("ascii"),
+    );
     let mut m = MetadataMap::new();
     copy_headers(&headers, &mut m);
     assert!(m.is_empty());
