@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use truc_demo::*;
 use truc_pki::{Identity, Role};
 use truc_proto::v1::{
-    CallRequest, GetCountsRequest, GetCountsResponse, reporting_client::ReportingClient,
+    AuditRecord, CallRequest, DataRequest, DataResponse, GetCountsRequest, GetCountsResponse,
+    ListRecordsRequest, audit_client::AuditClient, backend_server::Backend,
+    reporting_client::ReportingClient,
 };
 
 /// A started deployment and the directory it lives in.
@@ -28,7 +30,7 @@ pub struct Cluster {
 }
 
 /// Starts a deployment with the demo's options changed by `configure`.
-async fn start_configured(configure: impl FnOnce(&mut DemoOptions)) -> Cluster {
+pub async fn start_configured(configure: impl FnOnce(&mut DemoOptions)) -> Cluster {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let mut options = DemoOptions::new(dir.path());
     configure(&mut options);
@@ -108,6 +110,79 @@ impl Cluster {
     }
 }
 
+/// A backend that keeps what `look` reads of each request it gets, and
+/// answers `{}`.
+pub struct Recorder<T> {
+    seen: std::sync::Mutex<Vec<T>>,
+    look: fn(&tonic::Request<DataRequest>) -> T,
+}
+
+impl<T: Clone> Recorder<T> {
+    /// A backend keeping `look(request)` of each request.
+    pub fn new(look: fn(&tonic::Request<DataRequest>) -> T) -> Recorder<T> {
+        Recorder {
+            seen: std::sync::Mutex::new(Vec::new()),
+            look,
+        }
+    }
+
+    /// What it kept, in arrival order.
+    pub fn seen(&self) -> Vec<T> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl<T: Clone + Send + 'static> Backend for Recorder<T> {
+    async fn invoke(
+        &self,
+        request: tonic::Request<DataRequest>,
+    ) -> Result<tonic::Response<DataResponse>, tonic::Status> {
+        let kept = (self.look)(&request);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(kept);
+        }
+        Ok(tonic::Response::new(DataResponse {
+            content_type: "application/json".into(),
+            payload: Bytes::from_static(b"{}"),
+            receipt: None,
+        }))
+    }
+}
+
+impl Cluster {
+    /// The hub's record of transaction `id`, as the admin reads it.
+    pub async fn hub_record(&self, id: &str) -> AuditRecord {
+        let mut records = AuditClient::new(self.hub_channel(Role::Admin, "admin"))
+            .list_records(ListRecordsRequest {
+                transaction_id: id.to_string(),
+                ..ListRecordsRequest::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("records of {id}: {e}"))
+            .into_inner()
+            .records;
+        assert_eq!(records.len(), 1, "records of {id}");
+        records
+            .remove(0)
+            .record
+            .unwrap_or_else(|| panic!("record of {id}"))
+    }
+}
+
+/// `r` without what differs between the records of two like calls: its
+/// place in the log, its id, its times and its receipt.
+pub fn comparable(mut r: AuditRecord) -> AuditRecord {
+    r.index = 0;
+    r.prev_hash = Bytes::new();
+    r.transaction_id.clear();
+    r.started_unix_ms = 0;
+    r.finished_unix_ms = 0;
+    r.latency_us = 0;
+    r.receipt = None;
+    r
+}
+
 /// GET `path` over plain HTTP/1.1; returns the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let fut = async {
@@ -134,18 +209,4 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-/// An audit record with what differs between two transactions of the same
-/// kind blanked: its place in the log, the transaction id, the times and
-/// the receipt.
-pub fn comparable(mut r: truc_proto::v1::AuditRecord) -> truc_proto::v1::AuditRecord {
-    r.index = 0;
-    r.prev_hash = Bytes::new();
-    r.transaction_id.clear();
-    r.started_unix_ms = 0;
-    r.finished_unix_ms = 0;
-    r.latency_us = 0;
-    r.receipt = None;
-    r
 }

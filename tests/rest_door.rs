@@ -230,26 +230,9 @@ async fn a_rest_call_is_the_same_transaction_as_a_grpc_call() {
     assert_eq!(by_grpc, by_rest);
 
     // The hub's records are the same but for ids and times.
-    let admin = AuditClient::new(c.hub_channel(Role::Admin, "admin"));
-    let hub_record = |id: String| {
-        let mut admin = admin.clone();
-        async move {
-            let mut records = admin
-                .list_records(ListRecordsRequest {
-                    transaction_id: id,
-                    ..ListRecordsRequest::default()
-                })
-                .await
-                .expect("records")
-                .into_inner()
-                .records;
-            assert_eq!(records.len(), 1);
-            records.remove(0).record.expect("record")
-        }
-    };
     let (g, r) = (
-        hub_record(grpc_receipt.transaction_id.clone()).await,
-        hub_record(tx.clone()).await,
+        c.hub_record(&grpc_receipt.transaction_id).await,
+        c.hub_record(&tx).await,
     );
     assert_eq!(r.outcome, "OK");
     assert_eq!(comparable(g), comparable(r));

@@ -4,16 +4,12 @@
 //! registry says so) and at both nodes, filterable in ListRecords, passed
 //! to the provider's backend.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request};
 use truc_client::CallOptions;
 use truc_pki::Role;
-use truc_proto::v1::{
-    DataRequest, DataResponse, ListRecordsRequest, audit_client::AuditClient,
-    backend_server::Backend,
-};
+use truc_proto::v1::{DataRequest, ListRecordsRequest, audit_client::AuditClient};
 use truc_tests::*;
 
 const PURPOSE: &str = "giải quyết thủ tục hành chính";
@@ -24,35 +20,19 @@ const CASE: &str = "HS-2026/000042";
 /// request's fields, each purpose, end user, case.
 type Seen = ([Option<String>; 3], [String; 3]);
 
-/// Remembers the metadata and fields of each call it gets.
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<Vec<Seen>>,
-}
-
-#[tonic::async_trait]
-impl Backend for Recorder {
-    async fn invoke(
-        &self,
-        request: Request<DataRequest>,
-    ) -> Result<Response<DataResponse>, Status> {
-        let md = |k: &str| {
-            request
-                .metadata()
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(percent_decode)
-        };
-        let metadata = [md("truc-purpose"), md("truc-end-user"), md("truc-case")];
-        let req = request.get_ref();
-        let fields = [req.purpose.clone(), req.end_user.clone(), req.case.clone()];
-        self.seen.lock().expect("lock").push((metadata, fields));
-        Ok(Response::new(DataResponse {
-            content_type: "application/json".into(),
-            payload: Bytes::from_static(b"{}"),
-            receipt: None,
-        }))
-    }
+/// The metadata and fields a backend sees of one call.
+fn look(request: &Request<DataRequest>) -> Seen {
+    let md = |k: &str| {
+        request
+            .metadata()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(percent_decode)
+    };
+    let metadata = [md("truc-purpose"), md("truc-end-user"), md("truc-case")];
+    let req = request.get_ref();
+    let fields = [req.purpose.clone(), req.end_user.clone(), req.case.clone()];
+    (metadata, fields)
 }
 
 fn percent_decode(v: &str) -> String {
@@ -97,7 +77,7 @@ fn contains(files: &[(std::path::PathBuf, Vec<u8>)], needle: &str) -> bool {
 
 #[tokio::test]
 async fn why_a_call_is_made_is_checked_recorded_filterable_and_reaches_the_backend() {
-    let backend = Arc::new(Recorder::default());
+    let backend = Arc::new(Recorder::new(look));
     let mut c = start_with(BackendKind::Custom(backend.clone()), 4096).await;
     // The hub again, with the province's grant requiring the purpose and
     // end users hashed under a key. Without the key it does not start.
@@ -165,7 +145,7 @@ async fn why_a_call_is_made_is_checked_recorded_filterable_and_reaches_the_backe
     let tx = ok.receipt.expect("receipt").transaction_id;
 
     // The backend got the three values, as metadata and in the request.
-    let seen = backend.seen.lock().expect("lock").clone();
+    let seen = backend.seen();
     assert_eq!(seen.len(), 1, "only the admitted call reached the backend");
     let given = [PURPOSE.to_string(), USER.to_string(), CASE.to_string()];
     assert_eq!(seen[0].0, given.clone().map(Some));

@@ -115,6 +115,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         audit_key: Some(pki().audit_key()),
         audit_key_dir: None,
         time_zone: "Asia/Ho_Chi_Minh".into(),
+        tracing: Default::default(),
         log_origin: None,
         tls: tls(Role::Hub, "hub")?,
         limits: plan.limits.clone(),
@@ -142,6 +143,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             id: id.into(),
             listen: listen.to_string(),
             ops_listen: ops.to_string(),
+            tracing: Default::default(),
             data_dir: plan.node_data.join(id),
             hub: HubSection {
                 address: hub_addr.clone(),

@@ -86,6 +86,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         documents: Default::default(),
         dashboard: Dashboard::default(),
         end_user_key: None,
+        tracing: Default::default(),
     };
     let probe = ClientFile {
         version: CONFIG_VERSION,
@@ -116,6 +117,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         limits: Limits::default(),
         documents: Default::default(),
         document_service: DocumentService::default(),
+        tracing: Default::default(),
         clients: vec![ClientEntry {
             name: MINISTRY_CLIENT.into(),
             agencies: vec![G22.into()],

@@ -147,6 +147,9 @@ pub struct DemoOptions {
     /// Give each node a VXP listener (plain HTTP on loopback) with one demo
     /// DMS system (`truc demo`; off by default).
     pub vxp: bool,
+    /// Where the hub's and the nodes' spans go (tests: one in-memory
+    /// exporter for the whole deployment); none: as their configs say.
+    pub tracing: Option<truc_ops::trace::Tracing>,
 }
 
 impl DemoOptions {
@@ -159,6 +162,7 @@ impl DemoOptions {
             max_payload_bytes: 4 * 1024 * 1024,
             retry: truc_node::RunOptions::default().retry,
             vxp: false,
+            tracing: None,
         }
     }
 }
@@ -278,6 +282,7 @@ impl Deployment {
             Shutdown::new(),
             truc_hub::RunOptions {
                 audit: audit.clone(),
+                tracing: options.tracing.clone(),
                 ..truc_hub::RunOptions::default()
             },
         )
@@ -295,6 +300,7 @@ impl Deployment {
                     audit: audit.clone(),
                     retry: options.retry,
                     http_listener: Some(truc_node::PreBound::new(http)),
+                    tracing: options.tracing.clone(),
                     ..truc_node::RunOptions::default()
                 },
             )
@@ -479,6 +485,7 @@ impl Deployment {
             truc_node::RunOptions {
                 audit: self.audit_options(),
                 retry: self.options.retry,
+                tracing: self.options.tracing.clone(),
                 ..truc_node::RunOptions::default()
             },
         )
@@ -505,6 +512,7 @@ impl Deployment {
             Shutdown::new(),
             truc_hub::RunOptions {
                 audit: self.audit_options(),
+                tracing: self.options.tracing.clone(),
                 ..truc_hub::RunOptions::default()
             },
         )

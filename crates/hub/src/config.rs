@@ -7,7 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, Limits, TlsSection, check_version, config_version, load_toml, resolve, socket_addr,
+    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::TlsFiles;
 
@@ -65,6 +66,9 @@ pub struct HubFile {
     /// `hash_end_user = true`. Needed when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_key: Option<PathBuf>,
+    /// Where spans are exported (`[tracing]`; off when absent).
+    #[serde(default, skip_serializing_if = "TracingSection::is_default")]
+    pub tracing: TracingSection,
 }
 
 fn default_time_zone() -> String {
@@ -111,6 +115,8 @@ pub struct HubConfig {
     pub limits: Limits,
     /// The end-user hashing key's file.
     pub end_user_key: Option<PathBuf>,
+    /// Where spans are exported.
+    pub tracing: TracingSection,
 }
 
 impl HubConfig {
@@ -183,6 +189,7 @@ impl HubConfig {
                 ));
             }
         };
+        raw.tracing.validate(path)?;
         Ok(HubConfig {
             replica: replica.map(str::to_string),
             listen,
@@ -232,6 +239,7 @@ impl HubConfig {
                     Some(key)
                 }
             },
+            tracing: raw.tracing,
         })
     }
 }

@@ -50,6 +50,9 @@ pub enum HubError {
     /// The end-user key is missing, or unreadable.
     #[error("end_user_key: {0}")]
     EndUserKey(String),
+    /// The span exporter could not be set up.
+    #[error(transparent)]
+    Tracing(#[from] truc_ops::trace::TracingError),
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
@@ -60,6 +63,9 @@ pub struct RunOptions {
     /// How long open calls may run after shutdown, and the deadline of a
     /// drain (SIGTERM, `truc hub drain`) that names none.
     pub drain: Duration,
+    /// Where spans go instead of where `[tracing]` says (tests: an
+    /// in-memory exporter shared by a whole deployment).
+    pub tracing: Option<truc_ops::trace::Tracing>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +73,7 @@ impl Default for RunOptions {
         RunOptions {
             audit: Options::default(),
             drain: Duration::from_secs(10),
+            tracing: None,
         }
     }
 }
@@ -92,6 +99,10 @@ pub async fn start(
             "the registry hashes end users (hash_end_user = true): the hub config must name an end_user_key file".into(),
         ));
     }
+    let tracing = match options.tracing {
+        Some(tracing) => tracing.for_process("hub"),
+        None => config.tracing.tracing("truc-hub", "hub")?,
+    };
     let origin = config.log_origin();
     let server = Server::open(Common {
         role: truc_pki::Role::Hub,
@@ -132,6 +143,7 @@ pub async fn start(
         config.limits.clone(),
         config.documents.clone(),
         end_user_key,
+        tracing,
     );
     let dashboard = dashboard::router(
         registry.clone(),

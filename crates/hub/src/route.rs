@@ -60,12 +60,15 @@ impl HubService {
         limits: Limits,
         documents: truc_doc::Limits,
         end_user_key: EndUserKey,
+        tracing: truc_ops::trace::Tracing,
     ) -> HubService {
         HubService {
             inner: Arc::new(Inner {
                 registry: registry.into(),
                 signed_registry: crate::signed_registry::SignedRegistry::new(registry_key),
-                pipeline: Pipeline::new(audit, metrics).with_unique_ids(),
+                pipeline: Pipeline::new(audit, metrics)
+                    .with_unique_ids()
+                    .with_tracing(tracing),
                 client_tls: client_tls.into(),
                 nodes: Mutex::new(HashMap::new()),
                 limits,

@@ -103,6 +103,7 @@ pub(crate) fn hub_with(registry: Arc<Registry>) -> Hub_ {
         truc_ops::config::Limits::default(),
         truc_doc::Limits::default(),
         crate::end_user::EndUserKey::parse(&"4b".repeat(32)).expect("key"),
+        truc_ops::trace::Tracing::off(),
     );
     Hub_ {
         _dir: dir,

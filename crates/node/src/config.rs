@@ -8,7 +8,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use truc_ops::config::{
-    ConfigError, Limits, TlsSection, check_version, config_version, load_toml, resolve, socket_addr,
+    ConfigError, Limits, TlsSection, TracingSection, check_version, config_version, load_toml,
+    resolve, socket_addr,
 };
 use truc_pki::{Identity, Role, TlsFiles};
 use truc_registry::{AgencyCode, NodeId, ServiceId};
@@ -39,6 +40,9 @@ pub struct NodeFile {
     /// Limits on calls and connections.
     #[serde(default)]
     pub limits: Limits,
+    /// Where spans are exported (`[tracing]`; off when absent).
+    #[serde(default, skip_serializing_if = "TracingSection::is_default")]
+    pub tracing: TracingSection,
     /// Limits on the documents agency systems send through this node.
     #[serde(default)]
     pub documents: truc_doc::Limits,
@@ -461,6 +465,8 @@ pub struct NodeConfig {
     pub tls: TlsFiles,
     /// Limits.
     pub limits: Limits,
+    /// Where spans are exported.
+    pub tracing: TracingSection,
     /// Agency systems allowed to call this node: client certificate name →
     /// the agencies it may act for.
     pub clients: BTreeMap<String, BTreeSet<AgencyCode>>,
@@ -580,6 +586,7 @@ impl NodeConfig {
             ));
         }
         raw.limits.validate(path)?;
+        raw.tracing.validate(path)?;
         raw.document_service.validate(path)?;
         let http = match &raw.http {
             None => None,
@@ -654,6 +661,7 @@ impl NodeConfig {
             registry_refresh: std::time::Duration::from_secs(raw.hub.registry_refresh_secs),
             tls,
             limits: raw.limits,
+            tracing: raw.tracing,
             clients,
             backends,
             documents: raw

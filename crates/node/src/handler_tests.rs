@@ -50,6 +50,7 @@ pub(crate) fn config(
         registry_refresh: Duration::from_secs(10),
         tls: truc_pki::TlsFiles::new("a".into(), "b".into(), "c".into()),
         limits: truc_ops::config::Limits::default(),
+        tracing: Default::default(),
         documents: truc_doc::Limits::default(),
         document_service: crate::config::DocumentService::default(),
         witness_key: None,

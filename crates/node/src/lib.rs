@@ -61,6 +61,9 @@ pub enum NodeError {
     /// The VXP listener could not start.
     #[error("VXP listener: {0}")]
     Vxp(String),
+    /// The span exporter could not be set up.
+    #[error(transparent)]
+    Tracing(#[from] truc_ops::trace::TracingError),
 }
 
 /// Binds the VXP listener of the config. The address may still be held
@@ -99,6 +102,9 @@ pub struct RunOptions {
     /// A listener already bound for `[http]` (tests bind port 0); without
     /// one, the node binds `http.listen` itself.
     pub http_listener: Option<PreBound>,
+    /// Where spans go instead of where `[tracing]` says (tests: an
+    /// in-memory exporter shared by a whole deployment).
+    pub tracing: Option<truc_ops::trace::Tracing>,
 }
 
 /// A listener bound by the caller, handed to [`start`] through
@@ -124,6 +130,7 @@ impl Default for RunOptions {
             drain: Duration::from_secs(10),
             retry: (Duration::from_millis(500), Duration::from_secs(60)),
             http_listener: None,
+            tracing: None,
         }
     }
 }
@@ -168,10 +175,14 @@ pub async fn start(
     })?;
     docs::spawn_workers(documents.clone(), shutdown.clone());
     let server_tls = server.tls();
-    let pipeline = Arc::new(truc_pipeline::Pipeline::new(
-        server.audit().clone(),
-        server.metrics().clone(),
-    ));
+    let tracing = match &options.tracing {
+        Some(tracing) => tracing.clone().for_process(config.id.as_str()),
+        None => config.tracing.tracing("truc-node", config.id.as_str())?,
+    };
+    let pipeline = Arc::new(
+        truc_pipeline::Pipeline::new(server.audit().clone(), server.metrics().clone())
+            .with_tracing(tracing),
+    );
     let receipts = receipts::Receipts::start(
         hub_key.clone(),
         &config.id,

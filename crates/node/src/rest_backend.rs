@@ -1,6 +1,7 @@
 //! REST backends: a provided service whose backend is an `http://` or
 //! `https://` URL. The node POSTs the payload there with its content type
-//! and three headers naming the call, reads the answer within the call's
+//! and three headers naming the call (and `traceparent`, the W3C trace
+//! context, with the node's span as the parent), reads the answer within the call's
 //! deadline and at most `max_payload_bytes` of it, and maps the HTTP status
 //! to a gRPC code (see [`code_for`]).
 //!
@@ -82,7 +83,8 @@ impl RestBackend {
         deadline: &Deadline,
         peer: &str,
     ) -> Result<(String, Bytes), TxError> {
-        let request = self.request(req, why)?;
+        let mut request = self.request(req, why)?;
+        deadline.trace().inject_headers(request.headers_mut());
         match tokio::time::timeout(deadline.remaining(), self.exchange(request, peer)).await {
             Ok(result) => result,
             Err(_) => Err(TxError::Deadline {

@@ -55,6 +55,15 @@ fn router() -> Router {
                 ([("content-type", "text/plain; charset=utf-8")], text)
             }),
         )
+        .route(
+            "/trace",
+            post(|headers: HeaderMap| async move {
+                headers
+                    .get(truc_ops::trace::TRACEPARENT)
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default()
+            }),
+        )
         .route("/big", post(|| async { vec![b'x'; LIMIT + 1] }))
         .route(
             "/stream",
@@ -134,6 +143,22 @@ async fn the_backend_gets_the_payload_its_content_type_and_the_call_headers() {
             "000.00.00.G22 000.00.00.H37/household-registry/v1 {} application/json {{\"id\":\"001\"}}",
             "ab".repeat(16)
         )
+    );
+}
+
+#[tokio::test]
+async fn the_backend_request_carries_the_trace_with_the_nodes_span_as_parent() {
+    let addr = serve(router()).await;
+    let backend = RestBackend::new(&format!("http://{addr}/trace"), None, LIMIT).expect("backend");
+    let deadline = deadline(30_000);
+    let (_, body) = backend
+        .invoke(&request(), &Default::default(), &deadline, "the backend")
+        .await
+        .expect("trace");
+    let trace = deadline.trace();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("00-{}-{}-01", trace.trace_id(), trace.span_id())
     );
 }
 

@@ -13,7 +13,8 @@
 //! (the hub's receipt, protobuf `truc.v1.Receipt` in standard base64); errors
 //! as JSON `{"code": "PERMISSION_DENIED", "message": "..."}` with the HTTP
 //! status of [`http_status`]; a call over its quota at the hub is 429 with
-//! `Retry-After` (seconds) and `retry-after-ms`.
+//! `Retry-After` (seconds) and `retry-after-ms`. A `traceparent` (and
+//! `tracestate`) header is read as the gRPC caller's metadata would be.
 
 use std::{
     sync::Arc,
@@ -203,6 +204,7 @@ async fn call(
         case,
     });
     grpc.extensions_mut().insert(peer);
+    truc_ops::trace::copy_headers(&parts.headers, grpc.metadata_mut());
     grpc.set_timeout(door.timeout.saturating_sub(started.elapsed()));
     match door.agency.run_call(grpc).await {
         Ok(answer) => {

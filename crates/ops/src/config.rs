@@ -326,6 +326,100 @@ impl Limits {
     }
 }
 
+/// The `[tracing]` section of the hub's and the nodes' configs: where spans
+/// are exported. Without `otlp_endpoint` nothing is exported (trace context
+/// is still passed on).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// The OTLP/gRPC endpoint of a collector, `http://host:port` (4317 is
+    /// the usual port). Plain HTTP/2: the collector runs beside the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans (default `truc-hub` or `truc-node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The share of the traces this process starts, or that agency systems
+    /// send, whose spans are exported (0 to 1, default 1). Traces from the
+    /// hub or another node follow their sampled flag.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: None,
+            service_name: None,
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingSection {
+    /// Whether the section is absent or says nothing (not written out then).
+    pub fn is_default(&self) -> bool {
+        *self == TracingSection::default()
+    }
+
+    /// Checks the endpoint, the name and the ratio.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let uri: http::Uri = endpoint.parse().map_err(|_| {
+                ConfigError::new(
+                    file,
+                    "tracing.otlp_endpoint",
+                    format!("{endpoint:?} is not a URL, e.g. http://127.0.0.1:4317"),
+                )
+            })?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(ConfigError::new(
+                    file,
+                    "tracing.otlp_endpoint",
+                    format!(
+                        "{endpoint:?}: must be http://host:port (OTLP over gRPC without TLS, to a collector beside the process)"
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &self.service_name
+            && (name.is_empty() || name.len() > 128 || !name.bytes().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::new(
+                file,
+                "tracing.service_name",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::new(
+                file,
+                "tracing.sampling_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The process's tracing: exported over OTLP where configured, as
+    /// `service_name` or `default_service`, naming `process` in its spans.
+    /// Needs a Tokio runtime when exporting.
+    pub fn tracing(
+        &self,
+        default_service: &str,
+        process: &str,
+    ) -> Result<crate::trace::Tracing, crate::trace::TracingError> {
+        let tracing = match &self.otlp_endpoint {
+            Some(endpoint) => crate::trace::Tracing::otlp(
+                endpoint,
+                self.service_name.as_deref().unwrap_or(default_service),
+                self.sampling_ratio,
+            )?,
+            None => crate::trace::Tracing::off(),
+        };
+        Ok(tracing.for_process(process))
+    }
+}
+
 /// A client's config file (`truc call`, `truc report`): where to connect and
 /// with which certificate.
 #[derive(Clone, Debug)]
@@ -541,6 +635,54 @@ mod tests {
             let e = load(head).expect_err(head);
             assert_eq!(e.field, field, "{head}: {e}");
         }
+    }
+
+    #[test]
+    fn tracing_section_is_checked() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            tracing: TracingSection,
+        }
+        let f = write("");
+        let parsed: File = load_toml(f.path()).expect("absent");
+        assert!(parsed.tracing.is_default());
+        parsed
+            .tracing
+            .validate(f.path())
+            .expect("defaults are valid");
+        let f = write(
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"truc-hub-a\"\nsampling_ratio = 0.25\n",
+        );
+        let parsed: File = load_toml(f.path()).expect("parse");
+        parsed.tracing.validate(f.path()).expect("valid");
+        assert_eq!(parsed.tracing.sampling_ratio, 0.25);
+        for (text, field) in [
+            (
+                "otlp_endpoint = \"127.0.0.1:4317\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"https://c:4317\"",
+                "tracing.otlp_endpoint",
+            ),
+            ("otlp_endpoint = \"not a url\"", "tracing.otlp_endpoint"),
+            ("service_name = \"\"", "tracing.service_name"),
+            ("service_name = \"a b\"", "tracing.service_name"),
+            ("sampling_ratio = 1.5", "tracing.sampling_ratio"),
+            ("sampling_ratio = -0.1", "tracing.sampling_ratio"),
+            ("sampling_ratio = nan", "tracing.sampling_ratio"),
+        ] {
+            let f = write(&format!("[tracing]\n{text}\n"));
+            let parsed: File = load_toml(f.path()).expect("parse");
+            let e = parsed.tracing.validate(f.path()).expect_err(text);
+            assert_eq!(e.field, field, "{e}");
+        }
+        let f = write("[tracing]\nendpoint = \"http://c:4317\"\n");
+        let e = load_toml::<File>(f.path())
+            .map(|_| ())
+            .expect_err("unknown key");
+        assert_eq!(e.field, "endpoint", "{e}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! alike: gRPC over mutual TLS 1.3 with `grpc.health.v1`, server reflection
 //! a bounded drain on shutdown and a maintenance mode (drain, then stop); the ops HTTP port (`/metrics`,
 //! `/healthz`); transaction metrics; deadline propagation; the clock;
-//! reloading certificates, CRLs and other files without a restart.
+//! reloading certificates, CRLs and other files without a restart; W3C
+//! trace context and spans over OTLP.
 //!
 //! It holds no business rules: those are in `truc-hub` and `truc-node`.
 
@@ -18,6 +19,7 @@ mod record;
 pub mod reload;
 mod revocation;
 mod serve;
+pub mod trace;
 
 pub use deadline::{incoming_timeout, is_transport_failure};
 pub use drain::{Drain, RETRY_HEADER, RETRY_SAFE, is_retry_safe};

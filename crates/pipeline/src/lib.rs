@@ -39,8 +39,11 @@ pub use error::{QUOTA_EXCEEDED, TxError};
 use tonic::{Code, Request, Status};
 use truc_audit::{AuditLog, Receipt};
 pub use truc_audit::{Kind, Transaction};
-use truc_ops::{Metrics, code_name, now_ms, tag};
-use truc_pki::Identity;
+use truc_ops::{
+    Metrics, code_name, now_ms, tag,
+    trace::{Finished, Source, Trace, Tracing},
+};
+use truc_pki::{Identity, Role};
 
 /// One kind of transaction, as the pipeline drives it.
 pub trait Step: Send + Sync {
@@ -85,7 +88,8 @@ pub trait Step: Send + Sync {
 }
 
 /// When a transaction must be over: what remains of the caller's deadline,
-/// less a margin, capped by the step's.
+/// less a margin, capped by the step's; and the trace it is part of, both
+/// passed on to the next hop by [`Deadline::request`].
 ///
 /// The margin is what lets a process record and answer a transaction that
 /// ran out of time before its caller gives up on it: the gRPC server drops a
@@ -93,9 +97,10 @@ pub trait Step: Send + Sync {
 /// handed to the audit writer would be lost with it. Each hop keeps a tenth
 /// of what it was given (at most 250 ms), so deadlines shrink along the path
 /// and the furthest hop gives up first.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Deadline {
     at: Instant,
+    trace: Trace,
 }
 
 /// The part of a caller's deadline kept to record and answer.
@@ -110,7 +115,19 @@ impl Deadline {
         let budget = incoming.map_or(cap, |d| (d - margin(d)).min(cap));
         Deadline {
             at: started + budget,
+            trace: Trace::root(),
         }
+    }
+
+    /// The same deadline, in `trace`.
+    pub fn with_trace(mut self, trace: Trace) -> Deadline {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace of the transaction: what goes to the next hop.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
     }
 
     /// Time left.
@@ -118,10 +135,12 @@ impl Deadline {
         self.at.saturating_duration_since(Instant::now())
     }
 
-    /// `message` as a request to the next hop, carrying the time left.
+    /// `message` as a request to the next hop, carrying the time left and
+    /// the trace context (`traceparent`: this hop's span as the parent).
     pub fn request<M>(&self, message: M) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(self.remaining());
+        self.trace.inject(request.metadata_mut());
         request
     }
 }
@@ -134,6 +153,8 @@ pub struct Pipeline {
     /// log (the hub's): a second transaction with an id in flight or
     /// recorded is refused.
     in_flight: Option<Mutex<HashSet<String>>>,
+    /// Where the transactions' spans go (nowhere by default).
+    tracing: Tracing,
 }
 
 /// A transaction id held between admission and record.
@@ -157,7 +178,14 @@ impl Pipeline {
             audit,
             metrics,
             in_flight: None,
+            tracing: Tracing::off(),
         }
+    }
+
+    /// Exports each transaction's span through `tracing`.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Pipeline {
+        self.tracing = tracing;
+        self
     }
 
     /// Refuses a transaction id already recorded or in flight (the hub,
@@ -216,11 +244,20 @@ impl Pipeline {
         // Without a verified certificate there is no one to attribute a
         // record to; the TLS layer makes this unreachable in practice.
         let caller = truc_pki::peer(&request)?.identity.clone();
+        // An agency system's trace context serves correlation only: its
+        // sampled flag is not followed, and nothing else reads it.
+        let source = if caller.role == Role::Client {
+            Source::Outside
+        } else {
+            Source::Peer
+        };
+        let (trace, span) = self.tracing.start(request.metadata(), source);
         let deadline = Deadline::new(
             truc_ops::incoming_timeout(request.metadata()),
             started,
             step.cap(),
-        );
+        )
+        .with_trace(trace);
         let mut tx = Transaction {
             kind: S::KIND,
             caller: caller.to_string(),
@@ -267,6 +304,22 @@ impl Pipeline {
         // Nothing is answered before the record is durable.
         let appended = self.audit.append(tx).await;
         drop(claim);
+        // The span covers the record too: a slow commit shows in it.
+        Tracing::finish(
+            span,
+            Finished {
+                kind: S::KIND.as_str(),
+                transaction_id: &tx_id,
+                client_agency: &labels.0,
+                provider_agency: &labels.1,
+                service: &labels.2,
+                outcome: if appended.is_ok() {
+                    outcome
+                } else {
+                    code_name(Code::Internal)
+                },
+            },
+        );
         let appended = appended.map_err(|e| tag(TxError::Audit(e).into(), &tx_id))?;
         self.metrics.observe(
             S::KIND.as_str(),
