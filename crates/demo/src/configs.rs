@@ -140,12 +140,14 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             data_dir: plan.node_data.join(id),
             hub: HubSection {
                 address: hub_addr.clone(),
+                addresses: Vec::new(),
                 name: "hub".into(),
                 registry_refresh_secs: 10,
                 audit_keys: vec![AuditKeyEntry {
                     file: pki().audit_public_key(),
                     not_before: None,
                     not_after: None,
+                    origin: None,
                 }],
             },
             tls: tls(Role::Node, id)?,
