@@ -411,4 +411,81 @@ mod tests {
         assert_eq!(hubs.for_origin("hub/replica-c").map(|p| p.index), Some(2));
         assert!(hubs.for_origin("hub/replica-a").is_none());
     }
+
+    /// A server that takes the connection and the request, then drops
+    /// the connection without an answer.
+    async fn breaks_after_reading() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let seen = reads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 64 * 1024];
+                // The preface, settings and the request's headers and body.
+                if s.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(s);
+            }
+        });
+        (addr, reads)
+    }
+
+    /// An address where nothing listens (bound, then released).
+    async fn refused() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        l.local_addr().expect("addr").to_string()
+    }
+
+    fn lazy(addr: &str) -> (String, Channel) {
+        let c = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        (addr.to_string(), c)
+    }
+
+    async fn route_attempts(hubs: &Hubs) -> (Vec<usize>, Result<(usize, ()), Status>) {
+        let tried = Mutex::new(Vec::new());
+        let result = hubs
+            .call(|p| {
+                tried.lock().expect("lock").push(p.index);
+                async move {
+                    truc_proto::v1::hub_client::HubClient::new(p.channel)
+                        .route(truc_proto::v1::DataRequest::default())
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+        let tried = tried.lock().expect("lock").clone();
+        (tried, result)
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_on_and_a_broken_one_does_not() {
+        let (breaking, reads) = breaks_after_reading().await;
+        let down = refused().await;
+
+        // Refused first: the call goes on to the next replica, which takes
+        // the request and breaks; that is answered, not sent a third time.
+        let hubs = Hubs::of(vec![lazy(&down), lazy(&breaking)]);
+        let (tried, result) = route_attempts(&hubs).await;
+        assert_eq!(tried, [0, 1]);
+        let status = result.expect_err("broken");
+        assert!(!did_not_reach_a_hub(&status), "{status:?}");
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+        assert!(!hubs.is_healthy(0) && !hubs.is_healthy(1));
+
+        // Broken first: never sent to the other replica.
+        let hubs = Hubs::of(vec![lazy(&breaking), lazy(&down)]);
+        let (tried, result) = route_attempts(&hubs).await;
+        assert_eq!(tried, [0], "{result:?}");
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+    }
 }

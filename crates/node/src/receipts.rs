@@ -1012,7 +1012,7 @@ mod tests {
         let receipts = Receipts::start(
             c.keys(),
             &node,
-            channel,
+            crate::hubs::Hubs::of(vec![("hub".into(), channel)]),
             store.clone(),
             &metrics,
             Duration::from_millis(200),
@@ -1116,7 +1116,7 @@ mod tests {
         let first = Receipts::start(
             c.keys(),
             &node,
-            down,
+            crate::hubs::Hubs::of(vec![("down".into(), down)]),
             store.clone(),
             &metrics,
             Duration::from_millis(200),
@@ -1145,7 +1145,7 @@ mod tests {
         let second = Receipts::start(
             c.keys(),
             &node,
-            up,
+            crate::hubs::Hubs::of(vec![("up".into(), up)]),
             store.clone(),
             &truc_ops::Metrics::new(),
             Duration::from_secs(5),
