@@ -817,4 +817,104 @@ mod tests {
         assert!(!s.witness.alarm.load(Ordering::Relaxed));
         assert!(stored::latest(&s.store).expect("read").is_none());
     }
+
+    /// A fake hub served on a port of its own, and the channel to it.
+    async fn serve_fake(hub: &FakeHub) -> (String, tonic::transport::Channel) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tonic::transport::Server::builder()
+            .add_service(AuditServer::new(hub.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        (addr.to_string(), channel)
+    }
+
+    const OTHER: &str = "hub-2.test/truc-audit";
+
+    fn other_signer() -> Signer {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[8; 32]).expect("seed");
+        Signer::new(key).with_origin(OTHER)
+    }
+
+    #[tokio::test]
+    async fn each_replica_is_witnessed_apart_and_a_lying_one_spoils_only_its_log() {
+        let (first, second) = (FakeHub::default(), FakeHub::default());
+        let channels = vec![serve_fake(&first).await, serve_fake(&second).await];
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let config = crate::handler_tests::config(dir.path(), &[], &[]);
+        let hub_key = HubKey::new(vec![
+            crate::PinnedKey::new(hub_signer().public_key(), None, None).for_origin(ORIGIN),
+            crate::PinnedKey::new(other_signer().public_key(), None, None).for_origin(OTHER),
+        ]);
+        let hubs = Hubs::of(channels);
+        let (health, _) = tonic_health::server::health_reporter();
+        let mut witness = Witness::open(
+            &config,
+            store.clone(),
+            Some(witness_key()),
+            hubs.clone(),
+            hub_key,
+            health,
+            &Metrics::new(),
+        )
+        .await
+        .expect("witness");
+
+        let a = log("a", 3).await;
+        first.serve(&a);
+        let dir2 = tempfile::tempdir().expect("dir");
+        let b_log = AuditLog::open(
+            Store::open(dir2.path()).expect("store"),
+            "hub",
+            Options::default(),
+            Some(other_signer()),
+        )
+        .expect("log");
+        let b = Log {
+            _dir: dir2,
+            log: b_log,
+        };
+        grow(&b, "b", 5).await;
+        second.serve(&b);
+        // Two logs of different sizes: neither is a rewrite of the other.
+        assert_eq!(witness.contact(None).await, Outcome::Consistent);
+        assert_eq!(first.cosigned(), [3]);
+        assert_eq!(second.cosigned(), [5]);
+        assert_eq!(hubs.for_origin(OTHER).map(|p| p.index), Some(1));
+        let sizes: Vec<(String, u64)> = stored::latest_heads(&store)
+            .expect("heads")
+            .into_iter()
+            .map(|h| (h.origin, h.tree_size))
+            .collect();
+        assert!(sizes.contains(&(ORIGIN.to_string(), 3)), "{sizes:?}");
+        assert!(sizes.contains(&(OTHER.to_string(), 5)), "{sizes:?}");
+
+        // The first replica forks its log; the second grows honestly.
+        let forked = log("x", 3).await;
+        first.serve(&forked);
+        grow(&b, "b", 2).await;
+        let o = witness.contact(None).await;
+        assert!(conflict(&o, "two different roots for tree size 3"), "{o:?}");
+        assert!(witness.alarm.load(Ordering::Relaxed));
+        // The honest replica's log is still followed and cosigned.
+        assert_eq!(second.cosigned(), [5, 7]);
+        grow(&b, "b", 1).await;
+        let receipt_head = b.log.reader().tree_head(8).expect("head");
+        assert_eq!(
+            witness.contact(Some(receipt_head)).await,
+            Outcome::Consistent
+        );
+        assert_eq!(second.cosigned(), [5, 7, 8]);
+        // Nothing more of the lying log is cosigned.
+        grow(&a, "a", 2).await;
+        first.serve(&a);
+        let _ = witness.contact(None).await;
+        assert_eq!(first.cosigned(), [3]);
+    }
 }
