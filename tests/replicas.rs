@@ -95,7 +95,10 @@ async fn calls_spread_over_replicas_and_survive_one_stopped() {
             .into_inner();
         let receipt = r.receipt.expect("receipt");
         assert_eq!(receipt.tree_head.expect("head").origin, "hub/truc-audit");
-        assert_eq!(records_of(&c, &addrs[0].1, &receipt.transaction_id).await, 1);
+        assert_eq!(
+            records_of(&c, &addrs[0].1, &receipt.transaction_id).await,
+            1
+        );
     }
     c.deployment.stop().await.expect("stop");
 }

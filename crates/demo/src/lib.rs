@@ -492,7 +492,11 @@ impl Deployment {
             .chain(self.files.replica_configs.iter().cloned());
         let list: Vec<_> = configs
             .map(|(name, config)| {
-                let running = self.hubs().into_iter().find(|(n, _)| *n == name).map(|(_, h)| h);
+                let running = self
+                    .hubs()
+                    .into_iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, h)| h);
                 let origin = HubConfig::load(&config).ok().map(|c| c.log_origin());
                 serde_json::json!({
                     "name": name,

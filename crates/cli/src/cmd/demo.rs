@@ -66,8 +66,10 @@ pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let (per_replica, rows) = merged_counts(&deployment, &admin).await?;
     table::print(&rows);
     if per_replica.len() > 1 {
-        println!("
-per hub replica:");
+        println!(
+            "
+per hub replica:"
+        );
         for (name, total) in &per_replica {
             println!("  {name}: {total} transactions");
         }
@@ -190,7 +192,13 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
 async fn merged_counts(
     d: &Deployment,
     admin: &ClientConfig,
-) -> Result<(Vec<(String, u64)>, std::collections::BTreeMap<table::RowKey, u64>), CliError> {
+) -> Result<
+    (
+        Vec<(String, u64)>,
+        std::collections::BTreeMap<table::RowKey, u64>,
+    ),
+    CliError,
+> {
     let mut per_replica = Vec::new();
     let mut merged = std::collections::BTreeMap::new();
     for (name, hub) in d.hubs() {
