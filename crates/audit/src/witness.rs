@@ -151,7 +151,7 @@ pub fn set_latest(store: &Store, head: &SignedTreeHead) -> Result<(), AuditError
     let bytes = head.encode_to_vec();
     let mut batch = WriteBatch::default();
     batch.insert(LATEST_KEY, bytes.clone());
-    batch.insert(&latest_of_key(&head.origin), bytes);
+    batch.insert(latest_of_key(&head.origin), bytes);
     store.apply(batch)?;
     store.flush()?;
     Ok(())
