@@ -584,6 +584,7 @@ impl NodeConfig {
         check_version(path, raw.version)?;
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
         let hub_keys = pinned_keys(path, &raw.hub)?;
+        let hub_addresses = hub_addresses(path, &raw.hub)?;
         if raw.hub.registry_refresh_secs == 0 {
             return Err(ConfigError::new(
                 path,
@@ -645,7 +646,6 @@ impl NodeConfig {
                 ));
             }
         }
-        let hub_addresses = hub_addresses(path, &raw.hub)?;
         let vxp = raw.vxp.as_ref().map(|v| v.validate(path)).transpose()?;
         Ok(NodeConfig {
             http,
@@ -876,6 +876,34 @@ mod tests {
         let err = load_with("", &[]).expect_err("no key");
         assert_eq!(err.field, "hub.audit_keys", "{err}");
         assert!(err.to_string().contains("no pinned hub audit key"), "{err}");
+    }
+
+    #[test]
+    fn replica_addresses_and_key_origins_are_checked_field_by_field() {
+        let key = "11".repeat(32);
+        let files = [("hub.pub", key.as_str())];
+        let field = |text: &str| load_with(text, &files).expect_err("refused").field;
+        let pinned = "[[hub.audit_keys]]\nfile = \"hub.pub\"\n";
+        assert_eq!(
+            field(&format!("addresses = [\"127.0.0.1:7000\"]\n{pinned}")),
+            "hub.addresses[0]",
+            "the same address as hub.address"
+        );
+        assert_eq!(
+            field(&format!("addresses = [\"127.0.0.1:7001\", \"no-port\"]\n{pinned}")),
+            "hub.addresses[1]"
+        );
+        assert_eq!(
+            field(&format!("{pinned}origin = \"two words\"\n")),
+            "hub.audit_keys[0].origin"
+        );
+        // Well-formed: on to the certificate files.
+        assert_eq!(
+            field(&format!(
+                "addresses = [\"127.0.0.1:7001\"]\n{pinned}origin = \"hub-2/truc-audit\"\n"
+            )),
+            "tls.ca"
+        );
     }
 
     #[test]

@@ -403,4 +403,33 @@ mod tests {
         let foreign = sign(&other, foreign);
         assert!(refused(foreign).contains("not pinned"));
     }
+
+    #[test]
+    fn two_replicas_serving_one_registry_give_one_version() {
+        use ring::signature::KeyPair;
+        let (a, b) = (key(), key());
+        let keys = HubKey::new(
+            [&a, &b]
+                .map(|k| crate::PinnedKey::new(k.public_key().as_ref().to_vec(), None, None))
+                .to_vec(),
+        );
+        // As each replica serves it: its own public key in the snapshot.
+        let served = |k: &ring::signature::Ed25519KeyPair| {
+            let mut s = signed(k, 2);
+            s.audit_public_key = k.public_key().as_ref().to_vec().into();
+            sign(k, s)
+        };
+        let Fetched::Updated(first) = check_answer(&keys, None, served(&a)) else {
+            panic!("the first registry is taken");
+        };
+        assert!(matches!(
+            check_answer(&keys, Some(&first), served(&b)),
+            Fetched::Unchanged
+        ));
+        // Other entries from the other replica: a new version.
+        assert!(matches!(
+            check_answer(&keys, Some(&first), sign(&b, signed(&b, 3))),
+            Fetched::Updated(_)
+        ));
+    }
 }
