@@ -890,7 +890,9 @@ mod tests {
             "the same address as hub.address"
         );
         assert_eq!(
-            field(&format!("addresses = [\"127.0.0.1:7001\", \"no-port\"]\n{pinned}")),
+            field(&format!(
+                "addresses = [\"127.0.0.1:7001\", \"no-port\"]\n{pinned}"
+            )),
             "hub.addresses[1]"
         );
         assert_eq!(

@@ -116,11 +116,26 @@ per hub replica:"
             interrupted().await;
         }
     }
+    let replicas: Vec<String> = deployment
+        .files
+        .replica_configs
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     deployment.stop().await.map_err(failed)?;
     println!(
         "stopped cleanly; check the hub's log with: truc audit verify --data {}",
         args.data.join("hub").display()
     );
+    for name in replicas {
+        println!(
+            "and replica {name}'s: truc audit verify --data {} --public-key {}",
+            args.data.join(&name).display(),
+            args.data
+                .join(format!("pki/replica-{name}/audit-signing.pub"))
+                .display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
