@@ -488,4 +488,32 @@ mod tests {
         assert_eq!(tried, [0], "{result:?}");
         assert_eq!(reads.load(Ordering::Relaxed), 2);
     }
+
+    #[tokio::test]
+    async fn a_replica_out_of_rotation_comes_back_when_its_health_says_serving() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let hubs = Hubs::of(vec![lazy(&addr), lazy(&refused().await)]);
+        hubs.observe(0, &marked());
+        hubs.observe(1, &marked());
+        hubs.probe(Duration::from_secs(5)).await;
+        assert!(!hubs.is_healthy(0), "not serving yet");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        hubs.probe(Duration::from_secs(5)).await;
+        assert!(hubs.is_healthy(0));
+        assert!(!hubs.is_healthy(1), "nothing answers there");
+    }
 }
