@@ -670,17 +670,7 @@ mod tests {
 
     async fn setup() -> Setup {
         let hub = FakeHub::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tonic::transport::Server::builder()
-            .add_service(AuditServer::new(hub.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_lazy();
+        let served = serve_fake(&hub).await;
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         let config = crate::handler_tests::config(dir.path(), &[], &[]);
@@ -694,7 +684,7 @@ mod tests {
             &config,
             store.clone(),
             Some(witness_key()),
-            Hubs::of(vec![(addr.to_string(), channel)]),
+            Hubs::of(vec![served]),
             hub_key,
             health,
             &Metrics::new(),
