@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use truc_pki::Role;
 use truc_proto::v1::{ListRecordsRequest, audit_client::AuditClient};
-use truc_tests::{docs::*, *};
+use truc_tests::*;
 
 const ID: &str = r#"{"id":"001089012345"}"#;
 
