@@ -59,6 +59,11 @@ pub async fn start_fast_retries() -> Cluster {
     .await
 }
 
+/// Starts the demo deployment with `hubs` hub replicas.
+pub async fn start_replicas(hubs: usize) -> Cluster {
+    start_configured(|options| options.hubs = hubs).await
+}
+
 /// Starts the demo deployment.
 pub async fn start() -> Cluster {
     start_with(BackendKind::CitizenLookup, 4 * 1024 * 1024).await

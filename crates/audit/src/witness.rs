@@ -15,8 +15,12 @@ const COSIGNATURE_PREFIX: &[u8] = b"audit/w/";
 /// Cosignatures kept per witness on the hub (its latest, by tree size).
 pub const KEEP_PER_WITNESS: usize = 16;
 
-/// The node's latest verified head of the hub's log.
+/// The node's latest verified head of the hub's log (of any replica: the
+/// one verified last; kept for readers of one log).
 const LATEST_KEY: &[u8] = b"witness/latest";
+/// Key prefix of the latest verified head of each log (hub replica),
+/// followed by the log's origin.
+const LATEST_OF_PREFIX: &[u8] = b"witness/latest/";
 /// Key prefix of the node's evidence, followed by a big-endian sequence.
 const EVIDENCE_PREFIX: &[u8] = b"witness/evidence/";
 /// Evidence entries a node keeps: the first conflicts are the ones that
@@ -105,10 +109,50 @@ pub fn latest(store: &Store) -> Result<Option<SignedTreeHead>, AuditError> {
     }
 }
 
-/// Keeps `head` (with its cosignatures) as the latest verified; durable
-/// when it returns.
+fn latest_of_key(origin: &str) -> Vec<u8> {
+    let mut key = LATEST_OF_PREFIX.to_vec();
+    key.extend_from_slice(origin.as_bytes());
+    key
+}
+
+/// The latest head the node verified of the log `origin` (one hub
+/// replica's), if any; a head stored by an earlier build, which kept one
+/// log, counts for its origin.
+pub fn latest_of(store: &Store, origin: &str) -> Result<Option<SignedTreeHead>, AuditError> {
+    let key = latest_of_key(origin);
+    match store.get(&key)? {
+        Some(v) => Ok(Some(
+            SignedTreeHead::decode(v.as_slice()).map_err(|e| corrupt(&key, "witnessed head", e))?,
+        )),
+        None => Ok(latest(store)?.filter(|h| h.origin == origin)),
+    }
+}
+
+/// The latest verified head of every log the node witnesses, by origin.
+pub fn latest_heads(store: &Store) -> Result<Vec<SignedTreeHead>, AuditError> {
+    let mut heads = Vec::new();
+    for entry in store.scan_prefix(LATEST_OF_PREFIX) {
+        let (k, v) = entry?;
+        heads.push(
+            SignedTreeHead::decode(v.as_slice()).map_err(|e| corrupt(&k, "witnessed head", e))?,
+        );
+    }
+    if let Some(old) = latest(store)? {
+        if !heads.iter().any(|h| h.origin == old.origin) {
+            heads.push(old);
+        }
+    }
+    Ok(heads)
+}
+
+/// Keeps `head` (with its cosignatures) as the latest verified of its log
+/// (and as the latest of any); durable when it returns.
 pub fn set_latest(store: &Store, head: &SignedTreeHead) -> Result<(), AuditError> {
-    store.insert(LATEST_KEY, head.encode_to_vec())?;
+    let bytes = head.encode_to_vec();
+    let mut batch = WriteBatch::default();
+    batch.insert(LATEST_KEY, bytes.clone());
+    batch.insert(latest_of_key(&head.origin), bytes);
+    store.apply(batch)?;
     store.flush()?;
     Ok(())
 }

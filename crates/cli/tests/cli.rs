@@ -514,3 +514,85 @@ fn audit_verify_reports_tampering_by_position() {
         );
     }
 }
+
+/// The number after "total transactions: " in `rows`.
+fn total_of(rows: &[String]) -> u64 {
+    rows.last()
+        .and_then(|l| l.strip_prefix("total transactions: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total in {rows:?}"))
+}
+
+#[test]
+fn demo_with_two_hub_replicas_totals_the_sum_of_each_replicas_verified_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("demo");
+    let data_s = data.to_str().expect("utf-8");
+    let out = run(&[
+        "demo",
+        "--data",
+        data_s,
+        "--duration",
+        "0",
+        "--calls",
+        "5",
+        "--hubs",
+        "2",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let merged = total_of(&table_rows(&stdout));
+    assert_eq!(merged, 23, "the same traffic as with one hub: {stdout}");
+    assert!(stdout.contains("per hub replica:"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("demo.json")).expect("demo.json"))
+            .expect("json");
+    let replicas = json["replicas"].as_array().expect("replicas");
+    let origins: std::collections::BTreeSet<_> = replicas
+        .iter()
+        .map(|r| r["log_origin"].to_string())
+        .collect();
+    assert_eq!(origins.len(), 2, "{replicas:?}");
+
+    // Each replica's log verifies with its own key, and against what a node
+    // witnessed of it (no evidence, heads of that log only); their totals
+    // add up to the demo's table.
+    let witness = data.join("nodes/lgsp-langson");
+    let mut sum = 0;
+    for (name, key) in [
+        ("hub", data.join("pki/audit-signing.pub")),
+        ("hub-2", data.join("pki/replica-hub-2/audit-signing.pub")),
+    ] {
+        let verify = run(&[
+            "audit",
+            "verify",
+            "--data",
+            data.join(name).to_str().expect("utf-8"),
+            "--public-key",
+            key.to_str().expect("utf-8"),
+            "--witness",
+            witness.to_str().expect("utf-8"),
+        ]);
+        let vout = text(&verify.stdout);
+        assert_eq!(verify.status.code(), Some(0), "{name}: {vout}");
+        let n = total_of(&table_rows(&vout));
+        assert!(n > 0, "{name} has calls: {vout}");
+        sum += n;
+    }
+    assert_eq!(sum, merged);
+    // One replica's log against the other's key: refused.
+    let crossed = run(&[
+        "audit",
+        "verify",
+        "--data",
+        data.join("hub-2").to_str().expect("utf-8"),
+        "--public-key",
+        data.join("pki/audit-signing.pub").to_str().expect("utf-8"),
+    ]);
+    assert!(
+        text(&crossed.stdout).contains("TAMPERED"),
+        "{}",
+        text(&crossed.stdout)
+    );
+}

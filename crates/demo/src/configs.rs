@@ -26,6 +26,9 @@ pub(crate) struct Plan {
     pub(crate) vxp: Option<[SocketAddr; 2]>,
     /// The hub's gRPC and ops addresses.
     pub(crate) hub: (SocketAddr, SocketAddr),
+    /// Further hub replicas' gRPC and ops addresses (`hub-2.toml`, ...;
+    /// none for one hub).
+    pub(crate) replicas: Vec<(SocketAddr, SocketAddr)>,
     /// Per node (ministry, then province): gRPC, ops and backend addresses.
     pub(crate) nodes: [(SocketAddr, SocketAddr, SocketAddr); 2],
     /// Per node: the HTTP listener's address (the REST door).
@@ -94,6 +97,23 @@ fn nodes() -> [(&'static str, &'static str, Vec<&'static str>, &'static str); 2]
     ]
 }
 
+/// The name of hub replica `n` (from 2: the first is `hub`), which names
+/// its config file, data directory and PKI directory.
+pub(crate) fn replica_name(n: usize) -> String {
+    format!("hub-{n}")
+}
+
+/// Where replica `name`'s certificate and audit key are (relative to the
+/// configs), as [`truc_devca::hub_replica`] writes them.
+pub(crate) fn replica_layout(name: &str) -> Layout {
+    Layout::new(pki().dir.join(format!("replica-{name}")))
+}
+
+/// The log origin of replica `name`, with several replicas.
+pub(crate) fn replica_origin(name: &str) -> String {
+    format!("{name}/truc-audit")
+}
+
 /// The file name of node `id`'s demo VXP secret (under `secrets/`).
 pub(crate) fn vxp_secret_name(id: &str) -> String {
     format!("vxp-{id}.secret")
@@ -123,6 +143,40 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         dashboard: Dashboard::default(),
         end_user_key: None,
     };
+    // Each further replica: its own ports, data, certificate, audit key and
+    // log origin; the same registry.
+    let mut replica_files = Vec::new();
+    for (i, (listen, ops)) in plan.replicas.iter().enumerate() {
+        let name = replica_name(i + 2);
+        let layout = replica_layout(&name);
+        let id = Identity::new(Role::Hub, "hub")?;
+        let files = layout.files(&id);
+        let mut tls = tls(Role::Hub, "hub")?;
+        tls.cert = files.cert;
+        tls.key = files.key;
+        let file = HubFile {
+            listen: listen.to_string(),
+            ops_listen: ops.to_string(),
+            data_dir: plan.hub_data.with_file_name(&name),
+            audit_key: Some(layout.audit_key()),
+            log_origin: Some(replica_origin(&name)),
+            tls,
+            ..hub.clone()
+        };
+        replica_files.push(toml_file(
+            format!("{name}.toml"),
+            &format!(
+                "# truc hub --config {name}.toml: a replica of the hub in hub.toml (the same\n\
+                 # registry; its own data, certificate, audit key and log).\n\
+                 # Generated from the config types: edit those, not this file."
+            ),
+            &file,
+        )?);
+    }
+    let hub = HubFile {
+        log_origin: (!plan.replicas.is_empty()).then(|| replica_origin("hub")),
+        ..hub
+    };
     out.push(toml_file(
         "hub.toml".into(),
         "# truc hub --config hub.toml\n\
@@ -130,6 +184,25 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
          # Generated from the config types (see deploy/README.md): edit those, not this file.",
         &hub,
     )?);
+    out.extend(replica_files);
+    // Every node knows every replica, and each replica's key for its log.
+    let several = !plan.replicas.is_empty();
+    let mut audit_keys = vec![AuditKeyEntry {
+        file: pki().audit_public_key(),
+        not_before: None,
+        not_after: None,
+        origin: several.then(|| replica_origin("hub")),
+    }];
+    for i in 0..plan.replicas.len() {
+        let name = replica_name(i + 2);
+        audit_keys.push(AuditKeyEntry {
+            file: replica_layout(&name).audit_public_key(),
+            not_before: None,
+            not_after: None,
+            origin: Some(replica_origin(&name)),
+        });
+    }
+    let replica_addresses: Vec<String> = plan.replicas.iter().map(|r| r.0.to_string()).collect();
     for (i, ((id, client, agencies, service), (listen, ops, backend))) in
         nodes().into_iter().zip(plan.nodes).enumerate()
     {
@@ -147,13 +220,10 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             data_dir: plan.node_data.join(id),
             hub: HubSection {
                 address: hub_addr.clone(),
+                addresses: replica_addresses.clone(),
                 name: "hub".into(),
                 registry_refresh_secs: 10,
-                audit_keys: vec![AuditKeyEntry {
-                    file: pki().audit_public_key(),
-                    not_before: None,
-                    not_after: None,
-                }],
+                audit_keys: audit_keys.clone(),
             },
             tls: tls(Role::Node, id)?,
             limits: plan.limits.clone(),
@@ -309,6 +379,7 @@ pub fn deploy_examples() -> Result<Vec<(String, String)>, DemoError> {
     let plan = Plan {
         vxp: None,
         hub: (at(7000), at(9100)),
+        replicas: Vec::new(),
         nodes: [
             (at(7101), at(9101), at(7301)),
             (at(7201), at(9201), at(7401)),

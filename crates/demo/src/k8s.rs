@@ -103,11 +103,14 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         data_dir: at("/var/lib/truc", MINISTRY_NODE),
         hub: HubSection {
             address: hub_dns(),
+            addresses: Vec::new(),
             name: "hub".into(),
             registry_refresh_secs: 10,
             audit_keys: (0..HUB_REPLICAS)
                 .map(|i| AuditKeyEntry {
                     file: at("/etc/truc/hub-audit", &format!("hub-{i}.pub")),
+                    // `truc hub --replica hub-{i}` ends the origin with its name.
+                    origin: Some(format!("hub/truc-audit/hub-{i}")),
                     not_before: None,
                     not_after: None,
                 })

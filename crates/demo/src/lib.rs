@@ -150,6 +150,9 @@ pub struct DemoOptions {
     /// Where the hub's and the nodes' spans go (tests: one in-memory
     /// exporter for the whole deployment); none: as their configs say.
     pub tracing: Option<truc_ops::trace::Tracing>,
+    /// How many hub replicas (at least 1): each its own process state,
+    /// certificate, audit key and log; the nodes know them all.
+    pub hubs: usize,
 }
 
 impl DemoOptions {
@@ -163,6 +166,7 @@ impl DemoOptions {
             retry: truc_node::RunOptions::default().retry,
             vxp: false,
             tracing: None,
+            hubs: 1,
         }
     }
 }
@@ -182,11 +186,15 @@ pub struct Files {
     pub client_configs: Vec<(String, PathBuf)>,
     /// Admin client config (for `truc report`).
     pub admin_config: PathBuf,
+    /// Further hub replicas' configs, by replica name (`hub-2`, ...).
+    pub replica_configs: Vec<(String, PathBuf)>,
 }
 
 /// Addresses bound for a deployment.
 struct Bound {
     hub: (TcpListener, TcpListener),
+    /// Further hub replicas.
+    replicas: Vec<(TcpListener, TcpListener)>,
     nodes: Vec<(TcpListener, TcpListener)>,
     /// Each node's HTTP listener (the REST door).
     http: Vec<TcpListener>,
@@ -208,6 +216,8 @@ pub struct Deployment {
     /// Its files.
     pub files: Files,
     hub: Option<RunningHub>,
+    /// Further hub replicas (name, process); a stopped one is `None`.
+    replicas: Vec<(String, Option<RunningHub>)>,
     /// The nodes: ministry first, then province.
     pub nodes: Vec<(String, RunningNode)>,
     backends: Vec<JoinHandle<()>>,
@@ -220,8 +230,13 @@ impl Deployment {
     /// Writes (or reuses) everything under `options.dir` and starts the hub,
     /// the nodes and the backends.
     pub async fn start(options: DemoOptions) -> Result<Deployment, DemoError> {
+        let mut replicas = Vec::new();
+        for _ in 1..options.hubs.max(1) {
+            replicas.push((bind().await?, bind().await?));
+        }
         let bound = Bound {
             hub: (bind().await?, bind().await?),
+            replicas,
             nodes: vec![
                 (bind().await?, bind().await?),
                 (bind().await?, bind().await?),
@@ -287,6 +302,21 @@ impl Deployment {
             },
         )
         .await?;
+        let mut replicas = Vec::new();
+        for ((name, path), (l, ops)) in files.replica_configs.iter().zip(bound.replicas) {
+            let replica = truc_hub::start(
+                HubConfig::load(path)?,
+                l,
+                ops,
+                Shutdown::new(),
+                truc_hub::RunOptions {
+                    audit: audit.clone(),
+                    ..truc_hub::RunOptions::default()
+                },
+            )
+            .await?;
+            replicas.push((name.clone(), Some(replica)));
+        }
         let mut nodes = Vec::new();
         for (((id, path), (l, ops)), http) in
             files.node_configs.iter().zip(bound.nodes).zip(bound.http)
@@ -310,6 +340,7 @@ impl Deployment {
         Ok(Deployment {
             files,
             hub: Some(hub),
+            replicas,
             nodes,
             backends,
             backend_addrs,
@@ -407,6 +438,7 @@ impl Deployment {
                 "config": self.files.hub_config,
                 "data_dir": self.files.pki.dir.parent().map(|d| d.join("hub")),
             },
+            "replicas": self.describe_replicas(),
             "nodes": nodes,
             "backends": self.backend_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "registry": self.files.registry,
@@ -430,6 +462,59 @@ impl Deployment {
             },
             "services": [CITIZEN_LOOKUP, HOUSEHOLD_REGISTRY],
         })
+    }
+
+    /// Every hub replica running, the first (`hub.toml`) first: its name,
+    /// and the process.
+    pub fn hubs(&self) -> Vec<(&str, &RunningHub)> {
+        let first = self.hub.as_ref().map(|h| ("hub", h));
+        first
+            .into_iter()
+            .chain(
+                self.replicas
+                    .iter()
+                    .filter_map(|(n, h)| h.as_ref().map(|h| (n.as_str(), h))),
+            )
+            .collect()
+    }
+
+    /// Stops the further hub replica `name` (tests of a replica down, as a
+    /// killed process leaves it: nothing drained); false if none runs.
+    pub async fn stop_replica(&mut self, name: &str) -> Result<bool, DemoError> {
+        let Some(slot) = self.replicas.iter_mut().find(|(n, _)| n == name) else {
+            return Ok(false);
+        };
+        match slot.1.take() {
+            Some(hub) => {
+                hub.stop().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The hub replicas for `demo.json`: name, endpoints, config, log origin.
+    fn describe_replicas(&self) -> serde_json::Value {
+        let configs = std::iter::once(("hub".to_string(), self.files.hub_config.clone()))
+            .chain(self.files.replica_configs.iter().cloned());
+        let list: Vec<_> = configs
+            .map(|(name, config)| {
+                let running = self
+                    .hubs()
+                    .into_iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, h)| h);
+                let origin = HubConfig::load(&config).ok().map(|c| c.log_origin());
+                serde_json::json!({
+                    "name": name,
+                    "grpc": running.map(|h| h.addr().to_string()),
+                    "ops": running.map(|h| format!("http://{}", h.ops_addr())),
+                    "config": config,
+                    "log_origin": origin,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list)
     }
 
     /// Stops node `id` alone (tests of a node down); false if there is none.
@@ -553,10 +638,18 @@ impl Deployment {
                 node_result = Err(e);
             }
         }
-        let hub = match self.hub {
+        let mut hub = match self.hub {
             Some(hub) => hub.stop().await,
             None => Ok(()),
         };
+        for (_, replica) in self.replicas {
+            if let Some(r) = replica {
+                let stopped = r.stop().await;
+                if hub.is_ok() {
+                    hub = stopped;
+                }
+            }
+        }
         self.backend_shutdown.trigger();
         for b in self.backends {
             // A backend that failed has already shown it in the calls.
@@ -637,9 +730,18 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
     } else {
         None
     };
+    let mut replicas = Vec::new();
+    let mut replica_configs = Vec::new();
+    for (i, (l, ops)) in bound.replicas.iter().enumerate() {
+        let name = configs::replica_name(i + 2);
+        truc_devca::hub_replica(&pki, "hub", &name, 365)?;
+        replica_configs.push((name.clone(), dir.join(format!("{name}.toml"))));
+        replicas.push((addr(l)?, addr(ops)?));
+    }
     let plan = configs::Plan {
         vxp,
         hub: (addr(&bound.hub.0)?, addr(&bound.hub.1)?),
+        replicas,
         nodes: [node(0)?, node(1)?],
         http: [addr(&bound.http[0])?, addr(&bound.http[1])?],
         province_rest: matches!(options.backend, BackendKind::CitizenLookup),
@@ -676,5 +778,6 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
             .map(|(_, c)| (c.to_string(), dir.join(format!("client-{c}.toml"))))
             .collect(),
         admin_config: dir.join("admin.toml"),
+        replica_configs,
     })
 }

@@ -356,3 +356,34 @@ fn read_string(path: &Path) -> Result<String, PkiError> {
         source,
     })
 }
+
+/// A further hub replica's files under `layout.dir/replica-NAME/`: its own
+/// TLS key and certificate for the hub's identity (`truc://hub/HUB`, the
+/// one service name every replica answers to, so a name resolving to
+/// several replicas verifies), and its own audit signing key (each replica
+/// signs its own log). Files already there are kept. Returns the replica's
+/// layout (its CA path is not written: use `layout`'s).
+pub fn hub_replica(
+    layout: &Layout,
+    hub: &str,
+    replica: &str,
+    validity_days: u32,
+) -> Result<Layout, DevCaError> {
+    check_validity(validity_days)?;
+    let id = Identity::new(Role::Hub, hub)?;
+    // The name becomes a directory: the characters of an identity name only.
+    Identity::new(Role::Hub, replica)?;
+    let sub = Layout::new(layout.dir.join(format!("replica-{replica}")));
+    fs::create_dir_all(&sub.dir).map_err(|source| DevCaError::Write {
+        path: sub.dir.clone(),
+        source,
+    })?;
+    if !sub.files(&id).cert.exists() {
+        let (issuer, ca_key) = load_issuer(layout)?;
+        issue_with(&sub, &issuer, &ca_key, &id, validity_days)?;
+    }
+    if !sub.audit_key().exists() {
+        write_audit_key(&sub)?;
+    }
+    Ok(sub)
+}

@@ -14,7 +14,8 @@ mod crl;
 use std::path::PathBuf;
 
 pub use ca::{
-    DEFAULT_LEAF_VALIDITY_DAYS, InitOptions, MAX_LEAF_VALIDITY_DAYS, init, issue, replica_audit_key,
+    DEFAULT_LEAF_VALIDITY_DAYS, InitOptions, MAX_LEAF_VALIDITY_DAYS, hub_replica, init, issue,
+    replica_audit_key,
 };
 pub use crl::{
     CRL_VALIDITY_DAYS, REASONS, RevokeTarget, Revoked, parse_reason, reissue_crl, revoke,

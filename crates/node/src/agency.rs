@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use truc_pipeline::{Deadline, Kind, Pipeline, Step, Transaction, TxError, fields};
 use truc_pki::{Identity, Role, peer};
 use truc_proto::v1::{
@@ -18,6 +18,7 @@ use truc_registry::AgencyCode;
 use crate::{
     NodeConfig,
     docs::{Caller, Documents},
+    hubs::Hubs,
     new_transaction_id,
     receipts::Receipts,
 };
@@ -26,7 +27,7 @@ use crate::{
 #[derive(Clone)]
 pub(crate) struct AgencyService {
     config: Arc<NodeConfig>,
-    hub: HubClient<Channel>,
+    hubs: Hubs,
     pipeline: Arc<Pipeline>,
     receipts: Receipts,
     docs: Arc<Documents>,
@@ -35,18 +36,14 @@ pub(crate) struct AgencyService {
 impl AgencyService {
     pub(crate) fn new(
         config: Arc<NodeConfig>,
-        channel: Channel,
+        hubs: Hubs,
         pipeline: Arc<Pipeline>,
         receipts: Receipts,
         docs: Arc<Documents>,
     ) -> AgencyService {
-        let limit = config.limits.max_message_bytes();
-        let hub = HubClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
         AgencyService {
             config,
-            hub,
+            hubs,
             pipeline,
             receipts,
             docs,
@@ -161,14 +158,28 @@ impl Step for Call<'_> {
         deadline: &Deadline,
         tx: &mut Transaction,
     ) -> Result<CallResponse, TxError> {
-        let response = self
+        // Sent again to another replica only when it provably reached none
+        // (see `crate::hubs`): a call that may be in a log is not repeated.
+        let limit = self.0.config.limits.max_message_bytes();
+        let (replica, response) = self
             .0
-            .hub
-            .clone()
-            .route(deadline.request(routed))
+            .hubs
+            .call(|pick| {
+                let request = deadline.request(routed.clone());
+                async move {
+                    HubClient::new(pick.channel)
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(limit)
+                        .route(request)
+                        .await
+                }
+            })
             .await
-            .map_err(TxError::from_hub)?
-            .into_inner();
+            .map_err(TxError::from_hub)?;
+        let response = response.into_inner();
+        if let Some(origin) = self.0.receipts.verified_origin(response.receipt.as_ref()) {
+            self.0.hubs.learn_origin(replica, origin);
+        }
         fields::response_payload(tx, &response.payload);
         // The call path checks what needs nothing from the hub; the
         // inclusion proof is asked in the background.

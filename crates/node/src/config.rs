@@ -293,8 +293,15 @@ impl Default for WitnessSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
-    /// The hub's address (`host:port`).
+    /// The hub's address (`host:port`): one hub, or a DNS name that
+    /// resolves to every replica (each connection resolves it again).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The addresses of several hub replicas (`host:port` each), besides
+    /// or instead of `address`: the node spreads calls over the healthy
+    /// ones and fails over between them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The DNS name in the hub's certificate (default `hub`).
     #[serde(default = "default_hub_name")]
     pub name: String,
@@ -335,6 +342,11 @@ pub struct AuditKeyEntry {
     /// this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// The log this key signs (the replica's `log_origin`): with several
+    /// hub replicas, each signs its own log with its own key, and a head
+    /// signed with this key under another origin is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// `[[client]]`: an agency system, by client certificate name
@@ -453,8 +465,8 @@ pub struct NodeConfig {
     pub ops_listen: SocketAddr,
     /// Where the node keeps its audit log.
     pub data_dir: PathBuf,
-    /// The hub's address (`host:port`).
-    pub hub_address: String,
+    /// The addresses of the hub's replicas (`host:port` each), at least one.
+    pub hub_addresses: Vec<String>,
     /// The name in the hub's certificate.
     pub hub_name: String,
     /// The hub audit keys this node accepts, with their validity.
@@ -578,6 +590,7 @@ impl NodeConfig {
         check_version(path, raw.version)?;
         let id = NodeId::parse(&raw.id).map_err(|e| ConfigError::new(path, "id", e.to_string()))?;
         let hub_keys = pinned_keys(path, &raw.hub)?;
+        let hub_addresses = hub_addresses(path, &raw.hub)?;
         if raw.hub.registry_refresh_secs == 0 {
             return Err(ConfigError::new(
                 path,
@@ -640,13 +653,6 @@ impl NodeConfig {
                 ));
             }
         }
-        if !valid_host_port(&raw.hub.address) {
-            return Err(ConfigError::new(
-                path,
-                "hub.address",
-                format!("{:?} is not host:port", raw.hub.address),
-            ));
-        }
         let vxp = raw.vxp.as_ref().map(|v| v.validate(path)).transpose()?;
         Ok(NodeConfig {
             http,
@@ -655,7 +661,7 @@ impl NodeConfig {
             listen: socket_addr(path, "listen", &raw.listen)?,
             ops_listen: socket_addr(path, "ops_listen", &raw.ops_listen)?,
             data_dir: resolve(path, "data_dir", &raw.data_dir, false)?,
-            hub_address: raw.hub.address,
+            hub_addresses,
             hub_name: raw.hub.name,
             hub_keys,
             registry_refresh: std::time::Duration::from_secs(raw.hub.registry_refresh_secs),
@@ -712,11 +718,21 @@ fn pinned_keys(path: &Path, hub: &HubSection) -> Result<Vec<PinnedKey>, ConfigEr
                 .map(|v| parse_instant(v).map_err(|e| ConfigError::new(path, &field(name), e)))
                 .transpose()
         };
-        let pinned = PinnedKey::new(
+        let mut pinned = PinnedKey::new(
             key,
             instant("not_before", &entry.not_before)?,
             instant("not_after", &entry.not_after)?,
         );
+        if let Some(origin) = &entry.origin {
+            if !truc_audit::sth::valid_origin(origin) {
+                return Err(ConfigError::new(
+                    path,
+                    &field("origin"),
+                    format!("{origin:?} is not a log origin (a key name: no spaces, no '+')"),
+                ));
+            }
+            pinned = pinned.for_origin(origin);
+        }
         if let (Some(from), Some(to)) = (pinned.not_before_ms, pinned.not_after_ms) {
             if from > to {
                 return Err(ConfigError::new(
@@ -736,6 +752,46 @@ fn pinned_keys(path: &Path, hub: &HubSection) -> Result<Vec<PinnedKey>, ConfigEr
         keys.push(pinned);
     }
     Ok(keys)
+}
+
+/// `hub.address` and `hub.addresses`, in that order, each `host:port`,
+/// none twice, at least one.
+fn hub_addresses(path: &Path, hub: &HubSection) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    let given = (!hub.address.is_empty())
+        .then(|| ("hub.address".to_string(), &hub.address))
+        .into_iter()
+        .chain(
+            hub.addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("hub.addresses[{i}]"), a)),
+        );
+    for (field, address) in given {
+        if !valid_host_port(address) {
+            return Err(ConfigError::new(
+                path,
+                &field,
+                format!("{address:?} is not host:port"),
+            ));
+        }
+        if out.contains(address) {
+            return Err(ConfigError::new(
+                path,
+                &field,
+                format!("{address} is listed twice"),
+            ));
+        }
+        out.push(address.clone());
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "hub.address",
+            "no hub address: set hub.address or hub.addresses",
+        ));
+    }
+    Ok(out)
 }
 
 /// An RFC 3339 instant as milliseconds since the Unix epoch.
@@ -828,6 +884,36 @@ mod tests {
         let err = load_with("", &[]).expect_err("no key");
         assert_eq!(err.field, "hub.audit_keys", "{err}");
         assert!(err.to_string().contains("no pinned hub audit key"), "{err}");
+    }
+
+    #[test]
+    fn replica_addresses_and_key_origins_are_checked_field_by_field() {
+        let key = "11".repeat(32);
+        let files = [("hub.pub", key.as_str())];
+        let field = |text: &str| load_with(text, &files).expect_err("refused").field;
+        let pinned = "[[hub.audit_keys]]\nfile = \"hub.pub\"\n";
+        assert_eq!(
+            field(&format!("addresses = [\"127.0.0.1:7000\"]\n{pinned}")),
+            "hub.addresses[0]",
+            "the same address as hub.address"
+        );
+        assert_eq!(
+            field(&format!(
+                "addresses = [\"127.0.0.1:7001\", \"no-port\"]\n{pinned}"
+            )),
+            "hub.addresses[1]"
+        );
+        assert_eq!(
+            field(&format!("{pinned}origin = \"two words\"\n")),
+            "hub.audit_keys[0].origin"
+        );
+        // Well-formed: on to the certificate files.
+        assert_eq!(
+            field(&format!(
+                "addresses = [\"127.0.0.1:7001\"]\n{pinned}origin = \"hub-2/truc-audit\"\n"
+            )),
+            "tls.ca"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub(crate) fn config(
         listen: "127.0.0.1:1".parse().expect("addr"),
         ops_listen: "127.0.0.1:2".parse().expect("addr"),
         data_dir: data_dir.into(),
-        hub_address: "127.0.0.1:9".into(),
+        hub_addresses: vec!["127.0.0.1:9".into()],
         hub_name: "hub".into(),
         hub_keys: Vec::new(),
         registry_refresh: Duration::from_secs(10),
@@ -100,6 +100,7 @@ fn fixture_with_hub(hub: tonic::transport::Channel) -> Fixture {
     let audit =
         AuditLog::open(store.clone(), "lgsp-langson", Options::default(), None).expect("log");
     let pipeline = Arc::new(Pipeline::new(audit, Arc::new(truc_ops::Metrics::new())));
+    let hub = crate::hubs::Hubs::of(vec![("the hub".into(), hub)]);
     let docs = Documents::open(
         store.clone(),
         dir.path(),

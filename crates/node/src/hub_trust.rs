@@ -20,6 +20,9 @@ pub struct PinnedKey {
     pub not_before_ms: Option<u64>,
     /// Not valid for anything signed after this.
     pub not_after_ms: Option<u64>,
+    /// The log this key signs (a replica's `log_origin`), when pinned:
+    /// heads signed with it under another origin are refused.
+    pub origin: Option<String>,
 }
 
 impl PinnedKey {
@@ -31,7 +34,14 @@ impl PinnedKey {
             key_id,
             not_before_ms,
             not_after_ms,
+            origin: None,
         }
+    }
+
+    /// This key, accepted only for heads of the log `origin`.
+    pub fn for_origin(mut self, origin: &str) -> PinnedKey {
+        self.origin = Some(origin.to_string());
+        self
     }
 
     /// Whether something signed at `at_ms` may be signed with this key.
@@ -58,6 +68,16 @@ pub enum TrustError {
     /// The signature (or the signed content) is wrong.
     #[error("{0}")]
     BadSignature(String),
+    /// The key is pinned for another log (replica) than the head names.
+    #[error("signed by key {key}, pinned for log {pinned:?}, under origin {origin:?}")]
+    WrongLog {
+        /// The key id, hex.
+        key: String,
+        /// The origin the key is pinned for.
+        pinned: String,
+        /// The origin the head names.
+        origin: String,
+    },
 }
 
 /// The hub's pinned audit keys, and the tree heads already verified with
@@ -124,6 +144,13 @@ impl HubKey {
             return Ok(());
         }
         let key = self.key_for(&head.key_id, head.timestamp_unix_ms)?;
+        if let Some(pinned) = key.origin.as_ref().filter(|o| **o != head.origin) {
+            return Err(TrustError::WrongLog {
+                key: hex::encode(&head.key_id),
+                pinned: pinned.clone(),
+                origin: head.origin.clone(),
+            });
+        }
         truc_audit::sth::verify_tree_head(head, &key.key)
             .map_err(|e| TrustError::BadSignature(e.to_string()))?;
         if let Ok(mut v) = self.verified.lock() {
@@ -216,5 +243,39 @@ pub(crate) mod tests {
         let mut changed = good.clone();
         changed.tree_size = 5;
         assert!(!keys.head_is_valid(&changed));
+    }
+
+    #[test]
+    fn each_replica_key_verifies_only_its_own_log() {
+        let seeded = |origin: &str| {
+            let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7; 32]).expect("seed");
+            Signer::new(key).with_origin(origin)
+        };
+        let a = seeded("hub/replica-a");
+        let b = Signer::generate()
+            .expect("key")
+            .with_origin("hub/replica-b");
+        let only_a = HubKey::new(vec![
+            PinnedKey::new(a.public_key(), None, None).for_origin("hub/replica-a"),
+        ]);
+        let both = HubKey::new(vec![
+            PinnedKey::new(a.public_key(), None, None).for_origin("hub/replica-a"),
+            PinnedKey::new(b.public_key(), None, None).for_origin("hub/replica-b"),
+        ]);
+        let head_a = a.sign(3, &[1; 32], 950);
+        let head_b = b.sign(3, &[1; 32], 950);
+        assert_eq!(only_a.check_head(&head_a), Ok(()));
+        // Replica B's head against replica A's key alone: refused.
+        assert!(matches!(
+            only_a.check_head(&head_b),
+            Err(TrustError::UnknownKey(_))
+        ));
+        assert_eq!(both.check_head(&head_b), Ok(()));
+        // Replica A's key signing a head that names replica B's log.
+        let a_as_b = seeded("hub/replica-b").sign(3, &[1; 32], 950);
+        assert!(matches!(
+            both.check_head(&a_as_b),
+            Err(TrustError::WrongLog { .. })
+        ));
     }
 }

@@ -17,6 +17,7 @@ mod config;
 mod docs;
 mod http;
 mod hub_trust;
+mod hubs;
 mod invoke;
 mod receipts;
 mod registry_sync;
@@ -158,13 +159,17 @@ pub async fn start(
         audit_key: None,
     })?;
     let config = Arc::new(config);
-    let hub_channel = truc_pki::channel(&config.hub_address, &config.hub_name, server.tls())
+    let hubs = hubs::Hubs::new(&config.hub_addresses, &config.hub_name, server.tls())
         .map_err(StartError::from)?;
+    hubs.spawn_probes(
+        Duration::from_millis(config.limits.call_timeout_ms),
+        shutdown.clone(),
+    );
     let hub_key = HubKey::new(config.hub_keys.clone());
     let documents = docs::Documents::open(
         server.store().clone(),
         &config.data_dir,
-        hub_channel.clone(),
+        hubs.clone(),
         config.documents.clone(),
         config.document_service.clone(),
         options.retry,
@@ -186,7 +191,7 @@ pub async fn start(
     let receipts = receipts::Receipts::start(
         hub_key.clone(),
         &config.id,
-        hub_channel.clone(),
+        hubs.clone(),
         server.store().clone(),
         server.metrics(),
         Duration::from_millis(config.limits.call_timeout_ms),
@@ -194,7 +199,7 @@ pub async fn start(
     );
     let agency = agency::AgencyService::new(
         config.clone(),
-        hub_channel.clone(),
+        hubs.clone(),
         pipeline.clone(),
         receipts,
         documents.clone(),
@@ -204,7 +209,7 @@ pub async fn start(
     witness::start(
         &config,
         server.store().clone(),
-        hub_channel.clone(),
+        hubs.clone(),
         &hub_key,
         server.health(),
         server.metrics(),
@@ -213,7 +218,7 @@ pub async fn start(
     .await?;
     let registry_stats = Arc::new(registry_sync::RegistryStats::default());
     tokio::spawn(registry_sync::keep_current(
-        hub_channel.clone(),
+        hubs.clone(),
         config.clone(),
         hub_key.clone(),
         server.metrics().clone(),
@@ -226,7 +231,7 @@ pub async fn start(
     let vxp_task = if let Some(vxp) = &config.vxp {
         let node = vxp::Node {
             docs: Arc::downgrade(&documents),
-            hub: hub_channel.clone(),
+            hub: hubs.clone(),
             hub_key,
             config: config.clone(),
         };

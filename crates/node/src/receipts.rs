@@ -24,7 +24,6 @@ use std::{
 };
 
 use prost::Message;
-use tonic::transport::Channel;
 use truc_audit::{AuditRecord, Receipt, Transaction, merkle};
 use truc_ops::Shutdown;
 use truc_proto::v1::{
@@ -298,12 +297,13 @@ impl Counts {
 
 impl Receipts {
     /// Receipts checked with `hub_key`, for node `node` (as the hub names
-    /// its caller); the inclusion proofs are asked on `channel` and failures
+    /// its caller); the inclusion proofs are asked of the replica whose log
+    /// signed the receipt's head, among `hubs`, and failures
     /// written to `store`. Registers the metric with `metrics`.
     pub(crate) fn start(
         hub_key: HubKey,
         node: &truc_registry::NodeId,
-        channel: Channel,
+        hubs: crate::hubs::Hubs,
         store: Store,
         metrics: &truc_ops::Metrics,
         timeout: Duration,
@@ -314,7 +314,7 @@ impl Receipts {
         let for_metrics = counts.clone();
         metrics.add_source(Box::new(move |out| for_metrics.write(out)));
         let prover = Prover {
-            audit: AuditClient::new(channel),
+            hubs,
             store,
             counts: counts.clone(),
             timeout,
@@ -338,6 +338,15 @@ impl Receipts {
             jobs: tokio::sync::mpsc::channel(1).0,
             counts: Arc::default(),
         }
+    }
+
+    /// The origin of the log that signed `receipt`'s head, if the head
+    /// verifies with a pinned key (cached: the call path checks it anyway).
+    pub(crate) fn verified_origin<'r>(&self, receipt: Option<&'r Receipt>) -> Option<&'r str> {
+        let head = receipt?.tree_head.as_ref()?;
+        self.hub_key
+            .head_is_valid(head)
+            .then_some(head.origin.as_str())
     }
 
     /// Checks `receipt` for `tx` on the call path and queues its inclusion
@@ -386,7 +395,7 @@ impl Receipts {
 
 /// The background task: proves queued receipts in batches.
 struct Prover {
-    audit: AuditClient<Channel>,
+    hubs: crate::hubs::Hubs,
     store: Store,
     counts: Arc<Counts>,
     timeout: Duration,
@@ -512,7 +521,20 @@ impl Prover {
                 let chunk: Vec<Pending> = rest.by_ref().take(PARALLEL).collect();
                 let mut set = tokio::task::JoinSet::new();
                 for (i, p) in chunk.iter().enumerate() {
-                    let mut audit = self.audit.clone();
+                    // Only the replica that signed the head can prove it;
+                    // until the node knows which it is, the proof waits.
+                    let Some(channel) = self.hubs.for_log(&p.head.origin) else {
+                        set.spawn(async move {
+                            (
+                                i,
+                                Err(tonic::Status::unavailable(
+                                    "no known hub replica keeps this receipt's log yet",
+                                )),
+                            )
+                        });
+                        continue;
+                    };
+                    let mut audit = AuditClient::new(channel);
                     let mut request = tonic::Request::new(GetInclusionProofRequest {
                         leaf: Some(Leaf::LeafIndex(p.index)),
                         tree_size: p.head.tree_size,
@@ -990,7 +1012,7 @@ mod tests {
         let receipts = Receipts::start(
             c.keys(),
             &node,
-            channel,
+            crate::hubs::Hubs::of(vec![("hub".into(), channel)]),
             store.clone(),
             &metrics,
             Duration::from_millis(200),
@@ -1094,7 +1116,7 @@ mod tests {
         let first = Receipts::start(
             c.keys(),
             &node,
-            down,
+            crate::hubs::Hubs::of(vec![("down".into(), down)]),
             store.clone(),
             &metrics,
             Duration::from_millis(200),
@@ -1123,7 +1145,7 @@ mod tests {
         let second = Receipts::start(
             c.keys(),
             &node,
-            up,
+            crate::hubs::Hubs::of(vec![("up".into(), up)]),
             store.clone(),
             &truc_ops::Metrics::new(),
             Duration::from_secs(5),

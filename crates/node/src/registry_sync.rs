@@ -116,7 +116,7 @@ pub(crate) fn check_answer(
 /// survives hub restarts and reconnects without a resubscription protocol,
 /// and an unchanged answer is a few bytes every few seconds per node.
 pub(crate) async fn keep_current(
-    channel: tonic::transport::Channel,
+    hubs: crate::hubs::Hubs,
     config: Arc<NodeConfig>,
     hub_key: HubKey,
     metrics: Arc<Metrics>,
@@ -124,7 +124,6 @@ pub(crate) async fn keep_current(
     shutdown: Shutdown,
 ) {
     use backon::BackoffBuilder;
-    let mut hub = truc_proto::v1::hub_client::HubClient::new(channel);
     let timeout = Duration::from_millis(config.limits.call_timeout_ms);
     let mut current: Option<Arc<RegistrySnapshot>> = None;
     let mut backoff = registry_backoff().build();
@@ -136,7 +135,16 @@ pub(crate) async fn keep_current(
                 .unwrap_or_default(),
         });
         request.set_timeout(timeout);
-        let delay = match hub.get_registry(request).await {
+        // Any replica serves the registry, signed with its own key; the
+        // version is the digest of the entries, the same from each.
+        let pick = hubs.pick();
+        let answer = truc_proto::v1::hub_client::HubClient::new(pick.channel)
+            .get_registry(request)
+            .await;
+        if let Err(e) = &answer {
+            hubs.observe(pick.index, e);
+        }
+        let delay = match answer {
             Err(e) => {
                 stats.unreachable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "registry not fetched from the hub");
@@ -394,5 +402,34 @@ mod tests {
         };
         let foreign = sign(&other, foreign);
         assert!(refused(foreign).contains("not pinned"));
+    }
+
+    #[test]
+    fn two_replicas_serving_one_registry_give_one_version() {
+        use ring::signature::KeyPair;
+        let (a, b) = (key(), key());
+        let keys = HubKey::new(
+            [&a, &b]
+                .map(|k| crate::PinnedKey::new(k.public_key().as_ref().to_vec(), None, None))
+                .to_vec(),
+        );
+        // As each replica serves it: its own public key in the snapshot.
+        let served = |k: &ring::signature::Ed25519KeyPair| {
+            let mut s = signed(k, 2);
+            s.audit_public_key = k.public_key().as_ref().to_vec().into();
+            sign(k, s)
+        };
+        let Fetched::Updated(first) = check_answer(&keys, None, served(&a)) else {
+            panic!("the first registry is taken");
+        };
+        assert!(matches!(
+            check_answer(&keys, Some(&first), served(&b)),
+            Fetched::Unchanged
+        ));
+        // Other entries from the other replica: a new version.
+        assert!(matches!(
+            check_answer(&keys, Some(&first), sign(&b, signed(&b, 3))),
+            Fetched::Updated(_)
+        ));
     }
 }

@@ -1,27 +1,30 @@
 //! The node as a witness of the hub's audit log (after C2SP tlog-witness):
-//! it keeps, durably, the latest signed head of the hub it verified; every
+//! it keeps, durably, the latest signed head of each hub log it verified
+//! (one per replica, by origin: each replica signs its own log); every
 //! `[witness] interval_ms` and on every new head it sees in a receipt it
-//! asks the hub for a consistency proof from that head, verifies it, and
-//! cosigns the new head (`cosignature/v1`) for the hub to serve.
+//! asks the replica keeping that log for a consistency proof from that
+//! head, verifies it, and cosigns the new head (`cosignature/v1`) for that
+//! replica to serve.
 //!
 //! A hub that contradicts itself (a proof that does not verify, two roots
 //! for one size, a latest head smaller than one it signed before, a new
 //! origin) is caught at the next contact: the node logs it, keeps both
 //! signed heads as evidence in its store, sets `truc_witness_alarm 1`,
 //! reports `NOT_SERVING` for the gRPC health service [`HEALTH_SERVICE`],
-//! and cosigns nothing more. The alarm outlives restarts (the evidence is
+//! and cosigns nothing more of that log; the other replicas' logs are
+//! still checked and cosigned. The alarm outlives restarts (the evidence is
 //! stored) until an operator has looked at it and cleared the store's
 //! evidence.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use std::time::Duration;
 
 use ring::signature::Ed25519KeyPair;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use truc_audit::{merkle::verify_consistency, sth, witness as stored};
 use truc_ops::{Metrics, Shutdown};
@@ -31,7 +34,7 @@ use truc_proto::v1::{
 };
 use truc_store::Store;
 
-use crate::HubKey;
+use crate::{HubKey, hubs::Hubs};
 
 /// The gRPC health service name that turns `NOT_SERVING` once the hub was
 /// caught contradicting itself.
@@ -55,7 +58,16 @@ struct Counts {
     conflict: AtomicU64,
     unchecked: AtomicU64,
     cosigned: AtomicU64,
-    size: AtomicU64,
+    /// The verified size of each log, by origin.
+    sizes: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counts {
+    fn set_size(&self, origin: &str, size: u64) {
+        if let Ok(mut s) = self.sizes.lock() {
+            s.insert(origin.to_string(), size);
+        }
+    }
 }
 
 /// The witness of one node.
@@ -63,10 +75,12 @@ pub(crate) struct Witness {
     store: Store,
     name: String,
     key: Option<Ed25519KeyPair>,
-    hub: AuditClient<Channel>,
+    hubs: Hubs,
     hub_key: HubKey,
     timeout: Duration,
     alarm: Arc<AtomicBool>,
+    /// The logs caught contradicting themselves: cosigned no more.
+    lying: BTreeSet<String>,
     health: HealthReporter,
     counts: Arc<Counts>,
 }
@@ -78,7 +92,7 @@ impl Witness {
         config: &crate::NodeConfig,
         store: Store,
         key: Option<Ed25519KeyPair>,
-        hub: Channel,
+        hubs: Hubs,
         hub_key: HubKey,
         health: HealthReporter,
         metrics: &Metrics,
@@ -87,17 +101,24 @@ impl Witness {
         let timeout = Duration::from_millis(config.limits.call_timeout_ms);
         let evidence = stored::evidence(&store)?;
         let counts = Arc::new(Counts::default());
-        if let Some(h) = stored::latest(&store)? {
-            counts.size.store(h.tree_size, Ordering::Relaxed);
+        for h in stored::latest_heads(&store)? {
+            counts.set_size(&h.origin, h.tree_size);
         }
+        // A log's own heads name it: the evidence says which lied.
+        let lying = evidence
+            .iter()
+            .filter_map(|e| e.conflicting.as_ref().or(e.seen.as_ref()))
+            .map(|h| h.origin.clone())
+            .collect();
         let w = Witness {
             store,
             name: name.to_string(),
             key,
-            hub: AuditClient::new(hub),
+            hubs,
             hub_key,
             timeout,
             alarm: Arc::new(AtomicBool::new(false)),
+            lying,
             health,
             counts,
         };
@@ -119,12 +140,21 @@ impl Witness {
                 "1 once the hub was caught contradicting its own audit log (evidence in the node's store)",
                 &[("", alarm)],
             );
+            let sizes: Vec<(String, f64)> = counts.sizes.lock().map_or_else(
+                |_| Vec::new(),
+                |s| {
+                    s.iter()
+                        .map(|(o, n)| (format!("{{log=\"{}\"}}", o.escape_default()), *n as f64))
+                        .collect()
+                },
+            );
+            let sizes: Vec<(&str, f64)> = sizes.iter().map(|(l, n)| (l.as_str(), *n)).collect();
             truc_ops::write_metric(
                 out,
                 "truc_witness_verified_size",
                 "gauge",
-                "Tree size of the latest hub head this node verified",
-                &[("", counts.size.load(Ordering::Relaxed) as f64)],
+                "Tree size of the latest head this node verified, by hub log (replica origin)",
+                &sizes,
             );
             let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
             truc_ops::write_metric(
@@ -162,10 +192,55 @@ impl Witness {
         r
     }
 
-    /// One contact: checks `seen` (a head from a receipt) or, without one,
-    /// the hub's latest head, against the head kept.
+    /// One contact: checks `seen` (a head from a receipt) with the replica
+    /// keeping its log or, without one, each replica's latest head, against
+    /// the head kept of that log. Several outcomes: the worst.
     pub(crate) async fn contact(&mut self, seen: Option<SignedTreeHead>) -> Outcome {
-        let outcome = self.check(seen).await;
+        match seen {
+            Some(head) => {
+                let Some(replica) = self.replica_of(&head.origin) else {
+                    return self.count(Outcome::Unchecked(format!(
+                        "no known hub replica keeps the log {:?} yet",
+                        head.origin
+                    )));
+                };
+                self.contact_replica(replica, Some(head)).await
+            }
+            None => {
+                let mut worst = Outcome::Consistent;
+                for replica in 0..self.hubs.len() {
+                    let o = self.contact_replica(replica, None).await;
+                    worst = match (&worst, &o) {
+                        (Outcome::Conflict(_), _) => worst,
+                        (_, Outcome::Conflict(_)) | (Outcome::Consistent, _) => o,
+                        _ => worst,
+                    };
+                }
+                worst
+            }
+        }
+    }
+
+    /// The replica keeping the log `origin`: known to the node's replicas,
+    /// or the only one.
+    fn replica_of(&self, origin: &str) -> Option<usize> {
+        match self.hubs.for_origin(origin) {
+            Some(p) => Some(p.index),
+            None if self.hubs.len() == 1 => Some(0),
+            None => None,
+        }
+    }
+
+    fn audit(&self, replica: usize) -> Option<AuditClient<tonic::transport::Channel>> {
+        self.hubs.channel(replica).map(AuditClient::new)
+    }
+
+    async fn contact_replica(&mut self, replica: usize, seen: Option<SignedTreeHead>) -> Outcome {
+        let outcome = self.check(replica, seen).await;
+        self.count(outcome)
+    }
+
+    fn count(&self, outcome: Outcome) -> Outcome {
         let counter = match &outcome {
             Outcome::Consistent => &self.counts.consistent,
             Outcome::Conflict(_) => &self.counts.conflict,
@@ -178,12 +253,14 @@ impl Witness {
         outcome
     }
 
-    async fn check(&mut self, seen: Option<SignedTreeHead>) -> Outcome {
+    async fn check(&mut self, replica: usize, seen: Option<SignedTreeHead>) -> Outcome {
         let from_receipt = seen.is_some();
+        let Some(mut audit) = self.audit(replica) else {
+            return Outcome::Unchecked(format!("no hub replica {replica}"));
+        };
         let head = match seen {
             Some(h) => h,
-            None => match self
-                .hub
+            None => match audit
                 .get_tree_head(self.request(GetTreeHeadRequest { tree_size: 0 }))
                 .await
             {
@@ -203,20 +280,30 @@ impl Witness {
         if head.origin.is_empty() {
             return Outcome::Unchecked("the head is in the format of an earlier build".into());
         }
-        let kept = match stored::latest(&self.store) {
+        if !from_receipt {
+            // Verified: from now on this replica's log is known by its name.
+            self.hubs.learn_origin(replica, &head.origin);
+        }
+        let heads = match stored::latest_heads(&self.store) {
             Ok(k) => k,
-            Err(e) => return Outcome::Unchecked(format!("cannot read the kept head: {e}")),
+            Err(e) => return Outcome::Unchecked(format!("cannot read the kept heads: {e}")),
         };
-        let Some(kept) = kept.filter(|k| k.tree_size > 0) else {
-            return self.accept(head).await;
-        };
-        if kept.origin != head.origin {
+        // One key signs one log: a key that signed another log before now
+        // names a new origin.
+        if let Some(other) = heads
+            .iter()
+            .find(|k| k.key_id == head.key_id && k.origin != head.origin)
+        {
             let reason = format!(
                 "the hub's log origin changed from {:?} to {:?}",
-                kept.origin, head.origin
+                other.origin, head.origin
             );
-            return self.conflict(reason, kept, head).await;
+            return self.conflict(reason, other.clone(), head).await;
         }
+        let kept = heads.into_iter().find(|k| k.origin == head.origin);
+        let Some(kept) = kept.filter(|k| k.tree_size > 0) else {
+            return self.accept(&mut audit, head).await;
+        };
         if head.tree_size == kept.tree_size {
             if head.root_hash != kept.root_hash {
                 let reason = format!("two different roots for tree size {}", head.tree_size);
@@ -236,8 +323,7 @@ impl Witness {
         } else {
             (&kept, &head)
         };
-        let proof = match self
-            .hub
+        let proof = match audit
             .get_consistency_proof(self.request(GetConsistencyProofRequest {
                 from_size: old.tree_size,
                 to_size: new.tree_size,
@@ -281,17 +367,22 @@ impl Witness {
             return self.conflict(reason, kept, head).await;
         }
         if head.tree_size > kept.tree_size {
-            return self.accept(head).await;
+            return self.accept(&mut audit, head).await;
         }
         Outcome::Consistent
     }
 
-    /// Keeps `head` as the latest verified, then cosigns it.
-    async fn accept(&mut self, mut head: SignedTreeHead) -> Outcome {
+    /// Keeps `head` as the latest verified of its log, then cosigns it
+    /// to the replica `audit` keeping that log.
+    async fn accept(
+        &mut self,
+        audit: &mut AuditClient<tonic::transport::Channel>,
+        mut head: SignedTreeHead,
+    ) -> Outcome {
         // Others' cosignatures, as the hub served them, are not ours to keep.
         head.cosignatures.clear();
-        let cosignature = match (&self.key, self.alarm.load(Ordering::Relaxed)) {
-            // A witness that has seen the hub lie vouches for nothing more.
+        let cosignature = match (&self.key, self.lying.contains(&head.origin)) {
+            // A witness that has seen a log lie vouches for nothing more of it.
             (Some(key), false) => Some(sth::cosign(key, &self.name, &head, now_s())),
             _ => None,
         };
@@ -300,14 +391,14 @@ impl Witness {
             tracing::error!(error = %e, "cannot keep the verified hub head");
             return Outcome::Unchecked(format!("cannot store the head: {e}"));
         }
-        self.counts.size.store(head.tree_size, Ordering::Relaxed);
+        self.counts.set_size(&head.origin, head.tree_size);
         if let Some(c) = cosignature {
             let req = AddCosignatureRequest {
                 tree_size: head.tree_size,
                 root_hash: head.root_hash.clone(),
                 cosignature: Some(c),
             };
-            match self.hub.add_cosignature(self.request(req)).await {
+            match audit.add_cosignature(self.request(req)).await {
                 Ok(_) => {
                     self.counts.cosigned.fetch_add(1, Ordering::Relaxed);
                 }
@@ -333,6 +424,7 @@ impl Witness {
             conflicting_size = conflicting.tree_size,
             "the hub contradicts its own audit log; both signed heads are kept as evidence"
         );
+        let origin = conflicting.origin.clone();
         let duplicate = stored::evidence(&self.store).is_ok_and(|all| {
             all.iter().any(|e| {
                 e.conflicting.as_ref().is_some_and(|c| {
@@ -347,10 +439,12 @@ impl Witness {
                 conflicting: Some(conflicting),
                 detected_unix_ms: now_s().saturating_mul(1000),
             };
+            // The head that contradicts names the log that lied.
             if let Err(e) = stored::add_evidence(&self.store, &evidence) {
                 tracing::error!(error = %e, "cannot store the evidence");
             }
         }
+        self.lying.insert(origin);
         self.raise().await;
         Outcome::Conflict(reason)
     }
@@ -366,7 +460,7 @@ fn now_s() -> u64 {
 pub(crate) async fn start(
     config: &crate::NodeConfig,
     store: Store,
-    hub: Channel,
+    hubs: Hubs,
     hub_key: &HubKey,
     health: &HealthReporter,
     metrics: &Metrics,
@@ -383,7 +477,7 @@ pub(crate) async fn start(
         config,
         store,
         key,
-        hub,
+        hubs,
         hub_key.clone(),
         health.clone(),
         metrics,
@@ -576,17 +670,7 @@ mod tests {
 
     async fn setup() -> Setup {
         let hub = FakeHub::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tonic::transport::Server::builder()
-            .add_service(AuditServer::new(hub.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_lazy();
+        let served = serve_fake(&hub).await;
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         let config = crate::handler_tests::config(dir.path(), &[], &[]);
@@ -600,7 +684,7 @@ mod tests {
             &config,
             store.clone(),
             Some(witness_key()),
-            channel,
+            Hubs::of(vec![served]),
             hub_key,
             health,
             &Metrics::new(),
@@ -722,5 +806,105 @@ mod tests {
         ));
         assert!(!s.witness.alarm.load(Ordering::Relaxed));
         assert!(stored::latest(&s.store).expect("read").is_none());
+    }
+
+    /// A fake hub served on a port of its own, and the channel to it.
+    async fn serve_fake(hub: &FakeHub) -> (String, tonic::transport::Channel) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tonic::transport::Server::builder()
+            .add_service(AuditServer::new(hub.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        (addr.to_string(), channel)
+    }
+
+    const OTHER: &str = "hub-2.test/truc-audit";
+
+    fn other_signer() -> Signer {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[8; 32]).expect("seed");
+        Signer::new(key).with_origin(OTHER)
+    }
+
+    #[tokio::test]
+    async fn each_replica_is_witnessed_apart_and_a_lying_one_spoils_only_its_log() {
+        let (first, second) = (FakeHub::default(), FakeHub::default());
+        let channels = vec![serve_fake(&first).await, serve_fake(&second).await];
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let config = crate::handler_tests::config(dir.path(), &[], &[]);
+        let hub_key = HubKey::new(vec![
+            crate::PinnedKey::new(hub_signer().public_key(), None, None).for_origin(ORIGIN),
+            crate::PinnedKey::new(other_signer().public_key(), None, None).for_origin(OTHER),
+        ]);
+        let hubs = Hubs::of(channels);
+        let (health, _) = tonic_health::server::health_reporter();
+        let mut witness = Witness::open(
+            &config,
+            store.clone(),
+            Some(witness_key()),
+            hubs.clone(),
+            hub_key,
+            health,
+            &Metrics::new(),
+        )
+        .await
+        .expect("witness");
+
+        let a = log("a", 3).await;
+        first.serve(&a);
+        let dir2 = tempfile::tempdir().expect("dir");
+        let b_log = AuditLog::open(
+            Store::open(dir2.path()).expect("store"),
+            "hub",
+            Options::default(),
+            Some(other_signer()),
+        )
+        .expect("log");
+        let b = Log {
+            _dir: dir2,
+            log: b_log,
+        };
+        grow(&b, "b", 5).await;
+        second.serve(&b);
+        // Two logs of different sizes: neither is a rewrite of the other.
+        assert_eq!(witness.contact(None).await, Outcome::Consistent);
+        assert_eq!(first.cosigned(), [3]);
+        assert_eq!(second.cosigned(), [5]);
+        assert_eq!(hubs.for_origin(OTHER).map(|p| p.index), Some(1));
+        let sizes: Vec<(String, u64)> = stored::latest_heads(&store)
+            .expect("heads")
+            .into_iter()
+            .map(|h| (h.origin, h.tree_size))
+            .collect();
+        assert!(sizes.contains(&(ORIGIN.to_string(), 3)), "{sizes:?}");
+        assert!(sizes.contains(&(OTHER.to_string(), 5)), "{sizes:?}");
+
+        // The first replica forks its log; the second grows honestly.
+        let forked = log("x", 3).await;
+        first.serve(&forked);
+        grow(&b, "b", 2).await;
+        let o = witness.contact(None).await;
+        assert!(conflict(&o, "two different roots for tree size 3"), "{o:?}");
+        assert!(witness.alarm.load(Ordering::Relaxed));
+        // The honest replica's log is still followed and cosigned.
+        assert_eq!(second.cosigned(), [5, 7]);
+        grow(&b, "b", 1).await;
+        let receipt_head = b.log.reader().tree_head(8).expect("head");
+        assert_eq!(
+            witness.contact(Some(receipt_head)).await,
+            Outcome::Consistent
+        );
+        assert_eq!(second.cosigned(), [5, 7, 8]);
+        // Nothing more of the lying log is cosigned.
+        grow(&a, "a", 2).await;
+        first.serve(&a);
+        let _ = witness.contact(None).await;
+        assert_eq!(first.cosigned(), [3]);
     }
 }

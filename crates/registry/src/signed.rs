@@ -8,10 +8,13 @@ use truc_proto::v1::RegistrySnapshot;
 const CONTEXT: &[u8] = b"truc-registry-v1\0";
 
 /// The snapshot's version: SHA-256 of its encoding without the fields that
-/// say who signed it and when, so that it changes exactly when an entry does.
+/// say who signed it and when, so that it changes exactly when an entry does:
+/// hub replicas serving one registry, each signing with its own key, give
+/// it the same version, and a node fetching from either sees no change.
 pub fn version(snapshot: &RegistrySnapshot) -> [u8; 32] {
     let content = RegistrySnapshot {
         version: Default::default(),
+        audit_public_key: Default::default(),
         key_id: Default::default(),
         signed_unix_ms: 0,
         signature: Default::default(),
@@ -53,6 +56,9 @@ mod tests {
         s.signed_unix_ms = 5;
         s.key_id = vec![3; 32].into();
         s.version = v.to_vec().into();
+        assert_eq!(version(&s), v);
+        // Another replica's key, the same entries: the same version.
+        s.audit_public_key = vec![4; 32].into();
         assert_eq!(version(&s), v);
         let signed = signed_bytes(&s);
         s.signature = vec![8; 64].into();

@@ -162,9 +162,15 @@ fn check_witnesses(
         let node = open_store(dir)?;
         let cannot =
             |e: truc_audit::AuditError| CliError::CannotCheck(format!("{}: {e}", dir.display()));
-        let mut heads: Vec<SignedTreeHead> = truc_audit::witness::latest(&node)
+        // A node witnesses every hub replica's log; with the hub's key
+        // known, only the heads of this log (signed with it) are checked.
+        let of_this_log = |h: &SignedTreeHead| {
+            public_key.is_none_or(|k| h.key_id.as_ref() == truc_audit::sth::key_id(k))
+        };
+        let mut heads: Vec<SignedTreeHead> = truc_audit::witness::latest_heads(&node)
             .map_err(cannot)?
             .into_iter()
+            .filter(of_this_log)
             .collect();
         let evidence = truc_audit::witness::evidence(&node).map_err(cannot)?;
         for e in &evidence {
@@ -174,7 +180,7 @@ fn check_witnesses(
                 e.reason
             );
             ok = false;
-            heads.extend(e.seen.clone());
+            heads.extend(e.seen.clone().filter(of_this_log));
         }
         if heads.is_empty() {
             println!("witness {}: no head verified yet", dir.display());

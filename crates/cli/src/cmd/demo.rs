@@ -25,11 +25,16 @@ pub(crate) struct DemoArgs {
     /// Sample calls to make in each direction.
     #[arg(long, default_value_t = 20)]
     calls: u32,
+    /// Hub replicas to run (each its own data, certificate, audit key and
+    /// log; the nodes spread calls over them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    hubs: u16,
 }
 
 pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let deployment = Deployment::start(DemoOptions {
         vxp: true,
+        hubs: usize::from(args.hubs),
         ..DemoOptions::new(&args.data)
     })
     .await
@@ -58,8 +63,17 @@ pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         args.data.display()
     );
     let admin = ClientConfig::load(&deployment.files.admin_config)?;
-    let rows = report::fetch(&admin, "", "").await?;
+    let (per_replica, rows) = merged_counts(&deployment, &admin).await?;
     table::print(&rows);
+    if per_replica.len() > 1 {
+        println!(
+            "
+per hub replica:"
+        );
+        for (name, total) in &per_replica {
+            println!("  {name}: {total} transactions");
+        }
+    }
     print_tree_head(&admin).await?;
 
     println!("\nendpoints and certificates: {}", demo_json.display());
@@ -102,11 +116,26 @@ pub(super) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             interrupted().await;
         }
     }
+    let replicas: Vec<String> = deployment
+        .files
+        .replica_configs
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     deployment.stop().await.map_err(failed)?;
     println!(
         "stopped cleanly; check the hub's log with: truc audit verify --data {}",
         args.data.join("hub").display()
     );
+    for name in replicas {
+        println!(
+            "and replica {name}'s: truc audit verify --data {} --public-key {}",
+            args.data.join(&name).display(),
+            args.data
+                .join(format!("pki/replica-{name}/audit-signing.pub"))
+                .display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,6 +199,35 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
         }
     }
     Ok(made)
+}
+
+/// Each hub replica's total and the merged rows of all replicas. The merge
+/// sums the counts of each replica's `GetCounts`: exact for counts, and
+/// the one place to change for a merge of more than counts.
+async fn merged_counts(
+    d: &Deployment,
+    admin: &ClientConfig,
+) -> Result<
+    (
+        Vec<(String, u64)>,
+        std::collections::BTreeMap<table::RowKey, u64>,
+    ),
+    CliError,
+> {
+    let mut per_replica = Vec::new();
+    let mut merged = std::collections::BTreeMap::new();
+    for (name, hub) in d.hubs() {
+        let at_replica = ClientConfig {
+            address: hub.addr().to_string(),
+            ..admin.clone()
+        };
+        let rows = report::fetch(&at_replica, "", "").await?;
+        per_replica.push((name.to_string(), rows.values().sum()));
+        for (k, n) in rows {
+            *merged.entry(k).or_default() += n;
+        }
+    }
+    Ok((per_replica, merged))
 }
 
 /// Prints the hub's latest signed tree head, and how to check it.

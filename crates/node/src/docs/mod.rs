@@ -36,7 +36,7 @@ use std::{
 };
 
 use tokio::sync::{Notify, broadcast};
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 use truc_doc::{ChangeKind, StatusCode};
 use truc_pki::Identity;
 use truc_proto::v1::{BusinessKind, Envelope, InboxEvent, StatusEvent};
@@ -88,7 +88,7 @@ pub(crate) struct Documents {
     blobs: Blobs,
     limits: truc_doc::Limits,
     service: DocumentService,
-    hub: Channel,
+    hub: crate::hubs::Hubs,
     /// Wakes the delivery worker.
     deliveries: Notify,
     /// Wakes the status worker.
@@ -162,7 +162,7 @@ impl Documents {
     pub(crate) fn open(
         store: Store,
         data_dir: &std::path::Path,
-        hub: Channel,
+        hub: crate::hubs::Hubs,
         limits: truc_doc::Limits,
         service: DocumentService,
         backoff: (std::time::Duration, std::time::Duration),

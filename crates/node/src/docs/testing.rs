@@ -23,7 +23,10 @@ pub(super) async fn docs_with(service: DocumentService) -> (tempfile::TempDir, A
 /// Documents over the store in `dir`, with a hub that is never reached.
 pub(super) fn open_in(dir: &std::path::Path, service: DocumentService) -> Arc<Documents> {
     let store = Store::open(&dir.join("db")).expect("store");
-    let hub = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let hub = crate::hubs::Hubs::of(vec![(
+        "127.0.0.1:9".into(),
+        tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy(),
+    )]);
     Documents::open(
         store,
         dir,

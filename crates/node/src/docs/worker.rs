@@ -231,9 +231,7 @@ fn spawn_attempt(
 }
 
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
-    let hub = HubClient::new(docs.hub.clone())
-        .max_encoding_message_size(4 * 1024 * 1024)
-        .max_decoding_message_size(4 * 1024 * 1024);
+    let hub = docs.hub.clone();
     let mut lanes = Lanes::new(&docs.service, docs.backoff);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     loop {
@@ -298,7 +296,7 @@ async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
 /// One delivery attempt, and its outcome recorded.
 async fn deliver_one(
     docs: &Documents,
-    mut hub: HubClient<tonic::transport::Channel>,
+    hubs: crate::hubs::Hubs,
     sender: &str,
     doc: &str,
     kind: i32,
@@ -348,6 +346,12 @@ async fn deliver_one(
     };
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     request.set_timeout(deadline);
+    // Each attempt to the next healthy replica: a document is idempotent
+    // (its id), so one a replica may have relayed can go again elsewhere.
+    let pick = hubs.pick();
+    let mut hub = HubClient::new(pick.channel)
+        .max_encoding_message_size(4 * 1024 * 1024)
+        .max_decoding_message_size(4 * 1024 * 1024);
     let call = async { tokio::join!(hub.relay(request), feeder).0 };
     let result = match tokio::time::timeout(deadline, call).await {
         Ok(r) => r.map(tonic::Response::into_inner),
@@ -356,6 +360,9 @@ async fn deliver_one(
             deadline.as_millis()
         ))),
     };
+    if let Err(status) = &result {
+        hubs.observe(pick.index, status);
+    }
     record(docs, sender, doc, kind, recipient, result).await
 }
 
@@ -487,7 +494,7 @@ fn status_lane(update: &StatusUpdate) -> Vec<u8> {
 }
 
 async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
-    let hub = HubClient::new(docs.hub.clone());
+    let hub = docs.hub.clone();
     let mut lanes = Lanes::new(&docs.service, docs.backoff);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     loop {
@@ -562,7 +569,7 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
 /// held back (in memory, with backoff) otherwise.
 async fn relay_one_status(
     docs: &Documents,
-    mut hub: HubClient<tonic::transport::Channel>,
+    hubs: crate::hubs::Hubs,
     key: Vec<u8>,
     mut update: StatusUpdate,
 ) -> Outcome {
@@ -570,6 +577,8 @@ async fn relay_one_status(
     let deadline = Duration::from_millis(docs.service.status_deadline_ms);
     let mut request = tonic::Request::new(update);
     request.set_timeout(deadline);
+    let pick = hubs.pick();
+    let mut hub = HubClient::new(pick.channel);
     let result = match tokio::time::timeout(deadline, hub.relay_status(request)).await {
         Ok(r) => r.map(|_| ()),
         Err(_) => Err(Status::deadline_exceeded(format!(
@@ -577,6 +586,9 @@ async fn relay_one_status(
             deadline.as_millis()
         ))),
     };
+    if let Err(status) = &result {
+        hubs.observe(pick.index, status);
+    }
     match result {
         Ok(()) => drop_entry(docs, &key),
         Err(status) if classify(&status) == Retry::Never => {

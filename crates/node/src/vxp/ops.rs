@@ -35,7 +35,7 @@ pub(crate) struct Node {
     /// Weak: a stopped node's documents (and store) are not kept open by
     /// the VXP server still draining.
     pub(crate) docs: std::sync::Weak<Documents>,
-    pub(crate) hub: tonic::transport::Channel,
+    pub(crate) hub: crate::hubs::Hubs,
     /// The pinned hub keys the registry served to DMS must be signed by.
     pub(crate) hub_key: crate::HubKey,
     pub(crate) config: Arc<crate::NodeConfig>,
@@ -93,7 +93,7 @@ pub(crate) async fn dispatch(
 }
 
 async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal> {
-    let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.clone());
+    let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.pick().channel);
     let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest::default());
     request.set_timeout(std::time::Duration::from_millis(
         vxp.node.config.limits.call_timeout_ms,

@@ -1,0 +1,508 @@
+//! The hub replicas a node talks to: one channel per replica, calls spread
+//! round robin over the healthy ones, a replica marked down when the
+//! transport fails or the hub refuses with the `truc-retry: safe` marker,
+//! and probed back with `grpc.health.v1`.
+//!
+//! The retry rule: a call moves to another replica only when it provably
+//! did not reach a hub (no connection could be made, or the hub answered
+//! UNAVAILABLE with `truc-retry: safe` (`truc_ops::is_retry_safe`), which it sends only for requests it
+//! refused before recording anything). A call whose connection broke after
+//! it was sent may be in a replica's log, so it is answered to the caller
+//! as it failed, never sent twice.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+use std::time::Duration;
+
+use tonic::{Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use truc_ops::Shutdown;
+
+/// How often replicas marked down are probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// One hub replica.
+struct Replica {
+    address: String,
+    channel: Channel,
+    healthy: AtomicBool,
+    /// The origin of this replica's log, once a receipt or head named it.
+    origin: Mutex<Option<String>>,
+}
+
+/// The hub's replicas (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Hubs {
+    replicas: Arc<[Replica]>,
+    next: Arc<AtomicUsize>,
+}
+
+/// A replica chosen for one call.
+#[derive(Clone)]
+pub(crate) struct Pick {
+    /// Its position in the config's list.
+    pub(crate) index: usize,
+    /// Its channel.
+    pub(crate) channel: Channel,
+}
+
+impl Hubs {
+    /// Channels to `addresses`, whose certificates must name `hub_name`.
+    pub(crate) fn new(
+        addresses: &[String],
+        hub_name: &str,
+        tls: impl Into<truc_pki::ClientTls> + Clone,
+    ) -> Result<Hubs, truc_pki::PkiError> {
+        let replicas = addresses
+            .iter()
+            .map(|a| {
+                Ok(Replica {
+                    address: a.clone(),
+                    channel: truc_pki::channel(a, hub_name, tls.clone())?,
+                    healthy: AtomicBool::new(true),
+                    origin: Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, truc_pki::PkiError>>()?;
+        Ok(Hubs::from_channels(replicas))
+    }
+
+    fn from_channels(replicas: Vec<Replica>) -> Hubs {
+        Hubs {
+            replicas: replicas.into(),
+            next: Arc::default(),
+        }
+    }
+
+    /// One replica per channel, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(channels: Vec<(String, Channel)>) -> Hubs {
+        Hubs::from_channels(
+            channels
+                .into_iter()
+                .map(|(address, channel)| Replica {
+                    address,
+                    channel,
+                    healthy: AtomicBool::new(true),
+                    origin: Mutex::new(None),
+                })
+                .collect(),
+        )
+    }
+
+    /// How many replicas there are.
+    pub(crate) fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The replica's address.
+    pub(crate) fn address(&self, index: usize) -> &str {
+        self.replicas.get(index).map_or("", |r| r.address.as_str())
+    }
+
+    /// The channel to replica `index`.
+    pub(crate) fn channel(&self, index: usize) -> Option<Channel> {
+        self.replicas.get(index).map(|r| r.channel.clone())
+    }
+
+    /// Whether replica `index` is taken as serving.
+    pub(crate) fn is_healthy(&self, index: usize) -> bool {
+        self.replicas
+            .get(index)
+            .is_some_and(|r| r.healthy.load(Ordering::Relaxed))
+    }
+
+    /// The next replica, round robin over the healthy ones (over all of
+    /// them when none is healthy: a call then finds out).
+    pub(crate) fn pick(&self) -> Pick {
+        let n = self.replicas.len().max(1);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let index = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.is_healthy(i))
+            .unwrap_or(start % n);
+        Pick {
+            index,
+            channel: self.channel(index).unwrap_or_else(|| {
+                // `NodeConfig` holds at least one address; keep this total.
+                Channel::from_static("http://127.0.0.1:9").connect_lazy()
+            }),
+        }
+    }
+
+    /// The replica whose log is `origin`, if one is known to be.
+    pub(crate) fn for_origin(&self, origin: &str) -> Option<Pick> {
+        self.replicas.iter().enumerate().find_map(|(index, r)| {
+            let matches = r.origin.lock().is_ok_and(|o| o.as_deref() == Some(origin));
+            matches.then(|| Pick {
+                index,
+                channel: r.channel.clone(),
+            })
+        })
+    }
+
+    /// The channel to the replica keeping the log `origin`: the one known
+    /// to, or the only replica there is.
+    pub(crate) fn for_log(&self, origin: &str) -> Option<Channel> {
+        match self.for_origin(origin) {
+            Some(p) => Some(p.channel),
+            None if self.replicas.len() == 1 => self.channel(0),
+            None => None,
+        }
+    }
+
+    /// Records that replica `index` signs the log `origin` (learnt from a
+    /// head it served, which the caller has verified).
+    pub(crate) fn learn_origin(&self, index: usize, origin: &str) {
+        if origin.is_empty() {
+            return;
+        }
+        if let Some(mut o) = self.replicas.get(index).and_then(|r| r.origin.lock().ok()) {
+            if o.as_deref() != Some(origin) {
+                *o = Some(origin.to_string());
+            }
+        }
+    }
+
+    /// Takes note of how a call to replica `index` failed: a transport
+    /// failure or a marked refusal takes the replica out of rotation
+    /// until a probe finds it serving. The hub's own answers (even
+    /// UNAVAILABLE for a provider that is down) say nothing of the
+    /// replica.
+    pub(crate) fn observe(&self, index: usize, status: &Status) {
+        if transport_failed(status) || truc_ops::is_retry_safe(status) {
+            if let Some(r) = self.replicas.get(index) {
+                if r.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        replica = %r.address,
+                        error = %status,
+                        "hub replica out of rotation until it answers health checks"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs `call` on a replica; when it provably did not reach a hub
+    /// ([`did_not_reach_a_hub`]), again on the next replica, each replica
+    /// at most once. Returns the replica that answered with the answer.
+    pub(crate) async fn call<T, F, Fut>(&self, mut call: F) -> Result<(usize, T), Status>
+    where
+        F: FnMut(Pick) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let first = self.pick();
+        let n = self.replicas.len().max(1);
+        let mut pick = first.clone();
+        let mut tried = 0;
+        loop {
+            let index = pick.index;
+            match call(pick).await {
+                Ok(v) => return Ok((index, v)),
+                Err(status) => {
+                    self.observe(index, &status);
+                    tried += 1;
+                    if !did_not_reach_a_hub(&status) || tried >= n {
+                        return Err(status);
+                    }
+                    tracing::debug!(
+                        replica = %self.address(index),
+                        error = %status,
+                        "the call did not reach this hub replica; trying the next"
+                    );
+                    pick = self.after(index);
+                }
+            }
+        }
+    }
+
+    /// The replica after `index`: a healthy one if any, else the next.
+    fn after(&self, index: usize) -> Pick {
+        let n = self.replicas.len().max(1);
+        let next = (1..n)
+            .map(|i| (index + i) % n)
+            .find(|&i| self.is_healthy(i))
+            .unwrap_or((index + 1) % n);
+        Pick {
+            index: next,
+            channel: self.channel(next).unwrap_or_else(|| self.pick().channel),
+        }
+    }
+
+    /// Probes the replicas out of rotation every second until shutdown,
+    /// putting back those whose health service answers SERVING.
+    pub(crate) fn spawn_probes(&self, timeout: Duration, shutdown: Shutdown) {
+        if self.replicas.len() < 2 {
+            // One replica is always tried: nothing to put back.
+            return;
+        }
+        let hubs = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(PROBE_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stop = shutdown.wait();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = &mut stop => return,
+                }
+                hubs.probe(timeout).await;
+            }
+        });
+    }
+
+    /// One round of probes of the replicas out of rotation.
+    pub(crate) async fn probe(&self, timeout: Duration) {
+        for r in self.replicas.iter() {
+            if r.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            request.set_timeout(timeout);
+            let serving = HealthClient::new(r.channel.clone())
+                .check(request)
+                .await
+                .is_ok_and(|a| a.into_inner().status == ServingStatus::Serving as i32);
+            if serving {
+                tracing::info!(replica = %r.address, "hub replica back in rotation");
+                r.healthy.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether the call failed in the transport (no answer from a hub), as
+/// opposed to a status a hub sent: tonic keeps the transport error as the
+/// status's source; a status read from the wire has none.
+fn transport_failed(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// Whether the request provably never reached a hub: no connection (TCP or
+/// TLS) could be made for it, or the hub refused it with `truc-retry: safe` (`truc_ops::is_retry_safe`).
+/// A connection that broke after the request was sent is not such a proof.
+pub(crate) fn did_not_reach_a_hub(status: &Status) -> bool {
+    if truc_ops::is_retry_safe(status) {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use truc_ops::{RETRY_HEADER, RETRY_SAFE};
+
+    fn marked() -> Status {
+        let mut s = Status::unavailable("draining");
+        s.metadata_mut().insert(
+            RETRY_HEADER,
+            tonic::metadata::MetadataValue::from_static(RETRY_SAFE),
+        );
+        s
+    }
+
+    #[test]
+    fn only_a_refusal_marked_safe_or_a_failed_connection_is_retried() {
+        assert!(did_not_reach_a_hub(&marked()));
+        // The hub's own UNAVAILABLE (a provider down) is not marked.
+        assert!(!did_not_reach_a_hub(&Status::unavailable("provider down")));
+        // The marker on another code is not a refusal before recording.
+        let mut other = Status::internal("x");
+        other.metadata_mut().insert(
+            RETRY_HEADER,
+            tonic::metadata::MetadataValue::from_static(RETRY_SAFE),
+        );
+        assert!(!did_not_reach_a_hub(&other));
+        let connect = Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(connect.code(), Code::Unavailable);
+        assert!(did_not_reach_a_hub(&connect));
+        // A broken connection after sending: an I/O error, not a connect error.
+        let broken = Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(!did_not_reach_a_hub(&broken));
+        assert!(transport_failed(&broken));
+    }
+
+    fn three() -> Hubs {
+        Hubs::of(
+            (0..3)
+                .map(|i| {
+                    let a = format!("127.0.0.1:{}", 9 + i);
+                    let c = Channel::from_shared(format!("http://{a}"))
+                        .expect("uri")
+                        .connect_lazy();
+                    (a, c)
+                })
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn calls_go_round_robin_over_healthy_replicas_and_move_on_only_when_safe() {
+        let hubs = three();
+        let picked: Vec<usize> = (0..6).map(|_| hubs.pick().index).collect();
+        assert_eq!(picked, [0, 1, 2, 0, 1, 2]);
+        hubs.observe(1, &marked());
+        assert!(!hubs.is_healthy(1));
+        let picked: Vec<usize> = (0..4).map(|_| hubs.pick().index).collect();
+        assert!(!picked.contains(&1), "{picked:?}");
+        // A hub's own answer does not take a replica out.
+        hubs.observe(0, &Status::unavailable("provider down"));
+        assert!(hubs.is_healthy(0));
+
+        // Refused-and-marked on every replica: each tried once, then the
+        // refusal is the answer.
+        let tried = Mutex::new(Vec::new());
+        let result: Result<(usize, ()), Status> = hubs
+            .call(|p| {
+                tried.lock().expect("lock").push(p.index);
+                async { Err(marked()) }
+            })
+            .await;
+        assert_eq!(result.expect_err("refused").code(), Code::Unavailable);
+        let mut seen = tried.lock().expect("lock").clone();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+
+        // An unmarked failure is answered at once, never sent twice.
+        let hubs = three();
+        let tried = AtomicUsize::new(0);
+        let result: Result<(usize, ()), Status> = hubs
+            .call(|_| {
+                tried.fetch_add(1, Ordering::Relaxed);
+                async { Err(Status::unavailable("connection reset after sending")) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(tried.load(Ordering::Relaxed), 1);
+
+        // Learnt origins find their replica.
+        hubs.learn_origin(2, "hub/replica-c");
+        assert_eq!(hubs.for_origin("hub/replica-c").map(|p| p.index), Some(2));
+        assert!(hubs.for_origin("hub/replica-a").is_none());
+    }
+
+    /// A server that takes the connection and the request, then drops
+    /// the connection without an answer.
+    async fn breaks_after_reading() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let seen = reads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 64 * 1024];
+                // The preface, settings and the request's headers and body.
+                if s.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(s);
+            }
+        });
+        (addr, reads)
+    }
+
+    /// An address where nothing listens (bound, then released).
+    async fn refused() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        l.local_addr().expect("addr").to_string()
+    }
+
+    fn lazy(addr: &str) -> (String, Channel) {
+        let c = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        (addr.to_string(), c)
+    }
+
+    async fn route_attempts(hubs: &Hubs) -> (Vec<usize>, Result<(usize, ()), Status>) {
+        let tried = Mutex::new(Vec::new());
+        let result = hubs
+            .call(|p| {
+                tried.lock().expect("lock").push(p.index);
+                async move {
+                    truc_proto::v1::hub_client::HubClient::new(p.channel)
+                        .route(truc_proto::v1::DataRequest::default())
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+        let tried = tried.lock().expect("lock").clone();
+        (tried, result)
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_on_and_a_broken_one_does_not() {
+        let (breaking, reads) = breaks_after_reading().await;
+        let down = refused().await;
+
+        // Refused first: the call goes on to the next replica, which takes
+        // the request and breaks; that is answered, not sent a third time.
+        let hubs = Hubs::of(vec![lazy(&down), lazy(&breaking)]);
+        let (tried, result) = route_attempts(&hubs).await;
+        assert_eq!(tried, [0, 1]);
+        let status = result.expect_err("broken");
+        assert!(!did_not_reach_a_hub(&status), "{status:?}");
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+        assert!(!hubs.is_healthy(0) && !hubs.is_healthy(1));
+
+        // Broken first: never sent to the other replica.
+        let hubs = Hubs::of(vec![lazy(&breaking), lazy(&down)]);
+        let (tried, result) = route_attempts(&hubs).await;
+        assert_eq!(tried, [0], "{result:?}");
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_replica_out_of_rotation_comes_back_when_its_health_says_serving() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let hubs = Hubs::of(vec![lazy(&addr), lazy(&refused().await)]);
+        hubs.observe(0, &marked());
+        hubs.observe(1, &marked());
+        hubs.probe(Duration::from_secs(5)).await;
+        assert!(!hubs.is_healthy(0), "not serving yet");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        hubs.probe(Duration::from_secs(5)).await;
+        assert!(hubs.is_healthy(0));
+        assert!(!hubs.is_healthy(1), "nothing answers there");
+    }
+}
