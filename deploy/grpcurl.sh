@@ -55,6 +55,7 @@ same() { # what, expected answer, answer
 same "hub: grpcurl list" "grpc.health.v1.Health
 grpc.reflection.v1.ServerReflection
 grpc.reflection.v1alpha.ServerReflection
+truc.v1.Admin
 truc.v1.Audit
 truc.v1.Hub
 truc.v1.Reporting" "$("$grpcurl" "${admin[@]}" "$hub" list 2>&1 | sort)"
