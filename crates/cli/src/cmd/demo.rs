@@ -127,13 +127,15 @@ per hub replica:"
         "stopped cleanly; check the hub's log with: truc audit verify --data {}",
         args.data.join("hub").display()
     );
-    for name in replicas {
+    if !replicas.is_empty() {
+        // Each replica's key is found beside its data directory.
+        let dirs: Vec<String> = std::iter::once("hub".to_string())
+            .chain(replicas)
+            .map(|name| format!("--data {}", args.data.join(name).display()))
+            .collect();
         println!(
-            "and replica {name}'s: truc audit verify --data {} --public-key {}",
-            args.data.join(&name).display(),
-            args.data
-                .join(format!("pki/replica-{name}/audit-signing.pub"))
-                .display()
+            "and every replica's, each with its own key: truc audit verify {}",
+            dirs.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)
