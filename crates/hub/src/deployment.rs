@@ -30,7 +30,7 @@ const KEEP_FOR: Duration = Duration::from_secs(1);
 
 /// The replicas the dashboard shows.
 pub(crate) struct Replicas {
-    /// This replica's name and log origin.
+    /// This replica's name (`--replica`; empty without one) and log origin.
     name: String,
     origin: String,
     peers: Vec<Peer>,
@@ -55,7 +55,7 @@ impl Replicas {
     ) -> Replicas {
         let server_name = own_name(&tls.cert).unwrap_or_else(|| "hub".to_string());
         Replicas {
-            name: name.unwrap_or("hub").to_string(),
+            name: name.unwrap_or_default().to_string(),
             origin,
             peers,
             tls,
@@ -201,7 +201,7 @@ fn figures(s: &GetStatsResponse) -> Value {
     json!({"count": count, "errors": errors, "quota": quota, "p50_ms": p50_ms, "p99_ms": p99_ms})
 }
 
-/// The view: each replica (name, address, answer) and the exact merge of
+/// The view: each replica (name, address, answer; this one first) and the exact merge of
 /// those that answered with statistics of the same day cut in `zone`.
 pub(crate) fn view_json<'a>(
     day: &str,
@@ -223,7 +223,8 @@ pub(crate) fn view_json<'a>(
             let s = merge_responses(std::slice::from_ref(&s)).map_err(|e| e.to_string())?;
             Ok((s, origin))
         });
-        let mut row = json!({"name": name, "address": address});
+        // The first is this replica, the one asked over no network.
+        let mut row = json!({"name": name, "address": address, "local": rows.is_empty()});
         match checked {
             Ok((s, origin)) => {
                 row["up"] = json!(true);

@@ -160,6 +160,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
         "Các bản sao của trục hôm nay",
     ),
     ("replica", "Replica", "Bản sao"),
+    ("this_replica", "this replica", "bản sao này"),
     ("log_origin", "Log", "Nhật ký"),
     ("errors_h", "Errors", "Lỗi"),
     ("quota_h", "Over quota", "Vượt hạn mức"),
