@@ -203,9 +203,8 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
     Ok(made)
 }
 
-/// Each hub replica's total and the merged rows of all replicas. The merge
-/// sums the counts of each replica's `GetCounts`: exact for counts, and
-/// the one place to change for a merge of more than counts.
+/// Each hub replica's total and the merged rows of all replicas: their
+/// `GetStats` merged exactly, as `truc report` merges them.
 async fn merged_counts(
     d: &Deployment,
     admin: &ClientConfig,
@@ -216,20 +215,18 @@ async fn merged_counts(
     ),
     CliError,
 > {
-    let mut per_replica = Vec::new();
-    let mut merged = std::collections::BTreeMap::new();
-    for (name, hub) in d.hubs() {
-        let at_replica = ClientConfig {
-            address: hub.addr().to_string(),
-            ..admin.clone()
-        };
-        let rows = report::fetch(&at_replica, "", "").await?;
-        per_replica.push((name.to_string(), rows.values().sum()));
-        for (k, n) in rows {
-            *merged.entry(k).or_default() += n;
-        }
-    }
-    Ok((per_replica, merged))
+    let at_each: Vec<(String, ClientConfig)> = d
+        .hubs()
+        .into_iter()
+        .map(|(name, hub)| {
+            let at_replica = ClientConfig {
+                address: hub.addr().to_string(),
+                ..admin.clone()
+            };
+            (name.to_string(), at_replica)
+        })
+        .collect();
+    report::merged_rows(&at_each).await
 }
 
 /// Prints the hub's latest signed tree head, and how to check it.

@@ -8,8 +8,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duratio
 use clap::{Args, ValueEnum};
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::{
-    GetCountsRequest, GetStatsRequest, GetStatsResponse, StatsRow,
-    reporting_client::ReportingClient,
+    GetStatsRequest, GetStatsResponse, StatsRow, reporting_client::ReportingClient,
 };
 
 use super::{CliError, failed, table};
@@ -420,35 +419,38 @@ fn verify(dirs: &[PathBuf]) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The hub's counts as table rows (for the demo's table).
-pub(super) async fn fetch(
-    config: &ClientConfig,
-    from: &str,
-    to: &str,
-) -> Result<std::collections::BTreeMap<table::RowKey, u64>, CliError> {
-    let mut client = ReportingClient::new(config.channel().map_err(failed)?);
-    let response = client
-        .get_counts(GetCountsRequest {
-            from_day: from.into(),
-            to_day: to.into(),
-            ..GetCountsRequest::default()
-        })
-        .await
-        .map_err(|s| failed(format!("{:?}: {}", s.code(), s.message())))?
-        .into_inner();
-    let mut rows = std::collections::BTreeMap::new();
-    for r in response.rows {
+/// Every hub in `configs` (one address each), asked for all its
+/// statistics by client, provider, service, kind and outcome, and merged
+/// exactly: each replica's total, and the merged rows as table rows (for
+/// the demo's table).
+pub(super) async fn merged_rows(
+    configs: &[(String, ClientConfig)],
+) -> Result<(Vec<(String, u64)>, BTreeMap<table::RowKey, u64>), CliError> {
+    let request = GetStatsRequest {
+        group_by: ["client", "provider", "service", "kind", "outcome"]
+            .map(String::from)
+            .to_vec(),
+        ..GetStatsRequest::default()
+    };
+    let mut answers = Vec::new();
+    let mut per_replica = Vec::new();
+    for (name, config) in configs {
+        let answer = ask(config, request.clone(), Duration::from_secs(30))
+            .await
+            .map_err(|e| failed(format!("replica {name}: {e}")))?;
+        per_replica.push((name.clone(), answer.total.as_ref().map_or(0, |t| t.count)));
+        answers.push(answer);
+    }
+    let merged = truc_audit::report::merge_responses(&answers).map_err(failed)?;
+    let mut rows = BTreeMap::new();
+    for r in merged.rows {
+        let [client, provider, service, kind, outcome] = <[String; 5]>::try_from(r.keys)
+            .map_err(|k| failed(format!("a row with keys {k:?}")))?;
         *rows
-            .entry((
-                r.client_agency,
-                r.provider_agency,
-                r.service,
-                r.kind,
-                r.outcome,
-            ))
+            .entry((client, provider, service, kind, outcome))
             .or_default() += r.count;
     }
-    Ok(rows)
+    Ok((per_replica, rows))
 }
 
 #[cfg(test)]
