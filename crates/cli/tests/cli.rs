@@ -585,7 +585,7 @@ fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampe
         "{rout}"
     );
     assert!(
-        rout.contains(&format!("deployment: 2 replicas, merged: "))
+        rout.contains("deployment: 2 replicas, merged: ")
             && rout.contains(&format!(" {merged} transactions,")),
         "{rout}"
     );
