@@ -532,10 +532,9 @@ fn totals(stdout: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampered_one() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("demo");
+/// `truc demo --hubs 2` with 5 calls into `data`: its output and the
+/// total of its table.
+fn demo_with_two_hubs(data: &Path) -> (String, u64) {
     let out = run(&[
         "demo",
         "--data",
@@ -550,6 +549,14 @@ fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampe
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let merged = total_of(&table_rows(&stdout));
+    (stdout, merged)
+}
+
+#[test]
+fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampered_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("demo");
+    let (stdout, merged) = demo_with_two_hubs(&data);
     let hub = data.join("hub");
     let hub2 = data.join("hub-2");
     let (s1, s2) = (hub.to_str().expect("utf-8"), hub2.to_str().expect("utf-8"));
@@ -650,21 +657,7 @@ fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampe
 fn demo_with_two_hub_replicas_totals_the_sum_of_each_replicas_verified_log() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("demo");
-    let data_s = data.to_str().expect("utf-8");
-    let out = run(&[
-        "demo",
-        "--data",
-        data_s,
-        "--duration",
-        "0",
-        "--calls",
-        "5",
-        "--hubs",
-        "2",
-    ]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let merged = total_of(&table_rows(&stdout));
+    let (stdout, merged) = demo_with_two_hubs(&data);
     assert_eq!(merged, 23, "the same traffic as with one hub: {stdout}");
     assert!(stdout.contains("per hub replica:"), "{stdout}");
 

@@ -493,6 +493,11 @@ mod tests {
         Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"))
     }
 
+    /// The dashboard of a hub without peers, over `audit`.
+    fn dash(audit: AuditLog) -> Dash {
+        Dash::new(registry(), audit, Zone::default(), false, Replicas::alone())
+    }
+
     async fn append(audit: &AuditLog, i: u32, outcome: &str, now: u64) {
         let tx = truc_audit::Transaction::call(
             &format!("{i:032x}"),
@@ -524,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn only_loopback_unless_public() {
         let (_dir, audit) = log();
-        let mut d = Dash::new(registry(), audit, Zone::default(), false, Replicas::alone());
+        let mut d = dash(audit);
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         assert!(allowed(&d, local));
@@ -549,13 +554,7 @@ mod tests {
         for i in 0..5 {
             append(&audit, i, outcome(i), now).await;
         }
-        let d = Dash::new(
-            registry(),
-            audit.clone(),
-            Zone::default(),
-            false,
-            Replicas::alone(),
-        );
+        let d = dash(audit.clone());
         until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
         for i in 5..8 {
             append(&audit, i, outcome(i), now).await;
@@ -629,13 +628,7 @@ mod tests {
         bad.extend_from_slice(&[0, 2, 0xC3, 0x28]);
         audit.store().insert(&bad, [0u8; 8]).expect("write");
         // Before seeding (one range read) and after (running totals).
-        let d = Dash::new(
-            registry(),
-            audit.clone(),
-            Zone::default(),
-            false,
-            Replicas::alone(),
-        );
+        let d = dash(audit.clone());
         let first = current_summary(&d, now).expect("summary");
         assert_eq!(first["today"]["count"], 3);
         assert_eq!(first["unreadable_entries"], 1);
