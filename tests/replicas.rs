@@ -179,6 +179,31 @@ async fn the_dashboard_of_either_replica_shows_the_deployment_and_a_stopped_one(
         assert_eq!(v["total"]["count"], own[0] + own[1], "{v}");
     }
 
+    // A storm of refreshes costs the peer one round of calls, not one each.
+    let asked = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(r#"grpc_server_handled_total{grpc_service="truc.v1.Reporting",grpc_method="GetStats""#)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let peer_ops = hubs[1].2;
+    let before = asked(&http_get(peer_ops, "/metrics").await.1);
+    let storm: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(replicas_view(hubs[0].2)))
+        .collect();
+    for v in storm {
+        assert_eq!(v.await.expect("view")["replicas_up"], 2);
+    }
+    let after = asked(&http_get(peer_ops, "/metrics").await.1);
+    assert!(
+        after - before <= 2,
+        "20 refreshes asked the peer {} times",
+        after - before
+    );
+
     c.deployment.stop_replica("hub-2").await.expect("stop");
     let ops = hubs[0].2;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

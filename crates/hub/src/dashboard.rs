@@ -534,6 +534,11 @@ mod tests {
         let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         assert!(allowed(&d, local));
         assert!(!allowed(&d, remote));
+        // The deployment's view too: it names every replica's figures.
+        let refused = replicas_view(State(d.clone()), ConnectInfo(remote)).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let served = replicas_view(State(d.clone()), ConnectInfo(local)).await;
+        assert_eq!(served.status(), StatusCode::OK);
         d.public = true;
         assert!(allowed(&d, remote));
         let summary = current_summary(&d, 1_795_887_000_000).expect("summary");
