@@ -509,6 +509,30 @@ mod tests {
         panic!("the listing never ended");
     }
 
+    /// Another replica's certificate (the dashboard asking for the log's
+    /// origin) reads the signed head, but no record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_certificate_reads_the_head_but_no_record() {
+        let f = fixture().await;
+        let mut head = Request::new(GetTreeHeadRequest::default());
+        head.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role: Role::Hub,
+                name: "hub".into(),
+            },
+            remote_addr: None,
+        });
+        let head = f.service.get_tree_head(head).await.expect("head");
+        assert_eq!(head.into_inner().tree_size, 300);
+        let refused = f
+            .service
+            .list_records(request(Role::Hub, "hub", ListRecordsRequest::default()))
+            .await
+            .expect_err("no records for a hub certificate");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        f.log.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn filtered_listings_read_only_the_records_they_return() {
         let f = fixture().await;
