@@ -15,11 +15,11 @@ echo "== $(promtool --version 2>&1 | head -n 1)"
 echo "== promtool check config prometheus.yml"
 promtool check config prometheus.yml
 
-echo "== promtool check rules alerts.yml"
-promtool check rules alerts.yml
+echo "== promtool check rules rules.yml alerts.yml"
+promtool check rules rules.yml alerts.yml
 
-echo "== promtool test rules alerts_test.yml"
-promtool test rules alerts_test.yml
+echo "== promtool test rules rules_test.yml alerts_test.yml"
+promtool test rules rules_test.yml alerts_test.yml
 
 dashboard=../grafana/truc.json
 if command -v python3 >/dev/null 2>&1; then

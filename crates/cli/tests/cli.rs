@@ -523,15 +523,22 @@ fn total_of(rows: &[String]) -> u64 {
         .unwrap_or_else(|| panic!("no total in {rows:?}"))
 }
 
-#[test]
-fn demo_with_two_hub_replicas_totals_the_sum_of_each_replicas_verified_log() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("demo");
-    let data_s = data.to_str().expect("utf-8");
+/// Every table's total in `stdout`, in order.
+fn totals(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("total transactions: "))
+        .map(|n| n.parse().expect("number"))
+        .collect()
+}
+
+/// `truc demo --hubs 2` with 5 calls into `data`: its output and the
+/// total of its table.
+fn demo_with_two_hubs(data: &Path) -> (String, u64) {
     let out = run(&[
         "demo",
         "--data",
-        data_s,
+        data.to_str().expect("utf-8"),
         "--duration",
         "0",
         "--calls",
@@ -542,6 +549,115 @@ fn demo_with_two_hub_replicas_totals_the_sum_of_each_replicas_verified_log() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let merged = total_of(&table_rows(&stdout));
+    (stdout, merged)
+}
+
+#[test]
+fn audit_verify_over_the_replicas_checks_each_with_its_own_key_and_names_a_tampered_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("demo");
+    let (stdout, merged) = demo_with_two_hubs(&data);
+    let hub = data.join("hub");
+    let hub2 = data.join("hub-2");
+    let (s1, s2) = (hub.to_str().expect("utf-8"), hub2.to_str().expect("utf-8"));
+    assert!(
+        stdout.contains(&format!("truc audit verify --data {s1} --data {s2}")),
+        "the demo names the command: {stdout}"
+    );
+
+    // Each replica's key is found beside its directory: both verify, and
+    // the deployment's table is the sum of theirs and of the demo's.
+    let out = run(&["audit", "verify", "--data", s1, "--data", s2]);
+    let vout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{vout}\n{}", text(&out.stderr));
+    assert!(
+        vout.contains("== replica hub (") && vout.contains("== replica hub-2 ("),
+        "{vout}"
+    );
+    assert!(
+        vout.contains("== deployment: 2 hub replicas, each log verified with its own key"),
+        "{vout}"
+    );
+    let t = totals(&vout);
+    assert_eq!(t.len(), 3, "{vout}");
+    assert!(t[0] > 0 && t[1] > 0, "both replicas carried calls: {vout}");
+    assert_eq!(t[0] + t[1], t[2]);
+    assert_eq!(t[2], merged);
+    // The statistics of both, against their logs, merged.
+    let out = run(&["report", "--verify", "--data", s1, "--data", s2]);
+    let rout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{rout}\n{}", text(&out.stderr));
+    assert!(
+        rout.contains("replica hub: verified:") && rout.contains("replica hub-2: verified:"),
+        "{rout}"
+    );
+    assert!(
+        rout.contains("deployment: 2 replicas, merged: ")
+            && rout.contains(&format!(" {merged} transactions,")),
+        "{rout}"
+    );
+
+    // Bad input: a key count that matches neither one per --data nor none,
+    // and the same directory twice.
+    let key = data.join("pki/audit-signing.pub");
+    let out = run(&[
+        "audit",
+        "verify",
+        "--data",
+        s1,
+        "--data",
+        s2,
+        "--public-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("1 --public-key for 2 --data"),
+        "{}",
+        text(&out.stderr)
+    );
+    for cmd in [&["audit", "verify"][..], &["report", "--verify"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--data", s1, "--data", s1]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains("given twice"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // Replica hub-2's log rewritten and re-signed with the other
+    // replica's key: it would pass under that key, not under its own.
+    {
+        let store = truc_store::Store::open(&hub2).expect("store");
+        let key = truc_pki::load_audit_key(&data.join("pki/audit-signing.key")).expect("key");
+        let signer = truc_audit::sth::Signer::new(key).with_origin("forged");
+        truc_audit::tamper::rewrite_record(&store, 0, &signer, |r| {
+            r.response_sha256 = bytes::Bytes::from_static(&[1; 32]);
+        })
+        .expect("rewrite");
+        store.flush().expect("flush");
+    }
+    let out = run(&["audit", "verify", "--data", s1, "--data", s2]);
+    let vout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{vout}");
+    assert!(
+        vout.contains("TAMPERED: the log of replica hub-2 does not verify (1 of 2 replicas did)"),
+        "{vout}"
+    );
+    assert!(
+        !vout.contains("== deployment"),
+        "no total over a tampered log: {vout}"
+    );
+}
+
+#[test]
+fn demo_with_two_hub_replicas_totals_the_sum_of_each_replicas_verified_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("demo");
+    let (stdout, merged) = demo_with_two_hubs(&data);
     assert_eq!(merged, 23, "the same traffic as with one hub: {stdout}");
     assert!(stdout.contains("per hub replica:"), "{stdout}");
 

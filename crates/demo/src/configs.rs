@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Serialize;
-use truc_hub::{Dashboard, HubFile};
+use truc_hub::{Dashboard, HubFile, Peer};
 use truc_node::{
     AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HttpSection, HubSection, NodeFile,
     VxpSection, VxpSystemEntry, WitnessSection,
@@ -141,7 +141,28 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         limits: plan.limits.clone(),
         documents: Default::default(),
         dashboard: Dashboard::default(),
+        peers: Vec::new(),
         end_user_key: None,
+    };
+    // With several replicas, each one's dashboard shows them all: every
+    // replica lists the others as peers.
+    let all: Vec<Peer> = std::iter::once(("hub".to_string(), plan.hub.0))
+        .chain(
+            plan.replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (replica_name(i + 2), r.0)),
+        )
+        .map(|(name, listen)| Peer {
+            name,
+            address: listen.to_string(),
+        })
+        .collect();
+    let others = |me: &str| -> Vec<Peer> {
+        if plan.replicas.is_empty() {
+            return Vec::new();
+        }
+        all.iter().filter(|p| p.name != me).cloned().collect()
     };
     // Each further replica: its own ports, data, certificate, audit key and
     // log origin; the same registry.
@@ -161,6 +182,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
             audit_key: Some(layout.audit_key()),
             log_origin: Some(replica_origin(&name)),
             tls,
+            peers: others(&name),
             ..hub.clone()
         };
         replica_files.push(toml_file(
@@ -175,6 +197,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
     }
     let hub = HubFile {
         log_origin: (!plan.replicas.is_empty()).then(|| replica_origin("hub")),
+        peers: others("hub"),
         ..hub
     };
     out.push(toml_file(

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use truc_hub::{Dashboard, HubFile};
+use truc_hub::{Dashboard, HubFile, Peer};
 use truc_node::{
     AuditKeyEntry, BackendEntry, ClientEntry, DocumentService, HttpSection, HubSection, NodeFile,
     WitnessSection,
@@ -85,6 +85,14 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         limits: Limits::default(),
         documents: Default::default(),
         dashboard: Dashboard::default(),
+        // Every replica: each pod leaves itself out by its name, so the
+        // dashboard of any shows the whole StatefulSet.
+        peers: (0..HUB_REPLICAS)
+            .map(|i| Peer {
+                name: format!("hub-{i}"),
+                address: format!("hub-{i}.hub.{NAMESPACE}.svc.cluster.local:{HUB_PORT}"),
+            })
+            .collect(),
         end_user_key: None,
         tracing: Default::default(),
     };

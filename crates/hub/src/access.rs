@@ -1,5 +1,6 @@
 //! Who may read what on the hub: the admin sees everything, a node sees the
-//! transactions where one of the agencies it hosts is a party.
+//! transactions where one of the agencies it hosts is a party; another
+//! replica of the hub sees the statistics and the signed heads.
 
 use tonic::Status;
 use truc_pki::{Identity, Role};
@@ -24,6 +25,16 @@ impl Visibility {
             _ => Err(Status::permission_denied(format!(
                 "{caller} may not read {what}"
             ))),
+        }
+    }
+
+    /// Like [`Visibility::of`], and a hub certificate (another replica of
+    /// this hub, whose dashboard shows the deployment) sees everything too:
+    /// for the statistics and the signed heads, not the records.
+    pub(crate) fn of_replica_or(caller: &Identity, what: &str) -> Result<Visibility, Status> {
+        match caller.role {
+            Role::Hub => Ok(Visibility::All),
+            _ => Visibility::of(caller, what),
         }
     }
 

@@ -122,7 +122,7 @@ impl Audit for AuditService {
         &self,
         request: Request<GetTreeHeadRequest>,
     ) -> Result<Response<SignedTreeHead>, Status> {
-        Visibility::of(&peer(&request)?.identity, "the audit log")?;
+        Visibility::of_replica_or(&peer(&request)?.identity, "the audit log")?;
         let size = request.get_ref().tree_size;
         let mut head = self.log.tree_head(size).map_err(status)?;
         self.attach_cosignatures(&mut head);
@@ -507,6 +507,30 @@ mod tests {
             token = page.next_page_token;
         }
         panic!("the listing never ended");
+    }
+
+    /// Another replica's certificate (the dashboard asking for the log's
+    /// origin) reads the signed head, but no record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_certificate_reads_the_head_but_no_record() {
+        let f = fixture().await;
+        let mut head = Request::new(GetTreeHeadRequest::default());
+        head.extensions_mut().insert(PeerInfo {
+            identity: Identity {
+                role: Role::Hub,
+                name: "hub".into(),
+            },
+            remote_addr: None,
+        });
+        let head = f.service.get_tree_head(head).await.expect("head");
+        assert_eq!(head.into_inner().tree_size, 300);
+        let refused = f
+            .service
+            .list_records(request(Role::Hub, "hub", ListRecordsRequest::default()))
+            .await
+            .expect_err("no records for a hub certificate");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        f.log.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

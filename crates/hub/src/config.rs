@@ -61,6 +61,13 @@ pub struct HubFile {
     /// Dashboard access.
     #[serde(default)]
     pub dashboard: Dashboard,
+    /// `[[peer]]`: the other replicas of this hub, whose statistics the
+    /// dashboard fetches (over mutual TLS, with this hub's certificate) and
+    /// shows beside its own, merged into the deployment's totals. A peer
+    /// named like this replica (`--replica`) is skipped, so every replica
+    /// may read the same list.
+    #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
     /// A file holding the key (hex, at least 32 bytes) under which the hub
     /// records end users as HMAC-SHA256 where the registry says
     /// `hash_end_user = true`. Needed when it does.
@@ -82,6 +89,18 @@ pub struct Dashboard {
     /// Serve the dashboard even when the ops port is not on loopback (put
     /// it behind an authenticating proxy then). Off by default.
     pub public: bool,
+}
+
+/// `[[peer]]`: another replica of this hub.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The replica's name (a DNS label such as `hub-1`), shown on the
+    /// dashboard.
+    pub name: String,
+    /// Its gRPC address, `host:port`; its certificate must name the same
+    /// hub as this one's.
+    pub address: String,
 }
 
 /// A validated hub config, paths resolved against the file's directory.
@@ -107,6 +126,8 @@ pub struct HubConfig {
     pub log_origin: Option<String>,
     /// Dashboard access.
     pub dashboard: Dashboard,
+    /// The other replicas (this one left out), checked.
+    pub peers: Vec<Peer>,
     /// Limits on relayed documents.
     pub documents: truc_doc::Limits,
     /// The hub's certificate, key and CA.
@@ -190,7 +211,9 @@ impl HubConfig {
             }
         };
         raw.tracing.validate(path)?;
+        let peers = peers(path, &raw.peers, replica)?;
         Ok(HubConfig {
+            peers,
             replica: replica.map(str::to_string),
             listen,
             ops_listen,
@@ -269,6 +292,45 @@ impl HubConfig {
     }
 }
 
+/// The peers of `listed` other than `replica`, each name a DNS label and
+/// address `host:port`, neither given twice.
+fn peers(path: &Path, listed: &[Peer], replica: Option<&str>) -> Result<Vec<Peer>, ConfigError> {
+    for (i, p) in listed.iter().enumerate() {
+        let field = |f: &str| format!("peer[{i}].{f}");
+        if !truc_pki::valid_name(&p.name) {
+            return Err(ConfigError::new(
+                path,
+                &field("name"),
+                format!(
+                    "{:?}: a replica name is a DNS label (1 to 63 of a-z, 0-9 and `-`), like hub-1",
+                    p.name
+                ),
+            ));
+        }
+        truc_ops::config::host_port(path, &field("address"), &p.address)?;
+        for (what, same) in [
+            ("name", listed[..i].iter().any(|q| q.name == p.name)),
+            (
+                "address",
+                listed[..i].iter().any(|q| q.address == p.address),
+            ),
+        ] {
+            if same {
+                return Err(ConfigError::new(
+                    path,
+                    &field(what),
+                    "listed twice: the replica would be counted twice",
+                ));
+            }
+        }
+    }
+    Ok(listed
+        .iter()
+        .filter(|p| Some(p.name.as_str()) != replica)
+        .cloned()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +340,15 @@ mod tests {
     }
 
     fn load_with(head: &str, zone: &str) -> Result<HubConfig, ConfigError> {
+        load_full(head, zone, "", None)
+    }
+
+    fn load_full(
+        head: &str,
+        zone: &str,
+        tail: &str,
+        replica: Option<&str>,
+    ) -> Result<HubConfig, ConfigError> {
         let dir = tempfile::tempdir().expect("dir");
         for f in ["registry.toml", "audit.key", "ca.crt", "hub.crt", "hub.key"] {
             std::fs::write(dir.path().join(f), "").expect("write");
@@ -288,11 +359,54 @@ mod tests {
             format!(
                 "{head}listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
                  registry = \"registry.toml\"\naudit_key = \"audit.key\"\ntime_zone = \"{zone}\"\n\
-                 [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n"
+                 [tls]\nca = \"ca.crt\"\ncert = \"hub.crt\"\nkey = \"hub.key\"\n{tail}"
             ),
         )
         .expect("write");
-        HubConfig::load(&path)
+        HubConfig::load_replica(&path, replica)
+    }
+
+    #[test]
+    fn peers_are_checked_and_this_replica_is_left_out() {
+        let peer = |name: &str, address: &str| {
+            format!("[[peer]]\nname = \"{name}\"\naddress = \"{address}\"\n")
+        };
+        let list = [
+            peer("hub-0", "hub-0.hub:7000"),
+            peer("hub-1", "hub-1.hub:7000"),
+        ]
+        .concat();
+        let c = load_full("", "UTC", &list, Some("hub-0")).expect("valid");
+        assert_eq!(
+            c.peers,
+            vec![Peer {
+                name: "hub-1".into(),
+                address: "hub-1.hub:7000".into()
+            }]
+        );
+        assert_eq!(
+            load_full("", "UTC", &list, None)
+                .expect("valid")
+                .peers
+                .len(),
+            2
+        );
+        for (tail, field) in [
+            (peer("Hub 1", "hub-1:7000"), "peer[0].name"),
+            (peer("hub-1", "hub-1"), "peer[0].address"),
+            (
+                [peer("a", "a:1"), peer("a", "b:1")].concat(),
+                "peer[1].name",
+            ),
+            (
+                [peer("a", "a:1"), peer("b", "a:1")].concat(),
+                "peer[1].address",
+            ),
+            ("[[peer]]\nname = \"a\"\n".to_string(), "address"),
+        ] {
+            let err = load_full("", "UTC", &tail, None).expect_err(&tail);
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use truc_audit::{
 };
 use truc_registry::{AgencyCode, Registry};
 
-use crate::i18n;
+use crate::{deployment::Replicas, i18n};
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -39,6 +39,8 @@ struct Dash {
     audit: AuditLog,
     zone: Zone,
     public: bool,
+    /// This replica and its peers (`/api/replicas`).
+    replicas: Arc<Replicas>,
     /// None until seeded.
     totals: Arc<RwLock<Option<Totals>>>,
     /// Dropped with the last clone of the dashboard: stops its totals task.
@@ -51,6 +53,7 @@ impl Dash {
         audit: AuditLog,
         zone: Zone,
         public: bool,
+        replicas: Replicas,
     ) -> Dash {
         let totals = Arc::new(RwLock::new(None));
         let (alive, dropped) = oneshot::channel();
@@ -65,6 +68,7 @@ impl Dash {
             audit,
             zone,
             public,
+            replicas: Arc::new(replicas),
             totals,
             _alive: Arc::new(alive),
         }
@@ -77,13 +81,15 @@ pub(crate) fn router(
     audit: AuditLog,
     time_zone: Zone,
     public: bool,
+    replicas: Replicas,
 ) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/summary", get(summary))
+        .route("/api/replicas", get(replicas_view))
         .route("/api/recent", get(recent))
         .route("/api/events", get(events))
-        .with_state(Dash::new(registry, audit, time_zone, public))
+        .with_state(Dash::new(registry, audit, time_zone, public, replicas))
 }
 
 fn allowed(d: &Dash, peer: SocketAddr) -> bool {
@@ -405,6 +411,17 @@ fn current_summary(d: &Dash, now_ms: u64) -> Result<Value, truc_audit::AuditErro
     ))
 }
 
+/// This replica and its peers today, merged (see [`crate::deployment`]).
+async fn replicas_view(
+    State(d): State<Dash>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !allowed(&d, peer) {
+        return forbidden();
+    }
+    json_response(&d.replicas.view(&d.audit, &d.zone, truc_ops::now_ms()).await)
+}
+
 async fn summary(State(d): State<Dash>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
     if !allowed(&d, peer) {
         return forbidden();
@@ -476,6 +493,11 @@ mod tests {
         Arc::new(Registry::from_toml_str("", "empty.toml").expect("registry"))
     }
 
+    /// The dashboard of a hub without peers, over `audit`.
+    fn dash(audit: AuditLog) -> Dash {
+        Dash::new(registry(), audit, Zone::default(), false, Replicas::alone())
+    }
+
     async fn append(audit: &AuditLog, i: u32, outcome: &str, now: u64) {
         let tx = truc_audit::Transaction::call(
             &format!("{i:032x}"),
@@ -507,11 +529,16 @@ mod tests {
     #[tokio::test]
     async fn only_loopback_unless_public() {
         let (_dir, audit) = log();
-        let mut d = Dash::new(registry(), audit, Zone::default(), false);
+        let mut d = dash(audit);
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         assert!(allowed(&d, local));
         assert!(!allowed(&d, remote));
+        // The deployment's view too: it names every replica's figures.
+        let refused = replicas_view(State(d.clone()), ConnectInfo(remote)).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let served = replicas_view(State(d.clone()), ConnectInfo(local)).await;
+        assert_eq!(served.status(), StatusCode::OK);
         d.public = true;
         assert!(allowed(&d, remote));
         let summary = current_summary(&d, 1_795_887_000_000).expect("summary");
@@ -532,7 +559,7 @@ mod tests {
         for i in 0..5 {
             append(&audit, i, outcome(i), now).await;
         }
-        let d = Dash::new(registry(), audit.clone(), Zone::default(), false);
+        let d = dash(audit.clone());
         until("seeded", || d.totals.read().is_ok_and(|t| t.is_some())).await;
         for i in 5..8 {
             append(&audit, i, outcome(i), now).await;
@@ -606,7 +633,7 @@ mod tests {
         bad.extend_from_slice(&[0, 2, 0xC3, 0x28]);
         audit.store().insert(&bad, [0u8; 8]).expect("write");
         // Before seeding (one range read) and after (running totals).
-        let d = Dash::new(registry(), audit.clone(), Zone::default(), false);
+        let d = dash(audit.clone());
         let first = current_summary(&d, now).expect("summary");
         assert_eq!(first["today"]["count"], 3);
         assert_eq!(first["unreadable_entries"], 1);

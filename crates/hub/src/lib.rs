@@ -16,6 +16,7 @@ mod admin;
 mod audit_service;
 mod config;
 mod dashboard;
+mod deployment;
 mod end_user;
 mod i18n;
 mod quota;
@@ -26,7 +27,7 @@ mod signed_registry;
 
 use std::{sync::Arc, time::Duration};
 
-pub use config::{Dashboard, HubConfig, HubFile};
+pub use config::{Dashboard, HubConfig, HubFile, Peer};
 use tokio::net::TcpListener;
 use truc_audit::Options;
 use truc_ops::{Metrics, Shutdown};
@@ -150,6 +151,12 @@ pub async fn start(
         audit.clone(),
         zone.clone(),
         config.dashboard.public,
+        deployment::Replicas::new(
+            config.replica.as_deref(),
+            config.log_origin(),
+            config.peers.clone(),
+            config.tls.clone(),
+        ),
     );
     {
         let current = registry.current();

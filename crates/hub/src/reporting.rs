@@ -78,7 +78,7 @@ impl Reporting for ReportingService {
         &self,
         request: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        let visibility = Visibility::of(&peer(&request)?.identity, "reports")?;
+        let visibility = Visibility::of_replica_or(&peer(&request)?.identity, "reports")?;
         let req = request.into_inner();
         let dims = req
             .group_by
@@ -216,15 +216,86 @@ mod tests {
     use truc_pki::{Identity, PeerInfo, Role};
 
     fn admin<T>(req: T) -> Request<T> {
+        from(Role::Admin, "admin", req)
+    }
+
+    fn from<T>(role: Role, name: &str, req: T) -> Request<T> {
         let mut r = Request::new(req);
         r.extensions_mut().insert(PeerInfo {
             identity: Identity {
-                role: Role::Admin,
-                name: "admin".into(),
+                role,
+                name: name.into(),
             },
             remote_addr: None,
         });
         r
+    }
+
+    /// Another replica's certificate (the dashboard over the deployment)
+    /// reads every row, like the admin's; a node's still sees only its own
+    /// agencies' rows, and an agency system's none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_certificate_reads_every_row_and_a_node_only_its_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let audit = AuditLog::open(store.clone(), "hub", Options::default(), None).expect("log");
+        // H37 calls G22; A01 calls A02 (node `other` hosts both).
+        for (i, (client, provider)) in [
+            ("000.00.00.H37", "000.00.00.G22"),
+            ("000.00.00.A01", "000.00.00.A02"),
+            ("000.00.00.A01", "000.00.00.A02"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tx = Transaction::call(
+                &format!("{i:032x}"),
+                client,
+                provider,
+                &format!("{provider}/lookup/v1"),
+                b"{}",
+                DAY0,
+            )
+            .finish("OK", b"", DAY0, std::time::Duration::from_micros(5));
+            audit.append(tx).await.expect("append");
+        }
+        let service = ReportingService::new(
+            crate::tests::registry(),
+            store.clone(),
+            audit.clone(),
+            Zone::default(),
+        );
+        let ask = |role, name| {
+            from(
+                role,
+                name,
+                GetStatsRequest {
+                    group_by: vec!["client".into()],
+                    ..GetStatsRequest::default()
+                },
+            )
+        };
+        let count = |r: GetStatsResponse| r.total.expect("total").count;
+        for (role, name, want) in [
+            (Role::Hub, "hub", 3),
+            (Role::Admin, "admin", 3),
+            (Role::Node, "vpcp", 1),
+            (Role::Node, "other", 2),
+            (Role::Node, "lgsp-langson", 1),
+        ] {
+            let got = service
+                .get_stats(ask(role, name))
+                .await
+                .expect("stats")
+                .into_inner();
+            assert_eq!(count(got), want, "{role:?} {name}");
+        }
+        let refused = service
+            .get_stats(ask(Role::Client, "some-system"))
+            .await
+            .expect_err("an agency system reads no statistics");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        audit.close().await;
     }
 
     const DAY0: u64 = 1_795_910_000_000;

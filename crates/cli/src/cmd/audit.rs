@@ -3,7 +3,7 @@
 //! running hub (`prove`, `consistency`). Exit codes: 0 verified, 1 tampered
 //! (or a proof that does not verify), 2 bad input, 3 could not check.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
 use truc_audit::{
@@ -52,12 +52,17 @@ pub(crate) struct HeadArgs {
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
     /// The data directory of a hub or a node (the process must be stopped).
-    #[arg(long)]
-    data: PathBuf,
-    /// The hub's audit public key (hex), to check signatures; by default
-    /// `pki/audit-signing.pub` beside the data directory, if present.
-    #[arg(long)]
-    public_key: Option<PathBuf>,
+    /// Repeat it for each hub replica of a deployment: each log is checked
+    /// with its own key, then the deployment's total is printed.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// The hub's audit public key (hex), to check signatures; repeat it
+    /// once per `--data`, in the same order. By default, for a data
+    /// directory `D`, `pki/replica-D/audit-signing.pub` beside it (a further
+    /// replica of `truc demo --hubs N`), else `pki/audit-signing.pub`, if
+    /// present.
+    #[arg(long = "public-key")]
+    public_keys: Vec<PathBuf>,
     /// The data directory of a stopped node that witnessed the hub's log
     /// (repeat for each): every head it verified must be the root of the
     /// hub's records, and it must hold no evidence of a contradiction.
@@ -211,28 +216,120 @@ fn key(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     read_public_key(path).map_err(CliError::Usage)
 }
 
-fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
-    if !args.data.join("db").exists() {
-        return Err(CliError::CannotCheck(format!(
-            "{} holds no truc database",
-            args.data.display()
-        )));
-    }
-    let key_path = args.public_key.clone().or_else(|| {
-        let guess = args.data.parent()?.join("pki/audit-signing.pub");
-        let guess = if guess.exists() {
-            guess
-        } else {
-            // A node's directory sits one level deeper (nodes/ID).
-            args.data.parent()?.parent()?.join("pki/audit-signing.pub")
-        };
-        guess.exists().then_some(guess)
+/// The key of the log in `data` when none is given: that of the replica
+/// the directory is named after, else the hub's, beside it (or, for a
+/// node's directory, one level up).
+fn guess_key(data: &std::path::Path) -> Option<PathBuf> {
+    let parent = data.parent()?;
+    let replica = data.file_name().map(|name| {
+        parent
+            .join("pki")
+            .join(format!("replica-{}", name.to_string_lossy()))
     });
-    let public_key = key_path.as_deref().map(key).transpose()?;
-    let store = Store::open(&args.data).map_err(|e| CliError::CannotCheck(e.to_string()))?;
+    let candidates = [
+        replica.map(|d| d.join("audit-signing.pub")),
+        Some(parent.join("pki/audit-signing.pub")),
+        parent.parent().map(|p| p.join("pki/audit-signing.pub")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.exists())
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let keys: Vec<Option<PathBuf>> = match args.public_keys.len() {
+        0 => args.data.iter().map(|d| guess_key(d)).collect(),
+        n if n == args.data.len() => args.public_keys.iter().cloned().map(Some).collect(),
+        n => {
+            return Err(CliError::Usage(format!(
+                "{n} --public-key for {} --data: give one per --data, in the same order, or none",
+                args.data.len()
+            )));
+        }
+    };
+    // Every directory is checked before any log is read.
+    for (i, dir) in args.data.iter().enumerate() {
+        if !dir.join("db").exists() {
+            return Err(CliError::CannotCheck(format!(
+                "{} holds no truc database",
+                dir.display()
+            )));
+        }
+        if args.data[..i].contains(dir) {
+            return Err(CliError::Usage(format!(
+                "--data {} given twice: it would be counted twice",
+                dir.display()
+            )));
+        }
+    }
+    if let [data] = args.data.as_slice() {
+        return Ok(verify_log(data, keys[0].as_deref(), &args.witnesses)?.exit_code());
+    }
+    let mut total = BTreeMap::new();
+    let mut tampered = Vec::new();
+    for (data, key) in args.data.iter().zip(&keys) {
+        let name = replica_name(data);
+        println!("== replica {name} ({})", data.display());
+        let verdict =
+            verify_log(data, key.as_deref(), &args.witnesses).map_err(|e| e.in_replica(&name))?;
+        if verdict.tampered {
+            tampered.push(name);
+        } else {
+            for (k, n) in verdict.counts {
+                *total.entry(k).or_insert(0) += n;
+            }
+        }
+        println!();
+    }
+    let n = args.data.len();
+    if !tampered.is_empty() {
+        println!(
+            "TAMPERED: the log of replica {} does not verify ({} of {n} replicas did)",
+            tampered.join(", replica "),
+            n - tampered.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("== deployment: {n} hub replicas, each log verified with its own key");
+    table::print(&table::from_counts(&total));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How a replica is named in the output: its data directory's name.
+fn replica_name(data: &std::path::Path) -> String {
+    data.file_name().map_or_else(
+        || data.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// What checking one log found.
+struct Verdict {
+    tampered: bool,
+    /// The counters recomputed from its records.
+    counts: BTreeMap<truc_audit::CountKey, u64>,
+}
+
+impl Verdict {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(u8::from(self.tampered))
+    }
+}
+
+/// Checks the log in `data` (with `key_path`, and against `witnesses`),
+/// printing what it finds.
+fn verify_log(
+    data: &std::path::Path,
+    key_path: Option<&std::path::Path>,
+    witnesses: &[PathBuf],
+) -> Result<Verdict, CliError> {
+    let public_key = key_path.map(key).transpose()?;
+    let store = Store::open(data).map_err(|e| CliError::CannotCheck(e.to_string()))?;
     let report = truc_audit::verify(&store, public_key.as_deref())
         .map_err(|e| CliError::CannotCheck(e.to_string()))?;
     table::print(&table::from_counts(&report.counts));
+    let tampered = Verdict {
+        tampered: true,
+        counts: BTreeMap::new(),
+    };
     if let Some(problem) = &report.problem {
         println!("TAMPERED: {problem}");
         if report.unreadable.len() > 1 {
@@ -242,7 +339,7 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             );
         }
         println!("{} records verified before it", report.records);
-        return Ok(ExitCode::from(1));
+        return Ok(tampered);
     }
     // On a node: the hub receipts its checks flagged when they came.
     let receipts =
@@ -266,10 +363,10 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             "{} hub receipts failed the node's checks when they came: the hub's word did not hold",
             failed.len()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(tampered);
     }
-    if !check_witnesses(&store, &args.witnesses, public_key.as_deref())? {
-        return Ok(ExitCode::from(1));
+    if !check_witnesses(&store, witnesses, public_key.as_deref())? {
+        return Ok(tampered);
     }
     println!(
         "verified: {} records, Merkle root {}, {} signed tree heads, {} hub receipts, counters equal the records",
@@ -279,15 +376,18 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         report.receipts
     );
     match key_path {
-        Some(path) => {
-            println!("signatures checked with {}", path.display());
-            Ok(ExitCode::SUCCESS)
+        Some(path) => println!("signatures checked with {}", path.display()),
+        None if report.tree_heads == 0 => {}
+        None => {
+            return Err(CliError::CannotCheck(
+                "tree head and receipt signatures not checked: give --public-key".into(),
+            ));
         }
-        None if report.tree_heads == 0 => Ok(ExitCode::SUCCESS),
-        None => Err(CliError::CannotCheck(
-            "tree head and receipt signatures not checked: give --public-key".into(),
-        )),
     }
+    Ok(Verdict {
+        tampered: false,
+        counts: report.counts,
+    })
 }
 
 /// Any failure to ask is "could not check".

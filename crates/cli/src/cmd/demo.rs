@@ -127,13 +127,15 @@ per hub replica:"
         "stopped cleanly; check the hub's log with: truc audit verify --data {}",
         args.data.join("hub").display()
     );
-    for name in replicas {
+    if !replicas.is_empty() {
+        // Each replica's key is found beside its data directory.
+        let dirs: Vec<String> = std::iter::once("hub".to_string())
+            .chain(replicas)
+            .map(|name| format!("--data {}", args.data.join(name).display()))
+            .collect();
         println!(
-            "and replica {name}'s: truc audit verify --data {} --public-key {}",
-            args.data.join(&name).display(),
-            args.data
-                .join(format!("pki/replica-{name}/audit-signing.pub"))
-                .display()
+            "and every replica's, each with its own key: truc audit verify {}",
+            dirs.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -201,9 +203,8 @@ async fn drive_traffic(d: &Deployment, calls: u32) -> Result<u32, CliError> {
     Ok(made)
 }
 
-/// Each hub replica's total and the merged rows of all replicas. The merge
-/// sums the counts of each replica's `GetCounts`: exact for counts, and
-/// the one place to change for a merge of more than counts.
+/// Each hub replica's total and the merged rows of all replicas: their
+/// `GetStats` merged exactly, as `truc report` merges them.
 async fn merged_counts(
     d: &Deployment,
     admin: &ClientConfig,
@@ -214,20 +215,18 @@ async fn merged_counts(
     ),
     CliError,
 > {
-    let mut per_replica = Vec::new();
-    let mut merged = std::collections::BTreeMap::new();
-    for (name, hub) in d.hubs() {
-        let at_replica = ClientConfig {
-            address: hub.addr().to_string(),
-            ..admin.clone()
-        };
-        let rows = report::fetch(&at_replica, "", "").await?;
-        per_replica.push((name.to_string(), rows.values().sum()));
-        for (k, n) in rows {
-            *merged.entry(k).or_default() += n;
-        }
-    }
-    Ok((per_replica, merged))
+    let at_each: Vec<(String, ClientConfig)> = d
+        .hubs()
+        .into_iter()
+        .map(|(name, hub)| {
+            let at_replica = ClientConfig {
+                address: hub.addr().to_string(),
+                ..admin.clone()
+            };
+            (name.to_string(), at_replica)
+        })
+        .collect();
+    report::merged_rows(&at_each).await
 }
 
 /// Prints the hub's latest signed tree head, and how to check it.

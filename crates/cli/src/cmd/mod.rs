@@ -95,6 +95,16 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
+    /// The same error, its message naming the hub replica it is about.
+    pub(crate) fn in_replica(self, name: &str) -> CliError {
+        let named = |m: String| format!("replica {name}: {m}");
+        match self {
+            CliError::Usage(m) => CliError::Usage(named(m)),
+            CliError::Failed(m) => CliError::Failed(named(m)),
+            CliError::CannotCheck(m) => CliError::CannotCheck(named(m)),
+        }
+    }
+
     pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Failed(_) => ExitCode::from(1),

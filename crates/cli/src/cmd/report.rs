@@ -3,13 +3,12 @@
 //! configs list; and `--verify`, which recomputes the stored statistics from
 //! a stopped hub's audit log.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, ValueEnum};
 use truc_ops::config::ClientConfig;
 use truc_proto::v1::{
-    GetCountsRequest, GetStatsRequest, GetStatsResponse, StatsRow,
-    reporting_client::ReportingClient,
+    GetStatsRequest, GetStatsResponse, StatsRow, reporting_client::ReportingClient,
 };
 
 use super::{CliError, failed, table};
@@ -66,14 +65,15 @@ pub(crate) struct ReportArgs {
     /// --data) and compare them, to the unit, with the stored ones.
     #[arg(long, requires = "data")]
     verify: bool,
-    /// The hub's data directory, for --verify.
+    /// The hub's data directory, for --verify; repeat it for each replica:
+    /// each is compared with its own log, then their statistics are merged.
     #[arg(long)]
-    data: Option<PathBuf>,
+    data: Vec<PathBuf>,
 }
 
 pub(super) async fn run(args: ReportArgs) -> Result<ExitCode, CliError> {
     if args.verify {
-        return verify(args.data.as_deref());
+        return verify(&args.data);
     }
     if args.config.is_empty() {
         return Err(CliError::Usage("--config is required".into()));
@@ -330,64 +330,127 @@ fn print_json(
     Ok(())
 }
 
-fn verify(data: Option<&std::path::Path>) -> Result<ExitCode, CliError> {
-    let Some(dir) = data else {
+fn verify(dirs: &[PathBuf]) -> Result<ExitCode, CliError> {
+    if dirs.is_empty() {
         return Err(CliError::Usage("--verify needs --data".into()));
-    };
-    if !dir.join("db").exists() {
-        return Err(CliError::CannotCheck(format!(
-            "{} holds no truc database",
-            dir.display()
-        )));
     }
-    let store = truc_store::Store::open(dir).map_err(|e| CliError::CannotCheck(e.to_string()))?;
-    let report =
-        truc_audit::verify(&store, None).map_err(|e| CliError::CannotCheck(e.to_string()))?;
-    match report.problem {
-        None => {
-            let transactions: u64 = report.counts.values().sum();
+    for (i, dir) in dirs.iter().enumerate() {
+        if !dir.join("db").exists() {
+            return Err(CliError::CannotCheck(format!(
+                "{} holds no truc database",
+                dir.display()
+            )));
+        }
+        if dirs[..i].contains(dir) {
+            return Err(CliError::Usage(format!(
+                "--data {} given twice: it would be counted twice",
+                dir.display()
+            )));
+        }
+    }
+    let several = dirs.len() > 1;
+    let mut merged: BTreeMap<truc_audit::CountKey, truc_audit::Stats> = BTreeMap::new();
+    let mut mismatched = Vec::new();
+    for dir in dirs {
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let prefix = if several {
+            format!("replica {name}: ")
+        } else {
+            String::new()
+        };
+        let store = truc_store::Store::open(dir)
+            .map_err(|e| CliError::CannotCheck(format!("{prefix}{e}")))?;
+        let report = truc_audit::verify(&store, None)
+            .map_err(|e| CliError::CannotCheck(format!("{prefix}{e}")))?;
+        match report.problem {
+            None => {
+                let transactions: u64 = report.counts.values().sum();
+                println!(
+                    "{prefix}verified: the stored statistics equal the audit log to the unit: {} groups, {transactions} transactions, their bytes and latency sketches",
+                    report.stats.len()
+                );
+                for (k, s) in report.stats {
+                    merged.entry(k).or_default().add(&s);
+                }
+            }
+            Some(problem) => {
+                println!("{prefix}MISMATCH: {problem}");
+                mismatched.push(name);
+            }
+        }
+    }
+    if !mismatched.is_empty() {
+        if several {
             println!(
-                "verified: the stored statistics equal the audit log to the unit: {} groups, {transactions} transactions, their bytes and latency sketches",
-                report.stats.len()
+                "MISMATCH: replica {} ({} of {} replicas verified)",
+                mismatched.join(", replica "),
+                dirs.len() - mismatched.len(),
+                dirs.len()
             );
-            Ok(ExitCode::SUCCESS)
         }
-        Some(problem) => {
-            println!("MISMATCH: {problem}");
-            Ok(ExitCode::from(1))
-        }
+        return Ok(ExitCode::from(1));
     }
+    if several {
+        let total = merged
+            .values()
+            .fold(truc_audit::Stats::default(), |mut t, s| {
+                t.add(s);
+                t
+            });
+        let ms = |q| {
+            total
+                .latency_quantile_ms(q)
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+        };
+        println!(
+            "deployment: {} replicas, merged: {} groups, {} transactions, {} request and {} response bytes, p50 {} ms, p99 {} ms",
+            dirs.len(),
+            merged.len(),
+            total.count,
+            total.request_bytes,
+            total.response_bytes,
+            ms(0.5),
+            ms(0.99)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The hub's counts as table rows (for the demo's table).
-pub(super) async fn fetch(
-    config: &ClientConfig,
-    from: &str,
-    to: &str,
-) -> Result<std::collections::BTreeMap<table::RowKey, u64>, CliError> {
-    let mut client = ReportingClient::new(config.channel().map_err(failed)?);
-    let response = client
-        .get_counts(GetCountsRequest {
-            from_day: from.into(),
-            to_day: to.into(),
-            ..GetCountsRequest::default()
-        })
-        .await
-        .map_err(|s| failed(format!("{:?}: {}", s.code(), s.message())))?
-        .into_inner();
-    let mut rows = std::collections::BTreeMap::new();
-    for r in response.rows {
+/// Every hub in `configs` (one address each), asked for all its
+/// statistics by client, provider, service, kind and outcome, and merged
+/// exactly: each replica's total, and the merged rows as table rows (for
+/// the demo's table).
+pub(super) async fn merged_rows(
+    configs: &[(String, ClientConfig)],
+) -> Result<(Vec<(String, u64)>, BTreeMap<table::RowKey, u64>), CliError> {
+    let request = GetStatsRequest {
+        group_by: ["client", "provider", "service", "kind", "outcome"]
+            .map(String::from)
+            .to_vec(),
+        ..GetStatsRequest::default()
+    };
+    let mut answers = Vec::new();
+    let mut per_replica = Vec::new();
+    for (name, config) in configs {
+        let answer = ask(config, request.clone(), Duration::from_secs(30))
+            .await
+            .map_err(|e| failed(format!("replica {name}: {e}")))?;
+        per_replica.push((name.clone(), answer.total.as_ref().map_or(0, |t| t.count)));
+        answers.push(answer);
+    }
+    let merged = truc_audit::report::merge_responses(&answers).map_err(failed)?;
+    let mut rows = BTreeMap::new();
+    for r in merged.rows {
+        let [client, provider, service, kind, outcome] = <[String; 5]>::try_from(r.keys)
+            .map_err(|k| failed(format!("a row with keys {k:?}")))?;
         *rows
-            .entry((
-                r.client_agency,
-                r.provider_agency,
-                r.service,
-                r.kind,
-                r.outcome,
-            ))
+            .entry((client, provider, service, kind, outcome))
             .or_default() += r.count;
     }
-    Ok(rows)
+    Ok((per_replica, rows))
 }
 
 #[cfg(test)]
