@@ -333,12 +333,19 @@ impl AuditLog {
             prev_hash,
             signer,
             reader: reader.clone(),
+            flusher: None,
+        };
+        let flusher = Flusher {
+            store: store.clone(),
+            durable: writer.options.durable,
+            reader: reader.clone(),
             committed: committed.clone(),
             flush,
+            failed: false,
         };
         thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, flusher))
             .map_err(|e| AuditError::Corrupt {
                 key: String::new(),
                 reason: format!("cannot start the writer thread: {e}"),
@@ -434,12 +441,116 @@ struct Writer {
     prev_hash: Hash,
     signer: Option<Signer>,
     reader: LogReader,
+    /// Hands applied groups to the flusher thread (set while running).
+    flusher: Option<std::sync::mpsc::SyncSender<ToFlush>>,
+}
+
+/// A group applied to the store, waiting for the flush that makes it
+/// durable before anything in it is acknowledged.
+struct Staged {
+    /// Records in the log once this group is durable.
+    size: u64,
+    head: Option<SignedTreeHead>,
+    records: Vec<(u64, AuditRecord)>,
+    appended: Vec<Appended>,
+    replies: Vec<oneshot::Sender<Result<Appended, AuditError>>>,
+}
+
+enum ToFlush {
+    Group(Staged),
+    /// Answered once every group handed over before it is settled.
+    Barrier(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Flushes applied groups and acknowledges them, on a thread of its own,
+/// so that the writer applies the next group while the disk syncs this one
+/// (a flush makes durable everything applied before it started).
+struct Flusher {
+    store: Store,
+    durable: bool,
+    reader: LogReader,
     committed: tokio::sync::broadcast::Sender<Arc<(u64, AuditRecord)>>,
     flush: FlushFn,
+    /// Set once a flush failed: nothing later is flushed or acknowledged.
+    failed: bool,
+}
+
+impl Flusher {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<ToFlush>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                ToFlush::Group(group) => self.settle(group),
+                ToFlush::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Flushes `group` (unless durability is off), then publishes and
+    /// acknowledges it; fails it if this or an earlier flush failed.
+    fn settle(&mut self, group: Staged) {
+        let Staged {
+            size,
+            head,
+            records,
+            appended,
+            replies,
+        } = group;
+        if self.failed {
+            for reply in replies {
+                let _ = reply.send(Err(AuditError::Stopped));
+            }
+            return;
+        }
+        if self.durable {
+            if let Err(e) = (self.flush)(&self.store) {
+                tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
+                self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
+                self.reader.stopped.store(true, Ordering::Release);
+                self.failed = true;
+                for (reply, result) in replies.into_iter().zip(fail_all(appended.len(), &e)) {
+                    let _ = reply.send(result);
+                }
+                return;
+            }
+        }
+        // Readers see the new size only once it is durable.
+        self.reader.size.store(size, Ordering::Release);
+        if self.committed.receiver_count() > 0 {
+            for r in records {
+                let _ = self.committed.send(Arc::new(r));
+            }
+        }
+        if let Some(head) = &head {
+            if let Ok(mut latest) = self.reader.latest_head.write() {
+                *latest = Some(head.clone());
+            }
+        }
+        for (reply, mut a) in replies.into_iter().zip(appended) {
+            a.tree_head = head.clone();
+            // The caller may have given up waiting; the record stays.
+            let _ = reply.send(Ok(a));
+        }
+    }
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, flusher: Flusher) {
+        // A rendezvous: at most one group is being flushed while the next
+        // is applied.
+        let (to_flush, flush_rx) = std::sync::mpsc::sync_channel(0);
+        let flushing = match thread::Builder::new()
+            .name("audit-flusher".into())
+            .spawn(move || flusher.run(flush_rx))
+        {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the audit flusher thread");
+                return;
+            }
+        };
+        self.flusher = Some(to_flush);
         let mut group = Vec::with_capacity(self.options.max_group);
         let mut closing = None;
         while closing.is_none() {
@@ -463,15 +574,29 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
-                let results = self.commit(&group);
-                for ((_, reply), result) in group.drain(..).zip(results) {
-                    // The caller may have given up waiting; the record stays.
-                    let _ = reply.send(result);
+                match self.commit(&group) {
+                    Ok(mut staged) => {
+                        staged.replies = group.drain(..).map(|(_, reply)| reply).collect();
+                        self.hand_over(ToFlush::Group(staged));
+                    }
+                    Err(results) => {
+                        for ((_, reply), result) in group.drain(..).zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
                 }
             }
             if let Some(run) = between {
+                // The store must hold exactly the acknowledged records.
+                self.settle_all();
                 run();
             }
+        }
+        self.settle_all();
+        // The flusher stops once its channel closes.
+        self.flusher = None;
+        if flushing.join().is_err() {
+            tracing::error!("the audit flusher thread panicked");
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush of the audit log failed");
@@ -483,10 +608,30 @@ impl Writer {
         }
     }
 
-    /// Writes a group in one atomic batch and one flush; one result per job.
-    fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
+    /// Hands a job to the flusher (waiting while it flushes the previous
+    /// group). A flusher that is gone drops the replies: callers see the
+    /// log closed, and nothing unflushed is acknowledged.
+    fn hand_over(&self, job: ToFlush) {
+        if let Some(flusher) = &self.flusher {
+            if flusher.send(job).is_err() {
+                tracing::error!("the audit flusher thread is gone");
+                self.reader.stopped.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Waits until every group handed to the flusher is settled.
+    fn settle_all(&self) {
+        let (done, settled) = std::sync::mpsc::sync_channel(1);
+        self.hand_over(ToFlush::Barrier(done));
+        let _ = settled.recv();
+    }
+
+    /// Writes a group in one atomic batch, to be flushed by the flusher;
+    /// on failure, one error per job.
+    fn commit(&mut self, group: &[Pending]) -> Result<Staged, Vec<Result<Appended, AuditError>>> {
         if self.reader.stopped() {
-            return group.iter().map(|_| Err(AuditError::Stopped)).collect();
+            return Err(group.iter().map(|_| Err(AuditError::Stopped)).collect());
         }
         let mut batch = WriteBatch::default();
         let mut deltas: BTreeMap<Vec<u8>, Stats> = BTreeMap::new();
@@ -519,7 +664,7 @@ impl Writer {
                             index,
                             "a second record of a transaction id; the index keeps the first"
                         ),
-                        Err(e) => return self.fail_all(group.len(), &e),
+                        Err(e) => return Err(self.fail_all(group.len(), &e)),
                     }
                 }
             }
@@ -554,7 +699,7 @@ impl Writer {
                 Some(v) => v.clone(),
                 None => match self.store.get(&key) {
                     Ok(v) => v.and_then(|v| Stats::decode(&v)).unwrap_or_default(),
-                    Err(e) => return self.fail_all(group.len(), &e),
+                    Err(e) => return Err(self.fail_all(group.len(), &e)),
                 },
             };
             value.add(&delta);
@@ -572,7 +717,7 @@ impl Writer {
                 head
             });
         if let Err(e) = self.store.apply(batch) {
-            return self.fail_all(group.len(), &e);
+            return Err(self.fail_all(group.len(), &e));
         }
         // Applied: later records build on these whatever the flush says.
         self.frontier = frontier;
@@ -583,32 +728,13 @@ impl Writer {
             self.counters.clear();
         }
         self.counters.extend(updated);
-        if self.options.durable {
-            if let Err(e) = (self.flush)(&self.store) {
-                tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
-                self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
-                return self.fail_all(group.len(), &e);
-            }
-        }
-        // Readers see the new size only once it is durable.
-        self.reader.size.store(self.next, Ordering::Release);
-        if self.committed.receiver_count() > 0 {
-            for r in records {
-                let _ = self.committed.send(Arc::new(r));
-            }
-        }
-        if let Some(head) = &head {
-            if let Ok(mut latest) = self.reader.latest_head.write() {
-                *latest = Some(head.clone());
-            }
-        }
-        appended
-            .into_iter()
-            .map(|mut a| {
-                a.tree_head = head.clone();
-                Ok(a)
-            })
-            .collect()
+        Ok(Staged {
+            size: self.next,
+            head,
+            records,
+            appended,
+            replies: Vec::new(),
+        })
     }
 }
 
