@@ -333,19 +333,12 @@ impl AuditLog {
             prev_hash,
             signer,
             reader: reader.clone(),
-            flusher: None,
-        };
-        let flusher = Flusher {
-            store: store.clone(),
-            durable: writer.options.durable,
-            reader: reader.clone(),
             committed: committed.clone(),
             flush,
-            failed: false,
         };
         thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx, flusher))
+            .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Corrupt {
                 key: String::new(),
                 reason: format!("cannot start the writer thread: {e}"),
@@ -441,116 +434,12 @@ struct Writer {
     prev_hash: Hash,
     signer: Option<Signer>,
     reader: LogReader,
-    /// Hands applied groups to the flusher thread (set while running).
-    flusher: Option<std::sync::mpsc::SyncSender<ToFlush>>,
-}
-
-/// A group applied to the store, waiting for the flush that makes it
-/// durable before anything in it is acknowledged.
-struct Staged {
-    /// Records in the log once this group is durable.
-    size: u64,
-    head: Option<SignedTreeHead>,
-    records: Vec<(u64, AuditRecord)>,
-    appended: Vec<Appended>,
-    replies: Vec<oneshot::Sender<Result<Appended, AuditError>>>,
-}
-
-enum ToFlush {
-    Group(Staged),
-    /// Answered once every group handed over before it is settled.
-    Barrier(std::sync::mpsc::SyncSender<()>),
-}
-
-/// Flushes applied groups and acknowledges them, on a thread of its own,
-/// so that the writer applies the next group while the disk syncs this one
-/// (a flush makes durable everything applied before it started).
-struct Flusher {
-    store: Store,
-    durable: bool,
-    reader: LogReader,
     committed: tokio::sync::broadcast::Sender<Arc<(u64, AuditRecord)>>,
     flush: FlushFn,
-    /// Set once a flush failed: nothing later is flushed or acknowledged.
-    failed: bool,
-}
-
-impl Flusher {
-    fn run(mut self, rx: std::sync::mpsc::Receiver<ToFlush>) {
-        while let Ok(job) = rx.recv() {
-            match job {
-                ToFlush::Group(group) => self.settle(group),
-                ToFlush::Barrier(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
-    /// Flushes `group` (unless durability is off), then publishes and
-    /// acknowledges it; fails it if this or an earlier flush failed.
-    fn settle(&mut self, group: Staged) {
-        let Staged {
-            size,
-            head,
-            records,
-            appended,
-            replies,
-        } = group;
-        if self.failed {
-            for reply in replies {
-                let _ = reply.send(Err(AuditError::Stopped));
-            }
-            return;
-        }
-        if self.durable {
-            if let Err(e) = (self.flush)(&self.store) {
-                tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
-                self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
-                self.reader.stopped.store(true, Ordering::Release);
-                self.failed = true;
-                for (reply, result) in replies.into_iter().zip(fail_all(appended.len(), &e)) {
-                    let _ = reply.send(result);
-                }
-                return;
-            }
-        }
-        // Readers see the new size only once it is durable.
-        self.reader.size.store(size, Ordering::Release);
-        if self.committed.receiver_count() > 0 {
-            for r in records {
-                let _ = self.committed.send(Arc::new(r));
-            }
-        }
-        if let Some(head) = &head {
-            if let Ok(mut latest) = self.reader.latest_head.write() {
-                *latest = Some(head.clone());
-            }
-        }
-        for (reply, mut a) in replies.into_iter().zip(appended) {
-            a.tree_head = head.clone();
-            // The caller may have given up waiting; the record stays.
-            let _ = reply.send(Ok(a));
-        }
-    }
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>, flusher: Flusher) {
-        // A rendezvous: at most one group is being flushed while the next
-        // is applied.
-        let (to_flush, flush_rx) = std::sync::mpsc::sync_channel(0);
-        let flushing = match thread::Builder::new()
-            .name("audit-flusher".into())
-            .spawn(move || flusher.run(flush_rx))
-        {
-            Ok(handle) => handle,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the audit flusher thread");
-                return;
-            }
-        };
-        self.flusher = Some(to_flush);
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(self.options.max_group);
         let mut closing = None;
         while closing.is_none() {
@@ -574,29 +463,15 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
-                match self.commit(&group) {
-                    Ok(mut staged) => {
-                        staged.replies = group.drain(..).map(|(_, reply)| reply).collect();
-                        self.hand_over(ToFlush::Group(staged));
-                    }
-                    Err(results) => {
-                        for ((_, reply), result) in group.drain(..).zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
+                let results = self.commit(&group);
+                for ((_, reply), result) in group.drain(..).zip(results) {
+                    // The caller may have given up waiting; the record stays.
+                    let _ = reply.send(result);
                 }
             }
             if let Some(run) = between {
-                // The store must hold exactly the acknowledged records.
-                self.settle_all();
                 run();
             }
-        }
-        self.settle_all();
-        // The flusher stops once its channel closes.
-        self.flusher = None;
-        if flushing.join().is_err() {
-            tracing::error!("the audit flusher thread panicked");
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush of the audit log failed");
@@ -608,30 +483,10 @@ impl Writer {
         }
     }
 
-    /// Hands a job to the flusher (waiting while it flushes the previous
-    /// group). A flusher that is gone drops the replies: callers see the
-    /// log closed, and nothing unflushed is acknowledged.
-    fn hand_over(&self, job: ToFlush) {
-        if let Some(flusher) = &self.flusher {
-            if flusher.send(job).is_err() {
-                tracing::error!("the audit flusher thread is gone");
-                self.reader.stopped.store(true, Ordering::Release);
-            }
-        }
-    }
-
-    /// Waits until every group handed to the flusher is settled.
-    fn settle_all(&self) {
-        let (done, settled) = std::sync::mpsc::sync_channel(1);
-        self.hand_over(ToFlush::Barrier(done));
-        let _ = settled.recv();
-    }
-
-    /// Writes a group in one atomic batch, to be flushed by the flusher;
-    /// on failure, one error per job.
-    fn commit(&mut self, group: &[Pending]) -> Result<Staged, Vec<Result<Appended, AuditError>>> {
+    /// Writes a group in one atomic batch and one flush; one result per job.
+    fn commit(&mut self, group: &[Pending]) -> Vec<Result<Appended, AuditError>> {
         if self.reader.stopped() {
-            return Err(group.iter().map(|_| Err(AuditError::Stopped)).collect());
+            return group.iter().map(|_| Err(AuditError::Stopped)).collect();
         }
         let mut batch = WriteBatch::default();
         let mut deltas: BTreeMap<Vec<u8>, Stats> = BTreeMap::new();
@@ -664,7 +519,7 @@ impl Writer {
                             index,
                             "a second record of a transaction id; the index keeps the first"
                         ),
-                        Err(e) => return Err(self.fail_all(group.len(), &e)),
+                        Err(e) => return self.fail_all(group.len(), &e),
                     }
                 }
             }
@@ -699,7 +554,7 @@ impl Writer {
                 Some(v) => v.clone(),
                 None => match self.store.get(&key) {
                     Ok(v) => v.and_then(|v| Stats::decode(&v)).unwrap_or_default(),
-                    Err(e) => return Err(self.fail_all(group.len(), &e)),
+                    Err(e) => return self.fail_all(group.len(), &e),
                 },
             };
             value.add(&delta);
@@ -717,7 +572,7 @@ impl Writer {
                 head
             });
         if let Err(e) = self.store.apply(batch) {
-            return Err(self.fail_all(group.len(), &e));
+            return self.fail_all(group.len(), &e);
         }
         // Applied: later records build on these whatever the flush says.
         self.frontier = frontier;
@@ -728,13 +583,32 @@ impl Writer {
             self.counters.clear();
         }
         self.counters.extend(updated);
-        Ok(Staged {
-            size: self.next,
-            head,
-            records,
-            appended,
-            replies: Vec::new(),
-        })
+        if self.options.durable {
+            if let Err(e) = (self.flush)(&self.store) {
+                tracing::error!(error = %e, "audit flush failed; transactions not acknowledged");
+                self.reader.flush_failures.fetch_add(1, Ordering::Relaxed);
+                return self.fail_all(group.len(), &e);
+            }
+        }
+        // Readers see the new size only once it is durable.
+        self.reader.size.store(self.next, Ordering::Release);
+        if self.committed.receiver_count() > 0 {
+            for r in records {
+                let _ = self.committed.send(Arc::new(r));
+            }
+        }
+        if let Some(head) = &head {
+            if let Ok(mut latest) = self.reader.latest_head.write() {
+                *latest = Some(head.clone());
+            }
+        }
+        appended
+            .into_iter()
+            .map(|mut a| {
+                a.tree_head = head.clone();
+                Ok(a)
+            })
+            .collect()
     }
 }
 
@@ -951,6 +825,82 @@ mod tests {
             "nothing is acknowledged after a failed flush: {third:?}"
         );
         assert_eq!(flushes.load(Ordering::SeqCst), 2, "no flush is tried again");
+    }
+
+    /// A flush that records how many records it made durable: those
+    /// applied when it started.
+    fn counting_flush(durable: Arc<AtomicU64>, fail_at: Option<u64>) -> FlushFn {
+        let flushes = AtomicU64::new(0);
+        Box::new(move |s: &Store| {
+            let applied = match s.last_with_prefix(RECORD_PREFIX)? {
+                Some((key, _)) => index_of_key(&key).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            if Some(flushes.fetch_add(1, Ordering::SeqCst)) == fail_at {
+                return Err(truc_store::StoreError::Sync {
+                    path: "db".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            s.flush()?;
+            durable.fetch_max(applied, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_record_is_acknowledged_before_a_flush_covered_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let durable = Arc::new(AtomicU64::new(0));
+        let flush = counting_flush(durable.clone(), None);
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400u32 {
+            let (log, durable) = (log.clone(), durable.clone());
+            tasks.spawn(async move {
+                let a = log.append(tx(&format!("{i:032x}"))).await.expect("append");
+                let flushed = durable.load(Ordering::SeqCst);
+                assert!(
+                    a.index < flushed,
+                    "record {} acknowledged with only {flushed} records flushed",
+                    a.index
+                );
+                assert!(log.reader().size() > a.index);
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task");
+        }
+        assert_eq!(log.reader().size(), 400);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_fails_the_groups_applied_behind_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let durable = Arc::new(AtomicU64::new(0));
+        // The second flush fails, while the writer applies the groups
+        // behind it; every later flush would succeed.
+        let flush = counting_flush(durable.clone(), Some(1));
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        log.append(tx(&format!("{:032x}", 0))).await.expect("first");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..400u32 {
+            let log = log.clone();
+            tasks.spawn(async move { log.append(tx(&format!("{i:032x}"))).await.is_ok() });
+        }
+        while let Some(done) = tasks.join_next().await {
+            assert!(
+                !done.expect("task"),
+                "nothing applied behind a failed flush is acknowledged"
+            );
+        }
+        assert!(log.reader().stopped());
+        assert_eq!(log.reader().size(), 1);
+        assert_eq!(log.reader().flush_failures(), 1);
     }
 
     #[tokio::test]
