@@ -827,6 +827,82 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 2, "no flush is tried again");
     }
 
+    /// A flush that records how many records it made durable: those
+    /// applied when it started.
+    fn counting_flush(durable: Arc<AtomicU64>, fail_at: Option<u64>) -> FlushFn {
+        let flushes = AtomicU64::new(0);
+        Box::new(move |s: &Store| {
+            let applied = match s.last_with_prefix(RECORD_PREFIX)? {
+                Some((key, _)) => index_of_key(&key).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            if Some(flushes.fetch_add(1, Ordering::SeqCst)) == fail_at {
+                return Err(truc_store::StoreError::Sync {
+                    path: "db".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            s.flush()?;
+            durable.fetch_max(applied, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_record_is_acknowledged_before_a_flush_covered_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let durable = Arc::new(AtomicU64::new(0));
+        let flush = counting_flush(durable.clone(), None);
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400u32 {
+            let (log, durable) = (log.clone(), durable.clone());
+            tasks.spawn(async move {
+                let a = log.append(tx(&format!("{i:032x}"))).await.expect("append");
+                let flushed = durable.load(Ordering::SeqCst);
+                assert!(
+                    a.index < flushed,
+                    "record {} acknowledged with only {flushed} records flushed",
+                    a.index
+                );
+                assert!(log.reader().size() > a.index);
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task");
+        }
+        assert_eq!(log.reader().size(), 400);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_fails_the_groups_applied_behind_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let durable = Arc::new(AtomicU64::new(0));
+        // The second flush fails, while the writer applies the groups
+        // behind it; every later flush would succeed.
+        let flush = counting_flush(durable.clone(), Some(1));
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        log.append(tx(&format!("{:032x}", 0))).await.expect("first");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..400u32 {
+            let log = log.clone();
+            tasks.spawn(async move { log.append(tx(&format!("{i:032x}"))).await.is_ok() });
+        }
+        while let Some(done) = tasks.join_next().await {
+            assert!(
+                !done.expect("task"),
+                "nothing applied behind a failed flush is acknowledged"
+            );
+        }
+        assert!(log.reader().stopped());
+        assert_eq!(log.reader().size(), 1);
+        assert_eq!(log.reader().flush_failures(), 1);
+    }
+
     #[tokio::test]
     async fn the_id_index_keeps_the_first_record_of_an_id() {
         let dir = tempfile::tempdir().expect("temp dir");
