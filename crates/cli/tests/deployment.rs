@@ -692,7 +692,11 @@ fn three_replicas_lose_nothing_acknowledged_to_a_kill_a_drain_and_a_rolling_rest
     for (_, origin) in &tally.acked {
         *by_origin.entry(origin.as_str()).or_insert(0u64) += 1;
     }
-    let errors: Vec<&str> = tally.failed.iter().map(|f| f.error.as_str()).collect();
+    let errors: Vec<String> = tally
+        .failed
+        .iter()
+        .map(|f| format!("{}: {}", f.phase, f.error))
+        .collect();
     println!(
         "calls acknowledged {}, failed {} {errors:?}, in flight at the kill {} (kill took {:?}); documents {}; \
          acknowledged by replica {by_origin:?}; transactions per replica log {per_replica:?}",

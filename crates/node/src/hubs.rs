@@ -4,9 +4,11 @@
 //! and probed back with `grpc.health.v1`.
 //!
 //! The retry rule: a call moves to another replica only when it provably
-//! did not reach a hub (no connection could be made, or the hub answered
-//! UNAVAILABLE with `truc-retry: safe` (`truc_ops::is_retry_safe`), which it sends only for requests it
-//! refused before recording anything). A call whose connection broke after
+//! did not reach a hub ([`did_not_reach_a_hub`]: no connection could be
+//! made, the replica's HTTP/2 layer turned the stream away unprocessed, or
+//! the hub answered UNAVAILABLE with `truc-retry: safe`
+//! (`truc_ops::is_retry_safe`), which it sends only for requests it refused
+//! before recording anything). A call whose connection broke after
 //! it was sent may be in a replica's log, so it is answered to the caller
 //! as it failed, never sent twice.
 
