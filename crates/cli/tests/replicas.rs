@@ -11,7 +11,6 @@ use std::{collections::BTreeMap, path::Path};
 
 use bytes::Bytes;
 use common::*;
-use truc_audit::report::{Dim, Filter, aggregate};
 use truc_demo::{
     CITIZEN_LOOKUP, DemoOptions, Deployment, G22, H37, H37_DEPT, HOUSEHOLD_REGISTRY,
     MINISTRY_CLIENT, MINISTRY_NODE, PROVINCE_CLIENT, PROVINCE_NODE,
@@ -58,27 +57,6 @@ fn report(configs: &[String], extra: &[&str]) -> Vec<String> {
     args
 }
 
-const BY: [&str; 5] = ["client", "provider", "service", "kind", "outcome"];
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-/// Rows by their keys: count, errors, request and response bytes.
-fn sums(v: &serde_json::Value) -> BTreeMap<Vec<String>, [u64; 4]> {
-    let mut out = BTreeMap::new();
-    for row in v["rows"].as_array().expect("rows") {
-        let keys = BY
-            .map(|k| row[k].as_str().expect("key").to_string())
-            .to_vec();
-        let n = ["count", "errors", "request_bytes", "response_bytes"]
-            .map(|k| row[k].as_u64().expect("number"));
-        out.insert(keys, n);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_named() {
     let dir = tempfile::tempdir().expect("dir");
@@ -95,7 +73,7 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
         .map(|d| path(&d.files.admin_config))
         .collect();
 
-    let merged = json(&truc_async(report(&configs, &[])).await);
+    let merged = report_json(&truc_async(report(&configs, &[])).await);
     assert_eq!(merged["replicas"], 3);
     assert_eq!(merged["replicas_missing"], 0);
     assert_eq!(merged["total"]["count"], 27);
@@ -103,16 +81,16 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
     // The sum of each replica's own report, row by row.
     let mut summed: BTreeMap<Vec<String>, [u64; 4]> = BTreeMap::new();
     for c in &configs {
-        let one = json(&truc_async(report(std::slice::from_ref(c), &[])).await);
+        let one = report_json(&truc_async(report(std::slice::from_ref(c), &[])).await);
         assert_eq!(one["replicas"], 1);
-        for (k, n) in sums(&one) {
+        for (k, n) in report_sums(&one) {
             let e = summed.entry(k).or_default();
             for (a, b) in e.iter_mut().zip(n) {
                 *a += b;
             }
         }
     }
-    assert_eq!(sums(&merged), summed);
+    assert_eq!(report_sums(&merged), summed);
     assert_eq!(summed.len(), 3, "three kinds of call");
 
     // A replica that does not answer: a config naming a closed port.
@@ -166,7 +144,7 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
             err.contains(&format!("missing replica {dead_addr}")),
             "{err}"
         );
-        let v = json(&partial);
+        let v = report_json(&partial);
         assert_eq!(v["replicas_missing"], 1);
         assert_eq!(v["replicas"], set.len() as u64 + u64::from(set.len() == 1));
     }
@@ -193,40 +171,10 @@ async fn the_report_over_three_replicas_is_the_exact_sum_and_a_silent_one_is_nam
     let mut union = BTreeMap::new();
     for (i, d) in replicas.into_iter().enumerate() {
         d.stop().await.expect("stop");
-        let store =
-            truc_store::Store::open(&dir.path().join(format!("r{i}")).join("hub")).expect("store");
-        let verified = truc_audit::verify(&store, None).expect("verify");
-        assert!(verified.is_ok(), "{:?}", verified.problem);
-        for (k, s) in verified.stats {
-            let e: &mut truc_audit::Stats = union.entry(k).or_default();
-            e.add(&s);
-        }
+        add_stats(
+            &mut union,
+            verified_stats(&dir.path().join(format!("r{i}")).join("hub")),
+        );
     }
-    let dims = BY.map(|d| Dim::parse(d).expect("dim"));
-    let (groups, total) = aggregate(&union, &dims, &Filter::default(), |_| true);
-    let rows = merged["rows"].as_array().expect("rows");
-    assert_eq!(rows.len(), groups.len());
-    for (row, g) in rows.iter().zip(&groups) {
-        let want = g.to_row();
-        assert_eq!(row["count"], want.count);
-        for (k, v) in [
-            ("p50_ms", want.p50_ms),
-            ("p95_ms", want.p95_ms),
-            ("p99_ms", want.p99_ms),
-        ] {
-            // The same bucket (neighbours are 2% apart); JSON parsing may
-            // change the last digit.
-            let got = row[k].as_f64().expect("a number");
-            assert!(
-                (got - v).abs() <= v * 1e-12,
-                "{k} of {:?}: {got} vs {v}",
-                g.keys
-            );
-        }
-    }
-    assert_eq!(
-        merged["total"]["p99_ms"].as_f64(),
-        Some(total.to_row().p99_ms)
-    );
-    assert_eq!(merged["total"]["count"], total.stats.count);
+    assert_report_equals_logs(&merged, &union);
 }

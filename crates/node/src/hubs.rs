@@ -4,9 +4,11 @@
 //! and probed back with `grpc.health.v1`.
 //!
 //! The retry rule: a call moves to another replica only when it provably
-//! did not reach a hub (no connection could be made, or the hub answered
-//! UNAVAILABLE with `truc-retry: safe` (`truc_ops::is_retry_safe`), which it sends only for requests it
-//! refused before recording anything). A call whose connection broke after
+//! did not reach a hub ([`did_not_reach_a_hub`]: no connection could be
+//! made, the replica's HTTP/2 layer turned the stream away unprocessed, or
+//! the hub answered UNAVAILABLE with `truc-retry: safe`
+//! (`truc_ops::is_retry_safe`), which it sends only for requests it refused
+//! before recording anything). A call whose connection broke after
 //! it was sent may be in a replica's log, so it is answered to the caller
 //! as it failed, never sent twice.
 
@@ -281,25 +283,78 @@ impl Hubs {
 /// Whether the call failed in the transport (no answer from a hub), as
 /// opposed to a status a hub sent: tonic keeps the transport error as the
 /// status's source; a status read from the wire has none.
-fn transport_failed(status: &Status) -> bool {
+pub(crate) fn transport_failed(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
 /// Whether the request provably never reached a hub: no connection (TCP or
-/// TLS) could be made for it, or the hub refused it with `truc-retry: safe` (`truc_ops::is_retry_safe`).
-/// A connection that broke after the request was sent is not such a proof.
+/// TLS) could be made for it; the connection it was queued on closed
+/// before it was handed to HTTP/2 (hyper's "canceled"); the hub's HTTP/2
+/// layer said it did not process the stream ([`not_processed`]); or the hub
+/// refused it with `truc-retry: safe` (`truc_ops::is_retry_safe`). A
+/// connection that broke after the request was sent is not such a proof.
 pub(crate) fn did_not_reach_a_hub(status: &Status) -> bool {
     if truc_ops::is_retry_safe(status) {
         return true;
     }
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
-        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+        if e.downcast_ref::<tonic::ConnectError>().is_some()
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+            || e.downcast_ref::<h2::Error>().is_some_and(not_processed)
+        {
             return true;
         }
         source = e.source();
     }
     false
+}
+
+/// Whether the server's HTTP/2 layer said it did not process the stream
+/// (RFC 9113, 6.8 and 8.7): a GOAWAY without error whose last stream id is
+/// below the stream's (h2 also fails a stream opened after such a GOAWAY
+/// with it), or a REFUSED_STREAM reset. A hub that drains and exits sends
+/// that GOAWAY, and a call racing it gets this error. A GOAWAY carrying an
+/// error fails every open stream, processed or not: not a proof.
+fn not_processed(e: &h2::Error) -> bool {
+    e.is_remote()
+        && match e.reason() {
+            Some(h2::Reason::NO_ERROR) => e.is_go_away(),
+            Some(h2::Reason::REFUSED_STREAM) => e.is_reset(),
+            _ => false,
+        }
+}
+
+/// A plaintext HTTP/2 server that answers every connection with a GOAWAY
+/// whose last stream id is 0 (no error), as a hub that drains and exits
+/// does to a call racing its shutdown, then reads until the client hangs
+/// up: no request is ever processed. Its address.
+#[cfg(test)]
+pub(crate) async fn goes_away() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // SETTINGS (empty), then GOAWAY: length 8, type 7, stream 0; last
+    // stream id 0, error code NO_ERROR.
+    const FRAMES: [u8; 26] = [
+        0, 0, 0, 4, 0, 0, 0, 0, 0, //
+        0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if socket.write_all(&FRAMES).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0; 16 * 1024];
+                while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    addr
 }
 
 #[cfg(test)]
@@ -476,6 +531,27 @@ mod tests {
         let (tried, result) = route_attempts(&hubs).await;
         assert_eq!(tried, [0], "{result:?}");
         assert_eq!(reads.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_hub_turned_away_with_goaway_moves_on_to_the_next_replica() {
+        // A replica closing its connections at the end of a drain: the
+        // stream is above the GOAWAY's last stream id, never processed.
+        let leaving = goes_away().await;
+        let (answering, reads) = breaks_after_reading().await;
+        let hubs = Hubs::of(vec![lazy(&leaving), lazy(&answering)]);
+        let (tried, result) = route_attempts(&hubs).await;
+        assert_eq!(tried, [0, 1], "{result:?}");
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "sent once, to the second");
+        assert!(!hubs.is_healthy(0), "out of rotation");
+        // The error itself, as the node sees it: INTERNAL from tonic, with
+        // the h2 GOAWAY in its source chain.
+        let status = truc_proto::v1::hub_client::HubClient::new(lazy(&leaving).1)
+            .route(truc_proto::v1::DataRequest::default())
+            .await
+            .expect_err("went away");
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(did_not_reach_a_hub(&status) && transport_failed(&status));
     }
 
     #[tokio::test]

@@ -660,16 +660,20 @@ fn stored_pending(store: &Store) -> Result<Vec<Pending>, truc_store::StoreError>
     Ok(out)
 }
 
-/// A failure to ask that may pass: the proof is asked again.
+/// A failure to ask that may pass: the proof is asked again. That includes
+/// any failure of the transport, whatever code tonic gives it (a replica
+/// that drains and closes its connections can fail a call with INTERNAL
+/// "h2 protocol error"): the hub said nothing, so nothing failed a check.
 fn is_transient(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Unknown
-    )
+    crate::hubs::transport_failed(s)
+        || matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Unknown
+        )
 }
 
 /// A receipt that failed a check (or could not be checked), as stored.
@@ -1099,6 +1103,22 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never: {what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_transport_failure_of_any_code_is_asked_again_not_a_failed_check() {
+        let addr = crate::hubs::goes_away().await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        let status = AuditClient::new(channel)
+            .get_inclusion_proof(GetInclusionProofRequest::default())
+            .await
+            .expect_err("went away");
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+        assert!(is_transient(&status));
+        // The hub's own INTERNAL answer is a refusal.
+        assert!(!is_transient(&tonic::Status::internal("no proof")));
     }
 
     #[tokio::test]

@@ -89,6 +89,13 @@ impl Process {
         self.wait_for_exit()
     }
 
+    /// Kills the process with SIGKILL and reaps it: when this returns, the
+    /// process is gone and the kernel has closed its sockets.
+    pub(crate) fn kill_now(&mut self) -> ExitStatus {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("wait")
+    }
+
     /// Waits (at most 30 s) for the process to exit by itself.
     pub(crate) fn wait_for_exit(&mut self) -> ExitStatus {
         let pid = self.0.id();
@@ -162,4 +169,109 @@ pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     data
+}
+
+/// The dimensions `truc report` groups by by default.
+pub(crate) const REPORT_BY: [&str; 5] = ["client", "provider", "service", "kind", "outcome"];
+
+/// The output of `truc report --format json`, asserting it exited 0.
+pub(crate) fn report_json(out: &Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// A JSON report's rows (grouped by [`REPORT_BY`]) by their keys: count,
+/// errors, request and response bytes.
+pub(crate) fn report_sums(
+    v: &serde_json::Value,
+) -> std::collections::BTreeMap<Vec<String>, [u64; 4]> {
+    let mut out = std::collections::BTreeMap::new();
+    for row in v["rows"].as_array().expect("rows") {
+        let keys = REPORT_BY
+            .map(|k| row[k].as_str().expect("key").to_string())
+            .to_vec();
+        let n = ["count", "errors", "request_bytes", "response_bytes"]
+            .map(|k| row[k].as_u64().expect("number"));
+        out.insert(keys, n);
+    }
+    out
+}
+
+/// The statistics recomputed from the audit log of the stopped hub whose
+/// data directory is `dir`, asserting that the log verifies.
+pub(crate) fn verified_stats(
+    dir: &Path,
+) -> std::collections::BTreeMap<truc_audit::CountKey, truc_audit::Stats> {
+    let store = truc_store::Store::open(dir).expect("store");
+    let verified = truc_audit::verify(&store, None).expect("verify");
+    assert!(
+        verified.is_ok(),
+        "{}: {:?}",
+        dir.display(),
+        verified.problem
+    );
+    verified.stats
+}
+
+/// Adds the statistics `more` into `into`, key by key.
+pub(crate) fn add_stats(
+    into: &mut std::collections::BTreeMap<truc_audit::CountKey, truc_audit::Stats>,
+    more: std::collections::BTreeMap<truc_audit::CountKey, truc_audit::Stats>,
+) {
+    for (k, s) in more {
+        into.entry(k).or_default().add(&s);
+    }
+}
+
+/// Asserts that a JSON report (grouped by [`REPORT_BY`]) is, row by row and
+/// in total, the statistics `logs` (of verified logs), counts, errors,
+/// bytes and percentiles alike.
+pub(crate) fn assert_report_equals_logs(
+    report: &serde_json::Value,
+    logs: &std::collections::BTreeMap<truc_audit::CountKey, truc_audit::Stats>,
+) {
+    use truc_audit::report::{Dim, Filter, aggregate};
+    let dims = REPORT_BY.map(|d| Dim::parse(d).expect("dim"));
+    let (groups, total) = aggregate(logs, &dims, &Filter::default(), |_| true);
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), groups.len(), "{report}");
+    for (row, g) in rows.iter().zip(&groups) {
+        let want = g.to_row();
+        let keys: Vec<&str> = REPORT_BY
+            .iter()
+            .map(|k| row[k].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(keys, g.keys, "the same groups in the same order");
+        for (k, v) in [
+            ("count", want.count),
+            ("errors", want.errors),
+            ("request_bytes", want.request_bytes),
+            ("response_bytes", want.response_bytes),
+        ] {
+            assert_eq!(row[k].as_u64(), Some(v), "{k} of {:?}", g.keys);
+        }
+        for (k, v) in [
+            ("p50_ms", want.p50_ms),
+            ("p95_ms", want.p95_ms),
+            ("p99_ms", want.p99_ms),
+        ] {
+            // The same bucket (neighbours are 2% apart); JSON parsing may
+            // change the last digit.
+            let got = row[k].as_f64().expect("a number");
+            assert!(
+                (got - v).abs() <= v * 1e-12,
+                "{k} of {:?}: {got} vs {v}",
+                g.keys
+            );
+        }
+    }
+    let total = total.to_row();
+    assert_eq!(report["total"]["count"].as_u64(), Some(total.count));
+    assert_eq!(report["total"]["errors"].as_u64(), Some(total.errors));
+    let p99 = report["total"]["p99_ms"].as_f64().expect("a number");
+    assert!(
+        (p99 - total.p99_ms).abs() <= total.p99_ms * 1e-12,
+        "{p99} vs {}",
+        total.p99_ms
+    );
 }
