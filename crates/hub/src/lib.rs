@@ -61,8 +61,9 @@ pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
     /// How long open calls may run after shutdown, and the deadline of a
-    /// drain (SIGTERM, `truc hub drain`) that names none.
-    pub drain: Duration,
+    /// drain (SIGTERM, `truc hub drain`) that names none; None: the
+    /// config's `limits.drain_deadline_secs`.
+    pub drain: Option<Duration>,
     /// Where spans go instead of where `[tracing]` says (tests: an
     /// in-memory exporter shared by a whole deployment).
     pub tracing: Option<truc_ops::trace::Tracing>,
@@ -72,7 +73,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             audit: Options::default(),
-            drain: Duration::from_secs(10),
+            drain: None,
             tracing: None,
         }
     }
@@ -89,6 +90,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
+    let drain = options.drain.unwrap_or(config.limits.drain_deadline());
     let registry = truc_registry::Live::new(Registry::load(&config.registry)?);
     let end_user_key = match &config.end_user_key {
         Some(path) => end_user::EndUserKey::load(path).map_err(HubError::EndUserKey)?,
@@ -160,14 +162,14 @@ pub async fn start(
         );
     }
     let metrics = server.metrics().clone();
-    let admin = admin::AdminService::new(server.drain().clone(), options.drain);
+    let admin = admin::AdminService::new(server.drain().clone(), drain);
     let running = server
         .service(HubServer::new(router))
         .report_service(ReportingServer::new(reporting))
         .report_service(AuditServer::new(audit_service))
         .report_service(AdminServer::new(admin))
         .ops_routes(dashboard)
-        .start(listener, ops_listener, shutdown, options.drain)
+        .start(listener, ops_listener, shutdown, drain)
         .await?;
     watch_registry(running.reloader(), &config.registry, registry, &metrics);
     Ok(running)

@@ -96,8 +96,10 @@ async fn vxp_listener(vxp: &VxpConfig) -> Result<TcpListener, NodeError> {
 pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
-    /// How long open calls may run after shutdown.
-    pub drain: Duration,
+    /// How long open calls may run after shutdown, and the deadline of a
+    /// drain (SIGTERM) that names none; None: the config's
+    /// `limits.drain_deadline_secs`.
+    pub drain: Option<Duration>,
     /// Document and status delivery retries: the first delay and the cap.
     pub retry: (Duration, Duration),
     /// A listener already bound for `[http]` (tests bind port 0); without
@@ -128,7 +130,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             audit: Options::default(),
-            drain: Duration::from_secs(10),
+            drain: None,
             retry: (Duration::from_millis(500), Duration::from_secs(60)),
             http_listener: None,
             tracing: None,
@@ -147,6 +149,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
+    let drain = options.drain.unwrap_or(config.limits.drain_deadline());
     let http_listener = bind_http(&config, &options).await?;
     let server = Server::open(Common {
         role: truc_pki::Role::Node,
@@ -243,7 +246,7 @@ pub async fn start(
                 node,
                 shutdown.clone(),
                 accept.max_connections,
-                options.drain,
+                drain,
             )
             .map_err(NodeError::Vxp)?,
         )
@@ -255,7 +258,7 @@ pub async fn start(
     let running = server
         .service(AgencyServer::new(agency))
         .service(NodeServer::new(invoke))
-        .start(listener, ops_listener, shutdown.clone(), options.drain)
+        .start(listener, ops_listener, shutdown.clone(), drain)
         .await?;
     let running = match vxp_task {
         Some(task) => running.with_task(task),
@@ -271,7 +274,7 @@ pub async fn start(
                     &limits,
                     http_routes,
                     shutdown,
-                    options.drain,
+                    drain,
                 )
                 .await
             }))
