@@ -90,6 +90,23 @@ async fn held_call(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_naming_no_deadline_takes_the_configs_drain_deadline() {
+    let c = start_configured(|o| o.drain_deadline_secs = 45).await;
+    let before = truc_ops::now_ms();
+    let answer = AdminClient::new(c.hub_channel(Role::Admin, "admin"))
+        .drain(DrainRequest { deadline_ms: 0 })
+        .await
+        .expect("the admin drains")
+        .into_inner();
+    assert!(answer.started);
+    let after = truc_ops::now_ms();
+    assert!(
+        (before + 45_000..=after + 45_000).contains(&answer.deadline_unix_ms),
+        "{answer:?}, asked at {before}..{after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_hub_finishes_the_call_in_flight_refuses_new_ones_and_stops() {
     let (gate, mut c, agency) = gated().await;
     let mut entered = gate.entered.subscribe();
