@@ -319,8 +319,10 @@ fn number_after(text: &str, key: &str) -> u64 {
 /// config's drain deadline: calls in flight finish before SIGKILL.
 #[test]
 fn stop_timeouts_are_above_the_drain_deadlines() {
-    let examples: BTreeMap<String, String> =
-        truc_demo::deploy_examples().expect("examples").into_iter().collect();
+    let examples: BTreeMap<String, String> = truc_demo::deploy_examples()
+        .expect("examples")
+        .into_iter()
+        .collect();
     let deadline = |name: &str| -> u64 {
         let text = examples.get(name).unwrap_or_else(|| panic!("{name}"));
         number_after(text, "drain_deadline_secs")

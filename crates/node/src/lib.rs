@@ -246,7 +246,7 @@ pub async fn start(
                 node,
                 shutdown.clone(),
                 accept.max_connections,
-                drain,
+                (server.drain(), drain),
             )
             .map_err(NodeError::Vxp)?,
         )
@@ -254,7 +254,8 @@ pub async fn start(
         None
     };
     watch_document_queues(server.metrics(), documents);
-    let http_routes = http_routes(&config, &agency);
+    let http_routes =
+        http_routes(&config, &agency).layer(server.drain().http_layer(rest_door::draining));
     let running = server
         .service(AgencyServer::new(agency))
         .service(NodeServer::new(invoke))
@@ -268,15 +269,7 @@ pub async fn start(
         Some(listener) => {
             let limits = config.limits.clone();
             running.with_task(tokio::spawn(async move {
-                http::serve(
-                    listener,
-                    server_tls,
-                    &limits,
-                    http_routes,
-                    shutdown,
-                    drain,
-                )
-                .await
+                http::serve(listener, server_tls, &limits, http_routes, shutdown, drain).await
             }))
         }
         None => running,

@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn the_drain_deadline_is_read_defaults_to_ten_seconds_and_is_bounded() {
-        #[derive(serde::Deserialize)]
+        #[derive(Debug, serde::Deserialize)]
         struct File {
             limits: Limits,
         }
