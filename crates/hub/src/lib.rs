@@ -145,7 +145,7 @@ pub async fn start(
         config.limits.clone(),
         config.documents.clone(),
         end_user_key,
-        tracing,
+        tracing.clone(),
     );
     let dashboard = dashboard::router(
         registry.clone(),
@@ -172,7 +172,8 @@ pub async fn start(
         .start(listener, ops_listener, shutdown, drain)
         .await?;
     watch_registry(running.reloader(), &config.registry, registry, &metrics);
-    Ok(running)
+    // The last calls' spans reach the collector once the drain is over.
+    Ok(running.then_after_stop(async move { tracing.stopped().await }))
 }
 
 /// The agencies and services metrics may name: those of `registry`.

@@ -189,7 +189,7 @@ pub async fn start(
     };
     let pipeline = Arc::new(
         truc_pipeline::Pipeline::new(server.audit().clone(), server.metrics().clone())
-            .with_tracing(tracing),
+            .with_tracing(tracing.clone()),
     );
     let receipts = receipts::Receipts::start(
         hub_key.clone(),
@@ -265,6 +265,8 @@ pub async fn start(
         Some(task) => running.with_task(task),
         None => running,
     };
+    // The last calls' spans reach the collector once the drain is over.
+    let running = running.then_after_stop(async move { tracing.stopped().await });
     Ok(match http_listener {
         Some(listener) => {
             let limits = config.limits.clone();
