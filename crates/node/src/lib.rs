@@ -164,6 +164,8 @@ pub async fn start(
     let config = Arc::new(config);
     let hubs = hubs::Hubs::new(&config.hub_addresses, &config.hub_name, server.tls())
         .map_err(StartError::from)?;
+    hubs.keep_resolving(hubs::system_resolver(), shutdown.clone())
+        .await;
     hubs.spawn_probes(
         Duration::from_millis(config.limits.call_timeout_ms),
         shutdown.clone(),
