@@ -56,7 +56,7 @@ pub enum HubError {
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
@@ -67,16 +67,6 @@ pub struct RunOptions {
     /// Where spans go instead of where `[tracing]` says (tests: an
     /// in-memory exporter shared by a whole deployment).
     pub tracing: Option<truc_ops::trace::Tracing>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            audit: Options::default(),
-            drain: None,
-            tracing: None,
-        }
-    }
 }
 
 /// A running hub.
