@@ -423,12 +423,40 @@ where
         Box::pin(async move {
             let response = future.await?;
             Ok(response.map(|body| {
-                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                    let _in_flight = &guard;
-                    frame
-                }))
+                axum::body::Body::new(Counted {
+                    inner: body,
+                    _in_flight: guard,
+                })
             }))
         })
+    }
+}
+
+/// A response body that is in flight until it ends or is dropped; its size
+/// stays known (a `Content-Length` answer stays one: the VXP SDK's readers
+/// and simple clients expect it).
+struct Counted {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = tonic::codegen::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -714,6 +742,23 @@ mod tests {
         assert!(http_body_util::BodyExt::frame(&mut body).await.is_none());
         drop(body);
         assert!(finish.await.unwrap(), "finished before the deadline");
+    }
+
+    #[tokio::test]
+    async fn an_admitted_http_answer_keeps_its_length() {
+        let d = drain();
+        let svc = d
+            .http_layer(|_| axum::response::Response::new(axum::body::Body::empty()))
+            .layer(tower::service_fn(|_req: http::Request<()>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(
+                    axum::response::Response::new(axum::body::Body::from("hello")),
+                ))
+            }));
+        let response = svc.oneshot(request("/sendEdoc")).await.unwrap();
+        assert_eq!(d.in_flight(), 1);
+        assert_eq!(http_body::Body::size_hint(response.body()).exact(), Some(5));
+        drop(response);
+        assert_eq!(d.in_flight(), 0);
     }
 
     #[tokio::test]
