@@ -224,19 +224,9 @@ impl Hubs {
         }
         self.resolve(&resolve).await;
         let hubs = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(RESOLVE_EVERY);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            let stop = shutdown.wait();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = &mut stop => return,
-                }
-                hubs.resolve(&resolve).await;
-            }
+        every(RESOLVE_EVERY, shutdown, move || {
+            let (hubs, resolve) = (hubs.clone(), resolve.clone());
+            async move { hubs.resolve(&resolve).await }
         });
     }
 
@@ -395,18 +385,9 @@ impl Hubs {
             return;
         }
         let hubs = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(PROBE_EVERY);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let stop = shutdown.wait();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = &mut stop => return,
-                }
-                hubs.probe(timeout).await;
-            }
+        every(PROBE_EVERY, shutdown, move || {
+            let hubs = hubs.clone();
+            async move { hubs.probe(timeout).await }
         });
     }
 
@@ -430,6 +411,28 @@ impl Hubs {
             }
         }
     }
+}
+
+/// Runs `round` every `period` (the first after one period) until shutdown.
+fn every<F, Fut>(period: Duration, shutdown: Shutdown, mut round: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = &mut stop => return,
+            }
+            round().await;
+        }
+    });
 }
 
 /// Whether the call failed in the transport (no answer from a hub), as
