@@ -306,6 +306,46 @@ fn k8s_configs_load_from_what_the_manifests_mount() {
     }
 }
 
+/// The number after `key` (`key: 45`, `key=30`) on the first line of
+/// `text` that has it.
+fn number_after(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(key))
+        .and_then(|rest| rest.trim_start_matches([':', '=', ' ']).trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+/// Every service manager gives a stopping process more time than its
+/// config's drain deadline: calls in flight finish before SIGKILL.
+#[test]
+fn stop_timeouts_are_above_the_drain_deadlines() {
+    let examples: BTreeMap<String, String> = truc_demo::deploy_examples()
+        .expect("examples")
+        .into_iter()
+        .collect();
+    let deadline = |name: &str| -> u64 {
+        let text = examples.get(name).unwrap_or_else(|| panic!("{name}"));
+        number_after(text, "drain_deadline_secs")
+    };
+    let read = |p: &str| std::fs::read_to_string(deploy_dir().join(p)).expect(p);
+    for (manager, config) in [
+        ("k8s/hub.yaml", "k8s/hub.toml"),
+        ("k8s/node-vpcp.yaml", "k8s/node-vpcp.toml"),
+    ] {
+        let grace = number_after(&read(manager), "terminationGracePeriodSeconds");
+        assert_eq!(deadline(config), truc_demo::k8s::K8S_DRAIN_DEADLINE_SECS);
+        assert!(grace > deadline(config), "{manager}: {grace} s");
+    }
+    for (manager, config) in [
+        ("systemd/truc-hub.service", "hub.toml"),
+        ("systemd/truc-node@.service", "node-vpcp.toml"),
+        ("systemd/truc-node@.service", "node-lgsp-langson.toml"),
+    ] {
+        let stop = number_after(&read(manager), "TimeoutStopSec");
+        assert!(stop > deadline(config), "{manager}: {stop} s");
+    }
+}
+
 /// Rewrites `deploy/*.toml` from the config types.
 #[test]
 #[ignore = "writes deploy/: run it to regenerate the example configs"]

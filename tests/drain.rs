@@ -53,7 +53,12 @@ async fn gated() -> (Arc<Gate>, Cluster, AgencyClient) {
         entered: watch::Sender::new(0),
         open: Semaphore::new(0),
     });
-    let c = start_with(BackendKind::Custom(gate.clone()), 4096).await;
+    let c = start_configured(|o| {
+        o.backend = BackendKind::Custom(gate.clone());
+        o.max_payload_bytes = 4096;
+        o.vxp = true;
+    })
+    .await;
     let agency = c
         .deployment
         .agency_client(PROVINCE_NODE, PROVINCE_CLIENT)
@@ -87,6 +92,23 @@ async fn held_call(
     let held = tokio::spawn(async move { agency.call(call(H37, CITIZEN_LOOKUP, &payload)).await });
     entered.wait_for(|n| *n == nth).await.expect("entered");
     held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_naming_no_deadline_takes_the_configs_drain_deadline() {
+    let c = start_configured(|o| o.drain_deadline_secs = 45).await;
+    let before = truc_ops::now_ms();
+    let answer = AdminClient::new(c.hub_channel(Role::Admin, "admin"))
+        .drain(DrainRequest { deadline_ms: 0 })
+        .await
+        .expect("the admin drains")
+        .into_inner();
+    assert!(answer.started);
+    let after = truc_ops::now_ms();
+    assert!(
+        (before + 45_000..=after + 45_000).contains(&answer.deadline_unix_ms),
+        "{answer:?}, asked at {before}..{after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,11 +257,111 @@ async fn a_draining_node_refuses_agency_calls_with_the_marker_and_finishes_its_o
     }
     let (code, body) = http_get(node.ops_addr(), "/healthz").await;
     assert_eq!((code, body.as_str()), (503, "draining\n"));
-    assert_eq!(*entered.borrow(), 1, "the refused call reached no backend");
+
+    // The REST door, to the agency system with its valid certificate:
+    // 503 UNAVAILABLE with the marker, before the call is looked at.
+    let path = c
+        .deployment
+        .files
+        .node_configs
+        .iter()
+        .find(|(n, _)| n == PROVINCE_NODE);
+    let config = truc_node::NodeConfig::load(&path.expect("config").1).expect("node config");
+    let rest = config.http.as_ref().expect("[http]").listen;
+    let tls = truc_pki::client_config_for(&c.tls(Role::Client, PROVINCE_CLIENT), Role::Node)
+        .expect("tls");
+    let answer = exchange(
+        rest,
+        Some((tls, PROVINCE_NODE)),
+        &format!("POST /v1/call/{CITIZEN_LOOKUP} HTTP/1.1\r\nHost: n\r\nX-Truc-Client: {H37}\r\nContent-Type: application/json\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{{\"id\":\"3\"}}"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\ntruc-retry: safe\r\n"),
+        "{answer}"
+    );
+    let json = json_body(&answer);
+    assert_eq!(json["code"], "UNAVAILABLE", "{answer}");
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("draining")),
+        "{json}"
+    );
+
+    // The VXP listener: the SDK's shape, every field a string, DocId on
+    // sendEdoc, even unsigned (refused before anything is read).
+    let vxp = config.vxp.as_ref().expect("[vxp]").listen;
+    for (call, doc_id) in [("sendEdoc", true), ("getReceivedEdocList", false)] {
+        let answer = exchange(
+            vxp,
+            None,
+            &format!("POST /{call} HTTP/1.1\r\nHost: n\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let json = json_body(&answer);
+        assert_eq!(json["status"], "FAIL", "{json}");
+        assert_eq!(json["ErrorCode"], "UNAVAILABLE", "{json}");
+        assert!(json["ErrorDesc"].is_string(), "{json}");
+        assert_eq!(
+            json.get("DocId").is_some_and(|d| d == ""),
+            doc_id,
+            "{call}: {json}"
+        );
+    }
+    assert_eq!(*entered.borrow(), 1, "the refused calls reached no backend");
 
     // The call in flight finishes with its receipt, then the node stops.
     gate.open.add_permits(1);
     let done = in_flight.await.expect("task").expect("finishes");
     assert!(done.into_inner().receipt.is_some());
     c.deployment.stop_node(PROVINCE_NODE).await.expect("stops");
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) to
+/// `addr`, over TLS with `tls` (config, server name) when given; the whole
+/// answer as text.
+async fn exchange(
+    addr: std::net::SocketAddr,
+    tls: Option<(Arc<rustls::ClientConfig>, &str)>,
+    request: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut buf = Vec::new();
+        match tls {
+            Some((config, name)) => {
+                let mut config = (*config).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(std::io::Error::other)?;
+                let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await?;
+                s.write_all(request.as_bytes()).await?;
+                s.read_to_end(&mut buf).await?;
+            }
+            None => {
+                let mut s = tcp;
+                s.write_all(request.as_bytes()).await?;
+                s.read_to_end(&mut buf).await?;
+            }
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), io)
+        .await
+        .expect("answered in time")
+        .expect("exchange")
+}
+
+/// The JSON body of a whole HTTP answer.
+fn json_body(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }

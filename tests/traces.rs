@@ -277,3 +277,49 @@ fn hex_bytes(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spans_still_in_a_batch_are_exported_when_a_node_or_a_drained_hub_stops() {
+    let exporter = InMemorySpanExporter::default();
+    let e = exporter.clone();
+    let mut c = start_configured(move |o| {
+        // Batches sent only when full or after an hour: only a flush on
+        // stop exports them.
+        o.tracing = Some(truc_ops::trace::Tracing::with_batch_exporter(
+            e,
+            "truc-test",
+            1.0,
+        ));
+    })
+    .await;
+    let tx = call_with(&c, &[]).await;
+    assert!(spans_of(&exporter, &tx).is_empty(), "still in the batch");
+    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stops"));
+    assert_eq!(
+        spans_of(&exporter, &tx).len(),
+        3,
+        "flushed when the node stopped"
+    );
+
+    c.deployment
+        .restart_node(PROVINCE_NODE)
+        .await
+        .expect("restart");
+    let tx = call_with(&c, &[]).await;
+    assert!(spans_of(&exporter, &tx).is_empty(), "still in the batch");
+    c.deployment
+        .hub()
+        .drain()
+        .start(std::time::Duration::from_secs(5))
+        .await;
+    c.deployment
+        .wait_hub()
+        .await
+        .expect("the drained hub stops");
+    assert_eq!(
+        spans_of(&exporter, &tx).len(),
+        3,
+        "flushed when the hub stopped"
+    );
+    c.deployment.stop().await.expect("stop");
+}

@@ -82,7 +82,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         time_zone: "Asia/Ho_Chi_Minh".into(),
         log_origin: None,
         tls: tls("/etc/truc/hub"),
-        limits: Limits::default(),
+        limits: k8s_limits(),
         documents: Default::default(),
         dashboard: Dashboard::default(),
         // Every replica: each pod leaves itself out by its name, so the
@@ -125,7 +125,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
                 .collect(),
         },
         tls: tls("/etc/truc/node"),
-        limits: Limits::default(),
+        limits: k8s_limits(),
         documents: Default::default(),
         document_service: DocumentService::default(),
         tracing: Default::default(),
@@ -186,4 +186,17 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
         ),
     ));
     Ok(out)
+}
+
+/// The drain deadline of the pods' configs: the manifests'
+/// `terminationGracePeriodSeconds` (45) stays above it, so calls in flight
+/// finish before the kubelet's SIGKILL.
+pub const K8S_DRAIN_DEADLINE_SECS: u64 = 30;
+
+/// The default limits, with [`K8S_DRAIN_DEADLINE_SECS`].
+fn k8s_limits() -> Limits {
+    Limits {
+        drain_deadline_secs: K8S_DRAIN_DEADLINE_SECS,
+        ..Limits::default()
+    }
 }

@@ -142,6 +142,8 @@ pub struct DemoOptions {
     pub durable: bool,
     /// Largest payload, in bytes.
     pub max_payload_bytes: usize,
+    /// The hub's and nodes' `limits.drain_deadline_secs`.
+    pub drain_deadline_secs: u64,
     /// Document delivery retries: first delay and cap.
     pub retry: (std::time::Duration, std::time::Duration),
     /// Give each node a VXP listener (plain HTTP on loopback) with one demo
@@ -163,6 +165,7 @@ impl DemoOptions {
             backend: BackendKind::CitizenLookup,
             durable: true,
             max_payload_bytes: 4 * 1024 * 1024,
+            drain_deadline_secs: truc_ops::config::Limits::default().drain_deadline_secs,
             retry: truc_node::RunOptions::default().retry,
             vxp: false,
             tracing: None,
@@ -749,6 +752,7 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
         node_data: "nodes".into(),
         limits: truc_ops::config::Limits {
             max_payload_bytes: options.max_payload_bytes,
+            drain_deadline_secs: options.drain_deadline_secs,
             ..truc_ops::config::Limits::default()
         },
         witness_keys: [MINISTRY_NODE, PROVINCE_NODE].map(|id| {

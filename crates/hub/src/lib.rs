@@ -57,26 +57,17 @@ pub enum HubError {
 }
 
 /// Options that are not in the config file, for tests and benchmarks.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
     /// How long open calls may run after shutdown, and the deadline of a
-    /// drain (SIGTERM, `truc hub drain`) that names none.
-    pub drain: Duration,
+    /// drain (SIGTERM, `truc hub drain`) that names none; None: the
+    /// config's `limits.drain_deadline_secs`.
+    pub drain: Option<Duration>,
     /// Where spans go instead of where `[tracing]` says (tests: an
     /// in-memory exporter shared by a whole deployment).
     pub tracing: Option<truc_ops::trace::Tracing>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            audit: Options::default(),
-            drain: Duration::from_secs(10),
-            tracing: None,
-        }
-    }
 }
 
 /// A running hub.
@@ -90,6 +81,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningHub, HubError> {
+    let drain = options.drain.unwrap_or(config.limits.drain_deadline());
     let registry = truc_registry::Live::new(Registry::load(&config.registry)?);
     let end_user_key = match &config.end_user_key {
         Some(path) => end_user::EndUserKey::load(path).map_err(HubError::EndUserKey)?,
@@ -144,7 +136,7 @@ pub async fn start(
         config.limits.clone(),
         config.documents.clone(),
         end_user_key,
-        tracing,
+        tracing.clone(),
     );
     let dashboard = dashboard::router(
         registry.clone(),
@@ -167,17 +159,18 @@ pub async fn start(
         );
     }
     let metrics = server.metrics().clone();
-    let admin = admin::AdminService::new(server.drain().clone(), options.drain);
+    let admin = admin::AdminService::new(server.drain().clone(), drain);
     let running = server
         .service(HubServer::new(router))
         .report_service(ReportingServer::new(reporting))
         .report_service(AuditServer::new(audit_service))
         .report_service(AdminServer::new(admin))
         .ops_routes(dashboard)
-        .start(listener, ops_listener, shutdown, options.drain)
+        .start(listener, ops_listener, shutdown, drain)
         .await?;
     watch_registry(running.reloader(), &config.registry, registry, &metrics);
-    Ok(running)
+    // The last calls' spans reach the collector once the drain is over.
+    Ok(running.then_after_stop(async move { tracing.stopped().await }))
 }
 
 /// The agencies and services metrics may name: those of `registry`.

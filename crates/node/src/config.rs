@@ -294,7 +294,8 @@ impl Default for WitnessSection {
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
     /// The hub's address (`host:port`): one hub, or a DNS name that
-    /// resolves to every replica (each connection resolves it again).
+    /// resolves to every replica (resolved at start and every 30 s, one
+    /// channel per address found).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
     /// The addresses of several hub replicas (`host:port` each), besides

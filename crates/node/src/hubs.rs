@@ -3,6 +3,15 @@
 //! transport fails or the hub refuses with the `truc-retry: safe` marker,
 //! and probed back with `grpc.health.v1`.
 //!
+//! An address that is a DNS name (`hub.truc.svc:7000`, a Kubernetes
+//! headless Service) stands for every address it resolves to: it is
+//! resolved at start and every [`RESOLVE_EVERY`], with one replica per
+//! address, so calls spread over (and fail over between) every replica
+//! behind the name. New addresses are added; vanished ones leave the
+//! rotation at once, and their channel closes once the calls holding it
+//! finish. A failed or empty lookup keeps what the name stood for before
+//! (before any lookup succeeded: the name itself, resolved per connection).
+//!
 //! The retry rule: a call moves to another replica only when it provably
 //! did not reach a hub ([`did_not_reach_a_hub`]: no connection could be
 //! made, the replica's HTTP/2 layer turned the stream away unprocessed, or
@@ -13,10 +22,10 @@
 //! as it failed, never sent twice.
 
 use std::sync::{
-    Arc, Mutex,
+    Arc, Mutex, RwLock,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
-use std::time::Duration;
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use tonic::{Status, transport::Channel};
 use tonic_health::pb::{
@@ -27,8 +36,31 @@ use truc_ops::Shutdown;
 /// How often replicas marked down are probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// How often DNS names among the hub addresses are resolved again.
+pub(crate) const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Looks up a `host:port`'s addresses (`tokio::net::lookup_host`; tests
+/// script it).
+pub(crate) type Resolve = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The system resolver.
+pub(crate) fn system_resolver() -> Resolve {
+    Arc::new(|host_port: String| {
+        Box::pin(async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) })
+    })
+}
+
+/// Makes the channel to one address (the hub's TLS name is fixed).
+type Connect = Arc<dyn Fn(&str) -> Result<Channel, truc_pki::PkiError> + Send + Sync>;
+
 /// One hub replica.
 struct Replica {
+    /// The configured address it comes from (a name or an `ip:port`).
+    configured: String,
     address: String,
     channel: Channel,
     healthy: AtomicBool,
@@ -36,10 +68,26 @@ struct Replica {
     origin: Mutex<Option<String>>,
 }
 
+impl Replica {
+    fn new(configured: &str, address: String, channel: Channel) -> Replica {
+        Replica {
+            configured: configured.to_string(),
+            address,
+            channel,
+            healthy: AtomicBool::new(true),
+            origin: Mutex::new(None),
+        }
+    }
+}
+
 /// The hub's replicas (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Hubs {
-    replicas: Arc<[Replica]>,
+    /// The current replicas; replaced whole when a name resolves anew.
+    replicas: Arc<RwLock<Arc<[Arc<Replica>]>>>,
+    /// The addresses of the config, in order.
+    configured: Arc<[String]>,
+    connect: Connect,
     next: Arc<AtomicUsize>,
 }
 
@@ -57,63 +105,153 @@ impl Hubs {
     pub(crate) fn new(
         addresses: &[String],
         hub_name: &str,
-        tls: impl Into<truc_pki::ClientTls> + Clone,
+        tls: impl Into<truc_pki::ClientTls> + Clone + Send + Sync + 'static,
     ) -> Result<Hubs, truc_pki::PkiError> {
-        let replicas = addresses
-            .iter()
-            .map(|a| {
-                Ok(Replica {
-                    address: a.clone(),
-                    channel: truc_pki::channel(a, hub_name, tls.clone())?,
-                    healthy: AtomicBool::new(true),
-                    origin: Mutex::new(None),
-                })
-            })
-            .collect::<Result<Vec<_>, truc_pki::PkiError>>()?;
-        Ok(Hubs::from_channels(replicas))
+        let hub_name = hub_name.to_string();
+        let connect: Connect = Arc::new(move |a| truc_pki::channel(a, &hub_name, tls.clone()));
+        Hubs::with_connect(addresses, connect)
     }
 
-    fn from_channels(replicas: Vec<Replica>) -> Hubs {
-        Hubs {
-            replicas: replicas.into(),
+    fn with_connect(addresses: &[String], connect: Connect) -> Result<Hubs, truc_pki::PkiError> {
+        let replicas = addresses
+            .iter()
+            .map(|a| Ok(Arc::new(Replica::new(a, a.clone(), connect(a)?))))
+            .collect::<Result<Vec<_>, truc_pki::PkiError>>()?;
+        Ok(Hubs {
+            replicas: Arc::new(RwLock::new(replicas.into())),
+            configured: addresses.to_vec().into(),
+            connect,
             next: Arc::default(),
-        }
+        })
     }
 
     /// One replica per channel, for tests.
     #[cfg(test)]
     pub(crate) fn of(channels: Vec<(String, Channel)>) -> Hubs {
-        Hubs::from_channels(
-            channels
-                .into_iter()
-                .map(|(address, channel)| Replica {
-                    address,
-                    channel,
-                    healthy: AtomicBool::new(true),
-                    origin: Mutex::new(None),
-                })
-                .collect(),
-        )
+        let replicas: Vec<_> = channels
+            .iter()
+            .map(|(address, channel)| {
+                Arc::new(Replica::new(address, address.clone(), channel.clone()))
+            })
+            .collect();
+        let connect: Connect = Arc::new(|a| {
+            Ok(Channel::from_shared(format!("http://{a}"))
+                .map_err(|_| truc_pki::PkiError::InvalidName(a.to_string()))?
+                .connect_lazy())
+        });
+        Hubs {
+            replicas: Arc::new(RwLock::new(replicas.into())),
+            configured: channels.into_iter().map(|(a, _)| a).collect(),
+            connect,
+            next: Arc::default(),
+        }
+    }
+
+    /// The replicas now.
+    fn list(&self) -> Arc<[Arc<Replica>]> {
+        match self.replicas.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Resolves every configured address that is a DNS name with `resolve`
+    /// and makes the replicas one per address found: those already there
+    /// are kept as they are (health, log origin), new ones added, vanished
+    /// ones dropped (calls holding their channel finish on it). A name
+    /// whose lookup fails or finds nothing keeps its replicas.
+    pub(crate) async fn resolve(&self, resolve: &Resolve) {
+        let old = self.list();
+        let mut replicas: Vec<Arc<Replica>> = Vec::new();
+        for configured in self.configured.iter() {
+            let kept = || old.iter().filter(|r| &r.configured == configured).cloned();
+            if configured.parse::<SocketAddr>().is_ok() {
+                replicas.extend(kept());
+                continue;
+            }
+            let found = match resolve(configured.clone()).await {
+                Ok(found) if !found.is_empty() => found,
+                Ok(_) => {
+                    tracing::warn!(address = %configured, "hub address resolves to nothing; keeping the replicas it had");
+                    replicas.extend(kept());
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(address = %configured, error = %e, "cannot resolve the hub address; keeping the replicas it had");
+                    replicas.extend(kept());
+                    continue;
+                }
+            };
+            let mut found: Vec<String> = found.iter().map(SocketAddr::to_string).collect();
+            found.sort();
+            found.dedup();
+            for address in found {
+                if let Some(r) = kept().find(|r| r.address == address) {
+                    replicas.push(r);
+                    continue;
+                }
+                match (self.connect)(&address) {
+                    Ok(channel) => {
+                        tracing::info!(from = %configured, replica = %address, "hub replica added");
+                        replicas.push(Arc::new(Replica::new(configured, address, channel)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(replica = %address, error = %e, "no channel to the hub replica")
+                    }
+                }
+            }
+        }
+        if replicas.is_empty() {
+            return;
+        }
+        for r in old.iter() {
+            if !replicas.iter().any(|n| Arc::ptr_eq(n, r)) {
+                tracing::info!(replica = %r.address, "hub replica gone from DNS; dropped");
+            }
+        }
+        if let Ok(mut current) = self.replicas.write() {
+            *current = replicas.into();
+        }
+    }
+
+    /// Resolves the DNS names among the addresses now, then every
+    /// [`RESOLVE_EVERY`] until shutdown (nothing to do without names).
+    pub(crate) async fn keep_resolving(&self, resolve: Resolve, shutdown: Shutdown) {
+        if self
+            .configured
+            .iter()
+            .all(|a| a.parse::<SocketAddr>().is_ok())
+        {
+            return;
+        }
+        self.resolve(&resolve).await;
+        let hubs = self.clone();
+        every(RESOLVE_EVERY, shutdown, move || {
+            let (hubs, resolve) = (hubs.clone(), resolve.clone());
+            async move { hubs.resolve(&resolve).await }
+        });
     }
 
     /// How many replicas there are.
     pub(crate) fn len(&self) -> usize {
-        self.replicas.len()
+        self.list().len()
     }
 
     /// The replica's address.
-    pub(crate) fn address(&self, index: usize) -> &str {
-        self.replicas.get(index).map_or("", |r| r.address.as_str())
+    pub(crate) fn address(&self, index: usize) -> String {
+        self.list()
+            .get(index)
+            .map_or(String::new(), |r| r.address.clone())
     }
 
     /// The channel to replica `index`.
     pub(crate) fn channel(&self, index: usize) -> Option<Channel> {
-        self.replicas.get(index).map(|r| r.channel.clone())
+        self.list().get(index).map(|r| r.channel.clone())
     }
 
     /// Whether replica `index` is taken as serving.
     pub(crate) fn is_healthy(&self, index: usize) -> bool {
-        self.replicas
+        self.list()
             .get(index)
             .is_some_and(|r| r.healthy.load(Ordering::Relaxed))
     }
@@ -121,7 +259,7 @@ impl Hubs {
     /// The next replica, round robin over the healthy ones (over all of
     /// them when none is healthy: a call then finds out).
     pub(crate) fn pick(&self) -> Pick {
-        let n = self.replicas.len().max(1);
+        let n = self.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let index = (0..n)
             .map(|i| (start + i) % n)
@@ -138,7 +276,7 @@ impl Hubs {
 
     /// The replica whose log is `origin`, if one is known to be.
     pub(crate) fn for_origin(&self, origin: &str) -> Option<Pick> {
-        self.replicas.iter().enumerate().find_map(|(index, r)| {
+        self.list().iter().enumerate().find_map(|(index, r)| {
             let matches = r.origin.lock().is_ok_and(|o| o.as_deref() == Some(origin));
             matches.then(|| Pick {
                 index,
@@ -152,7 +290,7 @@ impl Hubs {
     pub(crate) fn for_log(&self, origin: &str) -> Option<Channel> {
         match self.for_origin(origin) {
             Some(p) => Some(p.channel),
-            None if self.replicas.len() == 1 => self.channel(0),
+            None if self.len() == 1 => self.channel(0),
             None => None,
         }
     }
@@ -163,7 +301,8 @@ impl Hubs {
         if origin.is_empty() {
             return;
         }
-        if let Some(mut o) = self.replicas.get(index).and_then(|r| r.origin.lock().ok()) {
+        let list = self.list();
+        if let Some(mut o) = list.get(index).and_then(|r| r.origin.lock().ok()) {
             if o.as_deref() != Some(origin) {
                 *o = Some(origin.to_string());
             }
@@ -177,7 +316,7 @@ impl Hubs {
     /// replica.
     pub(crate) fn observe(&self, index: usize, status: &Status) {
         if transport_failed(status) || truc_ops::is_retry_safe(status) {
-            if let Some(r) = self.replicas.get(index) {
+            if let Some(r) = self.list().get(index) {
                 if r.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         replica = %r.address,
@@ -198,7 +337,7 @@ impl Hubs {
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let first = self.pick();
-        let n = self.replicas.len().max(1);
+        let n = self.len().max(1);
         let mut pick = first.clone();
         let mut tried = 0;
         loop {
@@ -224,7 +363,7 @@ impl Hubs {
 
     /// The replica after `index`: a healthy one if any, else the next.
     fn after(&self, index: usize) -> Pick {
-        let n = self.replicas.len().max(1);
+        let n = self.len().max(1);
         let next = (1..n)
             .map(|i| (index + i) % n)
             .find(|&i| self.is_healthy(i))
@@ -238,29 +377,25 @@ impl Hubs {
     /// Probes the replicas out of rotation every second until shutdown,
     /// putting back those whose health service answers SERVING.
     pub(crate) fn spawn_probes(&self, timeout: Duration, shutdown: Shutdown) {
-        if self.replicas.len() < 2 {
+        if self.configured.len() < 2
+            && self
+                .configured
+                .iter()
+                .all(|a| a.parse::<SocketAddr>().is_ok())
+        {
             // One replica is always tried: nothing to put back.
             return;
         }
         let hubs = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(PROBE_EVERY);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let stop = shutdown.wait();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = &mut stop => return,
-                }
-                hubs.probe(timeout).await;
-            }
+        every(PROBE_EVERY, shutdown, move || {
+            let hubs = hubs.clone();
+            async move { hubs.probe(timeout).await }
         });
     }
 
     /// One round of probes of the replicas out of rotation.
     pub(crate) async fn probe(&self, timeout: Duration) {
-        for r in self.replicas.iter() {
+        for r in self.list().iter() {
             if r.healthy.load(Ordering::Relaxed) {
                 continue;
             }
@@ -278,6 +413,28 @@ impl Hubs {
             }
         }
     }
+}
+
+/// Runs `round` every `period` (the first after one period) until shutdown.
+fn every<F, Fut>(period: Duration, shutdown: Shutdown, mut round: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = &mut stop => return,
+            }
+            round().await;
+        }
+    });
 }
 
 /// Whether the call failed in the transport (no answer from a hub), as
@@ -580,5 +737,83 @@ mod tests {
         hubs.probe(Duration::from_secs(5)).await;
         assert!(hubs.is_healthy(0));
         assert!(!hubs.is_healthy(1), "nothing answers there");
+    }
+
+    /// A resolver answering each lookup with the next of `answers`.
+    fn scripted(answers: Vec<std::io::Result<Vec<&'static str>>>) -> Resolve {
+        let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        Arc::new(move |_name: String| {
+            let next = answers.lock().expect("script").pop_front();
+            Box::pin(async move {
+                let found = next.expect("a scripted answer")?;
+                Ok(found.iter().map(|a| a.parse().expect("ip:port")).collect())
+            })
+        })
+    }
+
+    fn addresses(hubs: &Hubs) -> Vec<String> {
+        (0..hubs.len()).map(|i| hubs.address(i)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_name_stands_for_every_address_it_resolves_to_as_they_come_and_go() {
+        const NAME: &str = "hub.truc.svc:7000";
+        let hubs = Hubs::of(vec![lazy(NAME), lazy("127.0.0.1:9")]);
+        let resolve = scripted(vec![
+            Ok(vec!["10.0.0.2:7000", "10.0.0.1:7000"]),
+            Ok(vec!["10.0.0.1:7000", "10.0.0.3:7000", "10.0.0.2:7000"]),
+            Err(std::io::ErrorKind::TimedOut.into()),
+            Ok(vec![]),
+            Ok(vec!["10.0.0.3:7000"]),
+        ]);
+        // Before any lookup: the name itself.
+        assert_eq!(addresses(&hubs), [NAME, "127.0.0.1:9"]);
+
+        hubs.resolve(&resolve).await;
+        assert_eq!(
+            addresses(&hubs),
+            ["10.0.0.1:7000", "10.0.0.2:7000", "127.0.0.1:9"]
+        );
+        // What the node knows of a replica stays with it.
+        hubs.observe(1, &marked());
+        hubs.learn_origin(0, "hub/truc-audit/hub-0");
+
+        hubs.resolve(&resolve).await;
+        assert_eq!(
+            addresses(&hubs),
+            [
+                "10.0.0.1:7000",
+                "10.0.0.2:7000",
+                "10.0.0.3:7000",
+                "127.0.0.1:9"
+            ]
+        );
+        assert!(!hubs.is_healthy(1), "10.0.0.2 is still out of rotation");
+        assert!(hubs.is_healthy(2));
+        assert_eq!(
+            hubs.for_origin("hub/truc-audit/hub-0").map(|p| p.index),
+            Some(0)
+        );
+        // Calls spread over every healthy replica behind the name.
+        let mut picked: Vec<usize> = (0..8).map(|_| hubs.pick().index).collect();
+        picked.sort();
+        picked.dedup();
+        assert_eq!(picked, [0, 2, 3]);
+
+        // A failed and an empty lookup keep what the name stood for.
+        let held = hubs.pick();
+        for _ in 0..2 {
+            hubs.resolve(&resolve).await;
+            assert_eq!(hubs.len(), 4);
+        }
+
+        hubs.resolve(&resolve).await;
+        assert_eq!(addresses(&hubs), ["10.0.0.3:7000", "127.0.0.1:9"]);
+        assert_eq!(
+            hubs.for_origin("hub/truc-audit/hub-0").map(|p| p.index),
+            None
+        );
+        // A call that picked a dropped replica still holds its channel.
+        drop(held.channel);
     }
 }

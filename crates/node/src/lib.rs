@@ -96,8 +96,10 @@ async fn vxp_listener(vxp: &VxpConfig) -> Result<TcpListener, NodeError> {
 pub struct RunOptions {
     /// How the audit log commits.
     pub audit: Options,
-    /// How long open calls may run after shutdown.
-    pub drain: Duration,
+    /// How long open calls may run after shutdown, and the deadline of a
+    /// drain (SIGTERM) that names none; None: the config's
+    /// `limits.drain_deadline_secs`.
+    pub drain: Option<Duration>,
     /// Document and status delivery retries: the first delay and the cap.
     pub retry: (Duration, Duration),
     /// A listener already bound for `[http]` (tests bind port 0); without
@@ -128,7 +130,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             audit: Options::default(),
-            drain: Duration::from_secs(10),
+            drain: None,
             retry: (Duration::from_millis(500), Duration::from_secs(60)),
             http_listener: None,
             tracing: None,
@@ -147,6 +149,7 @@ pub async fn start(
     shutdown: Shutdown,
     options: RunOptions,
 ) -> Result<RunningNode, NodeError> {
+    let drain = options.drain.unwrap_or(config.limits.drain_deadline());
     let http_listener = bind_http(&config, &options).await?;
     let server = Server::open(Common {
         role: truc_pki::Role::Node,
@@ -161,6 +164,8 @@ pub async fn start(
     let config = Arc::new(config);
     let hubs = hubs::Hubs::new(&config.hub_addresses, &config.hub_name, server.tls())
         .map_err(StartError::from)?;
+    hubs.keep_resolving(hubs::system_resolver(), shutdown.clone())
+        .await;
     hubs.spawn_probes(
         Duration::from_millis(config.limits.call_timeout_ms),
         shutdown.clone(),
@@ -186,7 +191,7 @@ pub async fn start(
     };
     let pipeline = Arc::new(
         truc_pipeline::Pipeline::new(server.audit().clone(), server.metrics().clone())
-            .with_tracing(tracing),
+            .with_tracing(tracing.clone()),
     );
     let receipts = receipts::Receipts::start(
         hub_key.clone(),
@@ -243,7 +248,7 @@ pub async fn start(
                 node,
                 shutdown.clone(),
                 accept.max_connections,
-                options.drain,
+                (server.drain(), drain),
             )
             .map_err(NodeError::Vxp)?,
         )
@@ -251,29 +256,24 @@ pub async fn start(
         None
     };
     watch_document_queues(server.metrics(), documents);
-    let http_routes = http_routes(&config, &agency);
+    let http_routes =
+        http_routes(&config, &agency).layer(server.drain().http_layer(rest_door::draining));
     let running = server
         .service(AgencyServer::new(agency))
         .service(NodeServer::new(invoke))
-        .start(listener, ops_listener, shutdown.clone(), options.drain)
+        .start(listener, ops_listener, shutdown.clone(), drain)
         .await?;
     let running = match vxp_task {
         Some(task) => running.with_task(task),
         None => running,
     };
+    // The last calls' spans reach the collector once the drain is over.
+    let running = running.then_after_stop(async move { tracing.stopped().await });
     Ok(match http_listener {
         Some(listener) => {
             let limits = config.limits.clone();
             running.with_task(tokio::spawn(async move {
-                http::serve(
-                    listener,
-                    server_tls,
-                    &limits,
-                    http_routes,
-                    shutdown,
-                    options.drain,
-                )
-                .await
+                http::serve(listener, server_tls, &limits, http_routes, shutdown, drain).await
             }))
         }
         None => running,

@@ -103,6 +103,15 @@ fn error(code: Code, message: String, status: StatusCode) -> Response {
         .into_response()
 }
 
+/// The answer to a request made while the node drains (503, UNAVAILABLE;
+/// the drain adds `truc-retry: safe`: the call reached nothing).
+pub(crate) fn draining(_: &http::Uri) -> Response {
+    refuse(
+        Code::Unavailable,
+        "node is draining: send the call again, to another node if there is one".into(),
+    )
+}
+
 fn refuse(code: Code, message: String) -> Response {
     error(code, message, http_status(code))
 }

@@ -197,6 +197,9 @@ impl TlsSection {
     }
 }
 
+/// The longest drain deadline a config may set (an hour).
+pub const MAX_DRAIN_DEADLINE_SECS: u64 = 3600;
+
 /// Limits on what callers may send.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -234,6 +237,11 @@ pub struct Limits {
     /// How long a keepalive ping may go unanswered before the connection is
     /// closed, in milliseconds (default 10 s).
     pub keepalive_timeout_ms: u64,
+    /// How long a drain (SIGTERM, `truc hub drain` naming no deadline) lets
+    /// the calls in flight finish, in seconds (default 10, 1 to 3600). Keep
+    /// the service manager's stop timeout (systemd `TimeoutStopSec`,
+    /// Kubernetes `terminationGracePeriodSeconds`) above it.
+    pub drain_deadline_secs: u64,
 }
 
 impl Default for Limits {
@@ -250,6 +258,7 @@ impl Default for Limits {
             request_timeout_ms: 3_600_000,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
+            drain_deadline_secs: 10,
         }
     }
 }
@@ -272,7 +281,19 @@ impl Limits {
                 return Err(ConfigError::new(file, key, "must be positive"));
             }
         }
+        if !(1..=MAX_DRAIN_DEADLINE_SECS).contains(&self.drain_deadline_secs) {
+            return Err(ConfigError::new(
+                file,
+                "limits.drain_deadline_secs",
+                format!("must be between 1 and {MAX_DRAIN_DEADLINE_SECS}"),
+            ));
+        }
         self.validate_listener(file)
+    }
+
+    /// The deadline of a drain that names none.
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_secs(self.drain_deadline_secs)
     }
 
     fn validate_listener(&self, file: &Path) -> Result<(), ConfigError> {
@@ -571,6 +592,29 @@ mod tests {
             let e = parsed.limits.validate(f.path()).expect_err(text);
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    #[test]
+    fn the_drain_deadline_is_read_defaults_to_ten_seconds_and_is_bounded() {
+        #[derive(Debug, serde::Deserialize)]
+        struct File {
+            limits: Limits,
+        }
+        let f = write("[limits]\ndrain_deadline_secs = 30\n");
+        let parsed: File = load_toml(f.path()).expect("parse");
+        parsed.limits.validate(f.path()).expect("valid");
+        assert_eq!(parsed.limits.drain_deadline(), Duration::from_secs(30));
+        assert_eq!(Limits::default().drain_deadline(), Duration::from_secs(10));
+        for text in ["drain_deadline_secs = 0", "drain_deadline_secs = 3601"] {
+            let f = write(&format!("[limits]\n{text}\n"));
+            let parsed: File = load_toml(f.path()).expect("parse");
+            let e = parsed.limits.validate(f.path()).expect_err(text);
+            assert_eq!(e.field, "limits.drain_deadline_secs", "{e}");
+            assert!(e.message.contains("between 1 and 3600"), "{e}");
+        }
+        let f = write("[limits]\ndrain_deadline_secs = -1\n");
+        let e = load_toml::<File>(f.path()).expect_err("negative");
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

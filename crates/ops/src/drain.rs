@@ -14,6 +14,12 @@
 //! never refused, and watches (methods named `Watch…`, which never end by
 //! themselves) are neither counted nor kept past the end of the drain: they
 //! end with the same UNAVAILABLE and marker.
+//!
+//! A process's HTTP listeners (a node's REST door and VXP listener) take
+//! part through [`Drain::http_layer`]: while draining, a new request gets
+//! the listener's own refusal (a 503 in its JSON shape) with the same
+//! marker header, and requests admitted before count in the same in-flight
+//! number until their response body ends, so the process waits for them.
 
 use std::{
     future::Future,
@@ -344,6 +350,116 @@ where
     }
 }
 
+/// A listener's answer to a request refused while draining, from its URI
+/// (the VXP listener's shape depends on the call).
+pub type HttpRefusal = Arc<dyn Fn(&http::Uri) -> axum::response::Response + Send + Sync>;
+
+impl Drain {
+    /// A layer for an HTTP router: while draining, each new request is
+    /// answered by `refusal` (plus [`RETRY_HEADER`]`: `[`RETRY_SAFE`]) before
+    /// reaching the router; admitted requests are in flight until their
+    /// response body ends or is dropped.
+    pub fn http_layer(
+        &self,
+        refusal: impl Fn(&http::Uri) -> axum::response::Response + Send + Sync + 'static,
+    ) -> HttpDrainLayer {
+        HttpDrainLayer {
+            drain: self.clone(),
+            refusal: Arc::new(refusal),
+        }
+    }
+}
+
+/// See [`Drain::http_layer`].
+#[derive(Clone)]
+pub struct HttpDrainLayer {
+    drain: Drain,
+    refusal: HttpRefusal,
+}
+
+impl<S> tower::Layer<S> for HttpDrainLayer {
+    type Service = HttpDrainService<S>;
+
+    fn layer(&self, inner: S) -> HttpDrainService<S> {
+        HttpDrainService {
+            inner,
+            drain: self.drain.clone(),
+            refusal: self.refusal.clone(),
+        }
+    }
+}
+
+/// See [`Drain::http_layer`].
+#[derive(Clone)]
+pub struct HttpDrainService<S> {
+    inner: S,
+    drain: Drain,
+    refusal: HttpRefusal,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for HttpDrainService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = axum::response::Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<axum::response::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(guard) = self.drain.admit() else {
+            let mut response = (self.refusal)(request.uri());
+            response
+                .headers_mut()
+                .insert(RETRY_HEADER, http::HeaderValue::from_static(RETRY_SAFE));
+            return Box::pin(std::future::ready(Ok(response)));
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(Counted {
+                    inner: body,
+                    _in_flight: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that is in flight until it ends or is dropped; its size
+/// stays known (a `Content-Length` answer stays one: the VXP SDK's readers
+/// and simple clients expect it).
+struct Counted {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = tonic::codegen::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn refuse<E: Send + 'static>(
     drain: &Drain,
 ) -> Pin<Box<dyn Future<Output = Result<GrpcResponse, E>> + Send>> {
@@ -390,6 +506,7 @@ mod tests {
 
     use super::*;
     use tower::{Layer, ServiceExt};
+    use tower_service::Service;
 
     fn drain() -> Drain {
         let (health, _) = tonic_health::server::health_reporter();
@@ -571,6 +688,77 @@ mod tests {
         let status = tonic::Status::from_header_map(&trailers).unwrap();
         assert!(is_retry_safe(&status), "{status:?}");
         assert!(http_body_util::BodyExt::frame(&mut body).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http_request_is_in_flight_until_its_body_ends_and_refused_while_draining() {
+        use axum::response::IntoResponse;
+        let d = drain();
+        let (frames, answer) = open_answer();
+        let answer =
+            tower::ServiceExt::map_response(answer, |r: GrpcResponse| r.map(axum::body::Body::new));
+        let mut svc = d
+            .http_layer(|uri| {
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    uri.path().to_string(),
+                )
+                    .into_response()
+            })
+            .layer(answer);
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request("/v1/call/x"))
+            .await
+            .unwrap();
+        assert_eq!(d.in_flight(), 1);
+        d.start(Duration::from_secs(30)).await;
+
+        let refused = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request("/v1/call/y"))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[RETRY_HEADER], RETRY_SAFE);
+        let text = http_body_util::BodyExt::collect(refused.into_body())
+            .await
+            .unwrap();
+        assert_eq!(text.to_bytes(), "/v1/call/y", "the listener's own refusal");
+        assert_eq!(d.in_flight(), 1, "a refusal is not in flight");
+
+        let finish = tokio::spawn({
+            let d = d.clone();
+            async move { d.finish().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!finish.is_finished(), "the admitted request is in flight");
+        drop(frames);
+        let mut body = response.into_body();
+        assert!(http_body_util::BodyExt::frame(&mut body).await.is_none());
+        drop(body);
+        assert!(finish.await.unwrap(), "finished before the deadline");
+    }
+
+    #[tokio::test]
+    async fn an_admitted_http_answer_keeps_its_length() {
+        let d = drain();
+        let svc = d
+            .http_layer(|_| axum::response::Response::new(axum::body::Body::empty()))
+            .layer(tower::service_fn(|_req: http::Request<()>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(
+                    axum::response::Response::new(axum::body::Body::from("hello")),
+                ))
+            }));
+        let response = svc.oneshot(request("/sendEdoc")).await.unwrap();
+        assert_eq!(d.in_flight(), 1);
+        assert_eq!(http_body::Body::size_hint(response.body()).exact(), Some(5));
+        drop(response);
+        assert_eq!(d.in_flight(), 0);
     }
 
     #[tokio::test]

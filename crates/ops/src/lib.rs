@@ -22,7 +22,9 @@ mod serve;
 pub mod trace;
 
 pub use deadline::{incoming_timeout, is_transport_failure};
-pub use drain::{Drain, RETRY_HEADER, RETRY_SAFE, is_retry_safe};
+pub use drain::{
+    Drain, HttpDrainLayer, HttpDrainService, HttpRefusal, RETRY_HEADER, RETRY_SAFE, is_retry_safe,
+};
 pub use metrics::{HealthCheck, Metrics, code_name, write_metric};
 pub use record::{RETRY_AFTER_MS_HEADER, TRANSACTION_ID_HEADER, tag};
 pub use reload::{ReloadError, ReloadReport, Reloader};

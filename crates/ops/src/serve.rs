@@ -434,6 +434,17 @@ impl Running {
         }
     }
 
+    /// Also runs `then` once the servers have stopped, after what is run
+    /// there already (the audit log's close): the span flush.
+    pub fn then_after_stop(mut self, then: impl Future<Output = ()> + Send + 'static) -> Running {
+        let first = std::mem::replace(&mut self.after_stop, Box::pin(async {}));
+        self.after_stop = Box::pin(async move {
+            first.await;
+            then.await;
+        });
+        self
+    }
+
     /// Also waits, on stopping, for `task`: another server of the process
     /// (a node's HTTP listener) that stops on the same shutdown signal.
     pub fn with_task(mut self, task: tokio::task::JoinHandle<Result<(), ServeError>>) -> Running {

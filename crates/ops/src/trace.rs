@@ -450,6 +450,29 @@ impl Tracing {
         Tracing::with_provider(provider, ratio)
     }
 
+    /// Spans handed to `exporter` in batches, exported only when a batch
+    /// is full, an hour has passed, or [`Tracing::flush`] is called (tests:
+    /// what reaches the exporter when a process stops).
+    pub fn with_batch_exporter(
+        exporter: impl SpanExporter + 'static,
+        service_name: &str,
+        ratio: f64,
+    ) -> Tracing {
+        use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+        let batch = BatchConfigBuilder::default()
+            .with_scheduled_delay(Duration::from_secs(3600))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build(),
+            )
+            .with_resource(resource(service_name))
+            .build();
+        Tracing::with_provider(provider, ratio)
+    }
+
     fn with_provider(provider: SdkTracerProvider, ratio: f64) -> Tracing {
         Tracing {
             ratio,
@@ -473,6 +496,22 @@ impl Tracing {
                 .force_flush()
                 .map_err(|e| TracingError(e.to_string())),
             None => Ok(()),
+        }
+    }
+
+    /// What a process does when it stops (after its drain): exports the
+    /// spans still waiting in a batch, so the last calls' spans reach the
+    /// collector; a failure is logged.
+    pub async fn stopped(&self) {
+        if self.provider.is_none() {
+            return;
+        }
+        let this = self.clone();
+        let flushed = tokio::task::spawn_blocking(move || this.flush()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "spans not flushed on stop"),
+            Err(e) => tracing::warn!(error = %e, "spans not flushed on stop"),
         }
     }
 

@@ -16,7 +16,8 @@ pub(crate) struct DrainArgs {
     #[arg(long)]
     config: PathBuf,
     /// How long calls in flight may still run, e.g. 30s, 500ms, 2m (at most
-    /// 1h); by default the hub's own (10 s).
+    /// 1h); by default the hub's own (`limits.drain_deadline_secs`, 10 s
+    /// unless set).
     #[arg(long, value_parser = parse_duration)]
     deadline: Option<Duration>,
 }

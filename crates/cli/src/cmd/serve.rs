@@ -54,7 +54,7 @@ pub(super) async fn hub(args: HubArgs) -> Result<ExitCode, CliError> {
     };
     let config = HubConfig::load_replica(&path, args.replica.as_deref())?;
     let options = truc_hub::RunOptions::default();
-    let deadline = options.drain;
+    let deadline = config.limits.drain_deadline();
     let listener = bind(config.listen, "listen").await?;
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
@@ -73,7 +73,7 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
     let ops = bind(config.ops_listen, "ops_listen").await?;
     let shutdown = Shutdown::new();
     let options = truc_node::RunOptions::default();
-    let deadline = options.drain;
+    let deadline = config.limits.drain_deadline();
     let node = truc_node::start(config, listener, ops, shutdown.clone(), options)
         .await
         .map_err(failed)?;
@@ -88,7 +88,7 @@ pub(super) async fn node(args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 /// SIGTERM or Ctrl-C drains the process (it stops once its calls in flight
-/// finish, or at `deadline`); a second one cuts the calls still open and
+/// finish, or at `deadline`, the config's `limits.drain_deadline_secs`); a second one cuts the calls still open and
 /// stops it (the audit log is still flushed and closed).
 async fn drain_on_signal(
     drain: truc_ops::Drain,

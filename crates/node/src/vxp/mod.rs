@@ -138,20 +138,25 @@ pub(crate) struct Vxp {
 
 /// Serves the VXP API on `listener` until `shutdown`, with at most
 /// `max_connections` connections open at once; the task ends once open
-/// requests finished, or `drain` after the shutdown.
+/// requests finished, or `drain` after the shutdown. While `maintenance`
+/// drains, new requests get [`draining`], and requests in flight count in
+/// its in-flight number.
 pub(crate) fn spawn(
     config: &VxpConfig,
     listener: TcpListener,
     node: ops::Node,
     shutdown: Shutdown,
     max_connections: usize,
-    drain: Duration,
+    (maintenance, drain): (&truc_ops::Drain, Duration),
 ) -> Result<tokio::task::JoinHandle<Result<(), truc_ops::ServeError>>, String> {
     let vxp = Arc::new(Vxp {
         systems: config.systems.clone(),
         node,
     });
-    let router = axum::Router::new().fallback(handle).with_state(vxp);
+    let router = axum::Router::new()
+        .fallback(handle)
+        .with_state(vxp)
+        .layer(maintenance.http_layer(draining));
     let tls = match &config.tls {
         None => None,
         Some((cert, key)) => Some(tls_config(cert, key)?),
@@ -374,6 +379,34 @@ impl axum::serve::Listener for Incoming {
 /// The largest body of a call whose body is ignored (`{}`, `registerAgency`'s JSON).
 const MAX_IGNORED_BODY: usize = 64 * 1024;
 
+/// The call a request names: its last path segment.
+fn call_name(uri: &Uri) -> &str {
+    uri.path().rsplit('/').find(|s| !s.is_empty()).unwrap_or("")
+}
+
+/// The fields the call must carry even on errors: `DocId` for `sendEdoc`.
+fn error_fields(uri: &Uri) -> Map<String, Value> {
+    let mut m = Map::new();
+    if call_name(uri) == "sendEdoc" {
+        m.insert("DocId".into(), "".into());
+    }
+    m
+}
+
+/// The answer to a request made while the node drains: the SDK's shape
+/// (`FAIL`, `UNAVAILABLE`, every field a string), with a 503 the SDK
+/// ignores but a proxy or a probe reads.
+pub(crate) fn draining(uri: &Uri) -> Response {
+    refused(
+        &Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "node is draining: send again later or to another node",
+        ),
+        error_fields(uri),
+    )
+}
+
 /// Every request: the call named by the last path segment.
 async fn handle(
     State(vxp): State<Arc<Vxp>>,
@@ -382,21 +415,9 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = uri
-        .path()
-        .rsplit('/')
-        .find(|s| !s.is_empty())
-        .unwrap_or("")
-        .to_string();
+    let call = call_name(&uri).to_string();
     let send = call == "sendEdoc";
-    // sendEdoc must carry DocId even on errors.
-    let error_extra = || {
-        let mut m = Map::new();
-        if send {
-            m.insert("DocId".into(), "".into());
-        }
-        m
-    };
+    let error_extra = || error_fields(&uri);
     let expected = if call == "downloadEdoc" {
         Method::GET
     } else {
