@@ -110,7 +110,11 @@ mod tests {
         // e^-1 of the gaps are longer than the mean (fixed gaps: none).
         let mean = total / n as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "{}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "{}",
+            var.sqrt() / mean
+        );
         let long = gaps.iter().filter(|g| **g > mean).count() as f64 / n as f64;
         assert!((long - (-1f64).exp()).abs() < 0.01, "{long}");
         // The same seed gives the same schedule.

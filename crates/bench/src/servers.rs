@@ -48,7 +48,11 @@ impl Servers {
     }
 
     /// The echo backend over mTLS 1.3 (the direct-mtls baseline).
-    pub(crate) async fn echo_mtls(&mut self, pki: &Layout, limit: usize) -> Result<SocketAddr, String> {
+    pub(crate) async fn echo_mtls(
+        &mut self,
+        pki: &Layout,
+        limit: usize,
+    ) -> Result<SocketAddr, String> {
         let (listener, addr) = bind().await?;
         self.serve(
             pki,
@@ -181,13 +185,17 @@ impl Node for FakeProvider {
         &self,
         _: Request<Streaming<RelayRequest>>,
     ) -> Result<Response<RelayResponse>, Status> {
-        Err(Status::unimplemented("the fake provider only answers Invoke"))
+        Err(Status::unimplemented(
+            "the fake provider only answers Invoke",
+        ))
     }
 
     async fn deliver_status(
         &self,
         _: Request<StatusUpdate>,
     ) -> Result<Response<StatusAck>, Status> {
-        Err(Status::unimplemented("the fake provider only answers Invoke"))
+        Err(Status::unimplemented(
+            "the fake provider only answers Invoke",
+        ))
     }
 }
