@@ -172,30 +172,16 @@ impl Client {
     async fn call_once(&mut self, payload: &Bytes, tx: u128) -> Result<(), tonic::Status> {
         let echoed = match self {
             Client::Direct(c) => {
-                c.invoke(DataRequest {
-                    transaction_id: format!("{tx:032x}"),
-                    client_agency: H37.to_owned(),
-                    service: CITIZEN_LOOKUP.to_owned(),
-                    content_type: CONTENT_TYPE.to_owned(),
-                    payload: payload.clone(),
-                    ..DataRequest::default()
-                })
-                .await?
-                .into_inner()
-                .payload
+                c.invoke(data_request(payload, tx))
+                    .await?
+                    .into_inner()
+                    .payload
             }
             Client::Hub(c) => {
-                c.route(DataRequest {
-                    transaction_id: format!("{tx:032x}"),
-                    client_agency: H37.to_owned(),
-                    service: CITIZEN_LOOKUP.to_owned(),
-                    content_type: CONTENT_TYPE.to_owned(),
-                    payload: payload.clone(),
-                    ..DataRequest::default()
-                })
-                .await?
-                .into_inner()
-                .payload
+                c.route(data_request(payload, tx))
+                    .await?
+                    .into_inner()
+                    .payload
             }
             Client::Routed(c) => {
                 let request = CallRequest {
@@ -224,6 +210,18 @@ impl Client {
                 echoed.len()
             )))
         }
+    }
+}
+
+/// The request of direct and hub-only calls: what a client node sends.
+fn data_request(payload: &Bytes, tx: u128) -> DataRequest {
+    DataRequest {
+        transaction_id: format!("{tx:032x}"),
+        client_agency: H37.to_owned(),
+        service: CITIZEN_LOOKUP.to_owned(),
+        content_type: CONTENT_TYPE.to_owned(),
+        payload: payload.clone(),
+        ..DataRequest::default()
     }
 }
 

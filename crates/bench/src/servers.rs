@@ -173,12 +173,8 @@ impl Node for FakeProvider {
         &self,
         request: Request<DataRequest>,
     ) -> Result<Response<DataResponse>, Status> {
-        let req = request.into_inner();
-        Ok(Response::new(DataResponse {
-            content_type: req.content_type,
-            payload: req.payload,
-            receipt: None,
-        }))
+        // The provider's node adds nothing to its backend's answer here.
+        Echo.invoke(request).await
     }
 
     async fn deliver(
