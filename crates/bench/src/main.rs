@@ -22,14 +22,14 @@
 
 mod docs;
 mod edxml;
+mod schedule;
+mod servers;
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -38,7 +38,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 use truc_demo::{BackendKind, CITIZEN_LOOKUP, DemoOptions, Deployment, H37};
-use truc_proto::v1::{CallRequest, DataRequest, backend_client::BackendClient};
+use truc_pki::Role;
+use truc_proto::v1::{
+    CallRequest, DataRequest, backend_client::BackendClient, hub_client::HubClient,
+};
+
+use schedule::{Arrivals, Schedule};
 
 /// Largest latency the histograms hold, in microseconds (one minute); longer
 /// ones are recorded as one minute.
@@ -51,12 +56,39 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// Plain gRPC (no TLS, no audit) straight to the echo backend.
-    Direct,
-    /// Province node → hub → ministry node → echo backend, over mTLS, audited.
+    #[value(alias = "direct")]
+    DirectPlain,
+    /// Mutual TLS 1.3 (truc's TLS stack) straight to an echo backend: the
+    /// baseline.
+    DirectMtls,
+    /// A bare tonic forwarder hop over mTLS in front of the mTLS echo
+    /// backend: the baseline of one hop.
+    Forwarder,
+    /// The hub hop alone: the generator calls `Hub.Route` as the province
+    /// node, a fake provider node answers the hub's `Node.Invoke`.
+    HubOnly,
+    /// Province node -> hub -> ministry node -> echo backend, over mTLS, audited.
     Routed,
-    /// Direct, then routed, on the same deployment.
-    Both,
+    /// Every mode in one run, plus routed on a second deployment whose
+    /// audit does not flush, and their ratios.
+    All,
 }
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::DirectPlain => "direct-plain",
+            Mode::DirectMtls => "direct-mtls",
+            Mode::Forwarder => "forwarder",
+            Mode::HubOnly => "hub-only",
+            Mode::Routed => "routed",
+            Mode::All => "all",
+        }
+    }
+}
+
+/// The name of routed on the deployment whose audit does not flush.
+const ROUTED_NO_FLUSH: &str = "routed-no-flush";
 
 /// Load generator for truc: direct and routed data calls, latency
 /// percentiles; `truc-bench docs` for documents.
@@ -77,22 +109,28 @@ struct Args {
     /// Payload size in bytes (the echo backend sends it back).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=(256 * 1024 * 1024)))]
     payload: u64,
-    /// Which path to measure.
-    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    /// Which path to measure (also as the first argument: `truc-bench all`).
+    #[arg(long, value_enum, default_value_t = Mode::All)]
     mode: Mode,
+    /// The mode, given without `--mode`.
+    #[arg(value_enum, conflicts_with = "mode")]
+    mode_arg: Option<Mode>,
     /// Audit records are written without flushing to disk (measures what
-    /// durability costs).
-    #[arg(long)]
-    no_durable: bool,
-    /// Open loop: this many calls per second in total, on a fixed schedule;
-    /// latency is measured from each call's intended send time. At most
-    /// `--concurrency` calls are in flight.
+    /// durability costs; never the default).
+    #[arg(long, alias = "no-durable")]
+    no_flush: bool,
+    /// Open loop: this many calls per second in total; latency is measured
+    /// from each call's intended send time. At most `--concurrency` calls
+    /// are in flight.
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop: fixed intervals or a Poisson process.
+    #[arg(long, value_enum, default_value_t = Arrivals::Fixed)]
+    arrivals: Arrivals,
     /// HTTP/2 connections the calls are spread over.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     connections: u64,
-    /// Also print the results as one JSON line.
+    /// Also print the results as one JSON object (one line).
     #[arg(long)]
     json: bool,
 }
@@ -110,7 +148,10 @@ enum Command {
 /// A client of one path, cheap to clone (clones share the connection).
 #[derive(Clone)]
 enum Client {
+    /// `Backend.Invoke`: the echo backend, plain or over mTLS, or the forwarder.
     Direct(BackendClient<Channel>),
+    /// `Hub.Route` as the province node.
+    Hub(HubClient<Channel>),
     /// The client library agency systems use (`truc_client`).
     Routed(truc_client::Client),
 }
@@ -131,17 +172,16 @@ impl Client {
     async fn call_once(&mut self, payload: &Bytes, tx: u128) -> Result<(), tonic::Status> {
         let echoed = match self {
             Client::Direct(c) => {
-                c.invoke(DataRequest {
-                    transaction_id: format!("{tx:032x}"),
-                    client_agency: H37.to_owned(),
-                    service: CITIZEN_LOOKUP.to_owned(),
-                    content_type: CONTENT_TYPE.to_owned(),
-                    payload: payload.clone(),
-                    ..DataRequest::default()
-                })
-                .await?
-                .into_inner()
-                .payload
+                c.invoke(data_request(payload, tx))
+                    .await?
+                    .into_inner()
+                    .payload
+            }
+            Client::Hub(c) => {
+                c.route(data_request(payload, tx))
+                    .await?
+                    .into_inner()
+                    .payload
             }
             Client::Routed(c) => {
                 let request = CallRequest {
@@ -170,6 +210,18 @@ impl Client {
                 echoed.len()
             )))
         }
+    }
+}
+
+/// The request of direct and hub-only calls: what a client node sends.
+fn data_request(payload: &Bytes, tx: u128) -> DataRequest {
+    DataRequest {
+        transaction_id: format!("{tx:032x}"),
+        client_agency: H37.to_owned(),
+        service: CITIZEN_LOOKUP.to_owned(),
+        content_type: CONTENT_TYPE.to_owned(),
+        payload: payload.clone(),
+        ..DataRequest::default()
     }
 }
 
@@ -282,20 +334,22 @@ async fn closed_loop(
     Ok(tally)
 }
 
-/// Open loop: call `i` (shared ticket counter) is due at `start + i / rate`;
-/// its latency runs from then, so time spent waiting for a free task counts.
+/// Open loop: the shared schedule says when call `i` is due; its latency
+/// runs from then, so time spent waiting for a free task counts.
 async fn open_loop(
     mut client: Client,
     payload: Bytes,
     window: Window,
     task: u64,
-    rate: f64,
-    ticket: Arc<AtomicU64>,
+    schedule: Arc<Mutex<Schedule>>,
 ) -> Result<Tally, String> {
     let mut tally = Tally::new()?;
     loop {
-        let i = ticket.fetch_add(1, Ordering::Relaxed);
-        let due = window.start + Duration::from_secs_f64(i as f64 / rate);
+        let (i, at) = schedule
+            .lock()
+            .map_err(|_| "the schedule lock is poisoned".to_owned())?
+            .next_call();
+        let due = window.start + at;
         if due >= window.end {
             return Ok(tally);
         }
@@ -320,10 +374,18 @@ async fn open_loop(
 /// Runs one mode: warmup, then the measured window, over `clients`.
 async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outcome, String> {
     let payload = Bytes::from(vec![0x5a_u8; usize::try_from(args.payload).unwrap_or(0)]);
+    // Ids of the hub's log are unique across modes and runs.
+    let salt = u128::from(std::process::id()) << 96
+        ^ u128::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ) << 64
+        ^ u128::from(mode.len() as u64) << 120;
     // Open every connection and check the path works before timing anything.
     for (i, c) in clients.iter().enumerate() {
         c.clone()
-            .call(&payload, u128::MAX - i as u128)
+            .call(&payload, salt ^ (u128::MAX - i as u128))
             .await
             .map_err(|s| {
                 format!(
@@ -340,21 +402,21 @@ async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outc
         measure,
         end: measure + Duration::from_secs(args.duration),
     };
-    let ticket = Arc::new(AtomicU64::new(0));
+    let schedule = args.rate.map(|rate| {
+        Arc::new(Mutex::new(Schedule::new(
+            rate,
+            args.arrivals,
+            0x7275_635f_6265_6e63,
+        )))
+    });
     let mut tasks = Vec::new();
     for task in 0..args.concurrency {
         let client = clients[(task % clients.len() as u64) as usize].clone();
         let payload = payload.clone();
-        tasks.push(match args.rate {
+        let task = task ^ (salt >> 64) as u64;
+        tasks.push(match &schedule {
             None => tokio::spawn(closed_loop(client, payload, window, task)),
-            Some(rate) => tokio::spawn(open_loop(
-                client,
-                payload,
-                window,
-                task,
-                rate,
-                ticket.clone(),
-            )),
+            Some(s) => tokio::spawn(open_loop(client, payload, window, task, s.clone())),
         });
     }
     let mut total = Tally::new()?;
@@ -378,20 +440,58 @@ fn message_limit(args: &Args) -> usize {
         .saturating_add(64 * 1024)
 }
 
-fn direct_clients(deployment: &Deployment, args: &Args) -> Result<Vec<Client>, String> {
-    let described = deployment.describe();
-    let backend = described["backends"][0]
-        .as_str()
-        .ok_or("the deployment describes no backend")?
-        .to_owned();
+fn direct_clients(backend: &str, args: &Args) -> Result<Vec<Client>, String> {
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         let channel = Endpoint::from_shared(format!("http://{backend}"))
             .map_err(|e| format!("backend address {backend}: {e}"))?
             .tcp_nodelay(true)
             .connect_lazy();
-        clients.push(Client::Direct(
-            BackendClient::new(channel)
+        clients.push(backend_client(channel, args));
+    }
+    Ok(clients)
+}
+
+fn backend_client(channel: Channel, args: &Args) -> Client {
+    Client::Direct(
+        BackendClient::new(channel)
+            .max_decoding_message_size(message_limit(args))
+            .max_encoding_message_size(message_limit(args)),
+    )
+}
+
+/// `Backend.Invoke` over mTLS as the province's agency system (one
+/// connection each), to the echo backend or the forwarder.
+fn mtls_clients(
+    deployment: &Deployment,
+    to: SocketAddr,
+    args: &Args,
+) -> Result<Vec<Client>, String> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        let channel = servers::mtls_channel(
+            &deployment.files.pki,
+            (Role::Client, truc_demo::PROVINCE_CLIENT),
+            &to.to_string(),
+            (Role::Node, servers::SERVER_NAME),
+        )?;
+        clients.push(backend_client(channel, args));
+    }
+    Ok(clients)
+}
+
+/// `Hub.Route` with the province node's certificate.
+fn hub_clients(deployment: &Deployment, args: &Args) -> Result<Vec<Client>, String> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        let channel = servers::mtls_channel(
+            &deployment.files.pki,
+            (Role::Node, truc_demo::PROVINCE_NODE),
+            &deployment.hub().addr().to_string(),
+            (Role::Hub, "hub"),
+        )?;
+        clients.push(Client::Hub(
+            HubClient::new(channel)
                 .max_decoding_message_size(message_limit(args))
                 .max_encoding_message_size(message_limit(args)),
         ));
@@ -424,15 +524,15 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn print_results(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) {
+fn print_results(outcomes: &[Outcome], ratios: &[Ratio], added: &[Added]) {
     println!();
     println!(
-        "{:<7} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<15} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "mode", "calls", "errors", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for o in outcomes {
         println!(
-            "{:<7} {:>9} {:>7} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<15} {:>9} {:>7} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
             o.mode,
             o.calls(),
             o.tally.error_count(),
@@ -454,21 +554,90 @@ fn print_results(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) {
             );
         }
     }
-    let ratios = match outcomes {
-        [d, r] if d.calls() > 0 && r.calls() > 0 => {
-            let throughput = r.rate() / d.rate();
-            let p50 = r.ms(0.5) / d.ms(0.5);
-            println!(
-                "routed/direct: throughput {throughput:.3} ({:.1}× fewer calls/s), p50 latency {p50:.2}×",
-                1.0 / throughput
-            );
-            Some((throughput, p50))
-        }
-        _ => None,
-    };
-    if args.json {
-        println!("{}", results_json(args, outcomes, cpus, cpu, ratios));
+    for r in ratios {
+        println!(
+            "{}/{}: throughput {:.3}, p50 latency {:.2}×{}",
+            r.of,
+            r.over,
+            r.throughput,
+            r.p50,
+            r.target.map_or(String::new(), |t| format!(
+                " (target ≥ {t:.2}: {})",
+                if r.throughput >= t { "met" } else { "NOT met" }
+            ))
+        );
     }
+    for a in added {
+        println!(
+            "{} added latency over direct-mtls at the same rate: p50 {:+.3} ms, p99 {:+.3} ms",
+            a.mode, a.p50_ms, a.p99_ms
+        );
+    }
+}
+
+/// One mode's throughput and p50 over another's, in the same run.
+#[derive(Debug, Clone, PartialEq)]
+struct Ratio {
+    of: &'static str,
+    over: &'static str,
+    throughput: f64,
+    p50: f64,
+    /// The target for `throughput`, if it has one.
+    target: Option<f64>,
+}
+
+/// Open loop: a mode's latency minus direct-mtls's at the same rate.
+#[derive(Debug, Clone, PartialEq)]
+struct Added {
+    mode: &'static str,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The ratios the performance targets are stated in, for the modes measured.
+/// Throughput targets hold for a closed loop only: an open loop sends every
+/// mode the same rate.
+fn ratios(outcomes: &[Outcome], payload: u64, closed: bool) -> Vec<Ratio> {
+    let find = |m: &str| outcomes.iter().find(|o| o.mode == m && o.calls() > 0);
+    let routed_target = if payload >= 4096 { 0.20 } else { 0.25 };
+    [
+        ("routed", "direct-mtls", Some(routed_target)),
+        ("routed", "direct-plain", None),
+        ("direct-mtls", "direct-plain", None),
+        ("hub-only", "forwarder", Some(0.90)),
+        ("routed", ROUTED_NO_FLUSH, Some(0.90)),
+    ]
+    .into_iter()
+    .filter_map(|(of, over, target)| {
+        let (a, b) = (find(of)?, find(over)?);
+        Some(Ratio {
+            of: a.mode,
+            over: b.mode,
+            throughput: a.rate() / b.rate(),
+            p50: a.ms(0.5) / b.ms(0.5),
+            target: target.filter(|_| closed),
+        })
+    })
+    .collect()
+}
+
+/// Open loop: each mode's p50 and p99 minus direct-mtls's.
+fn added_latency(outcomes: &[Outcome]) -> Vec<Added> {
+    let Some(base) = outcomes
+        .iter()
+        .find(|o| o.mode == "direct-mtls" && o.calls() > 0)
+    else {
+        return Vec::new();
+    };
+    outcomes
+        .iter()
+        .filter(|o| o.mode != base.mode && o.mode != "direct-plain" && o.calls() > 0)
+        .map(|o| Added {
+            mode: o.mode,
+            p50_ms: o.ms(0.5) - base.ms(0.5),
+            p99_ms: o.ms(0.99) - base.ms(0.99),
+        })
+        .collect()
 }
 
 /// `x` rounded to `digits` decimals, as the text report shows it.
@@ -478,13 +647,7 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// The machine-readable results (`--json`).
-fn results_json(
-    args: &Args,
-    outcomes: &[Outcome],
-    cpus: usize,
-    cpu: &str,
-    ratios: Option<(f64, f64)>,
-) -> serde_json::Value {
+fn results_json(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) -> serde_json::Value {
     let results: Vec<serde_json::Value> = outcomes
         .iter()
         .map(|o| {
@@ -502,37 +665,80 @@ fn results_json(
             })
         })
         .collect();
+    let ratios: serde_json::Map<String, serde_json::Value> =
+        ratios(outcomes, args.payload, args.rate.is_none())
+            .into_iter()
+            .map(|r| {
+                let mut v = serde_json::json!({
+                    "throughput": round(r.throughput, 4),
+                    "p50": round(r.p50, 4),
+                });
+                if let Some(t) = r.target {
+                    v["target"] = t.into();
+                    v["met"] = (r.throughput >= t).into();
+                }
+                (format!("{}/{}", r.of, r.over), v)
+            })
+            .collect();
     let mut j = serde_json::json!({
         "machine": {"nproc": cpus, "cpu": cpu},
         "shared_cores": true,
-        "params": {
-            "mode": mode_name(args.mode),
+        "config": {
+            "mode": args.mode.name(),
             "concurrency": args.concurrency,
             "connections": args.connections,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "payload_bytes": args.payload,
-            "durable": !args.no_durable,
+            "durable": !args.no_flush,
             "rate": args.rate,
+            "arrivals": args.rate.map(|_| args.arrivals.name()),
         },
         "results": results,
+        "ratios": ratios,
     });
-    if let Some((t, p)) = ratios {
-        j["routed_over_direct"] =
-            serde_json::json!({"throughput": round(t, 4), "p50": round(p, 4)});
+    let added = added_latency(outcomes);
+    if args.rate.is_some() && !added.is_empty() {
+        j["added_latency_ms"] = added
+            .iter()
+            .map(|a| {
+                (
+                    a.mode.to_owned(),
+                    serde_json::json!({"p50": round(a.p50_ms, 3), "p99": round(a.p99_ms, 3)}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
     j
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Direct => "direct",
-        Mode::Routed => "routed",
-        Mode::Both => "both",
-    }
+/// Starts a deployment with the echo backend in a new temporary directory.
+async fn start_deployment(
+    args: &Args,
+    durable: bool,
+) -> Result<(tempfile::TempDir, Deployment), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let deployment = Deployment::start(DemoOptions {
+        dir: dir.path().to_path_buf(),
+        backend: BackendKind::Echo,
+        durable,
+        max_payload_bytes: usize::try_from(args.payload)
+            .unwrap_or(usize::MAX)
+            .max(4 * 1024 * 1024),
+        ..DemoOptions::new(dir.path())
+    })
+    .await
+    .map_err(|e| format!("cannot start the deployment: {e}"))?;
+    Ok((dir, deployment))
 }
 
-async fn bench(args: Args) -> Result<(), String> {
+/// Runs the modes `args` asks for on one deployment (and routed on a second,
+/// not flushing one, with `all`). Prints the results and returns them as JSON.
+async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
+    if let Some(m) = args.mode_arg.take() {
+        args.mode = m;
+    }
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
     {
@@ -545,60 +751,125 @@ async fn bench(args: Args) -> Result<(), String> {
     println!("machine: nproc {cpus}, CPU {cpu}");
     println!(
         "parameters: --mode {} --concurrency {} --connections {} --duration {} --warmup {} --payload {}{}{}",
-        mode_name(args.mode),
+        args.mode.name(),
         args.concurrency,
         args.connections,
         args.duration,
         args.warmup,
         args.payload,
-        if args.no_durable { " --no-durable" } else { "" },
-        args.rate.map_or(String::new(), |r| format!(" --rate {r}")),
+        if args.no_flush { " --no-flush" } else { "" },
+        args.rate.map_or(String::new(), |r| format!(
+            " --rate {r} --arrivals {}",
+            args.arrivals.name()
+        )),
     );
     println!(
-        "  {} loop; audit {}; direct = plain gRPC to the echo backend; routed = province node -> hub -> ministry node -> echo backend over mTLS 1.3",
+        "  {} loop; direct-plain = plain gRPC to the echo backend; direct-mtls = mTLS 1.3 to it; forwarder = a bare tonic mTLS hop in front of direct-mtls; hub-only = Hub.Route as the province node, a fake provider node; routed = province node -> hub -> ministry node -> echo backend over mTLS 1.3",
         if args.rate.is_some() {
             "open (latency from intended send time)"
         } else {
             "closed"
         },
-        if args.no_durable {
-            "NOT flushed (--no-durable)"
-        } else {
-            "durable (group commit)"
-        },
     );
+    if args.no_flush {
+        println!(
+            "durable: NO. --no-flush: audit records are NOT flushed before calls are acknowledged"
+        );
+    } else {
+        println!("durable: yes (audit group commit flushed before each acknowledgement)");
+    }
 
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
-    let deployment = Deployment::start(DemoOptions {
-        dir: dir.path().to_path_buf(),
-        backend: BackendKind::Echo,
-        durable: !args.no_durable,
-        max_payload_bytes: usize::try_from(args.payload)
-            .unwrap_or(usize::MAX)
-            .max(4 * 1024 * 1024),
-        ..DemoOptions::new(dir.path())
-    })
-    .await
-    .map_err(|e| format!("cannot start the deployment: {e}"))?;
-
+    let modes: Vec<Mode> = match args.mode {
+        Mode::All => vec![
+            Mode::DirectPlain,
+            Mode::DirectMtls,
+            Mode::Forwarder,
+            Mode::Routed,
+            Mode::HubOnly,
+        ],
+        m => vec![m],
+    };
+    let (dir, mut deployment) = start_deployment(&args, !args.no_flush).await?;
+    let mut servers = servers::Servers::new();
     let result = async {
+        let limit = message_limit(&args);
+        let pki = deployment.files.pki.clone();
+        let echo = servers.echo_mtls(&pki, limit).await?;
         let mut outcomes = Vec::new();
-        if matches!(args.mode, Mode::Direct | Mode::Both) {
-            let clients = direct_clients(&deployment, &args)?;
-            outcomes.push(run("direct", &clients, &args).await?);
-        }
-        if matches!(args.mode, Mode::Routed | Mode::Both) {
-            let clients = routed_clients(&deployment, &args)?;
-            outcomes.push(run("routed", &clients, &args).await?);
+        for mode in modes {
+            let clients = match mode {
+                Mode::DirectPlain => {
+                    let backend = deployment.describe()["backends"][0]
+                        .as_str()
+                        .ok_or("the deployment describes no backend")?
+                        .to_owned();
+                    direct_clients(&backend, &args)?
+                }
+                Mode::DirectMtls => mtls_clients(&deployment, echo, &args)?,
+                Mode::Forwarder => {
+                    let forwarder = servers.forwarder(&pki, echo, limit).await?;
+                    mtls_clients(&deployment, forwarder, &args)?
+                }
+                Mode::Routed => routed_clients(&deployment, &args)?,
+                Mode::HubOnly => {
+                    // The fake provider takes the ministry node's address,
+                    // where the registry sends the hub.
+                    let addr = deployment
+                        .node(truc_demo::MINISTRY_NODE)
+                        .ok_or("no ministry node")?
+                        .addr();
+                    deployment
+                        .stop_node(truc_demo::MINISTRY_NODE)
+                        .await
+                        .map_err(|e| format!("cannot stop the ministry node: {e}"))?;
+                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                        format!("cannot bind the ministry node's address {addr}: {e}")
+                    })?;
+                    servers.fake_provider(&pki, listener, limit)?;
+                    let clients = hub_clients(&deployment, &args)?;
+                    // The hub's channel to the stopped node reconnects on
+                    // the first call, which may fail.
+                    let _ = clients[0]
+                        .clone()
+                        .call(&Bytes::new(), u128::from(std::process::id()))
+                        .await;
+                    clients
+                }
+                Mode::All => unreachable!("all is expanded above"),
+            };
+            outcomes.push(run(mode.name(), &clients, &args).await?);
         }
         Ok::<_, String>(outcomes)
     }
     .await;
+    drop(servers);
     let stopped = deployment.stop().await;
-    let outcomes = result?;
-    print_results(&args, &outcomes, cpus, &cpu);
+    drop(dir);
+    let mut outcomes = result?;
     stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
-    Ok(())
+    if args.mode == Mode::All && !args.no_flush {
+        let (dir, deployment) = start_deployment(&args, false).await?;
+        let result = match routed_clients(&deployment, &args) {
+            Ok(clients) => run(ROUTED_NO_FLUSH, &clients, &args).await,
+            Err(e) => Err(e),
+        };
+        let stopped = deployment.stop().await;
+        drop(dir);
+        outcomes.push(result?);
+        stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
+    }
+    let ratios = ratios(&outcomes, args.payload, args.rate.is_none());
+    let added = if args.rate.is_some() {
+        added_latency(&outcomes)
+    } else {
+        Vec::new()
+    };
+    print_results(&outcomes, &ratios, &added);
+    let j = results_json(&args, &outcomes, cpus, &cpu);
+    if args.json {
+        println!("{j}");
+    }
+    Ok(j)
 }
 
 #[tokio::main]
@@ -607,7 +878,7 @@ async fn main() -> ExitCode {
     let result = match args.command.take() {
         Some(Command::Docs(docs)) => docs::run(docs).await,
         Some(Command::Edxml(a)) => edxml::run(a),
-        None => bench(args).await,
+        None => bench(args).await.map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -640,31 +911,156 @@ mod tests {
         deployment.stop().await.expect("stop");
     }
 
-    #[test]
-    fn the_json_results_are_valid_json_whatever_the_cpu_name() {
-        let args = Args::try_parse_from(["truc-bench", "--rate", "250", "--json"]).expect("args");
+    fn outcome(mode: &'static str, calls: u64, latency_us: u64, errors: u64) -> Outcome {
         let mut tally = Tally::new().expect("tally");
-        tally.record(Ok(()), Duration::from_micros(1500));
-        tally.record(Err(tonic::Status::unavailable("down")), Duration::ZERO);
-        let outcomes = [Outcome {
-            mode: "direct",
+        for _ in 0..calls {
+            tally.record(Ok(()), Duration::from_micros(latency_us));
+        }
+        for _ in 0..errors {
+            tally.record(Err(tonic::Status::unavailable("down")), Duration::ZERO);
+        }
+        Outcome {
+            mode,
             tally,
-            seconds: 3.0,
-        }];
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_json_names_every_mode_with_its_figures_and_the_target_ratios() {
+        let args = Args::try_parse_from(["truc-bench", "all", "--json"]).expect("args");
+        let outcomes = [
+            outcome("direct-plain", 1000, 500, 0),
+            outcome("direct-mtls", 800, 600, 0),
+            outcome("forwarder", 500, 1000, 0),
+            outcome("routed", 100, 5000, 2),
+            outcome("hub-only", 460, 1100, 0),
+            outcome(ROUTED_NO_FLUSH, 200, 2500, 0),
+        ];
         let cpu = "Odd \"CPU\"\\ with\ta\u{1}control";
-        let text = results_json(&args, &outcomes, 2, cpu, Some((0.123_456, 2.0))).to_string();
+        let text = results_json(&args, &outcomes, 2, cpu).to_string();
         let j: serde_json::Value = serde_json::from_str(&text).expect("parses");
         assert_eq!(j["machine"]["cpu"], cpu);
-        assert_eq!(j["params"]["rate"], 250.0);
-        assert_eq!(j["params"]["durable"], true);
-        let r = &j["results"][0];
-        assert_eq!(r["calls"], 1);
-        assert_eq!(r["errors_by_code"]["UNAVAILABLE"], 1);
-        assert_eq!(r["calls_per_s"], 0.3);
-        assert_eq!(j["routed_over_direct"]["throughput"], 0.1235);
-        let no_rate = Args::try_parse_from(["truc-bench"]).expect("args");
-        let j = results_json(&no_rate, &[], 2, "x", None);
-        assert!(j["params"]["rate"].is_null());
-        assert!(j.get("routed_over_direct").is_none());
+        assert_eq!(j["machine"]["nproc"], 2);
+        assert_eq!(j["config"]["durable"], true);
+        assert_eq!(j["config"]["payload_bytes"], 100);
+        assert!(j["config"]["rate"].is_null());
+        let modes: Vec<&str> = j["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["mode"].as_str().expect("mode"))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                "direct-plain",
+                "direct-mtls",
+                "forwarder",
+                "routed",
+                "hub-only",
+                ROUTED_NO_FLUSH
+            ]
+        );
+        let routed = &j["results"][3];
+        assert_eq!(routed["calls_per_s"], 100.0);
+        // The histogram keeps 3 significant digits.
+        for q in ["p50_ms", "p99_ms"] {
+            let ms = routed[q].as_f64().expect(q);
+            assert!((ms - 5.0).abs() < 0.01, "{q} {ms}");
+        }
+        assert_eq!(routed["errors"], 2);
+        assert_eq!(routed["errors_by_code"]["UNAVAILABLE"], 2);
+        let r = &j["ratios"];
+        assert_eq!(r["routed/direct-mtls"]["throughput"], 0.125);
+        assert_eq!(r["routed/direct-mtls"]["target"], 0.25);
+        assert_eq!(r["routed/direct-mtls"]["met"], false);
+        assert_eq!(r["hub-only/forwarder"]["throughput"], 0.92);
+        assert_eq!(r["hub-only/forwarder"]["met"], true);
+        assert_eq!(r["routed/routed-no-flush"]["throughput"], 0.5);
+        assert_eq!(r["routed/direct-plain"]["throughput"], 0.1);
+        assert!(r["routed/direct-plain"].get("target").is_none());
+        assert!(j.get("added_latency_ms").is_none(), "closed loop");
+    }
+
+    #[test]
+    fn the_json_of_an_open_loop_run_gives_the_latency_added_over_direct_mtls() {
+        let args = Args::try_parse_from([
+            "truc-bench",
+            "--mode",
+            "all",
+            "--rate",
+            "250",
+            "--arrivals",
+            "poisson",
+            "--payload",
+            "4096",
+            "--no-flush",
+        ])
+        .expect("args");
+        let outcomes = [
+            outcome("direct-mtls", 250, 400, 0),
+            outcome("routed", 250, 1900, 0),
+        ];
+        let j = results_json(&args, &outcomes, 2, "x");
+        assert_eq!(j["config"]["rate"], 250.0);
+        assert_eq!(j["config"]["arrivals"], "poisson");
+        assert_eq!(j["config"]["durable"], false);
+
+        for q in ["p50", "p99"] {
+            let ms = j["added_latency_ms"]["routed"][q].as_f64().expect(q);
+            assert!((ms - 1.5).abs() < 0.01, "{q} {ms}");
+        }
+        assert!(j["added_latency_ms"].get("direct-mtls").is_none());
+        assert!(
+            j["ratios"]["routed/direct-mtls"].get("met").is_none(),
+            "no throughput target in an open loop"
+        );
+    }
+
+    /// Every mode, in a debug build, for one second each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_runs_every_mode_without_errors() {
+        let args = Args::try_parse_from([
+            "truc-bench",
+            "all",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .expect("args");
+        let j = bench(args).await.expect("bench");
+        let results = j["results"].as_array().expect("results");
+        let modes: Vec<&str> = results
+            .iter()
+            .map(|r| r["mode"].as_str().expect("mode"))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                "direct-plain",
+                "direct-mtls",
+                "forwarder",
+                "routed",
+                "hub-only",
+                ROUTED_NO_FLUSH
+            ]
+        );
+        for r in results {
+            assert_eq!(r["errors"], 0, "{r}");
+            assert!(r["calls"].as_u64().expect("calls") > 0, "{r}");
+        }
+        for ratio in [
+            "routed/direct-mtls",
+            "hub-only/forwarder",
+            "routed/routed-no-flush",
+        ] {
+            assert!(
+                j["ratios"][ratio]["throughput"].as_f64().is_some(),
+                "{ratio}"
+            );
+        }
     }
 }
