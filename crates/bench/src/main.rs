@@ -893,6 +893,27 @@ async fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    /// `j`'s results name every mode of `all`, in the order they run.
+    fn assert_every_mode(j: &serde_json::Value) {
+        let modes: Vec<&str> = j["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["mode"].as_str().expect("mode"))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                "direct-plain",
+                "direct-mtls",
+                "forwarder",
+                "routed",
+                "hub-only",
+                ROUTED_NO_FLUSH
+            ]
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_routed_call_through_the_client_library_comes_back_whole() {
         let dir = tempfile::tempdir().expect("dir");
@@ -945,23 +966,7 @@ mod tests {
         assert_eq!(j["config"]["durable"], true);
         assert_eq!(j["config"]["payload_bytes"], 100);
         assert!(j["config"]["rate"].is_null());
-        let modes: Vec<&str> = j["results"]
-            .as_array()
-            .expect("results")
-            .iter()
-            .map(|r| r["mode"].as_str().expect("mode"))
-            .collect();
-        assert_eq!(
-            modes,
-            [
-                "direct-plain",
-                "direct-mtls",
-                "forwarder",
-                "routed",
-                "hub-only",
-                ROUTED_NO_FLUSH
-            ]
-        );
+        assert_every_mode(&j);
         let routed = &j["results"][3];
         assert_eq!(routed["calls_per_s"], 100.0);
         // The histogram keeps 3 significant digits.
@@ -1032,22 +1037,8 @@ mod tests {
         ])
         .expect("args");
         let j = bench(args).await.expect("bench");
+        assert_every_mode(&j);
         let results = j["results"].as_array().expect("results");
-        let modes: Vec<&str> = results
-            .iter()
-            .map(|r| r["mode"].as_str().expect("mode"))
-            .collect();
-        assert_eq!(
-            modes,
-            [
-                "direct-plain",
-                "direct-mtls",
-                "forwarder",
-                "routed",
-                "hub-only",
-                ROUTED_NO_FLUSH
-            ]
-        );
         for r in results {
             assert_eq!(r["errors"], 0, "{r}");
             assert!(r["calls"].as_u64().expect("calls") > 0, "{r}");
