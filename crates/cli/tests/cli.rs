@@ -535,17 +535,7 @@ fn totals(stdout: &str) -> Vec<u64> {
 /// `truc demo --hubs 2` with 5 calls into `data`: its output and the
 /// total of its table.
 fn demo_with_two_hubs(data: &Path) -> (String, u64) {
-    let out = run(&[
-        "demo",
-        "--data",
-        data.to_str().expect("utf-8"),
-        "--duration",
-        "0",
-        "--calls",
-        "5",
-        "--hubs",
-        "2",
-    ]);
+    let out = demo_into(data, "5", &["--hubs", "2"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let merged = total_of(&table_rows(&stdout));

@@ -50,10 +50,22 @@ struct Built {
     /// The registry they were made from (compared by pointer: a reload is
     /// a new `Arc`).
     registry: Option<Arc<Registry>>,
-    buckets: HashMap<(AgencyCode, ServiceId), (Limit, Arc<Bucket>)>,
+    buckets: Buckets,
 }
 
+/// Client agency → service → its limit and bucket (nested, so that a call
+/// looks its pair up by reference, allocating nothing).
+type Buckets = HashMap<AgencyCode, HashMap<ServiceId, (Limit, Arc<Bucket>)>>;
+
 impl Built {
+    /// The bucket of the pair, if it is limited.
+    fn get(&self, client: &AgencyCode, service: &ServiceId) -> Option<Arc<Bucket>> {
+        self.buckets
+            .get(client)?
+            .get(service)
+            .map(|(_, b)| b.clone())
+    }
+
     /// Whether these are the buckets of `registry`.
     fn is_of(&self, registry: &Arc<Registry>) -> bool {
         self.registry
@@ -104,7 +116,10 @@ impl Quotas {
     /// How many buckets there are now.
     #[cfg(test)]
     pub(crate) fn buckets(&self) -> usize {
-        self.built.read().map(|b| b.buckets.len()).unwrap_or(0)
+        self.built
+            .read()
+            .map(|b| b.buckets.values().map(HashMap::len).sum())
+            .unwrap_or(0)
     }
 
     fn bucket(
@@ -113,14 +128,13 @@ impl Quotas {
         client: &AgencyCode,
         service: &ServiceId,
     ) -> Option<Arc<Bucket>> {
-        let key = (client.clone(), service.clone());
         {
             let built = match self.built.read() {
                 Ok(b) => b,
                 Err(poisoned) => poisoned.into_inner(),
             };
             if built.is_of(registry) {
-                return built.buckets.get(&key).map(|(_, b)| b.clone());
+                return built.get(client, service);
             }
         }
         let mut built = match self.built.write() {
@@ -136,28 +150,26 @@ impl Quotas {
                 buckets,
             };
         }
-        built.buckets.get(&key).map(|(_, b)| b.clone())
+        built.get(client, service)
     }
 
     /// The buckets of `registry`: one per granted pair it limits, the
     /// bucket of `old` kept where the limit is the same.
-    fn rebuild(
-        &self,
-        registry: &Registry,
-        old: &HashMap<(AgencyCode, ServiceId), (Limit, Arc<Bucket>)>,
-    ) -> HashMap<(AgencyCode, ServiceId), (Limit, Arc<Bucket>)> {
+    fn rebuild(&self, registry: &Registry, old: &Buckets) -> Buckets {
         let quotas = registry.quotas();
-        let mut buckets = HashMap::new();
+        let mut buckets = Buckets::new();
         for (client, service) in registry.grants() {
             let Some(limit) = quotas.per_replica(client, service) else {
                 continue;
             };
-            let key = (client.clone(), service.clone());
-            let bucket = match old.get(&key) {
+            let bucket = match old.get(client).and_then(|s| s.get(service)) {
                 Some((l, b)) if *l == limit => b.clone(),
                 _ => Arc::new(RateLimiter::direct_with_clock(quota(limit), self.clock)),
             };
-            buckets.insert(key, (limit, bucket));
+            buckets
+                .entry(client.clone())
+                .or_default()
+                .insert(service.clone(), (limit, bucket));
         }
         buckets
     }

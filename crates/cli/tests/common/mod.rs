@@ -158,7 +158,14 @@ pub(crate) fn verify_hub_log(data: &Path) -> Output {
 /// sample transactions) in `dir/d` and returns that directory.
 pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
     let data = dir.join("d");
-    let out = run(&[
+    let out = demo_into(&data, calls, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    data
+}
+
+/// `truc demo --data DATA --duration 0 --calls CALLS EXTRA…`, as it ran.
+pub(crate) fn demo_into(data: &Path, calls: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "demo",
         "--data",
         data.to_str().expect("utf-8"),
@@ -166,9 +173,9 @@ pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
         "0",
         "--calls",
         calls,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    data
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 /// The dimensions `truc report` groups by by default.
