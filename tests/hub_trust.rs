@@ -131,6 +131,9 @@ const HONEST: u8 = 0;
 const WRONG_LEAF_HASH: u8 = 1;
 const WRONG_PROOF: u8 = 2;
 const UNSIGNED_REGISTRY: u8 = 3;
+/// As a hub of an earlier build: receipts without their proof, then a
+/// wrong proof from `GetInclusionProof`.
+const WRONG_PROOF_LATER: u8 = 4;
 
 /// A hub in the real hub's place (its certificate), which passes everything
 /// on to the real hub as the province node and lies as `mode` says.
@@ -151,9 +154,16 @@ impl LyingHub {
 impl Hub for LyingHub {
     async fn route(&self, request: Request<DataRequest>) -> Result<Response<DataResponse>, Status> {
         let mut answer = self.hub.clone().route(request.into_inner()).await?;
-        if self.mode() == WRONG_LEAF_HASH {
-            if let Some(r) = answer.get_mut().receipt.as_mut() {
-                r.leaf_hash = vec![0; 32].into();
+        if let Some(r) = answer.get_mut().receipt.as_mut() {
+            match self.mode() {
+                WRONG_LEAF_HASH => r.leaf_hash = vec![0; 32].into(),
+                WRONG_PROOF => {
+                    if let Some(h) = r.inclusion.as_mut().and_then(|p| p.path.first_mut()) {
+                        *h = vec![0; 32].into();
+                    }
+                }
+                WRONG_PROOF_LATER => r.inclusion = None,
+                _ => {}
             }
         }
         Ok(answer)
@@ -204,7 +214,7 @@ impl Audit for LyingHub {
             .clone()
             .get_inclusion_proof(request.into_inner())
             .await?;
-        if self.mode() == WRONG_PROOF {
+        if self.mode() == WRONG_PROOF_LATER {
             if let Some(h) = answer.get_mut().path.first_mut() {
                 *h = vec![0; 32].into();
             }
@@ -296,22 +306,44 @@ async fn a_hub_that_lies_in_a_receipt_a_proof_or_the_registry_is_caught_by_its_n
             .expect("receipt")
             .transaction_id
             .clone();
-        // The inclusion proof is fetched after the answer: keep lying until
-        // the node has counted it.
-        let label = match mode {
-            HONEST => "verified",
-            WRONG_LEAF_HASH => "wrong_leaf_hash",
-            _ => "inclusion_failed",
+        // A proof without the receipt is fetched after the answer: keep
+        // lying until the node has counted it.
+        let (label, count) = match mode {
+            HONEST => ("verified", 1.0),
+            WRONG_LEAF_HASH => ("wrong_leaf_hash", 1.0),
+            WRONG_PROOF => ("inclusion_failed", 1.0),
+            _ => ("inclusion_failed", 2.0),
         };
         wait_for_metrics(&c, PROVINCE_NODE, |m| {
-            metric(m, &format!("truc_receipts_total{{result=\"{label}\"}}")) == Some(1.0)
+            metric(m, &format!("truc_receipts_total{{result=\"{label}\"}}")) == Some(count)
         })
         .await;
-        tx
+        (tx, answer.into_inner().receipt)
     };
-    let honest = call_as(HONEST).await;
-    let bad_leaf = call_as(WRONG_LEAF_HASH).await;
-    let bad_proof = call_as(WRONG_PROOF).await;
+    let (honest, receipt) = call_as(HONEST).await;
+    // The agency system gets the receipt with its proof, checkable with the
+    // hub's key alone.
+    let receipt = receipt.expect("receipt");
+    let proof = receipt
+        .inclusion
+        .as_ref()
+        .expect("the receipt carries its proof");
+    let head = receipt.tree_head.as_ref().expect("head");
+    let path: Vec<truc_audit::merkle::Hash> = proof
+        .path
+        .iter()
+        .map(|h| h.as_ref().try_into().expect("32 bytes"))
+        .collect();
+    assert!(truc_audit::merkle::verify_inclusion(
+        &receipt.leaf_hash.as_ref().try_into().expect("32 bytes"),
+        receipt.record_index,
+        head.tree_size,
+        &path,
+        &truc_audit::sth::root_of(head).expect("root"),
+    ));
+    let (bad_leaf, _) = call_as(WRONG_LEAF_HASH).await;
+    let (bad_proof, _) = call_as(WRONG_PROOF).await;
+    let (bad_later_proof, _) = call_as(WRONG_PROOF_LATER).await;
 
     // A registry without a signature is refused; the node keeps its own.
     liar.mode.store(UNSIGNED_REGISTRY, Ordering::SeqCst);
@@ -341,6 +373,7 @@ async fn a_hub_that_lies_in_a_receipt_a_proof_or_the_registry_is_caught_by_its_n
     let mut expected = vec![
         (bad_leaf.clone(), "wrong_leaf_hash".to_string()),
         (bad_proof, "inclusion_failed".to_string()),
+        (bad_later_proof, "inclusion_failed".to_string()),
     ];
     expected.sort();
     assert_eq!(problems, expected, "honest: {honest}");

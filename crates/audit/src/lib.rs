@@ -46,7 +46,7 @@ pub use counts::{
 pub use log::{
     Appended, AuditLog, Kind, LogReader, Options, Transaction, read_records, stored_zone,
 };
-pub use truc_proto::v1::{AuditRecord, Receipt};
+pub use truc_proto::v1::{AuditRecord, InclusionProof, Receipt};
 pub use verify::{Problem, VerifyReport, verify};
 
 /// The record format this build writes and verifies: 2 = Merkle-tree leaves.

@@ -155,6 +155,8 @@ pub struct Appended {
     /// The signed head of the tree that first included the record (on a
     /// log with a signing key).
     pub tree_head: Option<SignedTreeHead>,
+    /// The record's audit path in `tree_head`'s tree, bottom-up.
+    pub inclusion_path: Option<Vec<Hash>>,
 }
 
 /// How the log commits.
@@ -497,6 +499,9 @@ impl Writer {
         let mut appended = Vec::with_capacity(group.len());
         let mut records = Vec::with_capacity(group.len());
         let mut ids = std::collections::HashSet::new();
+        // The Merkle nodes this group completes, for its receipts' proofs.
+        let mut fresh = std::collections::HashMap::new();
+        let first = next;
         for (tx, _) in group {
             let index = next;
             next += 1;
@@ -508,6 +513,7 @@ impl Writer {
             if let Some(frontier) = frontier.as_mut() {
                 for (level, at, hash) in frontier.push(leaf) {
                     batch.insert(node_key(level, at), hash);
+                    fresh.insert((level, at), hash);
                 }
                 // The index keeps the first record of an id: a later one
                 // (refused upstream, or a bug) can never redirect proofs.
@@ -542,6 +548,7 @@ impl Writer {
                 leaf_hash: leaf,
                 record: bytes,
                 tree_head: None,
+                inclusion_path: None,
             });
             prev_hash = leaf;
         }
@@ -571,6 +578,36 @@ impl Writer {
                 batch.insert(head_key(head.tree_size), head.encode_to_vec());
                 head
             });
+        // Each receipt carries its record's audit path in that head's tree:
+        // the group's own nodes are at hand, older ones are read once.
+        if let Some(head) = &head {
+            let paths =
+                crate::proofs::group_paths(first, head.tree_size, &fresh, &mut |level, at| {
+                    read_node(&self.store, level, at)
+                });
+            match paths {
+                Ok(paths) => {
+                    for (a, path) in appended.iter_mut().zip(paths) {
+                        a.inclusion_path = Some(path);
+                    }
+                }
+                Err(e) => {
+                    // A Merkle node of its own that the log cannot read: stop
+                    // as after a failed write (nothing of the group is applied).
+                    tracing::error!(error = %e, "cannot compute the group's audit paths; the log acknowledges nothing more until restarted");
+                    self.reader.stopped.store(true, Ordering::Release);
+                    return group
+                        .iter()
+                        .map(|_| {
+                            Err(AuditError::Corrupt {
+                                key: String::new(),
+                                reason: format!("commit failed: {e}"),
+                            })
+                        })
+                        .collect();
+                }
+            }
+        }
         if let Err(e) = self.store.apply(batch) {
             return self.fail_all(group.len(), &e);
         }
@@ -796,6 +833,60 @@ mod tests {
 
     fn tx(id: &str) -> Transaction {
         Transaction::call(id, "000.00.00.H37", "000.00.00.G22", "s", b"x", 1)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_record_comes_with_its_path_in_the_head_that_first_included_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        // The first flush waits until the test lets it go, so that the
+        // appends made meanwhile are committed as one group.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let mut first = Some((started_tx, released));
+        let flush: FlushFn = Box::new(move |s: &Store| {
+            if let Some((started, released)) = first.take() {
+                let _ = started.send(());
+                let _ = released.recv();
+            }
+            s.flush()
+        });
+        let log = AuditLog::open_with(store, "hub", Options::default(), Some(signer()), flush)
+            .expect("log");
+        let append = |i: u32| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(tx(&format!("{i:032x}"))).await })
+        };
+        let mut appends = vec![append(0)];
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .expect("task")
+            .expect("the first flush started");
+        appends.extend((1..300).map(append));
+        while log.jobs.max_capacity() - log.jobs.capacity() < 299 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release");
+        let mut heads = std::collections::HashSet::new();
+        for a in appends {
+            let a = a.await.expect("task").expect("appended");
+            let head = a.tree_head.as_ref().expect("head");
+            heads.insert(head.tree_size);
+            let path = a.inclusion_path.as_ref().expect("path");
+            let root = crate::sth::root_of(head).expect("root");
+            assert!(
+                crate::merkle::verify_inclusion(&a.leaf_hash, a.index, head.tree_size, path, &root),
+                "leaf {} of {}",
+                a.index,
+                head.tree_size
+            );
+            let (leaf, stored) = log
+                .reader()
+                .inclusion_proof(a.index, head.tree_size)
+                .expect("proof");
+            assert_eq!((leaf, &stored), (a.leaf_hash, path));
+        }
+        assert_eq!(heads.len(), 2, "one record, then one group of 299");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Answers about a log: tree heads, inclusion and consistency proofs,
 //! records by index or transaction id.
 
+use std::collections::HashMap;
+
 use truc_proto::v1::SignedTreeHead;
 
 use crate::{
@@ -30,6 +32,44 @@ impl From<ProofError<AuditError>> for QueryError {
             ProofError::Source(e) => QueryError::Audit(e),
         }
     }
+}
+
+/// The audit paths of leaves `first..size` in the tree of `size` leaves,
+/// one per leaf, for the group of records just appended at `first`: `fresh`
+/// holds the complete subtrees the group completed (by level and index),
+/// `stored` reads the others. The ranges the paths share (the upper levels,
+/// and the older subtrees on the left) are computed or read once.
+pub(crate) fn group_paths<E>(
+    first: u64,
+    size: u64,
+    fresh: &HashMap<(u8, u64), Hash>,
+    stored: &mut impl FnMut(u8, u64) -> Result<Hash, E>,
+) -> Result<Vec<Vec<Hash>>, ProofError<E>> {
+    let mut known: HashMap<(u64, u64), Hash> = HashMap::new();
+    let mut read: HashMap<(u8, u64), Hash> = HashMap::new();
+    let mut subtree = |start: u64, end: u64| -> Result<Hash, E> {
+        if let Some(h) = known.get(&(start, end)) {
+            return Ok(*h);
+        }
+        let mut hashes = Vec::new();
+        for tile in merkle::tiles(start, end) {
+            let h = match fresh.get(&tile).or_else(|| read.get(&tile)) {
+                Some(h) => *h,
+                None => {
+                    let h = stored(tile.0, tile.1)?;
+                    read.insert(tile, h);
+                    h
+                }
+            };
+            hashes.push(h);
+        }
+        let h = merkle::combine_tiles(&hashes).unwrap_or_else(merkle::empty_root);
+        known.insert((start, end), h);
+        Ok(h)
+    };
+    (first..size)
+        .map(|index| merkle::inclusion_path(index, size, &mut subtree))
+        .collect()
 }
 
 impl LogReader {
@@ -158,6 +198,54 @@ impl LogReader {
                 Ok(Some((bytes, record)))
             }
             None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::{Frontier, leaf_hash, root_from_leaf_hashes};
+
+    /// For every tree of up to 40 leaves and every group ending it, the
+    /// group's paths are the RFC 9162 paths, reading from the store only
+    /// nodes completed before the group, each at most once.
+    #[test]
+    fn a_groups_paths_are_the_rfc_paths_and_read_old_nodes_once() {
+        let leaves: Vec<Hash> = (0u64..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for size in 1..=40u64 {
+            for first in 0..size {
+                let mut frontier = Frontier::new();
+                let (mut old, mut fresh) = (HashMap::new(), HashMap::new());
+                for (i, leaf) in leaves[..size as usize].iter().enumerate() {
+                    let into = if (i as u64) < first {
+                        &mut old
+                    } else {
+                        &mut fresh
+                    };
+                    for (level, at, hash) in frontier.push(*leaf) {
+                        into.insert((level, at), hash);
+                    }
+                }
+                let mut reads = Vec::new();
+                let paths = group_paths(first, size, &fresh, &mut |level, at| {
+                    reads.push((level, at));
+                    old.get(&(level, at)).copied().ok_or("not stored")
+                })
+                .expect("paths");
+                let mut distinct = reads.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(distinct.len(), reads.len(), "{first}..{size}: read twice");
+                assert_eq!(paths.len() as u64, size - first);
+                for (index, path) in (first..).zip(&paths) {
+                    let want = merkle::inclusion_path::<()>(index, size, &mut |a, b| {
+                        Ok(root_from_leaf_hashes(&leaves[a as usize..b as usize]))
+                    })
+                    .expect("reference");
+                    assert_eq!(path, &want, "leaf {index} of {size}, group from {first}");
+                }
+            }
         }
     }
 }

@@ -481,6 +481,7 @@ mod tests {
             recorded_unix_ms: 1,
             tree_head: appended.tree_head.clone(),
             record: appended.record.clone(),
+            inclusion: None,
         };
         hub.close().await;
         let mut other_tx = receipt.clone();

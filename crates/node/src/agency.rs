@@ -181,10 +181,15 @@ impl Step for Call<'_> {
             self.0.hubs.learn_origin(replica, origin);
         }
         fields::response_payload(tx, &response.payload);
-        // The call path checks what needs nothing from the hub; the
-        // inclusion proof is asked in the background.
+        // The call path checks the receipt, with the inclusion proof it
+        // carries (or asks the hub for it in the background).
         let verified = self.0.receipts.accept(response.receipt.as_ref(), tx);
-        tx.receipt = response.receipt.clone();
+        // The node's record keeps the receipt without its proof: the proof
+        // is checked, and the hub's log can give it again.
+        tx.receipt = response.receipt.clone().map(|mut r| {
+            r.inclusion = None;
+            r
+        });
         tx.receipt_verified = verified;
         Ok(CallResponse {
             content_type: response.content_type,

@@ -1,10 +1,11 @@
 //! The hub's receipts, checked in full. On the call path, before the node
 //! records the transaction: the transaction id, the hub's record (carried in
 //! the receipt) against what this node saw, the leaf hash recomputed from
-//! that record, and the tree head's signature by a pinned key. Then, in a
-//! background task that takes receipts in batches, the inclusion proof of
-//! the leaf in the signed tree, from the hub's Audit service: the call does
-//! not wait for it.
+//! that record, the tree head's signature by a pinned key, and the inclusion
+//! proof of the leaf in the signed tree that the receipt carries. A receipt
+//! without a proof (from a hub of an earlier build) has it asked of the hub's
+//! Audit service by a background task that takes receipts in batches: the
+//! call does not wait for it.
 //!
 //! The node's own audit record keeps the receipt and whether the checks on
 //! the call path passed (`receipt_verified`). Every receipt that fails a
@@ -214,6 +215,10 @@ pub(crate) fn check_inclusion(
     proof: &truc_proto::v1::InclusionProof,
 ) -> Result<(), ReceiptFailure> {
     let failed = |m: String| Err(ReceiptFailure::InclusionFailed(m));
+    // No tree of 2^64 leaves has a longer path; a longer one is not looked at.
+    if proof.path.len() > 64 {
+        return failed(format!("a path of {} hashes", proof.path.len()));
+    }
     if proof.leaf_index != index || proof.tree_size != head.tree_size {
         return failed(format!(
             "the proof is for leaf {} of {}, not leaf {index} of {}",
@@ -349,8 +354,9 @@ impl Receipts {
             .then_some(head.origin.as_str())
     }
 
-    /// Checks `receipt` for `tx` on the call path and queues its inclusion
-    /// proof; true if the checks made here passed.
+    /// Checks `receipt` for `tx` on the call path, with its inclusion proof
+    /// when the receipt carries one, or else queues the proof to be asked
+    /// of the hub; true if the checks made here passed.
     pub(crate) fn accept(&self, receipt: Option<&Receipt>, tx: &Transaction) -> bool {
         let result = match receipt {
             None => Err(ReceiptFailure::Missing),
@@ -364,8 +370,19 @@ impl Receipts {
             )
             .map(|()| r),
         };
+        // A receipt that carries its inclusion proof is checked in full here.
+        let result = result.and_then(|r| match (&r.inclusion, &r.tree_head) {
+            (Some(proof), Some(head)) => {
+                check_inclusion(&r.leaf_hash, r.record_index, head, proof).map(|()| None)
+            }
+            _ => Ok(Some(r)),
+        });
         let job = match result {
-            Ok(r) => Job::Prove(Pending {
+            Ok(None) => {
+                self.counts.add("verified");
+                return true;
+            }
+            Ok(Some(r)) => Job::Prove(Pending {
                 transaction_id: r.transaction_id.clone(),
                 index: r.record_index,
                 leaf: r.leaf_hash.clone(),
@@ -763,6 +780,7 @@ mod tests {
             recorded_unix_ms: 2,
             tree_head: Some(signer.sign(7, &root, 1_000)),
             record: bytes.into(),
+            inclusion: None,
         }
     }
 
@@ -1001,6 +1019,52 @@ mod tests {
             inclusion(&p),
             Err(ReceiptFailure::InclusionFailed(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_receipt_carrying_its_proof_is_checked_in_full_on_the_call_path() {
+        let c = case();
+        let node = truc_registry::NodeId::parse("lgsp-langson").expect("id");
+        // No background task: a receipt queued for its proof is counted as
+        // unchecked at once.
+        let receipts = Receipts::unstarted(c.keys(), &node);
+        let count = |label: &str| {
+            let mut out = String::new();
+            receipts.counts.write(&mut out);
+            let line = format!("truc_receipts_total{{result=\"{label}\"}} ");
+            out.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        let mut proven = c.receipt.clone();
+        proven.inclusion = Some(c.proof());
+        assert!(receipts.accept(Some(&proven), &c.tx));
+        assert_eq!(count("verified"), "1");
+        assert_eq!(count("unchecked"), "0", "nothing was queued");
+        // A hub that forges the path: refused on the call path.
+        let mut forged = proven.clone();
+        if let Some(p) = forged.inclusion.as_mut() {
+            p.path[0] = Bytes::from(vec![0; 32]);
+        }
+        assert!(!receipts.accept(Some(&forged), &c.tx));
+        assert_eq!(count("inclusion_failed"), "1");
+        // One too long to be a path is not walked.
+        let mut long = proven.clone();
+        if let Some(p) = long.inclusion.as_mut() {
+            p.path = vec![Bytes::from(vec![0; 32]); 65];
+        }
+        assert!(!receipts.accept(Some(&long), &c.tx));
+        assert_eq!(count("inclusion_failed"), "2");
+        // A proof for a record the other checks refuse changes nothing.
+        let mut bad = proven.clone();
+        bad.leaf_hash = Bytes::from(vec![1; 32]);
+        assert!(!receipts.accept(Some(&bad), &c.tx));
+        assert_eq!(count("wrong_leaf_hash"), "1");
+        // Without a proof the receipt waits for one from the hub.
+        assert!(receipts.accept(Some(&c.receipt), &c.tx));
+        assert_eq!(count("unchecked"), "1");
+        assert_eq!(count("verified"), "1");
     }
 
     #[tokio::test]

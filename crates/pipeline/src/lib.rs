@@ -37,7 +37,7 @@ pub use audit_metrics::watch_audit;
 use bytes::Bytes;
 pub use error::{QUOTA_EXCEEDED, TxError};
 use tonic::{Code, Request, Status};
-use truc_audit::{AuditLog, Receipt};
+use truc_audit::{AuditLog, InclusionProof, Receipt};
 pub use truc_audit::{Kind, Transaction};
 use truc_ops::{
     Metrics, code_name, now_ms, tag,
@@ -327,13 +327,24 @@ impl Pipeline {
             (&labels.0, &labels.1, &labels.2),
             started.elapsed().as_secs_f64(),
         );
+        let leaf_hash = Bytes::copy_from_slice(&appended.leaf_hash);
+        let inclusion = appended
+            .inclusion_path
+            .zip(appended.tree_head.as_ref())
+            .map(|(path, head)| InclusionProof {
+                leaf_index: appended.index,
+                tree_size: head.tree_size,
+                leaf_hash: leaf_hash.clone(),
+                path: path.iter().map(|h| Bytes::copy_from_slice(h)).collect(),
+            });
         let receipt = appended.tree_head.map(|head| Receipt {
             transaction_id: tx_id.clone(),
             record_index: appended.index,
-            leaf_hash: Bytes::copy_from_slice(&appended.leaf_hash),
+            leaf_hash,
             recorded_unix_ms: now_ms(),
             tree_head: Some(head),
             record: appended.record,
+            inclusion,
         });
         match result {
             Ok(response) => Ok(S::respond(response, receipt)),
