@@ -351,7 +351,22 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
         .await
         .expect("03");
     tracking_at(&province, H37, &env.document_id, G22, "03").await;
-    let counts = c.counts(Role::Admin, "admin").await.expect("counts");
+    // The hub records the status once the sender's node has it: the
+    // tracking above can come first, so wait for the hub's count.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let counts = loop {
+        let counts = c.counts(Role::Admin, "admin").await.expect("counts");
+        let statuses: u64 = counts
+            .rows
+            .iter()
+            .filter(|r| r.kind == "status")
+            .map(|r| r.count)
+            .sum();
+        if statuses >= 1 || std::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let count = |kind: &str, outcome: &str| -> u64 {
         counts
             .rows
