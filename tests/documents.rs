@@ -356,29 +356,26 @@ async fn hub_enforces_who_may_send_and_audits_documents_and_statuses() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let counts = loop {
         let counts = c.counts(Role::Admin, "admin").await.expect("counts");
-        let statuses: u64 = counts
-            .rows
-            .iter()
-            .filter(|r| r.kind == "status")
-            .map(|r| r.count)
-            .sum();
-        if statuses >= 1 || std::time::Instant::now() > deadline {
+        if count_of(&counts, "status", "OK") >= 1 || std::time::Instant::now() > deadline {
             break counts;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let count = |kind: &str, outcome: &str| -> u64 {
-        counts
-            .rows
-            .iter()
-            .filter(|r| r.kind == kind && r.outcome == outcome)
-            .map(|r| r.count)
-            .sum()
-    };
+    let count = |kind: &str, outcome: &str| count_of(&counts, kind, outcome);
     assert_eq!(count("document", "OK"), 1);
     assert_eq!(count("document", "NOT_FOUND"), 1);
     assert_eq!(count("document", "PERMISSION_DENIED"), 1);
     assert_eq!(count("status", "OK"), 1);
+}
+
+/// Transactions of `kind` with `outcome` in the hub's counts.
+fn count_of(counts: &truc_proto::v1::GetCountsResponse, kind: &str, outcome: &str) -> u64 {
+    counts
+        .rows
+        .iter()
+        .filter(|r| r.kind == kind && r.outcome == outcome)
+        .map(|r| r.count)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -591,21 +591,9 @@ impl Writer {
                         a.inclusion_path = Some(path);
                     }
                 }
-                Err(e) => {
-                    // A Merkle node of its own that the log cannot read: stop
-                    // as after a failed write (nothing of the group is applied).
-                    tracing::error!(error = %e, "cannot compute the group's audit paths; the log acknowledges nothing more until restarted");
-                    self.reader.stopped.store(true, Ordering::Release);
-                    return group
-                        .iter()
-                        .map(|_| {
-                            Err(AuditError::Corrupt {
-                                key: String::new(),
-                                reason: format!("commit failed: {e}"),
-                            })
-                        })
-                        .collect();
-                }
+                // A Merkle node of its own that the log cannot read: stop as
+                // after a failed write (nothing of the group is applied).
+                Err(e) => return self.fail_all(group.len(), &e),
             }
         }
         if let Err(e) = self.store.apply(batch) {
@@ -653,14 +641,14 @@ impl Writer {
     /// Fails a whole group and stops the writer: after a failed write or
     /// flush, what is on disk is unknown until the process restarts and
     /// reads it back, so nothing more may be acknowledged.
-    fn fail_all(&self, n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditError>> {
+    fn fail_all(&self, n: usize, e: &dyn std::fmt::Display) -> Vec<Result<Appended, AuditError>> {
         tracing::error!(error = %e, "audit commit failed; the log acknowledges nothing more until restarted");
         self.reader.stopped.store(true, Ordering::Release);
         fail_all(n, e)
     }
 }
 
-fn fail_all(n: usize, e: &truc_store::StoreError) -> Vec<Result<Appended, AuditError>> {
+fn fail_all(n: usize, e: &dyn std::fmt::Display) -> Vec<Result<Appended, AuditError>> {
     (0..n)
         .map(|_| {
             Err(AuditError::Corrupt {

@@ -227,6 +227,11 @@ mod tests {
                         into.insert((level, at), hash);
                     }
                 }
+                // A node the store cannot give fails the paths, whole.
+                if first > 0 {
+                    let failed = group_paths(first, size, &fresh, &mut |_, _| Err("unreadable"));
+                    assert!(matches!(failed, Err(ProofError::Source("unreadable"))));
+                }
                 let mut reads = Vec::new();
                 let paths = group_paths(first, size, &fresh, &mut |level, at| {
                     reads.push((level, at));

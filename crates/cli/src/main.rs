@@ -13,13 +13,13 @@ use {rustls as _, tempfile as _, tokio_rustls as _, tokio_stream as _, tonic_ref
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 /// mimalloc instead of the system allocator: the per-call path allocates
 /// (HTTP/2 frames, protobuf messages, sled nodes) from several threads, and
 /// glibc malloc cost about a fifth of all CPU there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();

@@ -335,7 +335,13 @@ impl Pipeline {
                 leaf_index: appended.index,
                 tree_size: head.tree_size,
                 leaf_hash: leaf_hash.clone(),
-                path: path.iter().map(|h| Bytes::copy_from_slice(h)).collect(),
+                // One allocation for the whole path, sliced per hash.
+                path: {
+                    let all = Bytes::from(path.concat());
+                    (0..path.len())
+                        .map(|i| all.slice(i * 32..(i + 1) * 32))
+                        .collect()
+                },
             });
         let receipt = appended.tree_head.map(|head| Receipt {
             transaction_id: tx_id.clone(),
