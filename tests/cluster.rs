@@ -156,6 +156,22 @@ impl<T: Clone + Send + 'static> Backend for Recorder<T> {
 }
 
 impl Cluster {
+    /// Restarts node `id` with its config file edited by `edit`.
+    pub async fn restart_node_with(
+        &mut self,
+        id: &str,
+        edit: impl FnOnce(&mut truc_node::NodeFile),
+    ) {
+        assert!(
+            self.deployment.stop_node(id).await.expect("stop"),
+            "node {id} was running"
+        );
+        self.deployment
+            .edit_node_config(id, edit)
+            .expect("edit config");
+        self.deployment.restart_node(id).await.expect("restart");
+    }
+
     /// The hub's record of transaction `id`, as the admin reads it.
     pub async fn hub_record(&self, id: &str) -> AuditRecord {
         let mut records = AuditClient::new(self.hub_channel(Role::Admin, "admin"))

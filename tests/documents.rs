@@ -425,15 +425,6 @@ fn node_config_path(c: &Cluster, id: &str) -> std::path::PathBuf {
         .expect("node config")
 }
 
-/// Restarts node `id` with its config file edited by `edit`.
-async fn restart_with(c: &mut Cluster, id: &str, edit: impl FnOnce(&mut truc_node::NodeFile)) {
-    assert!(c.deployment.stop_node(id).await.expect("stop"));
-    c.deployment
-        .edit_node_config(id, edit)
-        .expect("edit config");
-    c.deployment.restart_node(id).await.expect("restart");
-}
-
 /// A node that accepts connections, completes the TLS handshake with the
 /// real node's certificate, and then never answers anything. Dropping it
 /// closes every connection.
@@ -470,7 +461,7 @@ async fn hang_node(c: &mut Cluster, id: &str) -> HungNode {
 async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
     let mut c = start_fast_retries().await;
     // Long deadlines: what follows must not depend on them firing.
-    restart_with(&mut c, PROVINCE_NODE, |f| {
+    c.restart_node_with(PROVINCE_NODE, |f| {
         f.document_service.relay_deadline_ms = 600_000;
         f.document_service.status_deadline_ms = 600_000;
     })
@@ -514,7 +505,7 @@ async fn a_hung_node_delays_no_other_delivery_nor_another_documents_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_a_hung_node_ends_at_its_deadline_and_is_retried() {
     let mut c = start_fast_retries().await;
-    restart_with(&mut c, PROVINCE_NODE, |f| {
+    c.restart_node_with(PROVINCE_NODE, |f| {
         f.document_service.relay_deadline_ms = 300;
     })
     .await;

@@ -64,6 +64,17 @@ async fn registry(c: &Cluster, known: &[u8]) -> RegistrySnapshot {
         .into_inner()
 }
 
+/// Restarts the province node asking the hub for the registry every second,
+/// and waits until it has `first` in force.
+async fn asking_every_second(c: &mut Cluster, first: &RegistrySnapshot) {
+    c.restart_node_with(PROVINCE_NODE, |f| f.hub.registry_refresh_secs = 1)
+        .await;
+    wait_for_metrics(c, PROVINCE_NODE, |m| {
+        metric(m, &version_label(first)) == Some(1.0)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_is_signed_and_a_changed_one_reaches_the_node_without_restarting_it() {
     let mut c = start().await;
@@ -83,19 +94,7 @@ async fn the_registry_is_signed_and_a_changed_one_reaches_the_node_without_resta
     let same = registry(&c, &first.version).await;
     assert!(same.unchanged && same.agencies.is_empty() && same.signature.is_empty());
 
-    // The province node asks every second.
-    c.deployment.stop_node(PROVINCE_NODE).await.expect("stop");
-    c.deployment
-        .edit_node_config(PROVINCE_NODE, |f| f.hub.registry_refresh_secs = 1)
-        .expect("edit");
-    c.deployment
-        .restart_node(PROVINCE_NODE)
-        .await
-        .expect("restart");
-    wait_for_metrics(&c, PROVINCE_NODE, |m| {
-        metric(m, &version_label(&first)) == Some(1.0)
-    })
-    .await;
+    asking_every_second(&mut c, &first).await;
 
     // A new registry at the hub (restarted here; a reload does the same).
     let path = c.deployment.files.registry.clone();
@@ -122,6 +121,49 @@ async fn the_registry_is_signed_and_a_changed_one_reaches_the_node_without_resta
     assert_eq!(
         metric(&m, "truc_registry_fetches_total{result=\"refused\"}"),
         Some(0.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_larger_than_the_payload_limit_still_reaches_the_node() {
+    let mut c = start().await;
+    let first = registry(&c, &[]).await;
+    asking_every_second(&mut c, &first).await;
+
+    // 25 000 more agencies with long names: a snapshot of about 6 MB, over
+    // both the 4 MiB payload limit and tonic's default message limit.
+    let path = c.deployment.files.registry.clone();
+    let mut text = std::fs::read_to_string(&path).expect("registry");
+    let name = "Ủy ban nhân dân ".repeat(12);
+    for i in 0..25_000 {
+        text.push_str(&format!(
+            "\n[[agency]]\ncode = \"{:03}.{:02}.{:02}.K00\"\nname = \"{name}{i}\"\n",
+            i / 10_000,
+            i / 100 % 100,
+            i % 100
+        ));
+    }
+    std::fs::write(&path, text).expect("write");
+    let report = c.deployment.hub().reloader().reload();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let large = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE))
+        .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES)
+        .get_registry(GetRegistryRequest::default())
+        .await
+        .expect("a large registry is served")
+        .into_inner();
+    assert_eq!(large.agencies.len(), 3 + 25_000);
+    let bytes = prost::Message::encoded_len(&large);
+    assert!(bytes > 4 << 20, "{bytes} bytes");
+    let m = wait_for_metrics(&c, PROVINCE_NODE, |m| {
+        metric(m, &version_label(&large)) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&m, "truc_registry_fetches_total{result=\"updated\"}"),
+        Some(2.0),
         "{m}"
     );
 }
@@ -273,17 +315,11 @@ async fn a_hub_that_lies_in_a_receipt_a_proof_or_the_registry_is_caught_by_its_n
             .serve_with_incoming(incoming)
             .await;
     });
-    c.deployment.stop_node(PROVINCE_NODE).await.expect("stop");
-    c.deployment
-        .edit_node_config(PROVINCE_NODE, |f| {
-            f.hub.address = liar_addr.to_string();
-            f.hub.registry_refresh_secs = 1;
-        })
-        .expect("edit");
-    c.deployment
-        .restart_node(PROVINCE_NODE)
-        .await
-        .expect("restart");
+    c.restart_node_with(PROVINCE_NODE, |f| {
+        f.hub.address = liar_addr.to_string();
+        f.hub.registry_refresh_secs = 1;
+    })
+    .await;
     wait_for_metrics(&c, PROVINCE_NODE, |m| {
         metric(m, "truc_registry_fetches_total{result=\"updated\"}") == Some(1.0)
     })

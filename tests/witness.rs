@@ -208,14 +208,8 @@ async fn the_periodic_contact_catches_a_rewrite_and_the_alarm_outlives_a_restart
 
     // Restarted again, and contacting the hub only in an hour, the node
     // raises the alarm from its stored evidence at once.
-    assert!(c.deployment.stop_node(PROVINCE_NODE).await.expect("stop"));
-    c.deployment
-        .edit_node_config(PROVINCE_NODE, |f| f.witness.interval_ms = 3_600_000)
-        .expect("edit");
-    c.deployment
-        .restart_node(PROVINCE_NODE)
-        .await
-        .expect("restart node");
+    c.restart_node_with(PROVINCE_NODE, |f| f.witness.interval_ms = 3_600_000)
+        .await;
     assert_eq!(
         metric(&c, PROVINCE_NODE, "truc_witness_alarm").await,
         Some(1.0)

@@ -15,6 +15,9 @@
 //! documents per second end to end, one large attachment's MB/s, and a raw
 //! tonic streaming baseline of the same bytes.
 //!
+//! `truc-bench national` runs a national day through one hub (see
+//! [`national`]).
+//!
 //! `truc-bench edxml` writes and parses an edXML package with one large
 //! attachment (see [`edxml`]): throughput and peak memory growth.
 
@@ -22,6 +25,7 @@
 
 mod docs;
 mod edxml;
+mod national;
 mod schedule;
 mod servers;
 
@@ -149,6 +153,11 @@ enum Command {
     /// edXML packages: writes then parses one with a large attachment
     /// (`--size-mib`, default 200), reports MiB/s and peak RSS growth.
     Edxml(edxml::EdxmlArgs),
+    /// A national day through one hub: a generated country-sized registry
+    /// (10 000 agencies, 100 nodes, 1 000 services, 100 000 grants), 2.7
+    /// million Zipf-distributed transactions, the report by provider and
+    /// the verification of the statistics against the log.
+    National(national::NationalArgs),
 }
 
 /// A client of one path, cheap to clone (clones share the connection).
@@ -719,6 +728,41 @@ fn results_json(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) -> se
     j
 }
 
+/// The hub-only mode's clients: `Hub.Route` as the province node, with a
+/// fake provider node in place of the ministry node (stopped), at its
+/// address, where the registry sends the hub.
+async fn hub_only_clients(
+    deployment: &mut Deployment,
+    servers: &mut servers::Servers,
+    args: &Args,
+) -> Result<Vec<Client>, String> {
+    let addr = deployment
+        .node(truc_demo::MINISTRY_NODE)
+        .ok_or("no ministry node")?
+        .addr();
+    deployment
+        .stop_node(truc_demo::MINISTRY_NODE)
+        .await
+        .map_err(|e| format!("cannot stop the ministry node: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind the ministry node's address {addr}: {e}"))?;
+    servers.fake_provider_as(
+        &deployment.files.pki,
+        servers::SERVER_NAME,
+        listener,
+        message_limit(args),
+    )?;
+    let clients = hub_clients(deployment, args)?;
+    // The hub's channel to the stopped node reconnects on the first call,
+    // which may fail.
+    let _ = clients[0]
+        .clone()
+        .call(&Bytes::new(), u128::from(std::process::id()))
+        .await;
+    Ok(clients)
+}
+
 /// Starts a deployment with the echo backend in a new temporary directory.
 async fn start_deployment(
     args: &Args,
@@ -817,30 +861,7 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
                     mtls_clients(&deployment, forwarder, &args)?
                 }
                 Mode::Routed => routed_clients(&deployment, &args)?,
-                Mode::HubOnly => {
-                    // The fake provider takes the ministry node's address,
-                    // where the registry sends the hub.
-                    let addr = deployment
-                        .node(truc_demo::MINISTRY_NODE)
-                        .ok_or("no ministry node")?
-                        .addr();
-                    deployment
-                        .stop_node(truc_demo::MINISTRY_NODE)
-                        .await
-                        .map_err(|e| format!("cannot stop the ministry node: {e}"))?;
-                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                        format!("cannot bind the ministry node's address {addr}: {e}")
-                    })?;
-                    servers.fake_provider(&pki, listener, limit)?;
-                    let clients = hub_clients(&deployment, &args)?;
-                    // The hub's channel to the stopped node reconnects on
-                    // the first call, which may fail.
-                    let _ = clients[0]
-                        .clone()
-                        .call(&Bytes::new(), u128::from(std::process::id()))
-                        .await;
-                    clients
-                }
+                Mode::HubOnly => hub_only_clients(&mut deployment, &mut servers, &args).await?,
                 Mode::All => unreachable!("all is expanded above"),
             };
             outcomes.push(run(mode.name(), &clients, &args).await?);
@@ -884,6 +905,7 @@ async fn main() -> ExitCode {
     let result = match args.command.take() {
         Some(Command::Docs(docs)) => docs::run(docs).await,
         Some(Command::Edxml(a)) => edxml::run(a),
+        Some(Command::National(a)) => national::run_national(a).await.map(|_| ()),
         None => bench(args).await.map(|_| ()),
     };
     match result {

@@ -32,7 +32,36 @@ pub(crate) struct Schedule {
     next: u64,
     /// Poisson: seconds from the start of the last call handed out.
     at: f64,
-    rng: u64,
+    rng: SplitMix,
+}
+
+/// splitmix64: a small, fast generator with a fixed seed, so that every
+/// run of the bench draws the same numbers.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix(u64);
+
+impl SplitMix {
+    pub(crate) fn new(seed: u64) -> SplitMix {
+        SplitMix(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform number in [0, 1).
+    pub(crate) fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform number in [0, n), n > 0.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
 }
 
 impl Schedule {
@@ -43,7 +72,7 @@ impl Schedule {
             arrivals,
             next: 0,
             at: 0.0,
-            rng: seed,
+            rng: SplitMix::new(seed),
         }
     }
 
@@ -55,22 +84,12 @@ impl Schedule {
             // Computed from `i`, so rounding does not accumulate.
             Arrivals::Fixed => i as f64 / self.rate,
             Arrivals::Poisson => {
-                let u = self.uniform();
+                let u = self.rng.uniform();
                 self.at += -(1.0 - u).ln() / self.rate;
                 self.at
             }
         };
         (i, Duration::from_secs_f64(at))
-    }
-
-    /// A uniform number in [0, 1) (splitmix64).
-    fn uniform(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

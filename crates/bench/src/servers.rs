@@ -36,7 +36,18 @@ impl Servers {
     /// Serves `router` over mTLS (the ministry node's certificate) on
     /// `listener`, until `self` is dropped.
     fn serve(&mut self, pki: &Layout, listener: TcpListener, router: Router) -> Result<(), String> {
-        let files = pki.files(&identity(Role::Node, SERVER_NAME)?);
+        self.serve_as(pki, SERVER_NAME, listener, router)
+    }
+
+    /// Serves `router` over mTLS with node `name`'s certificate.
+    fn serve_as(
+        &mut self,
+        pki: &Layout,
+        name: &str,
+        listener: TcpListener,
+        router: Router,
+    ) -> Result<(), String> {
+        let files = pki.files(&identity(Role::Node, name)?);
         let config = truc_pki::server_config(&files).map_err(|e| format!("server TLS: {e}"))?;
         let incoming = truc_pki::tls_incoming(listener, config, AcceptLimits::default());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -98,15 +109,18 @@ impl Servers {
     }
 
     /// A provider node that answers the hub's `Node.Invoke` with the
-    /// request's payload, on `listener` (the real node's address).
-    pub(crate) fn fake_provider(
+    /// request's payload, on `listener` (the real node's address), with
+    /// node `name`'s certificate.
+    pub(crate) fn fake_provider_as(
         &mut self,
         pki: &Layout,
+        name: &str,
         listener: TcpListener,
         limit: usize,
     ) -> Result<(), String> {
-        self.serve(
+        self.serve_as(
             pki,
+            name,
             listener,
             Server::builder().add_service(
                 NodeServer::new(FakeProvider)

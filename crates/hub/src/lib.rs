@@ -161,7 +161,10 @@ pub async fn start(
     let metrics = server.metrics().clone();
     let admin = admin::AdminService::new(server.drain().clone(), drain);
     let running = server
-        .service(HubServer::new(router))
+        .service_answering(
+            HubServer::new(router),
+            truc_server::MAX_REGISTRY_SNAPSHOT_BYTES,
+        )
         .report_service(ReportingServer::new(reporting))
         .report_service(AuditServer::new(audit_service))
         .report_service(AdminServer::new(admin))

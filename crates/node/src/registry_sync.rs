@@ -139,6 +139,7 @@ pub(crate) async fn keep_current(
         // version is the digest of the entries, the same from each.
         let pick = hubs.pick();
         let answer = truc_proto::v1::hub_client::HubClient::new(pick.channel)
+            .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES)
             .get_registry(request)
             .await;
         if let Err(e) = &answer {

@@ -213,25 +213,29 @@ impl Pipeline {
             return Ok(None);
         }
         let taken = || TxError::AlreadyExists(format!("transaction {id} was already made"));
-        if self
+        // Held first, then looked up: a call with the same id that ends in
+        // between has its record committed before it lets the id go.
+        let claim = {
+            let mut held = ids
+                .lock()
+                .map_err(|_| TxError::Internal("transaction id set poisoned".into()))?;
+            if !held.insert(id.to_string()) {
+                return Err(taken());
+            }
+            Claim {
+                ids,
+                id: id.to_string(),
+            }
+        };
+        let recorded = self
             .audit
             .reader()
             .index_of(id)
-            .map_err(|e| TxError::Internal(e.to_string()))?
-            .is_some()
-        {
+            .map_err(|e| TxError::Internal(e.to_string()))?;
+        if recorded.is_some() {
             return Err(taken());
         }
-        let mut held = ids
-            .lock()
-            .map_err(|_| TxError::Internal("transaction id set poisoned".into()))?;
-        if !held.insert(id.to_string()) {
-            return Err(taken());
-        }
-        Ok(Some(Claim {
-            ids,
-            id: id.to_string(),
-        }))
+        Ok(Some(claim))
     }
 
     /// Runs one transaction of `step` through the pipeline.

@@ -317,6 +317,15 @@ impl Registry {
                 },
             );
         }
+        // Each agency's chain is walked once: a walk stops at an agency
+        // already known to reach a root, so the check is linear in the
+        // number of agencies whatever the depth (a national registry has
+        // tens of thousands).
+        let index: BTreeMap<&AgencyCode, usize> =
+            codes.iter().enumerate().map(|(i, c)| (c, i)).collect();
+        let mut rooted: BTreeSet<&AgencyCode> = BTreeSet::new();
+        let mut path: Vec<&AgencyCode> = Vec::new();
+        let mut on_path: BTreeSet<&AgencyCode> = BTreeSet::new();
         for (i, (a, code)) in raw.agency.iter().zip(&codes).enumerate() {
             let Some(p) = &a.parent else { continue };
             let field = format!("agency[{i}].parent");
@@ -328,20 +337,40 @@ impl Registry {
             if !agencies.contains_key(parent) {
                 return Err(cx.at(p, field, format!("unknown parent agency {parent}")));
             }
-            // Walk up; a chain longer than the number of agencies must loop.
-            let mut cur = Some(parent);
-            for _ in 0..agencies.len() {
-                cur = cur
-                    .and_then(|c| agencies.get(c))
-                    .and_then(|x| x.parent.as_ref());
-                if cur == Some(code) {
+        }
+        for code in &codes {
+            path.clear();
+            on_path.clear();
+            let mut cur = Some(code);
+            while let Some(c) = cur {
+                if rooted.contains(c) {
+                    break;
+                }
+                if on_path.contains(c) {
+                    let at = path
+                        .iter()
+                        .position(|seen| *seen == c)
+                        .expect("on the path");
+                    // The cycle is named at its first agency in the file,
+                    // whichever agency's walk ran into it.
+                    let first = path[at..]
+                        .iter()
+                        .map(|c| index[c])
+                        .min()
+                        .expect("a cycle has agencies");
+                    let code = &codes[first];
+                    let p = raw.agency[first].parent.as_ref().expect("in a cycle");
                     return Err(cx.at(
                         p,
-                        field,
+                        format!("agency[{first}].parent"),
                         format!("parent chain of agency {code} forms a cycle"),
                     ));
                 }
+                path.push(c);
+                on_path.insert(c);
+                cur = agencies.get(c).and_then(|x| x.parent.as_ref());
             }
+            rooted.extend(path.iter().copied());
         }
 
         // Nodes.

@@ -364,6 +364,55 @@ fn parent_cycle() {
     expect(&text, "agency[0].parent", 4, "forms a cycle");
 }
 
+/// `n` agencies in one parent chain, listed from the deepest up: agency
+/// `i` has parent `i + 1`; the last is a root unless `closed`, when its
+/// parent is agency `loop_to`.
+fn chain(n: usize, closed: Option<usize>) -> String {
+    let code = |i: usize| format!("{:03}.{:02}.{:02}.H37", i / 10_000, i / 100 % 100, i % 100);
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[agency]]\ncode = \"{}\"\nname = \"agency {i}\"\n",
+            code(i)
+        ));
+        match (i + 1 < n, closed) {
+            (true, _) => text.push_str(&format!("parent = \"{}\"\n", code(i + 1))),
+            (false, Some(to)) => text.push_str(&format!("parent = \"{}\"\n", code(to))),
+            (false, None) => {}
+        }
+    }
+    text
+}
+
+#[test]
+fn a_deep_parent_chain_is_valid_and_each_agency_keeps_its_parent() {
+    // 20 000 deep, listed from the leaf: walking every agency's chain to
+    // its root would take 2 * 10^8 steps; each link is walked once.
+    let n = 20_000;
+    let registry = Registry::from_toml_str(&chain(n, None), "t").unwrap();
+    assert_eq!(registry.agencies().count(), n);
+    let leaf = registry.agency(&a("000.00.00.H37")).unwrap();
+    assert_eq!(leaf.parent, Some(a("000.00.01.H37")));
+    let root = registry.agency(&a("001.99.99.H37")).unwrap();
+    assert_eq!(root.parent, None);
+}
+
+#[test]
+fn a_chain_running_into_a_cycle_names_the_cycles_first_agency() {
+    // 0 -> 1 -> ... -> 9 -> 5: agencies 0..5 lead into the cycle 5..=9
+    // but are not on it; the error names agency 5, its first in the file.
+    let text = chain(10, Some(5));
+    let (field, _, msg) = invalid(&text);
+    assert_eq!(field, "agency[5].parent", "{msg}");
+    assert!(
+        msg.contains("parent chain of agency 000.00.05.H37 forms a cycle"),
+        "{msg}"
+    );
+    // A deep one: the whole 20 000 chain closed on its leaf.
+    let (field, _, msg) = invalid(&chain(20_000, Some(0)));
+    assert_eq!(field, "agency[0].parent", "{msg}");
+}
+
 #[test]
 fn node_agency_must_exist() {
     expect(

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-pub use limits::MessageLimits;
+pub use limits::{MAX_REGISTRY_SNAPSHOT_BYTES, MessageLimits};
 use tokio::net::TcpListener;
 use tonic::{
     body::Body,
@@ -188,7 +188,19 @@ impl Server {
         S: MessageLimits + Grpc,
         S::Future: Send + 'static,
     {
-        let limited = service.with_message_limit(self.message_limit);
+        let limited = service.with_message_limits(self.message_limit, self.message_limit);
+        self.add(limited)
+    }
+
+    /// Adds a service like [`Server::service`] whose answers may also be
+    /// as large as `answers` bytes (the hub's, which sends the registry).
+    pub fn service_answering<S>(self, service: S, answers: usize) -> Server
+    where
+        S: MessageLimits + Grpc,
+        S::Future: Send + 'static,
+    {
+        let limited =
+            service.with_message_limits(self.message_limit, answers.max(self.message_limit));
         self.add(limited)
     }
 

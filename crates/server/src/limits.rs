@@ -13,19 +13,28 @@ use truc_proto::v1::{
     reporting_server::{Reporting, ReportingServer},
 };
 
+/// The largest registry snapshot a hub sends and a node accepts. A
+/// registry the size of the country (10 000 agencies, 1 000 services,
+/// 100 000 grants) is about 6 MB as a snapshot, more than tonic's default
+/// 4 MiB and than a small payload limit; this leaves room for ten times
+/// that. The snapshot is signed by a pinned hub key and checked before
+/// anything in it is used.
+pub const MAX_REGISTRY_SNAPSHOT_BYTES: usize = 64 << 20;
+
 /// A gRPC server whose incoming and outgoing messages can be limited.
 pub trait MessageLimits {
-    /// The server, refusing a message larger than `bytes` either way.
+    /// The server, refusing to receive more than `incoming` bytes in a
+    /// message or to send more than `outgoing`.
     #[must_use]
-    fn with_message_limit(self, bytes: usize) -> Self;
+    fn with_message_limits(self, incoming: usize, outgoing: usize) -> Self;
 }
 
 macro_rules! message_limits {
     ($($server:ident<$service:ident>),* $(,)?) => {$(
         impl<T: $service> MessageLimits for $server<T> {
-            fn with_message_limit(self, bytes: usize) -> Self {
-                self.max_decoding_message_size(bytes)
-                    .max_encoding_message_size(bytes)
+            fn with_message_limits(self, incoming: usize, outgoing: usize) -> Self {
+                self.max_decoding_message_size(incoming)
+                    .max_encoding_message_size(outgoing)
             }
         }
     )*};

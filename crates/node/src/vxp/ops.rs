@@ -93,7 +93,8 @@ pub(crate) async fn dispatch(
 }
 
 async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal> {
-    let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.pick().channel);
+    let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.pick().channel)
+        .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES);
     let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest::default());
     request.set_timeout(std::time::Duration::from_millis(
         vxp.node.config.limits.call_timeout_ms,
