@@ -312,6 +312,36 @@ async fn with_vxp_tls(c: &mut Cluster, tls: bool) -> (Sdk, Sdk) {
     (ministry, province)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agencies_list_is_served_from_the_nodes_registry_with_the_hub_down() {
+    let mut c = start().await;
+    let (mut ministry, _) = with_vxp(&mut c).await;
+    // Once the node holds a signed registry (what its metrics say) ...
+    let ops = c.deployment.node(MINISTRY_NODE).expect("node").ops_addr();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = http_get(ops, "/metrics").await;
+        if m.lines()
+            .any(|l| l.starts_with("truc_registry_version_info{"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no registry in force:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... a DMS polling the agencies list costs the hub nothing: it is
+    // answered while the hub is down.
+    c.deployment
+        .restart_hub(async || {
+            let agencies = ministry.call("POST", "getAgenciesList", &[], b"").await;
+            assert_eq!(agencies.json["ErrorCode"], "0", "{}", agencies.json);
+            let data = agencies.json["data"].as_array().expect("data");
+            assert!(data.iter().any(|a| a["code"] == H37), "{data:?}");
+        })
+        .await
+        .expect("hub restart");
+}
+
 /// An edXML package of `envelope` with its attachments.
 fn package(envelope: &truc_proto::v1::Envelope, files: &[(&str, &[u8])]) -> Vec<u8> {
     package_with(envelope, files, &truc_edxml::Preserved::default())

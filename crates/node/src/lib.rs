@@ -230,15 +230,17 @@ pub async fn start(
         registry_stats.clone(),
         shutdown.clone(),
     ));
+    let stats = registry_stats.clone();
     server
         .metrics()
-        .add_source(Box::new(move |out| registry_stats.write(out)));
+        .add_source(Box::new(move |out| stats.write(out)));
     let vxp_task = if let Some(vxp) = &config.vxp {
         let node = vxp::Node {
             docs: Arc::downgrade(&documents),
             hub: hubs.clone(),
             hub_key,
             config: config.clone(),
+            registry: registry_stats.clone(),
         };
         let accept = config.limits.accept();
         Some(

@@ -14,7 +14,8 @@ use truc_proto::v1::{GetRegistryRequest, RegistrySnapshot};
 
 use crate::{HubKey, NodeConfig};
 
-/// What the registry task has seen, for metrics.
+/// What the registry task has seen, for metrics, and the signed snapshot
+/// in force, for what the node serves from it (the VXP agencies list).
 #[derive(Default)]
 pub(crate) struct RegistryStats {
     updated: AtomicU64,
@@ -23,9 +24,15 @@ pub(crate) struct RegistryStats {
     unreachable: AtomicU64,
     /// The first 8 bytes of the version in force, big-endian (0: none yet).
     version: AtomicU64,
+    in_force: std::sync::RwLock<Option<Arc<RegistrySnapshot>>>,
 }
 
 impl RegistryStats {
+    /// The signed snapshot in force, once one was fetched and checked.
+    pub(crate) fn in_force(&self) -> Option<Arc<RegistrySnapshot>> {
+        self.in_force.read().ok().and_then(|s| s.clone())
+    }
+
     /// Writes `truc_registry_fetches_total{result}` and
     /// `truc_registry_version_info{version}`.
     pub(crate) fn write(&self, out: &mut String) {
@@ -177,6 +184,9 @@ pub(crate) async fn keep_current(
                         stats
                             .version
                             .store(u64::from_be_bytes(head), Ordering::Relaxed);
+                        if let Ok(mut in_force) = stats.in_force.write() {
+                            *in_force = Some(snapshot.clone());
+                        }
                         current = Some(snapshot);
                     }
                 }

@@ -39,6 +39,8 @@ pub(crate) struct Node {
     /// The pinned hub keys the registry served to DMS must be signed by.
     pub(crate) hub_key: crate::HubKey,
     pub(crate) config: Arc<crate::NodeConfig>,
+    /// The registry the node keeps current (`registry_sync`).
+    pub(crate) registry: Arc<crate::registry_sync::RegistryStats>,
 }
 
 impl Node {
@@ -92,7 +94,7 @@ pub(crate) async fn dispatch(
     }
 }
 
-async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal> {
+async fn registry(vxp: &Vxp) -> Result<Arc<truc_proto::v1::RegistrySnapshot>, Refusal> {
     let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.pick().channel)
         .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES);
     let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest::default());
@@ -103,7 +105,7 @@ async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal
     // The same check as the node's own registry: signed by a pinned key.
     // Asked with no version, the hub cannot rightly answer "unchanged".
     match crate::registry_sync::check_answer(&vxp.node.hub_key, None, answer) {
-        crate::registry_sync::Fetched::Updated(snapshot) => Ok((*snapshot).clone()),
+        crate::registry_sync::Fetched::Updated(snapshot) => Ok(snapshot),
         crate::registry_sync::Fetched::Refused(why) => Err(Refusal::from(
             tonic::Status::unavailable(format!("the hub's registry is refused: {why}")),
         )),
@@ -116,7 +118,13 @@ async fn registry(vxp: &Vxp) -> Result<truc_proto::v1::RegistrySnapshot, Refusal
 /// getAgenciesList (`oldCode`) and getAgenciesListQD20 (`code102`): the
 /// registry's agencies, numbered in registry order.
 async fn agencies(vxp: &Vxp, qd20: bool) -> Result<Response, Refusal> {
-    let snapshot = registry(vxp).await?;
+    // The node's own signed copy, kept current every `registry_refresh`:
+    // a DMS polling the list costs the hub nothing (a national registry's
+    // snapshot is megabytes). Only before the first fetch is the hub asked.
+    let snapshot = match vxp.node.registry.in_force() {
+        Some(snapshot) => snapshot,
+        None => registry(vxp).await?,
+    };
     let index: std::collections::BTreeMap<&str, usize> = snapshot
         .agencies
         .iter()
