@@ -54,8 +54,11 @@ fn version_label(snapshot: &RegistrySnapshot) -> String {
     format!("truc_registry_version_info{{version=\"{head}\"}}")
 }
 
+/// The registry as the hub serves it, read with the admin's certificate:
+/// the nodes' own fetches (one whole snapshot a second each) are not
+/// disturbed.
 async fn registry(c: &Cluster, known: &[u8]) -> RegistrySnapshot {
-    HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE))
+    HubClient::new(c.hub_channel(Role::Admin, "admin"))
         .get_registry(GetRegistryRequest {
             known_version: known.to_vec().into(),
         })
@@ -148,7 +151,7 @@ async fn a_registry_larger_than_the_payload_limit_still_reaches_the_node() {
     let report = c.deployment.hub().reloader().reload();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
 
-    let large = HubClient::new(c.hub_channel(Role::Node, PROVINCE_NODE))
+    let large = HubClient::new(c.hub_channel(Role::Admin, "admin"))
         .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES)
         .get_registry(GetRegistryRequest::default())
         .await

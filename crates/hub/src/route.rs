@@ -371,10 +371,27 @@ impl Hub for HubService {
         }
         // Read the registry at each request, so that a reloaded one is served.
         let registry = self.inner.registry.current();
-        Ok(Response::new(
-            self.inner
-                .signed_registry
-                .answer(&registry, &request.get_ref().known_version),
-        ))
+        let caller = caller.identity.to_string();
+        match self.inner.signed_registry.answer(
+            &registry,
+            &request.get_ref().known_version,
+            &caller,
+            std::time::Instant::now(),
+        ) {
+            Ok(snapshot) => Ok(Response::new(snapshot)),
+            Err(wait) => {
+                let mut status = Status::resource_exhausted(format!(
+                    "{caller} was sent the whole registry less than {} s ago: ask with its version (known_version), or again in {} ms",
+                    crate::signed_registry::WHOLE_SNAPSHOT_EVERY.as_secs(),
+                    wait.as_millis().max(1)
+                ));
+                if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(truc_ops::RETRY_AFTER_MS_HEADER, v);
+                }
+                Err(status)
+            }
+        }
     }
 }

@@ -139,6 +139,56 @@ impl Hub_ {
 }
 
 #[tokio::test]
+async fn a_node_asking_again_and_again_for_the_whole_registry_is_told_to_wait() {
+    use truc_proto::v1::GetRegistryRequest;
+    let h = hub();
+    let ask = |name: &str, known: &[u8]| {
+        request_from(
+            node(name),
+            GetRegistryRequest {
+                known_version: Bytes::copy_from_slice(known),
+            },
+        )
+    };
+    let first = h
+        .service
+        .get_registry(ask("vpcp", b""))
+        .await
+        .expect("the whole registry")
+        .into_inner();
+    assert!(!first.unchanged && !first.agencies.is_empty());
+    let refused = h
+        .service
+        .get_registry(ask("vpcp", b""))
+        .await
+        .expect_err("again at once");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let wait: u64 = refused
+        .metadata()
+        .get(truc_ops::RETRY_AFTER_MS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after-ms");
+    assert!((1..=1000).contains(&wait), "{wait}");
+    // Asking with the version it has is what a node does, and always works.
+    let same = h
+        .service
+        .get_registry(ask("vpcp", &first.version))
+        .await
+        .expect("unchanged")
+        .into_inner();
+    assert!(same.unchanged);
+    // Another node is not held back by this one.
+    let other = h
+        .service
+        .get_registry(ask("lgsp-langson", b""))
+        .await
+        .expect("another node")
+        .into_inner();
+    assert_eq!(other.version, first.version);
+}
+
+#[tokio::test]
 async fn a_node_cannot_call_for_an_agency_it_does_not_host() {
     let h = hub();
     let id = format!("{:032x}", 1);

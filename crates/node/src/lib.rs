@@ -237,8 +237,6 @@ pub async fn start(
     let vxp_task = if let Some(vxp) = &config.vxp {
         let node = vxp::Node {
             docs: Arc::downgrade(&documents),
-            hub: hubs.clone(),
-            hub_key,
             config: config.clone(),
             registry: registry_stats.clone(),
         };

@@ -24,13 +24,18 @@ pub(crate) struct RegistryStats {
     unreachable: AtomicU64,
     /// The first 8 bytes of the version in force, big-endian (0: none yet).
     version: AtomicU64,
-    in_force: std::sync::RwLock<Option<Arc<RegistrySnapshot>>>,
+    in_force: tokio::sync::watch::Sender<Option<Arc<RegistrySnapshot>>>,
 }
 
 impl RegistryStats {
-    /// The signed snapshot in force, once one was fetched and checked.
-    pub(crate) fn in_force(&self) -> Option<Arc<RegistrySnapshot>> {
-        self.in_force.read().ok().and_then(|s| s.clone())
+    /// The signed snapshot in force; before the first one was fetched and
+    /// checked, waits for it up to `timeout`.
+    pub(crate) async fn in_force(&self, timeout: Duration) -> Option<Arc<RegistrySnapshot>> {
+        let mut changes = self.in_force.subscribe();
+        match tokio::time::timeout(timeout, changes.wait_for(Option::is_some)).await {
+            Ok(Ok(snapshot)) => snapshot.clone(),
+            _ => None,
+        }
     }
 
     /// Writes `truc_registry_fetches_total{result}` and
@@ -184,9 +189,7 @@ pub(crate) async fn keep_current(
                         stats
                             .version
                             .store(u64::from_be_bytes(head), Ordering::Relaxed);
-                        if let Ok(mut in_force) = stats.in_force.write() {
-                            *in_force = Some(snapshot.clone());
-                        }
+                        stats.in_force.send_replace(Some(snapshot.clone()));
                         current = Some(snapshot);
                     }
                 }

@@ -35,11 +35,9 @@ pub(crate) struct Node {
     /// Weak: a stopped node's documents (and store) are not kept open by
     /// the VXP server still draining.
     pub(crate) docs: std::sync::Weak<Documents>,
-    pub(crate) hub: crate::hubs::Hubs,
-    /// The pinned hub keys the registry served to DMS must be signed by.
-    pub(crate) hub_key: crate::HubKey,
     pub(crate) config: Arc<crate::NodeConfig>,
-    /// The registry the node keeps current (`registry_sync`).
+    /// The registry the node keeps current (`registry_sync`): signed by a
+    /// pinned hub key and checked before it is in force.
     pub(crate) registry: Arc<crate::registry_sync::RegistryStats>,
 }
 
@@ -94,37 +92,19 @@ pub(crate) async fn dispatch(
     }
 }
 
-async fn registry(vxp: &Vxp) -> Result<Arc<truc_proto::v1::RegistrySnapshot>, Refusal> {
-    let mut hub = truc_proto::v1::hub_client::HubClient::new(vxp.node.hub.pick().channel)
-        .max_decoding_message_size(truc_server::MAX_REGISTRY_SNAPSHOT_BYTES);
-    let mut request = tonic::Request::new(truc_proto::v1::GetRegistryRequest::default());
-    request.set_timeout(std::time::Duration::from_millis(
-        vxp.node.config.limits.call_timeout_ms,
-    ));
-    let answer = hub.get_registry(request).await?.into_inner();
-    // The same check as the node's own registry: signed by a pinned key.
-    // Asked with no version, the hub cannot rightly answer "unchanged".
-    match crate::registry_sync::check_answer(&vxp.node.hub_key, None, answer) {
-        crate::registry_sync::Fetched::Updated(snapshot) => Ok(snapshot),
-        crate::registry_sync::Fetched::Refused(why) => Err(Refusal::from(
-            tonic::Status::unavailable(format!("the hub's registry is refused: {why}")),
-        )),
-        crate::registry_sync::Fetched::Unchanged => Err(Refusal::from(tonic::Status::unavailable(
-            "the hub answered unchanged to a request naming no version",
-        ))),
-    }
-}
-
 /// getAgenciesList (`oldCode`) and getAgenciesListQD20 (`code102`): the
 /// registry's agencies, numbered in registry order.
 async fn agencies(vxp: &Vxp, qd20: bool) -> Result<Response, Refusal> {
-    // The node's own signed copy, kept current every `registry_refresh`:
-    // a DMS polling the list costs the hub nothing (a national registry's
-    // snapshot is megabytes). Only before the first fetch is the hub asked.
-    let snapshot = match vxp.node.registry.in_force() {
-        Some(snapshot) => snapshot,
-        None => registry(vxp).await?,
-    };
+    // The node's own signed copy, checked and kept current every
+    // `registry_refresh`: a DMS polling the list costs the hub nothing (a
+    // national registry's snapshot is megabytes). A node just started may
+    // wait for its first fetch, within the call timeout.
+    let timeout = std::time::Duration::from_millis(vxp.node.config.limits.call_timeout_ms);
+    let snapshot = vxp.node.registry.in_force(timeout).await.ok_or_else(|| {
+        Refusal::from(tonic::Status::unavailable(
+            "this node has no registry from the hub yet; try again",
+        ))
+    })?;
     let index: std::collections::BTreeMap<&str, usize> = snapshot
         .agencies
         .iter()
