@@ -297,9 +297,33 @@ struct Outcome {
     mode: &'static str,
     tally: Tally,
     seconds: f64,
+    /// CPU seconds (user and system) of the whole process in the measured
+    /// window, when the system said.
+    cpu_seconds: Option<f64>,
+}
+
+/// User and system CPU time of this process so far, from `/proc/self/stat`
+/// (Linux; in clock ticks of 1/100 s, the USER_HZ of every Linux the bench
+/// runs on): the generator and every server of the run together.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: count after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 impl Outcome {
+    /// CPU microseconds per call: what one call costs all the processes'
+    /// threads together (generator, servers, audit writers, sled).
+    fn cpu_us_per_call(&self) -> Option<f64> {
+        let calls = self.calls();
+        self.cpu_seconds
+            .filter(|_| calls > 0)
+            .map(|s| s * 1e6 / calls as f64)
+    }
+
     fn calls(&self) -> u64 {
         self.tally.latency_us.len()
     }
@@ -434,6 +458,13 @@ async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outc
             Some(s) => tokio::spawn(open_loop(client, payload, window, task, s.clone())),
         });
     }
+    // The process's CPU time over the measured window.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure.into()).await;
+        let start = process_cpu_seconds();
+        tokio::time::sleep_until(window.end.into()).await;
+        Some(process_cpu_seconds()? - start?)
+    });
     let mut total = Tally::new()?;
     for t in tasks {
         let tally = t
@@ -445,6 +476,7 @@ async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outc
         mode,
         tally: total,
         seconds: args.duration as f64,
+        cpu_seconds: cpu.await.ok().flatten(),
     })
 }
 
@@ -542,12 +574,12 @@ fn cpu_model() -> String {
 fn print_results(outcomes: &[Outcome], ratios: &[Ratio], added: &[Added]) {
     println!();
     println!(
-        "{:<15} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
-        "mode", "calls", "errors", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "{:<15} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>11}",
+        "mode", "calls", "errors", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs/call"
     );
     for o in outcomes {
         println!(
-            "{:<15} {:>9} {:>7} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<15} {:>9} {:>7} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>11}",
             o.mode,
             o.calls(),
             o.tally.error_count(),
@@ -555,7 +587,9 @@ fn print_results(outcomes: &[Outcome], ratios: &[Ratio], added: &[Added]) {
             o.ms(0.50),
             o.ms(0.90),
             o.ms(0.99),
-            o.max_ms()
+            o.max_ms(),
+            o.cpu_us_per_call()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
         );
     }
     for o in outcomes {
@@ -677,6 +711,7 @@ fn results_json(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) -> se
                 "p90_ms": round(o.ms(0.90), 3),
                 "p99_ms": round(o.ms(0.99), 3),
                 "max_ms": round(o.max_ms(), 3),
+                "cpu_us_per_call": o.cpu_us_per_call().map(|v| round(v, 1)),
             })
         })
         .collect();
@@ -972,6 +1007,7 @@ mod tests {
             mode,
             tally,
             seconds: 1.0,
+            cpu_seconds: Some(calls as f64 * 300e-6),
         }
     }
 
@@ -1052,6 +1088,18 @@ mod tests {
     }
 
     /// Every mode, in a debug build, for one second each.
+    #[test]
+    fn the_process_cpu_time_counts_this_threads_work() {
+        let before = process_cpu_seconds().expect("/proc/self/stat");
+        // Work until the clock ticks (1/100 s) at least five times.
+        let (mut x, start) = (0u64, Instant::now());
+        while process_cpu_seconds().expect("stat") < before + 0.05 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            assert!(start.elapsed() < Duration::from_secs(30), "{x}");
+        }
+        assert!(process_cpu_seconds().expect("stat") >= before + 0.05);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn all_runs_every_mode_without_errors() {
         let args = Args::try_parse_from([
@@ -1070,6 +1118,9 @@ mod tests {
         for r in results {
             assert_eq!(r["errors"], 0, "{r}");
             assert!(r["calls"].as_u64().expect("calls") > 0, "{r}");
+            // A second of calls over mTLS costs the process CPU time.
+            let cpu = r["cpu_us_per_call"].as_f64().expect("CPU per call");
+            assert!(cpu > 0.0, "{r}");
         }
         for ratio in [
             "routed/direct-mtls",

@@ -333,12 +333,13 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
         let day = national_day(&deployment, &country, &picks, a.concurrency, a.seed).await?;
         let day_secs = day.seconds;
         println!(
-            "day: {} transactions in {day_secs:.1} s, {:.0}/s, {} errors, p50 {:.3} ms, p99 {:.3} ms",
+            "day: {} transactions in {day_secs:.1} s, {:.0}/s, {} errors, p50 {:.3} ms, p99 {:.3} ms, {} µs of CPU per transaction",
             day.calls(),
             day.rate(),
             day.tally.error_count(),
             day.ms(0.5),
-            day.ms(0.99)
+            day.ms(0.99),
+            day.cpu_us_per_call().map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
         );
         for (code, (n, msg)) in &day.tally.errors {
             println!("  day errors: {n} × {code} (first: {msg})");
@@ -426,6 +427,7 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
             "day_per_s": round(day.rate()),
             "day_p50_ms": day.ms(0.5),
             "day_p99_ms": day.ms(0.99),
+            "day_cpu_us_per_call": day.cpu_us_per_call().map(round),
             "distinct_pairs": distinct,
             "groups": verified.stats.len(),
             "report_by_provider_s": round(report_secs),
@@ -511,6 +513,7 @@ async fn national_day(
         })
     };
     let start = Instant::now();
+    let cpu_at_start = crate::process_cpu_seconds();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (clients, requests, next) = (clients.clone(), requests.clone(), next.clone());
@@ -540,6 +543,9 @@ async fn national_day(
         mode: "national-day",
         tally,
         seconds,
+        cpu_seconds: crate::process_cpu_seconds()
+            .zip(cpu_at_start)
+            .map(|(end, start)| end - start),
     })
 }
 
