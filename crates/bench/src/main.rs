@@ -175,13 +175,7 @@ impl Client {
     /// One call; the echoed payload must come back whole. A call that takes
     /// longer than [`CALL_TIMEOUT`] counts as DEADLINE_EXCEEDED.
     async fn call(&mut self, payload: &Bytes, tx: u128) -> Result<(), tonic::Status> {
-        tokio::time::timeout(CALL_TIMEOUT, self.call_once(payload, tx))
-            .await
-            .unwrap_or_else(|_| {
-                Err(tonic::Status::deadline_exceeded(
-                    "no answer within truc-bench's 60 s timeout",
-                ))
-            })
+        within_call_timeout(self.call_once(payload, tx)).await
     }
 
     async fn call_once(&mut self, payload: &Bytes, tx: u128) -> Result<(), tonic::Status> {
@@ -226,6 +220,19 @@ impl Client {
             )))
         }
     }
+}
+
+/// `call`'s result, or DEADLINE_EXCEEDED after [`CALL_TIMEOUT`].
+async fn within_call_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "no answer within truc-bench's 60 s timeout",
+            ))
+        })
 }
 
 /// The request of direct and hub-only calls: what a client node sends.
@@ -1087,7 +1094,6 @@ mod tests {
         );
     }
 
-    /// Every mode, in a debug build, for one second each.
     #[test]
     fn the_process_cpu_time_counts_this_threads_work() {
         let before = process_cpu_seconds().expect("/proc/self/stat");
@@ -1100,6 +1106,7 @@ mod tests {
         assert!(process_cpu_seconds().expect("stat") >= before + 0.05);
     }
 
+    /// Every mode, in a debug build, for one second each.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn all_runs_every_mode_without_errors() {
         let args = Args::try_parse_from([

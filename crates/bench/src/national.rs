@@ -527,7 +527,8 @@ async fn national_day(
                     return Ok::<_, String>(tally);
                 };
                 let sent = Instant::now();
-                let result = clients[*node].clone().route(request.clone()).await;
+                let mut client = clients[*node].clone();
+                let result = crate::within_call_timeout(client.route(request.clone())).await;
                 tally.record(result.map(|_| ()), sent.elapsed());
             }
         }));

@@ -379,19 +379,16 @@ impl Hub for HubService {
             std::time::Instant::now(),
         ) {
             Ok(snapshot) => Ok(Response::new(snapshot)),
-            Err(wait) => {
-                let mut status = Status::resource_exhausted(format!(
+            // RESOURCE_EXHAUSTED with retry-after-ms, as a quota refusal.
+            Err(wait) => Err(TxError::Quota {
+                message: format!(
                     "{caller} was sent the whole registry less than {} s ago: ask with its version (known_version), or again in {} ms",
                     crate::signed_registry::WHOLE_SNAPSHOT_EVERY.as_secs(),
-                    wait.as_millis().max(1)
-                ));
-                if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
-                    status
-                        .metadata_mut()
-                        .insert(truc_ops::RETRY_AFTER_MS_HEADER, v);
-                }
-                Err(status)
+                    wait.as_nanos().div_ceil(1_000_000)
+                ),
+                retry_after: wait,
             }
+            .into()),
         }
     }
 }

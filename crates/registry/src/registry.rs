@@ -321,11 +321,6 @@ impl Registry {
         // already known to reach a root, so the check is linear in the
         // number of agencies whatever the depth (a national registry has
         // tens of thousands).
-        let index: BTreeMap<&AgencyCode, usize> =
-            codes.iter().enumerate().map(|(i, c)| (c, i)).collect();
-        let mut rooted: BTreeSet<&AgencyCode> = BTreeSet::new();
-        let mut path: Vec<&AgencyCode> = Vec::new();
-        let mut on_path: BTreeSet<&AgencyCode> = BTreeSet::new();
         for (i, (a, code)) in raw.agency.iter().zip(&codes).enumerate() {
             let Some(p) = &a.parent else { continue };
             let field = format!("agency[{i}].parent");
@@ -338,22 +333,24 @@ impl Registry {
                 return Err(cx.at(p, field, format!("unknown parent agency {parent}")));
             }
         }
+        let index: BTreeMap<&AgencyCode, usize> =
+            codes.iter().enumerate().map(|(i, c)| (c, i)).collect();
+        let mut rooted: BTreeSet<&AgencyCode> = BTreeSet::new();
+        // The walk so far, and each agency's place in it.
+        let mut path: Vec<&AgencyCode> = Vec::new();
+        let mut at: BTreeMap<&AgencyCode, usize> = BTreeMap::new();
         for code in &codes {
             path.clear();
-            on_path.clear();
+            at.clear();
             let mut cur = Some(code);
             while let Some(c) = cur {
                 if rooted.contains(c) {
                     break;
                 }
-                if on_path.contains(c) {
-                    let at = path
-                        .iter()
-                        .position(|seen| *seen == c)
-                        .expect("on the path");
+                if let Some(&start) = at.get(c) {
                     // The cycle is named at its first agency in the file,
                     // whichever agency's walk ran into it.
-                    let first = path[at..]
+                    let first = path[start..]
                         .iter()
                         .map(|c| index[c])
                         .min()
@@ -366,8 +363,8 @@ impl Registry {
                         format!("parent chain of agency {code} forms a cycle"),
                     ));
                 }
+                at.insert(c, path.len());
                 path.push(c);
-                on_path.insert(c);
                 cur = agencies.get(c).and_then(|x| x.parent.as_ref());
             }
             rooted.extend(path.iter().copied());
