@@ -16,6 +16,8 @@ use ring::digest;
 use truc_edxml::{AttachmentMeta, AttachmentSink, AttachmentSource, Preserved};
 use truc_proto::v1::Attachment;
 
+use crate::mem::PeakGrowth;
+
 #[derive(Args, Debug)]
 pub(crate) struct EdxmlArgs {
     /// Size of the attachment in MiB.
@@ -79,38 +81,13 @@ impl AttachmentSink for Hashing {
     }
 }
 
-/// (VmRSS, VmHWM) in KiB, from /proc/self/status.
-fn rss_kib() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// Resets the peak (VmHWM) to the current RSS; false where not supported.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 /// Runs `phase`; returns its seconds and its peak RSS growth in KiB.
 fn measured<T>(phase: impl FnOnce() -> Result<T, String>) -> Result<(T, f64, Option<u64>), String> {
-    let reset = reset_peak();
-    let before = rss_kib();
+    let peak = PeakGrowth::start();
     let start = Instant::now();
     let out = phase()?;
     let secs = start.elapsed().as_secs_f64();
-    let growth = match (reset, before, rss_kib()) {
-        (true, Some((rss, _)), Some((_, peak))) => Some(peak.saturating_sub(rss)),
-        _ => None,
-    };
-    Ok((out, secs, growth))
+    Ok((out, secs, peak.kib()))
 }
 
 pub(crate) fn run(args: EdxmlArgs) -> Result<(), String> {

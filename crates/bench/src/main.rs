@@ -25,7 +25,9 @@
 
 mod docs;
 mod edxml;
+mod mem;
 mod national;
+mod processes;
 mod schedule;
 mod servers;
 
@@ -143,6 +145,20 @@ struct Args {
     /// Also print the results as one JSON object (one line).
     #[arg(long)]
     json: bool,
+    /// The hub, both nodes and the echo backends run as separate processes
+    /// of the `truc` binary (see `--truc`); measures direct-mtls (served by
+    /// this process) and routed only, with each process's CPU and memory.
+    #[arg(long)]
+    processes: bool,
+    /// With `--processes`: the `truc` binary to run (default: the one beside
+    /// this program).
+    #[arg(long, requires = "processes")]
+    truc: Option<std::path::PathBuf>,
+    /// With `--processes`: after the calls, send one document with an
+    /// attachment of this many MiB through the processes and report each
+    /// one's peak resident memory while it moves (0: none).
+    #[arg(long, default_value_t = 0, requires = "processes", value_parser = clap::value_parser!(u64).range(0..=1024))]
+    document_mib: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,15 +321,24 @@ struct Outcome {
     tally: Tally,
     seconds: f64,
     /// CPU seconds (user and system) of the whole process in the measured
-    /// window, when the system said.
+    /// window, when the system said; with `--processes`, of the bench's and
+    /// every deployment process's together.
     cpu_seconds: Option<f64>,
+    /// With `--processes`: each deployment process's CPU seconds in the
+    /// measured window, by name.
+    cpu_by_process: Vec<(String, Option<f64>)>,
 }
 
 /// User and system CPU time of this process so far, from `/proc/self/stat`
 /// (Linux; in clock ticks of 1/100 s, the USER_HZ of every Linux the bench
 /// runs on): the generator and every server of the run together.
 fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of("self")
+}
+
+/// [`process_cpu_seconds`] of process `pid` (or `self`).
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: count after it.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
@@ -419,6 +444,17 @@ async fn open_loop(
 
 /// Runs one mode: warmup, then the measured window, over `clients`.
 async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outcome, String> {
+    run_watching(mode, clients, args, Vec::new()).await
+}
+
+/// [`run`], also measuring the CPU time of the processes `watched` (name,
+/// pid) in the measured window.
+async fn run_watching(
+    mode: &'static str,
+    clients: &[Client],
+    args: &Args,
+    watched: Vec<(String, u32)>,
+) -> Result<Outcome, String> {
     let payload = Bytes::from(vec![0x5a_u8; usize::try_from(args.payload).unwrap_or(0)]);
     // Ids of the hub's log are unique across modes and runs.
     let salt = u128::from(std::process::id()) << 96
@@ -465,12 +501,29 @@ async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outc
             Some(s) => tokio::spawn(open_loop(client, payload, window, task, s.clone())),
         });
     }
-    // The process's CPU time over the measured window.
+    // The processes' CPU time over the measured window: this one's, then
+    // each watched one's.
     let cpu = tokio::spawn(async move {
+        let sample = || {
+            std::iter::once(process_cpu_seconds())
+                .chain(watched.iter().map(|(_, pid)| cpu_seconds_of(&pid.to_string())))
+                .collect::<Vec<_>>()
+        };
         tokio::time::sleep_until(window.measure.into()).await;
-        let start = process_cpu_seconds();
+        let start = sample();
         tokio::time::sleep_until(window.end.into()).await;
-        Some(process_cpu_seconds()? - start?)
+        let used: Vec<Option<f64>> = sample()
+            .into_iter()
+            .zip(start)
+            .map(|(end, start)| Some(end? - start?))
+            .collect();
+        let total = used.iter().copied().sum::<Option<f64>>();
+        let by_process = watched
+            .into_iter()
+            .map(|(name, _)| name)
+            .zip(used.into_iter().skip(1))
+            .collect();
+        (total, by_process)
     });
     let mut total = Tally::new()?;
     for t in tasks {
@@ -479,11 +532,13 @@ async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outc
             .map_err(|e| format!("{mode}: a task failed: {e}"))??;
         total.merge(tally)?;
     }
+    let (cpu_seconds, cpu_by_process) = cpu.await.unwrap_or((None, Vec::new()));
     Ok(Outcome {
         mode,
         tally: total,
         seconds: args.duration as f64,
-        cpu_seconds: cpu.await.ok().flatten(),
+        cpu_seconds,
+        cpu_by_process,
     })
 }
 
@@ -516,15 +571,11 @@ fn backend_client(channel: Channel, args: &Args) -> Client {
 
 /// `Backend.Invoke` over mTLS as the province's agency system (one
 /// connection each), to the echo backend or the forwarder.
-fn mtls_clients(
-    deployment: &Deployment,
-    to: SocketAddr,
-    args: &Args,
-) -> Result<Vec<Client>, String> {
+fn mtls_clients(pki: &truc_pki::Layout, to: SocketAddr, args: &Args) -> Result<Vec<Client>, String> {
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         let channel = servers::mtls_channel(
-            &deployment.files.pki,
+            pki,
             (Role::Client, truc_demo::PROVINCE_CLIENT),
             &to.to_string(),
             (Role::Node, servers::SERVER_NAME),
@@ -838,8 +889,15 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
     }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = cpu_model();
-    println!("truc-bench: one process, client and servers share the cores");
-    println!("  (load generator, hub, two nodes and echo backends; loopback TCP)");
+    if args.processes {
+        println!("truc-bench: separate processes, sharing the cores");
+        println!(
+            "  (this process: load generator and the direct-mtls echo server; truc hub, truc node x2 and truc demo-backend --echo x2 each their own process; loopback TCP)"
+        );
+    } else {
+        println!("truc-bench: one process, client and servers share the cores");
+        println!("  (load generator, hub, two nodes and echo backends; loopback TCP)");
+    }
     println!("machine: nproc {cpus}, CPU {cpu}");
     println!(
         "parameters: --mode {} --concurrency {} --connections {} --duration {} --warmup {} --payload {}{}{}",
@@ -881,6 +939,9 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
         ],
         m => vec![m],
     };
+    if args.processes {
+        return processes::bench(&args, &modes, cpus, &cpu).await;
+    }
     let (dir, mut deployment) = start_deployment(&args, !args.no_flush).await?;
     let mut servers = servers::Servers::new();
     let result = async {
@@ -897,10 +958,10 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
                         .to_owned();
                     direct_clients(&backend, &args)?
                 }
-                Mode::DirectMtls => mtls_clients(&deployment, echo, &args)?,
+                Mode::DirectMtls => mtls_clients(&pki, echo, &args)?,
                 Mode::Forwarder => {
                     let forwarder = servers.forwarder(&pki, echo, limit).await?;
-                    mtls_clients(&deployment, forwarder, &args)?
+                    mtls_clients(&pki, forwarder, &args)?
                 }
                 Mode::Routed => routed_clients(&deployment, &args)?,
                 Mode::HubOnly => hub_only_clients(&mut deployment, &mut servers, &args).await?,
@@ -927,18 +988,24 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
         outcomes.push(result?);
         stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
     }
-    let ratios = ratios(&outcomes, args.payload, args.rate.is_none());
-    let added = if args.rate.is_some() {
-        added_latency(&outcomes)
-    } else {
-        Vec::new()
-    };
-    print_results(&outcomes, &ratios, &added);
-    let j = results_json(&args, &outcomes, cpus, &cpu);
+    let j = report(&args, &outcomes, cpus, &cpu);
     if args.json {
         println!("{j}");
     }
     Ok(j)
+}
+
+/// Prints the modes' figures, their ratios and (open loop) the latency
+/// they add, and returns them as JSON.
+fn report(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) -> serde_json::Value {
+    let ratios = ratios(outcomes, args.payload, args.rate.is_none());
+    let added = if args.rate.is_some() {
+        added_latency(outcomes)
+    } else {
+        Vec::new()
+    };
+    print_results(outcomes, &ratios, &added);
+    results_json(args, outcomes, cpus, cpu)
 }
 
 #[tokio::main]
@@ -1015,6 +1082,7 @@ mod tests {
             tally,
             seconds: 1.0,
             cpu_seconds: Some(calls as f64 * 300e-6),
+            cpu_by_process: Vec::new(),
         }
     }
 

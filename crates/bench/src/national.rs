@@ -230,6 +230,9 @@ fn hub_only_args(a: &NationalArgs) -> Args {
         arrivals: Arrivals::Fixed,
         connections: 1,
         json: false,
+        processes: false,
+        truc: None,
+        document_mib: 0,
     }
 }
 
@@ -549,6 +552,7 @@ async fn national_day(
         cpu_seconds: crate::process_cpu_seconds()
             .zip(cpu_at_start)
             .map(|(end, start)| end - start),
+        cpu_by_process: Vec::new(),
     })
 }
 

@@ -58,23 +58,33 @@ impl Servers {
         Ok(())
     }
 
+    /// Serves `router` over mTLS (the ministry node's certificate) on a new
+    /// loopback port, until `self` is dropped.
+    pub(crate) async fn serve_mtls(
+        &mut self,
+        pki: &Layout,
+        router: Router,
+    ) -> Result<SocketAddr, String> {
+        let (listener, addr) = bind().await?;
+        self.serve(pki, listener, router)?;
+        Ok(addr)
+    }
+
     /// The echo backend over mTLS 1.3 (the direct-mtls baseline).
     pub(crate) async fn echo_mtls(
         &mut self,
         pki: &Layout,
         limit: usize,
     ) -> Result<SocketAddr, String> {
-        let (listener, addr) = bind().await?;
-        self.serve(
+        self.serve_mtls(
             pki,
-            listener,
             Server::builder().add_service(
                 BackendServer::new(Echo)
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
             ),
-        )?;
-        Ok(addr)
+        )
+        .await
     }
 
     /// A bare forwarder hop: takes `Backend.Invoke` over mTLS, makes a new
@@ -95,17 +105,15 @@ impl Servers {
         let next = BackendClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        let (listener, addr) = bind().await?;
-        self.serve(
+        self.serve_mtls(
             pki,
-            listener,
             Server::builder().add_service(
                 BackendServer::new(Forwarder { next })
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
             ),
-        )?;
-        Ok(addr)
+        )
+        .await
     }
 
     /// A provider node that answers the hub's `Node.Invoke` with the

@@ -1,22 +1,18 @@
 //! Attachment transfer: one large attachment through truc, and the same
-//! bytes streamed by plain gRPC to a server that only counts them.
+//! bytes streamed by a bare tonic client over mutual TLS to a server that
+//! writes them to a file and fsyncs it once.
 
 use std::{
-    net::SocketAddr,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
-use tokio_stream::{
-    StreamExt,
-    wrappers::{ReceiverStream, TcpListenerStream},
-};
-use tonic::{
-    Request, Response, Status, Streaming,
-    transport::{Endpoint, Server},
-};
+use tokio::{io::AsyncWriteExt, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming, transport::Server};
 use truc_client::{Client, Upload};
 use truc_demo::{G22, H37};
+use truc_pki::{Layout, Role};
 use truc_proto::v1::{
     DataRequest, DataResponse, RelayHeader, RelayRequest, RelayResponse, StatusAck, StatusUpdate,
     node_client::NodeClient,
@@ -24,21 +20,40 @@ use truc_proto::v1::{
     relay_request,
 };
 
+use crate::{
+    mem::PeakGrowth,
+    servers::{SERVER_NAME, Servers, mtls_channel},
+};
+
 use super::{
     DocsArgs, LARGE_TIMEOUT, MAX_MESSAGE_BYTES, MIB, RAW_BYTES_KEY, SEND_QUEUE, common::*,
 };
 
-pub(super) struct LargeOutcome {
-    pub(super) bytes: u64,
-    pub(super) acked: Duration,
-    pub(super) delivered: Duration,
+pub(crate) struct LargeOutcome {
+    pub(crate) bytes: u64,
+    pub(crate) acked: Duration,
+    pub(crate) delivered: Duration,
+    /// This process's resident size when the send started, in KiB.
+    pub(crate) resident_kib: Option<u64>,
+    /// How far this process's peak resident size rose above that until the
+    /// document was delivered, in KiB (in `truc-bench docs`, the sender, the
+    /// hub and both nodes together, since they share the process).
+    pub(crate) peak_growth_kib: Option<u64>,
 }
 
 pub(super) async fn large(client: &Client, args: &DocsArgs) -> Result<LargeOutcome, String> {
-    let data = Generated {
-        size: args.size_mib * MIB,
-        chunk: args.chunk_kib * 1024,
-    };
+    large_document(client, args.size_mib * MIB, args.chunk_kib * 1024).await
+}
+
+/// Sends one document from H37 to G22 with one attachment of `size`
+/// pseudo-random bytes in chunks of `chunk`, and follows it until G22's
+/// status is "01".
+pub(crate) async fn large_document(
+    client: &Client,
+    size: u64,
+    chunk: u64,
+) -> Result<LargeOutcome, String> {
+    let data = Generated { size, chunk };
     let sha = data.sha256();
     let number = format!("L{}", truc_ops::now_ms());
     let env = envelope(&number, Vec::new());
@@ -49,6 +64,8 @@ pub(super) async fn large(client: &Client, args: &DocsArgs) -> Result<LargeOutco
     .chunk_bytes(usize::try_from(data.chunk).unwrap_or(usize::MAX));
     // Open the connection (if the small part did not) before timing.
     let _ = client.tracking(H37, &env.document_id).await;
+    let peak = PeakGrowth::start();
+    let resident_kib = PeakGrowth::resident_kib();
     let start = Instant::now();
     let sent = tokio::time::timeout(LARGE_TIMEOUT, client.send_document(env, vec![upload])).await;
     let acked = start.elapsed();
@@ -73,17 +90,24 @@ pub(super) async fn large(client: &Client, args: &DocsArgs) -> Result<LargeOutco
                 f.message
             )
         })?;
+    let delivered = start.elapsed();
     Ok(LargeOutcome {
         bytes: data.size,
         acked,
-        delivered: start.elapsed(),
+        delivered,
+        resident_kib,
+        peak_growth_kib: peak.kib(),
     })
 }
 
 // ------------------------------------------------------------ raw baseline
 
-/// A `truc.v1.Node` server that only counts the attachment bytes relayed to it.
-pub(super) struct Sink;
+/// A `truc.v1.Node` server that writes the attachment bytes relayed to it
+/// into one file, as a node writes a blob (tokio's file, chunk by chunk),
+/// and fsyncs it once before answering.
+pub(super) struct Sink {
+    pub(super) path: PathBuf,
+}
 
 #[tonic::async_trait]
 impl Node for Sink {
@@ -95,13 +119,18 @@ impl Node for Sink {
         &self,
         request: Request<Streaming<RelayRequest>>,
     ) -> Result<Response<RelayResponse>, Status> {
+        let disk = |e: std::io::Error| Status::internal(format!("raw sink: {e}"));
         let mut stream = request.into_inner();
+        let mut file = tokio::fs::File::create(&self.path).await.map_err(disk)?;
         let mut bytes: u64 = 0;
         while let Some(message) = stream.message().await? {
             if let Some(relay_request::Part::Chunk(c)) = message.part {
+                file.write_all(&c.data).await.map_err(disk)?;
                 bytes += c.data.len() as u64;
             }
         }
+        file.flush().await.map_err(disk)?;
+        file.sync_all().await.map_err(disk)?;
         let mut response = Response::new(RelayResponse::default());
         if let Ok(v) = bytes.to_string().parse() {
             response.metadata_mut().insert(RAW_BYTES_KEY, v);
@@ -120,41 +149,32 @@ impl Node for Sink {
 pub(super) struct RawOutcome {
     pub(super) bytes: u64,
     pub(super) elapsed: Duration,
+    /// The file the sink wrote, as long as it was.
+    pub(super) on_disk: u64,
 }
 
-pub(super) async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("raw: cannot bind a loopback port: {e}"))?;
-    let addr: SocketAddr = listener
-        .local_addr()
-        .map_err(|e| format!("raw: cannot read the bound address: {e}"))?;
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(s) = &stream {
-            let _ = s.set_nodelay(true);
-        }
-        stream
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        Server::builder()
-            .add_service(
-                NodeServer::new(Sink)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            // TCP_NODELAY on accepted connections, as truc's servers do:
-            // without it, small HTTP/2 frames (WINDOW_UPDATE) wait for Nagle.
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            }),
-    );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("raw: address {addr}: {e}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("raw: cannot connect to {addr}: {e}"))?;
+/// The same bytes, in the same chunks, streamed as `truc.v1.Node/Deliver`
+/// over mutual TLS 1.3 (the hub's certificate to the ministry node's, as the
+/// hub relays a document) to [`Sink`], which writes them to a file in `dir`
+/// and fsyncs it once: the time until its answer.
+pub(super) async fn raw(pki: &Layout, dir: &Path, args: &DocsArgs) -> Result<RawOutcome, String> {
+    let path = dir.join("raw-baseline.bin");
+    let mut servers = Servers::new();
+    let addr = servers.serve_mtls(
+        pki,
+        Server::builder().add_service(
+            NodeServer::new(Sink { path: path.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        ),
+    )
+    .await?;
+    let channel = mtls_channel(
+        pki,
+        (Role::Hub, "hub"),
+        &addr.to_string(),
+        (Role::Node, SERVER_NAME),
+    )?;
     let mut client = NodeClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -175,7 +195,7 @@ pub(super) async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
         })),
     };
     // One empty call first, so that the timed one finds the connection warm
-    // as the truc one does.
+    // (TLS handshake done) as the truc one does.
     client
         .deliver(tokio_stream::iter(vec![header()]))
         .await
@@ -188,8 +208,7 @@ pub(super) async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
     let result = client.deliver(ReceiverStream::new(rx)).await;
     let elapsed = start.elapsed();
     feeder.abort();
-    let _ = stop.send(());
-    let _ = server.await;
+    drop(servers);
     let response = result.map_err(|s| format!("raw: Deliver failed: {}", s.message()))?;
     let counted = response
         .metadata()
@@ -197,14 +216,17 @@ pub(super) async fn raw(args: &DocsArgs) -> Result<RawOutcome, String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    if counted != data.size {
+    let on_disk = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let _ = std::fs::remove_file(&path);
+    if counted != data.size || on_disk != data.size {
         return Err(format!(
-            "raw: sent {} bytes, the server counted {counted}",
+            "raw: sent {} bytes, the server counted {counted} and wrote {on_disk}",
             data.size
         ));
     }
     Ok(RawOutcome {
         bytes: counted,
         elapsed,
+        on_disk,
     })
 }

@@ -111,8 +111,12 @@ pub(crate) struct BackendArgs {
     listen: std::net::SocketAddr,
     /// Serve the REST household registry (HTTP/1.1, `POST
     /// /v1/household-registry`) instead of the gRPC citizen lookup.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "echo")]
     rest: bool,
+    /// Answer every call with its own request payload (the benchmarks'
+    /// echo backend) instead of the citizen lookup.
+    #[arg(long)]
+    echo: bool,
 }
 
 pub(super) async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
@@ -132,14 +136,23 @@ pub(super) async fn backend(args: BackendArgs) -> Result<ExitCode, CliError> {
         .map_err(failed)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("demo backend listening on {}", args.listen);
-    truc_demo::backend::serve_backend(
-        truc_demo::backend::CitizenLookup,
-        listener,
-        4 * 1024 * 1024,
-        interrupted(),
-    )
-    .await
-    .map_err(failed)?;
+    // As large as the demo deployment's payloads, and their framing.
+    let limit = 4 * 1024 * 1024 + 64 * 1024;
+    if args.echo {
+        println!("echo backend listening on {}", args.listen);
+        truc_demo::backend::serve_backend(truc_demo::backend::Echo, listener, limit, interrupted())
+            .await
+            .map_err(failed)?;
+    } else {
+        println!("demo backend listening on {}", args.listen);
+        truc_demo::backend::serve_backend(
+            truc_demo::backend::CitizenLookup,
+            listener,
+            limit,
+            interrupted(),
+        )
+        .await
+        .map_err(failed)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
