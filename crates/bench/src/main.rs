@@ -506,7 +506,11 @@ async fn run_watching(
     let cpu = tokio::spawn(async move {
         let sample = || {
             std::iter::once(process_cpu_seconds())
-                .chain(watched.iter().map(|(_, pid)| cpu_seconds_of(&pid.to_string())))
+                .chain(
+                    watched
+                        .iter()
+                        .map(|(_, pid)| cpu_seconds_of(&pid.to_string())),
+                )
                 .collect::<Vec<_>>()
         };
         tokio::time::sleep_until(window.measure.into()).await;
@@ -571,7 +575,11 @@ fn backend_client(channel: Channel, args: &Args) -> Client {
 
 /// `Backend.Invoke` over mTLS as the province's agency system (one
 /// connection each), to the echo backend or the forwarder.
-fn mtls_clients(pki: &truc_pki::Layout, to: SocketAddr, args: &Args) -> Result<Vec<Client>, String> {
+fn mtls_clients(
+    pki: &truc_pki::Layout,
+    to: SocketAddr,
+    args: &Args,
+) -> Result<Vec<Client>, String> {
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         let channel = servers::mtls_channel(
@@ -930,6 +938,7 @@ async fn bench(mut args: Args) -> Result<serde_json::Value, String> {
     }
 
     let modes: Vec<Mode> = match args.mode {
+        Mode::All if args.processes => vec![Mode::DirectMtls, Mode::Routed],
         Mode::All => vec![
             Mode::DirectPlain,
             Mode::DirectMtls,

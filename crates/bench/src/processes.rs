@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use truc_demo::{BackendKind, DemoOptions, Deployment, MINISTRY_NODE, PROVINCE_CLIENT, PROVINCE_NODE};
+use truc_demo::{
+    BackendKind, DemoOptions, Deployment, MINISTRY_NODE, PROVINCE_CLIENT, PROVINCE_NODE,
+};
 use truc_pki::{Layout, Role};
 use truc_proto::v1::agency_client::AgencyClient;
 
@@ -77,7 +79,9 @@ pub(crate) fn truc_binary(given: Option<&Path>) -> Result<PathBuf, String> {
                 .map_err(|e| format!("cannot find this program's path: {e}"))?;
             let beside = me.with_file_name("truc");
             match me.parent().and_then(Path::parent) {
-                Some(up) if !beside.is_file() && me.parent().is_some_and(|d| d.ends_with("deps")) => {
+                Some(up)
+                    if !beside.is_file() && me.parent().is_some_and(|d| d.ends_with("deps")) =>
+                {
                     up.join("truc")
                 }
                 _ => beside,
@@ -129,9 +133,19 @@ impl Processes {
         };
         let path = |p: &Path| p.to_string_lossy().into_owned();
         for (i, b) in backends.iter().enumerate() {
-            processes.spawn(truc, &logs, &format!("backend-{i}"), &["demo-backend", "--echo", "--listen", b])?;
+            processes.spawn(
+                truc,
+                &logs,
+                &format!("backend-{i}"),
+                &["demo-backend", "--echo", "--listen", b],
+            )?;
         }
-        processes.spawn(truc, &logs, "hub", &["hub", "--config", &path(&files.hub_config)])?;
+        processes.spawn(
+            truc,
+            &logs,
+            "hub",
+            &["hub", "--config", &path(&files.hub_config)],
+        )?;
         for (id, config) in &files.node_configs {
             processes.spawn(truc, &logs, id, &["node", "--config", &path(config)])?;
         }
@@ -141,7 +155,9 @@ impl Processes {
     fn spawn(&mut self, truc: &Path, logs: &Path, name: &str, args: &[&str]) -> Result<(), String> {
         let log = logs.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new(truc)
             .env_remove("RUST_LOG")
             .arg("--log-level=warn")
@@ -160,7 +176,9 @@ impl Processes {
     }
 
     /// An agency client of the province node, as the province's agency system.
-    pub(crate) fn province_client(&self) -> Result<AgencyClient<tonic::transport::Channel>, String> {
+    pub(crate) fn province_client(
+        &self,
+    ) -> Result<AgencyClient<tonic::transport::Channel>, String> {
         let channel = crate::servers::mtls_channel(
             &self.pki,
             (Role::Client, PROVINCE_CLIENT),
@@ -178,7 +196,10 @@ impl Processes {
         loop {
             n += 1;
             let last = client
-                .call(&bytes::Bytes::from_static(b"up?"), u128::from(std::process::id()) << 64 | n)
+                .call(
+                    &bytes::Bytes::from_static(b"up?"),
+                    u128::from(std::process::id()) << 64 | n,
+                )
                 .await;
             let Err(status) = last else { return Ok(()) };
             for p in &mut self.procs {
@@ -231,7 +252,11 @@ impl Processes {
                     _ => {
                         let _ = p.child.kill();
                         let _ = p.child.wait();
-                        failed.push(format!("{} did not stop within {} s", p.name, STOP_TIMEOUT.as_secs()));
+                        failed.push(format!(
+                            "{} did not stop within {} s",
+                            p.name,
+                            STOP_TIMEOUT.as_secs()
+                        ));
                         break;
                     }
                 }
@@ -296,7 +321,9 @@ pub(crate) async fn bench(
         ));
     }
     if args.no_flush {
-        return Err("--processes runs the hub as configured (durable); --no-flush is not available".into());
+        return Err(
+            "--processes runs the hub as configured (durable); --no-flush is not available".into(),
+        );
     }
     let truc = truc_binary(args.truc.as_deref())?;
     println!("truc binary: {}", truc.display());
@@ -377,7 +404,11 @@ fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
 
-fn print_processes(outcomes: &[crate::Outcome], after: &[ProcFigures], document: Option<&Document>) {
+fn print_processes(
+    outcomes: &[crate::Outcome],
+    after: &[ProcFigures],
+    document: Option<&Document>,
+) {
     let routed = outcomes.iter().find(|o| o.mode == "routed");
     println!();
     println!(
@@ -391,7 +422,10 @@ fn print_processes(outcomes: &[crate::Outcome], after: &[ProcFigures], document:
             s.filter(|_| calls > 0).map(|s| s * 1e6 / calls as f64)
         });
         let doc_peak = document.and_then(|(_, peaks)| {
-            peaks.iter().find(|(n, _)| *n == p.name).and_then(|(_, k)| *k)
+            peaks
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .and_then(|(_, k)| *k)
         });
         println!(
             "{:<22} {:>16} {:>12} {:>13} {:>18}",
@@ -427,7 +461,9 @@ fn processes_json(
             .filter_map(|o| {
                 let (_, s) = o.cpu_by_process.iter().find(|(n, _)| n == name)?;
                 let calls = o.calls();
-                let per_call = s.filter(|_| calls > 0).map(|s| crate::round(s * 1e6 / calls as f64, 1));
+                let per_call = s
+                    .filter(|_| calls > 0)
+                    .map(|s| crate::round(s * 1e6 / calls as f64, 1));
                 Some((o.mode.to_owned(), per_call.into()))
             })
             .collect()
@@ -436,7 +472,10 @@ fn processes_json(
         .iter()
         .map(|p| {
             let doc_peak = document.and_then(|(_, peaks)| {
-                peaks.iter().find(|(n, _)| *n == p.name).and_then(|(_, k)| *k)
+                peaks
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .and_then(|(_, k)| *k)
             });
             serde_json::json!({
                 "name": p.name,
@@ -478,8 +517,7 @@ mod tests {
             "--document-mib",
             "1",
         ]);
-        let modes = [crate::Mode::DirectMtls, crate::Mode::Routed];
-        let j = super::bench(&args, &modes, 2, "test").await.expect("bench");
+        let j = crate::bench(args).await.expect("bench");
         assert_eq!(j["separate_processes"], true);
         let results = j["results"].as_array().expect("results");
         assert_eq!(results.len(), 2);
@@ -491,7 +529,13 @@ mod tests {
         let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
         assert_eq!(
             names,
-            ["backend-0", "backend-1", "hub", truc_demo::MINISTRY_NODE, truc_demo::PROVINCE_NODE]
+            [
+                "backend-0",
+                "backend-1",
+                "hub",
+                truc_demo::MINISTRY_NODE,
+                truc_demo::PROVINCE_NODE
+            ]
         );
         for p in list {
             assert!(p["rss_kib"].as_u64().unwrap_or(0) > 0, "{p}");

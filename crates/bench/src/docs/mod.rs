@@ -35,8 +35,8 @@ use clap::ValueEnum;
 use truc_client::Client;
 use truc_demo::{BackendKind, DemoOptions, Deployment, PROVINCE_NODE};
 
-use self::{report::*, small::*, transfer::*};
 pub(crate) use self::transfer::{LargeOutcome, large_document};
+use self::{report::*, small::*, transfer::*};
 use crate::cpu_model;
 
 const MIB: u64 = 1024 * 1024;

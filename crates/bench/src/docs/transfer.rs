@@ -160,15 +160,16 @@ pub(super) struct RawOutcome {
 pub(super) async fn raw(pki: &Layout, dir: &Path, args: &DocsArgs) -> Result<RawOutcome, String> {
     let path = dir.join("raw-baseline.bin");
     let mut servers = Servers::new();
-    let addr = servers.serve_mtls(
-        pki,
-        Server::builder().add_service(
-            NodeServer::new(Sink { path: path.clone() })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        ),
-    )
-    .await?;
+    let addr = servers
+        .serve_mtls(
+            pki,
+            Server::builder().add_service(
+                NodeServer::new(Sink { path: path.clone() })
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ),
+        )
+        .await?;
     let channel = mtls_channel(
         pki,
         (Role::Hub, "hub"),
