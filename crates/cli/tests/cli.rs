@@ -61,6 +61,13 @@ fn pki_init_writes_certificates_once() {
 }
 
 #[test]
+fn the_demo_backend_serves_one_kind_only() {
+    let out = run(&["demo-backend", "--rest", "--echo", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--echo"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn pki_revoke_writes_a_crl_rustls_accepts() {
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path().join("pki");

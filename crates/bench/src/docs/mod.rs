@@ -252,16 +252,23 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_attachment_and_the_raw_baseline_both_land_whole_on_disk() {
+    /// The benchmark's deployment in a new directory, and the province's
+    /// agency client of it.
+    async fn started(args: &DocsArgs) -> (tempfile::TempDir, Deployment, Client) {
         let dir = tempfile::tempdir().expect("dir");
-        let args = args(Part::Large);
-        let deployment = start(dir.path(), &args).await.expect("started");
+        let deployment = start(dir.path(), args).await.expect("started");
         let client = Client::from_grpc(
             deployment
                 .agency_client(PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
                 .expect("client"),
         );
+        (dir, deployment, client)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_attachment_and_the_raw_baseline_both_land_whole_on_disk() {
+        let args = args(Part::Large);
+        let (dir, deployment, client) = started(&args).await;
         let large = large(&client, &args).await;
         let pki = deployment.files.pki.clone();
         deployment.stop().await.expect("stop");
@@ -279,14 +286,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_province_node_has_room_for_a_tracking_watch_per_sender() {
-        let dir = tempfile::tempdir().expect("dir");
         let args = args(Part::Small);
-        let deployment = start(dir.path(), &args).await.expect("started");
-        let client = Client::from_grpc(
-            deployment
-                .agency_client(PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
-                .expect("client"),
-        );
+        let (_dir, deployment, client) = started(&args).await;
         let (_, sent) = small::one_small(&client, "watchers", None, None).await;
         assert!(sent.is_ok(), "the first document went through");
         // More watches at once than the node's default allows one agency
