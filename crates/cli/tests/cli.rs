@@ -62,9 +62,19 @@ fn pki_init_writes_certificates_once() {
 
 #[test]
 fn the_demo_backend_serves_one_kind_only() {
-    let out = run(&["demo-backend", "--rest", "--echo", "--listen", "127.0.0.1:0"]);
+    let out = run(&[
+        "demo-backend",
+        "--rest",
+        "--echo",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--echo"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--echo"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
