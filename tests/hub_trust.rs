@@ -31,6 +31,14 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
 
+/// `truc_registry_fetches_total{result="RESULT"}` in the metrics `text`.
+fn fetches(text: &str, result: &str) -> Option<f64> {
+    metric(
+        text,
+        &format!("truc_registry_fetches_total{{result=\"{result}\"}}"),
+    )
+}
+
 /// Polls node `id`'s metrics until `done` holds (20 s at most): what the
 /// node's background tasks do has no event a test can wait on.
 async fn wait_for_metrics(c: &Cluster, id: &str, done: impl Fn(&str) -> bool) -> String {
@@ -116,16 +124,8 @@ async fn the_registry_is_signed_and_a_changed_one_reaches_the_node_without_resta
         metric(m, &version_label(&second)) == Some(1.0)
     })
     .await;
-    assert_eq!(
-        metric(&m, "truc_registry_fetches_total{result=\"updated\"}"),
-        Some(2.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "truc_registry_fetches_total{result=\"refused\"}"),
-        Some(0.0),
-        "{m}"
-    );
+    assert_eq!(fetches(&m, "updated"), Some(2.0), "{m}");
+    assert_eq!(fetches(&m, "refused"), Some(0.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,11 +164,7 @@ async fn a_registry_larger_than_the_payload_limit_still_reaches_the_node() {
         metric(m, &version_label(&large)) == Some(1.0)
     })
     .await;
-    assert_eq!(
-        metric(&m, "truc_registry_fetches_total{result=\"updated\"}"),
-        Some(2.0),
-        "{m}"
-    );
+    assert_eq!(fetches(&m, "updated"), Some(2.0), "{m}");
 }
 
 /// How the lying hub lies.
@@ -323,10 +319,7 @@ async fn a_hub_that_lies_in_a_receipt_a_proof_or_the_registry_is_caught_by_its_n
         f.hub.registry_refresh_secs = 1;
     })
     .await;
-    wait_for_metrics(&c, PROVINCE_NODE, |m| {
-        metric(m, "truc_registry_fetches_total{result=\"updated\"}") == Some(1.0)
-    })
-    .await;
+    wait_for_metrics(&c, PROVINCE_NODE, |m| fetches(m, "updated") == Some(1.0)).await;
 
     let mut agency = c
         .deployment
@@ -387,14 +380,10 @@ async fn a_hub_that_lies_in_a_receipt_a_proof_or_the_registry_is_caught_by_its_n
     // A registry without a signature is refused; the node keeps its own.
     liar.mode.store(UNSIGNED_REGISTRY, Ordering::SeqCst);
     let m = wait_for_metrics(&c, PROVINCE_NODE, |m| {
-        metric(m, "truc_registry_fetches_total{result=\"refused\"}").is_some_and(|n| n >= 1.0)
+        fetches(m, "refused").is_some_and(|n| n >= 1.0)
     })
     .await;
-    assert_eq!(
-        metric(&m, "truc_registry_fetches_total{result=\"updated\"}"),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(fetches(&m, "updated"), Some(1.0), "{m}");
     liar.mode.store(HONEST, Ordering::SeqCst);
 
     // What `truc audit verify` of the node reads: the two lies, by

@@ -442,6 +442,21 @@ async fn open_loop(
     }
 }
 
+/// Waits for every sending task and merges what they counted.
+async fn join_tallies(
+    tasks: Vec<tokio::task::JoinHandle<Result<Tally, String>>>,
+    what: &str,
+) -> Result<Tally, String> {
+    let mut total = Tally::new()?;
+    for t in tasks {
+        total.merge(
+            t.await
+                .map_err(|e| format!("{what}: a sending task failed: {e}"))??,
+        )?;
+    }
+    Ok(total)
+}
+
 /// Runs one mode: warmup, then the measured window, over `clients`.
 async fn run(mode: &'static str, clients: &[Client], args: &Args) -> Result<Outcome, String> {
     run_watching(mode, clients, args, Vec::new()).await
@@ -529,13 +544,7 @@ async fn run_watching(
             .collect();
         (total, by_process)
     });
-    let mut total = Tally::new()?;
-    for t in tasks {
-        let tally = t
-            .await
-            .map_err(|e| format!("{mode}: a task failed: {e}"))??;
-        total.merge(tally)?;
-    }
+    let total = join_tallies(tasks, mode).await?;
     let (cpu_seconds, cpu_by_process) = cpu.await.unwrap_or((None, Vec::new()));
     Ok(Outcome {
         mode,

@@ -60,13 +60,15 @@ mod tests {
         if peak.start_kib.is_none() {
             return; // not Linux, or clear_refs refused: nothing to measure
         }
+        // Other tests of this binary allocate and free at the same time:
+        // touch far more than they hold, and ask for half of it.
         let before = peak.kib().expect("peak");
-        let touched = vec![1u8; 32 << 20];
+        let touched = vec![1u8; 256 << 20];
         std::hint::black_box(&touched);
         let after = peak.kib().expect("peak");
         assert!(
-            after >= before + 16 * 1024,
-            "peak growth {before} KiB then {after} KiB after touching 32 MiB"
+            after >= before + 128 * 1024,
+            "peak growth {before} KiB then {after} KiB after touching 256 MiB"
         );
     }
 }

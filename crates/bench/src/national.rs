@@ -536,13 +536,7 @@ async fn national_day(
             }
         }));
     }
-    let mut tally = Tally::new()?;
-    for t in tasks {
-        tally.merge(
-            t.await
-                .map_err(|e| format!("a sending task failed: {e}"))??,
-        )?;
-    }
+    let tally = crate::join_tallies(tasks, "the day").await?;
     let seconds = start.elapsed().as_secs_f64();
     progress.abort();
     Ok(Outcome {

@@ -78,12 +78,9 @@ pub(crate) fn truc_binary(given: Option<&Path>) -> Result<PathBuf, String> {
             let me = std::env::current_exe()
                 .map_err(|e| format!("cannot find this program's path: {e}"))?;
             let beside = me.with_file_name("truc");
-            match me.parent().and_then(Path::parent) {
-                Some(up)
-                    if !beside.is_file() && me.parent().is_some_and(|d| d.ends_with("deps")) =>
-                {
-                    up.join("truc")
-                }
+            let in_deps = me.parent().filter(|d| d.ends_with("deps"));
+            match in_deps.and_then(Path::parent) {
+                Some(up) if !beside.is_file() => up.join("truc"),
                 _ => beside,
             }
         }
