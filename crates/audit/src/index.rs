@@ -3,13 +3,18 @@
 //! agency (or limited to what a node may see) reads only those records.
 //!
 //! Keys: the prefix, the agency (cut like a counter field, with its length
-//! as two big-endian bytes), then the record index (8 bytes, big-endian), so
-//! one agency's records are one range of keys in log order. Values are empty.
-//! Entries are written in the same batch as their record. A log written
+//! as two big-endian bytes), then the index of the first record of a run (8
+//! bytes, big-endian), so one agency's records are one range of keys in log
+//! order. A key's value holds the run's further indexes, each as its gap
+//! from the one before (a LEB128 varint, at least 1); an empty value is a
+//! run of one record, which is what earlier builds wrote for every record.
+//! The writer makes one run per agency per commit group, in the same batch
+//! as the records: two keys per record cost sled more than the record itself
+//! ([ADR 0017](../../../docs/adr/0017-fewer-keys-per-record.md)). A log written
 //! before the index existed is indexed once, when it is opened; a marker key
 //! records that it was, so a crash during that pass redoes it.
 
-use std::iter::Peekable;
+use std::{collections::BTreeMap, iter::Peekable};
 
 use truc_store::{Store, WriteBatch};
 
@@ -34,26 +39,97 @@ fn agency_prefix(agency: &str) -> Vec<u8> {
     key
 }
 
-fn party_key(agency: &str, index: u64) -> Vec<u8> {
-    let mut key = agency_prefix(agency);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
-
-/// The index keys of a record between `client` and `provider` at `index`
-/// (one per distinct, non-empty party).
-pub(crate) fn party_keys(client: &str, provider: &str, index: u64) -> Vec<Vec<u8>> {
-    let mut keys = Vec::with_capacity(2);
+/// The parties a record between `client` and `provider` is indexed under:
+/// each distinct, non-empty one, as key prefixes.
+pub(crate) fn parties(client: &str, provider: &str) -> Vec<Vec<u8>> {
+    let mut prefixes = Vec::with_capacity(2);
     for agency in [client, provider] {
         if agency.is_empty() {
             continue;
         }
-        let key = party_key(agency, index);
-        if !keys.contains(&key) {
-            keys.push(key);
+        let prefix = agency_prefix(agency);
+        if !prefixes.contains(&prefix) {
+            prefixes.push(prefix);
         }
     }
-    keys
+    prefixes
+}
+
+/// The index keys of a record between `client` and `provider` at `index`,
+/// each a run of one (one per distinct, non-empty party).
+pub(crate) fn party_keys(client: &str, provider: &str, index: u64) -> Vec<Vec<u8>> {
+    parties(client, provider)
+        .into_iter()
+        .map(|mut key| {
+            key.extend_from_slice(&index.to_be_bytes());
+            key
+        })
+        .collect()
+}
+
+/// The party index entries of one commit group, one run per agency.
+#[derive(Default)]
+pub(crate) struct Runs(BTreeMap<Vec<u8>, Vec<u64>>);
+
+impl Runs {
+    /// Adds the record at `index`; indexes must be added in ascending order.
+    pub(crate) fn add(&mut self, client: &str, provider: &str, index: u64) {
+        for prefix in parties(client, provider) {
+            self.0.entry(prefix).or_default().push(index);
+        }
+    }
+
+    /// Puts one key per agency into `batch`.
+    pub(crate) fn write(self, batch: &mut WriteBatch) {
+        for (mut key, indexes) in self.0 {
+            let Some((&first, rest)) = indexes.split_first() else {
+                continue;
+            };
+            key.extend_from_slice(&first.to_be_bytes());
+            let mut value = Vec::with_capacity(rest.len() * 2);
+            let mut prev = first;
+            for &i in rest {
+                prost::encoding::encode_varint(i - prev, &mut value);
+                prev = i;
+            }
+            batch.insert(key, value);
+        }
+    }
+}
+
+/// The record indexes of one stored run: its key's after the agency prefix
+/// (`skip` bytes), then the gaps of its value.
+fn decode_run(key: &[u8], value: &[u8], skip: usize) -> Result<Vec<u64>, Unreadable> {
+    let first = key
+        .get(skip..)
+        .and_then(|t| <[u8; 8]>::try_from(t).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Unreadable::new(key, "malformed party index key"))?;
+    let mut indexes = vec![first];
+    let mut rest = value;
+    let mut prev = first;
+    while !rest.is_empty() {
+        let next = prost::encoding::decode_varint(&mut rest)
+            .ok()
+            .filter(|gap| *gap > 0)
+            .and_then(|gap| prev.checked_add(gap))
+            .ok_or_else(|| Unreadable::new(key, "malformed party index run"))?;
+        indexes.push(next);
+        prev = next;
+    }
+    Ok(indexes)
+}
+
+/// The key of the run of `prefix`'s agency that can hold `index`: the
+/// greatest of its keys at or below `index` (none if every run starts after).
+fn run_at(store: &Store, prefix: &[u8], index: u64) -> Result<Option<Vec<u8>>, AuditError> {
+    let mut at = [prefix, &index.to_be_bytes()].concat();
+    // The least key above `at` is `at` followed by a zero byte.
+    at.push(0);
+    match store.scan_range(prefix, &at).next_back() {
+        Some(entry) => Ok(Some(entry?.0)),
+        None => Ok(None),
+    }
 }
 
 /// Indexes every record of a log that has no complete party index yet, in
@@ -107,28 +183,36 @@ pub type Indexes = Box<dyn Iterator<Item = Result<u64, AuditError>> + Send>;
 /// ascending, from the party index (only its keys are read).
 pub fn records_of(store: &Store, agency: &str, from: u64, end: u64) -> Indexes {
     let prefix = agency_prefix(agency);
-    let start = [prefix.as_slice(), &from.to_be_bytes()].concat();
+    let skip = prefix.len();
+    // A run that starts before `from` may hold indexes from it on.
+    let start = match run_at(store, &prefix, from) {
+        Ok(Some(key)) if key.len() == skip + 8 => key,
+        Ok(_) => [prefix.as_slice(), &from.to_be_bytes()].concat(),
+        Err(e) => return Box::new(std::iter::once(Err(e))),
+    };
     let stop = if end == u64::MAX {
         successor(prefix.clone())
     } else {
         [prefix.as_slice(), &end.to_be_bytes()].concat()
     };
-    let skip = prefix.len();
     Box::new(
         store
             .scan_range(&start, &stop)
-            .filter_map(move |e| match e {
-                Err(e) => Some(Err(e.into())),
-                Ok((key, _)) => match key.get(skip..).and_then(|t| <[u8; 8]>::try_from(t).ok()) {
-                    Some(i) => Some(Ok(u64::from_be_bytes(i))),
-                    None => {
-                        crate::counts::note_unreadable(
-                            "the party index",
-                            &[Unreadable::new(&key, "malformed party index key")],
-                        );
-                        None
-                    }
-                },
+            .flat_map(move |e| -> Vec<Result<u64, AuditError>> {
+                match e {
+                    Err(e) => vec![Err(e.into())],
+                    Ok((key, value)) => match decode_run(&key, &value, skip) {
+                        Ok(run) => run
+                            .into_iter()
+                            .filter(|i| (from..end).contains(i))
+                            .map(Ok)
+                            .collect(),
+                        Err(unreadable) => {
+                            crate::counts::note_unreadable("the party index", &[unreadable]);
+                            Vec::new()
+                        }
+                    },
+                }
             }),
     )
 }
@@ -194,22 +278,51 @@ pub(crate) fn is_indexed(
     record: &AuditRecord,
     index: u64,
 ) -> Result<bool, AuditError> {
-    for key in party_keys(&record.client_agency, &record.provider_agency, index) {
-        if store.get(&key)?.is_none() {
+    for prefix in parties(&record.client_agency, &record.provider_agency) {
+        let Some(key) = run_at(store, &prefix, index)? else {
             return Ok(false);
+        };
+        let value = store.get(&key)?.unwrap_or_default();
+        match decode_run(&key, &value, prefix.len()) {
+            Ok(run) if run.binary_search(&index).is_ok() => {}
+            _ => return Ok(false),
         }
     }
     Ok(true)
 }
 
-/// Entries in the party index.
+/// Entries in the party index: the records of every run, a run that does
+/// not decode counting as one.
 pub(crate) fn party_entries(store: &Store) -> Result<u64, AuditError> {
     let mut n = 0;
     for e in store.scan_prefix(PARTY_PREFIX) {
-        e?;
+        let (_, value) = e?;
+        // Whatever the agency prefix, a run's value counts its further records.
+        let mut rest = value.as_slice();
         n += 1;
+        while !rest.is_empty() && prost::encoding::decode_varint(&mut rest).is_ok() {
+            n += 1;
+        }
     }
     Ok(n)
+}
+
+/// Takes the entry of the record at `index` out of `agency`'s run, as a
+/// tampered index would (for the verifier's tests).
+#[cfg(test)]
+pub(crate) fn drop_entry(store: &Store, agency: &str, index: u64) {
+    let prefix = agency_prefix(agency);
+    let key = run_at(store, &prefix, index).expect("read").expect("a run");
+    let value = store.get(&key).expect("read").unwrap_or_default();
+    let run = decode_run(&key, &value, prefix.len()).expect("run");
+    let mut batch = WriteBatch::default();
+    batch.remove(&key);
+    let mut runs = Runs::default();
+    for i in run.into_iter().filter(|i| *i != index) {
+        runs.add(agency, "", i);
+    }
+    runs.write(&mut batch);
+    store.apply(batch).expect("tamper");
 }
 
 #[cfg(test)]
@@ -242,18 +355,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         let mut batch = WriteBatch::default();
+        // Records 0..20 as earlier builds indexed them, a key each; the
+        // rest in runs of commit groups of 7, as the writer does now.
+        let mut runs = Runs::default();
         for i in 0..50u64 {
             let (client, provider) = if i % 10 == 0 {
                 ("000.00.00.H37", "000.00.00.G22")
             } else {
                 ("000.00.00.A01", "000.00.00.A01")
             };
-            for k in party_keys(client, provider, i) {
-                batch.insert(k, []);
+            if i < 20 {
+                for k in party_keys(client, provider, i) {
+                    batch.insert(k, []);
+                }
+                continue;
+            }
+            runs.add(client, provider, i);
+            if i % 7 == 6 {
+                std::mem::take(&mut runs).write(&mut batch);
             }
         }
+        runs.write(&mut batch);
         // An agency whose code extends another's is not mixed in.
-        batch.insert(party_key("000.00.00.H37X", 3), []);
+        batch.insert(&party_keys("000.00.00.H37X", "", 3)[0], []);
         // A malformed key is skipped.
         batch.insert([agency_prefix("000.00.00.H37"), vec![1]].concat(), []);
         store.apply(batch).expect("apply");
@@ -266,6 +390,45 @@ mod tests {
             [10, 20, 30]
         );
         assert_eq!(ids(records_of(&store, "000.00.00.A01", 0, 4)), [1, 2, 3]);
+        // From and to the middle of runs (21..=27 is one run, 28..=34 the next).
+        assert_eq!(
+            ids(records_of(&store, "000.00.00.A01", 23, 30)),
+            [23, 24, 25, 26, 27, 28, 29]
+        );
+        assert_eq!(ids(records_of(&store, "000.00.00.A01", 49, u64::MAX)), [49]);
         assert_eq!(party_entries(&store).expect("count"), 5 * 2 + 45 + 2);
+        let record = |client: &str| AuditRecord {
+            client_agency: client.into(),
+            provider_agency: client.into(),
+            ..AuditRecord::default()
+        };
+        assert!(is_indexed(&store, &record("000.00.00.A01"), 25).expect("read"));
+        assert!(!is_indexed(&store, &record("000.00.00.A01"), 30 + 20).expect("read"));
+        assert!(!is_indexed(&store, &record("000.00.00.H37"), 25).expect("read"));
+    }
+
+    #[test]
+    fn a_run_that_does_not_decode_is_skipped_and_counted_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let mut batch = WriteBatch::default();
+        let mut runs = Runs::default();
+        for i in [3, 4, 9] {
+            runs.add("000.00.00.G22", "", i);
+        }
+        runs.write(&mut batch);
+        // A gap of 0 would repeat an index; a varint cut short is no gap.
+        let mut bad = party_keys("000.00.00.G22", "", 20).remove(0);
+        batch.insert(&bad, [1, 0]);
+        bad = party_keys("000.00.00.G22", "", 30).remove(0);
+        batch.insert(&bad, [0x80]);
+        store.apply(batch).expect("apply");
+        let before = crate::counts::unreadable_skipped();
+        assert_eq!(
+            ids(records_of(&store, "000.00.00.G22", 0, u64::MAX)),
+            [3, 4, 9]
+        );
+        assert!(crate::counts::unreadable_skipped() >= before + 2);
+        assert_eq!(party_entries(&store).expect("count"), 3 + 3 + 1);
     }
 }

@@ -56,9 +56,13 @@ pub const RECORD_VERSION: u32 = 2;
 pub(crate) const RECORD_PREFIX: &[u8] = b"audit/r/";
 /// Key prefix of counters, followed by the encoded [`CountKey`].
 pub(crate) const COUNT_PREFIX: &[u8] = b"audit/c/";
-/// Key prefix of Merkle tree nodes (complete subtrees), followed by the
-/// level (one byte) and the big-endian index at that level.
+/// Key prefix of Merkle tree nodes (complete subtrees) as earlier builds
+/// stored them, one key each: the level (one byte), then the big-endian
+/// index at that level. Still read; no longer written.
 pub(crate) const NODE_PREFIX: &[u8] = b"audit/t/";
+/// Key prefix of chunks of Merkle tree nodes, followed by the big-endian
+/// index of the chunk's first leaf (see [`log::NodeChunks`]).
+pub(crate) const CHUNK_PREFIX: &[u8] = b"audit/n/";
 /// Key prefix of signed tree heads, followed by the big-endian tree size.
 pub(crate) const HEAD_PREFIX: &[u8] = b"audit/h/";
 /// Key prefix of the transaction-id index, followed by the id.

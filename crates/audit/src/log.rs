@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 use truc_proto::{now_ms, v1::SignedTreeHead};
 use truc_store::{Store, WriteBatch};
 
-use crate::index::{ensure_party_index, party_keys};
+use crate::index::{Runs, ensure_party_index};
 use crate::{
-    AuditError, AuditRecord, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX, RECORD_VERSION,
-    Receipt, TX_PREFIX, Zone,
+    AuditError, AuditRecord, CHUNK_PREFIX, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX,
+    RECORD_VERSION, Receipt, TX_PREFIX, Zone,
     counts::Stats,
     merkle::{Frontier, Hash, leaf_hash},
     sha256,
@@ -501,6 +501,8 @@ impl Writer {
         let mut ids = std::collections::HashSet::new();
         // The Merkle nodes this group completes, for its receipts' proofs.
         let mut fresh = std::collections::HashMap::new();
+        let mut runs = Runs::default();
+        let mut chunks = NodeChunks::default();
         let first = next;
         for (tx, _) in group {
             let index = next;
@@ -511,8 +513,9 @@ impl Writer {
             let leaf = leaf_hash(&bytes);
             batch.insert(record_key(index), &bytes);
             if let Some(frontier) = frontier.as_mut() {
-                for (level, at, hash) in frontier.push(leaf) {
-                    batch.insert(node_key(level, at), hash);
+                let completed = frontier.push(leaf);
+                chunks.push(&mut batch, index, &completed);
+                for (level, at, hash) in completed {
                     fresh.insert((level, at), hash);
                 }
                 // The index keeps the first record of an id: a later one
@@ -531,9 +534,7 @@ impl Writer {
             }
             // The party index, beside the tree (hub only).
             if frontier.is_some() {
-                for key in party_keys(&tx.client_agency, &tx.provider_agency, index) {
-                    batch.insert(key, []);
-                }
+                runs.add(&tx.client_agency, &tx.provider_agency, index);
             }
             deltas
                 .entry(count_key(tx, &self.options.time_zone).encode())
@@ -552,6 +553,8 @@ impl Writer {
             });
             prev_hash = leaf;
         }
+        chunks.finish(&mut batch);
+        runs.write(&mut batch);
         // The writer is the only one to touch counters, so reading them here
         // (from its cache, or the store) and writing them in the same batch
         // is race free.
@@ -754,19 +757,195 @@ pub(crate) fn tx_key(transaction_id: &str) -> Vec<u8> {
     key
 }
 
+/// Most leaves whose Merkle nodes one chunk holds, so that reading one node
+/// never copies more than about 16 KiB.
+const CHUNK_LEAVES: u32 = 256;
+
+/// The Merkle nodes a commit group completes, written as chunks of
+/// consecutive leaves instead of a key per node: one key per group costs
+/// sled far less than two per record ([ADR
+/// 0017](../../../docs/adr/0017-fewer-keys-per-record.md)).
+///
+/// A chunk's key is [`CHUNK_PREFIX`] and its first leaf's index (8 bytes,
+/// big-endian); its value the number of leaves (4 bytes, big-endian), then
+/// the hash of every node those leaves complete, in the order they complete
+/// them: for each leaf, levels 0 up to its count of trailing one bits.
+#[derive(Default)]
+pub(crate) struct NodeChunks {
+    first: u64,
+    leaves: u32,
+    hashes: Vec<u8>,
+}
+
+impl NodeChunks {
+    /// Adds the nodes leaf `index` completed (from [`Frontier::push`]);
+    /// leaves must come one after the other.
+    pub(crate) fn push(
+        &mut self,
+        batch: &mut WriteBatch,
+        index: u64,
+        completed: &[(u8, u64, Hash)],
+    ) {
+        if self.leaves == 0 {
+            self.first = index;
+        }
+        for (_, _, hash) in completed {
+            self.hashes.extend_from_slice(hash);
+        }
+        self.leaves += 1;
+        if self.leaves == CHUNK_LEAVES {
+            self.finish(batch);
+        }
+    }
+
+    /// Puts the chunk so far into `batch` and starts a new one.
+    pub(crate) fn finish(&mut self, batch: &mut WriteBatch) {
+        if self.leaves == 0 {
+            return;
+        }
+        let mut key = CHUNK_PREFIX.to_vec();
+        key.extend_from_slice(&self.first.to_be_bytes());
+        let mut value = Vec::with_capacity(4 + self.hashes.len());
+        value.extend_from_slice(&self.leaves.to_be_bytes());
+        value.append(&mut self.hashes);
+        batch.insert(key, value);
+        self.leaves = 0;
+    }
+}
+
+/// Nodes completed by leaves `0..n`: each leaf completes one node per
+/// level from 0 up to its count of trailing one bits, 2n - popcount(n) in all.
+fn nodes_before(n: u64) -> u128 {
+    2 * u128::from(n) - u128::from(n.count_ones())
+}
+
+/// The leaf whose push completes node `index` at `level`.
+fn completing_leaf(level: u8, index: u64) -> Option<u64> {
+    if level >= 64 {
+        return None;
+    }
+    u64::try_from(((u128::from(index) + 1) << level) - 1).ok()
+}
+
+/// One stored chunk of Merkle nodes, checked to hold exactly the nodes of
+/// its leaves.
+pub(crate) struct NodeChunk {
+    first: u64,
+    end: u64,
+    hashes: Vec<u8>,
+}
+
+impl NodeChunk {
+    fn decode(key: &[u8], mut value: Vec<u8>) -> Result<NodeChunk, AuditError> {
+        let corrupt = |reason: &str| AuditError::Corrupt {
+            key: hex::encode(key),
+            reason: reason.to_string(),
+        };
+        let first = key
+            .strip_prefix(CHUNK_PREFIX)
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt("not a Merkle chunk key"))?;
+        let leaves = value
+            .get(..4)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .map(u32::from_be_bytes)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| corrupt("Merkle chunk without leaves"))?;
+        let end = first
+            .checked_add(u64::from(leaves))
+            .ok_or_else(|| corrupt("Merkle chunk beyond the largest index"))?;
+        let expected = (nodes_before(end) - nodes_before(first)) * 32;
+        if (value.len() - 4) as u128 != expected {
+            return Err(corrupt(&format!(
+                "Merkle chunk of {leaves} leaves holds {} bytes of hashes where {expected} were expected",
+                value.len() - 4
+            )));
+        }
+        value.drain(..4);
+        Ok(NodeChunk {
+            first,
+            end,
+            hashes: value,
+        })
+    }
+
+    /// The chunk that holds the nodes of `leaf`, if one does.
+    fn of_leaf(store: &Store, leaf: u64) -> Result<Option<NodeChunk>, AuditError> {
+        let mut upper = CHUNK_PREFIX.to_vec();
+        upper.extend_from_slice(&leaf.to_be_bytes());
+        // The least key above the leaf's own is it followed by a zero byte.
+        upper.push(0);
+        let Some(entry) = store.scan_range(CHUNK_PREFIX, &upper).next_back() else {
+            return Ok(None);
+        };
+        let (key, value) = entry?;
+        let chunk = NodeChunk::decode(&key, value)?;
+        Ok((leaf < chunk.end).then_some(chunk))
+    }
+
+    fn holds(&self, leaf: u64) -> bool {
+        (self.first..self.end).contains(&leaf)
+    }
+
+    /// Node `level` completed by `leaf`, which the chunk holds.
+    fn node(&self, leaf: u64, level: u8) -> Option<Hash> {
+        if !self.holds(leaf) || u32::from(level) > leaf.trailing_ones() {
+            return None;
+        }
+        let at = usize::try_from(nodes_before(leaf) - nodes_before(self.first)).ok()?
+            + usize::from(level);
+        self.hashes.get(at * 32..at * 32 + 32)?.try_into().ok()
+    }
+}
+
+/// Reads stored Merkle nodes, keeping the last chunk it read: a reader that
+/// walks the tree in leaf order (the verifier) reads each chunk once.
+#[derive(Default)]
+pub(crate) struct NodeReader {
+    chunk: Option<NodeChunk>,
+}
+
+impl NodeReader {
+    /// The stored hash of the complete subtree at `level` number `index`,
+    /// from its chunk or, in a log of an earlier build, its own key.
+    pub(crate) fn get(
+        &mut self,
+        store: &Store,
+        level: u8,
+        index: u64,
+    ) -> Result<Option<Hash>, AuditError> {
+        let Some(leaf) = completing_leaf(level, index) else {
+            return Ok(None);
+        };
+        if !self.chunk.as_ref().is_some_and(|c| c.holds(leaf)) {
+            self.chunk = NodeChunk::of_leaf(store, leaf)?;
+        }
+        if let Some(chunk) = &self.chunk {
+            return Ok(chunk.node(leaf, level));
+        }
+        let key = node_key(level, index);
+        match store.get(&key)? {
+            None => Ok(None),
+            Some(value) => value
+                .as_slice()
+                .try_into()
+                .map(Some)
+                .map_err(|_| AuditError::Corrupt {
+                    key: hex::encode(&key),
+                    reason: "tree node is not 32 bytes".into(),
+                }),
+        }
+    }
+}
+
 /// The stored hash of the complete subtree at `level` number `index`.
 pub(crate) fn read_node(store: &Store, level: u8, index: u64) -> Result<Hash, AuditError> {
-    let key = node_key(level, index);
-    let value = store.get(&key)?.ok_or_else(|| AuditError::Corrupt {
-        key: hex::encode(&key),
-        reason: format!("missing tree node (level {level}, index {index})"),
-    })?;
-    value
-        .as_slice()
-        .try_into()
-        .map_err(|_| AuditError::Corrupt {
-            key: hex::encode(&key),
-            reason: "tree node is not 32 bytes".into(),
+    NodeReader::default()
+        .get(store, level, index)?
+        .ok_or_else(|| AuditError::Corrupt {
+            key: hex::encode(node_key(level, index)),
+            reason: format!("missing tree node (level {level}, index {index})"),
         })
 }
 
@@ -821,6 +1000,109 @@ mod tests {
 
     fn tx(id: &str) -> Transaction {
         Transaction::call(id, "000.00.00.H37", "000.00.00.G22", "s", b"x", 1)
+    }
+
+    /// Every node `leaves` leaves complete, written in chunks cut after the
+    /// leaves of `cuts` (and every 256): each reads back as `Frontier` made it.
+    fn nodes_read_back(leaves: u64, cuts: &[u64]) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut batch = WriteBatch::default();
+        let mut chunks = NodeChunks::default();
+        let mut frontier = Frontier::new();
+        let mut all = Vec::new();
+        for i in 0..leaves {
+            let completed = frontier.push(sha256(&i.to_be_bytes()));
+            chunks.push(&mut batch, i, &completed);
+            all.extend(completed);
+            if cuts.contains(&i) {
+                chunks.finish(&mut batch);
+            }
+        }
+        chunks.finish(&mut batch);
+        store.apply(batch).expect("apply");
+        let mut reader = NodeReader::default();
+        for (level, at, hash) in &all {
+            assert_eq!(read_node(&store, *level, *at).expect("node"), *hash);
+            assert_eq!(reader.get(&store, *level, *at).expect("node"), Some(*hash));
+        }
+        // Nodes not yet complete are not there.
+        let size = frontier.size();
+        assert_eq!(reader.get(&store, 0, size).expect("read"), None);
+        assert_eq!(reader.get(&store, 1, size / 2).expect("read"), None);
+        assert_eq!(reader.get(&store, 200, 0).expect("read"), None);
+    }
+
+    #[test]
+    fn merkle_nodes_read_back_from_chunks_of_any_length() {
+        nodes_read_back(1, &[]);
+        nodes_read_back(17, &[0, 1, 2, 7, 8]);
+        nodes_read_back(1000, &[300, 301, 511, 600]);
+    }
+
+    /// Rewrites a log's Merkle chunks as an earlier build stored its tree:
+    /// one key per node.
+    fn to_node_keys(store: &Store) {
+        let mut batch = WriteBatch::default();
+        for entry in store.scan_prefix(CHUNK_PREFIX) {
+            let (key, value) = entry.expect("chunk");
+            let chunk = NodeChunk::decode(&key, value).expect("decode");
+            for leaf in chunk.first..chunk.end {
+                for level in 0..=leaf.trailing_ones() as u8 {
+                    let hash = chunk.node(leaf, level).expect("node");
+                    batch.insert(node_key(level, leaf >> level), hash);
+                }
+            }
+            batch.remove(key);
+        }
+        store.apply(batch).expect("apply");
+    }
+
+    #[tokio::test]
+    async fn a_log_with_a_key_per_merkle_node_reads_proves_and_grows() {
+        use ring::signature::Ed25519KeyPair;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        let signer = || Signer::new(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key"));
+        let public = signer().public_key();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer())).expect("log");
+        for i in 0..13 {
+            log.append(tx(&format!("old-{i}"))).await.expect("append");
+        }
+        log.close().await;
+        to_node_keys(&store);
+        assert!(store.scan_prefix(CHUNK_PREFIX).next().is_none());
+        assert!(
+            crate::verify(&store, Some(&public))
+                .expect("verify")
+                .is_ok()
+        );
+        // This build restores the frontier from the old keys and writes
+        // the nodes of new records in chunks; proofs span both.
+        let log = AuditLog::open(store.clone(), "hub", Options::default(), Some(signer()))
+            .expect("reopen");
+        let mut last = None;
+        for i in 0..6 {
+            last = Some(log.append(tx(&format!("new-{i}"))).await.expect("append"));
+        }
+        assert!(store.scan_prefix(CHUNK_PREFIX).next().is_some());
+        let head = last.and_then(|a| a.tree_head).expect("head");
+        assert_eq!(head.tree_size, 19);
+        let root = crate::sth::root_of(&head).expect("root");
+        for index in 0..19 {
+            let (leaf, path) = log.reader().inclusion_proof(index, 19).expect("proof");
+            assert!(crate::merkle::verify_inclusion(
+                &leaf, index, 19, &path, &root
+            ));
+        }
+        log.close().await;
+        assert!(
+            crate::verify(&store, Some(&public))
+                .expect("verify")
+                .is_ok()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@ use prost::Message;
 use truc_store::{Store, WriteBatch};
 
 use crate::{
-    AuditError, AuditRecord, HEAD_PREFIX, RECORD_PREFIX,
-    log::{decode_head, decode_record, head_key, node_key, record_key},
+    AuditError, AuditRecord, CHUNK_PREFIX, HEAD_PREFIX, RECORD_PREFIX,
+    log::{NodeChunks, decode_head, decode_record, head_key, record_key},
     merkle::{Frontier, leaf_hash},
     sth::Signer,
 };
@@ -45,6 +45,11 @@ pub fn rewrite_record(
         heads.insert(head.tree_size, head);
     }
     let mut batch = WriteBatch::default();
+    // The whole tree is written again, in chunks; the old chunks go.
+    for entry in store.scan_prefix(CHUNK_PREFIX) {
+        batch.remove(entry?.0);
+    }
+    let mut chunks = NodeChunks::default();
     let mut frontier = Frontier::new();
     let mut prev = [0u8; 32];
     for (i, (record, stored)) in records.iter_mut().enumerate() {
@@ -58,15 +63,14 @@ pub fn rewrite_record(
             bytes
         };
         let leaf = leaf_hash(&bytes);
-        for (level, at, hash) in frontier.push(leaf) {
-            batch.insert(node_key(level, at), hash);
-        }
+        chunks.push(&mut batch, i, &frontier.push(leaf));
         if let Some(old) = heads.get(&frontier.size()) {
             let head = signer.sign(frontier.size(), &frontier.root(), old.timestamp_unix_ms);
             batch.insert(head_key(head.tree_size), head.encode_to_vec());
         }
         prev = leaf;
     }
+    chunks.finish(&mut batch);
     store.apply(batch)?;
     store.flush()?;
     Ok(())
