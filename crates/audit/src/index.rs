@@ -180,7 +180,8 @@ pub fn has_party_index(store: &Store) -> Result<bool, AuditError> {
 pub type Indexes = Box<dyn Iterator<Item = Result<u64, AuditError>> + Send>;
 
 /// The indexes `from..end` of the records where `agency` is a party,
-/// ascending, from the party index (only its keys are read).
+/// ascending, from the party index (only its runs are read, not the
+/// records).
 pub fn records_of(store: &Store, agency: &str, from: u64, end: u64) -> Indexes {
     let prefix = agency_prefix(agency);
     let skip = prefix.len();
