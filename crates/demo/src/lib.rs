@@ -210,6 +210,36 @@ async fn bind() -> Result<TcpListener, DemoError> {
         .map_err(io("binding a loopback port"))
 }
 
+/// Ports a deployment keeps while it lasts, so that a process restarted on
+/// its old address finds it free.
+///
+/// Each port is held by a socket bound to it (with `SO_REUSEADDR`) that
+/// never listens. The process's listener binds the same address beside it,
+/// as a listener may next to a bound socket that does not listen; while the
+/// process is down, connections are refused as before. Linux hands neither
+/// a listener on port 0 nor an outgoing connection a port that a socket is
+/// bound to, so another process can no longer take the port in the gap of
+/// a restart.
+#[derive(Default)]
+struct Reserved(Vec<tokio::net::TcpSocket>);
+
+impl Reserved {
+    /// A listener on a loopback port that stays reserved.
+    async fn bind(&mut self) -> Result<TcpListener, DemoError> {
+        let hold = tokio::net::TcpSocket::new_v4().map_err(io("creating a socket"))?;
+        hold.set_reuseaddr(true)
+            .map_err(io("setting SO_REUSEADDR"))?;
+        hold.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(io("binding a loopback port"))?;
+        let at = hold.local_addr().map_err(io("reading a bound address"))?;
+        let listener = TcpListener::bind(at)
+            .await
+            .map_err(io(format!("binding {at} beside its reservation")))?;
+        self.0.push(hold);
+        Ok(listener)
+    }
+}
+
 fn addr(l: &TcpListener) -> Result<SocketAddr, DemoError> {
     l.local_addr().map_err(io("reading a bound address"))
 }
@@ -227,24 +257,28 @@ pub struct Deployment {
     backend_addrs: Vec<SocketAddr>,
     backend_shutdown: Shutdown,
     options: DemoOptions,
+    /// Held until the deployment is dropped: restarts bind these again.
+    _ports: Reserved,
 }
 
 impl Deployment {
     /// Writes (or reuses) everything under `options.dir` and starts the hub,
     /// the nodes and the backends.
     pub async fn start(options: DemoOptions) -> Result<Deployment, DemoError> {
+        // The addresses in the configs; ops ports are new on each start.
+        let mut ports = Reserved::default();
         let mut replicas = Vec::new();
         for _ in 1..options.hubs.max(1) {
-            replicas.push((bind().await?, bind().await?));
+            replicas.push((ports.bind().await?, bind().await?));
         }
         let bound = Bound {
-            hub: (bind().await?, bind().await?),
+            hub: (ports.bind().await?, bind().await?),
             replicas,
             nodes: vec![
-                (bind().await?, bind().await?),
-                (bind().await?, bind().await?),
+                (ports.bind().await?, bind().await?),
+                (ports.bind().await?, bind().await?),
             ],
-            http: vec![bind().await?, bind().await?],
+            http: vec![ports.bind().await?, ports.bind().await?],
             backends: {
                 let mut v = Vec::new();
                 for _ in 0..2 {
@@ -349,6 +383,7 @@ impl Deployment {
             backend_addrs,
             backend_shutdown,
             options,
+            _ports: ports,
         })
     }
 
@@ -784,4 +819,32 @@ fn write_files(options: &DemoOptions, bound: &Bound) -> Result<Files, DemoError>
         admin_config: dir.join("admin.toml"),
         replica_configs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reserved_port_refuses_while_down_and_binds_again() {
+        let mut ports = Reserved::default();
+        let listener = ports.bind().await.expect("bind");
+        let at = listener.local_addr().expect("addr");
+        tokio::net::TcpStream::connect(at).await.expect("listening");
+        drop(listener);
+        // Down: the reservation does not accept connections.
+        let refused = tokio::net::TcpStream::connect(at).await.expect_err("down");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // The port stays taken for a socket that does not share it.
+        let other = tokio::net::TcpSocket::new_v4().expect("socket");
+        let taken = other.bind(at).expect_err("held");
+        assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+        // Restarted: the same address binds again.
+        let again = TcpListener::bind(at).await.expect("binds again");
+        tokio::net::TcpStream::connect(at)
+            .await
+            .expect("listening again");
+        drop(again);
+        drop(ports);
+    }
 }
