@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod docs;
 mod edxml;
 mod mem;
@@ -174,6 +175,12 @@ enum Command {
     /// million Zipf-distributed transactions, the report by provider and
     /// the verification of the statistics against the log.
     National(national::NationalArgs),
+    /// The audit log's writer alone, no network: records appended from many
+    /// tasks to a hub's or a node's log; records/s and CPU per record.
+    Audit(audit::AuditArgs),
+    /// Batches of sled keys shaped like a hub's commit groups, one flush
+    /// each: CPU per record of a chosen set of keys (`--keys`).
+    StoreKeys(audit::StoreKeysArgs),
 }
 
 /// A client of one path, cheap to clone (clones share the connection).
@@ -1033,6 +1040,8 @@ async fn main() -> ExitCode {
         Some(Command::Docs(docs)) => docs::run(docs).await,
         Some(Command::Edxml(a)) => edxml::run(a),
         Some(Command::National(a)) => national::run_national(a).await.map(|_| ()),
+        Some(Command::Audit(a)) => audit::run_audit(a).await,
+        Some(Command::StoreKeys(a)) => audit::run_store_keys(a),
         None => bench(args).await.map(|_| ()),
     };
     match result {

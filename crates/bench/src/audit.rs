@@ -1,0 +1,351 @@
+//! `truc-bench audit` and `truc-bench store-keys`: what the audit log costs
+//! without the network.
+//!
+//! `audit` appends records through the real [`AuditLog`] (its writer
+//! thread, commit groups, flushes, and on a hub log the signed tree heads,
+//! Merkle chunks, id and party index) from many tasks at once, as calls in
+//! flight do, and reports records per second and the CPU of the whole
+//! process per record (the appending tasks, the writer, sled's threads).
+//!
+//! `store-keys` writes batches of keys shaped like a hub's commit groups
+//! straight into the store, one flush per batch, and reports the same CPU
+//! per record for a chosen set of keys. It is how the cost of each kind of
+//! key was told apart (docs/performance.md, "Fewer sled keys per record"):
+//! the layouts are synthetic, the store is the product's.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use truc_audit::{AuditLog, Options, Transaction, sth::Signer};
+use truc_store::{Store, WriteBatch};
+
+use crate::process_cpu_seconds;
+
+/// Which log `truc-bench audit` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum LogKind {
+    /// A hub's: signed heads, Merkle tree, transaction-id and party index.
+    Hub,
+    /// A node's: records and counters.
+    Node,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AuditArgs {
+    /// Which log to write.
+    #[arg(long, value_enum, default_value_t = LogKind::Hub)]
+    log: LogKind,
+    /// Records appended.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    records: u64,
+    /// Appends in flight (tasks, each waiting for its record before the next).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+    /// Commit without flushing (what durability costs; never the default).
+    #[arg(long)]
+    no_flush: bool,
+    /// Also print the results as one JSON object (one line).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Agencies the records name: a few clients and providers, as the demo's.
+const CLIENTS: [&str; 4] = [
+    "000.00.00.H37",
+    "000.00.00.H12",
+    "000.00.00.H40",
+    "000.00.00.H55",
+];
+const PROVIDERS: [&str; 2] = ["000.00.00.G22", "000.00.00.G01"];
+
+/// A data call like the bench's routed ones, with a random-looking id.
+fn transaction(i: u64) -> Transaction {
+    let id = format!(
+        "{:032x}",
+        u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    );
+    let client = CLIENTS[(i % 4) as usize];
+    let provider = PROVIDERS[(i % 2) as usize];
+    let mut tx = Transaction::call(
+        &id,
+        client,
+        provider,
+        &format!("{provider}/citizen-lookup/v1"),
+        &[0u8; 100],
+        1_764_633_600_000 + i,
+    )
+    .finish(
+        "OK",
+        &[1u8; 100],
+        1_764_633_600_001 + i,
+        std::time::Duration::from_micros(900),
+    );
+    tx.caller = "node:lgsp-langson".into();
+    tx.purpose = "cap-giay-phep".into();
+    tx
+}
+
+/// What one `audit` run measured.
+struct Measured {
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+    /// Distinct signed heads the receipts carried: the commits (hub log).
+    commits: usize,
+    /// The log's size at the end.
+    size: u64,
+}
+
+async fn append_all(args: &AuditArgs) -> Result<Measured, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let store = Store::open(dir.path()).map_err(|e| e.to_string())?;
+    let options = Options {
+        durable: !args.no_flush,
+        ..Options::default()
+    };
+    let (name, signer) = match args.log {
+        LogKind::Hub => (
+            "hub",
+            Some(Signer::generate().map_err(|_| "generating a signing key".to_string())?),
+        ),
+        LogKind::Node => ("lgsp-langson", None),
+    };
+    let log = AuditLog::open(store, name, options, signer).map_err(|e| e.to_string())?;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let heads = Arc::new(Mutex::new(HashSet::new()));
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (log, next, heads, total) = (log.clone(), next.clone(), heads.clone(), args.records);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), String>(());
+                }
+                let appended = log
+                    .append(transaction(i))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(head) = appended.tree_head {
+                    heads.lock().map_err(|_| "poisoned")?.insert(head.tree_size);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    let size = log.reader().size();
+    log.close().await;
+    let commits = heads.lock().map_err(|_| "poisoned")?.len();
+    Ok(Measured {
+        seconds,
+        cpu_seconds,
+        commits,
+        size,
+    })
+}
+
+pub(crate) async fn run_audit(args: AuditArgs) -> Result<(), String> {
+    let m = append_all(&args).await?;
+    let n = args.records as f64;
+    let per_record = m.cpu_seconds.map(|c| c * 1e6 / n);
+    println!(
+        "audit ({:?} log, {}, {} in flight): {} records in {:.2} s, {:.0} records/s, CPU {} µs per record{}",
+        args.log,
+        if args.no_flush { "no flush" } else { "durable" },
+        args.concurrency,
+        m.size,
+        m.seconds,
+        n / m.seconds,
+        per_record.map_or("?".into(), |c| format!("{c:.1}")),
+        if m.commits > 0 {
+            format!(
+                ", {} commits ({:.1} records each)",
+                m.commits,
+                n / m.commits as f64
+            )
+        } else {
+            String::new()
+        },
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": "audit",
+                "log": format!("{:?}", args.log).to_lowercase(),
+                "durable": !args.no_flush,
+                "concurrency": args.concurrency,
+                "records": m.size,
+                "seconds": m.seconds,
+                "records_per_second": n / m.seconds,
+                "cpu_us_per_record": per_record,
+                "commits": m.commits,
+            })
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct StoreKeysArgs {
+    /// The keys of each batch, one letter each: r a key per record; g the
+    /// records as one value per batch; t a key per Merkle node (two per two
+    /// records); T the Merkle nodes as one chunk per batch; p two
+    /// party-index keys per record; P one party-index run per agency per
+    /// batch; x a transaction-id key per record (random ids); c one counter
+    /// per batch; h one tree head per batch. A hub before ADR 0017 wrote
+    /// `rtpxch`; since, `rTPxch`.
+    #[arg(long, default_value = "rTPxch")]
+    keys: String,
+    /// Batches written, each flushed.
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    batches: u64,
+    /// Records per batch (a hub's commit group at 64 calls in flight holds
+    /// about 17).
+    #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    per_batch: u64,
+    /// Bytes of each record.
+    #[arg(long, default_value_t = 420, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
+    record_bytes: u64,
+}
+
+fn key(prefix: &[u8], tail: &[&[u8]]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    for t in tail {
+        k.extend_from_slice(t);
+    }
+    k
+}
+
+/// One batch of `store-keys`: records `first..first + per` of batch `g`.
+fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBatch {
+    let has = |c| keys.contains(c);
+    let mut b = WriteBatch::default();
+    let mut blob = Vec::new();
+    for idx in first..first + per {
+        let mut r = record.to_vec();
+        r[..8].copy_from_slice(&idx.to_be_bytes());
+        if has('r') {
+            b.insert(key(b"audit/r/", &[&idx.to_be_bytes()]), &r);
+        } else if has('g') {
+            blob.extend_from_slice(&r);
+        }
+        if has('t') {
+            b.insert(key(b"audit/t/", &[&[0], &idx.to_be_bytes()]), [1u8; 32]);
+            if idx % 2 == 1 {
+                b.insert(
+                    key(b"audit/t/", &[&[1], &(idx / 2).to_be_bytes()]),
+                    [1u8; 32],
+                );
+            }
+        }
+        if has('p') {
+            for p in [CLIENTS[0], PROVIDERS[0]] {
+                b.insert(key(b"audit/p/", &[p.as_bytes(), &idx.to_be_bytes()]), []);
+            }
+        }
+        if has('x') {
+            let id = format!("{:032x}", idx.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            b.insert(key(b"audit/x/", &[id.as_bytes()]), idx.to_be_bytes());
+        }
+    }
+    if !blob.is_empty() {
+        b.insert(key(b"audit/g/", &[&g.to_be_bytes()]), &blob);
+    }
+    if has('T') {
+        // About two nodes per record, 32 bytes each.
+        let nodes = vec![1u8; 32 * 2 * per as usize];
+        b.insert(key(b"audit/n/", &[&first.to_be_bytes()]), &nodes);
+    }
+    if has('P') {
+        for p in [CLIENTS[0], PROVIDERS[0]] {
+            b.insert(
+                key(b"audit/p/", &[p.as_bytes(), &first.to_be_bytes()]),
+                vec![1u8; per as usize],
+            );
+        }
+    }
+    if has('c') {
+        b.insert(b"audit/c/2026-12-02/x", [3u8; 60]);
+    }
+    if has('h') {
+        b.insert(
+            key(b"audit/h/", &[&(first + per).to_be_bytes()]),
+            [5u8; 150],
+        );
+    }
+    b
+}
+
+pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
+    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxch".contains(*c)) {
+        return Err(format!("--keys: unknown key kind {bad:?} (see --help)"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let store = Store::open(dir.path()).map_err(|e| e.to_string())?;
+    let record = vec![7u8; args.record_bytes as usize];
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    for g in 0..args.batches {
+        let batch = batch_of(&args.keys, g, g * args.per_batch, args.per_batch, &record);
+        store.apply(batch).map_err(|e| e.to_string())?;
+        store.flush().map_err(|e| e.to_string())?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    let n = (args.batches * args.per_batch) as f64;
+    println!(
+        "store-keys {}: {} batches of {} records of {} B, CPU {} µs per record, {:.1} µs wall per record",
+        args.keys,
+        args.batches,
+        args.per_batch,
+        args.record_bytes,
+        cpu.map_or("?".into(), |c| format!("{:.1}", c * 1e6 / n)),
+        wall * 1e6 / n,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_the_keys_asked_for() {
+        let count = |keys| batch_of(keys, 0, 0, 4, &[0u8; 16]).len();
+        // Four records: four record keys; six Merkle nodes (4 + 2).
+        assert_eq!(count("r"), 4);
+        assert_eq!(count("g"), 1);
+        assert_eq!(count("t"), 6);
+        assert_eq!(count("T"), 1);
+        assert_eq!(count("p"), 8);
+        assert_eq!(count("P"), 2);
+        assert_eq!(count("x"), 4);
+        assert_eq!(count("rtpxch"), 4 + 6 + 8 + 4 + 2);
+        assert_eq!(count("rTPxch"), 4 + 1 + 2 + 4 + 2);
+    }
+
+    #[tokio::test]
+    async fn the_audit_mode_writes_every_record_of_a_hub_log_in_groups() {
+        let m = append_all(&AuditArgs {
+            log: LogKind::Hub,
+            records: 200,
+            concurrency: 16,
+            no_flush: false,
+            json: false,
+        })
+        .await
+        .expect("runs");
+        assert_eq!(m.size, 200);
+        // Every record's receipt names a head; several records share one.
+        assert!(m.commits >= 1 && m.commits <= 200, "{}", m.commits);
+    }
+}
