@@ -870,6 +870,47 @@ impl NodeChunk {
         })
     }
 
+    /// Where the stored chunks break the layout the writer leaves: each
+    /// chunk starting where the one before it ended, the last ending at
+    /// the log's `size`. The verifier reads only the nodes the records
+    /// complete, so this is what finds a chunk added beside them (one that
+    /// covers leaves the log does not hold, or overlaps another).
+    pub(crate) fn layout_problem(
+        store: &Store,
+        size: u64,
+    ) -> Result<Option<(u64, String)>, AuditError> {
+        let mut end = None;
+        for entry in store.scan_prefix(CHUNK_PREFIX) {
+            let (key, value) = entry?;
+            let chunk = match NodeChunk::decode(&key, value) {
+                Ok(c) => c,
+                Err(AuditError::Corrupt { reason, .. }) => {
+                    return Ok(Some((
+                        size,
+                        format!("a Merkle chunk cannot be read ({reason})"),
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(end) = end.filter(|e| *e != chunk.first) {
+                return Ok(Some((
+                    chunk.first,
+                    format!(
+                        "a Merkle chunk starts at leaf {} where the one before it ended at {end} (chunks overlap or one is missing)",
+                        chunk.first
+                    ),
+                )));
+            }
+            end = Some(chunk.end);
+        }
+        Ok(end.filter(|e| *e != size).map(|e| {
+            (
+                size.min(e),
+                format!("the Merkle chunks end at leaf {e} where the log holds {size} records"),
+            )
+        }))
+    }
+
     /// The chunk that holds the nodes of `leaf`, if one does.
     fn of_leaf(store: &Store, leaf: u64) -> Result<Option<NodeChunk>, AuditError> {
         let mut upper = CHUNK_PREFIX.to_vec();

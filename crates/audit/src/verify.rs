@@ -8,7 +8,7 @@ use truc_store::Store;
 use crate::{
     AuditError, CHUNK_PREFIX, CountKey, Counters, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX,
     RECORD_VERSION, Stats, Unreadable,
-    log::{NodeReader, decode_head, decode_record, index_of_key},
+    log::{NodeChunk, NodeReader, decode_head, decode_record, index_of_key},
     merkle::{Frontier, Hash, leaf_hash},
     read_stats,
     sth::{root_of, verify_tree_head},
@@ -292,6 +292,12 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
                 head.tree_size, report.records
             ),
         });
+        return Ok(report);
+    }
+    // After the heads: a log cut at its end is better named by the head
+    // it no longer meets than by the chunks it outlives.
+    if let Some((position, reason)) = NodeChunk::layout_problem(store, report.records)? {
+        report.problem = Some(Problem::Record { position, reason });
         return Ok(report);
     }
     if indexed {
@@ -870,6 +876,50 @@ mod tests {
             };
             assert_problem!(f, Some(Problem::Record { reason, .. }) if reason.contains(expected));
         }
+    }
+
+    #[tokio::test]
+    async fn a_merkle_chunk_added_beside_the_tree_is_reported() {
+        // A log's chunks: their keys and values, in order.
+        let chunks = |f: &Filled| -> Vec<_> {
+            f.store
+                .scan_prefix(CHUNK_PREFIX)
+                .map(|e| e.expect("read"))
+                .collect()
+        };
+        let f = filled(8).await;
+        let key_at = |leaf: u64| {
+            let mut k = CHUNK_PREFIX.to_vec();
+            k.extend_from_slice(&leaf.to_be_bytes());
+            k
+        };
+        // One more leaf's nodes after the log's end: leaf 8 completes
+        // one node (level 0), so the chunk is well formed.
+        let mut beyond = 1u32.to_be_bytes().to_vec();
+        beyond.extend_from_slice(&[9u8; 32]);
+        f.store.insert(key_at(8), &beyond).expect("tamper");
+        assert_problem!(f, Some(Problem::Record { reason, .. }) if reason.contains("end at leaf 9 where the log holds 8"));
+
+        // The true nodes of leaves 2..8, stored again as one chunk from
+        // leaf 2: every node the verifier reads still matches the records,
+        // but the chunk overlaps the one holding leaves 0 and 1.
+        let g = filled(8).await;
+        // First the tree as one chunk, as a writer with one group would
+        // have left it: that verifies.
+        let stored = chunks(&g);
+        let all: Vec<u8> = stored.iter().flat_map(|(_, v)| v[4..].to_vec()).collect();
+        for (key, _) in &stored {
+            remove(&g, key);
+        }
+        let mut one = 8u32.to_be_bytes().to_vec();
+        one.extend_from_slice(&all);
+        g.store.insert(key_at(0), &one).expect("rewrite");
+        assert_eq!(problem(&g), None);
+        // Leaves 0 and 1 complete three nodes (levels 0, 0 and 1).
+        let mut shadow = 6u32.to_be_bytes().to_vec();
+        shadow.extend_from_slice(&all[3 * 32..]);
+        g.store.insert(key_at(2), &shadow).expect("tamper");
+        assert_problem!(g, Some(Problem::Record { position: 2, reason }) if reason.contains("overlap"));
     }
 
     #[tokio::test]
