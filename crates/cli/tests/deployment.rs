@@ -377,19 +377,7 @@ fn three_replicas_lose_nothing_acknowledged_to_a_kill_a_drain_and_a_rolling_rest
     let dir = tempfile::tempdir().expect("dir");
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let data = dir.path().join("d");
-    let out = run(&[
-        "demo",
-        "--data",
-        s(&data),
-        "--duration",
-        "0",
-        "--calls",
-        "1",
-        "--hubs",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = demo_held(dir.path(), "1", &["--hubs", "3"]);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

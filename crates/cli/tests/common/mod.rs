@@ -155,12 +155,78 @@ pub(crate) fn verify_hub_log(data: &Path) -> Output {
 }
 
 /// Lays out a deployment with `truc demo` (PKI, registry, configs, a few
-/// sample transactions) in `dir/d` and returns that directory.
+/// sample transactions) in a directory under `dir` and returns it, with
+/// the ports of its configs held (see [`demo_held`]).
 pub(crate) fn demo_files(dir: &Path, calls: &str) -> std::path::PathBuf {
-    let data = dir.join("d");
-    let out = demo_into(&data, calls, &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    data
+    demo_held(dir, calls, &[])
+}
+
+/// `truc demo` into a directory under `dir`, then a socket bound (with
+/// `SO_REUSEADDR`, never listening) to every loopback port its configs name,
+/// held until the test process ends. The processes a test starts on those
+/// configs bind beside the sockets; no other process is handed those ports
+/// meanwhile, while the test's processes are down included. Another
+/// process may have taken a port in the moment between the demo's exit and
+/// the reservation: then the demo runs again into a new directory, on new
+/// ports.
+pub(crate) fn demo_held(dir: &Path, calls: &str, extra: &[&str]) -> std::path::PathBuf {
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = Vec::new();
+    for attempt in 0..5 {
+        let data = dir.join(if attempt == 0 {
+            "d".to_string()
+        } else {
+            format!("d{attempt}")
+        });
+        let out = demo_into(&data, calls, extra);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        match hold_ports(&config_ports(&data)) {
+            Ok(sockets) => {
+                HELD.lock().expect("lock").extend(sockets);
+                return data;
+            }
+            Err(port) => taken.push(port),
+        }
+    }
+    panic!("other processes took ports of five demos in a row: {taken:?}");
+}
+
+/// The loopback ports named in the `.toml` files of `data`.
+pub(crate) fn config_ports(data: &Path) -> std::collections::BTreeSet<u16> {
+    let mut ports = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(data).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let config = std::fs::read_to_string(&path).expect("config");
+        const LOOPBACK: &str = "127.0.0.1:";
+        for (at, _) in config.match_indices(LOOPBACK) {
+            let digits: String = config[at + LOOPBACK.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(port @ 1..) = digits.parse::<u16>() {
+                ports.insert(port);
+            }
+        }
+    }
+    ports
+}
+
+/// A socket bound to each port, or the first port another socket holds.
+fn hold_ports(ports: &std::collections::BTreeSet<u16>) -> Result<Vec<tokio::net::TcpSocket>, u16> {
+    ports
+        .iter()
+        .map(|&port| {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                .map(|()| socket)
+                .map_err(|_| port)
+        })
+        .collect()
 }
 
 /// `truc demo --data DATA --duration 0 --calls CALLS EXTRA…`, as it ran.
