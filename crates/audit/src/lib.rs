@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod counts;
+mod ids;
 pub mod index;
 mod log;
 pub mod merkle;

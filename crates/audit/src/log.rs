@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use truc_proto::{now_ms, v1::SignedTreeHead};
 use truc_store::{Store, WriteBatch};
 
+use crate::ids::IdFilter;
 use crate::index::{Runs, ensure_party_index};
 use crate::{
     AuditError, AuditRecord, CHUNK_PREFIX, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX,
@@ -213,6 +214,8 @@ pub struct LogReader {
     stopped: Arc<std::sync::atomic::AtomicBool>,
     size: Arc<AtomicU64>,
     latest_head: Arc<RwLock<Option<SignedTreeHead>>>,
+    /// The ids the log may hold (a hub's log being written; see [`crate::ids`]).
+    ids: Option<Arc<IdFilter>>,
 }
 
 impl LogReader {
@@ -232,7 +235,21 @@ impl LogReader {
             stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
             latest_head: Arc::new(RwLock::new(latest)),
+            ids: None,
         })
+    }
+
+    /// `false` only when the log's filter of ids says no record carries
+    /// `id`; without a filter, `true`.
+    pub(crate) fn may_hold_id(&self, id: &[u8]) -> bool {
+        self.ids.as_ref().is_none_or(|f| f.may_hold(id))
+    }
+
+    /// Waits until the ids of earlier runs are in the log's filter of ids,
+    /// and says whether it answers for new ids without the store (tests and
+    /// benches; a log without a filter answers `false` at once).
+    pub fn wait_for_id_filter(&self) -> bool {
+        self.ids.as_ref().is_some_and(|f| f.wait_filled())
     }
 
     /// Commits whose flush failed since the process started.
@@ -284,7 +301,7 @@ impl AuditLog {
         signer: Option<Signer>,
         flush: FlushFn,
     ) -> Result<AuditLog, AuditError> {
-        let reader = LogReader::offline(store.clone())?;
+        let mut reader = LogReader::offline(store.clone())?;
         let size = reader.size();
         match stored_zone(&store)? {
             Some(z) if !z.cuts_like(&options.time_zone) => {
@@ -316,6 +333,16 @@ impl AuditLog {
         if frontier.is_some() {
             ensure_party_index(&store)?;
         }
+        // The hub refuses ids it has recorded: a filter of them spares the
+        // store a lookup per call.
+        let ids = frontier.as_ref().map(|_| {
+            Arc::new(IdFilter::new(
+                crate::ids::FIRST_CAPACITY,
+                crate::ids::MOST_IDS,
+                crate::ids::random_seed(),
+            ))
+        });
+        reader.ids = ids.clone();
         let prev_hash = match size {
             0 => [0; 32],
             n => match store.get(record_key(n - 1))? {
@@ -345,6 +372,19 @@ impl AuditLog {
                 key: String::new(),
                 reason: format!("cannot start the writer thread: {e}"),
             })?;
+        // After the writer: it adds the ids it commits from its first group,
+        // the filling those recorded before (an id both reach is added twice).
+        if let Some(ids) = ids {
+            let store = store.clone();
+            let filling = Arc::clone(&ids);
+            if let Err(e) = thread::Builder::new()
+                .name("audit-id-filter".into())
+                .spawn(move || filling.fill(&store))
+            {
+                tracing::warn!(error = %e, "cannot start filling the filter of transaction ids; every id is looked up in the log");
+                ids.finish(false);
+            }
+        }
         Ok(AuditLog {
             jobs,
             reader,
@@ -475,6 +515,9 @@ impl Writer {
                 run();
             }
         }
+        if let Some(ids) = &self.reader.ids {
+            ids.stop_filling();
+        }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush of the audit log failed");
         }
@@ -521,8 +564,20 @@ impl Writer {
                 // The index keeps the first record of an id: a later one
                 // (refused upstream, or a bug) can never redirect proofs.
                 if !tx.transaction_id.is_empty() && ids.insert(tx.transaction_id.as_str()) {
-                    match self.store.get(tx_key(&tx.transaction_id)) {
-                        Ok(None) => batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes()),
+                    let id = tx.transaction_id.as_bytes();
+                    let indexed = match &self.reader.ids {
+                        Some(filter) if !filter.may_hold(id) => Ok(None),
+                        _ => self.store.get(tx_key(&tx.transaction_id)),
+                    };
+                    match indexed {
+                        Ok(None) => {
+                            // Into the filter before the commit, so that no
+                            // call after it can miss the id.
+                            if let Some(filter) = &self.reader.ids {
+                                filter.insert(id);
+                            }
+                            batch.insert(tx_key(&tx.transaction_id), index.to_be_bytes())
+                        }
                         Ok(Some(_)) => tracing::warn!(
                             tx = %tx.transaction_id,
                             index,
@@ -1319,6 +1374,53 @@ mod tests {
             Some(first.index),
             "a later record of the same id never takes over the index"
         );
+    }
+
+    #[tokio::test]
+    async fn the_filter_of_ids_holds_those_of_earlier_runs_and_of_this_one() {
+        let id = |i: u64| format!("{i:032x}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer())).expect("log");
+        for i in 0..5 {
+            log.append(tx(&id(i))).await.expect("append");
+        }
+        log.close().await;
+        let log = AuditLog::open(store, "hub", Options::default(), Some(signer())).expect("log");
+        assert!(log.reader().wait_for_id_filter(), "the filter answers");
+        let reader = log.reader();
+        for i in 0..5 {
+            assert!(
+                reader.may_hold_id(id(i).as_bytes()),
+                "{i} of an earlier run"
+            );
+            assert_eq!(reader.index_of(&id(i)).expect("read"), Some(i));
+        }
+        let new = log.append(tx(&id(5))).await.expect("append");
+        assert!(reader.may_hold_id(id(5).as_bytes()), "an id of this run");
+        assert_eq!(reader.index_of(&id(5)).expect("read"), Some(new.index));
+        // A repeat of an earlier run's id is still found as the first.
+        log.append(tx(&id(2))).await.expect("append");
+        assert_eq!(reader.index_of(&id(2)).expect("read"), Some(2));
+        // Ids never recorded are answered by the filter (a false positive
+        // is 1 in 100; 20 of 100 would be far beyond chance).
+        let maybe = (100..200)
+            .filter(|&i| reader.may_hold_id(id(i).as_bytes()))
+            .count();
+        assert!(maybe < 20, "{maybe} of 100 unrecorded ids may be held");
+        assert!((100..200).all(|i| reader.index_of(&id(i)).expect("read").is_none()));
+        // A node's log has no filter: every id is looked up.
+        let node_dir = tempfile::tempdir().expect("temp dir");
+        let node = AuditLog::open(
+            Store::open(node_dir.path()).expect("open"),
+            "node",
+            Options::default(),
+            None,
+        )
+        .expect("log");
+        assert!(!node.reader().wait_for_id_filter());
+        assert!(node.reader().may_hold_id(b"anything"));
     }
 
     fn options_in(zone: &str) -> Options {

@@ -157,6 +157,9 @@ impl LogReader {
 
     /// The leaf index of the record of a transaction.
     pub fn index_of(&self, transaction_id: &str) -> Result<Option<u64>, AuditError> {
+        if !self.may_hold_id(transaction_id.as_bytes()) {
+            return Ok(None);
+        }
         let key = tx_key(transaction_id);
         Ok(self
             .store

@@ -227,6 +227,8 @@ impl Pipeline {
                 id: id.to_string(),
             }
         };
+        // Nearly always answered by the log's filter of ids, without the
+        // store.
         let recorded = self
             .audit
             .reader()

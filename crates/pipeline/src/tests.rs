@@ -75,13 +75,23 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("store");
+    Fixture {
+        pipeline: hub_pipeline(dir.path()),
+        _dir: dir,
+    }
+}
+
+/// A hub's pipeline on the log in `dir`, once the log's filter of ids
+/// answers (so that the tests see the path a running hub takes).
+fn hub_pipeline(dir: &std::path::Path) -> Pipeline {
+    let store = Store::open(dir).expect("store");
     let signer = Signer::generate().expect("key");
     let audit = AuditLog::open(store, "hub", Options::default(), Some(signer)).expect("log");
-    Fixture {
-        _dir: dir,
-        pipeline: Pipeline::new(audit, Arc::new(Metrics::new())).with_unique_ids(),
-    }
+    assert!(
+        audit.reader().wait_for_id_filter(),
+        "the filter of ids answers"
+    );
+    Pipeline::new(audit, Arc::new(Metrics::new())).with_unique_ids()
 }
 
 fn node(name: &str) -> Identity {
@@ -195,6 +205,29 @@ async fn a_transaction_id_is_made_once() {
         genuine.expect("read"),
         "the index still names the genuine record"
     );
+}
+
+#[tokio::test]
+async fn an_id_recorded_before_a_restart_is_refused_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let step = ok_step();
+    let before = hub_pipeline(dir.path());
+    before
+        .run(&step, request_from(node("good"), req(6, "000.00.00.H37")))
+        .await
+        .expect("first");
+    before.audit().close().await;
+    drop(before);
+    let after = hub_pipeline(dir.path());
+    let err = after
+        .run(&step, request_from(node("good"), req(6, "000.00.00.H37")))
+        .await
+        .expect_err("repeat after the restart");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    after
+        .run(&step, request_from(node("good"), req(7, "000.00.00.H37")))
+        .await
+        .expect("a new id");
 }
 
 #[tokio::test]
