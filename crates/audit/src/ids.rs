@@ -60,7 +60,7 @@ pub(crate) struct IdFilter {
 
 impl IdFilter {
     /// An empty filter whose first part holds `first` ids, growing while
-    /// its parts hold fewer than `most`, with hash keys from `seed`
+    /// its parts together hold no more than `most`, with hash keys from `seed`
     /// (random, in production).
     pub(crate) fn new(first: usize, most: usize, seed: u128) -> IdFilter {
         let first = first.max(1);

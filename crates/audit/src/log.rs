@@ -379,7 +379,16 @@ impl AuditLog {
             let filling = Arc::clone(&ids);
             if let Err(e) = thread::Builder::new()
                 .name("audit-id-filter".into())
-                .spawn(move || filling.fill(&store))
+                .spawn(move || {
+                    // A panic must still end the filling, or closing the
+                    // log would wait for it forever.
+                    let filled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        filling.fill(&store)
+                    }));
+                    if filled.is_err() {
+                        filling.finish(false);
+                    }
+                })
             {
                 tracing::warn!(error = %e, "cannot start filling the filter of transaction ids; every id is looked up in the log");
                 ids.finish(false);
