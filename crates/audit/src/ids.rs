@@ -192,7 +192,11 @@ pub(crate) fn random_seed() -> u128 {
     let mut bytes = [0u8; 16];
     // Without randomness the keys are only less secret: a caller who knew
     // them could make more ids look recorded, each a lookup in the store.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        tracing::warn!(
+            "no system randomness for the filter of transaction ids: its hash keys are fixed"
+        );
+    }
     u128::from_le_bytes(bytes)
 }
 

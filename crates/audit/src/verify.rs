@@ -899,6 +899,10 @@ mod tests {
         beyond.extend_from_slice(&[9u8; 32]);
         f.store.insert(key_at(8), &beyond).expect("tamper");
         assert_problem!(f, Some(Problem::Record { reason, .. }) if reason.contains("end at leaf 9 where the log holds 8"));
+        // Bytes that are no chunk at all, past the end, where no record's
+        // node is read from them.
+        f.store.insert(key_at(8), b"\x00\x00").expect("tamper");
+        assert_problem!(f, Some(Problem::Record { position: 8, reason }) if reason.contains("cannot be read"));
 
         // The true nodes of leaves 2..8, stored again as one chunk from
         // leaf 2: every node the verifier reads still matches the records,
