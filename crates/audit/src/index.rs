@@ -19,9 +19,9 @@ use std::{collections::BTreeMap, iter::Peekable};
 use truc_store::{Store, WriteBatch};
 
 use crate::{
-    AuditError, AuditRecord, PARTY_PREFIX, RECORD_PREFIX,
+    AuditError, AuditRecord, PARTY_PREFIX,
     counts::{KEY_FIELD_MAX, Unreadable, cap, successor},
-    log::{decode_record, index_of_key},
+    log::decode_record,
 };
 
 /// Set once every record of the log is in the party index.
@@ -142,14 +142,11 @@ pub(crate) fn ensure_party_index(store: &Store) -> Result<(), AuditError> {
     let mut batch = WriteBatch::default();
     let mut indexed = 0u64;
     let mut unreadable = Vec::new();
-    for entry in store.scan_prefix(RECORD_PREFIX) {
-        let (key, value) = entry?;
-        let record = index_of_key(&key)
-            .ok_or_else(|| AuditError::Corrupt {
-                key: hex::encode(&key),
-                reason: "not a record key".into(),
-            })
-            .and_then(|i| decode_record(&key, &value).map(|r| (i, r)));
+    for entry in crate::records::scan(store, 0) {
+        let record = match entry {
+            Ok(r) => decode_record(&r.key, &r.bytes).map(|record| (r.index, record)),
+            Err(e) => Err(e),
+        };
         match record {
             Ok((i, r)) => {
                 for k in party_keys(&r.client_agency, &r.provider_agency, i) {
@@ -157,7 +154,10 @@ pub(crate) fn ensure_party_index(store: &Store) -> Result<(), AuditError> {
                 }
                 indexed += 1;
             }
-            Err(e) => unreadable.push(Unreadable::new(&key, e.to_string())),
+            Err(AuditError::Corrupt { key, reason }) => {
+                unreadable.push(Unreadable { key, reason });
+            }
+            Err(e) => return Err(e),
         }
         if batch.len() >= BUILD_BATCH {
             store.apply(std::mem::take(&mut batch))?;

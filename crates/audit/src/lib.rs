@@ -27,6 +27,7 @@ mod log;
 pub mod merkle;
 pub mod note;
 mod proofs;
+mod records;
 pub mod report;
 pub use proofs::QueryError;
 pub mod sth;
@@ -53,8 +54,12 @@ pub use verify::{Problem, VerifyReport, verify};
 /// The record format this build writes and verifies: 2 = Merkle-tree leaves.
 pub const RECORD_VERSION: u32 = 2;
 
-/// Key prefix of audit records, followed by the big-endian index.
+/// Key prefix of audit records as earlier builds stored them, one key each,
+/// followed by the big-endian index. Still read; no longer written.
 pub(crate) const RECORD_PREFIX: &[u8] = b"audit/r/";
+/// Key prefix of values of consecutive records, followed by the big-endian
+/// index of the first (see [`records`]).
+pub(crate) const GROUP_PREFIX: &[u8] = b"audit/g/";
 /// Key prefix of counters, followed by the encoded [`CountKey`].
 pub(crate) const COUNT_PREFIX: &[u8] = b"audit/c/";
 /// Key prefix of Merkle tree nodes (complete subtrees) as earlier builds

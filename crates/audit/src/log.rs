@@ -18,8 +18,8 @@ use truc_store::{Store, WriteBatch};
 use crate::ids::IdFilter;
 use crate::index::{Runs, ensure_party_index};
 use crate::{
-    AuditError, AuditRecord, CHUNK_PREFIX, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX,
-    RECORD_VERSION, Receipt, TX_PREFIX, Zone,
+    AuditError, AuditRecord, CHUNK_PREFIX, CountKey, HEAD_PREFIX, NODE_PREFIX, RECORD_VERSION,
+    Receipt, TX_PREFIX, Zone,
     counts::Stats,
     merkle::{Frontier, Hash, leaf_hash},
     sha256,
@@ -221,10 +221,7 @@ pub struct LogReader {
 impl LogReader {
     /// A reader of a log that is not being written (offline tools).
     pub fn offline(store: Store) -> Result<LogReader, AuditError> {
-        let size = match store.last_with_prefix(RECORD_PREFIX)? {
-            Some((key, _)) => index_of_key(&key).map_or(0, |i| i + 1),
-            None => 0,
-        };
+        let size = crate::records::stored_size(&store)?;
         let latest = match store.last_with_prefix(HEAD_PREFIX)? {
             Some((key, value)) => Some(decode_head(&key, &value)?),
             None => None,
@@ -345,8 +342,8 @@ impl AuditLog {
         reader.ids = ids.clone();
         let prev_hash = match size {
             0 => [0; 32],
-            n => match store.get(record_key(n - 1))? {
-                Some(bytes) => leaf_hash(&bytes),
+            n => match crate::records::read(&store, n - 1)? {
+                Some(r) => leaf_hash(&r.bytes),
                 None => read_node(&store, 0, n - 1)?,
             },
         };
@@ -555,6 +552,7 @@ impl Writer {
         let mut fresh = std::collections::HashMap::new();
         let mut runs = Runs::default();
         let mut chunks = NodeChunks::default();
+        let mut stored = crate::records::GroupWriter::default();
         let first = next;
         for (tx, _) in group {
             let index = next;
@@ -563,7 +561,7 @@ impl Writer {
             let bytes = Bytes::from(record.encode_to_vec());
             records.push((index, record));
             let leaf = leaf_hash(&bytes);
-            batch.insert(record_key(index), &bytes);
+            stored.push(&mut batch, index, &bytes);
             if let Some(frontier) = frontier.as_mut() {
                 let completed = frontier.push(leaf);
                 chunks.push(&mut batch, index, &completed);
@@ -617,6 +615,7 @@ impl Writer {
             });
             prev_hash = leaf;
         }
+        stored.finish(&mut batch);
         chunks.finish(&mut batch);
         runs.write(&mut batch);
         // The writer is the only one to touch counters, so reading them here
@@ -766,12 +765,6 @@ fn count_key(tx: &Transaction, zone: &Zone) -> CountKey {
     )
 }
 
-pub(crate) fn record_key(index: u64) -> Vec<u8> {
-    let mut key = RECORD_PREFIX.to_vec();
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
-
 pub(crate) fn decode_record(key: &[u8], value: &[u8]) -> Result<AuditRecord, AuditError> {
     AuditRecord::decode(value).map_err(|e| AuditError::Corrupt {
         key: hex::encode(key),
@@ -784,22 +777,11 @@ pub fn read_records(
     store: &Store,
     from: u64,
 ) -> impl Iterator<Item = Result<(AuditRecord, [u8; 32]), AuditError>> + use<> {
-    store
-        .scan_prefix(RECORD_PREFIX)
-        .skip_while(move |e| match e {
-            Ok((k, _)) => index_of_key(k).is_some_and(|i| i < from),
-            Err(_) => false,
-        })
-        .map(|e| {
-            let (k, v) = e?;
-            let record = decode_record(&k, &v)?;
-            Ok((record, leaf_hash(&v)))
-        })
-}
-
-pub(crate) fn index_of_key(key: &[u8]) -> Option<u64> {
-    let tail = key.strip_prefix(RECORD_PREFIX)?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
+    crate::records::scan(store, from).map(|r| {
+        let r = r?;
+        let record = decode_record(&r.key, &r.bytes)?;
+        Ok((record, leaf_hash(&r.bytes)))
+    })
 }
 
 pub(crate) fn node_key(level: u8, index: u64) -> Vec<u8> {
@@ -1298,10 +1280,11 @@ mod tests {
     fn counting_flush(durable: Arc<AtomicU64>, fail_at: Option<u64>) -> FlushFn {
         let flushes = AtomicU64::new(0);
         Box::new(move |s: &Store| {
-            let applied = match s.last_with_prefix(RECORD_PREFIX)? {
-                Some((key, _)) => index_of_key(&key).map_or(0, |i| i + 1),
-                None => 0,
-            };
+            let applied =
+                crate::records::stored_size(s).map_err(|e| truc_store::StoreError::Sync {
+                    path: "db".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             if Some(flushes.fetch_add(1, Ordering::SeqCst)) == fail_at {
                 return Err(truc_store::StoreError::Sync {
                     path: "db".into(),

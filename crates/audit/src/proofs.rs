@@ -7,7 +7,7 @@ use truc_proto::v1::SignedTreeHead;
 
 use crate::{
     AuditError, AuditRecord, HEAD_PREFIX, LogReader,
-    log::{decode_head, decode_record, head_key, read_node, record_key, tx_key},
+    log::{decode_head, decode_record, head_key, read_node, tx_key},
     merkle::{self, Hash, ProofError},
 };
 
@@ -194,11 +194,10 @@ impl LogReader {
         if index >= self.size() {
             return Ok(None);
         }
-        let key = record_key(index);
-        match self.store.get(&key)? {
-            Some(bytes) => {
-                let record = decode_record(&key, &bytes)?;
-                Ok(Some((bytes, record)))
+        match crate::records::read(&self.store, index)? {
+            Some(r) => {
+                let record = decode_record(&r.key, &r.bytes)?;
+                Ok(Some((r.bytes, record)))
             }
             None => Ok(None),
         }

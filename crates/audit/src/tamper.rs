@@ -11,8 +11,8 @@ use prost::Message;
 use truc_store::{Store, WriteBatch};
 
 use crate::{
-    AuditError, AuditRecord, CHUNK_PREFIX, HEAD_PREFIX, RECORD_PREFIX,
-    log::{NodeChunks, decode_head, decode_record, head_key, record_key},
+    AuditError, AuditRecord, CHUNK_PREFIX, HEAD_PREFIX,
+    log::{NodeChunks, decode_head, decode_record, head_key},
     merkle::{Frontier, leaf_hash},
     sth::Signer,
 };
@@ -27,9 +27,9 @@ pub fn rewrite_record(
     edit: impl FnOnce(&mut AuditRecord),
 ) -> Result<(), AuditError> {
     let mut records = Vec::new();
-    for entry in store.scan_prefix(RECORD_PREFIX) {
-        let (k, v) = entry?;
-        records.push((decode_record(&k, &v)?, v));
+    for entry in crate::records::scan(store, 0) {
+        let r = entry?;
+        records.push((decode_record(&r.key, &r.bytes)?, r.bytes));
     }
     let Some((record, _)) = records.get_mut(usize::try_from(index).unwrap_or(usize::MAX)) else {
         return Err(AuditError::Corrupt {
@@ -54,15 +54,11 @@ pub fn rewrite_record(
     let mut prev = [0u8; 32];
     for (i, (record, stored)) in records.iter_mut().enumerate() {
         let i = i as u64;
-        let bytes = if i < index {
-            stored.clone()
-        } else {
+        if i >= index {
             record.prev_hash = Bytes::copy_from_slice(&prev);
-            let bytes = record.encode_to_vec();
-            batch.insert(record_key(i), &bytes);
-            bytes
-        };
-        let leaf = leaf_hash(&bytes);
+            *stored = record.encode_to_vec();
+        }
+        let leaf = leaf_hash(stored);
         chunks.push(&mut batch, i, &frontier.push(leaf));
         if let Some(old) = heads.get(&frontier.size()) {
             let head = signer.sign(frontier.size(), &frontier.root(), old.timestamp_unix_ms);
@@ -71,6 +67,28 @@ pub fn rewrite_record(
         prev = leaf;
     }
     chunks.finish(&mut batch);
+    let stored: Vec<Vec<u8>> = records.into_iter().map(|(_, bytes)| bytes).collect();
+    crate::records::replace_all(store, &mut batch, &stored)?;
+    store.apply(batch)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Hands the stored bytes of every record of a stopped log to `edit`,
+/// which may change, drop, add or reorder them, and stores what it leaves
+/// as the log's records from index 0 on, with nothing else rewritten: what
+/// a careless or dishonest edit of the store leaves, for `truc audit
+/// verify` to find.
+pub fn edit_stored_records(
+    store: &Store,
+    edit: impl FnOnce(&mut Vec<Vec<u8>>),
+) -> Result<(), AuditError> {
+    let mut records = crate::records::scan(store, 0)
+        .map(|r| r.map(|r| r.bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    edit(&mut records);
+    let mut batch = WriteBatch::default();
+    crate::records::replace_all(store, &mut batch, &records)?;
     store.apply(batch)?;
     store.flush()?;
     Ok(())

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use truc_store::Store;
 
 use crate::{
-    AuditError, CHUNK_PREFIX, CountKey, Counters, HEAD_PREFIX, NODE_PREFIX, RECORD_PREFIX,
-    RECORD_VERSION, Stats, Unreadable,
-    log::{NodeChunk, NodeReader, decode_head, decode_record, index_of_key},
+    AuditError, CHUNK_PREFIX, CountKey, Counters, HEAD_PREFIX, NODE_PREFIX, RECORD_VERSION, Stats,
+    Unreadable,
+    log::{NodeChunk, NodeReader, decode_head, decode_record},
     merkle::{Frontier, Hash, leaf_hash},
     read_stats,
     sth::{root_of, verify_tree_head},
@@ -160,16 +160,27 @@ pub fn verify(store: &Store, public_key: Option<&[u8]>) -> Result<VerifyReport, 
         || heads.peek().is_some();
     let mut nodes = NodeReader::default();
     let mut prev = [0u8; 32];
-    for (position, entry) in (0u64..).zip(store.scan_prefix(RECORD_PREFIX)) {
-        let (key, value) = entry?;
+    for (position, entry) in (0u64..).zip(crate::records::scan(store, 0)) {
         let broken = |reason: String| Some(Problem::Record { position, reason });
-        if index_of_key(&key) != Some(position) {
+        let stored = match entry {
+            Ok(r) => r,
+            Err(AuditError::Corrupt { key, reason }) => {
+                report.problem = broken(format!(
+                    "the records stored under key {key} cannot be read ({reason})"
+                ));
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        };
+        if stored.index != position {
             report.problem = broken(format!(
-                "stored under key {} where index {position} was expected (a record is missing or out of place)",
-                hex::encode(&key)
+                "stored as index {} under key {} where index {position} was expected (a record is missing or out of place)",
+                stored.index,
+                hex::encode(&stored.key)
             ));
             return Ok(report);
         }
+        let (key, value) = (stored.key, stored.bytes);
         let record = match decode_record(&key, &value) {
             Ok(r) => r,
             Err(e) => {
@@ -378,7 +389,7 @@ fn check_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditLog, LogReader, Options, Transaction, log::record_key, sha256, sth::Signer};
+    use crate::{AuditLog, LogReader, Options, Transaction, sha256, sth::Signer};
 
     fn tx(i: u64, outcome: &str) -> Transaction {
         Transaction {
@@ -462,6 +473,11 @@ mod tests {
             let found = problem(&$f);
             assert!(matches!(&found, $($pattern)+), "{found:?}");
         }};
+    }
+
+    /// Edits the stored records behind the log's back.
+    fn edit(f: &Filled, e: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        crate::tamper::edit_stored_records(&f.store, e).expect("tamper");
     }
 
     /// Removes `key` from the store behind the log's back.
@@ -620,20 +636,15 @@ mod tests {
     async fn flipped_byte_is_reported_at_its_record() {
         for position in [4, 9] {
             let f = filled(10).await;
-            let mut value = f
-                .store
-                .get(record_key(position))
-                .expect("get")
-                .expect("record");
-            // Flip a byte of the transaction id: still decodes, hashes differently.
-            let pos = value
-                .windows(4)
-                .position(|w| w == b"0000")
-                .expect("tx id bytes");
-            value[pos] ^= 0x01;
-            f.store
-                .insert(record_key(position), &value)
-                .expect("tamper");
+            edit(&f, |records| {
+                let value = &mut records[position as usize];
+                // Flip a byte of the transaction id: still decodes, hashes differently.
+                let pos = value
+                    .windows(4)
+                    .position(|w| w == b"0000")
+                    .expect("tx id bytes");
+                value[pos] ^= 0x01;
+            });
             assert_problem!(f, Some(Problem::Record { position: p, .. }) if *p == position);
         }
     }
@@ -641,25 +652,84 @@ mod tests {
     #[tokio::test]
     async fn removed_record_is_reported_at_its_position() {
         let f = filled(10).await;
-        remove(&f, record_key(3));
+        edit(&f, |records| {
+            records.remove(3);
+        });
         assert_problem!(f, Some(Problem::Record { position: 3, .. }));
     }
 
     #[tokio::test]
     async fn truncated_log_is_reported_by_its_tree_heads() {
         let f = filled(10).await;
-        remove(&f, record_key(9));
+        edit(&f, |records| {
+            records.remove(9);
+        });
         assert_problem!(f, Some(Problem::TreeHead { size: 10, .. }));
     }
 
     #[tokio::test]
     async fn reordered_records_are_reported() {
         let f = filled(10).await;
-        let a = f.store.get(record_key(6)).expect("get").expect("6");
-        let b = f.store.get(record_key(7)).expect("get").expect("7");
-        f.store.insert(record_key(6), &b).expect("swap");
-        f.store.insert(record_key(7), &a).expect("swap");
+        edit(&f, |records| records.swap(6, 7));
         assert_problem!(f, Some(Problem::Record { position: 6, .. }));
+    }
+
+    /// The first index of each stored value of records, in order.
+    fn values(f: &Filled) -> Vec<(Vec<u8>, u64)> {
+        f.store
+            .scan_prefix(crate::GROUP_PREFIX)
+            .map(|e| {
+                let (key, _) = e.expect("read");
+                let first = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
+                (key, first)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_removed_or_unreadable_value_of_records_is_reported_where_it_starts() {
+        for unreadable in [false, true] {
+            let f = filled(40).await;
+            let values = values(&f);
+            assert!(values.len() >= 3, "40 records take several values");
+            let (key, first) = values[1].clone();
+            if unreadable {
+                f.store.insert(&key, [0, 0, 0, 9, 1]).expect("tamper");
+            } else {
+                remove(&f, &key);
+            }
+            assert_problem!(f, Some(Problem::Record { position, .. }) if *position == first);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_of_a_key_per_record_verifies_and_grows() {
+        let f = filled(10).await;
+        crate::records::as_earlier_builds(&f.store);
+        assert!(values(&f).is_empty());
+        assert_problem!(f, None);
+        let log = AuditLog::open(f.store.clone(), "hub", Options::default(), Some(signer().0))
+            .expect("reopen");
+        for i in 10..13 {
+            let appended = log.append(tx(i, "OK")).await.expect("append");
+            assert_eq!(appended.index, i);
+        }
+        log.close().await;
+        drop(log);
+        assert_eq!(
+            values(&f).first().map(|v| v.1),
+            Some(10),
+            "the new records in values after the old keys"
+        );
+        let report = verify(&f.store, None).expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problem);
+        assert_eq!(report.records, 13);
+        let reader = LogReader::offline(f.store.clone()).expect("reader");
+        assert_eq!(reader.size(), 13);
+        for i in [0, 9, 10, 12] {
+            let (_, record) = reader.record(i).expect("read").expect("stored");
+            assert_eq!(record.index, i);
+        }
     }
 
     #[tokio::test]
@@ -837,7 +907,7 @@ mod tests {
     #[tokio::test]
     async fn the_latest_records_skip_one_that_does_not_decode() {
         let f = filled(5).await;
-        f.store.insert(record_key(3), [0xFF; 5]).expect("tamper");
+        edit(&f, |records| records[3] = vec![0xFF; 5]);
         let reader = LogReader::offline(f.store.clone()).expect("reader");
         let recent: Vec<u64> = reader
             .recent(10)

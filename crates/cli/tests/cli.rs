@@ -478,30 +478,24 @@ fn separate_processes_route_a_call_and_stop_cleanly_on_sigterm() {
 /// `truc audit verify` names the position.
 #[test]
 fn audit_verify_reports_tampering_by_position() {
-    fn record_key(index: u64) -> Vec<u8> {
-        let mut k = b"audit/r/".to_vec();
-        k.extend_from_slice(&index.to_be_bytes());
-        k
+    fn edit(s: &truc_store::Store, e: impl FnOnce(&mut Vec<Vec<u8>>)) {
+        truc_audit::tamper::edit_stored_records(s, e).expect("tamper");
     }
     type Tamper = fn(&truc_store::Store);
     let cases: [(&str, Tamper); 3] = [
         ("record 4", |s| {
-            let mut v = s.get(record_key(4)).expect("get").expect("record 4");
-            let at = v.iter().position(|b| *b == b'.').expect("an agency code");
-            v[at] = b',';
-            s.insert(record_key(4), &v).expect("flip");
+            edit(s, |records| {
+                let v = &mut records[4];
+                let at = v.iter().position(|b| *b == b'.').expect("an agency code");
+                v[at] = b',';
+            })
         }),
         ("record 2", |s| {
-            let mut b = truc_store::WriteBatch::default();
-            b.remove(record_key(2));
-            s.apply(b).expect("remove");
+            edit(s, |records| {
+                records.remove(2);
+            })
         }),
-        ("record 5", |s| {
-            let a = s.get(record_key(5)).expect("get").expect("5");
-            let b = s.get(record_key(6)).expect("get").expect("6");
-            s.insert(record_key(5), &b).expect("swap");
-            s.insert(record_key(6), &a).expect("swap");
-        }),
+        ("record 5", |s| edit(s, |records| records.swap(5, 6))),
     ];
     for (expected, tamper) in cases {
         let dir = tempfile::tempdir().expect("dir");

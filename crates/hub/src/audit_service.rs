@@ -622,9 +622,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreadable_record_is_skipped_and_the_others_listed() {
         let f = fixture().await;
-        let mut key = b"audit/r/".to_vec();
-        key.extend_from_slice(&100u64.to_be_bytes());
-        f.log.store().insert(&key, [0xFF; 7]).expect("corrupt");
+        truc_audit::tamper::edit_stored_records(f.log.store(), |records| {
+            records[100] = vec![0xFF; 7];
+        })
+        .expect("corrupt");
         let before = truc_audit::unreadable_skipped();
         let (seen, _) = list_all(
             &f,
