@@ -175,16 +175,22 @@ impl LogReader {
         let size = self.size();
         let mut out = Vec::with_capacity(n.min(1024));
         let mut unreadable = Vec::new();
-        for i in (size.saturating_sub(n as u64)..size).rev() {
-            match self.record(i) {
-                Ok(Some((_, record))) => out.push((i, record)),
-                Ok(None) => {}
+        // One pass over the values that hold them, not a read per record.
+        for stored in crate::records::scan(&self.store, size.saturating_sub(n as u64)) {
+            let decoded = stored.and_then(|r| {
+                let record = decode_record(&r.key, &r.bytes)?;
+                Ok((r.index, record))
+            });
+            match decoded {
+                Ok((i, _)) if i >= size => break,
+                Ok(record) => out.push(record),
                 Err(AuditError::Corrupt { key, reason }) => {
                     unreadable.push(crate::Unreadable { key, reason });
                 }
                 Err(e) => return Err(e),
             }
         }
+        out.reverse();
         crate::note_unreadable("recent records", &unreadable);
         Ok(out)
     }

@@ -175,7 +175,7 @@ fn end_of(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// The last value of records whose first index is at most `index`.
-fn group_at(store: &Store, index: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>, AuditError> {
+fn group_at(store: &Store, index: u64) -> Result<Option<truc_store::Entry>, AuditError> {
     let mut upper = group_key(index);
     // The least key above the index's own is it followed by a zero byte.
     upper.push(0);
@@ -264,11 +264,11 @@ mod tests {
         vec![i as u8; (i as usize * 37) % 700]
     }
 
-    fn written(store: &Store, groups: &[std::ops::Range<u64>]) {
-        for group in groups {
+    fn written(store: &Store, groups: &[(u64, u64)]) {
+        for &(first, end) in groups {
             let mut batch = WriteBatch::default();
             let mut w = GroupWriter::default();
-            for i in group.clone() {
+            for i in first..end {
                 w.push(&mut batch, i, &record(i));
             }
             w.finish(&mut batch);
@@ -282,7 +282,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         assert_eq!(stored_size(&store).expect("size"), 0);
         assert!(read(&store, 0).expect("read").is_none());
-        written(&store, &[0..1, 1..40, 40..41, 41..100]);
+        written(&store, &[(0, 1), (1, 40), (40, 41), (41, 100)]);
         assert!(
             store.scan_prefix(GROUP_PREFIX).count() < 40,
             "several records per value"
@@ -307,7 +307,7 @@ mod tests {
             store.insert(record_key(i), record(i)).expect("insert");
         }
         assert_eq!(stored_size(&store).expect("size"), 5);
-        written(&store, &[5..9]);
+        written(&store, &[(5, 9)]);
         assert_eq!(stored_size(&store).expect("size"), 9);
         let all: Vec<(u64, Vec<u8>)> = scan(&store, 0)
             .map(|r| r.map(|r| (r.index, r.bytes)).expect("read"))
@@ -335,7 +335,7 @@ mod tests {
     fn a_badly_framed_value_is_an_error_in_its_place() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("open");
-        written(&store, &[0..3, 3..6]);
+        written(&store, &[(0, 3), (3, 6)]);
         let (key, good) = store
             .scan_prefix(GROUP_PREFIX)
             .next_back()
@@ -373,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("open");
         store.insert(record_key(0), b"old").expect("insert");
-        written(&store, &[1..20]);
+        written(&store, &[(1, 20)]);
         let mut batch = WriteBatch::default();
         replace_all(&store, &mut batch, &[b"a".to_vec(), b"b".to_vec()]).expect("replace");
         store.apply(batch).expect("apply");
