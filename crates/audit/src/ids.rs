@@ -37,8 +37,9 @@ pub(crate) const FIRST_CAPACITY: usize = 1 << 20;
 /// about 300 MiB of bits, some 90 days at the national rate of 2.7 million a
 /// day). Past it, the last filter keeps taking ids beyond its size and
 /// answers "may hold" more often: more lookups go to the store, as they
-/// all did without a filter, and none is answered wrongly.
-pub(crate) const MOST_IDS: usize = 1 << 28;
+/// all did without a filter, and none is answered wrongly. A hub's
+/// `id_filter_ids` sets another bound ([`crate::Options::id_filter_ids`]).
+pub const DEFAULT_ID_FILTER_IDS: usize = 1 << 28;
 
 /// The ids of a hub's log, as Bloom filters of growing size.
 pub(crate) struct IdFilter {
@@ -54,7 +55,7 @@ pub(crate) struct IdFilter {
     /// Set when the log closes: the filling stops and lets the store go.
     cancelled: AtomicBool,
     seed: u128,
-    /// [`MOST_IDS`], or less in tests.
+    /// [`DEFAULT_ID_FILTER_IDS`], or as configured.
     most: usize,
 }
 
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn before_it_is_ready_every_id_may_be_held() {
-        let f = IdFilter::new(16, MOST_IDS, 7);
+        let f = IdFilter::new(16, DEFAULT_ID_FILTER_IDS, 7);
         assert!(f.may_hold(b"never-added"));
         f.finish(true);
         assert!(!f.may_hold(b"never-added"));
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn every_added_id_is_held_as_the_filter_grows_and_few_others_are() {
-        let f = IdFilter::new(64, MOST_IDS, 1);
+        let f = IdFilter::new(64, DEFAULT_ID_FILTER_IDS, 1);
         f.finish(true);
         for i in 0..20_000 {
             f.insert(&id(i));

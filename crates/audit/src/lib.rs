@@ -22,6 +22,7 @@
 
 mod counts;
 mod ids;
+pub use ids::DEFAULT_ID_FILTER_IDS;
 pub mod index;
 mod log;
 pub mod merkle;

@@ -171,6 +171,11 @@ pub struct Options {
     /// The time zone days are cut in (default Asia/Ho_Chi_Minh, +07:00).
     /// Fixed for a log once it has been opened.
     pub time_zone: Zone,
+    /// Most transaction ids a hub's filter of recorded ids holds before it
+    /// answers "may hold" more often (see [`crate::ids`]; default
+    /// [`crate::DEFAULT_ID_FILTER_IDS`]). 0: no filter, every id is looked
+    /// up in the store. A node's log keeps no filter.
+    pub id_filter_ids: usize,
 }
 
 impl Default for Options {
@@ -179,6 +184,7 @@ impl Default for Options {
             durable: true,
             max_group: 1024,
             time_zone: Zone::default(),
+            id_filter_ids: crate::DEFAULT_ID_FILTER_IDS,
         }
     }
 }
@@ -332,10 +338,11 @@ impl AuditLog {
         }
         // The hub refuses ids it has recorded: a filter of them spares the
         // store a lookup per call.
-        let ids = frontier.as_ref().map(|_| {
+        let most = options.id_filter_ids;
+        let ids = frontier.as_ref().filter(|_| most > 0).map(|_| {
             Arc::new(IdFilter::new(
-                crate::ids::FIRST_CAPACITY,
-                crate::ids::MOST_IDS,
+                crate::ids::FIRST_CAPACITY.min(most),
+                most,
                 crate::ids::random_seed(),
             ))
         });
@@ -1413,6 +1420,34 @@ mod tests {
         .expect("log");
         assert!(!node.reader().wait_for_id_filter());
         assert!(node.reader().may_hold_id(b"anything"));
+    }
+
+    /// `id_filter_ids = 0` leaves a hub's log without a filter, and a
+    /// filter far smaller than the log's ids only answers "may hold" more
+    /// often: neither misses a recorded id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_log_without_a_filter_or_with_a_small_one_finds_every_id() {
+        let id = |i: u64| format!("{i:032x}");
+        for most in [0, 2] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("open");
+            let options = Options {
+                id_filter_ids: most,
+                ..Options::default()
+            };
+            let log = AuditLog::open(store, "hub", options, Some(signer())).expect("log");
+            assert_eq!(log.reader().wait_for_id_filter(), most > 0);
+            for i in 0..40 {
+                log.append(tx(&id(i))).await.expect("append");
+            }
+            let reader = log.reader();
+            for i in 0..40 {
+                assert!(reader.may_hold_id(id(i).as_bytes()), "{i}, most {most}");
+                assert_eq!(reader.index_of(&id(i)).expect("read"), Some(i));
+            }
+            assert!(reader.index_of(&id(1000)).expect("read").is_none());
+            log.close().await;
+        }
     }
 
     fn options_in(zone: &str) -> Options {

@@ -76,7 +76,18 @@ pub struct HubFile {
     /// Where spans are exported (`[tracing]`; off when absent).
     #[serde(default, skip_serializing_if = "TracingSection::is_default")]
     pub tracing: TracingSection,
+    /// The most transaction ids the hub keeps in its in-memory filter of
+    /// recorded ids (about 1.2 bytes each; default 268435456, about
+    /// 300 MiB, some 90 days at 2.7 million a day). A new call's id is
+    /// answered from the filter instead of the log's index; past this many
+    /// ids since the hub started, more are looked up in the index. 0: no
+    /// filter, every id is looked up. At most 4294967296.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_filter_ids: Option<u64>,
 }
+
+/// The largest `id_filter_ids`: about 5 GiB of filter.
+const MOST_ID_FILTER_IDS: u64 = 1 << 32;
 
 fn default_time_zone() -> String {
     "Asia/Ho_Chi_Minh".into()
@@ -138,6 +149,8 @@ pub struct HubConfig {
     pub end_user_key: Option<PathBuf>,
     /// Where spans are exported.
     pub tracing: TracingSection,
+    /// The most ids in the filter of recorded transaction ids (0: none).
+    pub id_filter_ids: usize,
 }
 
 impl HubConfig {
@@ -212,7 +225,23 @@ impl HubConfig {
         };
         raw.tracing.validate(path)?;
         let peers = peers(path, &raw.peers, replica)?;
+        let id_filter_ids = match raw.id_filter_ids {
+            None => truc_audit::DEFAULT_ID_FILTER_IDS,
+            Some(n) if n <= MOST_ID_FILTER_IDS => usize::try_from(n).map_err(|_| {
+                ConfigError::new(path, "id_filter_ids", "too large for this machine")
+            })?,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    path,
+                    "id_filter_ids",
+                    format!(
+                        "{n}: at most {MOST_ID_FILTER_IDS} (about 5 GiB of memory); 0 turns the filter off"
+                    ),
+                ));
+            }
+        };
         Ok(HubConfig {
+            id_filter_ids,
             peers,
             replica: replica.map(str::to_string),
             listen,
@@ -406,6 +435,23 @@ mod tests {
         ] {
             let err = load_full("", "UTC", &tail, None).expect_err(&tail);
             assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_filter_of_ids_is_sized_by_id_filter_ids() {
+        let default = load_with("", "UTC").expect("valid");
+        assert_eq!(default.id_filter_ids, truc_audit::DEFAULT_ID_FILTER_IDS);
+        for (given, want) in [(0u64, 0usize), (5_000_000, 5_000_000), (1 << 32, 1 << 32)] {
+            let c = load_with(&format!("id_filter_ids = {given}\n"), "UTC").expect("valid");
+            assert_eq!(c.id_filter_ids, want);
+        }
+        let err = load_with("id_filter_ids = 4294967297\n", "UTC").unwrap_err();
+        assert!(err.to_string().contains("id_filter_ids"), "{err}");
+        // Not a count at all: refused where the file says it.
+        for bad in ["-1", "\"many\"", "1.5"] {
+            let err = load_with(&format!("id_filter_ids = {bad}\n"), "UTC").unwrap_err();
+            assert!(err.to_string().contains("line 1"), "{bad}: {err}");
         }
     }
 

@@ -106,6 +106,7 @@ pub async fn start(
         limits: &config.limits,
         audit: Options {
             time_zone: config.time_zone.clone(),
+            id_filter_ids: config.id_filter_ids,
             ..options.audit
         },
         audit_key: Some((&config.audit_key, &origin)),
