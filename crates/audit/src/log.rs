@@ -1422,6 +1422,41 @@ mod tests {
         assert!(node.reader().may_hold_id(b"anything"));
     }
 
+    /// While the ids of earlier runs are still being added, a reader's
+    /// lookups go to the store: a recorded id is found whatever the filter
+    /// holds so far. Once the filter says it is filled, its "no" is taken
+    /// as the answer, which is why the fill must add every recorded id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn until_the_filter_is_filled_every_id_is_looked_up_in_the_store() {
+        let id = |i: u64| format!("{i:032x}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let log =
+            AuditLog::open(store.clone(), "hub", Options::default(), Some(signer())).expect("log");
+        for i in 0..3 {
+            log.append(tx(&id(i))).await.expect("append");
+        }
+        log.close().await;
+        drop(log);
+        // A reader whose filter is still empty and filling (no thread fills
+        // this one: the test says when the filling ends).
+        let mut reader = LogReader::offline(store).expect("reader");
+        let filter = Arc::new(IdFilter::new(64, 1024, 5));
+        reader.ids = Some(Arc::clone(&filter));
+        for i in 0..3 {
+            assert_eq!(reader.index_of(&id(i)).expect("read"), Some(i), "mid-fill");
+        }
+        assert!(reader.index_of(&id(9)).expect("read").is_none());
+        // Filled with only one of the three: the other two are now missed.
+        filter.insert(id(1).as_bytes());
+        filter.finish(true);
+        assert_eq!(reader.index_of(&id(1)).expect("read"), Some(1));
+        let missed = (0..3)
+            .filter(|&i| reader.index_of(&id(i)).expect("read").is_none())
+            .count();
+        assert!(missed >= 1, "a fill that skips ids would let them repeat");
+    }
+
     /// `id_filter_ids = 0` leaves a hub's log without a filter, and a
     /// filter far smaller than the log's ids only answers "may hold" more
     /// often: neither misses a recorded id.
