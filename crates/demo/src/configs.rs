@@ -143,6 +143,7 @@ pub(crate) fn files(plan: &Plan) -> Result<Vec<File>, DemoError> {
         dashboard: Dashboard::default(),
         peers: Vec::new(),
         end_user_key: None,
+        id_filter_ids: None,
     };
     // With several replicas, each one's dashboard shows them all: every
     // replica lists the others as peers.

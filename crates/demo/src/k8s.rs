@@ -94,6 +94,7 @@ pub fn k8s_examples() -> Result<Vec<(String, String)>, DemoError> {
             })
             .collect(),
         end_user_key: None,
+        id_filter_ids: None,
         tracing: Default::default(),
     };
     let probe = ClientFile {
