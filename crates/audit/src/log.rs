@@ -1,7 +1,7 @@
 //! Appending records with group commit.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -358,7 +358,7 @@ impl AuditLog {
         let committed = tokio::sync::broadcast::channel(4096).0;
         let writer = Writer {
             store: store.clone(),
-            counters: std::collections::HashMap::new(),
+            counters: HashMap::new(),
             recorded_by: recorded_by.to_string(),
             options,
             next: size,
@@ -478,7 +478,7 @@ pub(crate) type FlushFn = Box<dyn FnMut(&Store) -> Result<(), truc_store::StoreE
 struct Writer {
     store: Store,
     /// Counter values as last written, to spare a read per group.
-    counters: std::collections::HashMap<Vec<u8>, Stats>,
+    counters: HashMap<Vec<u8>, Stats>,
     recorded_by: String,
     options: Options,
     /// Index of the next record.
@@ -556,7 +556,7 @@ impl Writer {
         let mut records = Vec::with_capacity(group.len());
         let mut ids = std::collections::HashSet::new();
         // The Merkle nodes this group completes, for its receipts' proofs.
-        let mut fresh = std::collections::HashMap::new();
+        let mut fresh = HashMap::new();
         let mut runs = Runs::default();
         let mut chunks = NodeChunks::default();
         let mut stored = crate::records::GroupWriter::default();
@@ -627,11 +627,13 @@ impl Writer {
         runs.write(&mut batch);
         // The writer is the only one to touch counters, so reading them here
         // (from its cache, or the store) and writing them in the same batch
-        // is race free.
+        // is race free. A counter leaves the cache while the group is built
+        // and goes back once the batch is applied: if it is not, the cache
+        // has lost nothing the store does not hold.
         let mut updated = Vec::with_capacity(deltas.len());
         for (key, delta) in deltas {
-            let mut value = match self.counters.get(&key) {
-                Some(v) => v.clone(),
+            let mut value = match self.counters.remove(&key) {
+                Some(v) => v,
                 None => match self.store.get(&key) {
                     Ok(v) => v.and_then(|v| Stats::decode(&v)).unwrap_or_default(),
                     Err(e) => return self.fail_all(group.len(), &e),
@@ -652,11 +654,22 @@ impl Writer {
                 head
             });
         // Each receipt carries its record's audit path in that head's tree:
-        // the group's own nodes are at hand, older ones are read once.
+        // the group's own nodes are at hand, and the older ones it needs are
+        // those of the frontier before the group (the store is only a
+        // fallback, never reached while that holds).
         if let Some(head) = &head {
+            let before: HashMap<(u8, u64), Hash> = self
+                .frontier
+                .iter()
+                .flat_map(|f| f.subtrees())
+                .map(|(level, at, hash)| ((level, at), hash))
+                .collect();
             let paths =
                 crate::proofs::group_paths(first, head.tree_size, &fresh, &mut |level, at| {
-                    read_node(&self.store, level, at)
+                    match before.get(&(level, at)) {
+                        Some(hash) => Ok(*hash),
+                        None => read_node(&self.store, level, at),
+                    }
                 });
             match paths {
                 Ok(paths) => {

@@ -274,6 +274,18 @@ impl Frontier {
         self.size
     }
 
+    /// The complete subtrees the frontier holds, as (level, index, hash),
+    /// largest first: one per set bit of the size. They are every node left
+    /// of the tree's end that the audit path of a later leaf can need.
+    pub fn subtrees(&self) -> impl Iterator<Item = (u8, u64, Hash)> + '_ {
+        let levels = (0u8..64)
+            .rev()
+            .filter(|level| (self.size >> level) & 1 == 1);
+        levels
+            .zip(&self.nodes)
+            .map(|(level, hash)| (level, (self.size >> level) - 1, *hash))
+    }
+
     /// Appends a leaf hash; returns every complete subtree this append completed, as (level, index, hash),
     /// starting with (0, old_size, leaf) — so the caller can store them.
     pub fn push(&mut self, leaf: Hash) -> Vec<(u8, u64, Hash)> {

@@ -54,6 +54,8 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     dir: PathBuf,
+    /// sled's database file, kept open for the `fdatasync` of every flush.
+    file: std::sync::Arc<File>,
     /// sled's blob files already synced, with the length they had then.
     synced_blobs:
         std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::ffi::OsString, u64>>>,
@@ -122,10 +124,12 @@ impl Store {
             }
         };
         let tree = db.open_tree("truc").map_err(open_err)?;
+        let file = File::open(dir.join("db")).map_err(|e| open_err(e.into()))?;
         Ok(Store {
             db,
             tree,
             dir: dir.to_path_buf(),
+            file: std::sync::Arc::new(file),
             synced_blobs: Default::default(),
         })
     }
@@ -187,15 +191,11 @@ impl Store {
     /// then the same for any value sled moved out to its `blobs/` directory.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        let path = self.dir.join("db");
-        let sync_err = |source| StoreError::Sync {
-            path: path.clone(),
-            source,
-        };
         // Any handle of the file flushes the inode's data.
-        File::open(&path)
-            .and_then(|f| f.sync_data())
-            .map_err(sync_err)?;
+        self.file.sync_data().map_err(|source| StoreError::Sync {
+            path: self.dir.join("db"),
+            source,
+        })?;
         self.sync_blobs()
     }
 
