@@ -281,9 +281,12 @@ impl Trace {
         out
     }
 
-    /// Puts the trace context for the next hop into `metadata`.
+    /// Puts the trace context for the next hop into `metadata`. The
+    /// `traceparent` is new with every hop, so it is marked never to be
+    /// indexed in HPACK's header table (it would only evict what repeats).
     pub fn inject(&self, metadata: &mut MetadataMap) {
-        if let Ok(v) = AsciiMetadataValue::try_from(&self.traceparent_bytes()[..]) {
+        if let Ok(mut v) = AsciiMetadataValue::try_from(&self.traceparent_bytes()[..]) {
+            v.set_sensitive(true);
             metadata.insert(TRACEPARENT, v);
         }
         if let Some(state) = &self.state {

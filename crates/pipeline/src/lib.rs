@@ -103,6 +103,9 @@ pub struct Deadline {
     trace: Trace,
 }
 
+/// The metadata key of a gRPC deadline, as `Request::set_timeout` writes it.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
 /// The part of a caller's deadline kept to record and answer.
 fn margin(incoming: Duration) -> Duration {
     (incoming / 10).min(Duration::from_millis(250))
@@ -137,9 +140,17 @@ impl Deadline {
 
     /// `message` as a request to the next hop, carrying the time left and
     /// the trace context (`traceparent`: this hop's span as the parent).
+    ///
+    /// Both values are new with every call, so both are sent as HPACK
+    /// never-indexed literals: indexed, each call would add two entries to
+    /// the connection's header table, evict the entries that do repeat, and
+    /// lengthen the list of values every later lookup of those names walks.
     pub fn request<M>(&self, message: M) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(self.remaining());
+        if let Some(timeout) = request.metadata_mut().get_mut(GRPC_TIMEOUT) {
+            timeout.set_sensitive(true);
+        }
         self.trace.inject(request.metadata_mut());
         request
     }

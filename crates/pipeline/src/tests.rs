@@ -340,8 +340,14 @@ fn deadlines_shrink_along_the_path() {
     );
     assert!(left > Duration::from_millis(500), "{left:?}");
     // What goes to the next hop is what is left, never more.
-    let next = truc_ops::incoming_timeout(d.request(()).metadata()).expect("grpc-timeout");
+    let request = d.request(());
+    let next = truc_ops::incoming_timeout(request.metadata()).expect("grpc-timeout");
     assert!(next <= left, "{next:?} > {left:?}");
+    // Both per-call values go out never indexed in HPACK.
+    for key in ["grpc-timeout", "traceparent"] {
+        let value = request.metadata().get(key).expect(key);
+        assert!(value.is_sensitive(), "{key} would be indexed");
+    }
     // The cap bounds a generous caller; no deadline at all means the cap.
     assert!(Deadline::new(Some(Duration::from_secs(3600)), started, cap).remaining() <= cap);
     assert!(Deadline::new(None, started, cap).remaining() <= cap);
