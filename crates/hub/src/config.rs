@@ -297,6 +297,17 @@ impl HubConfig {
 }
 
 impl HubConfig {
+    /// The options the hub's audit log opens with: `base` (how it commits,
+    /// from the caller) with what this config sets, its time zone and the
+    /// size of its filter of transaction ids.
+    pub fn audit_options(&self, base: truc_audit::Options) -> truc_audit::Options {
+        truc_audit::Options {
+            time_zone: self.time_zone.clone(),
+            id_filter_ids: self.id_filter_ids,
+            ..base
+        }
+    }
+
     /// The origin of the log's checkpoints: `log_origin`, or
     /// `<hub name>/truc-audit` with the name from the hub's certificate;
     /// then, for a named replica, `/<replica>` (`hub/truc-audit/hub-0`).
@@ -445,6 +456,20 @@ mod tests {
         for (given, want) in [(0u64, 0usize), (5_000_000, 5_000_000), (1 << 32, 1 << 32)] {
             let c = load_with(&format!("id_filter_ids = {given}\n"), "UTC").expect("valid");
             assert_eq!(c.id_filter_ids, want);
+        }
+        // What the config says is what the hub's log opens with; the rest
+        // of the options stay the caller's.
+        let base = truc_audit::Options {
+            durable: false,
+            ..Default::default()
+        };
+        for given in [0u64, 5_000_000] {
+            let c = load_with(&format!("id_filter_ids = {given}\n"), "Asia/Ho_Chi_Minh")
+                .expect("valid");
+            let options = c.audit_options(base.clone());
+            assert_eq!(options.id_filter_ids as u64, given);
+            assert_eq!(options.time_zone.name(), "Asia/Ho_Chi_Minh");
+            assert!(!options.durable);
         }
         let err = load_with("id_filter_ids = 4294967297\n", "UTC").unwrap_err();
         assert!(err.to_string().contains("id_filter_ids"), "{err}");

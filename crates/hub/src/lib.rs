@@ -104,11 +104,7 @@ pub async fn start(
         tls: &config.tls,
         data_dir: &config.data_dir,
         limits: &config.limits,
-        audit: Options {
-            time_zone: config.time_zone.clone(),
-            id_filter_ids: config.id_filter_ids,
-            ..options.audit
-        },
+        audit: config.audit_options(options.audit),
         audit_key: Some((&config.audit_key, &origin)),
     })?;
     // A second handle on the audit key, to sign registry snapshots.
