@@ -1035,6 +1035,13 @@ fn report(args: &Args, outcomes: &[Outcome], cpus: usize, cpu: &str) -> serde_js
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // As the `truc` binary does, so that the in-process deployments are
+    // measured as the real processes run.
+    if let Err(e) = truc_ops::memory::small_pages_unless_asked(
+        std::env::var_os(truc_ops::memory::ALLOW_THP_VAR).as_deref(),
+    ) {
+        eprintln!("truc-bench: transparent huge pages could not be turned off: {e}");
+    }
     let mut args = Args::parse();
     let result = match args.command.take() {
         Some(Command::Docs(docs)) => docs::run(docs).await,

@@ -22,8 +22,14 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let small_pages = truc_ops::memory::small_pages_unless_asked(
+        std::env::var_os(truc_ops::memory::ALLOW_THP_VAR).as_deref(),
+    );
     let cli = cmd::Cli::parse();
     cmd::init_tracing(&cli.log);
+    if let Err(e) = small_pages {
+        tracing::warn!(error = %e, "transparent huge pages could not be turned off");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

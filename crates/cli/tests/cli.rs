@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -58,6 +58,44 @@ fn pki_init_writes_certificates_once() {
         "Bad Name",
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
+
+/// What `/proc/PID/status` says of transparent huge pages for `pid`, where
+/// the kernel says it at all.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn truc_turns_transparent_huge_pages_off_unless_the_operator_chose() {
+    use std::io::BufRead;
+    let Some(ours) = thp_enabled("self") else {
+        return; // a kernel that does not report it
+    };
+    for (allow, want) in [(None, "0".to_string()), (Some("1"), ours)] {
+        let mut cmd = truc();
+        cmd.args(["demo-backend", "--echo", "--listen", "127.0.0.1:0"])
+            .env_remove("MIMALLOC_ALLOW_THP")
+            .stdout(Stdio::piped());
+        if let Some(v) = allow {
+            cmd.env("MIMALLOC_ALLOW_THP", v);
+        }
+        let mut p = Process(cmd.spawn().expect("spawn"));
+        // The backend says it listens once main has run past the switch.
+        let mut line = String::new();
+        std::io::BufReader::new(p.0.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.contains("listening"), "{line}");
+        let got = thp_enabled(&p.0.id().to_string()).expect("THP_enabled");
+        assert_eq!(got, want, "MIMALLOC_ALLOW_THP {allow:?}");
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod deadline;
 mod drain;
 mod layer;
 mod limits;
+pub mod memory;
 mod metrics;
 mod record;
 pub mod reload;
