@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 
+/// The metadata key of a gRPC deadline (tonic's `Request::set_timeout`
+/// writes it under this name).
+pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
+
 /// The `grpc-timeout` the caller sent, if any and well formed.
 pub fn incoming_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let value = metadata.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
     // At most 8 digits and one unit letter (gRPC over HTTP/2 spec).
     if value.len() < 2 || value.len() > 9 {
         return None;

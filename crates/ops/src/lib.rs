@@ -22,7 +22,7 @@ mod revocation;
 mod serve;
 pub mod trace;
 
-pub use deadline::{incoming_timeout, is_transport_failure};
+pub use deadline::{GRPC_TIMEOUT_HEADER, incoming_timeout, is_transport_failure};
 pub use drain::{
     Drain, HttpDrainLayer, HttpDrainService, HttpRefusal, RETRY_HEADER, RETRY_SAFE, is_retry_safe,
 };

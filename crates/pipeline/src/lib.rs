@@ -103,9 +103,6 @@ pub struct Deadline {
     trace: Trace,
 }
 
-/// The metadata key of a gRPC deadline, as `Request::set_timeout` writes it.
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-
 /// The part of a caller's deadline kept to record and answer.
 fn margin(incoming: Duration) -> Duration {
     (incoming / 10).min(Duration::from_millis(250))
@@ -148,7 +145,10 @@ impl Deadline {
     pub fn request<M>(&self, message: M) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(self.remaining());
-        if let Some(timeout) = request.metadata_mut().get_mut(GRPC_TIMEOUT) {
+        if let Some(timeout) = request
+            .metadata_mut()
+            .get_mut(truc_ops::GRPC_TIMEOUT_HEADER)
+        {
             timeout.set_sensitive(true);
         }
         self.trace.inject(request.metadata_mut());
