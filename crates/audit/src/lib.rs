@@ -22,7 +22,10 @@
 
 mod counts;
 mod ids;
-pub use ids::DEFAULT_ID_FILTER_IDS;
+pub use ids::{DEFAULT_ID_FILTER_IDS, ordered_transaction_id};
+
+/// Length of a transaction id: 32 lowercase hex digits.
+pub const TRANSACTION_ID_LEN: usize = 32;
 pub mod index;
 mod log;
 pub mod merkle;

@@ -33,6 +33,17 @@ pub(crate) enum LogKind {
     Node,
 }
 
+/// How the ids of `truc-bench audit`'s records are drawn.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum IdKind {
+    /// As nodes issue them: the millisecond first, so a later id sorts after
+    /// (about 30 records per millisecond here).
+    Node,
+    /// 128 bits in no order, as nodes issued them before ADR 0021 (and as a
+    /// hostile node still may).
+    Random,
+}
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct AuditArgs {
     /// Which log to write.
@@ -47,6 +58,9 @@ pub(crate) struct AuditArgs {
     /// Commit without flushing (what durability costs; never the default).
     #[arg(long)]
     no_flush: bool,
+    /// How the records' transaction ids are drawn.
+    #[arg(long, value_enum, default_value_t = IdKind::Node)]
+    ids: IdKind,
     /// Also print the results as one JSON object (one line).
     #[arg(long)]
     json: bool,
@@ -61,12 +75,15 @@ const CLIENTS: [&str; 4] = [
 ];
 const PROVIDERS: [&str; 2] = ["000.00.00.G22", "000.00.00.G01"];
 
-/// A data call like the bench's routed ones, with a random-looking id.
-fn transaction(i: u64) -> Transaction {
-    let id = format!(
-        "{:032x}",
-        u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-    );
+/// A data call like the bench's routed ones, its id of the kind asked for.
+fn transaction(i: u64, ids: IdKind, issued_from: u64) -> Transaction {
+    let id = match ids {
+        IdKind::Node => crate::node_like_id(issued_from + i / 30, u128::from(i)),
+        IdKind::Random => format!(
+            "{:032x}",
+            u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+        ),
+    };
     let client = CLIENTS[(i % 4) as usize];
     let provider = PROVIDERS[(i % 2) as usize];
     let mut tx = Transaction::call(
@@ -123,6 +140,7 @@ async fn append_all(args: &AuditArgs) -> Result<Measured, String> {
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let (ids, issued_from) = (args.ids, crate::unix_ms());
     for _ in 0..args.concurrency {
         let (log, next, heads, total) = (log.clone(), next.clone(), heads.clone(), args.records);
         tasks.push(tokio::spawn(async move {
@@ -132,7 +150,7 @@ async fn append_all(args: &AuditArgs) -> Result<Measured, String> {
                     return Ok::<(), String>(());
                 }
                 let appended = log
-                    .append(transaction(i))
+                    .append(transaction(i, ids, issued_from))
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(head) = appended.tree_head {
@@ -180,10 +198,11 @@ pub(crate) async fn run_audit(args: AuditArgs) -> Result<(), String> {
     let n = args.records as f64;
     let per_record = m.cpu_seconds.map(|c| c * 1e6 / n);
     println!(
-        "audit ({:?} log, {}, {} in flight): {} records in {:.2} s, {:.0} records/s, CPU {} µs per record{}",
+        "audit ({:?} log, {}, {} in flight, {:?} ids): {} records in {:.2} s, {:.0} records/s, CPU {} µs per record{}",
         args.log,
         if args.no_flush { "no flush" } else { "durable" },
         args.concurrency,
+        args.ids,
         m.size,
         m.seconds,
         n / m.seconds,
@@ -209,6 +228,7 @@ pub(crate) async fn run_audit(args: AuditArgs) -> Result<(), String> {
                 "log": format!("{:?}", args.log).to_lowercase(),
                 "durable": !args.no_flush,
                 "concurrency": args.concurrency,
+                "ids": format!("{:?}", args.ids).to_lowercase(),
                 "records": m.size,
                 "seconds": m.seconds,
                 "records_per_second": n / m.seconds,
@@ -227,7 +247,8 @@ pub(crate) struct StoreKeysArgs {
     /// records as one value per batch; t a key per Merkle node (two per two
     /// records); T the Merkle nodes as one chunk per batch; p two
     /// party-index keys per record; P one party-index run per agency per
-    /// batch; x a transaction-id key per record (random ids); c one counter
+    /// batch; x a transaction-id key per record (random ids); o the same
+    /// with ids of the nodes' form (time first, ADR 0021); c one counter
     /// per batch; h one tree head per batch. A hub before ADR 0017 wrote
     /// `rtpxch`; since, `rTPxch`.
     #[arg(long, default_value = "rTPxch")]
@@ -283,6 +304,11 @@ fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBat
             let id = format!("{:032x}", idx.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             b.insert(key(b"audit/x/", &[id.as_bytes()]), idx.to_be_bytes());
         }
+        if has('o') {
+            // The nodes' form, one batch a millisecond.
+            let id = crate::node_like_id(1_764_633_600_000 + g, u128::from(idx));
+            b.insert(key(b"audit/x/", &[id.as_bytes()]), idx.to_be_bytes());
+        }
     }
     if !blob.is_empty() {
         b.insert(key(b"audit/g/", &[&g.to_be_bytes()]), &blob);
@@ -313,7 +339,7 @@ fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBat
 }
 
 pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
-    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxch".contains(*c)) {
+    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxoch".contains(*c)) {
         return Err(format!("--keys: unknown key kind {bad:?} (see --help)"));
     }
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -356,23 +382,44 @@ mod tests {
         assert_eq!(count("p"), 8);
         assert_eq!(count("P"), 2);
         assert_eq!(count("x"), 4);
+        assert_eq!(count("o"), 4);
+        assert_eq!(count("xo"), 8, "random and ordered ids are different keys");
         assert_eq!(count("rtpxch"), 4 + 6 + 8 + 4 + 2);
         assert_eq!(count("rTPxch"), 4 + 1 + 2 + 4 + 2);
     }
 
     #[tokio::test]
     async fn the_audit_mode_writes_every_record_of_a_hub_log_in_groups() {
-        let m = append_all(&AuditArgs {
-            log: LogKind::Hub,
-            records: 200,
-            concurrency: 16,
-            no_flush: false,
-            json: false,
-        })
-        .await
-        .expect("runs");
-        assert_eq!(m.size, 200);
-        // Every record's receipt names a head; several records share one.
-        assert!(m.commits >= 1 && m.commits <= 200, "{}", m.commits);
+        for ids in [IdKind::Node, IdKind::Random] {
+            let m = append_all(&AuditArgs {
+                log: LogKind::Hub,
+                records: 200,
+                concurrency: 16,
+                no_flush: false,
+                ids,
+                json: false,
+            })
+            .await
+            .expect("runs");
+            assert_eq!(m.size, 200);
+            // Every record's receipt names a head; several records share one.
+            assert!(m.commits >= 1 && m.commits <= 200, "{}", m.commits);
+        }
+    }
+
+    #[test]
+    fn node_like_ids_are_valid_distinct_and_ordered_by_their_millisecond() {
+        let ids: Vec<String> = (0..1000u64)
+            .map(|i| crate::node_like_id(1_764_633_600_000 + i / 30, u128::from(i)))
+            .collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.len(), truc_audit::TRANSACTION_ID_LEN);
+            assert!(id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        }
+        assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+        // Within a millisecond they are in no order (the point of `random`).
+        assert!(ids.windows(2).any(|w| w[0] > w[1]));
     }
 }

@@ -480,8 +480,11 @@ async fn national_day(
             &node_id(n),
         )?));
     }
-    // Each transaction's request, built before the clock starts.
+    // Each transaction's request, built before the clock starts. Ids are
+    // of the nodes' form, issued as if at 9 000 a second from now (the
+    // day's target), so the hub indexes them in about the order they come.
     let payload = Bytes::from(vec![0x5a_u8; 100]);
+    let issued_from = crate::unix_ms();
     let requests: Arc<Vec<(usize, DataRequest)>> = Arc::new(
         picks
             .iter()
@@ -489,7 +492,10 @@ async fn national_day(
             .map(|(i, &g)| {
                 let (client, service) = country.grants[g as usize];
                 let request = DataRequest {
-                    transaction_id: format!("{seed:016x}{i:016x}"),
+                    transaction_id: crate::node_like_id(
+                        issued_from + i as u64 / 9,
+                        u128::from(seed) << 64 | i as u128,
+                    ),
                     client_agency: country.agencies[client as usize].clone(),
                     service: country.services[service as usize].clone(),
                     content_type: crate::CONTENT_TYPE.to_owned(),

@@ -1158,3 +1158,27 @@ async fn the_rest_door_takes_why_a_call_is_made_in_headers_and_refuses_hostile_o
     };
     assert_eq!(why(&by_rest), why(&by_grpc));
 }
+
+#[test]
+fn the_node_issues_valid_ids_in_the_order_of_their_millisecond() {
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    let before = ms();
+    let ids: Vec<String> = (0..64)
+        .map(|_| crate::new_transaction_id().expect("id"))
+        .collect();
+    let after = ms();
+    let mut distinct = std::collections::HashSet::new();
+    for id in &ids {
+        truc_pipeline::fields::transaction_id("transaction_id", id).expect("a valid id");
+        let issued = u64::from_str_radix(&id[..12], 16).expect("hex");
+        assert!(before <= issued && issued <= after, "{id} not issued now");
+        assert!(distinct.insert(id.clone()), "{id} issued twice");
+    }
+    // Issued one after the other, their time prefixes never go back.
+    assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+}

@@ -325,14 +325,19 @@ fn watch_document_queues(metrics: &Metrics, documents: Arc<docs::Documents>) {
     }));
 }
 
-/// A new transaction id: 128 random bits as 32 lowercase hex digits.
+/// A new transaction id: the time in milliseconds, then 80 random bits
+/// ([`truc_audit::ordered_transaction_id`]), so that the hub indexes ids in
+/// the order they come.
 pub(crate) fn new_transaction_id() -> Result<String, truc_pipeline::TxError> {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
+    let mut random = [0u8; 10];
     ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
+        .fill(&mut random)
         .map_err(|_| truc_pipeline::TxError::Internal("no randomness available".into()))?;
-    Ok(hex::encode(bytes))
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(truc_audit::ordered_transaction_id(unix_ms, &random))
 }
 
 #[cfg(test)]

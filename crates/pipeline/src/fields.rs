@@ -5,8 +5,8 @@ use truc_registry::{AgencyCode, ServiceId};
 
 use crate::{Transaction, TxError};
 
-/// Length of a transaction id: 32 lowercase hex digits (128 random bits).
-pub const TRANSACTION_ID_LEN: usize = 32;
+/// Length of a transaction id: 32 lowercase hex digits.
+pub use truc_audit::TRANSACTION_ID_LEN;
 /// Longest content type accepted (RFC 6838 names are at most 127 + 127).
 pub const MAX_CONTENT_TYPE: usize = 255;
 
