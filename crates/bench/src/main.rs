@@ -363,6 +363,22 @@ fn process_cpu_seconds() -> Option<f64> {
     cpu_seconds_of("self")
 }
 
+/// CPU seconds of this process's threads whose names `chosen` picks (from
+/// `/proc/self/task`); threads that have ended are not counted.
+fn threads_cpu_seconds(chosen: impl Fn(&str) -> bool) -> Option<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(task) = task else { continue };
+        let tid = task.file_name();
+        let Some(tid) = tid.to_str() else { continue };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if chosen(comm.trim_end()) {
+            total += cpu_seconds_of(&format!("self/task/{tid}")).unwrap_or(0.0);
+        }
+    }
+    Some(total)
+}
+
 /// [`process_cpu_seconds`] of process `pid` (or `self`).
 fn cpu_seconds_of(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -75,10 +75,27 @@ pub(crate) struct NationalArgs {
     /// Seed of the generated country and day.
     #[arg(long, default_value_t = 2024)]
     seed: u64,
+    /// Run the deployment (the hub, and the demo's nodes, idle here) on a
+    /// tokio runtime of its own, two worker threads named `hub-worker`, so
+    /// that the hub's own CPU per transaction (those threads, the audit
+    /// writers and sled's threads) is counted apart from the generator's.
+    /// Four worker threads then share the two cores, so the day's rate is
+    /// not comparable with a run without it.
+    #[arg(long)]
+    hub_apart: bool,
     /// Also print the results as one JSON object (one line).
     #[arg(long)]
     json: bool,
 }
+
+/// The threads that are the hub's with `--hub-apart`: its runtime's, the
+/// audit writers' (the demo's nodes write nothing in the day) and sled's.
+fn is_hub_thread(name: &str) -> bool {
+    name == HUB_THREADS || name.starts_with("audit-") || name.starts_with("sled-")
+}
+
+/// The name of the hub runtime's threads with `--hub-apart`.
+const HUB_THREADS: &str = "hub-worker";
 
 /// A generated country: agency `i` is hosted by node `i * nodes /
 /// agencies`, and the first agency of each node is the parent of the
@@ -277,7 +294,29 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
     );
 
     let args = hub_only_args(&a);
-    let (dir, mut deployment) = start_deployment(&args, true).await?;
+    // With --hub-apart the deployment's servers spawn their tasks on a
+    // runtime of their own.
+    let hub_runtime = if a.hub_apart {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(HUB_THREADS)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the hub's runtime: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let (dir, mut deployment) = match &hub_runtime {
+        Some(rt) => {
+            let a = a.clone();
+            rt.spawn(async move { start_deployment(&hub_only_args(&a), true).await })
+                .await
+                .map_err(|e| format!("the deployment's start failed: {e}"))??
+        }
+        None => start_deployment(&args, true).await?,
+    };
     let mut servers = servers::Servers::new();
     let result = async {
         let pki = deployment.files.pki.clone();
@@ -335,7 +374,14 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
             national_run.rate()
         );
 
+        let hub_cpu0 = crate::threads_cpu_seconds(is_hub_thread);
         let day = national_day(&deployment, &country, &picks, a.concurrency, a.seed).await?;
+        let hub_cpu_us = match (a.hub_apart, hub_cpu0, crate::threads_cpu_seconds(is_hub_thread)) {
+            (true, Some(before), Some(after)) if day.calls() > 0 => {
+                Some((after - before) * 1e6 / day.calls() as f64)
+            }
+            _ => None,
+        };
         let day_secs = day.seconds;
         println!(
             "day: {} transactions in {day_secs:.1} s, {:.0}/s, {} errors, p50 {:.3} ms, p99 {:.3} ms, {} µs of CPU per transaction",
@@ -348,6 +394,12 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
         );
         for (code, (n, msg)) in &day.tally.errors {
             println!("  day errors: {n} × {code} (first: {msg})");
+        }
+        if let Some(us) = hub_cpu_us {
+            println!(
+                "  of which the hub's own threads: {us:.0} µs of CPU per transaction (its runtime, audit writer and sled's threads); two cores of its own would carry at most {:.0}/s at that cost",
+                2e6 / us
+            );
         }
 
         let asked = Instant::now();
@@ -377,6 +429,7 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
             (snapshot_bytes, fetch),
             [demo_run, national_run, day],
             (report_secs, by_provider),
+            hub_cpu_us,
         ))
     }
     .await;
@@ -389,8 +442,12 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
         (snapshot_bytes, fetch),
         [demo_run, national_run, day],
         (report_secs, by_provider),
+        hub_cpu_us,
     ) = result?;
     stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
+    if let Some(rt) = hub_runtime {
+        rt.shutdown_background();
+    }
 
     // `truc report --verify` on the stopped hub's store.
     let store = truc_store::Store::open(&dir.path().join("hub"))
@@ -433,6 +490,7 @@ pub(crate) async fn run_national(a: NationalArgs) -> Result<serde_json::Value, S
             "day_p50_ms": day.ms(0.5),
             "day_p99_ms": day.ms(0.99),
             "day_cpu_us_per_call": day.cpu_us_per_call().map(round),
+            "day_hub_cpu_us_per_call": hub_cpu_us.map(round),
             "distinct_pairs": distinct,
             "groups": verified.stats.len(),
             "report_by_provider_s": round(report_secs),
@@ -601,9 +659,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_small_national_day_is_reported_and_verified_whole() {
-        let args = NationalArgs {
+    fn small_day(hub_apart: bool) -> NationalArgs {
+        NationalArgs {
             agencies: 300,
             nodes: 6,
             services: 30,
@@ -613,9 +670,16 @@ mod tests {
             concurrency: 16,
             compare_secs: 1,
             seed: 5,
+            hub_apart,
             json: false,
-        };
-        let j = run_national(args).await.expect("the day runs and verifies");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_national_day_is_reported_and_verified_whole() {
+        let j = run_national(small_day(false))
+            .await
+            .expect("the day runs and verifies");
         let n = &j["national"];
         assert_eq!(n["transactions"], 3_000);
         assert_eq!(n["errors"], 0);
@@ -624,6 +688,31 @@ mod tests {
         let groups = n["groups"].as_u64().unwrap();
         let pairs = n["distinct_pairs"].as_u64().unwrap();
         assert!(groups == pairs + 1, "{groups} groups, {pairs} pairs");
+        assert!(n["day_hub_cpu_us_per_call"].is_null());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_hub_apart_its_own_cpu_is_a_part_of_the_days() {
+        let j = run_national(small_day(true))
+            .await
+            .expect("the day runs and verifies");
+        let n = &j["national"];
+        assert_eq!(n["errors"], 0);
+        assert_eq!(n["verify_equal"], true);
+        let hub = n["day_hub_cpu_us_per_call"].as_f64().expect("measured");
+        let all = n["day_cpu_us_per_call"].as_f64().expect("measured");
+        // The hub did real work, and the generator and providers some too.
+        assert!(hub > 0.0 && hub < all, "hub {hub} µs of {all}");
+    }
+
+    #[test]
+    fn the_hubs_threads_are_told_by_name() {
+        for name in [HUB_THREADS, "audit-writer", "audit-id-filter", "sled-io-3"] {
+            assert!(is_hub_thread(name), "{name}");
+        }
+        for name in ["tokio-rt-worker", "truc-bench", "hub-workers-x"] {
+            assert!(!is_hub_thread(name), "{name}");
+        }
     }
 
     #[test]
