@@ -675,15 +675,21 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_small_national_day_is_reported_and_verified_whole() {
-        let j = run_national(small_day(false))
+    /// Runs a small day; its figures, once it has run whole and verified.
+    async fn small_day_run(hub_apart: bool) -> serde_json::Value {
+        let j = run_national(small_day(hub_apart))
             .await
             .expect("the day runs and verifies");
-        let n = &j["national"];
+        let n = j["national"].clone();
         assert_eq!(n["transactions"], 3_000);
         assert_eq!(n["errors"], 0);
         assert_eq!(n["verify_equal"], true);
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_national_day_is_reported_and_verified_whole() {
+        let n = small_day_run(false).await;
         // The day's groups, plus the hub-only runs' one pair.
         let groups = n["groups"].as_u64().unwrap();
         let pairs = n["distinct_pairs"].as_u64().unwrap();
@@ -693,12 +699,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_the_hub_apart_its_own_cpu_is_a_part_of_the_days() {
-        let j = run_national(small_day(true))
-            .await
-            .expect("the day runs and verifies");
-        let n = &j["national"];
-        assert_eq!(n["errors"], 0);
-        assert_eq!(n["verify_equal"], true);
+        let n = small_day_run(true).await;
         let hub = n["day_hub_cpu_us_per_call"].as_f64().expect("measured");
         let all = n["day_cpu_us_per_call"].as_f64().expect("measured");
         // The hub did real work, and the generator and providers some too.
