@@ -472,6 +472,9 @@ impl AuditLog {
 
 type Pending = (Transaction, oneshot::Sender<Result<Appended, AuditError>>);
 
+/// The name of the writer's journal in the store ([`Store::apply_journaled`]).
+const JOURNAL: &[u8] = b"audit";
+
 /// The durable flush of the store.
 pub(crate) type FlushFn = Box<dyn FnMut(&Store) -> Result<(), truc_store::StoreError> + Send>;
 
@@ -682,7 +685,10 @@ impl Writer {
                 Err(e) => return self.fail_all(group.len(), &e),
             }
         }
-        if let Err(e) = self.store.apply(batch) {
+        // Journaled: sled's atomic batch costs a log buffer written and
+        // waited for per commit (ADR 0022); only this thread writes the
+        // log's keys.
+        if let Err(e) = self.store.apply_journaled(JOURNAL, batch) {
             return self.fail_all(group.len(), &e);
         }
         // Applied: later records build on these whatever the flush says.

@@ -249,7 +249,8 @@ pub(crate) struct StoreKeysArgs {
     /// party-index keys per record; P one party-index run per agency per
     /// batch; x a transaction-id key per record (random ids); o the same
     /// with ids of the nodes' form (time first, ADR 0021); c one counter
-    /// per batch; h one tree head per batch. A hub before ADR 0017 wrote
+    /// per batch; h one tree head per batch; j a journal of the batch, one
+    /// value holding all its keys and values, written first (ADR 0022). A hub before ADR 0017 wrote
     /// `rtpxch`; since, `rTPxch`.
     #[arg(long, default_value = "rTPxch")]
     keys: String,
@@ -263,6 +264,10 @@ pub(crate) struct StoreKeysArgs {
     /// Bytes of each record.
     #[arg(long, default_value_t = 420, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     record_bytes: u64,
+    /// Write each batch's keys with one plain insert each instead of one
+    /// atomic batch (no atomicity: what sled's batch itself costs).
+    #[arg(long)]
+    inserts: bool,
 }
 
 fn key(prefix: &[u8], tail: &[&[u8]]) -> Vec<u8> {
@@ -274,9 +279,9 @@ fn key(prefix: &[u8], tail: &[&[u8]]) -> Vec<u8> {
 }
 
 /// One batch of `store-keys`: records `first..first + per` of batch `g`.
-fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBatch {
+fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> Writes {
     let has = |c| keys.contains(c);
-    let mut b = WriteBatch::default();
+    let mut b = Writes::default();
     let mut blob = Vec::new();
     for idx in first..first + per {
         let mut r = record.to_vec();
@@ -335,11 +340,51 @@ fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBat
             [5u8; 150],
         );
     }
+    if has('j') {
+        // A journal of the batch, written first: every key and value of it
+        // in one value under one key.
+        let mut journal = Vec::new();
+        for (k, v) in &b.0 {
+            journal.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            journal.extend_from_slice(k);
+            journal.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            journal.extend_from_slice(v);
+        }
+        b.0.insert(0, (b"audit/j".to_vec(), journal));
+    }
     b
 }
 
+/// The keys and values of one batch, in the order written.
+#[derive(Default)]
+struct Writes(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Writes {
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.0
+            .push((key.as_ref().to_vec(), value.as_ref().to_vec()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Into the store: one atomic batch, or one insert per key.
+    fn write(self, store: &Store, inserts: bool) -> Result<(), truc_store::StoreError> {
+        if inserts {
+            return self.0.into_iter().try_for_each(|(k, v)| store.insert(k, v));
+        }
+        let mut batch = WriteBatch::default();
+        for (k, v) in self.0 {
+            batch.insert(k, v);
+        }
+        store.apply(batch)
+    }
+}
+
 pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
-    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxoch".contains(*c)) {
+    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxochj".contains(*c)) {
         return Err(format!("--keys: unknown key kind {bad:?} (see --help)"));
     }
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -349,15 +394,18 @@ pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
     let started = Instant::now();
     for g in 0..args.batches {
         let batch = batch_of(&args.keys, g, g * args.per_batch, args.per_batch, &record);
-        store.apply(batch).map_err(|e| e.to_string())?;
+        batch
+            .write(&store, args.inserts)
+            .map_err(|e| e.to_string())?;
         store.flush().map_err(|e| e.to_string())?;
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let n = (args.batches * args.per_batch) as f64;
     println!(
-        "store-keys {}: {} batches of {} records of {} B, CPU {} µs per record, {:.1} µs wall per record",
+        "store-keys {}{}: {} batches of {} records of {} B, CPU {} µs per record, {:.1} µs wall per record",
         args.keys,
+        if args.inserts { " (inserts)" } else { "" },
         args.batches,
         args.per_batch,
         args.record_bytes,
@@ -386,6 +434,7 @@ mod tests {
         assert_eq!(count("xo"), 8, "random and ordered ids are different keys");
         assert_eq!(count("rtpxch"), 4 + 6 + 8 + 4 + 2);
         assert_eq!(count("rTPxch"), 4 + 1 + 2 + 4 + 2);
+        assert_eq!(count("gj"), 2, "the journal is one more key");
     }
 
     #[tokio::test]

@@ -37,6 +37,20 @@ pub enum StoreError {
     /// A read, write or flush failed.
     #[error("storage error: {0}")]
     Engine(#[from] sled::Error),
+    /// A journal of a batch ([`Store::apply_journaled`]) that cannot be
+    /// read back: the database was damaged or altered.
+    #[error(
+        "the journal {name:?} in {path} is damaged ({reason}); move the directory aside and \
+         restore it from a backup"
+    )]
+    Journal {
+        /// Directory of the database.
+        path: PathBuf,
+        /// The journal's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The durable sync of the database file failed.
     #[error("cannot sync the database file {path}: {source}")]
     Sync {
@@ -53,6 +67,8 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// The journal of the last batch of each journaled writer, by name.
+    journals: sled::Tree,
     dir: PathBuf,
     /// sled's database file, kept open for the `fdatasync` of every flush.
     file: std::sync::Arc<File>,
@@ -62,33 +78,115 @@ pub struct Store {
 }
 
 /// Writes applied together: all of them, or none after a crash.
-#[derive(Default)]
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct WriteBatch {
-    inner: sled::Batch,
-    len: usize,
+    /// Each key with its new value, or `None` to remove it, in order.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Bytes of the keys and values, for the journal's size.
+    bytes: usize,
 }
+
+/// The tree that holds the journals of [`Store::apply_journaled`].
+const JOURNALS: &str = "truc-journals";
+
+/// A batch whose journal would be larger goes to sled as an atomic batch:
+/// sled would write the journal to a file of its own (from 128 KiB), and a
+/// batch that large pays sled's fixed cost of a batch over many records.
+pub const MAX_JOURNAL_BYTES: usize = 64 * 1024;
+
+/// Version byte that starts a journal.
+const JOURNAL_V1: u8 = 1;
 
 impl WriteBatch {
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.inner.insert(key.as_ref(), value.as_ref());
-        self.len += 1;
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.bytes += key.len() + value.len();
+        self.ops.push((key.to_vec(), Some(value.to_vec())));
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.inner.remove(key.as_ref());
-        self.len += 1;
+        let key = key.as_ref();
+        self.bytes += key.len();
+        self.ops.push((key.to_vec(), None));
     }
 
     /// Number of operations in the batch.
     pub fn len(&self) -> usize {
-        self.len
+        self.ops.len()
     }
 
     /// True when the batch holds no operation.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ops.is_empty()
+    }
+
+    /// The size of its journal, at most: 9 bytes per operation.
+    fn journal_len(&self) -> usize {
+        5 + self.bytes + 9 * self.ops.len()
+    }
+
+    /// The journal: a version byte, the number of operations (4 bytes,
+    /// big-endian), then per operation a kind byte (1 set, 0 remove), the
+    /// key's length (4 bytes, big-endian) and the key, and for a set the
+    /// value's length and the value.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.journal_len());
+        out.push(JOURNAL_V1);
+        let len = |n: usize| u32::try_from(n).expect("a key or value is far below 4 GiB");
+        out.extend_from_slice(&len(self.ops.len()).to_be_bytes());
+        for (key, value) in &self.ops {
+            out.push(u8::from(value.is_some()));
+            out.extend_from_slice(&len(key.len()).to_be_bytes());
+            out.extend_from_slice(key);
+            if let Some(value) = value {
+                out.extend_from_slice(&len(value.len()).to_be_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+        out
+    }
+
+    /// A journal read back, checked to be framed as [`WriteBatch::encode`] writes it.
+    fn decode(mut bytes: &[u8]) -> Result<WriteBatch, String> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+            if bytes.len() < n {
+                return Err(format!("it ends inside {what}"));
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Ok(head)
+        }
+        fn sized<'a>(bytes: &mut &'a [u8], what: &str) -> Result<&'a [u8], String> {
+            let len = take(bytes, 4, what)?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| "length".to_string())?);
+            take(bytes, len as usize, what)
+        }
+        match take(&mut bytes, 1, "its version")? {
+            [JOURNAL_V1] => {}
+            [v] => return Err(format!("unknown version {v}")),
+            _ => unreachable!("one byte taken"),
+        }
+        let count = take(&mut bytes, 4, "its length")?;
+        let count = u32::from_be_bytes(count.try_into().map_err(|_| "length".to_string())?);
+        let mut batch = WriteBatch::default();
+        for _ in 0..count {
+            let kind = take(&mut bytes, 1, "an operation")?[0];
+            let key = sized(&mut bytes, "a key")?;
+            match kind {
+                1 => {
+                    let value = sized(&mut bytes, "a value")?;
+                    batch.insert(key, value);
+                }
+                0 => batch.remove(key),
+                k => return Err(format!("unknown operation {k}")),
+            }
+        }
+        if !bytes.is_empty() {
+            return Err(format!("{} bytes after its last operation", bytes.len()));
+        }
+        Ok(batch)
     }
 }
 
@@ -124,14 +222,51 @@ impl Store {
             }
         };
         let tree = db.open_tree("truc").map_err(open_err)?;
+        let journals = db.open_tree(JOURNALS).map_err(open_err)?;
         let file = File::open(dir.join("db")).map_err(|e| open_err(e.into()))?;
-        Ok(Store {
+        let store = Store {
             db,
             tree,
+            journals,
             dir: dir.to_path_buf(),
             file: std::sync::Arc::new(file),
             synced_blobs: Default::default(),
-        })
+        };
+        store.complete_journaled()?;
+        Ok(store)
+    }
+
+    /// Applies again every journaled batch a crash may have cut short, then
+    /// forgets the journals (see [`Store::apply_journaled`]).
+    fn complete_journaled(&self) -> Result<(), StoreError> {
+        let mut any = false;
+        for entry in self.journals.iter() {
+            let (name, journal) = entry?;
+            let batch = WriteBatch::decode(&journal).map_err(|reason| StoreError::Journal {
+                path: self.dir.clone(),
+                name: String::from_utf8_lossy(&name).into_owned(),
+                reason,
+            })?;
+            self.write_each(batch)?;
+            // After the batch's writes: a crash before this applies it again.
+            self.journals.remove(&name)?;
+            any = true;
+        }
+        if any {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The batch's writes, one plain insert or remove each, in order.
+    fn write_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        for (key, value) in batch.ops {
+            match value {
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        Ok(())
     }
 
     /// Directory of the database.
@@ -152,8 +287,41 @@ impl Store {
 
     /// Applies a batch atomically (not durable until [`Store::flush`]).
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.tree.apply_batch(batch.inner)?;
+        let mut inner = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(value) => inner.insert(key, value),
+                None => inner.remove(key),
+            }
+        }
+        self.tree.apply_batch(inner)?;
         Ok(())
+    }
+
+    /// Applies a batch atomically as [`Store::apply`] does, at less cost
+    /// for the single writer that owns the journal `name`: the batch is
+    /// written as one value, its journal, then each of its writes on its own
+    /// (sled's atomic batch writes and waits for a log buffer of its own
+    /// every time). After a crash, opening the store applies the last
+    /// journal of each name again.
+    ///
+    /// That is atomic because sled recovers a prefix of its log, in the
+    /// order written: a journal that survived is followed by none, some or
+    /// all of its writes, and is the last of its name (an earlier journal
+    /// of the name that survived had all its writes, since they were written
+    /// before the next journal). Only the owner of `name` may write the keys
+    /// its batches write, from one thread: a write by anyone else between
+    /// two of its batches could be undone by a replay. A batch whose journal
+    /// would be over [`MAX_JOURNAL_BYTES`] is applied with [`Store::apply`].
+    pub fn apply_journaled(&self, name: &[u8], batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.journal_len() > MAX_JOURNAL_BYTES {
+            // The journal in place describes an earlier batch, whose writes
+            // are all in: replaying it would undo this one.
+            self.journals.remove(name)?;
+            return self.apply(batch);
+        }
+        self.journals.insert(name, batch.encode())?;
+        self.write_each(batch)
     }
 
     /// Every entry whose key starts with `prefix`, in key order.
@@ -304,6 +472,119 @@ mod tests {
         );
         assert_eq!(store.get(b"b/1")?, Some(b"other".to_vec()));
         Ok(())
+    }
+
+    fn contents(store: &Store) -> Vec<Entry> {
+        store
+            .scan_prefix(b"")
+            .collect::<Result<_, _>>()
+            .expect("scan")
+    }
+
+    #[test]
+    fn a_journaled_batch_cut_short_by_a_crash_is_completed_at_open() -> Result<(), StoreError> {
+        let mut first = WriteBatch::default();
+        first.insert(b"k/1", b"one");
+        first.insert(b"k/2", b"two");
+        first.insert(b"k/3", b"three");
+        let mut second = WriteBatch::default();
+        second.insert(b"k/1", b"ONE");
+        second.remove(b"k/2");
+        second.insert(b"k/4", b"four");
+        // Each prefix of what `apply_journaled` writes for the second batch
+        // (its journal, then its writes), as sled may recover it.
+        for cut in 0..=second.len() + 1 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (before, after) = {
+                let store = Store::open(dir.path())?;
+                store.apply_journaled(b"log", first.clone())?;
+                store.flush()?;
+                let before = contents(&store);
+                if cut > 0 {
+                    store.journals.insert(b"log", second.encode())?;
+                    let mut part = second.clone();
+                    part.ops.truncate(cut - 1);
+                    store.write_each(part)?;
+                }
+                store.flush()?;
+                let whole = Store::open(tempfile::tempdir().expect("dir").path())?;
+                whole.apply(first.clone())?;
+                whole.apply(second.clone())?;
+                (before, contents(&whole))
+            };
+            let store = Store::open(dir.path())?;
+            let want = if cut == 0 { &before } else { &after };
+            assert_eq!(&contents(&store), want, "cut after {cut} writes");
+            assert_eq!(store.journals.len(), 0, "journals forgotten once applied");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_too_large_for_a_journal_is_applied_atomically_without_one() -> Result<(), StoreError>
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path())?;
+        let mut small = WriteBatch::default();
+        small.insert(b"a", b"1");
+        store.apply_journaled(b"log", small)?;
+        assert_eq!(store.journals.len(), 1);
+        let mut large = WriteBatch::default();
+        for i in 0..100u32 {
+            large.insert(i.to_be_bytes(), vec![0u8; 1000]);
+        }
+        assert!(large.journal_len() > MAX_JOURNAL_BYTES);
+        store.apply_journaled(b"log", large)?;
+        // The small batch's journal is gone: a replay cannot undo the large one.
+        assert_eq!(store.journals.len(), 0);
+        assert_eq!(store.get(99u32.to_be_bytes())?, Some(vec![0u8; 1000]));
+        assert_eq!(store.get(b"a")?, Some(b"1".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn journals_read_back_as_written_and_damaged_ones_are_refused() {
+        let mut batch = WriteBatch::default();
+        batch.insert(b"key", b"value");
+        batch.remove(b"gone");
+        batch.insert(b"", b"");
+        let journal = batch.encode();
+        assert!(journal.len() <= batch.journal_len());
+        assert_eq!(WriteBatch::decode(&journal), Ok(batch));
+        for cut in 0..journal.len() {
+            assert!(WriteBatch::decode(&journal[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = journal.clone();
+        longer.push(0);
+        assert_eq!(
+            WriteBatch::decode(&longer),
+            Err("1 bytes after its last operation".into())
+        );
+        let mut unknown = journal.clone();
+        unknown[5] = 7;
+        assert_eq!(
+            WriteBatch::decode(&unknown),
+            Err("unknown operation 7".into())
+        );
+        assert_eq!(WriteBatch::decode(&[2]), Err("unknown version 2".into()));
+    }
+
+    #[test]
+    fn a_store_with_a_damaged_journal_does_not_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .journals
+                .insert(b"audit", &[1, 0, 0, 0, 1, 1, 0, 0, 0, 9, b'k'][..])
+                .expect("write");
+            store.flush().expect("flush");
+        }
+        let msg = Store::open(dir.path()).err().expect("refused").to_string();
+        assert!(
+            msg.contains("journal \"audit\"") && msg.contains("ends inside a key"),
+            "{msg}"
+        );
     }
 
     #[test]
