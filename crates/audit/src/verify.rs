@@ -463,6 +463,34 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_last_commit_cut_short_is_completed_from_its_journal_at_open() {
+        let f = filled(40).await;
+        // The last commit wrote the greatest head and value of records.
+        let head = f.store.last_with_prefix(crate::HEAD_PREFIX).expect("read");
+        let group = f.store.last_with_prefix(crate::GROUP_PREFIX).expect("read");
+        let (Some((head, _)), Some((group, _))) = (head, group) else {
+            panic!("a filled log has heads and records");
+        };
+        // As if a crash had come after the commit's journal and before
+        // these two of its writes.
+        let mut lost = truc_store::WriteBatch::default();
+        lost.remove(&head);
+        lost.remove(&group);
+        f.store.apply(lost).expect("remove");
+        f.store.flush().expect("flush");
+        let Filled {
+            _dir: dir,
+            store,
+            key,
+        } = f;
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let report = verify(&store, Some(&key)).expect("verify");
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(LogReader::offline(store).expect("reader").size(), 40);
+    }
+
     fn problem(f: &Filled) -> Option<Problem> {
         verify(&f.store, Some(&f.key)).expect("verify").problem
     }
