@@ -69,6 +69,10 @@ pub struct Store {
     tree: sled::Tree,
     /// The journal of the last batch of each journaled writer, by name.
     journals: sled::Tree,
+    /// Held while a journaled batch is written: one at a time, so that each
+    /// journal is followed by its own writes only. It holds the names whose
+    /// last batch failed half-way, to be completed before the next.
+    journaling: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
     dir: PathBuf,
     /// sled's database file, kept open for the `fdatasync` of every flush.
     file: std::sync::Arc<File>,
@@ -228,6 +232,7 @@ impl Store {
             db,
             tree,
             journals,
+            journaling: Default::default(),
             dir: dir.to_path_buf(),
             file: std::sync::Arc::new(file),
             synced_blobs: Default::default(),
@@ -240,14 +245,9 @@ impl Store {
     /// forgets the journals (see [`Store::apply_journaled`]).
     fn complete_journaled(&self) -> Result<(), StoreError> {
         let mut any = false;
-        for entry in self.journals.iter() {
-            let (name, journal) = entry?;
-            let batch = WriteBatch::decode(&journal).map_err(|reason| StoreError::Journal {
-                path: self.dir.clone(),
-                name: String::from_utf8_lossy(&name).into_owned(),
-                reason,
-            })?;
-            self.write_each(batch)?;
+        for name in self.journals.iter().keys() {
+            let name = name?;
+            self.complete_journal(&name)?;
             // After the batch's writes: a crash before this applies it again.
             self.journals.remove(&name)?;
             any = true;
@@ -306,21 +306,64 @@ impl Store {
     /// journal of each name again.
     ///
     /// That is atomic because sled recovers a prefix of its log, in the
-    /// order written: a journal that survived is followed by none, some or
-    /// all of its writes, and is the last of its name (an earlier journal
-    /// of the name that survived had all its writes, since they were written
-    /// before the next journal). Only the owner of `name` may write the keys
-    /// its batches write, from one thread: a write by anyone else between
-    /// two of its batches could be undone by a replay. A batch whose journal
-    /// would be over [`MAX_JOURNAL_BYTES`] is applied with [`Store::apply`].
+    /// order written, and journaled batches are written one at a time: a
+    /// journal that survived is followed by none, some or all of its
+    /// writes, and is the last of its name (an earlier journal of the name
+    /// that survived had all its writes, since they were written before the
+    /// next journal). Every write of the keys a name's batches write must go
+    /// through this with that name: a write made otherwise between two of
+    /// its batches could be undone by a replay. A batch whose journal would
+    /// be over [`MAX_JOURNAL_BYTES`] is applied with [`Store::apply`].
     pub fn apply_journaled(&self, name: &[u8], batch: WriteBatch) -> Result<(), StoreError> {
+        let mut unfinished = match self.journaling.lock() {
+            Ok(unfinished) => unfinished,
+            // A panic in the middle of some batch: any journal in place may
+            // be that batch, half written.
+            Err(poisoned) => {
+                let mut unfinished = poisoned.into_inner();
+                for name in self.journals.iter().keys() {
+                    unfinished.insert(name?.to_vec());
+                }
+                self.journaling.clear_poison();
+                unfinished
+            }
+        };
+        if unfinished.contains(name) {
+            // The journal in place is the batch that failed half-way: it
+            // must be whole before another journal replaces it.
+            self.complete_journal(name)?;
+            unfinished.remove(name);
+        }
         if batch.journal_len() > MAX_JOURNAL_BYTES {
             // The journal in place describes an earlier batch, whose writes
             // are all in: replaying it would undo this one.
             self.journals.remove(name)?;
             return self.apply(batch);
         }
-        self.journals.insert(name, batch.encode())?;
+        // After a failure here the journal in place may be this batch's,
+        // with some of its writes: it is completed before the next batch
+        // (the caller was told the batch failed, and it may be applied).
+        let written = self
+            .journals
+            .insert(name, batch.encode())
+            .map_err(StoreError::from)
+            .and_then(|_| self.write_each(batch));
+        if written.is_err() {
+            unfinished.insert(name.to_vec());
+        }
+        written
+    }
+
+    /// Applies the journal of `name` again, if there is one.
+    fn complete_journal(&self, name: &[u8]) -> Result<(), StoreError> {
+        let Some(journal) = self.journals.get(name)? else {
+            return Ok(());
+        };
+        let batch = WriteBatch::decode(&journal).map_err(|reason| StoreError::Journal {
+            path: self.dir.clone(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            reason,
+        })?;
         self.write_each(batch)
     }
 
@@ -517,6 +560,32 @@ mod tests {
             assert_eq!(&contents(&store), want, "cut after {cut} writes");
             assert_eq!(store.journals.len(), 0, "journals forgotten once applied");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_that_failed_half_way_is_completed_before_the_next() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path())?;
+        let mut failed = WriteBatch::default();
+        failed.insert(b"k/1", b"one");
+        failed.insert(b"k/2", b"two");
+        // As a write error after the journal and the first write leaves it.
+        store.journals.insert(b"log", failed.encode())?;
+        let mut part = failed.clone();
+        part.ops.truncate(1);
+        store.write_each(part)?;
+        store
+            .journaling
+            .lock()
+            .expect("lock")
+            .insert(b"log".to_vec());
+        let mut next = WriteBatch::default();
+        next.insert(b"k/3", b"three");
+        store.apply_journaled(b"log", next)?;
+        assert_eq!(store.get(b"k/2")?, Some(b"two".to_vec()), "completed");
+        assert_eq!(store.get(b"k/3")?, Some(b"three".to_vec()));
+        assert!(store.journaling.lock().expect("lock").is_empty());
         Ok(())
     }
 

@@ -83,7 +83,9 @@ impl Documents {
             }
         };
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
-        self.store.apply(batch).map_err(storage)?;
+        self.store
+            .apply_journaled(keys::JOURNAL, batch)
+            .map_err(storage)?;
         self.flush()?;
         self.statuses.notify_one();
         let arrived = entry.arrived_unix_ms;
@@ -249,7 +251,9 @@ impl Documents {
         let mut batch = WriteBatch::default();
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         batch.insert(keys::status(seq), update);
-        self.store.apply(batch).map_err(storage)?;
+        self.store
+            .apply_journaled(keys::JOURNAL, batch)
+            .map_err(storage)?;
         self.flush()?;
         self.statuses.notify_one();
         let _ = self.events.send(InboxEvent {

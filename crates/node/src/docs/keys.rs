@@ -22,6 +22,11 @@ pub(crate) const RECIPIENT: &[u8] = b"doc/r/";
 /// document id, recipient and position.
 pub(crate) const HISTORY: &[u8] = b"doc/h/";
 
+/// The journal every write of the keys above goes through
+/// ([`Store::apply_journaled`]), so that a replay after a crash cannot undo
+/// one of them (the migration at open runs before any of them).
+pub(crate) const JOURNAL: &[u8] = b"documents";
+
 /// The longest sender, recipient or document id a key is made of.
 pub(crate) const MAX_PART: usize = 512;
 

@@ -130,7 +130,9 @@ impl Documents {
                 0u64.to_be_bytes(),
             );
         }
-        self.store.apply(batch).map_err(storage)?;
+        self.store
+            .apply_journaled(keys::JOURNAL, batch)
+            .map_err(storage)?;
         self.flush()?;
         self.deliveries.notify_one();
         Ok(SendDocumentResponse {

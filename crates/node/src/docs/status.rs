@@ -121,7 +121,9 @@ impl Documents {
             prost::Message::encode_to_vec(&ev),
         );
         batch.insert(&r_key, prost::Message::encode_to_vec(&record));
-        self.store.apply(batch).map_err(storage)?;
+        self.store
+            .apply_journaled(keys::JOURNAL, batch)
+            .map_err(storage)?;
         self.flush()?;
         self.tracking_changed(sender, doc);
         Ok(StatusAck { receipt: None })

@@ -179,7 +179,11 @@ type Done = (Vec<u8>, String, Outcome);
 fn drop_entry(docs: &Documents, key: &[u8]) -> Outcome {
     let mut b = WriteBatch::default();
     b.remove(key);
-    match docs.store.apply(b).and_then(|()| docs.store.flush()) {
+    match docs
+        .store
+        .apply_journaled(keys::JOURNAL, b)
+        .and_then(|()| docs.store.flush())
+    {
         Ok(()) => Outcome::Recorded,
         Err(e) => {
             tracing::error!(error = %e, "cannot remove a queue entry");
@@ -470,7 +474,11 @@ async fn record(
         }
     }
     batch.insert(&r_key, prost::Message::encode_to_vec(&r));
-    match docs.store.apply(batch).and_then(|()| docs.store.flush()) {
+    match docs
+        .store
+        .apply_journaled(keys::JOURNAL, batch)
+        .and_then(|()| docs.store.flush())
+    {
         Ok(()) => {
             docs.tracking_changed(sender, doc);
             Outcome::Recorded
