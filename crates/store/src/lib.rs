@@ -517,6 +517,14 @@ mod tests {
         Ok(())
     }
 
+    fn sets(pairs: &[(&[u8], &[u8])]) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for (key, value) in pairs {
+            batch.insert(key, value);
+        }
+        batch
+    }
+
     fn contents(store: &Store) -> Vec<Entry> {
         store
             .scan_prefix(b"")
@@ -526,12 +534,8 @@ mod tests {
 
     #[test]
     fn a_journaled_batch_cut_short_by_a_crash_is_completed_at_open() -> Result<(), StoreError> {
-        let mut first = WriteBatch::default();
-        first.insert(b"k/1", b"one");
-        first.insert(b"k/2", b"two");
-        first.insert(b"k/3", b"three");
-        let mut second = WriteBatch::default();
-        second.insert(b"k/1", b"ONE");
+        let first = sets(&[(b"k/1", b"one"), (b"k/2", b"two"), (b"k/3", b"three")]);
+        let mut second = sets(&[(b"k/1", b"ONE")]);
         second.remove(b"k/2");
         second.insert(b"k/4", b"four");
         // Each prefix of what `apply_journaled` writes for the second batch
@@ -567,9 +571,7 @@ mod tests {
     fn a_batch_that_failed_half_way_is_completed_before_the_next() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path())?;
-        let mut failed = WriteBatch::default();
-        failed.insert(b"k/1", b"one");
-        failed.insert(b"k/2", b"two");
+        let failed = sets(&[(b"k/1", b"one"), (b"k/2", b"two")]);
         // As a write error after the journal and the first write leaves it.
         store.journals.insert(b"log", failed.encode())?;
         let mut part = failed.clone();
@@ -580,9 +582,7 @@ mod tests {
             .lock()
             .expect("lock")
             .insert(b"log".to_vec());
-        let mut next = WriteBatch::default();
-        next.insert(b"k/3", b"three");
-        store.apply_journaled(b"log", next)?;
+        store.apply_journaled(b"log", sets(&[(b"k/3", b"three")]))?;
         assert_eq!(store.get(b"k/2")?, Some(b"two".to_vec()), "completed");
         assert_eq!(store.get(b"k/3")?, Some(b"three".to_vec()));
         assert!(store.journaling.lock().expect("lock").is_empty());
@@ -594,9 +594,7 @@ mod tests {
     {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path())?;
-        let mut small = WriteBatch::default();
-        small.insert(b"a", b"1");
-        store.apply_journaled(b"log", small)?;
+        store.apply_journaled(b"log", sets(&[(b"a", b"1")]))?;
         assert_eq!(store.journals.len(), 1);
         let mut large = WriteBatch::default();
         for i in 0..100u32 {
