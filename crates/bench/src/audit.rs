@@ -249,8 +249,7 @@ pub(crate) struct StoreKeysArgs {
     /// party-index keys per record; P one party-index run per agency per
     /// batch; x a transaction-id key per record (random ids); o the same
     /// with ids of the nodes' form (time first, ADR 0021); c one counter
-    /// per batch; h one tree head per batch; j a journal of the batch, one
-    /// value holding all its keys and values, written first (ADR 0022). A hub before ADR 0017 wrote
+    /// per batch; h one tree head per batch. A hub before ADR 0017 wrote
     /// `rtpxch`; since, `rTPxch`.
     #[arg(long, default_value = "rTPxch")]
     keys: String,
@@ -264,10 +263,21 @@ pub(crate) struct StoreKeysArgs {
     /// Bytes of each record.
     #[arg(long, default_value_t = 420, value_parser = clap::value_parser!(u64).range(8..=1_000_000))]
     record_bytes: u64,
-    /// Write each batch's keys with one plain insert each instead of one
-    /// atomic batch (no atomicity: what sled's batch itself costs).
-    #[arg(long)]
-    inserts: bool,
+    /// How each batch reaches the store.
+    #[arg(long, value_enum, default_value_t = Writes::Batch)]
+    writes: Writes,
+}
+
+/// How `store-keys` writes a batch.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// sled's atomic batch (`Store::apply`).
+    Batch,
+    /// One plain insert per key, not atomic: what sled's batch itself costs.
+    Inserts,
+    /// A journal, then one insert per key (`Store::apply_journaled`, as
+    /// the audit writer commits since ADR 0022).
+    Journaled,
 }
 
 fn key(prefix: &[u8], tail: &[&[u8]]) -> Vec<u8> {
@@ -279,9 +289,9 @@ fn key(prefix: &[u8], tail: &[&[u8]]) -> Vec<u8> {
 }
 
 /// One batch of `store-keys`: records `first..first + per` of batch `g`.
-fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> Writes {
+fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> WriteBatch {
     let has = |c| keys.contains(c);
-    let mut b = Writes::default();
+    let mut b = WriteBatch::default();
     let mut blob = Vec::new();
     for idx in first..first + per {
         let mut r = record.to_vec();
@@ -340,51 +350,23 @@ fn batch_of(keys: &str, g: u64, first: u64, per: u64, record: &[u8]) -> Writes {
             [5u8; 150],
         );
     }
-    if has('j') {
-        // A journal of the batch, written first: every key and value of it
-        // in one value under one key.
-        let mut journal = Vec::new();
-        for (k, v) in &b.0 {
-            journal.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            journal.extend_from_slice(k);
-            journal.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            journal.extend_from_slice(v);
-        }
-        b.0.insert(0, (b"audit/j".to_vec(), journal));
-    }
     b
 }
 
-/// The keys and values of one batch, in the order written.
-#[derive(Default)]
-struct Writes(Vec<(Vec<u8>, Vec<u8>)>);
-
-impl Writes {
-    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0
-            .push((key.as_ref().to_vec(), value.as_ref().to_vec()));
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Into the store: one atomic batch, or one insert per key.
-    fn write(self, store: &Store, inserts: bool) -> Result<(), truc_store::StoreError> {
-        if inserts {
-            return self.0.into_iter().try_for_each(|(k, v)| store.insert(k, v));
-        }
-        let mut batch = WriteBatch::default();
-        for (k, v) in self.0 {
-            batch.insert(k, v);
-        }
-        store.apply(batch)
+/// Writes `batch` into `store` as `how` says.
+fn write(store: &Store, batch: WriteBatch, how: Writes) -> Result<(), truc_store::StoreError> {
+    match how {
+        Writes::Batch => store.apply(batch),
+        Writes::Inserts => batch.into_ops().into_iter().try_for_each(|(k, v)| match v {
+            Some(v) => store.insert(k, v),
+            None => unreachable!("store-keys batches only set keys"),
+        }),
+        Writes::Journaled => store.apply_journaled(b"store-keys", batch),
     }
 }
 
 pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
-    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxochj".contains(*c)) {
+    if let Some(bad) = args.keys.chars().find(|c| !"rgtTpPxoch".contains(*c)) {
         return Err(format!("--keys: unknown key kind {bad:?} (see --help)"));
     }
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -394,18 +376,16 @@ pub(crate) fn run_store_keys(args: StoreKeysArgs) -> Result<(), String> {
     let started = Instant::now();
     for g in 0..args.batches {
         let batch = batch_of(&args.keys, g, g * args.per_batch, args.per_batch, &record);
-        batch
-            .write(&store, args.inserts)
-            .map_err(|e| e.to_string())?;
+        write(&store, batch, args.writes).map_err(|e| e.to_string())?;
         store.flush().map_err(|e| e.to_string())?;
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
     let n = (args.batches * args.per_batch) as f64;
     println!(
-        "store-keys {}{}: {} batches of {} records of {} B, CPU {} µs per record, {:.1} µs wall per record",
+        "store-keys {} ({:?}): {} batches of {} records of {} B, CPU {} µs per record, {:.1} µs wall per record",
         args.keys,
-        if args.inserts { " (inserts)" } else { "" },
+        args.writes,
         args.batches,
         args.per_batch,
         args.record_bytes,
@@ -434,7 +414,27 @@ mod tests {
         assert_eq!(count("xo"), 8, "random and ordered ids are different keys");
         assert_eq!(count("rtpxch"), 4 + 6 + 8 + 4 + 2);
         assert_eq!(count("rTPxch"), 4 + 1 + 2 + 4 + 2);
-        assert_eq!(count("gj"), 2, "the journal is one more key");
+    }
+
+    #[test]
+    fn every_way_of_writing_a_batch_leaves_the_same_keys() {
+        let mut seen = Vec::new();
+        for how in [Writes::Batch, Writes::Inserts, Writes::Journaled] {
+            let dir = tempfile::tempdir().expect("dir");
+            let store = Store::open(dir.path()).expect("open");
+            for g in 0..3 {
+                let batch = batch_of("gTPoch", g, g * 4, 4, &[7u8; 16]);
+                write(&store, batch, how).expect("write");
+            }
+            let keys: Vec<_> = store
+                .scan_prefix(b"audit/")
+                .collect::<Result<_, _>>()
+                .expect("scan");
+            assert!(!keys.is_empty());
+            seen.push(keys);
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0], seen[2]);
     }
 
     #[tokio::test]

@@ -126,6 +126,12 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    /// Its operations in order: each key with its new value, or `None` to
+    /// remove it (benches that write them some other way).
+    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.ops
+    }
+
     /// The size of its journal, at most: 9 bytes per operation.
     fn journal_len(&self) -> usize {
         5 + self.bytes + 9 * self.ops.len()
