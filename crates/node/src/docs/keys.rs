@@ -8,7 +8,8 @@ use truc_store::Store;
 /// and business kind.
 pub(crate) const OUTBOX: &[u8] = b"doc/o/";
 /// Deliveries still to make, by sender, document id, kind and recipient;
-/// the value is the time of the next attempt.
+/// the value is the time of the next attempt (when the document was
+/// accepted, until it fails once), the order they are made in.
 pub(crate) const QUEUE: &[u8] = b"doc/q/";
 /// Received documents, by recipient, sender and document id.
 pub(crate) const INBOX: &[u8] = b"doc/i/";

@@ -127,7 +127,7 @@ impl Documents {
             );
             batch.insert(
                 keys::queue(sender.as_str(), &envelope.document_id, kind, r),
-                0u64.to_be_bytes(),
+                accepted.to_be_bytes(),
             );
         }
         self.store

@@ -27,7 +27,7 @@ use truc_proto::v1::{
     RecipientTracking, RelayHeader, RelayRequest, RelayResponse, StatusEvent, StatusUpdate,
     Tracking, hub_client::HubClient, relay_request,
 };
-use truc_store::WriteBatch;
+use truc_store::{Store, WriteBatch};
 
 use super::{Delivery, Documents, keys, now_ms};
 use crate::config::DocumentService;
@@ -176,13 +176,12 @@ type Done = (Vec<u8>, String, Outcome);
 
 /// Removes `key` (an entry that can never be processed); held back if even
 /// that fails.
-fn drop_entry(docs: &Documents, key: &[u8]) -> Outcome {
+fn drop_entry(store: &Store, key: &[u8]) -> Outcome {
     let mut b = WriteBatch::default();
     b.remove(key);
-    match docs
-        .store
+    match store
         .apply_journaled(keys::JOURNAL, b)
-        .and_then(|()| docs.store.flush())
+        .and_then(|()| store.flush())
     {
         Ok(()) => Outcome::Recorded,
         Err(e) => {
@@ -234,45 +233,71 @@ fn spawn_attempt(
     });
 }
 
+/// A delivery due now: its queue key, and the sender, document id, kind and
+/// recipient the key names.
+type Due = (Vec<u8>, (String, String, i32, String));
+
+/// The deliveries to start now, oldest first, and when to look again at the
+/// earliest. A queue entry's value is when it may go: when it was accepted,
+/// or the time its retry is due. Taking them in that order, not in key
+/// order, is what keeps a document whose key sorts late from waiting behind
+/// every document that arrives after it (key order is sender, then document
+/// id: an agency sending without pause to a busy destination would hold
+/// back every agency whose code sorts after its own). Entries that can never
+/// be processed are dropped.
+fn due_deliveries(store: &Store, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64) {
+    let mut next_wake = now + 1000;
+    let mut waiting = Vec::new();
+    for item in store.scan_prefix(keys::QUEUE) {
+        let (k, v) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the delivery queue");
+                break;
+            }
+        };
+        if let Some(until) = lanes.held_until(&k, now) {
+            next_wake = next_wake.min(until);
+            continue;
+        }
+        // An unreadable time is treated as due: the attempt rewrites it. So
+        // is one further off than any retry is put (the clock was set back).
+        let at = <[u8; 8]>::try_from(v.as_slice()).map_or(0, u64::from_be_bytes);
+        if at > now && at - now <= millis(lanes.backoff.1) {
+            next_wake = next_wake.min(at);
+            continue;
+        }
+        waiting.push((at, k));
+    }
+    waiting.sort_unstable();
+    let mut due = Vec::new();
+    for (_, k) in waiting {
+        if lanes.full() {
+            break;
+        }
+        let Some(parts) = keys::parse_queue(&k) else {
+            tracing::error!(key = %hex::encode(&k), "unreadable delivery queue key dropped");
+            if drop_entry(store, &k) == Outcome::Hold {
+                lanes.hold(k);
+            }
+            continue;
+        };
+        if !lanes.may_start(&k, &parts.3) {
+            continue;
+        }
+        lanes.start(k.clone(), &parts.3);
+        due.push((k, parts));
+    }
+    (due, next_wake)
+}
+
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
     let mut lanes = Lanes::new(&docs.service, docs.backoff);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     loop {
-        let now = now_ms();
-        let mut next_wake = now + 1000;
-        for item in docs.store.scan_prefix(keys::QUEUE) {
-            if lanes.full() {
-                break;
-            }
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the delivery queue");
-                    break;
-                }
-            };
-            if let Some(until) = lanes.held_until(&k, now) {
-                next_wake = next_wake.min(until);
-                continue;
-            }
-            // An unreadable time is treated as due: the attempt rewrites it.
-            let at = <[u8; 8]>::try_from(v.as_slice()).map_or(0, u64::from_be_bytes);
-            if at > now {
-                next_wake = next_wake.min(at);
-                continue;
-            }
-            let Some((sender, doc, kind, recipient)) = keys::parse_queue(&k) else {
-                tracing::error!(key = %hex::encode(&k), "unreadable delivery queue key dropped");
-                if drop_entry(&docs, &k) == Outcome::Hold {
-                    lanes.hold(k);
-                }
-                continue;
-            };
-            if !lanes.may_start(&k, &recipient) {
-                continue;
-            }
-            lanes.start(k.clone(), &recipient);
+        let (due, next_wake) = due_deliveries(&docs.store, &mut lanes, now_ms());
+        for (k, (sender, doc, kind, recipient)) in due {
             let (d, hub) = (docs.clone(), hub.clone());
             let to = recipient.clone();
             spawn_attempt(
@@ -313,7 +338,7 @@ async fn deliver_one(
     };
     let Some(envelope) = envelope else {
         tracing::error!(%sender, %doc, "queued delivery without its outbox entry; dropped");
-        return drop_entry(docs, &q_key);
+        return drop_entry(&docs.store, &q_key);
     };
     let bytes = envelope
         .attachments
@@ -407,7 +432,7 @@ async fn record(
     };
     if Delivery::of(&r) == Delivery::Delivered && result.is_err() {
         // A late failure never undoes a delivery.
-        return drop_entry(docs, &q_key);
+        return drop_entry(&docs.store, &q_key);
     }
     r.attempts = r.attempts.saturating_add(1);
     let mut batch = WriteBatch::default();
@@ -530,7 +555,7 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable queued status; dropped");
-                    if drop_entry(&docs, &k) == Outcome::Hold {
+                    if drop_entry(&docs.store, &k) == Outcome::Hold {
                         lanes.hold(k);
                     }
                     continue;
@@ -598,10 +623,10 @@ async fn relay_one_status(
         hubs.observe(pick.index, status);
     }
     match result {
-        Ok(()) => drop_entry(docs, &key),
+        Ok(()) => drop_entry(&docs.store, &key),
         Err(status) if classify(&status) == Retry::Never => {
             tracing::warn!(error = %status, "status refused by the hub; dropped");
-            drop_entry(docs, &key)
+            drop_entry(&docs.store, &key)
         }
         Err(status) => {
             tracing::debug!(error = %status, "status not relayed; will retry");
@@ -662,6 +687,79 @@ mod tests {
                 .min(Duration::from_secs(1));
             assert!(d >= full / 2 && d <= full, "{attempts}: {d:?}");
         }
+    }
+
+    /// A queue in a store of its own, holding what `put` puts in it.
+    fn queue() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    fn put(store: &Store, sender: &str, doc: &str, at: u64) -> Vec<u8> {
+        let key = keys::queue(sender, doc, 0, "R");
+        let mut b = WriteBatch::default();
+        b.insert(&key, at.to_be_bytes());
+        store.apply_journaled(keys::JOURNAL, b).expect("queue");
+        key
+    }
+
+    #[test]
+    fn deliveries_start_oldest_first_whatever_their_keys() {
+        let (_dir, store) = queue();
+        let service = DocumentService {
+            max_in_flight_per_destination: 2,
+            ..DocumentService::default()
+        };
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(1), Duration::from_secs(60)));
+        let now = now_ms();
+        // An agency whose code sorts last sent first; others sent after it,
+        // without pause, and every one of theirs sorts before it.
+        let late = put(&store, "Z", "first", now - 10);
+        let mut sent = 0u64;
+        let mut next = |store: &Store| {
+            sent += 1;
+            put(store, "A", &format!("doc-{sent:04}"), now - 5 + sent)
+        };
+        for _ in 0..4 {
+            next(&store);
+        }
+        let (due, _) = due_deliveries(&store, &mut lanes, now + 100);
+        let started: Vec<_> = due.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(started.len(), 2, "the destination's limit");
+        assert_eq!(started[0], late, "the oldest goes first");
+        assert_eq!(started[1], keys::queue("A", "doc-0001", 0, "R"));
+        // Each finished delivery leaves the queue and its sender sends
+        // another: the rest still go in the order they came.
+        for k in started {
+            let mut b = WriteBatch::default();
+            b.remove(&k);
+            store.apply_journaled(keys::JOURNAL, b).expect("dequeue");
+            lanes.finish((k, "R".into(), Outcome::Recorded));
+            next(&store);
+        }
+        let (due, _) = due_deliveries(&store, &mut lanes, now + 100);
+        let docs: Vec<_> = due.iter().map(|(_, p)| p.1.as_str()).collect();
+        assert_eq!(docs, ["doc-0002", "doc-0003"]);
+    }
+
+    #[test]
+    fn a_queued_time_further_off_than_any_retry_is_due_now() {
+        let (_dir, store) = queue();
+        let service = DocumentService::default();
+        let cap = Duration::from_secs(60);
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(1), cap));
+        let now = now_ms();
+        // Accepted before the clock was set back an hour.
+        put(&store, "A", "before-the-step", now + 3_600_000);
+        let retry = put(&store, "A", "retry-in-30s", now + 30_000);
+        let (due, next_wake) = due_deliveries(&store, &mut lanes, now);
+        let docs: Vec<_> = due.iter().map(|(_, p)| p.1.as_str()).collect();
+        assert_eq!(docs, ["before-the-step"]);
+        assert_eq!(next_wake, now + 1000, "looks again within a second");
+        let (due, _) = due_deliveries(&store, &mut lanes, now + 30_000);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, retry);
     }
 
     #[test]
