@@ -13,6 +13,10 @@
 
 #![forbid(unsafe_code)]
 
+mod group;
+
+pub use group::{FlushFn, GroupFlush};
+
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -51,6 +55,10 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The group flush that was to make a write durable failed
+    /// ([`GroupFlush`]).
+    #[error("the flush of these writes failed: {0}")]
+    Flush(String),
     /// The durable sync of the database file failed.
     #[error("cannot sync the database file {path}: {source}")]
     Sync {

@@ -58,13 +58,18 @@ impl Documents {
             admit(&header, &envelope, change, existing, max_history)?
         {
             blobs::check_only(&envelope, &mut chunks).await?;
+            self.settled().await?;
             return Ok(duplicate(arrived));
         }
         self.blobs.receive(&envelope, &mut chunks).await?;
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.lock().await;
         let existing = keys::load::<InboxEntry>(&self.store, &key)?;
         let mut entry = match admit(&header, &envelope, change, existing, max_history)? {
-            Admission::Duplicate(arrived) => return Ok(duplicate(arrived)),
+            Admission::Duplicate(arrived) => {
+                drop(guard);
+                self.durable().await?;
+                return Ok(duplicate(arrived));
+            }
             Admission::Store(entry) => *entry,
         };
         let mut batch = WriteBatch::default();
@@ -83,10 +88,7 @@ impl Documents {
             }
         };
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
-        self.store
-            .apply_journaled(keys::JOURNAL, batch)
-            .map_err(storage)?;
-        self.flush()?;
+        self.commit(guard, batch).await?;
         self.statuses.notify_one();
         let arrived = entry.arrived_unix_ms;
         let _ = self.events.send(InboxEvent {
@@ -215,7 +217,7 @@ impl Documents {
         keys::check_part("sender", &req.sender)?;
         keys::check_part("document_id", &req.document_id)?;
         let key = keys::inbox(recipient.as_str(), &req.sender, &req.document_id);
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.lock().await;
         let mut entry = keys::load::<InboxEntry>(&self.store, &key)?.ok_or_else(|| {
             Status::not_found(format!(
                 "no document {} from {} in the inbox of {recipient}",
@@ -251,10 +253,7 @@ impl Documents {
         let mut batch = WriteBatch::default();
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         batch.insert(keys::status(seq), update);
-        self.store
-            .apply_journaled(keys::JOURNAL, batch)
-            .map_err(storage)?;
-        self.flush()?;
+        self.commit(guard, batch).await?;
         self.statuses.notify_one();
         let _ = self.events.send(InboxEvent {
             kind: "status".into(),

@@ -41,7 +41,7 @@ use truc_doc::{ChangeKind, StatusCode};
 use truc_pki::Identity;
 use truc_proto::v1::{BusinessKind, Envelope, InboxEvent, StatusEvent};
 use truc_registry::{AgencyCode, NodeId};
-use truc_store::Store;
+use truc_store::{GroupFlush, Store, WriteBatch};
 
 use self::{blobs::Blobs, keys::storage, outbox::split_tracking};
 use crate::config::DocumentService;
@@ -106,6 +106,9 @@ pub(crate) struct Documents {
     /// document finish concurrently, a retried delivery can overlap the
     /// first, and a status can be set while a change arrives.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Makes the documents' writes durable, one flush for every write made
+    /// while the one before ran (see [`GroupFlush`]).
+    flusher: GroupFlush,
 }
 
 use truc_ops::now_ms;
@@ -167,6 +170,23 @@ impl Documents {
         service: DocumentService,
         backoff: (std::time::Duration, std::time::Duration),
     ) -> std::io::Result<Arc<Documents>> {
+        let flush = {
+            let store = store.clone();
+            Box::new(move || store.flush())
+        };
+        Self::open_flushed_by(store, data_dir, hub, limits, service, backoff, flush)
+    }
+
+    /// [`Documents::open`], with the writes made durable by `flush`.
+    fn open_flushed_by(
+        store: Store,
+        data_dir: &std::path::Path,
+        hub: crate::hubs::Hubs,
+        limits: truc_doc::Limits,
+        service: DocumentService,
+        backoff: (std::time::Duration, std::time::Duration),
+        flush: truc_store::FlushFn,
+    ) -> std::io::Result<Arc<Documents>> {
         let next_status = store
             .last_with_prefix(keys::STATUS_QUEUE)
             .ok()
@@ -179,6 +199,7 @@ impl Documents {
             service.max_open_attachment_files,
         )?;
         split_tracking(&store).map_err(std::io::Error::other)?;
+        let flusher = GroupFlush::start("truc-docs-flush", flush)?;
         Ok(Arc::new(Documents {
             store,
             blobs,
@@ -193,11 +214,38 @@ impl Documents {
             watchers: Arc::default(),
             backoff,
             write_lock: tokio::sync::Mutex::new(()),
+            flusher,
         }))
     }
 
-    fn flush(&self) -> Result<(), Status> {
-        self.store.flush().map_err(storage)
+    /// Writes `batch`, decided under `guard` (the write lock), lets go of
+    /// the lock, and waits until the batch is durable: the next writer
+    /// decides and writes while this one's flush runs, and is flushed with
+    /// the others that come meanwhile.
+    async fn commit(
+        &self,
+        guard: tokio::sync::MutexGuard<'_, ()>,
+        batch: WriteBatch,
+    ) -> Result<(), Status> {
+        self.store
+            .apply_journaled(keys::JOURNAL, batch)
+            .map_err(storage)?;
+        self.flusher.wrote();
+        drop(guard);
+        self.durable().await
+    }
+
+    /// Waits until every write made so far under the write lock is durable.
+    async fn durable(&self) -> Result<(), Status> {
+        self.flusher.durable().await.map_err(storage)
+    }
+
+    /// Before an answer (or a relay) from what was read: what it read may
+    /// have been written but not yet flushed. The lock, taken once, lets
+    /// any writer still between its write and its count finish.
+    pub(crate) async fn settled(&self) -> Result<(), Status> {
+        drop(self.write_lock.lock().await);
+        self.durable().await
     }
 
     /// The inbox entry of document `document_id` from `sender` at `recipient`.

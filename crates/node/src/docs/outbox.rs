@@ -86,6 +86,7 @@ impl Documents {
         if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
             // A repeated send: check what comes, store nothing new.
             blobs::check_only(&envelope, chunks).await?;
+            self.settled().await?;
             return Ok(repeated(accepted));
         }
         if kind != BusinessKind::New as i32 {
@@ -99,8 +100,10 @@ impl Documents {
         }
         self.blobs.receive(&envelope, chunks).await?;
         // The same id may have been sent concurrently: decide under the lock.
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.lock().await;
         if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
+            drop(guard);
+            self.durable().await?;
             return Ok(repeated(accepted));
         }
         let accepted = now_ms();
@@ -130,10 +133,7 @@ impl Documents {
                 accepted.to_be_bytes(),
             );
         }
-        self.store
-            .apply_journaled(keys::JOURNAL, batch)
-            .map_err(storage)?;
-        self.flush()?;
+        self.commit(guard, batch).await?;
         self.deliveries.notify_one();
         Ok(SendDocumentResponse {
             sender: sender.to_string(),

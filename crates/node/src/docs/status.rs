@@ -49,7 +49,7 @@ impl Documents {
             )));
         }
         let (sender, doc, recipient) = (&update.sender, &update.document_id, &update.recipient);
-        let _guard = self.write_lock.lock().await;
+        let guard = self.write_lock.lock().await;
         let tracking = keys::load::<Tracking>(&self.store, &keys::outbox(sender, doc, 0))?
             .ok_or_else(|| Status::not_found(format!("no document {doc} sent by {sender} here")))?;
         let is_recipient = tracking
@@ -72,6 +72,8 @@ impl Documents {
             .iter()
             .any(|h| h.code == ev.code && h.unix_ms == ev.unix_ms && h.by == ev.by);
         if seen {
+            drop(guard);
+            self.durable().await?;
             return Ok(StatusAck { receipt: None });
         }
         let mut batch = WriteBatch::default();
@@ -121,10 +123,7 @@ impl Documents {
             prost::Message::encode_to_vec(&ev),
         );
         batch.insert(&r_key, prost::Message::encode_to_vec(&record));
-        self.store
-            .apply_journaled(keys::JOURNAL, batch)
-            .map_err(storage)?;
-        self.flush()?;
+        self.commit(guard, batch).await?;
         self.tracking_changed(sender, doc);
         Ok(StatusAck { receipt: None })
     }
@@ -166,11 +165,36 @@ impl Documents {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
 
     use tonic::Code;
 
     use super::*;
     use crate::{config::DocumentService, docs::testing::*};
+
+    #[tokio::test]
+    async fn a_status_is_acknowledged_only_once_durable_and_so_is_its_repeat() {
+        let (_dir, docs, failing) = docs_failing_flush().await;
+        sent(&docs, 0);
+        failing.store(true, Ordering::SeqCst);
+        let e = docs
+            .deliver_status(status("03", 2))
+            .await
+            .expect_err("its flush failed");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // The status is written but not durable: its repeat, which finds
+        // it, is not acknowledged either while flushes fail.
+        let e = docs
+            .deliver_status(status("03", 2))
+            .await
+            .expect_err("the repeat finds what is not yet durable");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        failing.store(false, Ordering::SeqCst);
+        docs.deliver_status(status("03", 2))
+            .await
+            .expect("durable now");
+        assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
+    }
 
     #[tokio::test]
     async fn statuses_at_the_sender_follow_the_state_machine_once_each() {

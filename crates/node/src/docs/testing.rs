@@ -1,7 +1,13 @@
 //! What the tests of the documents share: a sender, a recipient, a
 //! document, documents over a temporary store, and a sent document.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use truc_proto::v1::{Envelope, Organ, RecipientTracking, StatusEvent, StatusUpdate, Tracking};
 use truc_registry::AgencyCode;
@@ -22,18 +28,48 @@ pub(super) async fn docs_with(service: DocumentService) -> (tempfile::TempDir, A
 
 /// Documents over the store in `dir`, with a hub that is never reached.
 pub(super) fn open_in(dir: &std::path::Path, service: DocumentService) -> Arc<Documents> {
+    open_flushing(dir, service, None)
+}
+
+/// Documents whose flushes fail while `failing` is set.
+pub(super) async fn docs_failing_flush() -> (tempfile::TempDir, Arc<Documents>, Arc<AtomicBool>) {
+    let dir = tempfile::tempdir().expect("dir");
+    let failing = Arc::new(AtomicBool::new(false));
+    let docs = open_flushing(
+        dir.path(),
+        DocumentService::default(),
+        Some(failing.clone()),
+    );
+    (dir, docs, failing)
+}
+
+fn open_flushing(
+    dir: &std::path::Path,
+    service: DocumentService,
+    failing: Option<Arc<AtomicBool>>,
+) -> Arc<Documents> {
     let store = Store::open(&dir.join("db")).expect("store");
     let hub = crate::hubs::Hubs::of(vec![(
         "127.0.0.1:9".into(),
         tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy(),
     )]);
-    Documents::open(
+    let flush: truc_store::FlushFn = {
+        let store = store.clone();
+        Box::new(move || {
+            if failing.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                return Err(truc_store::StoreError::Flush("the disk is gone".into()));
+            }
+            store.flush()
+        })
+    };
+    Documents::open_flushed_by(
         store,
         dir,
         hub,
         truc_doc::Limits::default(),
         service,
         (Duration::from_millis(10), Duration::from_millis(100)),
+        flush,
     )
     .expect("open")
 }

@@ -174,21 +174,40 @@ impl Lanes {
 /// A finished attempt: its lane, its destination, how it ended.
 type Done = (Vec<u8>, String, Outcome);
 
-/// Removes `key` (an entry that can never be processed); held back if even
-/// that fails.
-fn drop_entry(store: &Store, key: &[u8]) -> Outcome {
+/// The batch that removes `key` from a queue.
+fn removal(key: &[u8]) -> WriteBatch {
     let mut b = WriteBatch::default();
     b.remove(key);
-    match store
-        .apply_journaled(keys::JOURNAL, b)
-        .and_then(|()| store.flush())
-    {
+    b
+}
+
+/// What a write of the scheduler's means for it: held back if it failed.
+fn outcome<E: std::fmt::Display>(written: Result<(), E>, what: &str) -> Outcome {
+    match written {
         Ok(()) => Outcome::Recorded,
         Err(e) => {
-            tracing::error!(error = %e, "cannot remove a queue entry");
+            tracing::error!(error = %e, "cannot {what}");
             Outcome::Hold
         }
     }
+}
+
+/// Removes `key` (an entry that can never be processed), from the scan's
+/// own thread; held back if even that fails.
+fn drop_entry(store: &Store, key: &[u8]) -> Outcome {
+    let written = store
+        .apply_journaled(keys::JOURNAL, removal(key))
+        .and_then(|()| store.flush());
+    outcome(written, "remove a queue entry")
+}
+
+/// Removes `key` once its work is done, durably.
+async fn dequeue(docs: &Documents, key: &[u8]) -> Outcome {
+    let guard = docs.write_lock.lock().await;
+    outcome(
+        docs.commit(guard, removal(key)).await,
+        "remove a queue entry",
+    )
 }
 
 /// Waits for the next reason to look at the queue again.
@@ -338,8 +357,12 @@ async fn deliver_one(
     };
     let Some(envelope) = envelope else {
         tracing::error!(%sender, %doc, "queued delivery without its outbox entry; dropped");
-        return drop_entry(&docs.store, &q_key);
+        return dequeue(docs, &q_key).await;
     };
+    // Only a document whose acceptance is on disk goes out.
+    if docs.settled().await.is_err() {
+        return Outcome::Hold;
+    }
     let bytes = envelope
         .attachments
         .iter()
@@ -421,7 +444,7 @@ async fn record(
 ) -> Outcome {
     let q_key = keys::queue(sender, doc, kind, recipient);
     let r_key = keys::recipient(sender, doc, kind, recipient);
-    let _guard = docs.write_lock.lock().await;
+    let guard = docs.write_lock.lock().await;
     let mut r = match keys::load::<RecipientTracking>(&docs.store, &r_key) {
         Ok(Some(r)) => r,
         Ok(None) => RecipientTracking {
@@ -432,7 +455,10 @@ async fn record(
     };
     if Delivery::of(&r) == Delivery::Delivered && result.is_err() {
         // A late failure never undoes a delivery.
-        return drop_entry(&docs.store, &q_key);
+        return outcome(
+            docs.commit(guard, removal(&q_key)).await,
+            "remove a queue entry",
+        );
     }
     r.attempts = r.attempts.saturating_add(1);
     let mut batch = WriteBatch::default();
@@ -499,20 +525,11 @@ async fn record(
         }
     }
     batch.insert(&r_key, prost::Message::encode_to_vec(&r));
-    match docs
-        .store
-        .apply_journaled(keys::JOURNAL, batch)
-        .and_then(|()| docs.store.flush())
-    {
-        Ok(()) => {
-            docs.tracking_changed(sender, doc);
-            Outcome::Recorded
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record a delivery outcome");
-            Outcome::Hold
-        }
+    let recorded = outcome(docs.commit(guard, batch).await, "record a delivery outcome");
+    if recorded == Outcome::Recorded {
+        docs.tracking_changed(sender, doc);
     }
+    recorded
 }
 
 /// The lane of a status: its document at its recipient (statuses of one
@@ -606,6 +623,10 @@ async fn relay_one_status(
     key: Vec<u8>,
     mut update: StatusUpdate,
 ) -> Outcome {
+    // Only a status whose setting is on disk goes out.
+    if docs.settled().await.is_err() {
+        return Outcome::Hold;
+    }
     update.transaction_id = crate::new_transaction_id().unwrap_or_default();
     let deadline = Duration::from_millis(docs.service.status_deadline_ms);
     let mut request = tonic::Request::new(update);
@@ -623,10 +644,10 @@ async fn relay_one_status(
         hubs.observe(pick.index, status);
     }
     match result {
-        Ok(()) => drop_entry(&docs.store, &key),
+        Ok(()) => dequeue(docs, &key).await,
         Err(status) if classify(&status) == Retry::Never => {
             tracing::warn!(error = %status, "status refused by the hub; dropped");
-            drop_entry(&docs.store, &key)
+            dequeue(docs, &key).await
         }
         Err(status) => {
             tracing::debug!(error = %status, "status not relayed; will retry");
