@@ -517,7 +517,10 @@ pub struct DocumentService {
     /// Deliveries (and, separately, statuses) in flight at once (default 64).
     pub max_in_flight: usize,
     /// Deliveries to one recipient, or statuses to one sender, in flight at
-    /// once (default 4): one stuck destination holds no more than this.
+    /// once, at most (default 16). A destination starts at 4 (or this, if
+    /// lower), gains one for each attempt it answers and loses half for each
+    /// it does not, down to 1: one that answers promptly gets up to this
+    /// many, one that hangs or keeps failing holds one slot.
     pub max_in_flight_per_destination: usize,
     /// Entries in one recipient's status history at the sender (default 100);
     /// a status beyond it is refused with RESOURCE_EXHAUSTED.
@@ -539,7 +542,7 @@ impl Default for DocumentService {
             relay_min_bytes_per_sec: 1024 * 1024,
             status_deadline_ms: 10_000,
             max_in_flight: 64,
-            max_in_flight_per_destination: 4,
+            max_in_flight_per_destination: 16,
             max_history: 100,
             max_open_attachment_files: 256,
             max_watchers_per_agency: 8,

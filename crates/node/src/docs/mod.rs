@@ -235,6 +235,14 @@ impl Documents {
         self.durable().await
     }
 
+    /// Writes `value` at `key` (a key no other writer decides on) and waits
+    /// until it is durable, in a shared flush.
+    pub(crate) async fn insert_durably(&self, key: &[u8], value: &[u8]) -> Result<(), Status> {
+        self.store.insert(key, value).map_err(storage)?;
+        self.flusher.wrote();
+        self.durable().await
+    }
+
     /// Waits until every write made so far under the write lock is durable.
     async fn durable(&self) -> Result<(), Status> {
         self.flusher.durable().await.map_err(storage)

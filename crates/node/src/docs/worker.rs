@@ -91,16 +91,36 @@ pub(crate) fn relay_deadline(service: &DocumentService, bytes: u64) -> Duration 
 /// How an attempt ended, for the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
-    /// Recorded on disk (done, or the next attempt's time is stored).
-    Recorded,
+    /// The destination answered (it took it, or refused it for good), and
+    /// that is recorded on disk.
+    Answered,
+    /// The destination did not answer, or not in time; recorded on disk
+    /// with the next attempt's time.
+    Unanswered,
     /// Nothing could be recorded: hold it back in memory, with backoff.
     Hold,
 }
 
+/// Attempts in flight a destination starts with (or the most allowed, if
+/// lower): it gains one for each attempt it answers, up to the most allowed,
+/// and loses half for each it does not.
+const FIRST_ALLOWANCE: usize = 4;
+
 /// Work in flight per destination, and work held back in memory.
+///
+/// How many attempts a destination may have in flight follows how it
+/// answers: additive increase, multiplicative decrease, as TCP's congestion
+/// window does. A destination that answers promptly goes up to
+/// `max_per_destination` at once, so one busy pair of nodes is not held to
+/// a few documents at a time; one that stops answering falls to a single
+/// attempt, so it holds few of the `max_total` slots the others need.
 struct Lanes {
     busy: HashSet<Vec<u8>>,
     per_destination: HashMap<String, usize>,
+    /// Destinations whose allowance is not the first one. An idle
+    /// destination's grown allowance is forgotten; a reduced one is kept
+    /// until the destination answers again.
+    allowance: HashMap<String, usize>,
     /// Lane → (not before, in ms; attempts so far).
     held: HashMap<Vec<u8>, (u64, u32)>,
     max_total: usize,
@@ -113,6 +133,7 @@ impl Lanes {
         Lanes {
             busy: HashSet::new(),
             per_destination: HashMap::new(),
+            allowance: HashMap::new(),
             held: HashMap::new(),
             max_total: service.max_in_flight.max(1),
             max_per_destination: service.max_in_flight_per_destination.max(1),
@@ -132,11 +153,19 @@ impl Lanes {
             .filter(|until| *until > now)
     }
 
+    /// Attempts `destination` may have in flight now.
+    fn allowed(&self, destination: &str) -> usize {
+        self.allowance
+            .get(destination)
+            .copied()
+            .unwrap_or(FIRST_ALLOWANCE.min(self.max_per_destination))
+    }
+
     /// Whether `lane` may start now towards `destination`.
     fn may_start(&self, lane: &[u8], destination: &str) -> bool {
         !self.busy.contains(lane)
             && self.per_destination.get(destination).copied().unwrap_or(0)
-                < self.max_per_destination
+                < self.allowed(destination)
     }
 
     fn start(&mut self, lane: Vec<u8>, destination: &str) {
@@ -149,14 +178,26 @@ impl Lanes {
 
     fn finish(&mut self, (lane, destination, outcome): Done) {
         self.busy.remove(&lane);
+        let mut idle = true;
         if let Some(n) = self.per_destination.get_mut(&destination) {
             *n = n.saturating_sub(1);
-            if *n == 0 {
+            idle = *n == 0;
+            if idle {
                 self.per_destination.remove(&destination);
             }
         }
+        let allowed = self.allowed(&destination);
+        let allowed = match outcome {
+            Outcome::Answered => (allowed + 1).min(self.max_per_destination),
+            Outcome::Unanswered | Outcome::Hold => (allowed / 2).max(1),
+        };
+        if idle && allowed >= FIRST_ALLOWANCE.min(self.max_per_destination) {
+            self.allowance.remove(&destination);
+        } else {
+            self.allowance.insert(destination, allowed);
+        }
         match outcome {
-            Outcome::Recorded => {
+            Outcome::Answered | Outcome::Unanswered => {
                 self.held.remove(&lane);
             }
             Outcome::Hold => self.hold(lane),
@@ -184,7 +225,7 @@ fn removal(key: &[u8]) -> WriteBatch {
 /// What a write of the scheduler's means for it: held back if it failed.
 fn outcome<E: std::fmt::Display>(written: Result<(), E>, what: &str) -> Outcome {
     match written {
-        Ok(()) => Outcome::Recorded,
+        Ok(()) => Outcome::Answered,
         Err(e) => {
             tracing::error!(error = %e, "cannot {what}");
             Outcome::Hold
@@ -415,7 +456,13 @@ async fn deliver_one(
     if let Err(status) = &result {
         hubs.observe(pick.index, status);
     }
-    record(docs, sender, doc, kind, recipient, result).await
+    let answered = result
+        .as_ref()
+        .map_or_else(|status| classify(status) == Retry::Never, |_| true);
+    match record(docs, sender, doc, kind, recipient, result).await {
+        Outcome::Answered if !answered => Outcome::Unanswered,
+        recorded => recorded,
+    }
 }
 
 /// The longest error text kept in tracking.
@@ -526,7 +573,7 @@ async fn record(
     }
     batch.insert(&r_key, prost::Message::encode_to_vec(&r));
     let recorded = outcome(docs.commit(guard, batch).await, "record a delivery outcome");
-    if recorded == Outcome::Recorded {
+    if recorded == Outcome::Answered {
         docs.tracking_changed(sender, doc);
     }
     recorded
@@ -756,7 +803,7 @@ mod tests {
             let mut b = WriteBatch::default();
             b.remove(&k);
             store.apply_journaled(keys::JOURNAL, b).expect("dequeue");
-            lanes.finish((k, "R".into(), Outcome::Recorded));
+            lanes.finish((k, "R".into(), Outcome::Answered));
             next(&store);
         }
         let (due, _) = due_deliveries(&store, &mut lanes, now + 100);
@@ -783,6 +830,87 @@ mod tests {
         assert_eq!(due[0].0, retry);
     }
 
+    /// Lanes and the attempts started on them, each on a lane of its own.
+    struct Flight {
+        lanes: Lanes,
+        started: usize,
+        in_flight: Vec<(Vec<u8>, String)>,
+    }
+
+    impl Flight {
+        /// Starts attempts towards `d` until one more is refused: how many.
+        fn fill(&mut self, d: &str) -> usize {
+            let mut n = 0;
+            loop {
+                let lane = format!("{d}{}", self.started).into_bytes();
+                if !self.lanes.may_start(&lane, d) {
+                    return n;
+                }
+                self.lanes.start(lane.clone(), d);
+                self.in_flight.push((lane, d.to_string()));
+                self.started += 1;
+                n += 1;
+            }
+        }
+
+        /// Ends the oldest attempt towards `d` with `outcome`.
+        fn end(&mut self, d: &str, outcome: Outcome) {
+            let i = self.in_flight.iter().position(|f| f.1 == d).expect("one");
+            let (lane, d) = self.in_flight.remove(i);
+            self.lanes.finish((lane, d, outcome));
+        }
+
+        fn in_flight(&self, d: &str) -> usize {
+            self.in_flight.iter().filter(|f| f.1 == d).count()
+        }
+    }
+
+    #[test]
+    fn a_destination_that_answers_gets_more_in_flight_and_one_that_does_not_less() {
+        let service = DocumentService {
+            max_in_flight_per_destination: 16,
+            ..DocumentService::default()
+        };
+        let mut f = Flight {
+            lanes: Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60))),
+            started: 0,
+            in_flight: Vec::new(),
+        };
+        assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
+        // Each attempt A answers makes room for two more: it grows by one.
+        for _ in 0..12 {
+            f.end("A", Outcome::Answered);
+            assert_eq!(f.fill("A"), 2);
+        }
+        assert_eq!(f.in_flight("A"), 16);
+        f.end("A", Outcome::Answered);
+        assert_eq!(f.fill("A"), 1, "never more than the most allowed");
+        // B stops answering: each attempt it does not answer halves it.
+        assert_eq!(f.fill("B"), FIRST_ALLOWANCE);
+        f.end("B", Outcome::Unanswered);
+        assert_eq!(f.lanes.allowed("B"), 2);
+        f.end("B", Outcome::Hold);
+        f.end("B", Outcome::Unanswered);
+        assert_eq!(f.lanes.allowed("B"), 1, "never below one");
+        assert_eq!(f.fill("B"), 0, "one still in flight");
+        f.end("B", Outcome::Unanswered);
+        // Idle, B starts again at one: what it showed is kept.
+        assert_eq!(f.fill("B"), 1);
+        f.end("B", Outcome::Answered);
+        assert_eq!(f.lanes.allowed("B"), 2);
+        // A stays at the most allowed beside it, and once idle starts over.
+        assert_eq!(f.in_flight("A"), 16);
+        while f.in_flight("A") > 0 {
+            f.end("A", Outcome::Answered);
+        }
+        assert_eq!(f.lanes.allowed("A"), FIRST_ALLOWANCE);
+        assert_eq!(
+            f.lanes.allowance.keys().collect::<Vec<_>>(),
+            ["B"],
+            "of idle destinations, only a reduced allowance is kept"
+        );
+    }
+
     #[test]
     fn one_destination_full_does_not_stop_another_and_holds_back_off() {
         let service = DocumentService {
@@ -799,7 +927,7 @@ mod tests {
         assert!(lanes.held_until(b"a1", now).is_some_and(|t| t > now));
         assert!(lanes.may_start(b"a2", "A"));
         lanes.start(b"a1".to_vec(), "A");
-        lanes.finish((b"a1".to_vec(), "A".into(), Outcome::Recorded));
+        lanes.finish((b"a1".to_vec(), "A".into(), Outcome::Answered));
         assert!(lanes.held_until(b"a1", now).is_none());
     }
 }

@@ -618,6 +618,15 @@ fn package_answer(package: Vec<u8>, raw: bool) -> Response {
     ok(extra)
 }
 
+/// Records a DMS's receipt durably (a flush shared with the documents'
+/// writes, off the async workers).
+async fn receipt(vxp: &Vxp, key: &[u8], status: &str) -> Result<(), Refusal> {
+    let docs = vxp.node.docs()?;
+    docs.insert_durably(key, status.as_bytes())
+        .await
+        .map_err(|s| storage(s.message()))
+}
+
 /// updateStatus: `done` (taken by the DMS) or `fail` (it could not take
 /// it); the receipt is recorded once and a repeat answers the same.
 async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> {
@@ -630,10 +639,7 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
     if let Some(r) = status_ref(required(signed, "docId")?)? {
         status_package(vxp, signed, &r)?;
         let key = receipt_key(&signed.system, &r.sender, &r.status_key(), &r.document_id);
-        let docs = vxp.node.docs()?;
-        let store = docs.store();
-        store.insert(&key, status.as_bytes()).map_err(storage)?;
-        store.flush().map_err(storage)?;
+        receipt(vxp, &key, status).await?;
         return Ok(ok(Map::new()));
     }
     let (agency, entry) = find_entry(vxp, signed)?;
@@ -643,10 +649,7 @@ async fn update_status(vxp: &Vxp, signed: &Signed) -> Result<Response, Refusal> 
         &entry.sender,
         &entry.document_id,
     );
-    let docs = vxp.node.docs()?;
-    let store = docs.store();
-    store.insert(&key, status.as_bytes()).map_err(storage)?;
-    store.flush().map_err(storage)?;
+    receipt(vxp, &key, status).await?;
     tracing::info!(system = %signed.system, recipient = %agency, sender = %entry.sender, document_id = %entry.document_id, status, "VXP receipt recorded");
     Ok(ok(Map::new()))
 }
