@@ -120,6 +120,16 @@ impl GroupFlush {
     }
 }
 
+impl std::fmt::Debug for GroupFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flushed = self.shared.flushed.borrow();
+        f.debug_struct("GroupFlush")
+            .field("written", &self.shared.written.load(Ordering::SeqCst))
+            .field("flushed", &flushed.ok)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for GroupFlush {
     fn drop(&mut self) {
         self.shared.lock().closed = true;

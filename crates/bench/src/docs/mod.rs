@@ -4,7 +4,8 @@
 //! echo backends:
 //!
 //! - **small**: N senders on the province node each send a document from
-//!   000.00.00.H37 to 000.00.00.G22 (one tiny attachment, or none) with
+//!   000.00.00.H37 to 000.00.00.G22 (one tiny attachment of its own, a
+//!   new file at each node, or none) with
 //!   `truc_client`, then follow the document's tracking
 //!   (`Agency.WatchTracking`, `Client::wait_for_status`) on the province node
 //!   until G22's status is "01". The province node sets "01" when the hub's
@@ -125,7 +126,7 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         if args.no_durable { " --no-durable" } else { "" },
     );
     println!(
-        "  documents 000.00.00.H37 (province node) -> hub -> 000.00.00.G22 (ministry node), mTLS 1.3; attachments fsynced at each node; audit {}",
+        "  documents 000.00.00.H37 (province node) -> hub -> 000.00.00.G22 (ministry node), mTLS 1.3; each document's own attachment fsynced at each node; audit {}",
         if args.no_durable {
             "NOT flushed (--no-durable)"
         } else {

@@ -72,9 +72,22 @@ pub(super) struct Window {
     pub(super) end: Instant,
 }
 
-/// The one attachment of every small document: its description and its
-/// bytes, made once.
-pub(super) type Tiny = (Attachment, Bytes);
+/// The bytes every small document's attachment starts from. Each document
+/// writes its own number over the first of them, so that every attachment
+/// is a new file at each node: blobs are stored by their SHA-256, and one
+/// attachment sent again would be found there and never written.
+pub(super) type Tiny = Bytes;
+
+/// The attachment of document `number`: its description and its bytes.
+fn attachment_for(tiny: &Tiny, number: &str) -> (Attachment, Bytes) {
+    let mut data = tiny.to_vec();
+    let stamp = number.as_bytes();
+    let n = stamp.len().min(data.len());
+    data[..n].copy_from_slice(&stamp[..n]);
+    let sha = Bytes::copy_from_slice(ring::digest::digest(&SHA256, &data).as_ref());
+    let size = data.len() as u64;
+    (attachment("tiny.bin", size, sha), Bytes::from(data))
+}
 
 /// One small document: sent through `truc_client`, then followed until "01"
 /// (or `stop_at`). Returns its id and when it was acknowledged (if it was),
@@ -88,7 +101,10 @@ pub(super) async fn one_small(
     let start = Instant::now();
     let uploads = tiny
         .iter()
-        .map(|(a, data)| Upload::reader(a.clone(), std::io::Cursor::new(data.clone())))
+        .map(|t| {
+            let (a, data) = attachment_for(t, number);
+            Upload::reader(a, std::io::Cursor::new(data))
+        })
         .collect();
     let sent = tokio::time::timeout(
         SMALL_TIMEOUT,
@@ -185,15 +201,13 @@ pub(super) async fn small(client: &Client, args: &DocsArgs) -> Result<SmallOutco
     let tiny = if args.attachment_bytes == 0 {
         None
     } else {
-        let data = Bytes::from(vec![
+        Some(Arc::new(Bytes::from(vec![
             0x5a_u8;
-            usize::try_from(args.attachment_bytes).unwrap_or(0)
-        ]);
-        let sha = Bytes::copy_from_slice(ring::digest::digest(&SHA256, &data).as_ref());
-        Some(Arc::new((
-            attachment("tiny.bin", args.attachment_bytes, sha),
-            data,
-        )))
+            usize::try_from(
+                args.attachment_bytes
+            )
+            .unwrap_or(0)
+        ])))
     };
     // Document numbers must be new in every run against the same data.
     let run = truc_ops::now_ms() / 1000;
@@ -233,4 +247,25 @@ pub(super) async fn small(client: &Client, args: &DocsArgs) -> Result<SmallOutco
         tally: total,
         seconds: args.duration as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_document_has_an_attachment_of_its_own_of_the_same_size() {
+        let tiny = Bytes::from(vec![0x5a_u8; 1024]);
+        let (a, data) = attachment_for(&tiny, "1700000000-3-17");
+        let (b, _) = attachment_for(&tiny, "1700000000-3-18");
+        assert_ne!(a.sha256, b.sha256, "a new blob at each node");
+        assert_eq!((a.size, b.size, data.len()), (1024, 1024, 1024));
+        assert_eq!(
+            a.sha256.as_ref(),
+            ring::digest::digest(&SHA256, &data).as_ref()
+        );
+        // Shorter than the number: the size is still the one asked for.
+        let (c, data) = attachment_for(&Bytes::from_static(b"xy"), "123");
+        assert_eq!((c.size, data.as_ref()), (2, b"12".as_ref()));
+    }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Blobs {
     dir: PathBuf,
     /// Temporary files being written, on the whole node.
     open_files: Arc<tokio::sync::Semaphore>,
+    /// Syncs the directory: one `fsync` for every blob renamed into it
+    /// while the one before ran.
+    dir_sync: Arc<truc_store::GroupFlush>,
 }
 
 /// Whether `name` is a blob's (64 lowercase hex digits): sled's own files
@@ -53,9 +56,24 @@ impl Blobs {
         }
         std::fs::create_dir_all(&tmp)?;
         migrate(legacy, dir)?;
+        let dir_sync = {
+            let dir = dir.to_path_buf();
+            truc_store::GroupFlush::start(
+                "truc-blob-sync",
+                Box::new(move || {
+                    std::fs::File::open(&dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|source| truc_store::StoreError::Sync {
+                            path: dir.clone(),
+                            source,
+                        })
+                }),
+            )?
+        };
         Ok(Blobs {
             dir: dir.to_path_buf(),
             open_files: Arc::new(tokio::sync::Semaphore::new(max_open)),
+            dir_sync: Arc::new(dir_sync),
         })
     }
 
@@ -87,7 +105,7 @@ impl Blobs {
             file: Some(file),
             tmp,
             target,
-            dir: self.dir.clone(),
+            dir_sync: self.dir_sync.clone(),
             _permit: permit,
         }))
     }
@@ -137,7 +155,7 @@ pub(crate) struct BlobWriter {
     file: Option<File>,
     tmp: PathBuf,
     target: PathBuf,
-    dir: PathBuf,
+    dir_sync: Arc<truc_store::GroupFlush>,
     /// Released when the file is closed, whole or abandoned.
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -169,14 +187,13 @@ impl BlobWriter {
         tokio::fs::rename(&self.tmp, &self.target)
             .await
             .map_err(|e| io_error("cannot store a blob", &self.target, e))?;
-        // The rename is durable once the directory is synced.
-        let dir = File::open(&self.dir)
-            .await
-            .map_err(|e| io_error("cannot open the blob directory", &self.dir, e))?;
-        dir.sync_all()
-            .await
-            .map_err(|e| io_error("cannot sync the blob directory", &self.dir, e))?;
-        Ok(())
+        // The rename is durable once the directory is synced, in a sync
+        // shared with the blobs renamed meanwhile.
+        self.dir_sync.wrote();
+        self.dir_sync.durable().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot sync the blob directory");
+            Status::internal("cannot sync the blob directory: storage error")
+        })
     }
 }
 
