@@ -108,7 +108,7 @@ pub(crate) struct Documents {
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     /// Makes the documents' writes durable, one flush for every write made
     /// while the one before ran (see [`GroupFlush`]).
-    flusher: GroupFlush,
+    pub(super) flusher: GroupFlush,
 }
 
 use truc_ops::now_ms;
@@ -170,23 +170,6 @@ impl Documents {
         service: DocumentService,
         backoff: (std::time::Duration, std::time::Duration),
     ) -> std::io::Result<Arc<Documents>> {
-        let flush = {
-            let store = store.clone();
-            Box::new(move || store.flush())
-        };
-        Self::open_flushed_by(store, data_dir, hub, limits, service, backoff, flush)
-    }
-
-    /// [`Documents::open`], with the writes made durable by `flush`.
-    fn open_flushed_by(
-        store: Store,
-        data_dir: &std::path::Path,
-        hub: crate::hubs::Hubs,
-        limits: truc_doc::Limits,
-        service: DocumentService,
-        backoff: (std::time::Duration, std::time::Duration),
-        flush: truc_store::FlushFn,
-    ) -> std::io::Result<Arc<Documents>> {
         let next_status = store
             .last_with_prefix(keys::STATUS_QUEUE)
             .ok()
@@ -199,7 +182,10 @@ impl Documents {
             service.max_open_attachment_files,
         )?;
         split_tracking(&store).map_err(std::io::Error::other)?;
-        let flusher = GroupFlush::start("truc-docs-flush", flush)?;
+        let flusher = {
+            let store = store.clone();
+            GroupFlush::start("truc-docs-flush", Box::new(move || store.flush()))?
+        };
         Ok(Arc::new(Documents {
             store,
             blobs,

@@ -62,16 +62,19 @@ fn open_flushing(
             store.flush()
         })
     };
-    Documents::open_flushed_by(
+    let mut docs = Documents::open(
         store,
         dir,
         hub,
         truc_doc::Limits::default(),
         service,
         (Duration::from_millis(10), Duration::from_millis(100)),
-        flush,
     )
-    .expect("open")
+    .expect("open");
+    // Nothing else holds the documents yet: their flush can be swapped.
+    Arc::get_mut(&mut docs).expect("not shared yet").flusher =
+        truc_store::GroupFlush::start("test-docs-flush", flush).expect("flusher");
+    docs
 }
 
 /// The outbox as a send of `kind` to R leaves it.

@@ -293,6 +293,19 @@ fn spawn_attempt(
     });
 }
 
+/// The entries of the `what` queue under `prefix`, in key order, up to the
+/// first that cannot be read (logged; the next scan tries again).
+fn entries<'a>(
+    store: &Store,
+    prefix: &[u8],
+    what: &'a str,
+) -> impl Iterator<Item = truc_store::Entry> + use<'a> {
+    store.scan_prefix(prefix).map_while(move |item| {
+        item.map_err(|e| tracing::error!(error = %e, "cannot read the {what} queue"))
+            .ok()
+    })
+}
+
 /// A delivery due now: its queue key, and the sender, document id, kind and
 /// recipient the key names.
 type Due = (Vec<u8>, (String, String, i32, String));
@@ -308,14 +321,7 @@ type Due = (Vec<u8>, (String, String, i32, String));
 fn due_deliveries(store: &Store, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64) {
     let mut next_wake = now + 1000;
     let mut waiting = Vec::new();
-    for item in store.scan_prefix(keys::QUEUE) {
-        let (k, v) = match item {
-            Ok(kv) => kv,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the delivery queue");
-                break;
-            }
-        };
+    for (k, v) in entries(store, keys::QUEUE, "delivery") {
         if let Some(until) = lanes.held_until(&k, now) {
             next_wake = next_wake.min(until);
             continue;
@@ -600,17 +606,10 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
         // Lanes whose first queued status this scan has passed: their later
         // statuses wait for it.
         let mut heads = HashSet::new();
-        for item in docs.store.scan_prefix(keys::STATUS_QUEUE) {
+        for (k, v) in entries(&docs.store, keys::STATUS_QUEUE, "status") {
             if lanes.full() {
                 break;
             }
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the status queue");
-                    break;
-                }
-            };
             if let Some(until) = lanes.held_until(&k, now) {
                 next_wake = next_wake.min(until);
                 continue;
