@@ -90,7 +90,10 @@ pub(crate) struct Documents {
     service: DocumentService,
     hub: crate::hubs::Hubs,
     /// Wakes the delivery worker.
-    deliveries: Notify,
+    /// Keys of delivery queue entries just written, for the delivery
+    /// scheduler (which takes the receiving end when it starts).
+    queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
     /// Wakes the status worker.
     statuses: Notify,
     next_status: AtomicU64,
@@ -186,13 +189,15 @@ impl Documents {
             let store = store.clone();
             GroupFlush::start("truc-docs-flush", Box::new(move || store.flush()))?
         };
+        let (queued, queued_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Documents {
             store,
             blobs,
             limits,
             service,
             hub,
-            deliveries: Notify::new(),
+            queued,
+            queued_rx: Mutex::new(Some(queued_rx)),
             statuses: Notify::new(),
             next_status: AtomicU64::new(next_status),
             events: broadcast::channel(1024).0,
@@ -227,6 +232,17 @@ impl Documents {
         self.store.insert(key, value).map_err(storage)?;
         self.flusher.wrote();
         self.durable().await
+    }
+
+    /// Tells the delivery scheduler that queue entry `key` was written.
+    fn queued(&self, key: Vec<u8>) {
+        let _ = self.queued.send(key);
+    }
+
+    /// The keys of queue entries as they are written, for the one delivery
+    /// scheduler.
+    fn take_queued(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
+        self.queued_rx.lock().ok()?.take()
     }
 
     /// Waits until every write made so far under the write lock is durable.

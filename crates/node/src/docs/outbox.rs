@@ -117,6 +117,7 @@ impl Documents {
             envelope: Some(envelope.clone()),
         };
         let mut batch = WriteBatch::default();
+        let mut queue_keys = Vec::with_capacity(recipients.len());
         batch.insert(&key, prost::Message::encode_to_vec(&tracking));
         for r in &recipients {
             let mut record = RecipientTracking {
@@ -128,13 +129,14 @@ impl Documents {
                 keys::recipient(sender.as_str(), &envelope.document_id, kind, r),
                 prost::Message::encode_to_vec(&record),
             );
-            batch.insert(
-                keys::queue(sender.as_str(), &envelope.document_id, kind, r),
-                accepted.to_be_bytes(),
-            );
+            let queued = keys::queue(sender.as_str(), &envelope.document_id, kind, r);
+            batch.insert(&queued, accepted.to_be_bytes());
+            queue_keys.push(queued);
         }
         self.commit(guard, batch).await?;
-        self.deliveries.notify_one();
+        for key in queue_keys {
+            self.queued(key);
+        }
         Ok(SendDocumentResponse {
             sender: sender.to_string(),
             document_id: envelope.document_id,
