@@ -73,6 +73,7 @@ impl Documents {
             Admission::Store(entry) => *entry,
         };
         let mut batch = WriteBatch::default();
+        let mut status_key = None;
         let kind_label = match change {
             None => {
                 entry.envelope = Some(envelope);
@@ -83,13 +84,16 @@ impl Documents {
                 entry.pending_change = Some(envelope);
                 // The sender learns of the 13 like of any status.
                 let update = self.status_update(&entry, business_kind)?;
+                status_key = Some(keys::status(update.0));
                 batch.insert(keys::status(update.0), update.1);
                 "change"
             }
         };
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         self.commit(guard, batch).await?;
-        self.statuses.notify_one();
+        if let Some(key) = status_key {
+            self.status_queued(key);
+        }
         let arrived = entry.arrived_unix_ms;
         let _ = self.events.send(InboxEvent {
             kind: kind_label.into(),
@@ -254,7 +258,7 @@ impl Documents {
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         batch.insert(keys::status(seq), update);
         self.commit(guard, batch).await?;
-        self.statuses.notify_one();
+        self.status_queued(keys::status(seq));
         let _ = self.events.send(InboxEvent {
             kind: "status".into(),
             entry: Some(entry.clone()),

@@ -35,7 +35,7 @@ use std::{
     sync::{Arc, Mutex, atomic::AtomicU64},
 };
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tonic::Status;
 use truc_doc::{ChangeKind, StatusCode};
 use truc_pki::Identity;
@@ -95,7 +95,9 @@ pub(crate) struct Documents {
     queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
     /// Wakes the status worker.
-    statuses: Notify,
+    /// The same for the status queue and its scheduler.
+    status_queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    status_queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
     next_status: AtomicU64,
     events: broadcast::Sender<InboxEvent>,
     /// Tracking changes, for `WatchTracking`.
@@ -190,6 +192,7 @@ impl Documents {
             GroupFlush::start("truc-docs-flush", Box::new(move || store.flush()))?
         };
         let (queued, queued_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (status_queued, status_queued_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Documents {
             store,
             blobs,
@@ -198,7 +201,8 @@ impl Documents {
             hub,
             queued,
             queued_rx: Mutex::new(Some(queued_rx)),
-            statuses: Notify::new(),
+            status_queued,
+            status_queued_rx: Mutex::new(Some(status_queued_rx)),
             next_status: AtomicU64::new(next_status),
             events: broadcast::channel(1024).0,
             tracking_changes: broadcast::channel(1024).0,
@@ -243,6 +247,16 @@ impl Documents {
     /// scheduler.
     fn take_queued(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
         self.queued_rx.lock().ok()?.take()
+    }
+
+    /// Tells the status scheduler that status queue entry `key` was written.
+    fn status_queued(&self, key: Vec<u8>) {
+        let _ = self.status_queued.send(key);
+    }
+
+    /// [`Documents::take_queued`] for the status scheduler.
+    fn take_status_queued(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
+        self.status_queued_rx.lock().ok()?.take()
     }
 
     /// Waits until every write made so far under the write lock is durable.

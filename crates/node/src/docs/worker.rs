@@ -14,7 +14,7 @@
 //! failure path spins.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -251,31 +251,6 @@ async fn dequeue(docs: &Documents, key: &[u8]) -> Outcome {
     )
 }
 
-/// Waits for the next reason to look at the queue again.
-async fn wait(
-    done: &mut mpsc::UnboundedReceiver<Done>,
-    lanes: &mut Lanes,
-    wake: &tokio::sync::Notify,
-    next_wake: u64,
-    shutdown: &Shutdown,
-) -> bool {
-    let wait = Duration::from_millis(next_wake.saturating_sub(now_ms()).clamp(10, 1000));
-    tokio::select! {
-        finished = done.recv() => {
-            if let Some(d) = finished {
-                lanes.finish(d);
-            }
-            while let Ok(d) = done.try_recv() {
-                lanes.finish(d);
-            }
-        }
-        () = wake.notified() => {}
-        () = tokio::time::sleep(wait) => {}
-        () = shutdown.wait() => return false,
-    }
-    true
-}
-
 /// Runs `work` unless `shutdown` comes first, then reports it done.
 fn spawn_attempt(
     work: impl Future<Output = Outcome> + Send + 'static,
@@ -310,46 +285,75 @@ fn entries<'a>(
 /// recipient the key names.
 type Due = (Vec<u8>, (String, String, i32, String));
 
-/// How often the scheduler reads the whole delivery queue again, in case
-/// what it keeps in memory and the store have parted (a write that failed
-/// half-way and was completed later).
+/// How often a scheduler reads its whole queue again, in case what it
+/// keeps in memory and the store have parted (a write that failed half-way
+/// and was completed later).
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// The delivery queue as the scheduler keeps it in memory: every entry's
-/// time (a queue entry's value: when the document was accepted, or when its
-/// retry is due) and destination, and per destination its entries by time.
-/// It is read whole from the store at start and every [`RESYNC`]; in
-/// between, each entry that changes is read again alone: one a send queued
-/// (the outbox tells the scheduler its key) and one an attempt finished.
-/// So a scan costs the destinations with work and the deliveries it starts,
-/// not the length of the queue: a backlog of a hundred thousand documents
-/// after an outage cost about 100 ms of store reads per scan, once per
-/// finished delivery, on an async worker.
-#[derive(Default)]
-struct Queue {
-    by_destination: HashMap<String, ByTime>,
-    /// Each entry's time, by key (shared with `by_destination`).
-    entries: HashMap<Arc<[u8]>, u64>,
-}
+/// What the scheduler keeps of a queue entry (key, value): when it may go,
+/// its destination, and what more it needs to choose it. `None`: it can
+/// never be processed.
+type Read<M> = fn(&[u8], &[u8]) -> Option<(u64, String, M)>;
 
-/// One destination's queue entries: (time, key), earliest first.
-type ByTime = BTreeSet<(u64, Arc<[u8]>)>;
+/// One destination's queue entries, earliest first (then in key order).
+type ByTime<M> = BTreeMap<(u64, Arc<[u8]>), M>;
+
+/// A queue (deliveries, or statuses) as its scheduler keeps it in memory:
+/// every entry's time and destination, and per destination its entries by
+/// time. It is read whole from the store at start and every [`RESYNC`]; in
+/// between, each entry that changes is read again alone: one just queued
+/// (the writer tells the scheduler its key) and one whose attempt ended.
+/// So a scan costs the destinations with work and the attempts it starts,
+/// not the length of the queue: a backlog of a hundred thousand deliveries
+/// after an outage cost about 100 ms of store reads per scan, once per
+/// finished attempt, on an async worker.
+struct Queue<M> {
+    prefix: &'static [u8],
+    what: &'static str,
+    read: Read<M>,
+    by_destination: HashMap<String, ByTime<M>>,
+    /// Each entry's time and destination, by key.
+    entries: HashMap<Arc<[u8]>, (u64, String)>,
+}
 
 /// A queue entry's time; an unreadable one is due (the attempt rewrites it).
 fn queued_at(value: &[u8]) -> u64 {
     <[u8; 8]>::try_from(value).map_or(0, u64::from_be_bytes)
 }
 
-impl Queue {
+/// A delivery: the time in its value, the recipient its key names.
+fn read_delivery(key: &[u8], value: &[u8]) -> Option<(u64, String, ())> {
+    keys::parse_queue(key).map(|(_, _, _, recipient)| (queued_at(value), recipient, ()))
+}
+
+/// A status: in the order it was queued (its key), to the sender's node,
+/// on its lane.
+fn read_status(_key: &[u8], value: &[u8]) -> Option<(u64, String, Vec<u8>)> {
+    let update: StatusUpdate = prost::Message::decode(value).ok()?;
+    let lane = status_lane(&update);
+    Some((0, update.sender, lane))
+}
+
+impl<M> Queue<M> {
+    fn empty(prefix: &'static [u8], what: &'static str, read: Read<M>) -> Queue<M> {
+        Queue {
+            prefix,
+            what,
+            read,
+            by_destination: HashMap::new(),
+            entries: HashMap::new(),
+        }
+    }
+
     /// The whole queue as stored. Entries that can never be processed are
     /// dropped.
-    fn load(store: &Store) -> Queue {
-        let mut queue = Queue::default();
-        for (k, v) in entries(store, keys::QUEUE, "delivery") {
-            match keys::parse_queue(&k) {
-                Some((_, _, _, recipient)) => queue.set(k, queued_at(&v), recipient),
+    fn load(store: &Store, prefix: &'static [u8], what: &'static str, read: Read<M>) -> Queue<M> {
+        let mut queue = Queue::empty(prefix, what, read);
+        for (k, v) in entries(store, prefix, what) {
+            match read(&k, &v) {
+                Some((at, destination, meta)) => queue.set(k, at, destination, meta),
                 None => {
-                    tracing::error!(key = %hex::encode(&k), "unreadable delivery queue key dropped");
+                    tracing::error!(key = %hex::encode(&k), "unreadable {what} queue entry dropped");
                     drop_entry(store, &k);
                 }
             }
@@ -360,37 +364,33 @@ impl Queue {
     /// Reads entry `key` again: it changed, or went.
     fn refresh(&mut self, store: &Store, key: &[u8]) {
         match store.get(key) {
-            Ok(Some(v)) => {
-                if let Some((_, _, _, recipient)) = keys::parse_queue(key) {
-                    self.set(key.to_vec(), queued_at(&v), recipient);
-                }
-            }
+            Ok(Some(v)) => match (self.read)(key, &v) {
+                Some((at, destination, meta)) => self.set(key.to_vec(), at, destination, meta),
+                None => self.remove(key),
+            },
             Ok(None) => self.remove(key),
             // Kept as it was; the next resync reads it again.
-            Err(e) => tracing::error!(error = %e, "cannot read a delivery queue entry"),
+            Err(e) => tracing::error!(error = %e, "cannot read a {} queue entry", self.what),
         }
     }
 
-    fn set(&mut self, key: Vec<u8>, at: u64, destination: String) {
+    fn set(&mut self, key: Vec<u8>, at: u64, destination: String, meta: M) {
         self.remove(&key);
         let key: Arc<[u8]> = key.into();
         self.by_destination
-            .entry(destination)
+            .entry(destination.clone())
             .or_default()
-            .insert((at, key.clone()));
-        self.entries.insert(key, at);
+            .insert((at, key.clone()), meta);
+        self.entries.insert(key, (at, destination));
     }
 
     fn remove(&mut self, key: &[u8]) {
-        let Some((key, at)) = self.entries.remove_entry(key) else {
+        let Some((key, (at, destination))) = self.entries.remove_entry(key) else {
             return;
         };
-        let Some((_, _, _, destination)) = keys::parse_queue(&key) else {
-            return;
-        };
-        if let Some(set) = self.by_destination.get_mut(&destination) {
-            set.remove(&(at, key));
-            if set.is_empty() {
+        if let Some(by_time) = self.by_destination.get_mut(&destination) {
+            by_time.remove(&(at, key));
+            if by_time.is_empty() {
                 self.by_destination.remove(&destination);
             }
         }
@@ -401,6 +401,116 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+impl Queue<()> {
+    fn deliveries(store: &Store) -> Queue<()> {
+        Queue::load(store, keys::QUEUE, "delivery", read_delivery)
+    }
+}
+
+#[cfg(test)]
+impl Queue<Vec<u8>> {
+    fn statuses(store: &Store) -> Queue<Vec<u8>> {
+        Queue::load(store, keys::STATUS_QUEUE, "status", read_status)
+    }
+}
+
+/// The queue read whole from the store again, off the async workers.
+async fn reload<M: Send + 'static>(queue: &mut Queue<M>, store: &Store) {
+    let (store, prefix, what, read) = (store.clone(), queue.prefix, queue.what, queue.read);
+    if let Ok(fresh) =
+        tokio::task::spawn_blocking(move || Queue::load(&store, prefix, what, read)).await
+    {
+        *queue = fresh;
+    }
+}
+
+/// What each of the two schedulers (deliveries, statuses) runs on: its
+/// lanes, the channel its attempts report on, the keys its queue's writers
+/// send, and its queue in memory.
+struct Scheduler<M> {
+    lanes: Lanes,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    queued: mpsc::UnboundedReceiver<Vec<u8>>,
+    queue: Queue<M>,
+    loaded: Option<std::time::Instant>,
+}
+
+impl<M: Send + 'static> Scheduler<M> {
+    fn new(
+        docs: &Documents,
+        queued: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+        queue: Queue<M>,
+    ) -> Option<Scheduler<M>> {
+        let Some(queued) = queued else {
+            tracing::error!("the {} scheduler was started twice", queue.what);
+            return None;
+        };
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Some(Scheduler {
+            lanes: Lanes::new(&docs.service, docs.backoff),
+            done_tx,
+            done_rx,
+            queued,
+            queue,
+            loaded: None,
+        })
+    }
+
+    /// Reads the whole queue at the first turn and every [`RESYNC`].
+    async fn resync(&mut self, store: &Store) {
+        if self.loaded.is_none_or(|t| t.elapsed() >= RESYNC) {
+            reload(&mut self.queue, store).await;
+            self.loaded = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Waits for the next reason to look at the queue again: an attempt
+    /// ended (`ended` gives the queue key of its lane), an entry was queued,
+    /// the earliest time is near, or `shutdown` (false).
+    async fn next_event(
+        &mut self,
+        store: &Store,
+        mut ended: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+        next_wake: u64,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let wait = Duration::from_millis(next_wake.saturating_sub(now_ms()).clamp(10, 1000));
+        let Scheduler {
+            lanes,
+            done_rx,
+            queued,
+            queue,
+            ..
+        } = self;
+        let mut finish = |queue: &mut Queue<M>, lanes: &mut Lanes, d: Done| {
+            if let Some(key) = ended(&d.0) {
+                queue.refresh(store, &key);
+            }
+            lanes.finish(d);
+        };
+        tokio::select! {
+            Some(d) = done_rx.recv() => {
+                finish(queue, lanes, d);
+                while let Ok(d) = done_rx.try_recv() {
+                    finish(queue, lanes, d);
+                }
+            }
+            Some(key) = queued.recv() => {
+                queue.refresh(store, &key);
+                while let Ok(key) = queued.try_recv() {
+                    queue.refresh(store, &key);
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.wait() => return false,
+        }
+        tracing::trace!(queued = queue.len(), "{} queue", queue.what);
+        true
+    }
+}
+
 /// The deliveries to start now, oldest first, and when to look again at the
 /// earliest. Taking them by time, not in key order, is what keeps a
 /// document whose key sorts late from waiting behind every document that
@@ -408,19 +518,19 @@ impl Queue {
 /// sending without pause to a busy destination would hold back every agency
 /// whose code sorts after its own). A time further off than any retry is
 /// ever put is due now (the clock was set back).
-fn due_deliveries(queue: &Queue, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64) {
+fn due_deliveries(queue: &Queue<()>, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64) {
     let mut next_wake = now + 1000;
     let cap = millis(lanes.backoff.1);
     let mut waiting = Vec::new();
-    for (destination, set) in &queue.by_destination {
+    for (destination, by_time) in &queue.by_destination {
         let in_flight = lanes.per_destination.get(destination).copied().unwrap_or(0);
         let mut free = lanes.allowed(destination).saturating_sub(in_flight);
-        let stepped = set
-            .iter()
+        let times = by_time.keys();
+        let stepped = times
+            .clone()
             .rev()
             .take_while(|(at, _)| *at > now && *at - now > cap);
-        let due = set.iter().take_while(|(at, _)| *at <= now);
-        for (at, key) in due.chain(stepped) {
+        for (at, key) in times.take_while(|(at, _)| *at <= now).chain(stepped) {
             if free == 0 {
                 break;
             }
@@ -435,10 +545,10 @@ fn due_deliveries(queue: &Queue, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64)
             free -= 1;
         }
         // The first entry not yet due, found without passing the due ones.
-        let later = set
+        let later = by_time
             .range((now.saturating_add(1), Arc::from(&[][..]))..)
             .next();
-        if let Some((at, _)) = later.filter(|(at, _)| *at - now <= cap) {
+        if let Some(((at, _), ())) = later.filter(|((at, _), ())| *at - now <= cap) {
             next_wake = next_wake.min(*at);
         }
     }
@@ -458,30 +568,60 @@ fn due_deliveries(queue: &Queue, lanes: &mut Lanes, now: u64) -> (Vec<Due>, u64)
     (due, next_wake)
 }
 
-/// The whole delivery queue read from the store, off the async workers.
-async fn load_queue(store: &Store) -> Queue {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || Queue::load(&store))
-        .await
-        .unwrap_or_default()
+/// A status due now: its queue key, its lane and its destination.
+type StatusDue = (Vec<u8>, Vec<u8>, String);
+
+/// The statuses to relay now, in the order they were queued: per lane (a
+/// document at a recipient) only its first, and not while that lane is in
+/// flight or held back; and when to look again.
+fn due_statuses(queue: &Queue<Vec<u8>>, lanes: &mut Lanes, now: u64) -> (Vec<StatusDue>, u64) {
+    let mut next_wake = now + 1000;
+    let mut waiting = Vec::new();
+    for (destination, by_time) in &queue.by_destination {
+        let in_flight = lanes.per_destination.get(destination).copied().unwrap_or(0);
+        let mut free = lanes.allowed(destination).saturating_sub(in_flight);
+        // Lanes whose first queued status this scan has passed: their later
+        // statuses wait for it.
+        let mut heads = HashSet::new();
+        for ((_, key), lane) in by_time {
+            if free == 0 {
+                break;
+            }
+            if !heads.insert(lane) {
+                continue;
+            }
+            if let Some(until) = lanes.held_until(lane, now) {
+                next_wake = next_wake.min(until);
+                continue;
+            }
+            if !lanes.may_start(lane, destination) {
+                continue;
+            }
+            waiting.push((key, lane, destination));
+            free -= 1;
+        }
+    }
+    waiting.sort_unstable();
+    let mut due = Vec::new();
+    for (key, lane, destination) in waiting {
+        if lanes.full() {
+            break;
+        }
+        lanes.start(lane.clone(), destination);
+        due.push((key.to_vec(), lane.clone(), destination.clone()));
+    }
+    (due, next_wake)
 }
 
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
-    let mut lanes = Lanes::new(&docs.service, docs.backoff);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let Some(mut queued) = docs.take_queued() else {
-        tracing::error!("the delivery scheduler was started twice");
+    let queue = Queue::empty(keys::QUEUE, "delivery", read_delivery);
+    let Some(mut s) = Scheduler::new(&docs, docs.take_queued(), queue) else {
         return;
     };
-    let mut queue = load_queue(&docs.store).await;
-    let mut loaded = std::time::Instant::now();
     loop {
-        if loaded.elapsed() >= RESYNC {
-            queue = load_queue(&docs.store).await;
-            loaded = std::time::Instant::now();
-        }
-        let (due, next_wake) = due_deliveries(&queue, &mut lanes, now_ms());
+        s.resync(&docs.store).await;
+        let (due, next_wake) = due_deliveries(&s.queue, &mut s.lanes, now_ms());
         for (k, (sender, doc, kind, recipient)) in due {
             let (d, hub) = (docs.clone(), hub.clone());
             let to = recipient.clone();
@@ -489,30 +629,15 @@ async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
                 async move { deliver_one(&d, hub, &sender, &doc, kind, &to).await },
                 k,
                 recipient,
-                done_tx.clone(),
+                s.done_tx.clone(),
                 shutdown.clone(),
             );
         }
-        let wait = Duration::from_millis(next_wake.saturating_sub(now_ms()).clamp(10, 1000));
-        tokio::select! {
-            Some(d) = done_rx.recv() => {
-                queue.refresh(&docs.store, &d.0);
-                lanes.finish(d);
-                while let Ok(d) = done_rx.try_recv() {
-                    queue.refresh(&docs.store, &d.0);
-                    lanes.finish(d);
-                }
-            }
-            Some(key) = queued.recv() => {
-                queue.refresh(&docs.store, &key);
-                while let Ok(key) = queued.try_recv() {
-                    queue.refresh(&docs.store, &key);
-                }
-            }
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.wait() => return,
+        // A delivery's lane is its queue key.
+        let ended = |lane: &[u8]| Some(lane.to_vec());
+        if !s.next_event(&docs.store, ended, next_wake, &shutdown).await {
+            return;
         }
-        tracing::trace!(queued = queue.len(), "delivery queue");
     }
 }
 
@@ -726,64 +851,38 @@ fn status_lane(update: &StatusUpdate) -> Vec<u8> {
 
 async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
-    let mut lanes = Lanes::new(&docs.service, docs.backoff);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let queue = Queue::empty(keys::STATUS_QUEUE, "status", read_status);
+    let Some(mut s) = Scheduler::new(&docs, docs.take_status_queued(), queue) else {
+        return;
+    };
+    // The queue key of each lane in flight.
+    let mut in_flight: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     loop {
-        let now = now_ms();
-        let mut next_wake = now + 1000;
-        // Lanes whose first queued status this scan has passed: their later
-        // statuses wait for it.
-        let mut heads = HashSet::new();
-        for (k, v) in entries(&docs.store, keys::STATUS_QUEUE, "status") {
-            if lanes.full() {
-                break;
-            }
-            if let Some(until) = lanes.held_until(&k, now) {
-                next_wake = next_wake.min(until);
-                continue;
-            }
-            let update: StatusUpdate = match prost::Message::decode(v.as_slice()) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::error!(error = %e, "undecodable queued status; dropped");
-                    if drop_entry(&docs.store, &k) == Outcome::Hold {
-                        lanes.hold(k);
-                    }
-                    continue;
-                }
+        s.resync(&docs.store).await;
+        let (due, next_wake) = due_statuses(&s.queue, &mut s.lanes, now_ms());
+        for (key, lane, destination) in due {
+            let update = match docs.store.get(&key) {
+                Ok(Some(v)) => prost::Message::decode(v.as_slice()).ok(),
+                _ => None,
             };
-            let lane = status_lane(&update);
-            if !heads.insert(lane.clone()) {
+            let Some(update) = update else {
+                // Gone or unreadable since it was read: read it again.
+                s.lanes.finish((lane, destination, Outcome::Hold));
+                s.queue.refresh(&docs.store, &key);
                 continue;
-            }
-            if let Some(until) = lanes.held_until(&lane, now) {
-                next_wake = next_wake.min(until);
-                continue;
-            }
-            // The destination is the sender's node, known by its agency.
-            let destination = update.sender.clone();
-            if !lanes.may_start(&lane, &destination) {
-                continue;
-            }
-            lanes.start(lane.clone(), &destination);
+            };
+            in_flight.insert(lane.clone(), key.clone());
             let (d, hub) = (docs.clone(), hub.clone());
             spawn_attempt(
-                async move { relay_one_status(&d, hub, k, update).await },
+                async move { relay_one_status(&d, hub, key, update).await },
                 lane,
                 destination,
-                done_tx.clone(),
+                s.done_tx.clone(),
                 shutdown.clone(),
             );
         }
-        if !wait(
-            &mut done_rx,
-            &mut lanes,
-            &docs.statuses,
-            next_wake,
-            &shutdown,
-        )
-        .await
-        {
+        let ended = |lane: &[u8]| in_flight.remove(lane);
+        if !s.next_event(&docs.store, ended, next_wake, &shutdown).await {
             return;
         }
     }
@@ -919,7 +1018,7 @@ mod tests {
         for _ in 0..4 {
             next(&store);
         }
-        let (due, _) = due_deliveries(&Queue::load(&store), &mut lanes, now + 100);
+        let (due, _) = due_deliveries(&Queue::deliveries(&store), &mut lanes, now + 100);
         let started: Vec<_> = due.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(started.len(), 2, "the destination's limit");
         assert_eq!(started[0], late, "the oldest goes first");
@@ -933,7 +1032,7 @@ mod tests {
             lanes.finish((k, "R".into(), Outcome::Answered));
             next(&store);
         }
-        let (due, _) = due_deliveries(&Queue::load(&store), &mut lanes, now + 100);
+        let (due, _) = due_deliveries(&Queue::deliveries(&store), &mut lanes, now + 100);
         let docs: Vec<_> = due.iter().map(|(_, p)| p.1.as_str()).collect();
         assert_eq!(docs, ["doc-0002", "doc-0003"]);
     }
@@ -949,7 +1048,7 @@ mod tests {
         let mut b = WriteBatch::default();
         b.insert([keys::QUEUE, b"no-separators"].concat(), now.to_be_bytes());
         store.apply_journaled(keys::JOURNAL, b).expect("bad key");
-        let mut q = Queue::load(&store);
+        let mut q = Queue::deliveries(&store);
         assert_eq!(q.len(), 1);
         assert_eq!(
             store.scan_prefix(keys::QUEUE).count(),
@@ -980,6 +1079,48 @@ mod tests {
     }
 
     #[test]
+    fn statuses_go_in_order_per_lane_and_lanes_apart() {
+        let (_dir, store) = queue();
+        let service = DocumentService::default();
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(1), Duration::from_secs(60)));
+        let status = |seq: u64, sender: &str, doc: &str, code: &str| {
+            let update = StatusUpdate {
+                sender: sender.into(),
+                document_id: doc.into(),
+                recipient: "R".into(),
+                event: Some(StatusEvent {
+                    code: code.into(),
+                    ..StatusEvent::default()
+                }),
+                ..StatusUpdate::default()
+            };
+            let mut b = WriteBatch::default();
+            b.insert(keys::status(seq), prost::Message::encode_to_vec(&update));
+            store.apply_journaled(keys::JOURNAL, b).expect("queue");
+            keys::status(seq)
+        };
+        let first = status(0, "S", "a", "03");
+        let second = status(1, "S", "a", "04");
+        let other_doc = status(2, "S", "b", "03");
+        let other_sender = status(3, "T", "c", "03");
+        let mut q = Queue::statuses(&store);
+        let now = now_ms();
+        let (due, _) = due_statuses(&q, &mut lanes, now);
+        let keys: Vec<_> = due.iter().map(|d| &d.0).collect();
+        assert_eq!(keys, [&first, &other_doc, &other_sender], "04 waits for 03");
+        // 03 relayed and dequeued: 04 goes next, on the same lane.
+        let (_, lane, destination) = due[0].clone();
+        store
+            .apply_journaled(keys::JOURNAL, removal(&first))
+            .expect("dequeue");
+        q.refresh(&store, &first);
+        lanes.finish((lane.clone(), destination, Outcome::Answered));
+        let (due, _) = due_statuses(&q, &mut lanes, now);
+        assert_eq!(due.iter().map(|d| &d.0).collect::<Vec<_>>(), [&second]);
+        assert_eq!(due[0].1, lane);
+    }
+
+    #[test]
     fn a_queued_time_further_off_than_any_retry_is_due_now() {
         let (_dir, store) = queue();
         let service = DocumentService::default();
@@ -989,11 +1130,11 @@ mod tests {
         // Accepted before the clock was set back an hour.
         put(&store, "A", "before-the-step", now + 3_600_000);
         let retry = put(&store, "A", "retry-in-30s", now + 30_000);
-        let (due, next_wake) = due_deliveries(&Queue::load(&store), &mut lanes, now);
+        let (due, next_wake) = due_deliveries(&Queue::deliveries(&store), &mut lanes, now);
         let docs: Vec<_> = due.iter().map(|(_, p)| p.1.as_str()).collect();
         assert_eq!(docs, ["before-the-step"]);
         assert_eq!(next_wake, now + 1000, "looks again within a second");
-        let (due, _) = due_deliveries(&Queue::load(&store), &mut lanes, now + 30_000);
+        let (due, _) = due_deliveries(&Queue::deliveries(&store), &mut lanes, now + 30_000);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, retry);
     }
