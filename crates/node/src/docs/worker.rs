@@ -161,11 +161,18 @@ impl Lanes {
             .unwrap_or(FIRST_ALLOWANCE.min(self.max_per_destination))
     }
 
-    /// Whether `lane` may start now towards `destination`.
+    /// Whether `lane` may start now towards `destination`. Beyond its first
+    /// allowance a destination borrows slots, never the node's last quarter:
+    /// those stay for destinations within their first allowance, so that
+    /// busy destinations that stop answering all at once hold no more of
+    /// the node than the fixed limit of four let them.
     fn may_start(&self, lane: &[u8], destination: &str) -> bool {
+        let n = self.per_destination.get(destination).copied().unwrap_or(0);
+        let first = FIRST_ALLOWANCE.min(self.max_per_destination);
+        let reserve = self.max_total / 4;
         !self.busy.contains(lane)
-            && self.per_destination.get(destination).copied().unwrap_or(0)
-                < self.allowed(destination)
+            && n < self.allowed(destination)
+            && (n < first || self.busy.len() + reserve < self.max_total)
     }
 
     fn start(&mut self, lane: Vec<u8>, destination: &str) {
@@ -1147,12 +1154,13 @@ mod tests {
     }
 
     impl Flight {
-        /// Starts attempts towards `d` until one more is refused: how many.
+        /// Starts attempts towards `d` until one more is refused or the node
+        /// is full, as a scan does: how many.
         fn fill(&mut self, d: &str) -> usize {
             let mut n = 0;
             loop {
                 let lane = format!("{d}{}", self.started).into_bytes();
-                if !self.lanes.may_start(&lane, d) {
+                if self.lanes.full() || !self.lanes.may_start(&lane, d) {
                     return n;
                 }
                 self.lanes.start(lane.clone(), d);
@@ -1218,6 +1226,31 @@ mod tests {
             ["B"],
             "of idle destinations, only a reduced allowance is kept"
         );
+    }
+
+    #[test]
+    fn grown_destinations_leave_the_last_quarter_of_the_slots_to_others() {
+        let service = DocumentService {
+            max_in_flight: 20,
+            max_in_flight_per_destination: 16,
+            ..DocumentService::default()
+        };
+        let mut f = Flight {
+            lanes: Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60))),
+            started: 0,
+            in_flight: Vec::new(),
+        };
+        assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
+        for _ in 0..12 {
+            f.end("A", Outcome::Answered);
+            f.fill("A");
+        }
+        assert_eq!(f.lanes.allowed("A"), 16);
+        assert_eq!(f.in_flight("A"), 15, "not into the last 5 of 20 slots");
+        // A stops answering with 15 in flight: B and C still get theirs.
+        assert_eq!(f.fill("B"), FIRST_ALLOWANCE);
+        assert_eq!(f.fill("C"), 1, "the node's last slot");
+        assert!(f.lanes.full());
     }
 
     #[test]
