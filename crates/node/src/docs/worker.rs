@@ -1154,6 +1154,20 @@ mod tests {
     }
 
     impl Flight {
+        /// Lanes of a node with `total` slots, `per_destination` at most.
+        fn of(total: usize, per_destination: usize) -> Flight {
+            let service = DocumentService {
+                max_in_flight: total,
+                max_in_flight_per_destination: per_destination,
+                ..DocumentService::default()
+            };
+            Flight {
+                lanes: Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60))),
+                started: 0,
+                in_flight: Vec::new(),
+            }
+        }
+
         /// Starts attempts towards `d` until one more is refused or the node
         /// is full, as a scan does: how many.
         fn fill(&mut self, d: &str) -> usize {
@@ -1184,15 +1198,7 @@ mod tests {
 
     #[test]
     fn a_destination_that_answers_gets_more_in_flight_and_one_that_does_not_less() {
-        let service = DocumentService {
-            max_in_flight_per_destination: 16,
-            ..DocumentService::default()
-        };
-        let mut f = Flight {
-            lanes: Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60))),
-            started: 0,
-            in_flight: Vec::new(),
-        };
+        let mut f = Flight::of(64, 16);
         assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
         // Each attempt A answers makes room for two more: it grows by one.
         for _ in 0..12 {
@@ -1230,16 +1236,7 @@ mod tests {
 
     #[test]
     fn grown_destinations_leave_the_last_quarter_of_the_slots_to_others() {
-        let service = DocumentService {
-            max_in_flight: 20,
-            max_in_flight_per_destination: 16,
-            ..DocumentService::default()
-        };
-        let mut f = Flight {
-            lanes: Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60))),
-            started: 0,
-            in_flight: Vec::new(),
-        };
+        let mut f = Flight::of(20, 16);
         assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
         for _ in 0..12 {
             f.end("A", Outcome::Answered);
