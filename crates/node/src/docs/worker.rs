@@ -1191,6 +1191,17 @@ mod tests {
             self.lanes.finish((lane, d, outcome));
         }
 
+        /// Fills `d`, then `rounds` times ends one answered and fills again:
+        /// how many started each time.
+        fn grow(&mut self, d: &str, rounds: usize) -> Vec<usize> {
+            let mut started = vec![self.fill(d)];
+            for _ in 0..rounds {
+                self.end(d, Outcome::Answered);
+                started.push(self.fill(d));
+            }
+            started
+        }
+
         fn in_flight(&self, d: &str) -> usize {
             self.in_flight.iter().filter(|f| f.1 == d).count()
         }
@@ -1199,12 +1210,9 @@ mod tests {
     #[test]
     fn a_destination_that_answers_gets_more_in_flight_and_one_that_does_not_less() {
         let mut f = Flight::of(64, 16);
-        assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
         // Each attempt A answers makes room for two more: it grows by one.
-        for _ in 0..12 {
-            f.end("A", Outcome::Answered);
-            assert_eq!(f.fill("A"), 2);
-        }
+        let started = f.grow("A", 12);
+        assert_eq!(started, [vec![FIRST_ALLOWANCE], vec![2; 12]].concat());
         assert_eq!(f.in_flight("A"), 16);
         f.end("A", Outcome::Answered);
         assert_eq!(f.fill("A"), 1, "never more than the most allowed");
@@ -1237,11 +1245,7 @@ mod tests {
     #[test]
     fn grown_destinations_leave_the_last_quarter_of_the_slots_to_others() {
         let mut f = Flight::of(20, 16);
-        assert_eq!(f.fill("A"), FIRST_ALLOWANCE);
-        for _ in 0..12 {
-            f.end("A", Outcome::Answered);
-            f.fill("A");
-        }
+        f.grow("A", 12);
         assert_eq!(f.lanes.allowed("A"), 16);
         assert_eq!(f.in_flight("A"), 15, "not into the last 5 of 20 slots");
         // A stops answering with 15 in flight: B and C still get theirs.
