@@ -95,10 +95,14 @@ impl Documents {
             self.status_queued(key);
         }
         let arrived = entry.arrived_unix_ms;
-        let _ = self.events.send(InboxEvent {
-            kind: kind_label.into(),
-            entry: Some(entry),
-        });
+        let recipient = entry.recipient.clone();
+        let _ = self.events.send(
+            &[recipient.as_str()],
+            InboxEvent {
+                kind: kind_label.into(),
+                entry: Some(entry),
+            },
+        );
         Ok(RelayResponse {
             arrived_unix_ms: arrived,
             duplicate: false,
@@ -159,7 +163,7 @@ impl Documents {
         recipient: AgencyCode,
     ) -> Result<ReceiverStream<Result<InboxEvent, Status>>, Status> {
         let slot = self.watch_slot(recipient.as_str())?;
-        let events = self.events.subscribe();
+        let events = self.events.subscribe(&[recipient.as_str()]);
         Ok(watch::spawn(slot, events, None, InboxFeed { recipient }))
     }
 
@@ -259,10 +263,13 @@ impl Documents {
         batch.insert(keys::status(seq), update);
         self.commit(guard, batch).await?;
         self.status_queued(keys::status(seq));
-        let _ = self.events.send(InboxEvent {
-            kind: "status".into(),
-            entry: Some(entry.clone()),
-        });
+        let _ = self.events.send(
+            &[recipient.as_str()],
+            InboxEvent {
+                kind: "status".into(),
+                entry: Some(entry.clone()),
+            },
+        );
         Ok(UpdateStatusResponse { entry: Some(entry) })
     }
 
@@ -463,12 +470,14 @@ mod tests {
                 document_id: format!("{i}"),
                 ..InboxEntry::default()
             };
-            docs.events
-                .send(InboxEvent {
+            let sent = docs.events.send(
+                &[R],
+                InboxEvent {
                     kind: "arrived".into(),
                     entry: Some(entry),
-                })
-                .expect("subscribed");
+                },
+            );
+            assert_eq!(sent, 1, "subscribed");
         }
         let mut delivered = 0;
         let ended = loop {

@@ -35,7 +35,6 @@ use std::{
     sync::{Arc, Mutex, atomic::AtomicU64},
 };
 
-use tokio::sync::broadcast;
 use tonic::Status;
 use truc_doc::{ChangeKind, StatusCode};
 use truc_pki::Identity;
@@ -99,9 +98,10 @@ pub(crate) struct Documents {
     status_queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     status_queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
     next_status: AtomicU64,
-    events: broadcast::Sender<InboxEvent>,
+    /// Inbox changes, by recipient agency, for `WatchInbox`.
+    events: watch::Channels<InboxEvent>,
     /// Tracking changes, for `WatchTracking`.
-    tracking_changes: broadcast::Sender<TrackingChanged>,
+    tracking_changes: watch::Channels<TrackingChanged>,
     /// Subscribers of `WatchInbox` and `WatchTracking`.
     watchers: Arc<Mutex<watch::Watchers>>,
     /// Retry delays: the first, and the cap.
@@ -204,8 +204,8 @@ impl Documents {
             status_queued,
             status_queued_rx: Mutex::new(Some(status_queued_rx)),
             next_status: AtomicU64::new(next_status),
-            events: broadcast::channel(1024).0,
-            tracking_changes: broadcast::channel(1024).0,
+            events: watch::Channels::new(),
+            tracking_changes: watch::Channels::new(),
             watchers: Arc::default(),
             backoff,
             write_lock: tokio::sync::Mutex::new(()),

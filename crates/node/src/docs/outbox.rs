@@ -185,7 +185,9 @@ impl Documents {
         document_id: &str,
     ) -> Result<ReceiverStream<Result<Tracking, Status>>, Status> {
         // Subscribed before the first read: no change falls in between.
-        let changes = self.tracking_changes.subscribe();
+        let changes = self
+            .tracking_changes
+            .subscribe(&[sender.as_str(), document_id]);
         let first = self.tracking(&sender, document_id)?;
         let slot = self.watch_slot(sender.as_str())?;
         let feed = TrackingFeed {
@@ -200,10 +202,13 @@ impl Documents {
     /// Tells tracking watchers that a document's tracking changed (after
     /// the change is on disk).
     pub(crate) fn tracking_changed(&self, sender: &str, document_id: &str) {
-        let _ = self.tracking_changes.send(TrackingChanged {
-            sender: sender.to_string(),
-            document_id: document_id.to_string(),
-        });
+        let _ = self.tracking_changes.send(
+            &[sender, document_id],
+            TrackingChanged {
+                sender: sender.to_string(),
+                document_id: document_id.to_string(),
+            },
+        );
     }
 }
 

@@ -17,6 +17,51 @@ use tonic::Status;
 /// for the reason).
 pub(crate) const WATCH_BUFFER: usize = 65;
 
+/// Changes spread over a few broadcast channels by a key (an agency, a
+/// document): a watcher subscribes to its key's channel, so a change wakes
+/// the watchers of one channel, not every watcher on the node (up to
+/// `max_watchers`, 256 by default, for every change). Keys share channels:
+/// a watcher still checks what it gets. The spread is keyed at random per
+/// process, so no caller can choose keys that gather others' changes on
+/// one channel.
+pub(crate) struct Channels<T> {
+    channels: Vec<broadcast::Sender<T>>,
+    spread: std::hash::RandomState,
+}
+
+/// Channels per kind of change, and unread changes each keeps per
+/// subscriber (far more than [`WATCH_BUFFER`]: a watcher keeps up with its
+/// channel unless its caller stops reading, and that ends it first).
+const CHANNELS: usize = 16;
+const CHANNEL_CAPACITY: usize = 256;
+
+impl<T: Clone> Channels<T> {
+    pub(crate) fn new() -> Channels<T> {
+        Channels {
+            channels: (0..CHANNELS)
+                .map(|_| broadcast::channel(CHANNEL_CAPACITY).0)
+                .collect(),
+            spread: std::hash::RandomState::new(),
+        }
+    }
+
+    fn channel(&self, key: &[&str]) -> &broadcast::Sender<T> {
+        let i = std::hash::BuildHasher::hash_one(&self.spread, key) as usize % self.channels.len();
+        &self.channels[i]
+    }
+
+    /// Sends `change` to the watchers of `key` (and of the keys that share
+    /// its channel): how many got it.
+    pub(crate) fn send(&self, key: &[&str], change: T) -> usize {
+        self.channel(key).send(change).unwrap_or(0)
+    }
+
+    /// The changes of `key`, from now on.
+    pub(crate) fn subscribe(&self, key: &[&str]) -> broadcast::Receiver<T> {
+        self.channel(key).subscribe()
+    }
+}
+
 /// Subscribers of every watch, in total and per agency.
 #[derive(Default)]
 pub(crate) struct Watchers {
@@ -135,4 +180,31 @@ pub(crate) fn spawn<F: Feed>(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_reaches_its_keys_watchers_and_wakes_few_others() {
+        let channels = Channels::<u32>::new();
+        let keys: Vec<String> = (0..100).map(|i| format!("000.00.{i:02}.H37")).collect();
+        let mut watchers: Vec<_> = keys.iter().map(|k| channels.subscribe(&[k])).collect();
+        let sent = channels.send(&[&keys[7]], 42);
+        assert_eq!(watchers[7].try_recv().expect("its own watcher"), 42);
+        let woken = watchers
+            .iter_mut()
+            .map(|w| w.try_recv())
+            .filter(Result::is_ok)
+            .count()
+            + 1;
+        assert_eq!(sent, woken);
+        // 100 keys over 16 channels: about 6 share a channel, never all.
+        assert!(woken < 50, "{woken} of 100 watchers woken for one change");
+        // The same key always goes to the same channel.
+        let mut again = channels.subscribe(&[&keys[7]]);
+        channels.send(&[&keys[7]], 43);
+        assert_eq!(again.try_recv().expect("same channel"), 43);
+    }
 }
