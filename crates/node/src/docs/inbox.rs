@@ -92,7 +92,7 @@ impl Documents {
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         self.commit(guard, batch).await?;
         if let Some(key) = status_key {
-            self.status_queued(key);
+            self.status_queued.send(key);
         }
         let arrived = entry.arrived_unix_ms;
         let recipient = entry.recipient.clone();
@@ -262,7 +262,7 @@ impl Documents {
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
         batch.insert(keys::status(seq), update);
         self.commit(guard, batch).await?;
-        self.status_queued(keys::status(seq));
+        self.status_queued.send(keys::status(seq));
         let _ = self.events.send(
             &[recipient.as_str()],
             InboxEvent {

@@ -89,14 +89,11 @@ pub(crate) struct Documents {
     service: DocumentService,
     hub: crate::hubs::Hubs,
     /// Wakes the delivery worker.
-    /// Keys of delivery queue entries just written, for the delivery
-    /// scheduler (which takes the receiving end when it starts).
-    queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
+    /// Keys of delivery queue entries just written, for its scheduler.
+    queued: Written,
     /// Wakes the status worker.
-    /// The same for the status queue and its scheduler.
-    status_queued: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    status_queued_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
+    /// The same for the status queue.
+    status_queued: Written,
     next_status: AtomicU64,
     /// Inbox changes, by recipient agency, for `WatchInbox`.
     events: watch::Channels<InboxEvent>,
@@ -117,6 +114,33 @@ pub(crate) struct Documents {
 }
 
 use truc_ops::now_ms;
+
+/// Keys of a queue's entries as they are written, for the one scheduler of
+/// that queue, which takes the receiving end when it starts.
+pub(crate) struct Written {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
+}
+
+impl Written {
+    fn new() -> Written {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Written {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Tells the scheduler that entry `key` was written (after it is durable).
+    fn send(&self, key: Vec<u8>) {
+        let _ = self.tx.send(key);
+    }
+
+    /// The receiving end, the first time only.
+    pub(crate) fn take(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
+        self.rx.lock().ok()?.take()
+    }
+}
 
 fn kind_of(envelope: &Envelope) -> i32 {
     envelope.business_kind
@@ -191,18 +215,14 @@ impl Documents {
             let store = store.clone();
             GroupFlush::start("truc-docs-flush", Box::new(move || store.flush()))?
         };
-        let (queued, queued_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (status_queued, status_queued_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Documents {
             store,
             blobs,
             limits,
             service,
             hub,
-            queued,
-            queued_rx: Mutex::new(Some(queued_rx)),
-            status_queued,
-            status_queued_rx: Mutex::new(Some(status_queued_rx)),
+            queued: Written::new(),
+            status_queued: Written::new(),
             next_status: AtomicU64::new(next_status),
             events: watch::Channels::new(),
             tracking_changes: watch::Channels::new(),
@@ -236,27 +256,6 @@ impl Documents {
         self.store.insert(key, value).map_err(storage)?;
         self.flusher.wrote();
         self.durable().await
-    }
-
-    /// Tells the delivery scheduler that queue entry `key` was written.
-    fn queued(&self, key: Vec<u8>) {
-        let _ = self.queued.send(key);
-    }
-
-    /// The keys of queue entries as they are written, for the one delivery
-    /// scheduler.
-    fn take_queued(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
-        self.queued_rx.lock().ok()?.take()
-    }
-
-    /// Tells the status scheduler that status queue entry `key` was written.
-    fn status_queued(&self, key: Vec<u8>) {
-        let _ = self.status_queued.send(key);
-    }
-
-    /// [`Documents::take_queued`] for the status scheduler.
-    fn take_status_queued(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>> {
-        self.status_queued_rx.lock().ok()?.take()
     }
 
     /// Waits until every write made so far under the write lock is durable.

@@ -135,7 +135,7 @@ impl Documents {
         }
         self.commit(guard, batch).await?;
         for key in queue_keys {
-            self.queued(key);
+            self.queued.send(key);
         }
         Ok(SendDocumentResponse {
             sender: sender.to_string(),

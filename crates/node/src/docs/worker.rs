@@ -569,6 +569,11 @@ fn due_deliveries(queue: &Queue<()>, lanes: &mut Lanes, now: u64) -> (Vec<Due>, 
         let Some(parts) = keys::parse_queue(k) else {
             continue;
         };
+        // Checked again with this scan's starts counted (the node's last
+        // quarter of slots).
+        if !lanes.may_start(k, &parts.3) {
+            continue;
+        }
         lanes.start(k.to_vec(), &parts.3);
         due.push((k.to_vec(), parts));
     }
@@ -614,6 +619,10 @@ fn due_statuses(queue: &Queue<Vec<u8>>, lanes: &mut Lanes, now: u64) -> (Vec<Sta
         if lanes.full() {
             break;
         }
+        // Checked again with this scan's starts counted.
+        if !lanes.may_start(lane, destination) {
+            continue;
+        }
         lanes.start(lane.clone(), destination);
         due.push((key.to_vec(), lane.clone(), destination.clone()));
     }
@@ -623,7 +632,7 @@ fn due_statuses(queue: &Queue<Vec<u8>>, lanes: &mut Lanes, now: u64) -> (Vec<Sta
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
     let queue = Queue::empty(keys::QUEUE, "delivery", read_delivery);
-    let Some(mut s) = Scheduler::new(&docs, docs.take_queued(), queue) else {
+    let Some(mut s) = Scheduler::new(&docs, docs.queued.take(), queue) else {
         return;
     };
     loop {
@@ -859,7 +868,7 @@ fn status_lane(update: &StatusUpdate) -> Vec<u8> {
 async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
     let queue = Queue::empty(keys::STATUS_QUEUE, "status", read_status);
-    let Some(mut s) = Scheduler::new(&docs, docs.take_status_queued(), queue) else {
+    let Some(mut s) = Scheduler::new(&docs, docs.status_queued.take(), queue) else {
         return;
     };
     // The queue key of each lane in flight.
@@ -1252,6 +1261,31 @@ mod tests {
         assert_eq!(f.fill("B"), FIRST_ALLOWANCE);
         assert_eq!(f.fill("C"), 1, "the node's last slot");
         assert!(f.lanes.full());
+    }
+
+    #[test]
+    fn a_scan_leaves_the_last_quarter_of_the_slots_to_destinations_within_their_first() {
+        let (_dir, store) = queue();
+        let service = DocumentService {
+            max_in_flight: 8,
+            max_in_flight_per_destination: 16,
+            ..DocumentService::default()
+        };
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(1), Duration::from_secs(60)));
+        // R has answered enough to be allowed 16.
+        lanes.allowance.insert("R".into(), 16);
+        let now = now_ms();
+        for i in 0..10 {
+            put(&store, "A", &format!("doc-{i:02}"), now - 100 + i);
+        }
+        let mut b = WriteBatch::default();
+        let other = keys::queue("A", "doc-99", 0, "Q");
+        b.insert(&other, now.to_be_bytes());
+        store.apply_journaled(keys::JOURNAL, b).expect("queue");
+        let (due, _) = due_deliveries(&Queue::deliveries(&store), &mut lanes, now);
+        let to = |r: &str| due.iter().filter(|d| d.1.3 == r).count();
+        // 8 slots, 2 of them the last quarter: R gets 6 of its 16, Q one.
+        assert_eq!((to("R"), to("Q")), (6, 1));
     }
 
     #[test]
