@@ -1182,3 +1182,71 @@ fn the_node_issues_valid_ids_in_the_order_of_their_millisecond() {
     // Issued one after the other, their time prefixes never go back.
     assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
 }
+
+#[tokio::test]
+async fn a_small_attachment_is_stored_with_its_document_and_fetched_whole() {
+    use crate::docs::INLINE_MAX;
+    let f = fixture();
+    let small: Vec<u8> = (0..INLINE_MAX as u32).map(|i| (i % 251) as u8).collect();
+    let large: Vec<u8> = (0..=INLINE_MAX as u32).map(|i| (i % 241) as u8).collect();
+    let env = truc_doc::sample::envelope(
+        A01,
+        &[G22],
+        "7",
+        truc_doc::sample::attachments(&[&small, b"", &large]),
+    );
+    let mut messages = vec![relay_header(Some(env.clone()))];
+    for (i, data) in [(0u32, &small), (2, &large)] {
+        messages.push(relay_chunk(truc_doc::chunks::chunk(
+            i,
+            0,
+            Bytes::from(data.clone()),
+        )));
+    }
+    f.node
+        .deliver(request_from(who(Role::Hub, "hub"), client_stream(messages)))
+        .await
+        .expect("delivered");
+    // The small ones are in the store, not files; the large one is a file.
+    let dir = f._dir.path().join("attachments");
+    let file = |a: &truc_proto::v1::Attachment| dir.join(hex::encode(&a.sha256));
+    for (a, bytes) in env.attachments.iter().zip([&small, &Vec::new()]) {
+        let stored = f.store.get(crate::docs::blob_key(&a.sha256)).expect("read");
+        assert_eq!(stored.as_ref(), Some(bytes), "{} in the store", a.name);
+        assert!(!file(a).exists(), "{}: no file", a.name);
+    }
+    assert!(
+        f.store
+            .get(crate::docs::blob_key(&env.attachments[2].sha256))
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(
+        std::fs::read(file(&env.attachments[2])).expect("file"),
+        large
+    );
+    // The recipient's system fetches all three whole, in order.
+    let mut fetched = f
+        .agency
+        .fetch_document(request_from(
+            who(Role::Client, "other-dms"),
+            FetchDocumentRequest {
+                recipient: G22.into(),
+                sender: A01.into(),
+                document_id: env.document_id.clone(),
+            },
+        ))
+        .await
+        .expect("fetch")
+        .into_inner();
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); 3];
+    while let Some(m) = tokio_stream::StreamExt::next(&mut fetched).await {
+        if let Some(truc_proto::v1::fetch_document_response::Part::Chunk(c)) =
+            m.expect("a message").part
+        {
+            assert_eq!(c.offset as usize, got[c.attachment as usize].len());
+            got[c.attachment as usize].extend_from_slice(&c.data);
+        }
+    }
+    assert_eq!(got, [small, Vec::new(), large]);
+}

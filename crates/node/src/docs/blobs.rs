@@ -1,11 +1,16 @@
-//! Attachment files on disk, named by their SHA-256, in a directory of our
+//! Attachments. A small one (at most [`INLINE_MAX`] bytes, up to
+//! [`INLINE_PER_DOCUMENT`] of them per document) is kept in the store under
+//! its SHA-256, written in the same journaled commit as the document that
+//! carries it: no file, no `fsync` and no rename of its own. Every other
+//! attachment is a file on disk, named by its SHA-256, in a directory of our
 //! own (never sled's `blobs/`, which sled writes without syncing). A file is
 //! written to a temporary name, checked, `fsync`ed, then renamed into place
 //! (and the directory synced), so a blob that exists is whole, verified and
 //! durable; a file half received never becomes visible. Memory stays at one
-//! chunk per transfer, whatever the file's size, and a transfer holds one
-//! open file at a time (attachments arrive in order), counted against a
-//! limit for the whole node.
+//! chunk per transfer, whatever the file's size (plus the small attachments
+//! held until the document is committed), and a transfer holds one open file
+//! at a time (attachments arrive in order), counted against a limit for the
+//! whole node.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,15 +23,65 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
 };
 use tonic::Status;
-use truc_proto::v1::Chunk;
+use truc_proto::v1::{Attachment, Chunk, Envelope};
+use truc_store::{Store, WriteBatch};
+
+use super::keys::{self, storage};
 
 /// Bytes read per chunk when sending a blob.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
+/// The largest attachment kept in the store rather than in a file of its
+/// own. Stored values stay small: sled writes large values to files it
+/// never syncs.
+pub(crate) const INLINE_MAX: u64 = 4 * 1024;
+
+/// The most bytes of small attachments kept in the store for one document;
+/// the attachments past it are files, so a document's commit stays well
+/// inside one journal ([`truc_store::MAX_JOURNAL_BYTES`]).
+pub(crate) const INLINE_PER_DOCUMENT: u64 = 32 * 1024;
+
+/// Which attachments of `envelope` are kept in the store: in order, each
+/// small one while the document's total allows. Decided from the envelope
+/// alone, so the same at every node.
+pub(crate) fn inline(envelope: &Envelope) -> Vec<bool> {
+    let mut total = 0u64;
+    envelope
+        .attachments
+        .iter()
+        .map(|a| {
+            let fits = a.size <= INLINE_MAX && total + a.size <= INLINE_PER_DOCUMENT;
+            if fits {
+                total += a.size;
+            }
+            fits
+        })
+        .collect()
+}
+
+/// The small attachments of a document received whole and verified, to be
+/// written in the document's own commit ([`Received::add_to`]).
+#[derive(Debug, Default)]
+#[must_use = "small attachments are stored only with the document's commit"]
+pub(crate) struct Received {
+    inline: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Received {
+    /// Adds the small attachments to the document's batch.
+    pub(crate) fn add_to(self, batch: &mut WriteBatch) {
+        for (key, bytes) in self.inline {
+            batch.insert(key, bytes);
+        }
+    }
+}
+
 /// The blob directory of a node.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Blobs {
     dir: PathBuf,
+    /// Where small attachments are kept.
+    store: Store,
     /// Temporary files being written, on the whole node.
     open_files: Arc<tokio::sync::Semaphore>,
     /// Syncs the directory: one `fsync` for every blob renamed into it
@@ -49,7 +104,12 @@ impl Blobs {
     /// Opens (creating) `dir`, removing transfers a crash interrupted, with
     /// at most `max_open` files being received at once. Blobs an earlier
     /// version kept in `legacy` (sled's directory) are moved here first.
-    pub(crate) fn open(dir: &Path, legacy: &Path, max_open: usize) -> std::io::Result<Blobs> {
+    pub(crate) fn open(
+        store: Store,
+        dir: &Path,
+        legacy: &Path,
+        max_open: usize,
+    ) -> std::io::Result<Blobs> {
         let tmp = dir.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -72,6 +132,7 @@ impl Blobs {
         };
         Ok(Blobs {
             dir: dir.to_path_buf(),
+            store,
             open_files: Arc::new(tokio::sync::Semaphore::new(max_open)),
             dir_sync: Arc::new(dir_sync),
         })
@@ -110,16 +171,48 @@ impl Blobs {
         }))
     }
 
-    /// Sends the blob's bytes as chunks of attachment `index` into `tx`,
-    /// each wrapped by `wrap`.
+    /// A small attachment's bytes, if the store holds them (an attachment
+    /// stored before small ones were kept there is a file).
+    fn small(&self, a: &Attachment) -> Result<Option<Vec<u8>>, Status> {
+        if a.size > INLINE_MAX {
+            return Ok(None);
+        }
+        self.store.get(keys::blob(&a.sha256)).map_err(storage)
+    }
+
+    /// Reads attachment `a`, from the store or its file (blocking).
+    pub(crate) fn read_sync(&self, a: &Attachment) -> std::io::Result<Box<dyn std::io::Read>> {
+        if let Some(bytes) = self
+            .small(a)
+            .map_err(|e| std::io::Error::other(e.message().to_owned()))?
+        {
+            return Ok(Box::new(std::io::Cursor::new(bytes)));
+        }
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+            self.path(&a.sha256),
+        )?)))
+    }
+
+    /// Sends attachment `a`'s bytes as chunks of attachment `index` into
+    /// `tx`, each wrapped by `wrap`.
     pub(crate) async fn send_chunks<T>(
         &self,
-        sha256: &[u8],
+        a: &Attachment,
         index: u32,
         tx: &tokio::sync::mpsc::Sender<T>,
         wrap: fn(Chunk) -> T,
     ) -> Result<(), Status> {
-        let path = self.path(sha256);
+        if let Some(bytes) = self.small(a)? {
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let chunk = truc_doc::chunks::chunk(index, 0, Bytes::from(bytes));
+            return match tx.send(wrap(chunk)).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Status::cancelled("the receiver went away")),
+            };
+        }
+        let path = self.path(&a.sha256);
         let mut file = File::open(&path)
             .await
             .map_err(|e| io_error("cannot open a blob", &path, e))?;
@@ -206,21 +299,34 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Where the attachment being received goes.
+enum Sink {
+    /// A small attachment, held until the document's commit.
+    Memory(Vec<u8>),
+    /// A file being written.
+    File(BlobWriter),
+    /// A file already stored: its chunks are checked, not written.
+    Stored,
+}
+
 impl Blobs {
     /// Receives the attachments `envelope` declares from `chunks` (until the
     /// stream ends), checking every chunk and file and storing each file
-    /// durably once it is whole and verified. The document that refers to
-    /// them is stored by the caller only once all have arrived.
+    /// durably once it is whole and verified. The small attachments come
+    /// back, to be written with the document that refers to them; the
+    /// caller stores that document only once all have arrived.
     pub(crate) async fn receive(
         &self,
-        envelope: &truc_proto::v1::Envelope,
+        envelope: &Envelope,
         chunks: &mut (impl tokio_stream::Stream<Item = Result<Chunk, Status>> + Unpin + Send),
-    ) -> Result<(), Status> {
+    ) -> Result<Received, Status> {
         use tokio_stream::StreamExt;
         let mut check = truc_doc::chunks::AttachmentCheck::new(envelope)?;
-        // The attachment being received: its index, its writer (none if the
-        // blob is already stored) and the bytes in so far.
-        let mut current: Option<(usize, Option<BlobWriter>, u64)> = None;
+        let inline = inline(envelope);
+        let mut received = Received::default();
+        // The attachment being received: its index, where it goes and the
+        // bytes in so far.
+        let mut current: Option<(usize, Sink, u64)> = None;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             check.check(&chunk)?;
@@ -230,35 +336,55 @@ impl Blobs {
                 .get(index)
                 .ok_or_else(|| Status::invalid_argument("chunk of no attachment"))?;
             if current.as_ref().is_none_or(|c| c.0 != index) {
-                current = Some((index, self.writer(&attachment.sha256).await?, 0));
+                let sink = if inline[index] {
+                    // At most INLINE_MAX: the check refuses any byte more.
+                    Sink::Memory(Vec::with_capacity(attachment.size as usize))
+                } else {
+                    match self.writer(&attachment.sha256).await? {
+                        Some(w) => Sink::File(w),
+                        None => Sink::Stored,
+                    }
+                };
+                current = Some((index, sink, 0));
             }
-            if let Some((_, writer, received)) = current.as_mut() {
-                if let Some(w) = writer.as_mut() {
-                    w.write(&chunk.data).await?;
+            if let Some((_, sink, so_far)) = current.as_mut() {
+                match sink {
+                    Sink::Memory(bytes) => bytes.extend_from_slice(&chunk.data),
+                    Sink::File(w) => w.write(&chunk.data).await?,
+                    Sink::Stored => {}
                 }
-                *received += chunk.data.len() as u64;
-                if *received == attachment.size {
+                *so_far += chunk.data.len() as u64;
+                if *so_far == attachment.size {
                     // Whole and verified (the check saw its last byte): close it now.
-                    if let Some((_, Some(w), _)) = current.take() {
-                        w.finish().await?;
+                    match current.take() {
+                        Some((_, Sink::File(w), _)) => w.finish().await?,
+                        Some((_, Sink::Memory(bytes), _)) => {
+                            received
+                                .inline
+                                .push((keys::blob(&attachment.sha256), bytes));
+                        }
+                        _ => {}
                     }
                 }
             }
         }
         check.finish()?;
-        // Empty attachments have no chunks.
-        for a in envelope.attachments.iter().filter(|a| a.size == 0) {
-            if let Some(w) = self.writer(&a.sha256).await? {
-                w.finish().await?;
-            }
+        // Empty attachments have no chunks (and are always small).
+        for (a, _) in envelope
+            .attachments
+            .iter()
+            .zip(&inline)
+            .filter(|(a, inline)| a.size == 0 && **inline)
+        {
+            received.inline.push((keys::blob(&a.sha256), Vec::new()));
         }
-        Ok(())
+        Ok(received)
     }
 }
 
 /// Checks chunks without storing them (a repeated send).
 pub(crate) async fn check_only(
-    envelope: &truc_proto::v1::Envelope,
+    envelope: &Envelope,
     chunks: &mut (impl tokio_stream::Stream<Item = Result<Chunk, Status>> + Unpin + Send),
 ) -> Result<(), Status> {
     use tokio_stream::StreamExt;
@@ -315,7 +441,8 @@ mod tests {
         std::fs::write(legacy.join(&name), b"attachment").expect("write");
         std::fs::write(legacy.join("123456"), b"sled's").expect("write");
         let dir = root.path().join("attachments");
-        let blobs = Blobs::open(&dir, &legacy, 4).expect("open");
+        let store = Store::open(&root.path().join("db")).expect("store");
+        let blobs = Blobs::open(store, &dir, &legacy, 4).expect("open");
         assert_eq!(
             std::fs::read(blobs.path(&[0xab; 32])).expect("moved"),
             b"attachment"
@@ -328,7 +455,9 @@ mod tests {
     #[tokio::test]
     async fn files_being_received_are_limited_per_node() {
         let root = tempfile::tempdir().expect("dir");
-        let blobs = Blobs::open(&root.path().join("a"), &root.path().join("b"), 2).expect("open");
+        let store = Store::open(&root.path().join("db")).expect("store");
+        let blobs =
+            Blobs::open(store, &root.path().join("a"), &root.path().join("b"), 2).expect("open");
         let one = blobs.writer(&[1; 32]).await.expect("one");
         let two = blobs.writer(&[2; 32]).await.expect("two");
         let e = blobs.writer(&[3; 32]).await.err().expect("over the limit");
@@ -336,5 +465,51 @@ mod tests {
         drop(one);
         assert!(blobs.writer(&[3; 32]).await.expect("released").is_some());
         drop(two);
+    }
+
+    fn attachment(size: u64, tag: u8) -> Attachment {
+        Attachment {
+            name: format!("f{tag}.pdf"),
+            size,
+            sha256: vec![tag; 32].into(),
+            ..Attachment::default()
+        }
+    }
+
+    #[test]
+    fn small_attachments_are_kept_in_the_store_up_to_a_total_per_document() {
+        let per = (INLINE_PER_DOCUMENT / INLINE_MAX) as usize;
+        let mut attachments: Vec<_> = (0..per + 2)
+            .map(|i| attachment(INLINE_MAX, i as u8))
+            .collect();
+        // One byte too large, then an empty one past the total.
+        attachments.insert(1, attachment(INLINE_MAX + 1, 100));
+        attachments.push(attachment(0, 101));
+        let envelope = Envelope {
+            attachments,
+            ..Envelope::default()
+        };
+        let mut expected = vec![true, false];
+        expected.extend(std::iter::repeat_n(true, per - 1));
+        expected.extend([false, false, true]);
+        assert_eq!(inline(&envelope), expected);
+    }
+
+    #[tokio::test]
+    async fn a_small_attachment_stored_as_a_file_by_an_earlier_version_is_still_read() {
+        let root = tempfile::tempdir().expect("dir");
+        let store = Store::open(&root.path().join("db")).expect("store");
+        let blobs =
+            Blobs::open(store, &root.path().join("a"), &root.path().join("b"), 2).expect("open");
+        let a = attachment(5, 7);
+        std::fs::write(blobs.path(&a.sha256), b"hello").expect("write");
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut blobs.read_sync(&a).expect("open"), &mut read)
+            .expect("read");
+        assert_eq!(read, b"hello");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        blobs.send_chunks(&a, 3, &tx, |c| c).await.expect("sent");
+        let chunk = rx.recv().await.expect("a chunk");
+        assert_eq!((chunk.attachment, chunk.data.as_ref()), (3, &b"hello"[..]));
     }
 }

@@ -61,7 +61,7 @@ impl Documents {
             self.settled().await?;
             return Ok(duplicate(arrived));
         }
-        self.blobs.receive(&envelope, &mut chunks).await?;
+        let small = self.blobs.receive(&envelope, &mut chunks).await?;
         let guard = self.write_lock.lock().await;
         let existing = keys::load::<InboxEntry>(&self.store, &key)?;
         let mut entry = match admit(&header, &envelope, change, existing, max_history)? {
@@ -90,6 +90,7 @@ impl Documents {
             }
         };
         batch.insert(&key, prost::Message::encode_to_vec(&entry));
+        small.add_to(&mut batch);
         self.commit(guard, batch).await?;
         if let Some(key) = status_key {
             self.status_queued.send(key);
@@ -198,7 +199,7 @@ impl Documents {
             for (i, a) in attachments.iter().enumerate() {
                 let sent = docs
                     .blobs
-                    .send_chunks(&a.sha256, i as u32, &tx, |chunk| {
+                    .send_chunks(a, i as u32, &tx, |chunk| {
                         Ok(FetchDocumentResponse {
                             part: Some(fetch_document_response::Part::Chunk(chunk)),
                         })

@@ -23,6 +23,10 @@ pub(crate) const RECIPIENT: &[u8] = b"doc/r/";
 /// document id, recipient and position.
 pub(crate) const HISTORY: &[u8] = b"doc/h/";
 
+/// Small attachments, by their SHA-256 (32 bytes): stored with the
+/// document that first carries them, in the same commit.
+pub(crate) const BLOB: &[u8] = b"doc/b/";
+
 /// The journal every write of the keys above goes through
 /// ([`Store::apply_journaled`]), so that a replay after a crash cannot undo
 /// one of them (the migration at open runs before any of them).
@@ -66,6 +70,11 @@ fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// The business kind as an ASCII digit: never the separator.
 fn kind_byte(kind: i32) -> u8 {
     b'0' + u8::try_from(kind.clamp(0, 9)).unwrap_or(0)
+}
+
+/// The key of the small attachment with this SHA-256.
+pub(crate) fn blob(sha256: &[u8]) -> Vec<u8> {
+    [BLOB, sha256].concat()
 }
 
 /// The outbox key of a send.

@@ -43,6 +43,8 @@ use truc_registry::{AgencyCode, NodeId};
 use truc_store::{GroupFlush, Store, WriteBatch};
 
 use self::{blobs::Blobs, keys::storage, outbox::split_tracking};
+#[cfg(test)]
+pub(crate) use self::{blobs::INLINE_MAX, keys::blob as blob_key};
 use crate::config::DocumentService;
 pub(crate) use delivery::Delivery;
 pub(crate) use worker::spawn_workers;
@@ -206,6 +208,7 @@ impl Documents {
             .and_then(|(k, _)| k.last_chunk::<8>().map(|b| u64::from_be_bytes(*b) + 1))
             .unwrap_or(0);
         let blobs = Blobs::open(
+            store.clone(),
             &data_dir.join("attachments"),
             &data_dir.join("blobs"),
             service.max_open_attachment_files,
@@ -316,9 +319,12 @@ impl Documents {
         &self.store
     }
 
-    /// Where the attachment with this SHA-256 is stored.
-    pub(crate) fn blob_path(&self, sha256: &[u8]) -> std::path::PathBuf {
-        self.blobs.path(sha256)
+    /// Reads a stored attachment (blocking).
+    pub(crate) fn read_attachment(
+        &self,
+        a: &truc_proto::v1::Attachment,
+    ) -> std::io::Result<Box<dyn std::io::Read>> {
+        self.blobs.read_sync(a)
     }
 
     /// How many deliveries and statuses are waiting.

@@ -98,7 +98,7 @@ impl Documents {
                 )));
             }
         }
-        self.blobs.receive(&envelope, chunks).await?;
+        let small = self.blobs.receive(&envelope, chunks).await?;
         // The same id may have been sent concurrently: decide under the lock.
         let guard = self.write_lock.lock().await;
         if let Some(accepted) = repeat(keys::load::<Tracking>(&self.store, &key)?)? {
@@ -119,6 +119,7 @@ impl Documents {
         let mut batch = WriteBatch::default();
         let mut queue_keys = Vec::with_capacity(recipients.len());
         batch.insert(&key, prost::Message::encode_to_vec(&tracking));
+        small.add_to(&mut batch);
         for r in &recipients {
             let mut record = RecipientTracking {
                 recipient: r.clone(),

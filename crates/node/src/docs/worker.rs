@@ -702,7 +702,7 @@ async fn deliver_one(
             }
             for (i, a) in envelope.attachments.iter().enumerate() {
                 let sent = blobs
-                    .send_chunks(&a.sha256, i as u32, &tx, |chunk| RelayRequest {
+                    .send_chunks(a, i as u32, &tx, |chunk| RelayRequest {
                         part: Some(relay_request::Part::Chunk(chunk)),
                     })
                     .await;

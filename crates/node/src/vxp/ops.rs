@@ -556,7 +556,7 @@ fn find_entry(
     ))
 }
 
-/// Attachments from the node's blob files.
+/// Attachments as the node stores them.
 struct Blobs<'a>(&'a Documents);
 
 impl truc_edxml::AttachmentSource for Blobs<'_> {
@@ -565,9 +565,7 @@ impl truc_edxml::AttachmentSource for Blobs<'_> {
         _index: usize,
         a: &truc_proto::v1::Attachment,
     ) -> std::io::Result<Box<dyn std::io::Read + '_>> {
-        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
-            self.0.blob_path(&a.sha256),
-        )?)))
+        self.0.read_attachment(a)
     }
 }
 
