@@ -12,7 +12,9 @@
 //! Storage: every stored value stays small (sled writes large values to
 //! files it never syncs). A send is its envelope once (`doc/o/`), one small
 //! value per recipient for its delivery (`doc/r/`) and one per status event
-//! (`doc/h/`); attachments are files in a directory of our own.
+//! (`doc/h/`); a small attachment is a value of its own (`doc/b/`, in the
+//! commit of the document that carries it), any other a file in a directory
+//! of our own.
 //!
 //! Files: `outbox` (send and tracking at the sender), `inbox` (deliver,
 //! list, watch, fetch and status updates at the recipient), `status`
