@@ -494,4 +494,31 @@ mod tests {
         assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
         assert!(delivered < n, "{delivered}");
     }
+
+    #[tokio::test]
+    async fn a_relayed_document_is_acknowledged_only_once_durable_and_so_is_its_repeat() {
+        use std::sync::atomic::Ordering;
+        let (_dir, docs, failing) = docs_failing_flush().await;
+        let envelope = truc_doc::sample::envelope(S, &[R], "1", Vec::new());
+        let relay = || {
+            docs.deliver(truc_pipeline::client_stream(vec![RelayRequest {
+                part: Some(relay_request::Part::Header(truc_proto::v1::RelayHeader {
+                    transaction_id: "ab".repeat(16),
+                    sender: S.into(),
+                    recipient: R.into(),
+                    envelope: Some(envelope.clone()),
+                })),
+            }]))
+        };
+        failing.store(true, Ordering::SeqCst);
+        let e = relay().await.expect_err("its flush failed");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        let e = relay()
+            .await
+            .expect_err("the repeat finds what is not durable");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        failing.store(false, Ordering::SeqCst);
+        let ok = relay().await.expect("durable now");
+        assert!(ok.duplicate, "{ok:?}");
+    }
 }

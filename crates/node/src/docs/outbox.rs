@@ -474,4 +474,45 @@ mod tests {
         assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
         assert!(delivered < n, "{delivered}");
     }
+
+    #[tokio::test]
+    async fn a_send_is_acknowledged_only_once_durable_and_so_is_its_repeat() {
+        use std::sync::atomic::Ordering;
+        let (_dir, docs, failing) = docs_failing_flush().await;
+        let caller = Caller {
+            identity: truc_pki::Identity::new(truc_pki::Role::Client, "dms").expect("identity"),
+            agencies: [AgencyCode::parse(S).expect("code")].into(),
+            node: truc_registry::NodeId::parse("lgsp-langson").expect("node"),
+        };
+        let file: &[u8] = b"a small attachment";
+        let envelope =
+            truc_doc::sample::envelope(S, &[R], "1", truc_doc::sample::attachments(&[file]));
+        let send = || async {
+            let mut chunks = tokio_stream::iter(vec![Ok(truc_doc::chunks::chunk(
+                0,
+                0,
+                bytes::Bytes::from_static(file),
+            ))]);
+            docs.send_envelope(&caller, envelope.clone(), &mut chunks)
+                .await
+        };
+        failing.store(true, Ordering::SeqCst);
+        let e = send().await.expect_err("its flush failed");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // Written but not durable: the repeat, which finds it, is not
+        // acknowledged either while flushes fail.
+        let e = send()
+            .await
+            .expect_err("the repeat finds what is not durable");
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        failing.store(false, Ordering::SeqCst);
+        let ok = send().await.expect("durable now");
+        assert!(ok.duplicate, "{ok:?}");
+        // The small attachment went with the send's commit.
+        let stored = docs
+            .store
+            .get(keys::blob(&envelope.attachments[0].sha256))
+            .expect("read");
+        assert_eq!(stored.as_deref(), Some(file));
+    }
 }
