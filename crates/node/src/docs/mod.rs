@@ -34,7 +34,10 @@ mod worker;
 
 use std::{
     collections::BTreeSet,
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize},
+    },
 };
 
 use tonic::Status;
@@ -124,7 +127,13 @@ use truc_ops::now_ms;
 pub(crate) struct Written {
     tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>>,
+    /// How many entries the scheduler holds, once it has read the queue
+    /// ([`NOT_COUNTED`] until then).
+    pub(crate) waiting: Arc<AtomicUsize>,
 }
+
+/// A queue no scheduler has counted yet.
+pub(crate) const NOT_COUNTED: usize = usize::MAX;
 
 impl Written {
     fn new() -> Written {
@@ -132,6 +141,16 @@ impl Written {
         Written {
             tx,
             rx: Mutex::new(Some(rx)),
+            waiting: Arc::new(AtomicUsize::new(NOT_COUNTED)),
+        }
+    }
+
+    /// The entries waiting: as the scheduler counts them in memory, or,
+    /// with no scheduler running, read from the store under `prefix`.
+    fn waiting(&self, store: &Store, prefix: &[u8]) -> usize {
+        match self.waiting.load(std::sync::atomic::Ordering::Relaxed) {
+            NOT_COUNTED => store.scan_prefix(prefix).count(),
+            n => n,
         }
     }
 
@@ -329,11 +348,13 @@ impl Documents {
         self.blobs.read_sync(a)
     }
 
-    /// How many deliveries and statuses are waiting.
+    /// How many deliveries and statuses are waiting: counted in memory by
+    /// their schedulers once they run (a scrape never reads a backlog from
+    /// the store), read from the store before.
     pub(crate) fn queue_lengths(&self) -> (usize, usize) {
         (
-            self.store.scan_prefix(keys::QUEUE).count(),
-            self.store.scan_prefix(keys::STATUS_QUEUE).count(),
+            self.queued.waiting(&self.store, keys::QUEUE),
+            self.status_queued.waiting(&self.store, keys::STATUS_QUEUE),
         )
     }
 

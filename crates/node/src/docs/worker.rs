@@ -29,7 +29,7 @@ use truc_proto::v1::{
 };
 use truc_store::{Store, WriteBatch};
 
-use super::{Delivery, Documents, keys, now_ms};
+use super::{Delivery, Documents, Written, keys, now_ms};
 use crate::config::DocumentService;
 
 /// Starts the delivery and status workers, which stop with `shutdown`.
@@ -442,15 +442,13 @@ struct Scheduler<M> {
     queued: mpsc::UnboundedReceiver<Vec<u8>>,
     queue: Queue<M>,
     loaded: Option<std::time::Instant>,
+    /// Where the queue's length is published (the node's metric).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<M: Send + 'static> Scheduler<M> {
-    fn new(
-        docs: &Documents,
-        queued: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
-        queue: Queue<M>,
-    ) -> Option<Scheduler<M>> {
-        let Some(queued) = queued else {
+    fn new(docs: &Documents, written: &Written, queue: Queue<M>) -> Option<Scheduler<M>> {
+        let Some(queued) = written.take() else {
             tracing::error!("the {} scheduler was started twice", queue.what);
             return None;
         };
@@ -462,6 +460,7 @@ impl<M: Send + 'static> Scheduler<M> {
             queued,
             queue,
             loaded: None,
+            waiting: written.waiting.clone(),
         })
     }
 
@@ -470,7 +469,13 @@ impl<M: Send + 'static> Scheduler<M> {
         if self.loaded.is_none_or(|t| t.elapsed() >= RESYNC) {
             reload(&mut self.queue, store).await;
             self.loaded = Some(std::time::Instant::now());
+            self.publish();
         }
+    }
+
+    fn publish(&self) {
+        self.waiting
+            .store(self.queue.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits for the next reason to look at the queue again: an attempt
@@ -514,6 +519,7 @@ impl<M: Send + 'static> Scheduler<M> {
             () = shutdown.wait() => return false,
         }
         tracing::trace!(queued = queue.len(), "{} queue", queue.what);
+        self.publish();
         true
     }
 }
@@ -632,7 +638,7 @@ fn due_statuses(queue: &Queue<Vec<u8>>, lanes: &mut Lanes, now: u64) -> (Vec<Sta
 async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
     let queue = Queue::empty(keys::QUEUE, "delivery", read_delivery);
-    let Some(mut s) = Scheduler::new(&docs, docs.queued.take(), queue) else {
+    let Some(mut s) = Scheduler::new(&docs, &docs.queued, queue) else {
         return;
     };
     loop {
@@ -868,7 +874,7 @@ fn status_lane(update: &StatusUpdate) -> Vec<u8> {
 async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
     let hub = docs.hub.clone();
     let queue = Queue::empty(keys::STATUS_QUEUE, "status", read_status);
-    let Some(mut s) = Scheduler::new(&docs, docs.status_queued.take(), queue) else {
+    let Some(mut s) = Scheduler::new(&docs, &docs.status_queued, queue) else {
         return;
     };
     // The queue key of each lane in flight.
@@ -1012,6 +1018,54 @@ mod tests {
         b.insert(&key, at.to_be_bytes());
         store.apply_journaled(keys::JOURNAL, b).expect("queue");
         key
+    }
+
+    /// Waits (without sleeping) until `done` holds, failing after 10 s.
+    async fn until(mut done: impl FnMut() -> bool, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_waiting_count_is_the_schedulers_once_it_runs() {
+        use crate::docs::testing::docs_with;
+        let (_dir, mut docs) = docs_with(DocumentService::default()).await;
+        // Entries an hour off, within the longest retry: none is attempted
+        // while the test runs (an attempt would write its entry again).
+        Arc::get_mut(&mut docs).expect("not shared yet").backoff =
+            (Duration::from_secs(3600), Duration::from_secs(7200));
+        // Before any scheduler runs, the count is read from the store.
+        let a = put(&docs.store, "A", "a", now_ms() + 3_600_000);
+        assert_eq!(docs.queue_lengths(), (1, 0));
+        let shutdown = Shutdown::new();
+        spawn_workers(docs.clone(), shutdown.clone());
+        until(
+            || {
+                docs.queued
+                    .waiting
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 1
+            },
+            "the scheduler counts the entry it read",
+        )
+        .await;
+        // A new entry counts once its writer tells the scheduler of it…
+        let b = put(&docs.store, "B", "b", now_ms() + 3_600_000);
+        assert_eq!(docs.queue_lengths(), (1, 0), "not told of yet");
+        docs.queued.send(b);
+        until(|| docs.queue_lengths() == (2, 0), "the new entry counted").await;
+        // …and one removed counts no more once the scheduler reads it again.
+        let mut r = WriteBatch::default();
+        r.remove(&a);
+        docs.store
+            .apply_journaled(keys::JOURNAL, r)
+            .expect("dequeue");
+        docs.queued.send(a);
+        until(|| docs.queue_lengths() == (1, 0), "the entry gone").await;
+        shutdown.trigger();
     }
 
     #[test]
