@@ -693,6 +693,11 @@ async fn a_bad_send_is_refused_and_nothing_is_queued() {
         assert!(err.message().contains(words), "{words}: {err:?}");
         assert_eq!(f.docs.queue_lengths(), (0, 0), "{words}: nothing queued");
         assert!(!f.sent(H37, &doc), "{words}: nothing in the outbox");
+        // The attachment is small: it would be stored with the send's commit.
+        assert!(
+            f.store.scan_prefix(b"doc/b/").next().is_none(),
+            "{words}: no attachment stored"
+        );
     }
     // The whole document, after all that, is accepted as a first send.
     let ok = f
@@ -704,6 +709,7 @@ async fn a_bad_send_is_refused_and_nothing_is_queued() {
         .expect("a good send");
     assert!(!ok.duplicate);
     assert_eq!(f.docs.queue_lengths(), (1, 0));
+    assert_eq!(f.store.scan_prefix(b"doc/b/").count(), 1, "its attachment");
 }
 
 #[tokio::test]
