@@ -50,6 +50,10 @@ struct State {
     /// another attempt.
     again: bool,
     closed: bool,
+    /// The flushing thread waits for a request (so a new one must wake
+    /// it; when it is flushing it looks again before it waits, and a
+    /// wake-up would be a system call for nothing).
+    sleeping: bool,
 }
 
 /// How far the flushes have come.
@@ -101,11 +105,14 @@ impl GroupFlush {
         };
         {
             let mut state = self.shared.lock();
+            let news = wanted > state.requested || (retry && !state.again);
             state.requested = state.requested.max(wanted);
             // What failed to cover these writes is not an answer for a
             // caller that asks again: it gets an attempt of its own.
             state.again |= retry;
-            self.shared.wake.notify_one();
+            if news && state.sleeping {
+                self.shared.wake.notify_one();
+            }
         }
         let now = flushed
             .wait_for(|f| f.ok >= wanted || (f.failed >= wanted && f.attempts > seen))
@@ -149,10 +156,12 @@ impl Shared {
             {
                 let mut state = self.lock();
                 while state.requested <= tried && !state.again && !state.closed {
+                    state.sleeping = true;
                     state = self
                         .wake
                         .wait(state)
                         .unwrap_or_else(PoisonError::into_inner);
+                    state.sleeping = false;
                 }
                 if state.requested <= tried && !state.again {
                     return;
