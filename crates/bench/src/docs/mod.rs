@@ -18,6 +18,9 @@
 //!   `SendDocument` acknowledgement.
 //!   The process's peak resident memory growth over the transfer is
 //!   reported too (Linux `VmHWM`, reset when the send starts).
+//! - **backlog** (alone, not part of `all`): the ministry node stopped, N
+//!   documents sent (each acknowledged on disk at the province node), the
+//!   ministry node started again, and the time until every one is at "01".
 //! - **raw**: the same bytes, in the same chunk size and the same message
 //!   type, streamed by a bare tonic client as `truc.v1.Node/Deliver` over
 //!   mutual TLS 1.3 (the hub's certificate to the ministry node's) to an
@@ -25,6 +28,7 @@
 //!   before answering: one hop's transport and disk, none of truc's checks,
 //!   audit or second hop.
 
+mod backlog;
 mod common;
 mod report;
 mod small;
@@ -37,7 +41,7 @@ use truc_client::Client;
 use truc_demo::{BackendKind, DemoOptions, Deployment, PROVINCE_NODE};
 
 pub(crate) use self::transfer::{LargeOutcome, large_document};
-use self::{report::*, small::*, transfer::*};
+use self::{backlog::*, report::*, small::*, transfer::*};
 use crate::cpu_model;
 
 const MIB: u64 = 1024 * 1024;
@@ -62,6 +66,8 @@ pub(crate) enum Part {
     Large,
     /// Small, then large, then raw.
     All,
+    /// A backlog left by the ministry node down, delivered once it is back.
+    Backlog,
 }
 
 /// Options of `truc-bench docs`.
@@ -88,6 +94,9 @@ pub(crate) struct DocsArgs {
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     part: Part,
+    /// Documents of the backlog (`--part backlog`).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    backlog: u64,
     /// Audit records are written without flushing to disk (documents and
     /// their blobs are still flushed).
     #[arg(long)]
@@ -102,6 +111,7 @@ fn part_name(p: Part) -> &'static str {
         Part::Small => "small",
         Part::Large => "large",
         Part::All => "all",
+        Part::Backlog => "backlog",
     }
 }
 
@@ -139,20 +149,25 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
     );
 
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
-    let small_outcome;
-    let pki;
+    let mut small_outcome = None;
+    let mut pki = None;
     let mut large_outcome = None;
     let mut raw_outcome = None;
-    {
+    let mut backlog_outcome = None;
+    if args.part == Part::Backlog {
+        let mut deployment = start(dir.path(), &args).await?;
+        let client = province_client(&deployment)?;
+        let b = backlog(&mut deployment, &client, &args).await;
+        let stopped = deployment.stop().await;
+        let b = b?;
+        stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
+        print_backlog(&b);
+        backlog_outcome = Some(b);
+    } else {
         let deployment = start(dir.path(), &args).await?;
-        pki = deployment.files.pki.clone();
+        pki = Some(deployment.files.pki.clone());
         let result = async {
-            let client = Client::from_grpc(
-                deployment
-                    .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
-                    .map_err(|e| format!("cannot make an agency client: {e}"))?,
-            )
-            .max_message_bytes(MAX_MESSAGE_BYTES);
+            let client = province_client(&deployment)?;
             let s = if matches!(args.part, Part::Small | Part::All) {
                 let s = small(&client, &args).await?;
                 print_small(&s);
@@ -176,7 +191,7 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         small_outcome = result?;
         stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
     }
-    if matches!(args.part, Part::Large | Part::All) {
+    if let Some(pki) = pki.filter(|_| matches!(args.part, Part::Large | Part::All)) {
         let r = raw(&pki, dir.path(), &args).await?;
         print_raw(&r, large_outcome.as_ref());
         raw_outcome = Some(r);
@@ -189,19 +204,34 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
             small_outcome.as_ref(),
             large_outcome.as_ref(),
             raw_outcome.as_ref(),
+            backlog_outcome.as_ref(),
         );
     }
     Ok(())
 }
 
+/// The province's agency client of `deployment`.
+fn province_client(deployment: &Deployment) -> Result<Client, String> {
+    Ok(Client::from_grpc(
+        deployment
+            .agency_client(truc_demo::PROVINCE_NODE, truc_demo::PROVINCE_CLIENT)
+            .map_err(|e| format!("cannot make an agency client: {e}"))?,
+    )
+    .max_message_bytes(MAX_MESSAGE_BYTES))
+}
+
 async fn start(dir: &Path, args: &DocsArgs) -> Result<Deployment, String> {
-    let mut deployment = Deployment::start(DemoOptions {
+    let mut options = DemoOptions {
         backend: BackendKind::Echo,
         durable: !args.no_durable,
         ..DemoOptions::new(dir)
-    })
-    .await
-    .map_err(|e| format!("cannot start the deployment: {e}"))?;
+    };
+    if args.part == Part::Backlog {
+        options.retry = BACKLOG_RETRY;
+    }
+    let mut deployment = Deployment::start(options)
+        .await
+        .map_err(|e| format!("cannot start the deployment: {e}"))?;
     // Each sender follows its document on a WatchTracking stream of its
     // own, and a node allows few watchers per agency by default: the
     // province node restarts with room for every sender's watch (and for
@@ -248,6 +278,7 @@ mod tests {
             size_mib: 1,
             chunk_kib: 64,
             part,
+            backlog: 40,
             no_durable: true,
             json: false,
         }
@@ -304,5 +335,19 @@ mod tests {
         }
         drop(watches);
         deployment.stop().await.expect("stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_left_while_the_ministry_node_was_down_is_delivered_once_it_is_back() {
+        let args = DocsArgs {
+            attachment_bytes: 100,
+            ..args(Part::Backlog)
+        };
+        let (_dir, mut deployment, client) = started(&args).await;
+        let b = backlog(&mut deployment, &client, &args).await;
+        deployment.stop().await.expect("stop");
+        let b = b.expect("every document delivered");
+        assert_eq!(b.documents, 40);
+        assert!(b.drained > Duration::ZERO && b.queued > Duration::ZERO);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DocsArgs, MIB, common::*, part_name, small::*, transfer::*};
+use super::{DocsArgs, MIB, backlog::*, common::*, part_name, small::*, transfer::*};
 
 pub(super) fn print_small(s: &SmallOutcome) {
     let d = &s.tally.delivered_us;
@@ -89,7 +89,18 @@ pub(super) fn print_json(
     s: Option<&SmallOutcome>,
     l: Option<&LargeOutcome>,
     r: Option<&RawOutcome>,
+    b: Option<&BacklogOutcome>,
 ) {
+    let backlog = b.map(|b| {
+        serde_json::json!({
+            "documents": b.documents,
+            "queued_s": b.queued.as_secs_f64(),
+            "drained_s": b.drained.as_secs_f64(),
+            "drained_docs_per_s": b.drained_per_s(),
+            "retry_first_ms": BACKLOG_RETRY.0.as_millis() as u64,
+            "retry_cap_ms": BACKLOG_RETRY.1.as_millis() as u64,
+        })
+    });
     let small = s.map(|s| {
         serde_json::json!({
             "docs": s.docs(),
@@ -140,12 +151,14 @@ pub(super) fn print_json(
             "warmup_s": args.warmup,
             "attachment_bytes": args.attachment_bytes,
             "size_mib": args.size_mib,
+            "backlog": args.backlog,
             "chunk_kib": args.chunk_kib,
             "durable": !args.no_durable,
         },
         "small": small,
         "large": large,
         "raw": raw,
+        "backlog": backlog,
         "truc_over_raw_mb_per_s": ratio,
     });
     println!("{j}");

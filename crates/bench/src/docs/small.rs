@@ -79,7 +79,7 @@ pub(super) struct Window {
 pub(super) type Tiny = Bytes;
 
 /// The attachment of document `number`: its description and its bytes.
-fn attachment_for(tiny: &Tiny, number: &str) -> (Attachment, Bytes) {
+pub(super) fn attachment_for(tiny: &Tiny, number: &str) -> (Attachment, Bytes) {
     let mut data = tiny.to_vec();
     let stamp = number.as_bytes();
     let n = stamp.len().min(data.len());
