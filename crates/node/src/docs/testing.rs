@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -33,20 +33,32 @@ pub(super) fn open_in(dir: &std::path::Path, service: DocumentService) -> Arc<Do
 
 /// Documents whose flushes fail while `failing` is set.
 pub(super) async fn docs_failing_flush() -> (tempfile::TempDir, Arc<Documents>, Arc<AtomicBool>) {
+    let (dir, docs, failing, _) = docs_counting_flush().await;
+    (dir, docs, failing)
+}
+
+/// The same, with the count of flushes tried.
+pub(super) async fn docs_counting_flush() -> (
+    tempfile::TempDir,
+    Arc<Documents>,
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+) {
     let dir = tempfile::tempdir().expect("dir");
     let failing = Arc::new(AtomicBool::new(false));
+    let tried = Arc::new(AtomicU64::new(0));
     let docs = open_flushing(
         dir.path(),
         DocumentService::default(),
-        Some(failing.clone()),
+        Some((failing.clone(), tried.clone())),
     );
-    (dir, docs, failing)
+    (dir, docs, failing, tried)
 }
 
 fn open_flushing(
     dir: &std::path::Path,
     service: DocumentService,
-    failing: Option<Arc<AtomicBool>>,
+    failing: Option<(Arc<AtomicBool>, Arc<AtomicU64>)>,
 ) -> Arc<Documents> {
     let store = Store::open(&dir.join("db")).expect("store");
     let hub = crate::hubs::Hubs::of(vec![(
@@ -56,8 +68,11 @@ fn open_flushing(
     let flush: truc_store::FlushFn = {
         let store = store.clone();
         Box::new(move || {
-            if failing.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-                return Err(truc_store::StoreError::Flush("the disk is gone".into()));
+            if let Some((failing, tried)) = &failing {
+                tried.fetch_add(1, Ordering::SeqCst);
+                if failing.load(Ordering::SeqCst) {
+                    return Err(truc_store::StoreError::Flush("the disk is gone".into()));
+                }
             }
             store.flush()
         })

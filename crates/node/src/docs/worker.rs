@@ -423,13 +423,11 @@ impl Queue<Vec<u8>> {
 }
 
 /// The queue read whole from the store again, off the async workers.
-async fn reload<M: Send + 'static>(queue: &mut Queue<M>, store: &Store) {
+async fn reload<M: Send + 'static>(queue: &Queue<M>, store: &Store) -> Option<Queue<M>> {
     let (store, prefix, what, read) = (store.clone(), queue.prefix, queue.what, queue.read);
-    if let Ok(fresh) =
-        tokio::task::spawn_blocking(move || Queue::load(&store, prefix, what, read)).await
-    {
-        *queue = fresh;
-    }
+    tokio::task::spawn_blocking(move || Queue::load(&store, prefix, what, read))
+        .await
+        .ok()
 }
 
 /// What each of the two schedulers (deliveries, statuses) runs on: its
@@ -464,18 +462,33 @@ impl<M: Send + 'static> Scheduler<M> {
         })
     }
 
-    /// Reads the whole queue at the first turn and every [`RESYNC`].
-    async fn resync(&mut self, store: &Store) {
+    /// Reads the whole queue at the first turn and every [`RESYNC`]. What
+    /// it reads may have been written and not yet flushed (a send whose
+    /// commit is under way, or failed): the queue read is used only once
+    /// that is durable, so that only entries on disk go out. Every other
+    /// entry the scheduler reads was made durable before it was told of it
+    /// (after the commit that wrote it), so attempts need not wait.
+    async fn resync(&mut self, docs: &Documents) {
         if self.loaded.is_none_or(|t| t.elapsed() >= RESYNC) {
-            reload(&mut self.queue, store).await;
+            let fresh = reload(&self.queue, &docs.store).await;
+            if let Err(e) = docs.settled().await {
+                tracing::warn!(error = %e.message(), "the {} queue read is not durable yet; read again", self.queue.what);
+                return;
+            }
+            if let Some(fresh) = fresh {
+                self.queue = fresh;
+            }
             self.loaded = Some(std::time::Instant::now());
             self.publish();
         }
     }
 
+    /// Publishes the queue's length, once it has been read.
     fn publish(&self) {
-        self.waiting
-            .store(self.queue.len(), std::sync::atomic::Ordering::Relaxed);
+        if self.loaded.is_some() {
+            self.waiting
+                .store(self.queue.len(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Waits for the next reason to look at the queue again: an attempt
@@ -642,7 +655,7 @@ async fn deliveries(docs: Arc<Documents>, shutdown: Shutdown) {
         return;
     };
     loop {
-        s.resync(&docs.store).await;
+        s.resync(&docs).await;
         let (due, next_wake) = due_deliveries(&s.queue, &mut s.lanes, now_ms());
         for (k, (sender, doc, kind, recipient)) in due {
             let (d, hub) = (docs.clone(), hub.clone());
@@ -681,10 +694,7 @@ async fn deliver_one(
         tracing::error!(%sender, %doc, "queued delivery without its outbox entry; dropped");
         return dequeue(docs, &q_key).await;
     };
-    // Only a document whose acceptance is on disk goes out.
-    if docs.settled().await.is_err() {
-        return Outcome::Hold;
-    }
+    // Its acceptance is on disk: the scheduler takes only durable entries.
     let bytes = envelope
         .attachments
         .iter()
@@ -880,7 +890,7 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
     // The queue key of each lane in flight.
     let mut in_flight: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     loop {
-        s.resync(&docs.store).await;
+        s.resync(&docs).await;
         let (due, next_wake) = due_statuses(&s.queue, &mut s.lanes, now_ms());
         for (key, lane, destination) in due {
             let update = match docs.store.get(&key) {
@@ -918,10 +928,7 @@ async fn relay_one_status(
     key: Vec<u8>,
     mut update: StatusUpdate,
 ) -> Outcome {
-    // Only a status whose setting is on disk goes out.
-    if docs.settled().await.is_err() {
-        return Outcome::Hold;
-    }
+    // Its setting is on disk: the scheduler takes only durable entries.
     update.transaction_id = crate::new_transaction_id().unwrap_or_default();
     let deadline = Duration::from_millis(docs.service.status_deadline_ms);
     let mut request = tonic::Request::new(update);
@@ -1065,6 +1072,47 @@ mod tests {
             .expect("dequeue");
         docs.queued.send(a);
         until(|| docs.queue_lengths() == (1, 0), "the entry gone").await;
+        shutdown.trigger();
+    }
+
+    #[tokio::test]
+    async fn only_a_queue_read_that_is_durable_is_delivered() {
+        use std::sync::atomic::Ordering::SeqCst;
+
+        use crate::docs::testing::{R, S, docs_counting_flush, sent};
+        let (_dir, docs, failing, tried) = docs_counting_flush().await;
+        // A send written but not flushed: its outbox, tracking and queue
+        // entry are in the store, and every flush fails.
+        failing.store(true, SeqCst);
+        sent(&docs, 0);
+        let q = keys::queue(S, crate::docs::testing::DOC, 0, R);
+        let mut b = WriteBatch::default();
+        b.insert(&q, now_ms().to_be_bytes());
+        docs.store.apply_journaled(keys::JOURNAL, b).expect("queue");
+        // Counted as a commit counts its writes.
+        docs.flusher.wrote();
+        let attempts = || {
+            keys::load::<RecipientTracking>(
+                &docs.store,
+                &keys::recipient(S, crate::docs::testing::DOC, 0, R),
+            )
+            .expect("read")
+            .map_or(0, |r| r.attempts)
+        };
+        let shutdown = Shutdown::new();
+        spawn_workers(docs.clone(), shutdown.clone());
+        // Both schedulers read their queue and found it not durable, twice.
+        until(|| tried.load(SeqCst) >= 4, "flushes tried").await;
+        assert_eq!(attempts(), 0, "nothing relayed while it is not on disk");
+        assert_eq!(
+            docs.queued.waiting.load(SeqCst),
+            crate::docs::NOT_COUNTED,
+            "the queue read was not taken"
+        );
+        // The disk is back: the entry is durable, and goes out (to a hub
+        // that is not there, so its attempt is recorded as failed).
+        failing.store(false, SeqCst);
+        until(|| attempts() >= 1, "the delivery attempted").await;
         shutdown.trigger();
     }
 
