@@ -936,6 +936,37 @@ async fn start_deployment(
     Ok((dir, deployment))
 }
 
+/// Routed calls (the `routed` mode with its defaults: 64 in flight, 100 B,
+/// durable unless `durable` is false) for `duration` seconds after `warmup`,
+/// on a deployment of their own: the baseline `truc-bench docs
+/// --against-routed` puts small documents against. Calls/s and errors.
+pub(crate) async fn routed_baseline(
+    duration: u64,
+    warmup: u64,
+    durable: bool,
+) -> Result<(f64, u64), String> {
+    let args = Args::try_parse_from([
+        "truc-bench".to_string(),
+        "routed".into(),
+        "--duration".into(),
+        duration.to_string(),
+        "--warmup".into(),
+        warmup.to_string(),
+    ])
+    .map_err(|e| format!("routed baseline: {e}"))?;
+    let (dir, deployment) = start_deployment(&args, durable).await?;
+    let result = match routed_clients(&deployment, &args) {
+        Ok(clients) => run("routed", &clients, &args).await,
+        Err(e) => Err(e),
+    };
+    let stopped = deployment.stop().await;
+    drop(dir);
+    let outcome = result?;
+    stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
+    let errors = outcome.tally.errors.values().map(|(n, _)| n).sum();
+    Ok((outcome.rate(), errors))
+}
+
 /// Runs the modes `args` asks for on one deployment (and routed on a second,
 /// not flushing one, with `all`). Prints the results and returns them as JSON.
 async fn bench(mut args: Args) -> Result<serde_json::Value, String> {

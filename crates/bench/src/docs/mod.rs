@@ -97,6 +97,11 @@ pub(crate) struct DocsArgs {
     /// Documents of the backlog (`--part backlog`).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     backlog: u64,
+    /// After the small documents, routed calls for as long (the `routed`
+    /// mode, 64 in flight, on a deployment of their own) and the ratio of
+    /// small documents/s to routed calls/s (target 6).
+    #[arg(long)]
+    against_routed: bool,
     /// Audit records are written without flushing to disk (documents and
     /// their blobs are still flushed).
     #[arg(long)]
@@ -135,6 +140,9 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         args.chunk_kib,
         if args.no_durable { " --no-durable" } else { "" },
     );
+    if args.against_routed {
+        println!("  then routed calls for as long: --against-routed");
+    }
     println!(
         "  documents 000.00.00.H37 (province node) -> hub -> 000.00.00.G22 (ministry node), mTLS 1.3; each document's own attachment fsynced at each node; audit {}",
         if args.no_durable {
@@ -191,6 +199,13 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         small_outcome = result?;
         stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
     }
+    let mut against_routed = None;
+    if let Some(s) = small_outcome.as_ref().filter(|_| args.against_routed) {
+        let (calls_per_s, errors) =
+            crate::routed_baseline(args.duration, args.warmup, !args.no_durable).await?;
+        print_against_routed(s, calls_per_s, errors);
+        against_routed = Some((calls_per_s, errors));
+    }
     if let Some(pki) = pki.filter(|_| matches!(args.part, Part::Large | Part::All)) {
         let r = raw(&pki, dir.path(), &args).await?;
         print_raw(&r, large_outcome.as_ref());
@@ -205,6 +220,7 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
             large_outcome.as_ref(),
             raw_outcome.as_ref(),
             backlog_outcome.as_ref(),
+            against_routed,
         );
     }
     Ok(())
@@ -279,6 +295,7 @@ mod tests {
             chunk_kib: 64,
             part,
             backlog: 40,
+            against_routed: false,
             no_durable: true,
             json: false,
         }
@@ -349,5 +366,14 @@ mod tests {
         let b = b.expect("every document delivered");
         assert_eq!(b.documents, 40);
         assert!(b.drained > Duration::ZERO && b.queued > Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_routed_baseline_runs_on_a_deployment_of_its_own() {
+        let (calls_per_s, errors) = crate::routed_baseline(1, 0, false)
+            .await
+            .expect("routed calls");
+        assert!(calls_per_s > 0.0, "{calls_per_s}");
+        assert_eq!(errors, 0);
     }
 }

@@ -32,6 +32,18 @@ pub(super) fn print_small(s: &SmallOutcome) {
     }
 }
 
+/// Small documents against routed calls measured after them (target 6).
+pub(super) fn print_against_routed(s: &SmallOutcome, calls_per_s: f64, errors: u64) {
+    println!();
+    println!(
+        "routed calls for as long, after the small documents (truc-bench routed: 64 in flight, 100 B, on a deployment of their own): {calls_per_s:.1} calls/s, {errors} errors"
+    );
+    println!(
+        "small documents/s over routed calls/s: {:.3}",
+        s.rate() / calls_per_s.max(1e-9)
+    );
+}
+
 pub(super) fn print_large(l: &LargeOutcome) {
     println!();
     println!(
@@ -90,7 +102,15 @@ pub(super) fn print_json(
     l: Option<&LargeOutcome>,
     r: Option<&RawOutcome>,
     b: Option<&BacklogOutcome>,
+    against_routed: Option<(f64, u64)>,
 ) {
+    let against_routed = against_routed.map(|(calls_per_s, errors)| {
+        serde_json::json!({
+            "routed_calls_per_s": calls_per_s,
+            "routed_errors": errors,
+            "small_docs_over_routed_calls": s.map(|s| s.rate() / calls_per_s.max(1e-9)),
+        })
+    });
     let backlog = b.map(|b| {
         serde_json::json!({
             "documents": b.documents,
@@ -152,6 +172,7 @@ pub(super) fn print_json(
             "attachment_bytes": args.attachment_bytes,
             "size_mib": args.size_mib,
             "backlog": args.backlog,
+            "against_routed": args.against_routed,
             "chunk_kib": args.chunk_kib,
             "durable": !args.no_durable,
         },
@@ -159,6 +180,7 @@ pub(super) fn print_json(
         "large": large,
         "raw": raw,
         "backlog": backlog,
+        "against_routed": against_routed,
         "truc_over_raw_mb_per_s": ratio,
     });
     println!("{j}");
