@@ -216,11 +216,13 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
             &args,
             cpus,
             &cpu,
-            small_outcome.as_ref(),
-            large_outcome.as_ref(),
-            raw_outcome.as_ref(),
-            backlog_outcome.as_ref(),
-            against_routed,
+            &Outcomes {
+                small: small_outcome.as_ref(),
+                large: large_outcome.as_ref(),
+                raw: raw_outcome.as_ref(),
+                backlog: backlog_outcome.as_ref(),
+                against_routed,
+            },
         );
     }
     Ok(())

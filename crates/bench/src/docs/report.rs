@@ -94,16 +94,24 @@ pub(super) fn print_raw(r: &RawOutcome, l: Option<&LargeOutcome>) {
     }
 }
 
-pub(super) fn print_json(
-    args: &DocsArgs,
-    cpus: usize,
-    cpu: &str,
-    s: Option<&SmallOutcome>,
-    l: Option<&LargeOutcome>,
-    r: Option<&RawOutcome>,
-    b: Option<&BacklogOutcome>,
-    against_routed: Option<(f64, u64)>,
-) {
+/// What a run measured, each part if it ran.
+pub(super) struct Outcomes<'a> {
+    pub(super) small: Option<&'a SmallOutcome>,
+    pub(super) large: Option<&'a LargeOutcome>,
+    pub(super) raw: Option<&'a RawOutcome>,
+    pub(super) backlog: Option<&'a BacklogOutcome>,
+    /// Routed calls/s and errors.
+    pub(super) against_routed: Option<(f64, u64)>,
+}
+
+pub(super) fn print_json(args: &DocsArgs, cpus: usize, cpu: &str, o: &Outcomes<'_>) {
+    let Outcomes {
+        small: s,
+        large: l,
+        raw: r,
+        backlog: b,
+        against_routed,
+    } = *o;
     let against_routed = against_routed.map(|(calls_per_s, errors)| {
         serde_json::json!({
             "routed_calls_per_s": calls_per_s,
