@@ -16,11 +16,15 @@ use truc_demo::{Deployment, G22, H37, MINISTRY_NODE};
 
 use super::{DocsArgs, SMALL_TIMEOUT, common::*, small::attachment_for};
 
-/// The retry delays of the backlog's deployment (first, cap): short, so
-/// that what is measured is the delivery of the backlog, not the wait for
-/// the next attempt after the outage.
-pub(super) const BACKLOG_RETRY: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(1));
+/// The retry delays of the backlog's deployment (first, cap). Short by
+/// default (100 ms, 1 s), so that what is measured is the delivery of the
+/// backlog, not the wait for the next attempt after the outage.
+pub(super) fn backlog_retry(args: &DocsArgs) -> (Duration, Duration) {
+    (
+        Duration::from_millis(args.retry_first_ms),
+        Duration::from_millis(args.retry_cap_ms.max(args.retry_first_ms)),
+    )
+}
 
 /// What the backlog run measured.
 pub(super) struct BacklogOutcome {
@@ -96,6 +100,7 @@ pub(super) async fn backlog(
     }
     let queued = started.elapsed();
     ids.sort();
+    tokio::time::sleep(Duration::from_secs(args.outage_secs)).await;
     // Nothing can have reached the ministry node meanwhile.
     if let Some((_, first)) = ids.first() {
         let t = client
@@ -156,7 +161,7 @@ async fn at_01(client: &Client, id: &str, give_up: Instant) -> Result<(), String
 }
 
 /// Prints the backlog's outcome.
-pub(super) fn print_backlog(b: &BacklogOutcome) {
+pub(super) fn print_backlog(b: &BacklogOutcome, args: &DocsArgs) {
     println!();
     println!(
         "backlog: {} documents {H37} -> {G22} sent while the ministry node was down (each acknowledged on disk at the province node), then the ministry node started again",
@@ -169,9 +174,11 @@ pub(super) fn print_backlog(b: &BacklogOutcome) {
         b.drained.as_secs_f64(),
         b.drained_per_s(),
     );
+    let (first, cap) = backlog_retry(args);
     println!(
-        "  retry delays of this deployment: first {} ms, at most {} ms",
-        BACKLOG_RETRY.0.as_millis(),
-        BACKLOG_RETRY.1.as_millis()
+        "  the ministry node stayed down {} s more once all were queued; retry delays of this deployment: first {} ms, at most {} ms",
+        args.outage_secs,
+        first.as_millis(),
+        cap.as_millis()
     );
 }

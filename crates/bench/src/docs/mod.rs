@@ -97,6 +97,16 @@ pub(crate) struct DocsArgs {
     /// Documents of the backlog (`--part backlog`).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     backlog: u64,
+    /// Seconds the ministry node stays down once the backlog is queued
+    /// (`--part backlog`), while the province node keeps retrying.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    outage_secs: u64,
+    /// The nodes' first retry delay in the backlog's deployment, ms.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    retry_first_ms: u64,
+    /// The nodes' longest retry delay in the backlog's deployment, ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    retry_cap_ms: u64,
     /// After the small documents, routed calls for as long (the `routed`
     /// mode, 64 in flight, on a deployment of their own) and the ratio of
     /// small documents/s to routed calls/s (target 6).
@@ -169,7 +179,7 @@ pub(crate) async fn run(args: DocsArgs) -> Result<(), String> {
         let stopped = deployment.stop().await;
         let b = b?;
         stopped.map_err(|e| format!("the deployment did not stop cleanly: {e}"))?;
-        print_backlog(&b);
+        print_backlog(&b, &args);
         backlog_outcome = Some(b);
     } else {
         let deployment = start(dir.path(), &args).await?;
@@ -245,7 +255,7 @@ async fn start(dir: &Path, args: &DocsArgs) -> Result<Deployment, String> {
         ..DemoOptions::new(dir)
     };
     if args.part == Part::Backlog {
-        options.retry = BACKLOG_RETRY;
+        options.retry = backlog_retry(args);
     }
     let mut deployment = Deployment::start(options)
         .await
@@ -297,6 +307,9 @@ mod tests {
             chunk_kib: 64,
             part,
             backlog: 40,
+            outage_secs: 0,
+            retry_first_ms: 100,
+            retry_cap_ms: 1000,
             against_routed: false,
             no_durable: true,
             json: false,

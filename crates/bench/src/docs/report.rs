@@ -125,8 +125,9 @@ pub(super) fn print_json(args: &DocsArgs, cpus: usize, cpu: &str, o: &Outcomes<'
             "queued_s": b.queued.as_secs_f64(),
             "drained_s": b.drained.as_secs_f64(),
             "drained_docs_per_s": b.drained_per_s(),
-            "retry_first_ms": BACKLOG_RETRY.0.as_millis() as u64,
-            "retry_cap_ms": BACKLOG_RETRY.1.as_millis() as u64,
+            "outage_s": args.outage_secs,
+            "retry_first_ms": backlog_retry(args).0.as_millis() as u64,
+            "retry_cap_ms": backlog_retry(args).1.as_millis() as u64,
         })
     });
     let small = s.map(|s| {
