@@ -106,6 +106,13 @@ enum Outcome {
 /// and loses half for each it does not.
 const FIRST_ALLOWANCE: usize = 4;
 
+/// The least time between two recoveries of one destination that bring its
+/// waiting entries forward (see [`Lanes::finish`]): a destination that
+/// fails and answers by turns costs its queue a pass at most this often,
+/// and an entry that keeps failing while the others go through is tried
+/// again at most this often.
+const RECOVERY_EVERY: Duration = Duration::from_secs(10);
+
 /// Work in flight per destination, and work held back in memory.
 ///
 /// How many attempts a destination may have in flight follows how it
@@ -123,6 +130,10 @@ struct Lanes {
     allowance: HashMap<String, usize>,
     /// Lane → (not before, in ms; attempts so far).
     held: HashMap<Vec<u8>, (u64, u32)>,
+    /// Destinations whose last attempt was not answered.
+    unanswered: HashSet<String>,
+    /// When each destination's waiting entries were last brought forward.
+    recovered: HashMap<String, u64>,
     max_total: usize,
     max_per_destination: usize,
     backoff: (Duration, Duration),
@@ -135,6 +146,8 @@ impl Lanes {
             per_destination: HashMap::new(),
             allowance: HashMap::new(),
             held: HashMap::new(),
+            unanswered: HashSet::new(),
+            recovered: HashMap::new(),
             max_total: service.max_in_flight.max(1),
             max_per_destination: service.max_in_flight_per_destination.max(1),
             backoff,
@@ -183,8 +196,28 @@ impl Lanes {
             .or_default() += 1;
     }
 
-    fn finish(&mut self, (lane, destination, outcome): Done) {
+    /// Ends an attempt. Returns the destination if it answered after it
+    /// had not: it is back, and what waits for it need not wait out the
+    /// retry delays its outage left (at most once per [`RECOVERY_EVERY`]).
+    fn finish(&mut self, (lane, destination, outcome): Done) -> Option<String> {
         self.busy.remove(&lane);
+        let recovered = match outcome {
+            Outcome::Answered if self.unanswered.remove(&destination) => {
+                let now = now_ms();
+                let last = self.recovered.get(&destination).copied();
+                if last.is_none_or(|t| now.saturating_sub(t) >= millis(RECOVERY_EVERY)) {
+                    self.recovered.insert(destination.clone(), now);
+                    Some(destination.clone())
+                } else {
+                    None
+                }
+            }
+            Outcome::Unanswered => {
+                self.unanswered.insert(destination.clone());
+                None
+            }
+            Outcome::Answered | Outcome::Hold => None,
+        };
         let mut idle = true;
         if let Some(n) = self.per_destination.get_mut(&destination) {
             *n = n.saturating_sub(1);
@@ -209,6 +242,7 @@ impl Lanes {
             }
             Outcome::Hold => self.hold(lane),
         }
+        recovered
     }
 
     /// Holds `lane` back for one more backoff step.
@@ -406,6 +440,27 @@ impl<M> Queue<M> {
     fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Makes every entry of `destination` due by `now`, in the order they
+    /// were (the i-th of n later ones at `now - n + i` ms), in memory only:
+    /// an attempt writes its entry's time again, and the next read of the
+    /// whole queue takes the stored times back. Returns how many moved.
+    fn bring_forward(&mut self, destination: &str, now: u64) -> usize {
+        let Some(by_time) = self.by_destination.get_mut(destination) else {
+            return 0;
+        };
+        let later = by_time.split_off(&(now.saturating_add(1), Arc::from(&[][..])));
+        let moved = later.len();
+        let first = now.saturating_sub(moved as u64);
+        for (i, ((_, key), meta)) in later.into_iter().enumerate() {
+            let at = first + i as u64;
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.0 = at;
+            }
+            by_time.insert((at, key), meta);
+        }
+        moved
+    }
 }
 
 #[cfg(test)]
@@ -513,7 +568,12 @@ impl<M: Send + 'static> Scheduler<M> {
             if let Some(key) = ended(&d.0) {
                 queue.refresh(store, &key);
             }
-            lanes.finish(d);
+            if let Some(back) = lanes.finish(d) {
+                let moved = queue.bring_forward(&back, now_ms());
+                if moved > 0 {
+                    tracing::info!(destination = %back, moved, "{} destination answers again: its waiting entries are due now", queue.what);
+                }
+            }
         };
         tokio::select! {
             Some(d) = done_rx.recv() => {
@@ -899,7 +959,7 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
             };
             let Some(update) = update else {
                 // Gone or unreadable since it was read: read it again.
-                s.lanes.finish((lane, destination, Outcome::Hold));
+                let _ = s.lanes.finish((lane, destination, Outcome::Hold));
                 s.queue.refresh(&docs.store, &key);
                 continue;
             };
@@ -1117,6 +1177,65 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_back_after_not_answering_has_its_waiting_deliveries_due_now() {
+        let (_dir, store) = queue();
+        let service = DocumentService::default();
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(1), Duration::from_secs(60)));
+        let now = now_ms();
+        // R's entries wait out retry delays its outage left; another
+        // destination's entry waits too.
+        let late = put(&store, "A", "late", now + 50_000);
+        let early = put(&store, "A", "early", now + 30_000);
+        let other = keys::queue("A", "other", 0, "Q");
+        let mut b = WriteBatch::default();
+        b.insert(&other, (now + 30_000).to_be_bytes());
+        store.apply_journaled(keys::JOURNAL, b).expect("queue");
+        let mut q = Queue::deliveries(&store);
+        assert!(due_deliveries(&q, &mut lanes, now).0.is_empty());
+        // An answer alone says nothing new.
+        assert_eq!(
+            lanes.finish((b"x".to_vec(), "R".into(), Outcome::Answered)),
+            None
+        );
+        // R did not answer, then answers: it is back.
+        assert_eq!(
+            lanes.finish((b"x".to_vec(), "R".into(), Outcome::Unanswered)),
+            None
+        );
+        let back = lanes.finish((b"x".to_vec(), "R".into(), Outcome::Answered));
+        assert_eq!(back.as_deref(), Some("R"));
+        assert_eq!(q.bring_forward("R", now), 2);
+        let (due, _) = due_deliveries(&q, &mut lanes, now);
+        // In the order they were, and nothing of Q's.
+        assert_eq!(
+            due.iter().map(|d| &d.0).collect::<Vec<_>>(),
+            [&early, &late]
+        );
+        // Back again at once: not twice within RECOVERY_EVERY (an entry
+        // failing between answers is not retried on every answer).
+        assert_eq!(
+            lanes.finish((b"y".to_vec(), "R".into(), Outcome::Unanswered)),
+            None
+        );
+        assert_eq!(
+            lanes.finish((b"y".to_vec(), "R".into(), Outcome::Answered)),
+            None
+        );
+        // Local trouble says nothing of the destination.
+        assert_eq!(
+            lanes.finish((b"z".to_vec(), "Q".into(), Outcome::Hold)),
+            None
+        );
+        assert_eq!(
+            lanes.finish((b"z".to_vec(), "Q".into(), Outcome::Answered)),
+            None
+        );
+        // The stored times are what a read of the whole queue gives back.
+        let q = Queue::deliveries(&store);
+        assert!(due_deliveries(&q, &mut lanes, now).0.is_empty());
+    }
+
+    #[test]
     fn deliveries_start_oldest_first_whatever_their_keys() {
         let (_dir, store) = queue();
         let service = DocumentService {
@@ -1299,7 +1418,7 @@ mod tests {
         fn end(&mut self, d: &str, outcome: Outcome) {
             let i = self.in_flight.iter().position(|f| f.1 == d).expect("one");
             let (lane, d) = self.in_flight.remove(i);
-            self.lanes.finish((lane, d, outcome));
+            let _ = self.lanes.finish((lane, d, outcome));
         }
 
         /// Fills `d`, then `rounds` times ends one answered and fills again:
