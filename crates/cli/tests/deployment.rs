@@ -651,17 +651,27 @@ fn three_replicas_lose_nothing_acknowledged_to_a_kill_a_drain_and_a_rolling_rest
         assert_eq!(logs, [origin.as_str()], "transaction {tx}");
     }
     // The calls that failed were in flight at the kill (started before the
-    // replica was gone, not answered before it was signalled), and no more.
+    // nodes could know the replica was gone, not answered before it was
+    // signalled), and no more. A node learns of the death only when it
+    // reads the connection's close: a call it sends on that connection
+    // before then fails with the connection, and it may not send it again
+    // (nothing proves the dead replica had not recorded it). How long the
+    // node takes to read the close depends on the machine's load (a run of
+    // `.ci/run` saw a call started after the process was reaped fail this
+    // way); NOTICE bounds it.
+    const NOTICE: Duration = Duration::from_millis(250);
+    let known_gone = killed + NOTICE;
     let in_flight_at_kill = tally
         .spans
         .iter()
-        .filter(|(start, end)| *start <= killed && *end >= kill_sent)
+        .filter(|(start, end)| *start <= known_gone && *end >= kill_sent)
         .count();
     for f in &tally.failed {
         assert!(
-            f.started <= killed && f.ended >= kill_sent,
-            "a call failed away from the kill: {f:?} (kill at {:?} after it started)\n{}",
-            kill_sent.checked_duration_since(f.started),
+            f.started <= known_gone && f.ended >= kill_sent,
+            "a call failed away from the kill: {f:?} (it started {:?} after the kill was sent, {:?} after the process was reaped)\n{}",
+            f.started.checked_duration_since(kill_sent),
+            f.started.checked_duration_since(killed),
             logs_of(&logs)
         );
     }
