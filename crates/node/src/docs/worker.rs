@@ -128,8 +128,11 @@ struct Lanes {
     /// destination's grown allowance is forgotten; a reduced one is kept
     /// until the destination answers again.
     allowance: HashMap<String, usize>,
-    /// Lane → (not before, in ms; attempts so far).
-    held: HashMap<Vec<u8>, (u64, u32)>,
+    /// Lane → (not before, in ms; attempts so far; its destination).
+    held: HashMap<Vec<u8>, (u64, u32, String)>,
+    /// An unanswered attempt holds its lane back in memory too (statuses,
+    /// whose queue keeps no next-attempt time); deliveries write theirs.
+    hold_unanswered: bool,
     /// Destinations whose last attempt was not answered.
     unanswered: HashSet<String>,
     /// When each destination's waiting entries were last brought forward.
@@ -146,6 +149,7 @@ impl Lanes {
             per_destination: HashMap::new(),
             allowance: HashMap::new(),
             held: HashMap::new(),
+            hold_unanswered: false,
             unanswered: HashSet::new(),
             recovered: HashMap::new(),
             max_total: service.max_in_flight.max(1),
@@ -162,7 +166,7 @@ impl Lanes {
     fn held_until(&self, lane: &[u8], now: u64) -> Option<u64> {
         self.held
             .get(lane)
-            .map(|(until, _)| *until)
+            .map(|(until, _, _)| *until)
             .filter(|until| *until > now)
     }
 
@@ -207,6 +211,8 @@ impl Lanes {
                 let last = self.recovered.get(&destination).copied();
                 if last.is_none_or(|t| now.saturating_sub(t) >= millis(RECOVERY_EVERY)) {
                     self.recovered.insert(destination.clone(), now);
+                    // What it held back goes again now.
+                    self.held.retain(|_, h| h.2 != destination);
                     Some(destination.clone())
                 } else {
                     None
@@ -234,22 +240,23 @@ impl Lanes {
         if idle && allowed >= FIRST_ALLOWANCE.min(self.max_per_destination) {
             self.allowance.remove(&destination);
         } else {
-            self.allowance.insert(destination, allowed);
+            self.allowance.insert(destination.clone(), allowed);
         }
         match outcome {
+            Outcome::Unanswered if self.hold_unanswered => self.hold(lane, destination),
             Outcome::Answered | Outcome::Unanswered => {
                 self.held.remove(&lane);
             }
-            Outcome::Hold => self.hold(lane),
+            Outcome::Hold => self.hold(lane, destination),
         }
         recovered
     }
 
     /// Holds `lane` back for one more backoff step.
-    fn hold(&mut self, lane: Vec<u8>) {
+    fn hold(&mut self, lane: Vec<u8>, destination: String) {
         let attempts = self.held.get(&lane).map_or(0, |h| h.1).saturating_add(1);
         let until = now_ms().saturating_add(millis(backoff(attempts, self.backoff)));
-        self.held.insert(lane, (until, attempts));
+        self.held.insert(lane, (until, attempts, destination));
     }
 }
 
@@ -947,6 +954,7 @@ async fn statuses(docs: Arc<Documents>, shutdown: Shutdown) {
     let Some(mut s) = Scheduler::new(&docs, &docs.status_queued, queue) else {
         return;
     };
+    s.lanes.hold_unanswered = true;
     // The queue key of each lane in flight.
     let mut in_flight: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     loop {
@@ -1013,7 +1021,9 @@ async fn relay_one_status(
         }
         Err(status) => {
             tracing::debug!(error = %status, "status not relayed; will retry");
-            Outcome::Hold
+            // Held back in memory ([`Lanes::hold_unanswered`]), and its
+            // destination marked as not answering.
+            Outcome::Unanswered
         }
     }
 }
@@ -1507,6 +1517,36 @@ mod tests {
         let to = |r: &str| due.iter().filter(|d| d.1.3 == r).count();
         // 8 slots, 2 of them the last quarter: R gets 6 of its 16, Q one.
         assert_eq!((to("R"), to("Q")), (6, 1));
+    }
+
+    #[test]
+    fn statuses_held_for_a_destination_go_again_once_it_answers_again() {
+        let service = DocumentService::default();
+        let mut lanes = Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60)));
+        lanes.hold_unanswered = true;
+        let now = now_ms();
+        // Two lanes to S not answered: held back with backoff; one to T.
+        for (lane, to) in [(&b"s1"[..], "S"), (b"s2", "S"), (b"t1", "T")] {
+            lanes.start(lane.to_vec(), to);
+            lanes.finish((lane.to_vec(), to.into(), Outcome::Unanswered));
+            assert!(lanes.held_until(lane, now).is_some_and(|t| t > now), "held");
+        }
+        // S answers a third: S's lanes go again, T's stays held.
+        lanes.start(b"s3".to_vec(), "S");
+        assert_eq!(
+            lanes.finish((b"s3".to_vec(), "S".into(), Outcome::Answered)),
+            Some("S".into())
+        );
+        assert!(lanes.held_until(b"s1", now).is_none());
+        assert!(lanes.held_until(b"s2", now).is_none());
+        assert!(lanes.held_until(b"t1", now).is_some());
+        // Deliveries hold nothing for an unanswered attempt (their stored
+        // time says when they go).
+        let mut deliveries =
+            Lanes::new(&service, (Duration::from_secs(5), Duration::from_secs(60)));
+        deliveries.start(b"d1".to_vec(), "S");
+        deliveries.finish((b"d1".to_vec(), "S".into(), Outcome::Unanswered));
+        assert!(deliveries.held_until(b"d1", now).is_none());
     }
 
     #[test]
