@@ -452,12 +452,16 @@ mod tests {
         assert!(legacy.join("123456").exists(), "sled's files are not ours");
     }
 
+    /// Blobs (at most 2 files received at once) over a store, both in `root`.
+    fn blobs_in(root: &Path) -> Blobs {
+        let store = Store::open(&root.join("db")).expect("store");
+        Blobs::open(store, &root.join("a"), &root.join("b"), 2).expect("open")
+    }
+
     #[tokio::test]
     async fn files_being_received_are_limited_per_node() {
         let root = tempfile::tempdir().expect("dir");
-        let store = Store::open(&root.path().join("db")).expect("store");
-        let blobs =
-            Blobs::open(store, &root.path().join("a"), &root.path().join("b"), 2).expect("open");
+        let blobs = blobs_in(root.path());
         let one = blobs.writer(&[1; 32]).await.expect("one");
         let two = blobs.writer(&[2; 32]).await.expect("two");
         let e = blobs.writer(&[3; 32]).await.err().expect("over the limit");
@@ -498,9 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_attachment_stored_as_a_file_by_an_earlier_version_is_still_read() {
         let root = tempfile::tempdir().expect("dir");
-        let store = Store::open(&root.path().join("db")).expect("store");
-        let blobs =
-            Blobs::open(store, &root.path().join("a"), &root.path().join("b"), 2).expect("open");
+        let blobs = blobs_in(root.path());
         let a = attachment(5, 7);
         std::fs::write(blobs.path(&a.sha256), b"hello").expect("write");
         let mut read = Vec::new();

@@ -497,7 +497,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_relayed_document_is_acknowledged_only_once_durable_and_so_is_its_repeat() {
-        use std::sync::atomic::Ordering;
         let (_dir, docs, failing) = docs_failing_flush().await;
         let envelope = truc_doc::sample::envelope(S, &[R], "1", Vec::new());
         let relay = || {
@@ -510,15 +509,7 @@ mod tests {
                 })),
             }]))
         };
-        failing.store(true, Ordering::SeqCst);
-        let e = relay().await.expect_err("its flush failed");
-        assert_eq!(e.code(), Code::Internal, "{e:?}");
-        let e = relay()
-            .await
-            .expect_err("the repeat finds what is not durable");
-        assert_eq!(e.code(), Code::Internal, "{e:?}");
-        failing.store(false, Ordering::SeqCst);
-        let ok = relay().await.expect("durable now");
+        let ok = refused_until_durable(&failing, relay).await;
         assert!(ok.duplicate, "{ok:?}");
     }
 }

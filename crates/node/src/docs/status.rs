@@ -165,7 +165,6 @@ impl Documents {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use tonic::Code;
 
@@ -176,23 +175,9 @@ mod tests {
     async fn a_status_is_acknowledged_only_once_durable_and_so_is_its_repeat() {
         let (_dir, docs, failing) = docs_failing_flush().await;
         sent(&docs, 0);
-        failing.store(true, Ordering::SeqCst);
-        let e = docs
-            .deliver_status(status("03", 2))
-            .await
-            .expect_err("its flush failed");
-        assert_eq!(e.code(), Code::Internal, "{e:?}");
         // The status is written but not durable: its repeat, which finds
         // it, is not acknowledged either while flushes fail.
-        let e = docs
-            .deliver_status(status("03", 2))
-            .await
-            .expect_err("the repeat finds what is not yet durable");
-        assert_eq!(e.code(), Code::Internal, "{e:?}");
-        failing.store(false, Ordering::SeqCst);
-        docs.deliver_status(status("03", 2))
-            .await
-            .expect("durable now");
+        refused_until_durable(&failing, || docs.deliver_status(status("03", 2))).await;
         assert_eq!(codes(&docs), ("03".into(), vec!["01".into(), "03".into()]));
     }
 

@@ -55,6 +55,26 @@ pub(super) async fn docs_counting_flush() -> (
     (dir, docs, failing, tried)
 }
 
+/// Runs `attempt` while flushes fail, twice (the first and its repeat,
+/// which finds what is written but not durable: both refused INTERNAL),
+/// then once flushes work again; what that last one gives.
+pub(super) async fn refused_until_durable<T, F>(
+    failing: &AtomicBool,
+    mut attempt: impl FnMut() -> F,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    failing.store(true, Ordering::SeqCst);
+    for what in ["its flush failed", "the repeat finds what is not durable"] {
+        let e = attempt().await.expect_err(what);
+        assert_eq!(e.code(), tonic::Code::Internal, "{what}: {e:?}");
+    }
+    failing.store(false, Ordering::SeqCst);
+    attempt().await.expect("durable now")
+}
+
 fn open_flushing(
     dir: &std::path::Path,
     service: DocumentService,

@@ -1191,6 +1191,9 @@ mod tests {
         let (_dir, store) = queue();
         let service = DocumentService::default();
         let mut lanes = Lanes::new(&service, (Duration::from_secs(1), Duration::from_secs(60)));
+        let end = |lanes: &mut Lanes, lane: &str, to: &str, outcome| {
+            lanes.finish((lane.as_bytes().to_vec(), to.to_string(), outcome))
+        };
         let now = now_ms();
         // R's entries wait out retry delays its outage left; another
         // destination's entry waits too.
@@ -1203,16 +1206,10 @@ mod tests {
         let mut q = Queue::deliveries(&store);
         assert!(due_deliveries(&q, &mut lanes, now).0.is_empty());
         // An answer alone says nothing new.
-        assert_eq!(
-            lanes.finish((b"x".to_vec(), "R".into(), Outcome::Answered)),
-            None
-        );
+        assert_eq!(end(&mut lanes, "x", "R", Outcome::Answered), None);
         // R did not answer, then answers: it is back.
-        assert_eq!(
-            lanes.finish((b"x".to_vec(), "R".into(), Outcome::Unanswered)),
-            None
-        );
-        let back = lanes.finish((b"x".to_vec(), "R".into(), Outcome::Answered));
+        assert_eq!(end(&mut lanes, "x", "R", Outcome::Unanswered), None);
+        let back = end(&mut lanes, "x", "R", Outcome::Answered);
         assert_eq!(back.as_deref(), Some("R"));
         assert_eq!(q.bring_forward("R", now), 2);
         let (due, _) = due_deliveries(&q, &mut lanes, now);
@@ -1223,23 +1220,11 @@ mod tests {
         );
         // Back again at once: not twice within RECOVERY_EVERY (an entry
         // failing between answers is not retried on every answer).
-        assert_eq!(
-            lanes.finish((b"y".to_vec(), "R".into(), Outcome::Unanswered)),
-            None
-        );
-        assert_eq!(
-            lanes.finish((b"y".to_vec(), "R".into(), Outcome::Answered)),
-            None
-        );
+        assert_eq!(end(&mut lanes, "y", "R", Outcome::Unanswered), None);
+        assert_eq!(end(&mut lanes, "y", "R", Outcome::Answered), None);
         // Local trouble says nothing of the destination.
-        assert_eq!(
-            lanes.finish((b"z".to_vec(), "Q".into(), Outcome::Hold)),
-            None
-        );
-        assert_eq!(
-            lanes.finish((b"z".to_vec(), "Q".into(), Outcome::Answered)),
-            None
-        );
+        assert_eq!(end(&mut lanes, "z", "Q", Outcome::Hold), None);
+        assert_eq!(end(&mut lanes, "z", "Q", Outcome::Answered), None);
         // The stored times are what a read of the whole queue gives back.
         let q = Queue::deliveries(&store);
         assert!(due_deliveries(&q, &mut lanes, now).0.is_empty());
