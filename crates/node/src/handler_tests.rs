@@ -1256,3 +1256,35 @@ async fn a_small_attachment_is_stored_with_its_document_and_fetched_whole() {
     }
     assert_eq!(got, [small, Vec::new(), large]);
 }
+
+#[tokio::test]
+async fn a_send_of_many_small_attachments_keeps_only_its_budget_in_the_store() {
+    use crate::docs::INLINE_MAX;
+    // As many 4 KiB attachments as the limits allow: what one sender can
+    // make a node hold in memory and in one commit is bounded.
+    let f = fixture();
+    let n = truc_doc::Limits::default().max_attachments;
+    let files: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; INLINE_MAX as usize]).collect();
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let env = envelope(H37, G22, &refs);
+    let mut messages = vec![opening(env.clone())];
+    for (i, data) in files.iter().enumerate() {
+        messages.push(send_chunk(truc_doc::chunks::chunk(
+            i as u32,
+            0,
+            Bytes::from(data.clone()),
+        )));
+    }
+    f.send(who(Role::Client, "dms"), messages)
+        .await
+        .expect("sent");
+    let in_store = f.store.scan_prefix(b"doc/b/").count();
+    let dir = f._dir.path().join("attachments");
+    let as_files = env
+        .attachments
+        .iter()
+        .filter(|a| dir.join(hex::encode(&a.sha256)).exists())
+        .count();
+    let budget = (crate::docs::INLINE_PER_DOCUMENT / INLINE_MAX) as usize;
+    assert_eq!((in_store, as_files), (budget, n - budget));
+}

@@ -49,7 +49,10 @@ use truc_store::{GroupFlush, Store, WriteBatch};
 
 use self::{blobs::Blobs, keys::storage, outbox::split_tracking};
 #[cfg(test)]
-pub(crate) use self::{blobs::INLINE_MAX, keys::blob as blob_key};
+pub(crate) use self::{
+    blobs::{INLINE_MAX, INLINE_PER_DOCUMENT},
+    keys::blob as blob_key,
+};
 use crate::config::DocumentService;
 pub(crate) use delivery::Delivery;
 pub(crate) use worker::spawn_workers;

@@ -210,6 +210,9 @@ impl Lanes {
                 let now = now_ms();
                 let last = self.recovered.get(&destination).copied();
                 if last.is_none_or(|t| now.saturating_sub(t) >= millis(RECOVERY_EVERY)) {
+                    // Only recent recoveries matter: the map stays small.
+                    self.recovered
+                        .retain(|_, t| now.saturating_sub(*t) < millis(RECOVERY_EVERY));
                     self.recovered.insert(destination.clone(), now);
                     // What it held back goes again now.
                     self.held.retain(|_, h| h.2 != destination);
